@@ -1,0 +1,3 @@
+"""aliasd: disposable per-site addresses for your own Postfix."""
+
+__version__ = "0.1.0"

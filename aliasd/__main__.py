@@ -1,0 +1,3 @@
+from aliasd.cli import main
+
+main()

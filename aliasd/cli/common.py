@@ -1,0 +1,64 @@
+"""State shared by CLI commands: settings read once, the database opened on demand."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+import click
+
+from aliasd.config import Settings, SettingsError, load_settings
+from aliasd.core.aliases import AliasdError
+from aliasd.db import Database, SchemaOutdated, get_database
+
+
+@dataclass
+class CliState:
+    _settings: Settings | None = field(default=None)
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            try:
+                self._settings = load_settings()
+            except SettingsError as exc:
+                raise click.ClickException(f"configuration: {exc}") from exc
+        return self._settings
+
+    def database(self, *, check_schema: bool = True) -> Database:
+        db = get_database(self.settings)
+        if check_schema:
+            try:
+                db.require_current_schema()
+            except SchemaOutdated as exc:
+                raise click.ClickException(str(exc)) from exc
+            except Exception as exc:  # connection refused, bad URL, ...
+                raise click.ClickException(f"cannot open the database: {exc}") from exc
+        return db
+
+
+def state() -> CliState:
+    return click.get_current_context().find_object(CliState) or CliState()
+
+
+class UserError(click.ClickException):
+    """An AliasdError shown as 'Error: …' with exit status 1."""
+
+
+def fail_on_domain_errors(func):
+    """Turn AliasdError into a clean click error instead of a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except AliasdError as exc:
+            raise UserError(str(exc)) from exc
+
+    return wrapper
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+    sys.stderr.flush()

@@ -1,0 +1,76 @@
+"""aliasd domain add | list | set"""
+
+from __future__ import annotations
+
+import click
+from sqlalchemy import select
+
+from aliasd.cli.common import fail_on_domain_errors, state
+from aliasd.core import aliases as core
+from aliasd.models import CatchAllPolicy, Domain
+
+POLICIES = click.Choice([p.value for p in CatchAllPolicy])
+
+
+@click.group("domain")
+def domain_group() -> None:
+    """Managed (catch-all) domains."""
+
+
+@domain_group.command("add")
+@click.argument("domain")
+@click.option("--owner", required=True, help="User whose mailbox catch-all aliases forward to.")
+@click.option("--catch-all", "catch_all", type=POLICIES, default="reject", show_default=True)
+@click.option("--catch-all-regex", help="Local parts the catch-all may create must match this.")
+@click.option("--max-per-hour", type=int, help="Cap on aliases the catch-all creates per hour.")
+@fail_on_domain_errors
+def add(domain: str, owner: str, catch_all: str, catch_all_regex: str | None,
+        max_per_hour: int | None) -> None:
+    """Manage a domain."""
+    with state().database().session() as session:
+        user = core.get_user(session, owner)
+        created = core.create_domain(
+            session, domain, user, catch_all=catch_all,
+            catch_all_regex=catch_all_regex, catch_all_max_per_hour=max_per_hour,
+        )
+        click.echo(f"domain {created.name} added (owner {user.username}, catch-all {catch_all})")
+
+
+@domain_group.command("set")
+@click.argument("domain")
+@click.option("--catch-all", "catch_all", type=POLICIES)
+@click.option("--catch-all-regex", help="Empty string removes the gate.")
+@click.option("--max-per-hour", type=int, help="Negative removes the cap.")
+@fail_on_domain_errors
+def set_(domain: str, catch_all: str | None, catch_all_regex: str | None,
+         max_per_hour: int | None) -> None:
+    """Change a domain's catch-all policy."""
+    fields: dict = {}
+    if catch_all is not None:
+        fields["catch_all"] = catch_all
+    if catch_all_regex is not None:
+        fields["catch_all_regex"] = catch_all_regex or None
+    if max_per_hour is not None:
+        fields["catch_all_max_per_hour"] = None if max_per_hour < 0 else max_per_hour
+    with state().database().session() as session:
+        dom = core.get_domain(session, domain)
+        core.update_domain(session, dom, **fields)
+        click.echo(f"domain {dom.name} updated")
+
+
+@domain_group.command("list")
+def list_domains() -> None:
+    """List managed domains."""
+    with state().database().session() as session:
+        for dom in session.scalars(select(Domain).order_by(Domain.name)):
+            cap = dom.catch_all_max_per_hour
+            extra = []
+            if dom.catch_all_regex:
+                extra.append(f"regex={dom.catch_all_regex}")
+            if cap is not None:
+                extra.append(f"max/h={cap}")
+            click.echo(f"{dom.name}\t{dom.owner.username}\t{dom.catch_all}\t{' '.join(extra)}")
+
+
+def register(group: click.Group) -> None:
+    group.add_command(domain_group)

@@ -1,0 +1,204 @@
+"""Settings: built-in defaults, then an optional TOML file (``ALIASD_CONFIG``), then
+``ALIASD_*`` environment variables. Read once per process through :func:`load_settings`;
+nothing is read from the environment at import time."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "ALIASD_"
+DEFAULT_SECRET = "change-me"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or contradicts another one."""
+
+
+def _default_data_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/aliasd"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return os.path.join(base, "aliasd")
+
+
+@dataclass
+class Settings:
+    # storage
+    data_dir: str = field(default_factory=_default_data_dir)
+    database_url: str = ""  # empty: SQLite file in data_dir
+    db_timeout: float = 5.0  # seconds a statement may take before callers see a failure
+
+    # addresses
+    recipient_delimiter: str = "+"
+
+    # web
+    env: str = "production"  # "production" refuses the default secret key
+    secret_key: str = DEFAULT_SECRET
+    web_listen: str = "127.0.0.1:8080"
+    proxy_fix_hops: int = 0  # trusted reverse proxies in front of gunicorn
+    login_rate_limit: int = 10  # failed attempts per user / per client within the window
+    login_rate_window: int = 300  # seconds
+    session_cookie_secure: bool = True
+
+    # LDAP sign-in (empty uri: local accounts only)
+    ldap_uri: str = ""
+    ldap_starttls: bool = False
+    ldap_base_dn: str = ""
+    ldap_user_filter: str = "(uid={username})"
+    ldap_bind_dn: str = ""
+    ldap_bind_password: str = ""
+    ldap_user_dn_template: str = ""  # e.g. "uid={username},ou=people,dc=example,dc=net"
+    ldap_admin_group_dn: str = ""
+    ldap_mail_attribute: str = "mail"
+    ldap_timeout: float = 5.0
+
+    # lookup server (Postfix maps)
+    lookup_socketmap: str = "127.0.0.1:10031"
+    lookup_tcp: str = "127.0.0.1:10032"
+    lookup_sync_interval: float = 0.25  # seconds between change polls
+    lookup_max_staleness: float = 5.0  # answer TEMP when the replica is older than this
+    lookup_idle_timeout: float = 60.0
+    lookup_managed_domain_reply: str = "managed"  # value answered for a bare managed domain
+
+    # milter and scanner
+    milter_listen: str = "127.0.0.1:10033"
+    milter_timeout: float = 20.0  # scan budget per message; past it the message passes unscanned
+    max_scan_size: int = 2_000_000  # bytes of body scanned in full
+    scanner_backend: str = "bundled"  # bundled | rspamd
+    rspamd_url: str = "http://127.0.0.1:11333"
+    rspamd_controller_url: str = "http://127.0.0.1:11334"
+    rspamd_password: str = ""
+    action_greylist: float = 4.0
+    action_add_header: float = 6.0
+    action_rewrite_subject: float = 8.0
+    action_reject: float = 15.0
+    subject_prefix: str = "***SPAM***"
+    bayes_min_learns: int = 200
+    spf_enabled: bool = False
+
+    # blocklist (header_checks) and auto-block policy
+    blocklist_file: str = ""  # empty: data_dir/header_checks
+    blocklist_reload_command: str = "postfix reload"
+    blocklist_reject_text: str = "Plz stop sending SPAM id={id}"
+    autoblock_enabled: bool = True
+    autoblock_threshold: int = 5  # spam messages from one sender domain ...
+    autoblock_period_hours: int = 24  # ... within this many hours to one user's aliases
+
+    # SRS
+    srs_domain: str = ""  # empty: SRS disabled
+    srs_secrets: list[str] = field(default_factory=list)  # the first signs, all verify
+    srs_hash_length: int = 4
+    srs_max_age_days: int = 21
+    srs_exclude_domains: list[str] = field(default_factory=list)
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return "sqlite:///" + str(Path(self.data_dir) / "aliasd.db")
+
+    @property
+    def effective_blocklist_file(self) -> str:
+        return self.blocklist_file or str(Path(self.data_dir) / "header_checks")
+
+    def validate(self) -> None:
+        if len(self.recipient_delimiter) > 1 or self.recipient_delimiter.isalnum():
+            raise SettingsError(
+                "recipient_delimiter must be empty or one non-alphanumeric character"
+            )
+        thresholds = [
+            self.action_greylist,
+            self.action_add_header,
+            self.action_rewrite_subject,
+            self.action_reject,
+        ]
+        if thresholds != sorted(thresholds):
+            raise SettingsError(
+                "action thresholds must rise: greylist <= add_header <= rewrite_subject <= reject"
+            )
+        if self.scanner_backend not in ("bundled", "rspamd"):
+            raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
+        if self.srs_domain and not self.srs_secrets:
+            raise SettingsError("srs_domain is set but srs_secrets is empty")
+        if self.autoblock_threshold < 1 or self.autoblock_period_hours < 1:
+            raise SettingsError("autoblock_threshold and autoblock_period_hours must be >= 1")
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        new = dataclasses.replace(self, **overrides)
+        new.validate()
+        return new
+
+
+def _convert(name: str, raw: Any, annotation: Any) -> Any:
+    hint = annotation
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        hint = next(a for a in typing.get_args(hint) if a is not type(None))
+        origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if hint is int:
+            return int(raw)
+        if hint is float:
+            return float(raw)
+        if origin is list:
+            if isinstance(raw, list):
+                return [str(x) for x in raw]
+            return [part.strip() for part in str(raw).split(",") if part.strip()]
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"setting {name!r}: cannot read {raw!r} as {hint}") from exc
+
+
+def load_settings(
+    environ: typing.Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Defaults ← TOML file named by ALIASD_CONFIG ← ALIASD_* variables ← overrides."""
+    env = os.environ if environ is None else environ
+    hints = typing.get_type_hints(Settings)
+    values: dict[str, Any] = {}
+
+    config_path = env.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        try:
+            with open(config_path, "rb") as fh:
+                data = tomllib.load(fh)
+        except OSError as exc:
+            raise SettingsError(f"cannot read config file {config_path}: {exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from exc
+        # Accept both a flat file and one with an [aliasd] table.
+        data = data.get("aliasd", data)
+        for key, raw in data.items():
+            if key not in hints:
+                raise SettingsError(f"config file {config_path}: unknown setting {key!r}")
+            values[key] = _convert(key, raw, hints[key])
+
+    for key, hint in hints.items():
+        raw = env.get(ENV_PREFIX + key.upper())
+        if raw is not None:
+            values[key] = _convert(key, raw, hint)
+
+    for key, raw in overrides.items():
+        if key not in hints:
+            raise SettingsError(f"unknown setting {key!r}")
+        values[key] = raw
+
+    settings = Settings(**values)
+    settings.validate()
+    return settings

@@ -1,0 +1,320 @@
+"""Users, domains and aliases: creation and lifecycle rules. Every write that changes
+what Postfix must be told also appends to the change feed read by lookupd."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from aliasd.core.addresses import (
+    AddressError,
+    looks_like_hostname,
+    normalize_address,
+    normalize_domain,
+    parse_address,
+    site_from_input,
+)
+from aliasd.models import (
+    Alias,
+    AliasChange,
+    AliasOrigin,
+    AliasState,
+    CatchAllPolicy,
+    Domain,
+    User,
+    utcnow,
+)
+
+
+class AliasdError(Exception):
+    """A rule of the product was broken; the message is fit to show a user."""
+
+
+class NotFound(AliasdError):
+    pass
+
+
+class AlreadyExists(AliasdError):
+    pass
+
+
+class AddressRetired(AliasdError):
+    """The address was burned or deleted; it is never handed out again."""
+
+
+class InvalidTransition(AliasdError):
+    pass
+
+
+# --- change feed --------------------------------------------------------------------
+def record_change(session: Session, address: str | None) -> None:
+    """Tell every lookupd that ``address`` changed (None: reload everything)."""
+    session.add(AliasChange(address=address))
+
+
+# --- users --------------------------------------------------------------------------
+def create_user(
+    session: Session,
+    username: str,
+    mailbox: str,
+    *,
+    is_admin: bool = False,
+    password_hash: str | None = None,
+    auth_source: str = "local",
+) -> User:
+    username = (username or "").strip()
+    if not username or len(username) > 255 or any(ord(c) < 32 for c in username):
+        raise AliasdError("a user name must be 1 to 255 printable characters")
+    mailbox = normalize_address(mailbox)
+    if session.scalar(select(User).where(User.username == username)):
+        raise AlreadyExists(f"user {username!r} already exists")
+    user = User(
+        username=username,
+        mailbox=mailbox,
+        is_admin=is_admin,
+        password_hash=password_hash,
+        auth_source=auth_source,
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"no user named {username!r}")
+    return user
+
+
+# --- domains ------------------------------------------------------------------------
+def create_domain(
+    session: Session,
+    name: str,
+    owner: User,
+    *,
+    catch_all: str = CatchAllPolicy.REJECT.value,
+    catch_all_regex: str | None = None,
+    catch_all_max_per_hour: int | None = None,
+) -> Domain:
+    name = normalize_domain(name)
+    policy = CatchAllPolicy(catch_all).value
+    if catch_all_regex:
+        try:
+            re.compile(catch_all_regex)
+        except re.error as exc:
+            raise AliasdError(f"catch-all regex {catch_all_regex!r} is invalid: {exc}") from exc
+    if catch_all_max_per_hour is not None and catch_all_max_per_hour < 0:
+        raise AliasdError("the catch-all cap must be zero or more aliases per hour")
+    if session.scalar(select(Domain).where(Domain.name == name)):
+        raise AlreadyExists(f"domain {name} is already managed")
+    domain = Domain(
+        name=name,
+        owner=owner,
+        catch_all=policy,
+        catch_all_regex=catch_all_regex or None,
+        catch_all_max_per_hour=catch_all_max_per_hour,
+    )
+    session.add(domain)
+    session.flush()
+    record_change(session, None)
+    return domain
+
+
+def get_domain(session: Session, name: str) -> Domain:
+    try:
+        name = normalize_domain(name)
+    except AddressError as exc:
+        raise NotFound(str(exc)) from exc
+    domain = session.scalar(select(Domain).where(Domain.name == name))
+    if domain is None:
+        raise NotFound(f"{name} is not a domain aliasd manages")
+    return domain
+
+
+def update_domain(session: Session, domain: Domain, **fields) -> Domain:
+    for key, value in fields.items():
+        if key == "catch_all":
+            value = CatchAllPolicy(value).value
+        if key == "catch_all_regex" and value:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise AliasdError(f"catch-all regex {value!r} is invalid: {exc}") from exc
+        setattr(domain, key, value)
+    record_change(session, None)
+    return domain
+
+
+# --- aliases ------------------------------------------------------------------------
+def normalize_destinations(destinations: Iterable[str]) -> list[str]:
+    result: list[str] = []
+    for dest in destinations:
+        for part in str(dest).split(","):
+            part = part.strip()
+            if not part:
+                continue
+            address = normalize_address(part)
+            if address not in result:
+                result.append(address)
+    if not result:
+        raise AliasdError("an alias needs at least one destination")
+    return result
+
+
+def get_alias(session: Session, address: str, *, delimiter: str = "") -> Alias:
+    try:
+        key = normalize_address(address, delimiter)
+    except AddressError as exc:
+        raise NotFound(str(exc)) from exc
+    alias = session.scalar(select(Alias).where(Alias.address == key))
+    if alias is None:
+        raise NotFound(f"no alias {key}")
+    return alias
+
+
+def create_alias(
+    session: Session,
+    address: str,
+    owner: User,
+    *,
+    site: str | None = None,
+    destinations: Sequence[str] | None = None,
+    origin: str = AliasOrigin.CLI.value,
+    note: str | None = None,
+) -> Alias:
+    """Create an active alias on a managed domain; raises AliasdError subclasses with
+    messages fit for users (duplicate, retired address, unknown domain, bad input)."""
+    try:
+        parsed = parse_address(address, delimiter="")
+    except AddressError as exc:
+        raise AliasdError(str(exc)) from exc
+    domain = session.scalar(select(Domain).where(Domain.name == parsed.domain))
+    if domain is None:
+        raise NotFound(f"{parsed.domain} is not a domain aliasd manages")
+    key = str(parsed)
+    existing = session.scalar(select(Alias).where(Alias.address == key))
+    if existing is not None:
+        if existing.state in (AliasState.BURNED, AliasState.DELETED):
+            raise AddressRetired(
+                f"{key} was {existing.state} and is never handed out again"
+            )
+        raise AlreadyExists(f"{key} already exists")
+    if site:
+        try:
+            site = site_from_input(site)
+        except AddressError as exc:
+            raise AliasdError(str(exc)) from exc
+    dests = normalize_destinations(destinations or [owner.mailbox])
+    alias = Alias(
+        address=key,
+        domain=domain,
+        owner=owner,
+        site=site,
+        destinations=",".join(dests),
+        state=AliasState.ACTIVE.value,
+        origin=AliasOrigin(origin).value,
+        note=(note or None),
+    )
+    session.add(alias)
+    try:
+        session.flush()
+    except IntegrityError as exc:  # lost a race with another writer
+        raise AlreadyExists(f"{key} already exists") from exc
+    record_change(session, key)
+    return alias
+
+
+_TRANSITIONS: dict[str, set[str]] = {
+    AliasState.ACTIVE: {AliasState.DISABLED, AliasState.BURNED, AliasState.DELETED},
+    AliasState.DISABLED: {AliasState.ACTIVE, AliasState.BURNED, AliasState.DELETED},
+    AliasState.BURNED: {AliasState.DELETED},
+    AliasState.DELETED: set(),
+}
+
+
+def set_state(session: Session, alias: Alias, state: str) -> Alias:
+    """Move an alias through its lifecycle. Burned never comes back; deleted keeps a
+    tombstone so the catch-all never brings the address back (see :func:`forget`)."""
+    target = AliasState(state)
+    current = AliasState(alias.state)
+    if target == current:
+        return alias
+    if target not in _TRANSITIONS[current]:
+        raise InvalidTransition(f"{alias.address} is {current}; it cannot become {target}")
+    alias.state = target.value
+    alias.updated_at = utcnow()
+    record_change(session, alias.address)
+    return alias
+
+
+def set_destinations(session: Session, alias: Alias, destinations: Sequence[str]) -> Alias:
+    alias.destinations = ",".join(normalize_destinations(destinations))
+    alias.updated_at = utcnow()
+    record_change(session, alias.address)
+    return alias
+
+
+def forget(session: Session, alias: Alias) -> None:
+    """Remove an alias and its tombstone: the address may be created again."""
+    address = alias.address
+    session.delete(alias)
+    record_change(session, address)
+
+
+# --- catch-all ----------------------------------------------------------------------
+class CatchAllDeferred(AliasdError):
+    """The domain's hourly cap on new aliases is reached: Postfix should retry later."""
+
+
+def catch_all_create(
+    session: Session, domain: Domain, local: str, *, now: dt.datetime | None = None
+) -> Alias | None:
+    """Create the alias for first mail to ``local@domain`` when the domain's policy allows.
+
+    Returns None when the policy refuses (reject policy, regex mismatch, retired address);
+    raises CatchAllDeferred past the hourly cap."""
+    if domain.catch_all != CatchAllPolicy.CREATE:
+        return None
+    if domain.catch_all_regex and not re.fullmatch(domain.catch_all_regex, local):
+        return None
+    address = f"{local}@{domain.name}"
+    existing = session.scalar(select(Alias).where(Alias.address == address))
+    if existing is not None:
+        return existing if existing.state == AliasState.ACTIVE else None
+    if domain.catch_all_max_per_hour is not None:
+        since = (now or utcnow()) - dt.timedelta(hours=1)
+        created = session.scalar(
+            select(func.count())
+            .select_from(Alias)
+            .where(
+                Alias.domain_id == domain.id,
+                Alias.origin == AliasOrigin.CATCH_ALL.value,
+                Alias.created_at >= since,
+            )
+        )
+        if created >= domain.catch_all_max_per_hour:
+            raise CatchAllDeferred(
+                f"{domain.name} reached its cap of {domain.catch_all_max_per_hour} new aliases per hour"
+            )
+    owner = domain.owner
+    site = local if looks_like_hostname(local) else None
+    return create_alias(
+        session,
+        address,
+        owner,
+        site=site,
+        destinations=[owner.mailbox],
+        origin=AliasOrigin.CATCH_ALL.value,
+    )
+
+
+def prune_changes(session: Session, older_than: dt.timedelta = dt.timedelta(days=1)) -> int:
+    cutoff = utcnow() - older_than
+    result = session.execute(delete(AliasChange).where(AliasChange.changed_at < cutoff))
+    return result.rowcount or 0

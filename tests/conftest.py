@@ -1,0 +1,88 @@
+"""Shared fixtures. Tests that touch the database run once on SQLite and once on
+PostgreSQL (127.0.0.1:5432) through the ``database`` fixture."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from aliasd.config import Settings, load_settings
+from aliasd.db import Database
+from tests.harness.databases import PostgresTestDatabase, sqlite_database
+
+ENGINES = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def _postgres() -> Iterator[PostgresTestDatabase]:
+    pg = PostgresTestDatabase()
+    yield pg
+    pg.drop()
+
+
+@pytest.fixture(params=ENGINES)
+def engine_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def database(engine_name, tmp_path, request) -> Iterator[Database]:
+    """A database at schema head with no rows, on the engine of ``engine_name``."""
+    if engine_name == "sqlite":
+        db = sqlite_database(str(tmp_path / "aliasd.db"))
+    else:
+        pg = request.getfixturevalue("_postgres")
+        pg.clean()
+        db = Database(pg.url)
+    yield db
+    db.dispose()
+
+
+@pytest.fixture
+def settings(database, tmp_path) -> Settings:
+    """Settings pointing at the test database and a private data directory."""
+    return load_settings(
+        environ={},
+        data_dir=str(tmp_path / "data"),
+        database_url=database.url,
+        env="development",
+        secret_key="test-secret",
+    )
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment for an ``aliasd`` subprocess using these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
+    env["ALIASD_DATA_DIR"] = settings.data_dir
+    env["ALIASD_DATABASE_URL"] = settings.effective_database_url
+    env["ALIASD_ENV"] = settings.env
+    env["ALIASD_SECRET_KEY"] = settings.secret_key
+    return env
+
+
+@pytest.fixture
+def aliasd_cli(settings):
+    """Run the real ``aliasd`` console command against the test database."""
+
+    def run(*args: str, input: str | None = None, check: bool = True, env_extra=None):
+        env = settings_env(settings)
+        env.update(env_extra or {})
+        proc = subprocess.run(
+            [sys.executable, "-m", "aliasd", *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(
+                f"aliasd {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
+            )
+        return proc
+
+    return run

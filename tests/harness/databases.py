@@ -1,0 +1,53 @@
+"""Fresh databases at schema head: a SQLite file per test, or one PostgreSQL database
+per test session truncated between tests."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+from sqlalchemy import create_engine, text
+
+from aliasd.db import Database
+from aliasd.models import Base
+
+PG_ADMIN_URL = os.environ.get(
+    "ALIASD_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+
+class PostgresTestDatabase:
+    """One throw-away PostgreSQL database for a pytest session."""
+
+    def __init__(self) -> None:
+        self.name = f"aliasd_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+        self.url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + self.name
+        Database(self.url).upgrade()
+
+    def clean(self) -> None:
+        tables = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+        engine = create_engine(self.url)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+
+    def drop(self) -> None:
+        with self.admin.connect() as conn:
+            conn.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": self.name},
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}"'))
+        self.admin.dispose()
+
+
+def sqlite_database(path: str) -> Database:
+    db = Database(f"sqlite:///{path}")
+    db.upgrade()
+    return db
