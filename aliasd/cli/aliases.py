@@ -1,12 +1,16 @@
-"""aliasd alias add | list | disable | enable | burn | delete | forget"""
+"""aliasd alias add | list | disable | enable | burn | delete | forget | import | export"""
 
 from __future__ import annotations
+
+import io
+import sys
 
 import click
 from sqlalchemy import or_, select
 
-from aliasd.cli.common import fail_on_domain_errors, state
+from aliasd.cli.common import echo_err, fail_on_domain_errors, state
 from aliasd.core import aliases as core
+from aliasd.core import virtual_file
 from aliasd.models import Alias, AliasState, User
 
 
@@ -37,14 +41,19 @@ def add(address: str, owner: str, site: str | None, destinations: tuple[str, ...
 @click.option("--owner")
 @click.option("--search", help="Substring of address, site or note.")
 @click.option("--state", "state_", type=click.Choice([s.value for s in AliasState]))
-def list_aliases(owner: str | None, search: str | None, state_: str | None) -> None:
-    """List aliases (tab-separated: address, state, site, destinations, forwarded, spam)."""
+@click.option("--all", "include_deleted", is_flag=True, help="Include deleted aliases (tombstones).")
+def list_aliases(owner: str | None, search: str | None, state_: str | None,
+                 include_deleted: bool) -> None:
+    """List aliases (tab-separated: address, state, site, destinations, forwarded, spam).
+    Deleted aliases are hidden unless --all or --state deleted."""
     with state().database().session() as session:
         query = select(Alias).order_by(Alias.address)
         if owner:
             query = query.join(User, Alias.owner_id == User.id).where(User.username == owner)
         if state_:
             query = query.where(Alias.state == state_)
+        elif not include_deleted:
+            query = query.where(Alias.state != AliasState.DELETED.value)
         if search:
             like = f"%{search.lower()}%"
             query = query.where(
@@ -91,6 +100,73 @@ alias_group.add_command(_state_command("burn", AliasState.BURNED, "Refuse mail f
 alias_group.add_command(
     _state_command("delete", AliasState.DELETED, "Hide and refuse; a tombstone keeps the address from coming back.")
 )
+
+
+class UnreadableFile(click.ClickException):
+    exit_code = 2
+
+
+@alias_group.command("import")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--owner", help="Owner of every imported alias. Default: each domain's owner.")
+@click.option("--site-from-local", is_flag=True,
+              help="Record the local part as the site when it looks like a host name.")
+@click.option("--update", "update_existing", is_flag=True,
+              help="Give existing aliases the file's destinations instead of skipping them.")
+@click.option("--dry-run", is_flag=True, help="Check and report, change nothing.")
+@fail_on_domain_errors
+def import_(file: str, owner: str | None, site_from_local: bool, update_existing: bool,
+            dry_run: bool) -> None:
+    """Import a Postfix virtual(5) file (`address dest[, dest...]`).
+
+    Bad lines are reported on stderr as FILE:LINE: reason and the rest is imported.
+    Exit status: 0 all imported (or already present), 1 some lines refused, 2 the file
+    could not be read."""
+    try:
+        if file == "-":
+            stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
+        else:
+            stream = open(file, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+    except OSError as exc:
+        raise UnreadableFile(f"cannot read {file}: {exc.strerror or exc}") from exc
+    database = state().database()
+    try:
+        with stream, database.session() as session:
+            user = core.get_user(session, owner) if owner else None
+            report = virtual_file.import_virtual(
+                session, stream, owner=user, site_from_local=site_from_local,
+                update_existing=update_existing,
+            )
+            if dry_run:
+                session.rollback()
+    except OSError as exc:  # e.g. a directory or a read error half-way: nothing written
+        raise UnreadableFile(f"cannot read {file}: {exc.strerror or exc}") from exc
+    name = "<stdin>" if file == "-" else file
+    for problem in report.problems:
+        echo_err(f"{name}:{problem.line}: {problem.reason}")
+    verb = "would import" if dry_run else "imported"
+    click.echo(
+        f"{verb} {report.imported}, updated {report.updated}, "
+        f"duplicates {len(report.duplicates)}, errors {len(report.errors)}"
+    )
+    if report.errors:
+        sys.exit(1)
+
+
+@alias_group.command("export")
+@click.option("--owner", help="Only this user's aliases.")
+@click.option("--all", "include_all", is_flag=True,
+              help="Also list disabled, burned and deleted aliases, as comments naming the state.")
+@click.option("-o", "--output", default="-", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write to this file (replaced atomically) instead of standard output.")
+@fail_on_domain_errors
+def export(owner: str | None, include_all: bool, output: str) -> None:
+    """Print active aliases as a Postfix virtual(5) file, sorted by address."""
+    with state().database().session() as session:
+        user = core.get_user(session, owner) if owner else None
+        rows = virtual_file.export_rows(session, owner=user, include_all=include_all)
+    with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
+        out.writelines(virtual_file.render_virtual(rows))
 
 
 def register(group: click.Group) -> None:
