@@ -1,0 +1,65 @@
+"""Settings: defaults ← TOML file (ALIASD_CONFIG) ← ALIASD_* environment, validated once."""
+
+from __future__ import annotations
+
+import pytest
+
+from aliasd.config import SettingsError, load_settings
+
+
+def test_defaults_put_sqlite_in_the_data_dir(tmp_path):
+    settings = load_settings(environ={"ALIASD_DATA_DIR": str(tmp_path)})
+    assert settings.effective_database_url == f"sqlite:///{tmp_path}/aliasd.db"
+    assert settings.recipient_delimiter == "+"
+    assert settings.effective_blocklist_file == f"{tmp_path}/header_checks"
+
+
+def test_environment_overrides_the_toml_file(tmp_path):
+    config = tmp_path / "aliasd.toml"
+    config.write_text(
+        '[aliasd]\nrecipient_delimiter = "-"\naction_reject = 20.0\n'
+        'srs_exclude_domains = ["a.example", "b.example"]\n'
+    )
+    settings = load_settings(
+        environ={"ALIASD_CONFIG": str(config), "ALIASD_ACTION_REJECT": "18.5",
+                 "ALIASD_SPF_ENABLED": "yes"}
+    )
+    assert settings.recipient_delimiter == "-"
+    assert settings.action_reject == 18.5
+    assert settings.spf_enabled is True
+    assert settings.srs_exclude_domains == ["a.example", "b.example"]
+
+
+def test_list_settings_from_the_environment_are_comma_separated():
+    settings = load_settings(
+        environ={"ALIASD_SRS_DOMAIN": "example.net", "ALIASD_SRS_SECRETS": "new, old"}
+    )
+    assert settings.srs_secrets == ["new", "old"]
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ALIASD_ACTION_REJECT": "lots"}, "action_reject"),
+        ({"ALIASD_SPF_ENABLED": "maybe"}, "spf_enabled"),
+        ({"ALIASD_ACTION_GREYLIST": "30"}, "thresholds must rise"),
+        ({"ALIASD_RECIPIENT_DELIMITER": "ab"}, "recipient_delimiter"),
+        ({"ALIASD_SCANNER_BACKEND": "spamassassin"}, "scanner_backend"),
+        ({"ALIASD_SRS_DOMAIN": "example.net"}, "srs_secrets"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_clear_message(environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ)
+
+
+def test_unknown_key_or_broken_toml_file_is_reported(tmp_path):
+    config = tmp_path / "aliasd.toml"
+    config.write_text("recipient_delimter = '+'\n")
+    with pytest.raises(SettingsError, match="unknown setting 'recipient_delimter'"):
+        load_settings(environ={"ALIASD_CONFIG": str(config)})
+    config.write_text("this is [not toml\n")
+    with pytest.raises(SettingsError, match="not valid TOML"):
+        load_settings(environ={"ALIASD_CONFIG": str(config)})
+    with pytest.raises(SettingsError, match="cannot read config file"):
+        load_settings(environ={"ALIASD_CONFIG": str(tmp_path / "missing.toml")})
