@@ -70,7 +70,10 @@ def create_user(
     username = (username or "").strip()
     if not username or len(username) > 255 or any(ord(c) < 32 for c in username):
         raise AliasdError("a user name must be 1 to 255 printable characters")
-    mailbox = normalize_address(mailbox)
+    try:
+        mailbox = normalize_address(mailbox)
+    except AddressError as exc:  # callers catch AliasdError; keep the reason
+        raise AliasdError(f"mailbox: {exc}") from exc
     if session.scalar(select(User).where(User.username == username)):
         raise AlreadyExists(f"user {username!r} already exists")
     user = User(
@@ -102,8 +105,11 @@ def create_domain(
     catch_all_regex: str | None = None,
     catch_all_max_per_hour: int | None = None,
 ) -> Domain:
-    name = normalize_domain(name)
-    policy = CatchAllPolicy(catch_all).value
+    try:
+        name = normalize_domain(name)
+    except AddressError as exc:
+        raise AliasdError(str(exc)) from exc
+    policy = _policy(catch_all)
     if catch_all_regex:
         try:
             re.compile(catch_all_regex)
@@ -140,7 +146,7 @@ def get_domain(session: Session, name: str) -> Domain:
 def update_domain(session: Session, domain: Domain, **fields) -> Domain:
     for key, value in fields.items():
         if key == "catch_all":
-            value = CatchAllPolicy(value).value
+            value = _policy(value)
         if key == "catch_all_regex" and value:
             try:
                 re.compile(value)
@@ -151,6 +157,14 @@ def update_domain(session: Session, domain: Domain, **fields) -> Domain:
     return domain
 
 
+def _policy(value: str) -> str:
+    try:
+        return CatchAllPolicy(value).value
+    except ValueError as exc:
+        choices = ", ".join(p.value for p in CatchAllPolicy)
+        raise AliasdError(f"catch-all policy must be one of {choices}, not {value!r}") from exc
+
+
 # --- aliases ------------------------------------------------------------------------
 def normalize_destinations(destinations: Iterable[str]) -> list[str]:
     result: list[str] = []
@@ -159,7 +173,10 @@ def normalize_destinations(destinations: Iterable[str]) -> list[str]:
             part = part.strip()
             if not part:
                 continue
-            address = normalize_address(part)
+            try:
+                address = normalize_address(part)
+            except AddressError as exc:
+                raise AliasdError(f"destination {part!r}: {exc}") from exc
             if address not in result:
                 result.append(address)
     if not result:

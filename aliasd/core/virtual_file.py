@@ -289,7 +289,7 @@ def export_rows(
     if not include_all:
         query = query.where(Alias.state == AliasState.ACTIVE.value)
     # Sorted in Python: SQLite and PostgreSQL collations disagree, exports must not.
-    return sorted(session.execute(query).tuples())
+    return sorted((a, d, st) for a, d, st in session.execute(query))
 
 
 def render_virtual(rows: Iterable[tuple[str, str, str]]) -> Iterator[str]:
