@@ -1,0 +1,46 @@
+"""aliasd milter --listen HOST:PORT|unix:/path"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from aliasd.cli.common import echo_err, state
+from aliasd.db import SchemaOutdated
+
+
+@click.command("milter")
+@click.option(
+    "--listen",
+    help="HOST:PORT, [IPv6]:PORT or unix:/path (default: the milter_listen setting).",
+)
+@click.option("--log-level", default="INFO", show_default=True)
+def milter_command(listen: str | None, log_level: str) -> None:
+    """Run the milter Postfix calls for every message (smtpd_milters)."""
+    from aliasd.milter.server import ListenError, libmilter_spec, serve
+
+    logging.basicConfig(
+        level=log_level.upper(), format="aliasd-milter %(levelname)s %(name)s: %(message)s"
+    )
+    cli = state()
+    settings = cli.settings
+    listen = listen or settings.milter_listen
+    try:
+        libmilter_spec(listen)
+    except ListenError as exc:
+        raise click.BadParameter(str(exc), param_hint="--listen") from exc
+    database = cli.database(check_schema=False)
+    try:
+        database.require_current_schema()
+    except SchemaOutdated as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:
+        # A database that is down must not stop mail: messages pass unscanned, marked
+        # "X-Aliasd-Scan: skipped (database unavailable)", until it is back.
+        echo_err(f"warning: database unreachable ({exc}); messages pass unscanned until it is back")
+    serve(settings, database, listen)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(milter_command)

@@ -1,0 +1,308 @@
+"""Mail events and spam attribution.
+
+The milter calls :func:`record_message` once per message: one ``MailEvent`` per alias
+the message was addressed to, the alias's counters, and the per-site aggregates
+(``SiteDay``, ``SiteSender``) that the spam-source report reads instead of scanning the
+events table. Counter and aggregate writes are single atomic statements (``x = x + 1``,
+``INSERT .. ON CONFLICT DO UPDATE``) so several milter processes can write at once on
+PostgreSQL and on SQLite without lost updates.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.util
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
+
+from aliasd.config import Settings
+from aliasd.core.addresses import (
+    AddressError,
+    domain_of,
+    normalize_address,
+    sender_related_to_site,
+)
+from aliasd.db import Database
+from aliasd.models import Alias, MailEvent, SiteDay, SiteSender, utcnow
+
+log = logging.getLogger(__name__)
+
+# Action recorded when the scanner failed or timed out and the message passed unscanned.
+ACTION_SKIPPED = "skipped"
+
+
+@dataclass(frozen=True)
+class AliasTarget:
+    """A snapshot of the alias a recipient resolved to (detached from any session,
+    so the milter can keep it between callbacks)."""
+
+    id: int
+    address: str
+    owner_id: int
+    site: str | None
+    state: str
+
+    @property
+    def report_site(self) -> str:
+        """The key the report groups by: the alias's site, or the address itself when
+        the alias was never tied to a site (it still identifies who leaked it)."""
+        return self.site or self.address
+
+
+@dataclass(frozen=True)
+class MessageFacts:
+    """What the milter saw of one message, independent of the scan verdict."""
+
+    envelope_sender: str  # "" for the null sender <>
+    client_addr: str | None = None
+    helo: str | None = None
+    from_domain: str | None = None  # domain of the From: header
+    subject: str | None = None
+    queue_id: str | None = None
+    size: int = 0
+    at: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The verdict as it was applied to the message."""
+
+    score: float
+    action: str  # an aliasd.scanner.Action value, or ACTION_SKIPPED
+    is_spam: bool
+    symbols: str = ""  # "SYM(score)[opts]; ..." as in X-Spamd-Result
+    rejected: bool = False  # refused (5xx or 4xx): not forwarded
+
+
+def find_aliases(
+    session: Session, recipients: Iterable[str], delimiter: str
+) -> list[AliasTarget]:
+    """The aliases behind the original RCPT addresses (extension stripped, lower case),
+    in recipient order without duplicates. Unparseable or unknown recipients (postmaster,
+    mail to other domains) are simply not aliases."""
+    keys: list[str] = []
+    for rcpt in recipients:
+        try:
+            key = normalize_address(rcpt, delimiter)
+        except AddressError:
+            continue
+        if key not in keys:
+            keys.append(key)
+    if not keys:
+        return []
+    rows = session.execute(
+        select(Alias.id, Alias.address, Alias.owner_id, Alias.site, Alias.state).where(
+            Alias.address.in_(keys)
+        )
+    ).all()
+    by_address = {row.address: row for row in rows}
+    return [
+        AliasTarget(r.id, r.address, r.owner_id, r.site, r.state)
+        for key in keys
+        if (r := by_address.get(key)) is not None
+    ]
+
+
+def sender_is_related(facts: MessageFacts, site: str | None) -> bool:
+    """Related when the envelope sender's or the From: domain belongs to the site.
+    Mailing services often use their own bounce domain with the site's From:, so either
+    one matching is enough; with neither known there is no evidence of a leak."""
+    domains = [d for d in (domain_of(facts.envelope_sender), facts.from_domain) if d]
+    if not domains or not site:
+        return True
+    return any(sender_related_to_site(d, site) for d in domains)
+
+
+def _insert_for(session: Session):
+    """The dialect's INSERT with ON CONFLICT support (PostgreSQL and SQLite both have it)."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only the two supported engines
+        raise RuntimeError(f"unsupported database dialect {name}")
+    return insert
+
+
+def record_message(
+    session: Session,
+    targets: Sequence[AliasTarget],
+    facts: MessageFacts,
+    outcome: Outcome,
+) -> list[MailEvent]:
+    """Record one event per alias and update counters and aggregates in ``session``.
+    The caller commits. Returns the new events (flushed, with ids)."""
+    at = facts.at or utcnow()
+    sender_domain = domain_of(facts.envelope_sender)
+    block_domain = facts.from_domain or sender_domain  # what a header_checks rule can match
+    insert = _insert_for(session)
+    events: list[MailEvent] = []
+    # A fixed order of row locks keeps concurrent PostgreSQL writers from deadlocking.
+    for target in sorted(targets, key=lambda t: t.id):
+        related = sender_is_related(facts, target.site)
+        event = MailEvent(
+            at=at,
+            alias_id=target.id,
+            owner_id=target.owner_id,
+            alias_address=target.address,
+            site=target.site,
+            client_addr=_clip(facts.client_addr, 64),
+            helo=_clip(facts.helo, 255),
+            envelope_sender=_clip(facts.envelope_sender, 320),
+            sender_domain=sender_domain,
+            from_domain=facts.from_domain,
+            subject=_clip(facts.subject, 500),
+            score=outcome.score,
+            action=outcome.action,
+            is_spam=outcome.is_spam,
+            symbols=outcome.symbols,
+            queue_id=_clip(facts.queue_id, 64),
+            size=facts.size,
+            related_sender=related,
+        )
+        session.add(event)
+        events.append(event)
+
+        values: dict = {
+            # the mail path's counters must not look like a configuration change
+            "updated_at": Alias.updated_at,
+            "last_mail_at": at,
+        }
+        if outcome.rejected:
+            values["rejected_count"] = Alias.rejected_count + 1
+        else:
+            values["forwarded_count"] = Alias.forwarded_count + 1
+        if outcome.is_spam:
+            values["spam_count"] = Alias.spam_count + 1
+        if not related:
+            values["leaked_at"] = func.coalesce(Alias.leaked_at, at)
+        session.execute(
+            update(Alias).where(Alias.id == target.id).values(**values),
+            execution_options={"synchronize_session": False},
+        )
+
+        spam = int(outcome.is_spam)
+        unrelated = int(not related)
+        day_stmt = insert(SiteDay).values(
+            owner_id=target.owner_id,
+            site=target.report_site,
+            day=at.astimezone(dt.UTC).date(),
+            total=1,
+            spam=spam,
+            unrelated=unrelated,
+        )
+        session.execute(
+            day_stmt.on_conflict_do_update(
+                index_elements=["owner_id", "site", "day"],
+                set_={
+                    "total": SiteDay.total + 1,
+                    "spam": SiteDay.spam + spam,
+                    "unrelated": SiteDay.unrelated + unrelated,
+                },
+            )
+        )
+
+        if block_domain:
+            spam_at = at if outcome.is_spam else None
+            sender_stmt = insert(SiteSender).values(
+                owner_id=target.owner_id,
+                site=target.report_site,
+                sender_domain=block_domain,
+                total=1,
+                spam=spam,
+                first_at=at,
+                last_at=at,
+                first_spam_at=spam_at,
+                last_spam_at=spam_at,
+            )
+            excluded = sender_stmt.excluded
+            session.execute(
+                sender_stmt.on_conflict_do_update(
+                    index_elements=["owner_id", "site", "sender_domain"],
+                    set_={
+                        "total": SiteSender.total + 1,
+                        "spam": SiteSender.spam + spam,
+                        "last_at": excluded.last_at,
+                        "first_spam_at": func.coalesce(
+                            SiteSender.first_spam_at, excluded.first_spam_at
+                        ),
+                        "last_spam_at": func.coalesce(
+                            excluded.last_spam_at, SiteSender.last_spam_at
+                        ),
+                    },
+                )
+            )
+    session.flush()
+    return events
+
+
+def record_and_notify(
+    database: Database,
+    settings: Settings,
+    targets: Sequence[AliasTarget],
+    facts: MessageFacts,
+    outcome: Outcome,
+    *,
+    attempts: int = 3,
+) -> list[int]:
+    """Record the message in its own transaction (retried when SQLite is busy or
+    PostgreSQL reports a deadlock), then run the auto-block hook for spam events.
+    Returns the new event ids."""
+    if not targets:
+        return []
+    for attempt in range(1, attempts + 1):
+        try:
+            with database.session() as session:
+                events = record_message(session, targets, facts, outcome)
+                ids = [e.id for e in events]
+            break
+        except OperationalError:
+            if attempt == attempts:
+                raise
+            time.sleep(0.05 * attempt)
+    if outcome.is_spam:
+        run_spam_hook(database, settings, ids)
+    return ids
+
+
+# --- auto-block hook -----------------------------------------------------------------
+# HOOK: aliasd.core.blocking.after_spam_event(session, settings, event) decides whether
+# a spam event should block its sender (auto-block policy). It is owned by the blocklist
+# code and skipped while that module does not exist. It runs in its own transaction
+# after the event is committed, so a failing policy never loses the event itself.
+def _blocking_hook():
+    if importlib.util.find_spec("aliasd.core.blocking") is None:
+        return None
+    from aliasd.core import blocking
+
+    return getattr(blocking, "after_spam_event", None)
+
+
+def run_spam_hook(database: Database, settings: Settings, event_ids: Sequence[int]) -> None:
+    hook = _blocking_hook()
+    if hook is None:
+        return
+    for event_id in event_ids:
+        try:
+            with database.session() as session:
+                event = session.get(MailEvent, event_id)
+                if event is not None:
+                    hook(session, settings, event)
+        except Exception:  # the message is already handled; log and go on
+            log.exception("auto-block hook failed for mail event %s", event_id)
+
+
+def _clip(value: str | None, limit: int) -> str | None:
+    if value is None:
+        return None
+    # Surrogate-escaped junk from the wire must not break the database driver.
+    value = value.encode("utf-8", "replace").decode("utf-8", "replace")
+    value = "".join(c if c.isprintable() else " " for c in value)
+    return value[:limit]
