@@ -1,0 +1,317 @@
+"""The Bayes classifier. Token statistics live in the database (``bayes_tokens``,
+``bayes_learned``, learn counters in ``counters``), so every host that shares the
+database shares what was learned.
+
+Combining follows Robinson/Fisher as rspamd and SpamBayes do: a smoothed spam
+probability per token, the most telling tokens combined through chi-square, the
+result one probability in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy import bindparam, text
+
+from aliasd.db import Database
+from aliasd.scanner.base import LearnOutcome
+from aliasd.scanner.message import ParsedMessage, message_digest, parse_message
+from aliasd.scanner.tokens import message_tokens
+
+C_LEARNED_SPAM = "bayes_learned_spam"
+C_LEARNED_HAM = "bayes_learned_ham"
+C_REVISION = "bayes_revision"  # bumped on every learn: caches elsewhere are stale
+
+ROBINSON_S = 1.0  # strength of the 0.5 prior for rarely seen tokens
+ROBINSON_X = 0.5
+MIN_DEVIATION = 0.1  # tokens with |p - 0.5| below this say nothing
+MAX_TOKENS = 200  # most telling tokens combined per message
+CACHE_MAX = 2_000_000  # token counts kept in memory per process
+REVISION_CHECK = 1.0  # seconds between checks whether another process learned
+
+
+@dataclass(frozen=True)
+class BayesVerdict:
+    probability: float
+    tokens_used: int
+
+
+def chi2q(x2: float, dof: int) -> float:
+    """P(chi² >= x2) for an even number of degrees of freedom (closed form)."""
+    m = x2 / 2.0
+    term = math.exp(-m)
+    total = term
+    for i in range(1, dof // 2):
+        term *= m / i
+        total += term
+    return min(total, 1.0)
+
+
+def bump_counters(conn, deltas: dict[str, int]) -> None:
+    """Add to named counters in one statement per counter (upsert: any host may be first)."""
+    for name, delta in deltas.items():
+        if not delta:
+            continue
+        conn.execute(
+            text(
+                "INSERT INTO counters (name, value) VALUES (:n, :d) "
+                "ON CONFLICT (name) DO UPDATE SET value = counters.value + :d"
+            ),
+            {"n": name, "d": delta},
+        )
+
+
+def read_counters(conn, names: Iterable[str]) -> dict[str, int]:
+    names = list(names)
+    rows = conn.execute(
+        text("SELECT name, value FROM counters WHERE name IN :names").bindparams(
+            bindparam("names", expanding=True)
+        ),
+        {"names": names},
+    )
+    found = {name: int(value) for name, value in rows}
+    return {n: found.get(n, 0) for n in names}
+
+
+class BayesStore:
+    """Token counts in the database with a per-process read cache.
+
+    The cache is dropped whenever the learn revision changes (checked at most once a
+    second), so a scan costs one batched SELECT of the tokens not cached yet."""
+
+    def __init__(self, database: Database) -> None:
+        self.db = database
+        self._lock = threading.Lock()
+        self._cache: dict[int, tuple[int, int]] = {}
+        self._revision: int | None = None
+        self._learned = (0, 0)
+        self._checked_at = 0.0
+        self._pg = not database.is_sqlite
+
+    # --- reading ------------------------------------------------------------------
+    def _refresh(self, conn, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked_at < REVISION_CHECK and self._revision is not None:
+            return
+        values = read_counters(conn, (C_REVISION, C_LEARNED_SPAM, C_LEARNED_HAM))
+        with self._lock:
+            if values[C_REVISION] != self._revision:
+                self._cache.clear()
+                self._revision = values[C_REVISION]
+            self._learned = (values[C_LEARNED_SPAM], values[C_LEARNED_HAM])
+            self._checked_at = now
+
+    def learned_counts(self) -> tuple[int, int]:
+        with self.db.engine.connect() as conn:
+            self._refresh(conn)
+        return self._learned
+
+    def counts(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """Spam and ham counts for each token, and the learned (spam, ham) totals."""
+        with self.db.engine.connect() as conn:
+            self._refresh(conn)
+            cache = self._cache
+            keys = tokens.tolist()
+            missing = [t for t in keys if t not in cache]
+            if missing:
+                fetched = self._fetch(conn, missing)
+                with self._lock:
+                    if len(cache) + len(missing) > CACHE_MAX:
+                        cache.clear()
+                    for t in missing:
+                        cache[t] = fetched.get(t, (0, 0))
+            get = cache.get
+            pairs = [get(t) or (0, 0) for t in keys]
+        arr = np.array(pairs, dtype=np.float64).reshape(-1, 2)
+        return arr[:, 0], arr[:, 1], self._learned
+
+    def _fetch(self, conn, tokens: list[int]) -> dict[int, tuple[int, int]]:
+        out: dict[int, tuple[int, int]] = {}
+        dbapi = conn.connection.driver_connection
+        cur = dbapi.cursor()
+        try:
+            if self._pg:
+                cur.execute(
+                    "SELECT token, spam, ham FROM bayes_tokens WHERE token = ANY(%s)", (tokens,)
+                )
+                for t, s, h in cur.fetchall():
+                    out[t] = (s, h)
+            else:
+                step = 900  # below SQLite's bound-parameter limit on any build
+                for i in range(0, len(tokens), step):
+                    chunk = tokens[i : i + step]
+                    cur.execute(
+                        "SELECT token, spam, ham FROM bayes_tokens WHERE token IN ({})".format(
+                            ",".join("?" * len(chunk))
+                        ),
+                        chunk,
+                    )
+                    for t, s, h in cur.fetchall():
+                        out[t] = (s, h)
+        finally:
+            cur.close()
+        return out
+
+    def token_count(self) -> int:
+        with self.db.session() as session:
+            return int(session.execute(text("SELECT COUNT(*) FROM bayes_tokens")).scalar() or 0)
+
+    # --- learning -----------------------------------------------------------------
+    def learn_many(self, messages: Iterable[bytes], is_spam: bool) -> list[LearnOutcome]:
+        """Learn a batch in one transaction; counts of the whole batch are summed first
+        so each token is written once per batch."""
+        items: list[tuple[str, np.ndarray] | None] = []
+        for raw in messages:
+            try:
+                pm = parse_message(raw)
+                toks = message_tokens(pm)
+            except Exception:  # noqa: BLE001 - an unreadable message is a failed learn
+                items.append(None)
+                continue
+            if len(toks) == 0 or not _has_content(pm):
+                items.append(None)
+                continue
+            items.append((message_digest(raw), toks))
+
+        outcomes: list[LearnOutcome] = [LearnOutcome.FAILED] * len(items)
+        digests = [it[0] for it in items if it is not None]
+        if not digests:
+            return outcomes
+        with self.db.session() as session:
+            conn = session.connection()
+            known: dict[str, bool] = {}
+            for i in range(0, len(digests), 500):
+                chunk = digests[i : i + 500]
+                rows = conn.execute(
+                    text("SELECT digest, is_spam FROM bayes_learned WHERE digest IN :d").bindparams(
+                        bindparam("d", expanding=True)
+                    ),
+                    {"d": chunk},
+                )
+                known.update({d: bool(s) for d, s in rows})
+            spam_delta: dict[int, int] = {}
+            ham_delta: dict[int, int] = {}
+            new_rows: list[dict] = []
+            moved: list[str] = []
+            seen_in_batch: set[str] = set()
+            n_new = n_moved = 0
+            for idx, item in enumerate(items):
+                if item is None:
+                    continue
+                digest, toks = item
+                if digest in seen_in_batch or known.get(digest) is is_spam:
+                    outcomes[idx] = LearnOutcome.DUPLICATE
+                    continue
+                seen_in_batch.add(digest)
+                plus, minus = (spam_delta, ham_delta) if is_spam else (ham_delta, spam_delta)
+                for t in toks.tolist():
+                    plus[t] = plus.get(t, 0) + 1
+                if digest in known:  # learned as the other class: move it
+                    for t in toks.tolist():
+                        minus[t] = minus.get(t, 0) - 1
+                    moved.append(digest)
+                    n_moved += 1
+                    outcomes[idx] = LearnOutcome.RELEARNED
+                else:
+                    new_rows.append({"d": digest, "s": is_spam})
+                    n_new += 1
+                    outcomes[idx] = LearnOutcome.LEARNED
+            if new_rows:
+                conn.execute(
+                    text(
+                        "INSERT INTO bayes_learned (digest, is_spam, learned_at) "
+                        "VALUES (:d, :s, CURRENT_TIMESTAMP)"
+                    ),
+                    new_rows,
+                )
+            if moved:
+                conn.execute(
+                    text("UPDATE bayes_learned SET is_spam = :s WHERE digest = :d"),
+                    [{"d": d, "s": is_spam} for d in moved],
+                )
+            self._write_tokens(conn, spam_delta, ham_delta)
+            plus_name, minus_name = (
+                (C_LEARNED_SPAM, C_LEARNED_HAM) if is_spam else (C_LEARNED_HAM, C_LEARNED_SPAM)
+            )
+            if n_new or n_moved:
+                bump_counters(
+                    conn, {plus_name: n_new + n_moved, minus_name: -n_moved, C_REVISION: 1}
+                )
+        self._checked_at = 0.0  # our own learn: look at the revision on the next scan
+        return outcomes
+
+    def _write_tokens(self, conn, spam_delta: dict[int, int], ham_delta: dict[int, int]) -> None:
+        keys = set(spam_delta) | set(ham_delta)
+        if not keys:
+            return
+        rows = []
+        for t in keys:
+            ds = spam_delta.get(t, 0)
+            dh = ham_delta.get(t, 0)
+            rows.append((t, max(ds, 0), max(dh, 0), ds, dh))
+        # Upsert; counts never go below zero (a relearn of tokens another host pruned).
+        sql = (
+            "INSERT INTO bayes_tokens (token, spam, ham) VALUES ({p}, {p}, {p}) "
+            "ON CONFLICT (token) DO UPDATE SET "
+            "spam = CASE WHEN bayes_tokens.spam + {p} < 0 THEN 0 ELSE bayes_tokens.spam + {p} END, "
+            "ham = CASE WHEN bayes_tokens.ham + {p} < 0 THEN 0 ELSE bayes_tokens.ham + {p} END"
+        )
+        dbapi = conn.connection.driver_connection
+        cur = dbapi.cursor()
+        try:
+            if self._pg:
+                stmt = sql.format(p="%s")
+                params = [(t, s, h, ds, ds, dh, dh) for t, s, h, ds, dh in rows]
+            else:
+                stmt = sql.format(p="?")
+                params = [(t, s, h, ds, ds, dh, dh) for t, s, h, ds, dh in rows]
+            # Sorted keys: concurrent learners on PostgreSQL lock rows in one order
+            # and cannot deadlock each other.
+            params.sort(key=lambda r: r[0])
+            cur.executemany(stmt, params)
+        finally:
+            cur.close()
+
+    # --- classifying --------------------------------------------------------------
+    def classify(self, pm: ParsedMessage, min_learns: int) -> BayesVerdict | None:
+        """The spam probability, or None while either class has fewer than
+        ``min_learns`` learned messages (too little data to speak)."""
+        toks = message_tokens(pm)
+        if len(toks) == 0:
+            return None
+        spam, ham, (n_spam, n_ham) = self.counts(toks)
+        if n_spam < min_learns or n_ham < min_learns or n_spam == 0 or n_ham == 0:
+            return None
+        return combine(spam, ham, n_spam, n_ham)
+
+
+def combine(spam: np.ndarray, ham: np.ndarray, n_spam: int, n_ham: int) -> BayesVerdict | None:
+    seen = (spam + ham) > 0
+    spam, ham = spam[seen], ham[seen]
+    if len(spam) == 0:
+        return None
+    sr = spam / n_spam
+    hr = ham / n_ham
+    p = sr / (sr + hr)
+    n = spam + ham
+    f = (ROBINSON_S * ROBINSON_X + n * p) / (ROBINSON_S + n)
+    dev = np.abs(f - 0.5)
+    keep = dev > MIN_DEVIATION
+    f = f[keep]
+    if len(f) == 0:
+        return BayesVerdict(0.5, 0)
+    if len(f) > MAX_TOKENS:
+        f = f[np.argsort(-np.abs(f - 0.5))[:MAX_TOKENS]]
+    f = np.clip(f, 1e-6, 1 - 1e-6)
+    k = len(f)
+    h = 1.0 - chi2q(-2.0 * float(np.log(f).sum()), 2 * k)
+    s = 1.0 - chi2q(-2.0 * float(np.log1p(-f).sum()), 2 * k)
+    return BayesVerdict((1.0 + s - h) / 2.0, k)
+
+
+def _has_content(pm: ParsedMessage) -> bool:
+    return bool(pm.header_names) or bool(pm.text.strip())

@@ -1,0 +1,229 @@
+"""A tolerant view of one raw message for rules and Bayes.
+
+Built on the standard library's parser with the lenient ``compat32`` policy: broken MIME,
+undecodable headers, unknown charsets and binary junk all give *some* view, never an
+exception (the parser records defects instead of raising)."""
+
+from __future__ import annotations
+
+import email.header
+import email.utils
+import hashlib
+import html
+import re
+from dataclasses import dataclass, field
+from email.message import Message
+from email.parser import BytesParser
+from email.policy import compat32
+
+MAX_TEXT = 300_000  # characters of decoded text kept per message (Bayes, content rules)
+MAX_PARTS = 200  # MIME parts walked; bombs with thousands of parts stop here
+MAX_HEADER_VALUE = 4000  # characters of one header value kept after decoding
+
+_TAG = re.compile(r"<[^>]{0,2000}>")
+_STYLE = re.compile(r"<(style|script)\b.*?</\1\s*>", re.I | re.S)
+_HREF = re.compile(r"""href\s*=\s*["']?\s*([^"'\s>]{1,2000})""", re.I)
+_URL = re.compile(r"\bhttps?://([a-z0-9.-]{1,253})", re.I)
+_WS = re.compile(r"\s+")
+
+
+def decode_header_value(raw: object) -> str:
+    """RFC 2047 decoding that never raises: bad charsets and encodings degrade to
+    replacement characters."""
+    if raw is None:
+        return ""
+    if isinstance(raw, email.header.Header):
+        raw = str(raw)
+    text = str(raw)[:MAX_HEADER_VALUE]
+    if "=?" not in text:
+        return _WS.sub(" ", text).strip()
+    try:
+        parts = email.header.decode_header(text)
+    except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
+        return _WS.sub(" ", text).strip()
+    out = []
+    for chunk, charset in parts:
+        if isinstance(chunk, bytes):
+            out.append(_decode_bytes(chunk, charset))
+        else:
+            out.append(chunk)
+    return _WS.sub(" ", "".join(out)).strip()
+
+
+def _decode_bytes(data: bytes, charset: str | None) -> str:
+    if charset:
+        try:
+            return data.decode(charset, errors="replace")
+        except (LookupError, ValueError):
+            pass
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+@dataclass
+class ParsedMessage:
+    raw: bytes
+    msg: Message
+    header_names: list[str] = field(default_factory=list)  # lower case, in order
+    subject: str | None = None
+    from_raw: str | None = None
+    from_name: str = ""
+    from_addr: str = ""
+    to_raw: str | None = None
+    date_raw: str | None = None
+    message_id: str | None = None
+    received: list[str] = field(default_factory=list)
+    content_type: str = "text/plain"
+    text_plain: str = ""
+    text_html: str = ""  # tags stripped
+    html_raw_len: int = 0
+    has_plain: bool = False
+    has_html: bool = False
+    attachments: list[str] = field(default_factory=list)  # content types of non-text parts
+    url_hosts: list[str] = field(default_factory=list)
+    defects: int = 0
+    parts: int = 0
+
+    @property
+    def from_domain(self) -> str | None:
+        if "@" not in self.from_addr:
+            return None
+        return self.from_addr.rpartition("@")[2].strip().strip(">").lower() or None
+
+    def header(self, name: str) -> str | None:
+        value = self.msg.get(name)
+        return None if value is None else decode_header_value(value)
+
+    @property
+    def text(self) -> str:
+        """All readable text: plain parts, then HTML parts with tags removed."""
+        if self.text_plain and self.text_html:
+            # multipart/alternative carries the same words twice; keep one copy
+            return self.text_plain if len(self.text_plain) * 2 > len(self.text_html) else self.text_html
+        return self.text_plain or self.text_html
+
+
+def parse_message(raw: bytes) -> ParsedMessage:
+    """Parse leniently. Never raises for any input."""
+    if not isinstance(raw, bytes | bytearray):
+        raw = str(raw).encode("utf-8", "replace")
+    raw = bytes(raw)
+    try:
+        msg = BytesParser(policy=compat32).parsebytes(raw)
+    except Exception:  # noqa: BLE001 - the parser should not raise, but never trust it
+        msg = Message()
+        msg.set_payload(raw.decode("latin-1"))
+    pm = ParsedMessage(raw=raw, msg=msg)
+    try:
+        _fill(pm)
+    except Exception:  # noqa: BLE001 - a pathological message still gets a (partial) view
+        pm.defects += 1
+    return pm
+
+
+def _fill(pm: ParsedMessage) -> None:
+    msg = pm.msg
+    pm.header_names = [k.lower() for k in msg]
+    pm.subject = pm.header("Subject") if "subject" in pm.header_names else None
+    pm.from_raw = pm.header("From") if "from" in pm.header_names else None
+    if pm.from_raw:
+        try:
+            name, addr = email.utils.parseaddr(pm.from_raw)
+        except Exception:  # noqa: BLE001
+            name, addr = "", ""
+        pm.from_name, pm.from_addr = name, addr.lower()
+    pm.to_raw = pm.header("To") if "to" in pm.header_names else None
+    pm.date_raw = pm.header("Date") if "date" in pm.header_names else None
+    mid = msg.get("Message-ID")
+    pm.message_id = str(mid).strip() if mid is not None else None
+    pm.received = [decode_header_value(v) for v in (msg.get_all("Received") or [])]
+    pm.content_type = msg.get_content_type()
+    pm.defects = len(msg.defects)
+
+    plain: list[str] = []
+    htmls: list[str] = []
+    size = 0
+    for part in msg.walk():
+        pm.parts += 1
+        if pm.parts > MAX_PARTS:
+            break
+        pm.defects += len(part.defects)
+        if part.is_multipart():
+            continue
+        ctype = part.get_content_type()
+        disposition = (part.get("Content-Disposition") or "").lower()
+        if ctype in ("text/plain", "text/html") and "attachment" not in disposition:
+            if size > MAX_TEXT:
+                continue
+            text = _part_text(part)
+            size += len(text)
+            if ctype == "text/plain":
+                pm.has_plain = True
+                plain.append(text)
+            else:
+                pm.has_html = True
+                pm.html_raw_len += len(text)
+                for href in _HREF.findall(text):
+                    m = _URL.match(href)
+                    if m:
+                        pm.url_hosts.append(m.group(1).lower())
+                htmls.append(html_to_text(text))
+        elif part is not msg or not ctype.startswith("text/"):
+            pm.attachments.append(ctype)
+    pm.text_plain = "\n".join(plain)[:MAX_TEXT]
+    pm.text_html = "\n".join(htmls)[:MAX_TEXT]
+    for m in _URL.finditer(pm.text_plain):
+        pm.url_hosts.append(m.group(1).lower())
+    if len(pm.url_hosts) > 200:
+        pm.url_hosts = pm.url_hosts[:200]
+
+
+def _part_text(part: Message) -> str:
+    try:
+        payload = part.get_payload(decode=True)
+    except Exception:  # noqa: BLE001 - broken transfer encoding
+        payload = None
+    if payload is None:
+        raw = part.get_payload()
+        return raw if isinstance(raw, str) else ""
+    if not isinstance(payload, bytes):
+        return str(payload)
+    return _decode_bytes(payload[: MAX_TEXT * 2], part.get_content_charset())
+
+
+def html_to_text(markup: str) -> str:
+    text = _STYLE.sub(" ", markup)
+    text = _TAG.sub(" ", text)
+    return html.unescape(text)
+
+
+_TRACE_HEADERS = re.compile(
+    rb"^(received|return-path|delivered-to|x-spamd-result|x-spam[\w-]*|x-aliasd[\w-]*"
+    rb"|x-original-to|authentication-results|dkim-signature|arc-[\w-]+|x-rspamd[\w-]*):",
+    re.I,
+)
+
+
+def message_digest(raw: bytes) -> str:
+    """sha256 of the message without transport and scanner headers, line endings
+    normalised: the same message learned again from another mailbox or copy gives
+    the same digest, so it is never counted twice."""
+    data = raw.replace(b"\r\n", b"\n")
+    head, sep, body = data.partition(b"\n\n")
+    kept: list[bytes] = []
+    skipping = False
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                kept.append(line.strip())
+            continue
+        skipping = bool(_TRACE_HEADERS.match(line))
+        if not skipping:
+            kept.append(line.rstrip())
+    h = hashlib.sha256()
+    h.update(b"\n".join(kept))
+    h.update(b"\n\n")
+    h.update(b"\n".join(line.rstrip() for line in body.rstrip().split(b"\n")))
+    return h.hexdigest()

@@ -1,0 +1,98 @@
+"""A real rspamd as the scanner: ``/checkv2`` on the normal worker with the envelope in
+HTTP headers, learning through the controller (``/learnspam``, ``/learnham``)."""
+
+from __future__ import annotations
+
+import threading
+
+import requests
+
+from aliasd.config import Settings
+from aliasd.scanner.base import LearnOutcome, ScannerError
+from aliasd.scanner.result import Action, ScanRequest, ScanResult, Symbol
+
+_ACTIONS = {a.value: a for a in Action}
+
+
+class RspamdScanner:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.url = settings.rspamd_url.rstrip("/")
+        self.controller_url = settings.rspamd_controller_url.rstrip("/")
+        self.timeout = settings.milter_timeout
+        self._local = threading.local()  # one keep-alive HTTP session per thread
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            self._local.session = session
+        return session
+
+    def scan(self, request: ScanRequest) -> ScanResult:
+        headers = {"From": request.envelope_from or "<>"}
+        if request.client_addr:
+            headers["IP"] = request.client_addr
+        if request.helo:
+            headers["Helo"] = request.helo
+        if request.queue_id:
+            headers["Queue-Id"] = request.queue_id
+        # rspamd reads repeated Rcpt headers; requests sends one header per name, so
+        # several recipients go comma-separated, which rspamd also accepts.
+        if request.recipients:
+            headers["Rcpt"] = ",".join(request.recipients)
+        try:
+            resp = self._session().post(
+                self.url + "/checkv2", data=request.message, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise ScannerError(f"rspamd unreachable: {exc}") from exc
+        if resp.status_code != 200:
+            raise ScannerError(f"rspamd answered {resp.status_code}: {resp.text[:200]}")
+        try:
+            data = resp.json()
+        except ValueError as exc:
+            raise ScannerError("rspamd sent a reply that is not JSON") from exc
+        return parse_checkv2(data)
+
+    def learn(self, message: bytes, is_spam: bool) -> LearnOutcome:
+        path = "/learnspam" if is_spam else "/learnham"
+        headers = {}
+        if self.settings.rspamd_password:
+            headers["Password"] = self.settings.rspamd_password
+        try:
+            resp = self._session().post(
+                self.controller_url + path, data=message, headers=headers, timeout=self.timeout
+            )
+        except requests.RequestException as exc:
+            raise ScannerError(f"rspamd controller unreachable: {exc}") from exc
+        body = resp.text.lower()
+        if resp.status_code == 200:
+            return LearnOutcome.LEARNED
+        if resp.status_code == 208 or "already learned" in body:
+            return LearnOutcome.DUPLICATE
+        if resp.status_code == 403:
+            raise ScannerError("rspamd controller refused the password")
+        return LearnOutcome.FAILED
+
+
+def parse_checkv2(data: dict) -> ScanResult:
+    symbols = []
+    for name, item in (data.get("symbols") or {}).items():
+        symbols.append(
+            Symbol(
+                name=item.get("name", name),
+                score=float(item.get("score", 0.0)),
+                options=tuple(str(o) for o in item.get("options", []) or []),
+                description=item.get("description", "") or "",
+            )
+        )
+    action = _ACTIONS.get(str(data.get("action", "no action")), Action.NO_ACTION)
+    return ScanResult(
+        score=round(float(data.get("score", 0.0)), 2),
+        required_score=float(data.get("required_score", 15.0)),
+        action=action,
+        symbols=symbols,
+        is_skipped=bool(data.get("is_skipped", False)),
+        message_id=data.get("message-id"),
+    )

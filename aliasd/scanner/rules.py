@@ -1,0 +1,180 @@
+"""Header and content rules of the bundled scanner. Each rule looks at the parsed
+message and the envelope and yields symbols; scores live in one table (rspamd's
+defaults where rspamd has the rule) so they are easy to review and tune."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from aliasd.core.addresses import domain_of, sender_related_to_site
+from aliasd.scanner.message import ParsedMessage
+from aliasd.scanner.result import ScanRequest, Symbol
+
+# name: (score, description)
+SCORES: dict[str, tuple[float, str]] = {
+    "MISSING_MID": (2.5, "Message-ID header is missing"),
+    "INVALID_MSGID": (1.7, "Message-ID header is not <local@domain>"),
+    "MISSING_FROM": (2.0, "From header is missing"),
+    "MISSING_SUBJECT": (2.0, "Subject header is missing"),
+    "EMPTY_SUBJECT": (1.0, "Subject header is empty"),
+    "MISSING_TO": (2.0, "To header is missing"),
+    "MISSING_DATE": (1.0, "Date header is missing"),
+    "INVALID_DATE": (1.5, "Date header cannot be parsed"),
+    "DATE_IN_FUTURE": (4.0, "Date is more than 2 hours after the message was received"),
+    "DATE_IN_PAST": (1.0, "Date is more than a day before the message was received"),
+    "FROM_NEQ_ENVFROM": (0.0, "From address differs from the envelope sender"),
+    "RCVD_COUNT_ZERO": (0.0, "No Received headers"),
+    "MIME_GOOD": (-0.1, "Known content type"),
+    "MIME_HTML_ONLY": (0.2, "Message has only an HTML part"),
+    "BROKEN_CONTENT": (1.0, "MIME structure is broken"),
+    "R_UNDISC_RCPT": (3.0, "To: undisclosed-recipients"),
+    "SUBJ_ALL_CAPS": (3.0, "Subject is written in capitals"),
+    "HTTP_TO_IP": (1.0, "Link to a bare IP address"),
+    "ALIAS_SITE_MISMATCH": (1.0, "Sender is unrelated to the site the alias was given to"),
+    "BLOCKLISTED": (15.0, "Sender domain is on the block list"),
+    "R_SPF_ALLOW": (-0.2, "SPF verification allows sending"),
+    "R_SPF_FAIL": (1.0, "SPF verification failed"),
+    "R_SPF_SOFTFAIL": (0.0, "SPF verification soft-failed"),
+    "R_SPF_NEUTRAL": (0.0, "SPF policy is neutral"),
+    "R_SPF_NA": (0.0, "No SPF record"),
+    "R_SPF_DNSFAIL": (0.0, "SPF DNS failure"),
+    "R_SPF_PERMFAIL": (0.0, "SPF record is broken"),
+    "BAYES_SPAM": (5.1, "Bayes: message is probably spam"),
+    "BAYES_HAM": (-3.0, "Bayes: message is probably ham"),
+}
+
+_KNOWN_TYPES = {
+    "text/plain",
+    "text/html",
+    "multipart/alternative",
+    "multipart/mixed",
+    "multipart/related",
+    "multipart/signed",
+    "multipart/report",
+}
+_MSGID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
+_IP_URL = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+
+
+def sym(name: str, *options: str, score: float | None = None) -> Symbol:
+    base, desc = SCORES[name]
+    return Symbol(name, base if score is None else score, tuple(options), desc)
+
+
+@dataclass
+class RuleContext:
+    request: ScanRequest
+    pm: ParsedMessage
+    now: dt.datetime
+    blocked_domains: frozenset[str]
+
+
+def received_time(pm: ParsedMessage) -> dt.datetime | None:
+    """When our side received the message: the date of the topmost Received header.
+    Dates are judged against it, not the clock, so replayed/archived mail is judged as
+    it was when it arrived."""
+    for value in pm.received[:1]:
+        _, sep, stamp = value.rpartition(";")
+        if not sep:
+            return None
+        try:
+            when = email.utils.parsedate_to_datetime(stamp.strip())
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when is not None and when.tzinfo is None:
+            when = when.replace(tzinfo=dt.UTC)
+        return when
+    return None
+
+
+def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
+    pm, req = ctx.pm, ctx.request
+    names = set(pm.header_names)
+
+    if "message-id" not in names:
+        yield sym("MISSING_MID")
+    elif not _MSGID.match((pm.message_id or "").strip()):
+        yield sym("INVALID_MSGID")
+    if "from" not in names:
+        yield sym("MISSING_FROM")
+    if "subject" not in names:
+        yield sym("MISSING_SUBJECT")
+    elif not (pm.subject or "").strip():
+        yield sym("EMPTY_SUBJECT")
+    if "to" not in names:
+        yield sym("MISSING_TO")
+    elif "undisclosed" in (pm.to_raw or "").lower():
+        yield sym("R_UNDISC_RCPT")
+    if not pm.received:
+        yield sym("RCVD_COUNT_ZERO")
+
+    yield from _date_rules(ctx)
+
+    env_domain = domain_of(req.envelope_from)
+    from_domain = domain_of(pm.from_addr)
+    if req.envelope_from and pm.from_addr and req.envelope_from.strip("<>").lower() != pm.from_addr:
+        yield sym("FROM_NEQ_ENVFROM", pm.from_addr, req.envelope_from.strip("<>").lower())
+
+    if req.alias_site:
+        related = [d for d in (env_domain, from_domain) if d]
+        if related and not any(sender_related_to_site(d, req.alias_site) for d in related):
+            yield sym("ALIAS_SITE_MISMATCH", related[-1], req.alias_site)
+
+    if ctx.blocked_domains:
+        for d in {env_domain, from_domain} - {None}:
+            hit = _blocked(d, ctx.blocked_domains)
+            if hit:
+                yield sym("BLOCKLISTED", hit)
+                break
+
+
+def _blocked(domain: str, blocked: frozenset[str]) -> str | None:
+    labels = domain.split(".")
+    for i in range(len(labels) - 1):
+        candidate = ".".join(labels[i:])
+        if candidate in blocked:
+            return candidate
+    return None
+
+
+def _date_rules(ctx: RuleContext) -> Iterator[Symbol]:
+    pm = ctx.pm
+    if pm.date_raw is None:
+        yield sym("MISSING_DATE")
+        return
+    try:
+        when = email.utils.parsedate_to_datetime(pm.date_raw)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        when = None
+    if when is None:
+        yield sym("INVALID_DATE", pm.date_raw[:60])
+        return
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    ref = received_time(pm) or ctx.now
+    delta = (when - ref).total_seconds()
+    if delta > 2 * 3600:
+        yield sym("DATE_IN_FUTURE", f"{delta / 3600:.1f}h")
+    elif delta < -24 * 3600:
+        yield sym("DATE_IN_PAST", f"{-delta / 3600:.1f}h")
+
+
+def content_rules(ctx: RuleContext) -> Iterator[Symbol]:
+    pm = ctx.pm
+    if pm.content_type in _KNOWN_TYPES and pm.defects == 0:
+        yield sym("MIME_GOOD", pm.content_type)
+    if pm.has_html and not pm.has_plain:
+        yield sym("MIME_HTML_ONLY")
+    if pm.defects:
+        yield sym("BROKEN_CONTENT", f"{pm.defects} defects")
+    subject = pm.subject or ""
+    letters = [c for c in subject if c.isalpha()]
+    if len(letters) >= 10 and len(subject.split()) >= 3 and all(c.isupper() for c in letters):
+        yield sym("SUBJ_ALL_CAPS")
+    ips = [h for h in pm.url_hosts if _IP_URL.match(h)]
+    if ips:
+        yield sym("HTTP_TO_IP", ips[0])

@@ -1,0 +1,79 @@
+"""SPF check of the envelope sender with pyspf. DNS answers can be injected (tests run
+without network) through a per-thread lookup function: pyspf resolves names through its
+module-level ``DNSLookup``, which we route through a thread-local override."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import spf as pyspf
+
+from aliasd.scanner.result import Symbol
+from aliasd.scanner.rules import sym
+
+# (name, qtype, strict, timeout) -> [((name, qtype), value), ...] as pyspf's DNSLookup
+DnsLookup = Callable[..., list]
+
+_default_lookup = pyspf.DNSLookup
+_local = threading.local()
+
+
+def _dispatch(name, qtype, *args, **kwargs):
+    lookup = getattr(_local, "lookup", None) or _default_lookup
+    return lookup(name, qtype, *args, **kwargs)
+
+
+pyspf.DNSLookup = _dispatch
+
+_RESULT_SYMBOLS = {
+    "pass": "R_SPF_ALLOW",
+    "fail": "R_SPF_FAIL",
+    "softfail": "R_SPF_SOFTFAIL",
+    "neutral": "R_SPF_NEUTRAL",
+    "none": "R_SPF_NA",
+    "temperror": "R_SPF_DNSFAIL",
+    "permerror": "R_SPF_PERMFAIL",
+}
+
+
+def zone_lookup(records: dict[tuple[str, str], list]) -> DnsLookup:
+    """A resolver stub over fixed records: ``{("example.com", "TXT"): ["v=spf1 -all"],
+    ("mx.example.com", "A"): ["192.0.2.1"]}``; anything else does not exist."""
+
+    def lookup(name, qtype, *_args, **_kwargs):
+        values = records.get((name.lower().rstrip("."), qtype), [])
+        out = []
+        for value in values:
+            if qtype in ("TXT", "SPF") and isinstance(value, str):
+                value = [value.encode()]
+            out.append(((name, qtype), value))
+        return out
+
+    return lookup
+
+
+def check_spf(
+    client_addr: str | None,
+    envelope_from: str,
+    helo: str | None,
+    *,
+    lookup: DnsLookup | None = None,
+    timeout: float = 5.0,
+) -> Symbol | None:
+    """One R_SPF_* symbol, or None when there is no client address to check."""
+    if not client_addr:
+        return None
+    sender = envelope_from.strip("<>") if envelope_from else ""
+    _local.lookup = lookup
+    try:
+        result, explanation = pyspf.check2(
+            i=client_addr, s=sender, h=helo or "unknown", timeout=timeout, querytime=timeout
+        )
+    except Exception as exc:  # noqa: BLE001 - a broken lookup is a DNS failure, not a crash
+        result, explanation = "temperror", str(exc)
+    finally:
+        _local.lookup = None
+    name = _RESULT_SYMBOLS.get(str(result).lower(), "R_SPF_PERMFAIL")
+    domain = sender.rpartition("@")[2] if "@" in sender else (helo or "")
+    return sym(name, domain, str(explanation)[:80]) if explanation else sym(name, domain)

@@ -1,0 +1,105 @@
+"""Bayes tokens: words of the subject, sender and body, combined OSB-style (orthogonal
+sparse bigrams: every word paired with each of the next four, the distance part of the
+pair) and hashed to signed 64-bit integers, the key of ``bayes_tokens``."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from aliasd.scanner.message import ParsedMessage
+
+WINDOW = 5  # a word and the 4 that follow it, as rspamd's OSB tokenizer
+MAX_WORDS = 1500  # body words tokenized per message: enough to classify, bounded cost
+MIN_LEN, MAX_LEN = 2, 24
+
+_WORD = re.compile(r"[^\W_][\w$€£%'.-]*[^\W_]|[^\W_]|[$€£!]", re.UNICODE)
+_C1 = np.uint64(0x9E3779B97F4A7C15)
+_C2 = np.uint64(0xC2B2AE3D27D4EB4F)
+_C3 = np.uint64(0x165667B19E3779F9)
+
+_word_hashes: dict[str, int] = {}
+
+
+def _h(word: str) -> int:
+    # blake2b is stable across processes and hosts (unlike hash()); memoised because
+    # the same words recur in every message.
+    value = _word_hashes.get(word)
+    if value is None:
+        if len(_word_hashes) > 500_000:
+            _word_hashes.clear()
+        value = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "replace"), digest_size=8).digest(), "little")
+        _word_hashes[word] = value
+    return value
+
+
+def words(text: str, limit: int = MAX_WORDS) -> list[str]:
+    out: list[str] = []
+    for m in _WORD.finditer(text):
+        w = m.group().lower().strip(".'-")
+        n = len(w)
+        if n > MAX_LEN:
+            # long runs (base64 junk, hashes, URLs) become one shape token
+            w = "long:" + w[:4]
+        elif n < MIN_LEN and w not in "$€£!":
+            continue
+        out.append(w)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def _osb(hashes: np.ndarray) -> np.ndarray:
+    """Unigrams plus pairs (w[i], w[i+k]) for k = 1..WINDOW-1, k part of the hash."""
+    parts = [hashes]
+    with np.errstate(over="ignore"):
+        for k in range(1, WINDOW):
+            if len(hashes) <= k:
+                break
+            a = hashes[:-k] * _C1
+            b = (hashes[k:] + np.uint64(k) * _C3) * _C2
+            parts.append(a ^ (b >> np.uint64(7)) ^ b)
+    return np.concatenate(parts)
+
+
+def _meta(pm: ParsedMessage) -> list[str]:
+    """Structure tokens: things Bayes learns from beyond words."""
+    meta: list[str] = []
+    meta.append("ct:" + pm.content_type)
+    if pm.attachments:
+        meta.extend("att:" + a for a in pm.attachments[:10])
+    if pm.from_domain:
+        meta.append("fromdom:" + pm.from_domain)
+    for name in pm.from_name.lower().split()[:6]:
+        meta.append("fromname:" + name)
+    mailer = pm.header("X-Mailer") or pm.header("User-Agent")
+    if mailer:
+        meta.extend("mailer:" + w for w in words(mailer, 4))
+    for charset in {str(c).lower() for c in pm.msg.get_charsets() if c}:
+        meta.append("charset:" + charset)
+    for host in pm.url_hosts[:50]:
+        labels = host.split(".")
+        meta.append("url:" + ".".join(labels[-2:]))
+    if pm.to_raw is None:
+        meta.append("to:none")
+    return meta
+
+
+def message_tokens(pm: ParsedMessage) -> np.ndarray:
+    """Unique signed 64-bit token ids of one message (may be empty)."""
+    groups: list[np.ndarray] = []
+    subject = pm.subject or ""
+    if subject:
+        sw = ["s:" + w for w in words(subject, 40)]
+        groups.append(_osb(np.array([_h(w) for w in sw], dtype=np.uint64)))
+    body = words(pm.text)
+    if body:
+        groups.append(_osb(np.array([_h(w) for w in body], dtype=np.uint64)))
+    meta = _meta(pm)
+    if meta:
+        groups.append(np.array([_h(w) for w in meta], dtype=np.uint64))
+    if not groups:
+        return np.empty(0, dtype=np.int64)
+    return np.unique(np.concatenate(groups).view(np.int64))
