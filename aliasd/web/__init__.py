@@ -1,15 +1,104 @@
-"""Flask application factory (fleshed out by the web blueprints)."""
+"""Flask application factory.
+
+``create_app(settings)`` builds the app: settings, secure cookies, CSRF on every form,
+ProxyFix for reverse proxies, a per-request database session, the permission check,
+and the blueprints (one package each under ``aliasd/web/``). How a blueprint declares
+permissions and adds a nav link: see :mod:`aliasd.web.permissions`.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from aliasd.config import Settings, load_settings
+from aliasd.config import DEFAULT_SECRET, Settings, SettingsError, load_settings
+from aliasd.web import context, permissions
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+MIN_SECRET_LENGTH = 16
+
+csrf = CSRFProtect()
 
 
-def create_app(settings: Settings | None = None) -> Flask:
+def check_secret(settings: Settings) -> None:
+    """Production refuses to start with a missing, default or short secret key."""
+    if settings.env != "production":
+        return
+    key = settings.secret_key or ""
+    if not key or key == DEFAULT_SECRET or len(key) < MIN_SECRET_LENGTH:
+        raise SettingsError(
+            "secret_key is missing or the default: set ALIASD_SECRET_KEY to a long random "
+            "value (e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`), "
+            "or set ALIASD_ENV=development for a local trial"
+        )
+
+
+def create_app(settings: Settings | None = None, *, check_schema: bool = False) -> Flask:
     settings = settings or load_settings()
-    app = Flask(__name__, template_folder="../../templates")
-    app.config["ALIASD_SETTINGS"] = settings
-    app.config["SECRET_KEY"] = settings.secret_key
+    check_secret(settings)
+    if check_schema:
+        from aliasd.db import get_database
+
+        get_database(settings).require_current_schema()
+
+    app = Flask(__name__, template_folder=str(TEMPLATES))
+    app.config.update(
+        ALIASD_SETTINGS=settings,
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_NAME="aliasd_session",
+        SESSION_COOKIE_SECURE=settings.session_cookie_secure,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(days=14),
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        WTF_CSRF_SSL_STRICT=settings.session_cookie_secure,
+        MAX_CONTENT_LENGTH=1_000_000,
+    )
+    if settings.proxy_fix_hops > 0:
+        hops = settings.proxy_fix_hops
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops, x_prefix=hops
+        )
+    app.extensions["aliasd_nav"] = []
+    csrf.init_app(app)
+
+    app.before_request(permissions.enforce)
+    app.teardown_appcontext(context.close_db_session)
+    app.view_functions["static"] = permissions.public(app.view_functions["static"])
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+            "frame-ancestors 'none'; form-action 'self'",
+        )
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        return response
+
+    @app.context_processor
+    def inject():
+        from aliasd.web.permissions import current_user
+
+        user = current_user()
+        nav = [
+            item for item in app.extensions["aliasd_nav"]
+            if user is not None and (not item["admin"] or user.is_admin)
+        ]
+        return {"current_user": user, "nav_items": nav}
+
+    from aliasd.web import aliases, api, auth, errors
+    from aliasd.web import settings as settings_bp
+
+    app.register_blueprint(errors.bp)
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(aliases.bp)
+    app.register_blueprint(settings_bp.bp)
+    app.register_blueprint(api.bp)
+    csrf.exempt(api.bp)  # token-authenticated only: no cookie, so no CSRF to forge
     return app

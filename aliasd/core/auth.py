@@ -1,0 +1,250 @@
+"""Sign-in: local accounts (argon2) and LDAP (ldap3), with a rate limit on failures
+per user name and per client address kept in the database, so it holds across
+gunicorn workers and hosts. No Flask here."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import ssl
+from dataclasses import dataclass
+
+import ldap3
+from ldap3.core import exceptions as ldap_exc
+from ldap3.utils.conv import escape_filter_chars
+from ldap3.utils.dn import escape_rdn
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from aliasd.config import Settings
+from aliasd.core.addresses import AddressError, normalize_address
+from aliasd.core.aliases import create_user
+from aliasd.core.passwords import hash_password, needs_rehash, verify_password
+from aliasd.models import LoginAttempt, User, utcnow
+
+MAX_USERNAME = 255
+MAX_PASSWORD = 1024
+
+
+class Outcome(enum.StrEnum):
+    OK = "ok"
+    BAD_CREDENTIALS = "bad-credentials"
+    RATE_LIMITED = "rate-limited"
+    UNAVAILABLE = "unavailable"  # the directory cannot be reached: not the user's fault
+
+
+@dataclass
+class AuthResult:
+    outcome: Outcome
+    user: User | None = None
+    message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == Outcome.OK
+
+
+@dataclass
+class LdapIdentity:
+    username: str
+    dn: str
+    mail: str
+    is_admin: bool
+
+
+class LdapUnavailable(Exception):
+    """The directory could not be asked (down, TLS failure, bad service account)."""
+
+
+# --- rate limit ----------------------------------------------------------------------
+def _keys(username: str, client: str) -> list[str]:
+    return [f"user:{username.strip().lower()}"[:300], f"ip:{client}"[:300]]
+
+
+def is_rate_limited(session: Session, settings: Settings, username: str, client: str,
+                    *, now: dt.datetime | None = None) -> bool:
+    since = (now or utcnow()) - dt.timedelta(seconds=settings.login_rate_window)
+    for key in _keys(username, client):
+        count = session.scalar(
+            select(func.count()).select_from(LoginAttempt)
+            .where(LoginAttempt.key == key, LoginAttempt.at >= since)
+        )
+        if count >= settings.login_rate_limit:
+            return True
+    return False
+
+
+def record_failure(session: Session, username: str, client: str) -> None:
+    now = utcnow()
+    for key in _keys(username, client):
+        session.add(LoginAttempt(key=key, at=now))
+
+
+def prune_attempts(session: Session, settings: Settings) -> None:
+    cutoff = utcnow() - dt.timedelta(seconds=settings.login_rate_window)
+    session.execute(delete(LoginAttempt).where(LoginAttempt.at < cutoff))
+
+
+# --- LDAP ----------------------------------------------------------------------------
+def _ldap_server(settings: Settings) -> ldap3.Server:
+    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED)
+    return ldap3.Server(
+        settings.ldap_uri,
+        connect_timeout=settings.ldap_timeout,
+        tls=tls,
+        get_info=ldap3.NONE,
+    )
+
+
+def _connect(settings: Settings, server: ldap3.Server, user: str | None,
+             password: str | None) -> ldap3.Connection | None:
+    """A bound connection, or None when the directory refuses these credentials."""
+    conn = ldap3.Connection(
+        server,
+        user=user,
+        password=password,
+        receive_timeout=settings.ldap_timeout,
+        raise_exceptions=False,
+        read_only=True,
+    )
+    try:
+        conn.open()
+        if settings.ldap_starttls and not settings.ldap_uri.lower().startswith("ldaps://"):
+            conn.start_tls()
+        if not conn.bind():
+            return None
+    except ldap_exc.LDAPException as exc:
+        raise LdapUnavailable(str(exc)) from exc
+    return conn
+
+
+def _first(entry_attrs: dict, name: str) -> str | None:
+    value = entry_attrs.get(name)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    return str(value) if value else None
+
+
+def ldap_authenticate(settings: Settings, username: str, password: str) -> LdapIdentity | None:
+    """Search-then-bind (service account or anonymous) or bind through a DN template.
+    Returns None for unknown users or wrong passwords; raises LdapUnavailable when the
+    directory cannot answer."""
+    if not password:
+        return None  # an empty password would be an unauthenticated bind that "succeeds"
+    server = _ldap_server(settings)
+    mail_attr = settings.ldap_mail_attribute
+    attrs = [mail_attr, "uid"]
+    if settings.ldap_user_dn_template:
+        user_dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
+        conn = _connect(settings, server, user_dn, password)
+        if conn is None:
+            return None
+        try:
+            conn.search(user_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=attrs)
+            entries = list(conn.response or [])
+        finally:
+            conn.unbind()
+    else:
+        service = _connect(settings, server, settings.ldap_bind_dn or None,
+                           settings.ldap_bind_password or None)
+        if service is None:
+            raise LdapUnavailable("the directory refused the service account")
+        try:
+            flt = settings.ldap_user_filter.format(username=escape_filter_chars(username))
+            service.search(settings.ldap_base_dn, flt, search_scope=ldap3.SUBTREE,
+                           attributes=attrs, size_limit=2)
+            found = [e for e in (service.response or []) if e.get("type") == "searchResEntry"]
+        finally:
+            service.unbind()
+        if len(found) != 1:
+            return None  # unknown, or ambiguous: never guess which one
+        user_dn = found[0]["dn"]
+        conn = _connect(settings, server, user_dn, password)
+        if conn is None:
+            return None
+        conn.unbind()
+        entries = found
+    entries = [e for e in entries if e.get("type", "searchResEntry") == "searchResEntry"]
+    if not entries:
+        return None
+    entry_attrs = entries[0].get("attributes", {})
+    mail = _first(entry_attrs, mail_attr)
+    canonical = _first(entry_attrs, "uid") or username
+    is_admin = False
+    if settings.ldap_admin_group_dn:
+        is_admin = _is_member(settings, server, user_dn)
+    return LdapIdentity(username=canonical, dn=user_dn, mail=mail or "", is_admin=is_admin)
+
+
+def _is_member(settings: Settings, server: ldap3.Server, user_dn: str) -> bool:
+    conn = _connect(settings, server, settings.ldap_bind_dn or None,
+                    settings.ldap_bind_password or None)
+    if conn is None:
+        raise LdapUnavailable("the directory refused the service account")
+    try:
+        conn.search(
+            settings.ldap_admin_group_dn,
+            f"(member={escape_filter_chars(user_dn)})",
+            search_scope=ldap3.BASE,
+            attributes=["cn"],
+        )
+        return any(e.get("type") == "searchResEntry" for e in (conn.response or []))
+    finally:
+        conn.unbind()
+
+
+# --- sign-in -------------------------------------------------------------------------
+def authenticate(session: Session, settings: Settings, username: str, password: str,
+                 client: str) -> AuthResult:
+    """Check credentials, honouring the rate limit; creates or refreshes LDAP users.
+    The caller commits the session (failures are recorded in it)."""
+    username = (username or "").strip()
+    password = password or ""
+    if not username or len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
+        return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+    if is_rate_limited(session, settings, username, client):
+        return AuthResult(
+            Outcome.RATE_LIMITED,
+            message="Too many failed sign-ins. Wait a few minutes and try again.",
+        )
+    user = session.scalar(select(User).where(User.username == username))
+    if user is not None and user.auth_source == "local":
+        if verify_password(user.password_hash, password):
+            if needs_rehash(user.password_hash or ""):
+                user.password_hash = hash_password(password)
+            user.last_login_at = utcnow()
+            return AuthResult(Outcome.OK, user)
+    elif settings.ldap_uri:
+        try:
+            identity = ldap_authenticate(settings, username, password)
+        except LdapUnavailable:
+            return AuthResult(
+                Outcome.UNAVAILABLE,
+                message="The directory cannot be reached right now; try again later.",
+            )
+        if identity is not None:
+            return _ldap_user(session, identity)
+    record_failure(session, username, client)
+    return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+
+
+def _ldap_user(session: Session, identity: LdapIdentity) -> AuthResult:
+    try:
+        mailbox = normalize_address(identity.mail)
+    except AddressError:
+        return AuthResult(
+            Outcome.BAD_CREDENTIALS,
+            message="Your directory entry has no usable mail address; ask an administrator.",
+        )
+    user = session.scalar(select(User).where(User.username == identity.username))
+    if user is None:
+        user = create_user(session, identity.username, mailbox, is_admin=identity.is_admin,
+                           auth_source="ldap")
+    elif user.auth_source != "ldap":
+        # A local account of the same name is not taken over by the directory.
+        return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+    else:
+        user.mailbox = mailbox
+        user.is_admin = identity.is_admin
+    user.last_login_at = utcnow()
+    return AuthResult(Outcome.OK, user)

@@ -1,0 +1,66 @@
+"""Error pages: JSON for API clients (paths under /api/), HTML for people."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, render_template, request
+from flask_wtf.csrf import CSRFError
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+
+bp = Blueprint("errors", __name__)
+log = logging.getLogger(__name__)
+
+
+def wants_json() -> bool:
+    return request.path == "/api" or request.path.startswith("/api/")
+
+
+def error_response(status: int, title: str, message: str):
+    if wants_json():
+        response = jsonify({"error": message, "status": status})
+        response.status_code = status
+        if status == 401:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="aliasd"'
+        return response
+    return render_template("errors/error.html", status=status, title=title,
+                           message=message), status
+
+
+@bp.app_errorhandler(CSRFError)
+def csrf_error(exc: CSRFError):
+    return error_response(
+        400, "Form expired",
+        "The form was missing its security token or it expired. Go back, reload the page "
+        "and submit again.",
+    )
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(exc: HTTPException):
+    messages = {
+        401: "A valid API token is required (header 'Authentication: <token>' or "
+             "'Authorization: Bearer <token>').",
+        403: "You are not allowed to do that.",
+        404: "There is nothing here.",
+    }
+    message = messages.get(exc.code or 500, exc.description or exc.name)
+    return error_response(exc.code or 500, exc.name, message)
+
+
+@bp.app_errorhandler(OperationalError)
+@bp.app_errorhandler(DBAPIError)
+def database_error(exc: Exception):
+    log.error("database unavailable: %s", exc)
+    return error_response(
+        ServiceUnavailable.code, "Database unavailable",
+        "The database cannot be reached right now. Nothing was changed; try again shortly.",
+    )
+
+
+@bp.app_errorhandler(Exception)
+def unexpected_error(exc: Exception):
+    log.exception("unexpected error")
+    return error_response(InternalServerError.code, "Internal error",
+                          "Something went wrong on our side.")
