@@ -1,0 +1,349 @@
+"""asyncio server for Postfix lookup tables: socketmap (every registered map, routed by
+name) and tcp_table (one map per listener), on ``host:port`` or ``unix:/path``.
+
+Per connection, requests are answered strictly in order, also when the client pipelines
+them; lookups a map can answer from memory are answered inline (no task per request),
+others run in a per-connection worker while other connections keep being served.
+Framing errors get an error reply and a close; idle clients (no complete request within
+``idle_timeout``) are closed; a client that does not read its replies stops being read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import stat
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from aliasd.core.decision import Decision
+from aliasd.lookup import socketmap, tcp_table
+from aliasd.lookup.maps import LookupMap
+from aliasd.lookup.netstring import NetstringDecoder, NetstringError, NetstringTooLong
+
+log = logging.getLogger("aliasd.lookup")
+
+Formatter = Callable[[Decision], bytes]
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    """Where to listen: ``host:port`` / ``[v6]:port`` or ``unix:/path``."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> ListenSpec:
+        text = text.strip()
+        if text.startswith("unix:"):
+            path = text[5:]
+            if not path:
+                raise ValueError(f"{text!r}: unix: needs a socket path")
+            return cls(path=path)
+        if text.startswith("inet:"):
+            text = text[5:]
+        host, sep, port = text.rpartition(":")
+        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"{text!r} is not HOST:PORT or unix:/path")
+        host = host.strip("[]") or "127.0.0.1"
+        return cls(host=host, port=int(port))
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"unix:{self.path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+class _Connection(asyncio.Protocol):
+    """What both protocols share: ordered replies, idle timeout, backpressure."""
+
+    format_reply: Formatter
+
+    def __init__(self, server: LookupServer) -> None:
+        self.server = server
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        # Pending work in arrival order: (map, key, None) to look up, or
+        # (None, "", reply) for a canned reply; a reply of b"" means "close now".
+        self.queue: deque[tuple[LookupMap | None, str, bytes | None]] = deque()
+        self.worker: asyncio.Task | None = None
+        self.closing = False
+        self.last_request = self.loop.time()
+        self.idle_timer: asyncio.TimerHandle | None = None
+
+    # --- asyncio callbacks ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            # Small request/reply exchanges: never wait for Nagle.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+        self._arm_idle_timer(self.server.idle_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        self.server.connections.discard(self)
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
+        if self.worker is not None:
+            self.worker.cancel()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        # The client does not read its replies: stop reading its requests.
+        if self.transport is not None and not self.closing:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.closing:
+            self.transport.resume_reading()
+
+    def eof_received(self) -> bool:
+        # Half-close: answer what is queued, then close (returning True keeps it open).
+        if self.worker is None:
+            return False
+        self.queue.append((None, "", b""))
+        return True
+
+    # --- request handling -------------------------------------------------------------
+    def submit(self, lookup_map: LookupMap, key: str) -> None:
+        self.last_request = self.loop.time()
+        if self.worker is None:
+            fast = getattr(lookup_map, "lookup_fast", None)
+            if fast is not None:
+                try:
+                    decision = fast(key)
+                except Exception:
+                    log.exception("lookup in %s failed", lookup_map.name)
+                    decision = Decision.temp("lookup failed")
+                if decision is not None:
+                    self.transport.write(self.format_reply(decision))  # type: ignore[union-attr]
+                    return
+        self.queue.append((lookup_map, key, None))
+        self._start_worker()
+
+    def reply(self, data: bytes) -> None:
+        self.last_request = self.loop.time()
+        if self.worker is None:
+            self.transport.write(data)  # type: ignore[union-attr]
+        else:
+            self.queue.append((None, "", data))
+
+    def fail(self, data: bytes) -> None:
+        """Error reply, then close: the rest of the byte stream cannot be trusted."""
+        self.closing = True
+        if self.worker is None:
+            self.transport.write(data)  # type: ignore[union-attr]
+            self.transport.close()  # type: ignore[union-attr]
+        else:
+            self.queue.append((None, "", data))
+            self.queue.append((None, "", b""))
+
+    def _start_worker(self) -> None:
+        if self.worker is None:
+            self.worker = self.loop.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        try:
+            while self.queue:
+                lookup_map, key, canned = self.queue[0]
+                if canned is not None:
+                    if canned == b"":
+                        transport.close()
+                        return
+                    data = canned
+                else:
+                    assert lookup_map is not None
+                    try:
+                        decision = await lookup_map.lookup(key)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:
+                        log.exception("lookup in %s failed", lookup_map.name)
+                        decision = Decision.temp("lookup failed")
+                    data = self.format_reply(decision)
+                if transport.is_closing():
+                    return
+                self.queue.popleft()
+                transport.write(data)
+        finally:
+            self.worker = None
+            self.last_request = self.loop.time()
+
+    # --- idle timeout -----------------------------------------------------------------
+    def _arm_idle_timer(self, delay: float) -> None:
+        self.idle_timer = self.loop.call_later(max(delay, 0.01), self._idle_check)
+
+    def _idle_check(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        idle_for = self.loop.time() - self.last_request
+        if self.worker is None and idle_for >= self.server.idle_timeout:
+            log.debug("closing idle connection")
+            self.transport.close()
+            return
+        self._arm_idle_timer(self.server.idle_timeout - idle_for)
+
+
+class SocketmapConnection(_Connection):
+    format_reply = staticmethod(socketmap.format_reply)
+
+    def __init__(self, server: LookupServer) -> None:
+        super().__init__(server)
+        self.decoder = NetstringDecoder(socketmap.MAX_REQUEST)
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        decoder = self.decoder
+        decoder.feed(data)
+        maps = self.server.maps
+        while True:
+            try:
+                frame = decoder.next_frame()
+            except NetstringTooLong:
+                self.fail(socketmap.error_reply("request too long"))
+                return
+            except NetstringError as exc:
+                self.fail(socketmap.error_reply(f"malformed request: {exc}"))
+                return
+            if frame is None:
+                return
+            try:
+                name, key = socketmap.parse_request(frame)
+            except ValueError:
+                # The framing is intact, so only this request is bad.
+                self.reply(socketmap.error_reply("request is not '<map> <key>'"))
+                continue
+            lookup_map = maps.get(name)
+            if lookup_map is None:
+                self.reply(socketmap.error_reply(f"no map named {name!r}"))
+            else:
+                self.submit(lookup_map, key)
+
+
+class TcpTableConnection(_Connection):
+    format_reply = staticmethod(tcp_table.format_reply)
+
+    def __init__(self, server: LookupServer, lookup_map: LookupMap) -> None:
+        super().__init__(server)
+        self.map = lookup_map
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        buf = self.buffer
+        buf += data
+        start = 0
+        while True:
+            nl = buf.find(b"\n", start)
+            if nl < 0:
+                break
+            line = bytes(buf[start:nl])
+            start = nl + 1
+            if len(line) > tcp_table.MAX_REQUEST:
+                self.fail(tcp_table.error_reply("request too long"))
+                return
+            try:
+                key = tcp_table.parse_request(line)
+            except ValueError as exc:
+                self.reply(tcp_table.error_reply(str(exc)))
+                continue
+            self.submit(self.map, key)
+        if start:
+            del buf[:start]
+        if len(buf) > tcp_table.MAX_REQUEST:
+            self.fail(tcp_table.error_reply("request too long"))
+
+
+class LookupServer:
+    """Serves ``maps`` on any number of socketmap and tcp_table listeners."""
+
+    def __init__(self, maps: Mapping[str, LookupMap], *, idle_timeout: float = 60.0) -> None:
+        self.maps = dict(maps)
+        self.idle_timeout = idle_timeout
+        self.servers: list[asyncio.Server] = []
+        self.connections: set[_Connection] = set()
+        self._unix_paths: list[str] = []
+
+    async def start_maps(self) -> None:
+        for lookup_map in self.maps.values():
+            start = getattr(lookup_map, "start", None)
+            if start is not None:
+                await start()
+
+    async def listen_socketmap(self, spec: str | ListenSpec) -> ListenSpec:
+        return await self._listen(spec, lambda: SocketmapConnection(self))
+
+    async def listen_tcp(self, spec: str | ListenSpec, map_name: str = "virtual") -> ListenSpec:
+        lookup_map = self.maps.get(map_name)
+        if lookup_map is None:
+            raise ValueError(f"no map named {map_name!r} (have: {', '.join(self.maps)})")
+        return await self._listen(spec, lambda: TcpTableConnection(self, lookup_map))
+
+    async def _listen(self, spec: str | ListenSpec, factory) -> ListenSpec:
+        spec = ListenSpec.parse(spec) if isinstance(spec, str) else spec
+        loop = asyncio.get_running_loop()
+        if spec.path:
+            _remove_stale_socket(spec.path)
+            server = await loop.create_unix_server(factory, spec.path, backlog=512)
+            # Postfix processes run as another user; the answers are what RCPT probing
+            # reveals anyway, so the socket is open to local users.
+            os.chmod(spec.path, 0o666)
+            self._unix_paths.append(spec.path)
+            bound = spec
+        else:
+            server = await loop.create_server(
+                factory, spec.host, spec.port, backlog=512, reuse_address=True
+            )
+            host, port = server.sockets[0].getsockname()[:2]
+            bound = ListenSpec(host=host, port=port)
+        self.servers.append(server)
+        log.info("listening on %s", bound)
+        return bound
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.connections):
+            if conn.transport is not None:
+                conn.transport.abort()
+        for server in self.servers:
+            with contextlib.suppress(Exception):
+                await server.wait_closed()
+        for path in self._unix_paths:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        for lookup_map in self.maps.values():
+            close = getattr(lookup_map, "close", None)
+            if close is not None:
+                await close()
+
+
+def _remove_stale_socket(path: str) -> None:
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise ValueError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)  # nobody listens: left over from a crashed run
+    else:
+        raise ValueError(f"{path}: another process is already listening there")
+    finally:
+        probe.close()

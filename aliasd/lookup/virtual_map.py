@@ -1,0 +1,134 @@
+"""The ``virtual`` map: Postfix's virtual_alias_maps (and virtual_alias_domains) answered
+from the in-memory replica, with catch-all creation as the only database write.
+
+A background task keeps the replica in sync with the database; the replica itself says
+TEMP when it could not sync for too long, so a database outage defers mail (451) instead
+of bouncing it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+
+from aliasd.config import Settings
+from aliasd.core import aliases as core
+from aliasd.core.decision import Decision
+from aliasd.core.replica import CatchAllRequest, Replica
+from aliasd.db import Database
+from aliasd.models import Domain
+
+log = logging.getLogger("aliasd.lookup.virtual")
+
+
+class VirtualMap:
+    name = "virtual"
+
+    def __init__(self, replica: Replica, database: Database, *, sync_interval: float = 0.25):
+        self.replica = replica
+        self.database = database
+        self.sync_interval = sync_interval
+        self._sync_task: asyncio.Task | None = None
+        self._inflight: dict[str, asyncio.Future[Decision]] = {}
+        self._last_error_log = 0.0
+
+    # --- LookupMap --------------------------------------------------------------------
+    def lookup_fast(self, key: str) -> Decision | None:
+        decision = self.replica.decide(key)
+        return decision if isinstance(decision, Decision) else None
+
+    async def lookup(self, key: str) -> Decision:
+        decision = self.replica.decide(key)
+        if isinstance(decision, Decision):
+            return decision
+        # Concurrent first mails to one new address share one database write.
+        pending = self._inflight.get(decision.address)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._inflight[decision.address] = future
+        try:
+            result = await asyncio.to_thread(self._catch_all, decision)
+            future.set_result(result)
+            return result
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters may be gone
+            raise
+        finally:
+            del self._inflight[decision.address]
+
+    def _catch_all(self, request: CatchAllRequest) -> Decision:
+        """Runs in a worker thread: create the alias (or learn why not) in the database."""
+        for attempt in range(2):
+            try:
+                with self.database.session() as session:
+                    domain = session.scalar(select(Domain).where(Domain.name == request.domain))
+                    if domain is None:
+                        return Decision.notfound()
+                    alias = core.catch_all_create(session, domain, request.local)
+                    if alias is None:
+                        return Decision.notfound()
+                    address, dests, state = alias.address, alias.destinations, alias.state
+            except core.CatchAllDeferred as exc:
+                return Decision.temp(str(exc))
+            except core.AlreadyExists:
+                if attempt == 0:
+                    continue  # lost a race with another lookupd: read the winner's row
+                return Decision.temp("catch-all alias is being created, try again")
+            except core.AliasdError:
+                return Decision.notfound()  # retired or otherwise refused by the rules
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("catch-all for %s failed: %s", request.address, exc)
+                return Decision.temp("database unavailable")
+            self.replica.apply_alias(address, dests, state)
+            log.info("catch-all created %s -> %s", address, dests)
+            return self.replica.decision_for(dests, state)
+        return Decision.temp("catch-all failed")
+
+    # --- lifecycle ----------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._sync_task is None:
+            self._sync_task = asyncio.create_task(self._sync_loop())
+
+    async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
+
+    async def wait_loaded(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self.replica.loaded and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.replica.loaded
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                stats = await asyncio.to_thread(self.replica.sync)
+                if stats.reloaded:
+                    log.info("replica loaded: %s", self.replica.stats())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database down, timeout, ...: keep trying
+                now = time.monotonic()
+                if now - self._last_error_log > 10:
+                    self._last_error_log = now
+                    log.warning("cannot sync aliases from the database: %s", exc)
+            await asyncio.sleep(self.sync_interval)
+
+
+def build(settings: Settings, database: Database) -> VirtualMap:
+    replica = Replica(
+        database,
+        delimiter=settings.recipient_delimiter,
+        max_staleness=settings.lookup_max_staleness,
+        managed_reply=settings.lookup_managed_domain_reply,
+    )
+    return VirtualMap(replica, database, sync_interval=settings.lookup_sync_interval)
