@@ -127,6 +127,13 @@ class Settings:
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
         if self.srs_domain and not self.srs_secrets:
             raise SettingsError("srs_domain is set but srs_secrets is empty")
+        if self.srs_domain:
+            from aliasd.core.srs import SrsConfig, SrsConfigError  # local: core.srs uses Settings
+
+            try:
+                SrsConfig.from_settings(self)
+            except SrsConfigError as exc:
+                raise SettingsError(str(exc)) from exc
         if self.autoblock_threshold < 1 or self.autoblock_period_hours < 1:
             raise SettingsError("autoblock_threshold and autoblock_period_hours must be >= 1")
 

@@ -197,7 +197,9 @@ def test_reverse_only_concerns_srs_addresses_at_our_domain():
 
 
 def test_is_srs_local_part():
-    assert is_srs_local_part("SRS0=abc=AB=x=y") and is_srs_local_part("srs1+abc")
+    assert is_srs_local_part("SRS0=abc=AB=x=y") and is_srs_local_part("srs1=abc")
+    # We only ever sign with "=" (as the replica's catch-all guard assumes).
+    assert not is_srs_local_part("srs1+abc") and not is_srs_local_part("srs0-abc")
     assert not is_srs_local_part("srs0") and not is_srs_local_part("github.com")
 
 

@@ -52,21 +52,26 @@ import re
 import time
 from collections.abc import Callable, Container, Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import srslib
 
-from aliasd.config import Settings
 from aliasd.core.addresses import AddressError, normalize_domain
 from aliasd.core.decision import Decision
+
+if TYPE_CHECKING:  # config.Settings.validate imports this module to check SRS settings
+    from aliasd.config import Settings
 
 MIN_HASH_LENGTH = 4  # shorter hashes are guessable by brute force at RCPT time
 MAX_HASH_LENGTH = 27  # base64 of a SHA-1 digest is 27 characters before its "=" padding
 MAX_AGE_DAYS = 1023  # SRS day stamps count days modulo 1024
 MAX_PATH = 254  # RFC 5321 path limit (256) minus the angle brackets
 
-# "SRS0" or "SRS1", a separator, then the hash up to the next "=" (both formats).
-_SRS_LOCAL = re.compile(r"^SRS[01][-+=]", re.IGNORECASE)
-_SRS_HASH = re.compile(r"^SRS[01][-+=]([^=]+)=", re.IGNORECASE)
+# "SRS0=" or "SRS1=", then the hash up to the next "=". We only ever sign with "=" (srslib
+# also reads "-"/"+"), so other separators are simply not ours; the replica's catch-all
+# guard checks the same "srs0="/"srs1=" prefixes.
+_SRS_LOCAL = re.compile(r"^SRS[01]=", re.IGNORECASE)
+_SRS_HASH = re.compile(r"^SRS[01]=([^=]+)=", re.IGNORECASE)
 # Characters that would make a sender unusable or ambiguous inside a rewritten address.
 _BAD_LOCAL = re.compile(r"[\s\x00-\x1f\x7f\"<>,@\\]")
 

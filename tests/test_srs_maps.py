@@ -1,0 +1,174 @@
+"""The srs_forward / srs_reverse maps: called directly on both database engines, then
+queried by Postfix's own postmap through a running ``aliasd lookupd``."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+from sqlalchemy import select
+
+from aliasd.config import SettingsError, load_settings
+from aliasd.core import aliases as core
+from aliasd.core.decision import Outcome
+from aliasd.db import Database
+from aliasd.lookup import srs_maps
+from aliasd.lookup.registry import build_maps
+from aliasd.models import User
+from tests.conftest import settings_env
+from tests.harness.net import free_port, wait_for_port
+from tests.harness.postfix import postmap_query
+
+SRS_ENV = {
+    "ALIASD_SRS_DOMAIN": "fwd.example.net",
+    "ALIASD_SRS_SECRETS": "current-secret,previous-secret",
+    "ALIASD_SRS_HASH_LENGTH": "6",
+    "ALIASD_SRS_EXCLUDE_DOMAINS": "partner.example",
+}
+
+
+@pytest.fixture
+def srs_settings(settings):
+    return settings.with_overrides(
+        srs_domain="fwd.example.net",
+        srs_secrets=["current-secret", "previous-secret"],
+        srs_hash_length=6,
+        srs_exclude_domains=["partner.example"],
+    )
+
+
+def add_domain(database: Database, name: str) -> None:
+    with database.session() as session:
+        owner = session.scalar(select(User).where(User.username == "owner"))
+        if owner is None:
+            owner = core.create_user(session, "owner", "owner@real.example")
+        core.create_domain(session, name, owner)
+
+
+def test_maps_are_registered_only_when_srs_is_on(settings, srs_settings, database):
+    assert not {"srs_forward", "srs_reverse"} & set(build_maps(settings, database))
+    maps = build_maps(srs_settings, database)
+    assert isinstance(maps["srs_forward"], srs_maps.SrsForwardMap)
+    assert isinstance(maps["srs_reverse"], srs_maps.SrsReverseMap)
+
+
+def test_bad_srs_settings_are_refused_clearly():
+    with pytest.raises(SettingsError, match="srs_hash_length"):
+        load_settings(environ={**SRS_ENV, "ALIASD_SRS_HASH_LENGTH": "1"})
+    with pytest.raises(SettingsError, match="srs_domain"):
+        load_settings(environ={**SRS_ENV, "ALIASD_SRS_DOMAIN": "no spaces.example"})
+
+
+def test_forward_and_reverse_maps_directly(srs_settings, database):
+    add_domain(database, "example.net")
+    forward = srs_maps.build_forward(srs_settings, database)
+    reverse = srs_maps.build_reverse(srs_settings, database)
+
+    async def scenario():
+        # Before the managed domains are known, a foreign sender cannot be decided.
+        assert (await forward.lookup("alice@bank.example")).outcome is Outcome.TEMP
+        # ... but senders that settings alone exclude are answered at once.
+        assert (await forward.lookup("x@fwd.example.net")).outcome is Outcome.NOTFOUND
+        assert (await forward.lookup("x@partner.example")).outcome is Outcome.NOTFOUND
+        await forward.refresh()
+        found = await forward.lookup("alice@bank.example")
+        assert found.outcome is Outcome.FOUND
+        assert found.value.startswith("SRS0=") and found.value.endswith(
+            "=bank.example=alice@fwd.example.net"
+        )
+        assert (await forward.lookup("github.com@example.net")).outcome is Outcome.NOTFOUND
+        assert (await forward.lookup("not an address")).outcome is Outcome.NOTFOUND
+        back = await reverse.lookup(found.value)
+        assert back.outcome is Outcome.FOUND and back.value == "alice@bank.example"
+        assert (await reverse.lookup(found.value.upper())).value.lower() == "alice@bank.example"
+        tampered = found.value.replace("=alice@", "=mallory@")
+        assert (await reverse.lookup(tampered)).outcome is Outcome.NOTFOUND
+        assert (await reverse.lookup("github.com@example.net")).outcome is Outcome.NOTFOUND
+        # A domain added later is picked up by the background refresh.
+        add_domain(database, "second.example")
+        assert (await forward.lookup("x@second.example")).outcome is Outcome.FOUND
+        await forward.start()
+        try:
+            for _ in range(200):
+                if (await forward.lookup("x@second.example")).outcome is Outcome.NOTFOUND:
+                    break
+                await asyncio.sleep(0.02)
+            assert (await forward.lookup("x@second.example")).outcome is Outcome.NOTFOUND
+        finally:
+            await forward.close()
+
+    asyncio.run(scenario())
+
+
+def test_forward_map_answers_temp_when_the_database_is_down(srs_settings, database):
+    add_domain(database, "example.net")
+    now = [100.0]
+    domains = srs_maps.ManagedDomains(database, max_staleness=5.0, clock=lambda: now[0])
+    forward = srs_maps.SrsForwardMap(srs_maps.SrsRewriter(
+        srs_maps.SrsConfig.from_settings(srs_settings)), domains)  # fmt: skip
+    domains.refresh()
+    assert forward.lookup_fast("alice@bank.example").outcome is Outcome.FOUND
+    # The database goes away: refreshes fail, the old list serves until it is too old.
+    domains.database = Database("postgresql+psycopg://nobody@127.0.0.1:1/none", timeout=1)
+    with pytest.raises(Exception):  # noqa: B017 - any driver error
+        domains.refresh()
+    now[0] += 4
+    assert forward.lookup_fast("alice@bank.example").outcome is Outcome.FOUND
+    now[0] += 2
+    decision = forward.lookup_fast("alice@bank.example")
+    assert decision.outcome is Outcome.TEMP, decision
+    # The reverse map needs no database at all.
+    reverse = srs_maps.build_reverse(srs_settings, domains.database)
+    srs = srs_maps.SrsRewriter(srs_maps.SrsConfig.from_settings(srs_settings)).forward(
+        "alice@bank.example"
+    )
+    assert reverse.lookup_fast(srs).value == "alice@bank.example"
+
+
+@pytest.fixture
+def lookupd(settings, srs_settings, database):
+    """A real ``aliasd lookupd`` with SRS on, serving socketmap on a free port."""
+    add_domain(database, "example.net")
+    port = free_port()
+    env = settings_env(settings) | SRS_ENV
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{port}",
+         "--tcp", ""],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        wait_for_port(port, timeout=20)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_postmap_queries_through_lookupd(lookupd):
+    forward = f"socketmap:inet:127.0.0.1:{lookupd}:srs_forward"
+    reverse = f"socketmap:inet:127.0.0.1:{lookupd}:srs_reverse"
+    # The managed domains load in the background right after start-up.
+    for _ in range(100):
+        status, srs, err = postmap_query("alice@bank.example", forward)
+        if status != 2 and "temporary" not in err.lower():
+            break
+        time.sleep(0.05)
+    assert status == 0, (status, srs, err)
+    assert srs.startswith("SRS0=") and srs.endswith("=bank.example=alice@fwd.example.net")
+    assert postmap_query(srs, reverse)[:2] == (0, "alice@bank.example")
+    assert postmap_query(srs.lower(), reverse)[:2] == (0, "alice@bank.example")
+    # Local, excluded and already-rewritten senders stay as they are.
+    for key in ("github.com@example.net", "bob@partner.example", srs):
+        assert postmap_query(key, forward)[0] == 1, key
+    # Forged and altered bounce addresses are not reversed; ordinary recipients pass.
+    for key in (srs.replace("=alice@", "=mallory@"),
+                "SRS0=AAAAAA=AB=bank.example=alice@fwd.example.net",
+                "github.com@example.net"):  # fmt: skip
+        assert postmap_query(key, reverse)[0] == 1, key
