@@ -88,12 +88,13 @@ def prune_attempts(session: Session, settings: Settings) -> None:
 # --- LDAP ----------------------------------------------------------------------------
 def _ldap_server(settings: Settings) -> ldap3.Server:
     tls = ldap3.Tls(validate=ssl.CERT_REQUIRED)
-    return ldap3.Server(
-        settings.ldap_uri,
-        connect_timeout=settings.ldap_timeout,
-        tls=tls,
-        get_info=ldap3.NONE,
-    )
+    # ldap3 rejects the trailing "/" that LDAP URIs usually carry (ldap://host:389/).
+    uri = settings.ldap_uri.strip().rstrip("/")
+    try:
+        return ldap3.Server(uri, connect_timeout=settings.ldap_timeout, tls=tls,
+                            get_info=ldap3.NONE)
+    except ldap_exc.LDAPException as exc:
+        raise LdapUnavailable(f"bad ldap_uri {settings.ldap_uri!r}: {exc}") from exc
 
 
 def _connect(settings: Settings, server: ldap3.Server, user: str | None,
@@ -103,7 +104,7 @@ def _connect(settings: Settings, server: ldap3.Server, user: str | None,
         server,
         user=user,
         password=password,
-        receive_timeout=settings.ldap_timeout,
+        receive_timeout=max(1, int(round(settings.ldap_timeout))),  # ldap3 needs an int
         raise_exceptions=False,
         read_only=True,
     )
