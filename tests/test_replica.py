@@ -1,0 +1,254 @@
+"""The in-memory alias replica and the virtual map on top of it, on SQLite and PostgreSQL:
+what each key answers, following the change feed (out-of-order commits included),
+staleness → TEMP, and catch-all creation."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import delete, select
+
+from aliasd.core import aliases as core
+from aliasd.core.decision import Decision, Outcome
+from aliasd.core.replica import CatchAllRequest, Replica
+from aliasd.db import Database
+from aliasd.lookup.virtual_map import VirtualMap
+from aliasd.models import Alias, AliasChange, AliasOrigin
+
+DOWN_URL = "postgresql+psycopg://nobody@127.0.0.1:9/nothing"  # nothing listens on port 9
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def populated(database: Database) -> Database:
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "d.example", bob)
+        core.create_domain(
+            s, "c.example", bob, catch_all="create", catch_all_regex=r"[a-z0-9-]+(\.[a-z0-9-]+)+"
+        )
+        core.create_domain(s, "bücher.example", bob)
+        core.create_alias(s, "github.com@d.example", bob, site="github.com")
+        core.create_alias(
+            s, "multi@d.example", bob, destinations=["one@real.example", "two@real.example"]
+        )
+        for address, state in (("off@d.example", "disabled"), ("gone@d.example", "burned"),
+                               ("del@d.example", "deleted"), ("old.shop@c.example", "burned")):
+            core.set_state(s, core.create_alias(s, address, bob), state)
+        core.create_alias(s, "shop@bücher.example", bob)
+    return database
+
+
+def found(value: str) -> Decision:
+    return Decision.found(value)
+
+
+def test_decide_answers(populated):
+    clock = FakeClock()
+    replica = Replica(populated, clock=clock, managed_reply="aliasd")
+    assert replica.decide("github.com@d.example").outcome is Outcome.TEMP  # never loaded
+    replica.sync()
+    bob = found("bob@real.example")
+    assert replica.decide("github.com@d.example") == bob
+    assert replica.decide("GitHub.COM@D.Example") == bob
+    assert replica.decide("github.com+news@d.example") == bob
+    assert replica.decide("GitHub.com+Deals@D.example") == bob
+    assert replica.decide("multi@d.example") == found("one@real.example,two@real.example")
+    assert replica.decide("shop@bücher.example") == bob  # IDN → xn--
+    assert replica.decide("shop@xn--bcher-kva.example") == bob
+    for domain in ("d.example", "D.Example", "bücher.example", "c.example"):
+        assert replica.decide(domain) == found("aliasd"), domain
+    for key in (
+        "other.example", "off@d.example", "gone@d.example", "del@d.example",
+        "nobody@d.example", "bob@real.example", "one@real.example", "", "@", "a@@d.example",
+        "bad key@d.example", "a,b@d.example", "x\x00@d.example", "no-at-sign",
+        "\"quoted\"@d.example", "old.shop@c.example", "srs0=hash=tt=x.example=u@c.example",
+        "SRS1=h=x.example==u@c.example", "plainword@c.example",
+    ):  # fmt: skip
+        assert replica.decide(key).outcome is Outcome.NOTFOUND, key
+    assert replica.decide("News.Site.example+x@C.example") == CatchAllRequest(
+        "c.example", "news.site.example", "news.site.example@c.example"
+    )
+    # Not synced for longer than max_staleness: TEMP, never NOTFOUND.
+    clock.now += replica.max_staleness + 0.1
+    assert replica.decide("github.com@d.example").outcome is Outcome.TEMP
+    assert replica.decide("nobody@d.example").outcome is Outcome.TEMP
+    replica.sync()
+    assert replica.decide("github.com@d.example") == bob
+
+
+def test_follows_the_change_feed(populated):
+    replica = Replica(populated)
+    replica.sync()
+    with populated.session() as s:
+        bob = core.get_user(s, "bob")
+        core.create_alias(s, "new@d.example", bob)
+        core.set_state(s, core.get_alias(s, "github.com@d.example"), "burned")
+        core.set_state(s, core.get_alias(s, "off@d.example"), "active")
+        core.set_destinations(s, core.get_alias(s, "multi@d.example"), ["three@real.example"])
+        core.forget(s, core.get_alias(s, "gone@d.example"))
+    stats = replica.sync()
+    assert stats.changes == 5 and not stats.reloaded
+    assert replica.decide("new@d.example") == found("bob@real.example")
+    assert replica.decide("github.com@d.example").outcome is Outcome.NOTFOUND
+    assert replica.decide("off@d.example") == found("bob@real.example")
+    assert replica.decide("multi@d.example") == found("three@real.example")
+    assert "gone@d.example" not in replica.aliases
+    assert replica.sync().changes == 0  # nothing new: nothing re-applied
+
+    # A NULL change (domain added or changed) reloads everything.
+    with populated.session() as s:
+        core.create_domain(s, "e.example", core.get_user(s, "bob"))
+    assert replica.sync().reloaded
+    assert replica.decide("e.example") == found("managed")
+
+
+def test_out_of_order_commits_are_not_lost(populated):
+    clock = FakeClock()
+    replica = Replica(populated, clock=clock, gap_ttl=30)
+    replica.sync()
+    if not populated.is_sqlite:  # SQLite has one writer: commits cannot overtake there
+        _real_concurrent_commits(populated, replica)
+    base = replica.seq
+    with populated.session() as s:
+        bob = core.get_user(s, "bob")
+        # Two aliases whose feed rows commit in the wrong order, as concurrent
+        # PostgreSQL transactions do: seq base+2 becomes visible before base+1.
+        for address in ("early@d.example", "late@d.example"):
+            s.add(Alias(address=address, domain_id=1, owner_id=bob.id,
+                        destinations="bob@real.example"))  # fmt: skip
+        s.add(AliasChange(seq=base + 2, address="early@d.example"))
+    replica.sync()
+    assert replica.decide("early@d.example") == found("bob@real.example")
+    assert replica.decide("late@d.example").outcome is Outcome.NOTFOUND
+    assert base + 1 in replica.gaps
+    with populated.session() as s:
+        s.add(AliasChange(seq=base + 1, address="late@d.example"))
+    clock.now += 10
+    assert replica.sync().changes == 1
+    assert replica.decide("late@d.example") == found("bob@real.example")
+    assert not replica.gaps
+
+    # A gap that never fills (rolled-back transaction) is given up after gap_ttl.
+    with populated.session() as s:
+        s.add(AliasChange(seq=base + 5, address="early@d.example"))
+    replica.sync()
+    assert set(replica.gaps) == {base + 3, base + 4}
+    clock.now += 31
+    replica.sync()
+    assert not replica.gaps
+
+
+def _real_concurrent_commits(database: Database, replica: Replica) -> None:
+    """PostgreSQL: transaction A takes a seq first but commits last."""
+    slow = database.sessionmaker()
+    try:
+        core.create_alias(slow, "slowtxn@d.example", core.get_user(slow, "bob"))
+        slow.flush()  # seq allocated, not committed
+        with database.session() as s:
+            core.create_alias(s, "fasttxn@d.example", core.get_user(s, "bob"))
+        replica.sync()
+        assert replica.decide("fasttxn@d.example") == found("bob@real.example")
+        assert replica.decide("slowtxn@d.example").outcome is Outcome.NOTFOUND
+        slow.commit()
+    finally:
+        slow.close()
+    replica.sync()
+    assert replica.decide("slowtxn@d.example") == found("bob@real.example")
+
+
+def test_feed_reset_triggers_reload(populated):
+    replica = Replica(populated)
+    replica.sync()
+    with populated.session() as s:
+        s.execute(delete(AliasChange))
+    with populated.session() as s:
+        core.create_alias(s, "after.reset@d.example", core.get_user(s, "bob"))
+    replica.sync()
+    assert replica.decide("after.reset@d.example") == found("bob@real.example")
+
+
+def test_database_down_means_temp_then_recovers(populated):
+    clock = FakeClock()
+    replica = Replica(populated, clock=clock, max_staleness=2)
+    replica.sync()
+    replica.database = Database(DOWN_URL, timeout=1)
+    clock.now += 1
+    with pytest.raises(Exception):  # noqa: B017 - any driver error: the caller logs it
+        replica.sync()
+    assert replica.decide("github.com@d.example") == found("bob@real.example")  # still fresh
+    clock.now += 1.5
+    with pytest.raises(Exception):  # noqa: B017
+        replica.sync()
+    assert replica.decide("github.com@d.example").outcome is Outcome.TEMP
+    assert replica.decide("nobody@d.example").outcome is Outcome.TEMP
+    assert replica.decide("d.example").outcome is Outcome.TEMP
+    replica.database.dispose()
+    replica.database = populated
+    replica.sync()
+    assert replica.decide("github.com@d.example") == found("bob@real.example")
+
+
+# --- the virtual map: catch-all ---------------------------------------------------------
+def _map(database: Database) -> VirtualMap:
+    replica = Replica(database)
+    replica.sync()
+    return VirtualMap(replica, database)
+
+
+def test_catch_all_creates_once_and_respects_rules(populated):
+    vmap = _map(populated)
+
+    async def scenario():
+        # Five concurrent first mails to one new address: one alias, five answers.
+        results = await asyncio.gather(
+            *(vmap.lookup("News.Site.example+x@c.example") for _ in range(5))
+        )
+        assert set(results) == {found("bob@real.example")}
+        assert vmap.lookup_fast("news.site.example@c.example") == found("bob@real.example")
+        assert (await vmap.lookup("old.shop@c.example")).outcome is Outcome.NOTFOUND  # burned
+        assert (await vmap.lookup("plainword@c.example")).outcome is Outcome.NOTFOUND  # regex gate
+        assert (await vmap.lookup("srs0=a=b=x.example=u@c.example")).outcome is Outcome.NOTFOUND
+        assert (await vmap.lookup("unknown@d.example")).outcome is Outcome.NOTFOUND  # reject policy
+
+    asyncio.run(scenario())
+    with populated.session() as s:
+        alias = s.scalar(select(Alias).where(Alias.address == "news.site.example@c.example"))
+        assert alias.origin == AliasOrigin.CATCH_ALL and alias.site == "news.site.example"
+        assert alias.destinations == "bob@real.example"
+        assert s.scalar(select(Alias).where(Alias.address == "plainword@c.example")) is None
+
+
+def test_catch_all_cap_database_errors_and_stale_burns(populated):
+    with populated.session() as s:
+        core.update_domain(s, core.get_domain(s, "c.example"), catch_all_max_per_hour=2)
+    vmap = _map(populated)
+
+    async def scenario():
+        assert await vmap.lookup("a.example@c.example") == found("bob@real.example")
+        # Burned by another process after our last sync: the database still says no.
+        with populated.session() as s:
+            core.set_state(s, core.get_alias(s, "a.example@c.example"), "burned")
+            core.create_alias(s, "b.example@c.example", core.get_user(s, "bob"))
+            core.set_state(s, core.get_alias(s, "b.example@c.example"), "burned")
+        assert (await vmap.lookup("b.example@c.example")).outcome is Outcome.NOTFOUND
+        assert await vmap.lookup("c.example@c.example") == found("bob@real.example")
+        capped = await vmap.lookup("d.example@c.example")  # third catch-all this hour
+        assert capped.outcome is Outcome.TEMP and "cap" in capped.value
+        # Database unreachable while creating: TEMP, and nothing is remembered.
+        vmap.database = Database(DOWN_URL, timeout=1)
+        down = await vmap.lookup("e.example@c.example")
+        assert down.outcome is Outcome.TEMP
+        vmap.database.dispose()
+
+    asyncio.run(scenario())
+    with populated.session() as s:
+        assert s.scalar(select(Alias).where(Alias.address == "d.example@c.example")) is None
