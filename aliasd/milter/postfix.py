@@ -1,0 +1,54 @@
+"""The main.cf lines that plug the milter into Postfix (printed by
+``aliasd postfix-config`` and used verbatim by the end-to-end tests)."""
+
+from __future__ import annotations
+
+import math
+
+from aliasd.config import Settings
+from aliasd.milter.server import libmilter_spec
+
+
+def postfix_milter_address(listen: str) -> str:
+    """``127.0.0.1:10033`` → ``inet:127.0.0.1:10033``; ``unix:/path`` stays as it is."""
+    spec, port = libmilter_spec(listen)
+    if port is None:
+        return spec
+    host = spec.split("@", 1)[1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"inet:{host}:{port}"
+
+
+def postfix_milter_settings(settings: Settings, listen: str | None = None) -> dict[str, str]:
+    """main.cf parameters, in the order they are printed."""
+    return {
+        "smtpd_milters": postfix_milter_address(listen or settings.milter_listen),
+        "milter_protocol": "6",
+        # When the milter is down or does not answer, Postfix delivers the message
+        # unscanned instead of refusing it with 451 (the Postfix default, "tempfail").
+        "milter_default_action": "accept",
+        "milter_connect_timeout": "10s",
+        "milter_command_timeout": "30s",
+        # The milter gives up scanning after milter_timeout and answers; Postfix must
+        # wait at least that long.
+        "milter_content_timeout": f"{math.ceil(settings.milter_timeout) + 30}s",
+    }
+
+
+COMMENT = (
+    "Every message for an alias passes aliasd's milter (aliasd milter): spam scan, headers\n"
+    "X-Spamd-Result / X-Spam / X-Aliasd-Alias, reject or defer by score, event records.\n"
+    "If the milter is down, milter_default_action = accept delivers mail unscanned.\n"
+    "Database or scanner trouble inside the milter also passes the message, marked\n"
+    "'X-Aliasd-Scan: skipped (reason)'. A unix:/path socket must be inside Postfix's\n"
+    "chroot (/var/spool/postfix) when smtpd runs chrooted."
+)
+
+
+def milter_section(settings: Settings):
+    """The "aliasd milter" section of ``aliasd postfix-config``."""
+    from aliasd.postfix.config_lines import Section
+
+    lines = [f"{k} = {v}" for k, v in postfix_milter_settings(settings).items()]
+    return Section("aliasd milter", COMMENT, lines)

@@ -1,0 +1,264 @@
+"""End to end: swaks → a real Postfix smtpd with aliasd's lookup map and the real
+``aliasd milter`` (bundled scanner) → relayed to a capture SMTP server. One Postfix and
+one milter per engine (SQLite, PostgreSQL)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from aliasd.config import load_settings
+from aliasd.core import aliases as core
+from aliasd.db import Database
+from aliasd.milter.postfix import postfix_milter_settings
+from aliasd.models import Alias, BlockRule, MailEvent, SiteDay
+from aliasd.postfix.config_lines import postfix_table
+from tests.conftest import settings_env
+from tests.harness.databases import sqlite_database
+from tests.harness.net import free_port, wait_for_port
+from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
+
+pytestmark = pytest.mark.postfix
+
+ALIAS = "github.com@example.net"
+MAILBOX = "alice@real.example"
+
+
+def _start(cmd: list[str], env: dict[str, str], log_path) -> subprocess.Popen:
+    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class World:
+    def __init__(self, db, settings, postfix, capture, milter, base, env):
+        self.db, self.settings, self.postfix, self.capture = db, settings, postfix, capture
+        self.milter, self.base, self.env = milter, base, env
+
+    def events(self, **where) -> list[MailEvent]:
+        with self.db.session() as s:
+            query = select(MailEvent).order_by(MailEvent.id)
+            for key, value in where.items():
+                query = query.where(getattr(MailEvent, key) == value)
+            return list(s.scalars(query))
+
+    def alias(self) -> Alias:
+        with self.db.session() as s:
+            return s.scalar(select(Alias).where(Alias.address == ALIAS))
+
+    def send(self, **kwargs) -> subprocess.CompletedProcess:
+        return swaks(self.postfix.smtp_port, **kwargs)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    base = tmp_path_factory.mktemp(f"mailpath-{request.param}")
+    if request.param == "sqlite":
+        db = sqlite_database(str(base / "aliasd.db"))
+    else:
+        pg = request.getfixturevalue("_postgres")
+        pg.clean()
+        db = Database(pg.url)
+    with db.session() as s:
+        alice = core.create_user(s, "alice", MAILBOX)
+        core.create_domain(s, "example.net", alice)
+        core.create_alias(s, ALIAS, alice, site="github.com")
+        core.create_alias(s, "shop.example@example.net", alice, site="shop.example")
+        s.add(
+            BlockRule(
+                kind="sender_domain",
+                value="pills.example",
+                pattern="/^From:.*@pills\\.example/",
+                reject_text="blocked",
+                source="manual",
+            )
+        )
+    settings = load_settings(
+        environ={},
+        data_dir=str(base / "data"),
+        database_url=db.url,
+        env="development",
+        secret_key="test",
+        milter_listen=f"127.0.0.1:{free_port()}",
+    )
+    env = settings_env(settings)
+    env["ALIASD_MILTER_LISTEN"] = settings.milter_listen
+    milter = _start(
+        [sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log"
+    )
+    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+
+    # Postfix runs as user postfix and must traverse its directory; pytest keeps its
+    # own tmp root at 0700 (and resets it when other pytest runs start), so use /tmp.
+    pf_dir = Path(tempfile.mkdtemp(prefix="aliasd-milter-pf-", dir="/tmp"))
+    os.chmod(pf_dir, 0o755)
+    lookup_port = free_port()
+    lookupd = _start(
+        [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{lookup_port}",
+         "--tcp", ""],
+        env,
+        base / "lookupd.log",
+    )  # fmt: skip
+    wait_for_port(lookup_port)
+    table = postfix_table("socketmap", f"127.0.0.1:{lookup_port}", "virtual")
+    capture = CaptureServer()
+    capture.start()
+    main_cf = {
+        "virtual_alias_domains": table,
+        "virtual_alias_maps": table,
+        "recipient_delimiter": "+",
+        **postfix_milter_settings(settings),
+    }
+    postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
+    postfix.start()
+    w = World(db, settings, postfix, capture, milter, base, env)
+    yield w
+    postfix.stop()
+    shutil.rmtree(pf_dir, ignore_errors=True)
+    capture.stop()
+    _stop(milter)
+    _stop(lookupd)
+    db.dispose()
+
+
+def _captured(world: World, marker: str):
+    return world.capture.wait_for(lambda m: marker in m.text)
+
+
+def test_clean_message_arrives_with_headers_and_is_recorded(world):
+    marker = f"clean-{time.monotonic_ns()}"
+    proc = world.send(
+        to="GitHub.com+News@example.net",
+        sender="noreply@github.com",
+        header={"From": "GitHub <noreply@github.com>", "Subject": f"Your pull request {marker}"},
+        body="Hello, your pull request was merged.",
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    msg = _captured(world, marker)
+    assert msg.rcpt_tos == [MAILBOX]
+    result = msg.header("X-Spamd-Result")
+    assert result and result.startswith("default: False [")
+    assert "MIME_GOOD" in result
+    assert msg.header("X-Aliasd-Alias") == f"{ALIAS} (site github.com)"
+    assert msg.header("X-Spam") is None
+    assert msg.header("X-Aliasd-Scan") is None
+
+    [event] = world.events(subject=f"Your pull request {marker}")
+    assert event.alias_address == ALIAS and event.envelope_sender == "noreply@github.com"
+    assert event.from_domain == "github.com" and event.related_sender
+    assert event.client_addr == "127.0.0.1" and event.helo == "sender.example"
+    assert event.action == "no action" and not event.is_spam
+    assert event.queue_id and event.queue_id in world.postfix.maillog()
+    assert event.size > 100 and "MIME_GOOD" in event.symbols
+    alias = world.alias()
+    assert alias.forwarded_count >= 1 and alias.last_mail_at is not None
+
+
+def test_blocklisted_spam_is_rejected_with_text_and_counted(world):
+    before = world.alias()
+    marker = f"spam-{time.monotonic_ns()}"
+    proc = world.send(
+        to=ALIAS,
+        sender="deals@pills.example",
+        header={"From": "deals@pills.example", "Subject": f"cheap {marker}"},
+    )
+    assert proc.returncode != 0
+    assert "550 5.7.1 Message rejected as spam (score" in proc.stdout, proc.stdout
+    [event] = world.events(subject=f"cheap {marker}")
+    assert event.action == "reject" and event.is_spam and not event.related_sender
+    assert "BLOCKLISTED(15.00)[pills.example]" in event.symbols
+    after = world.alias()
+    assert after.rejected_count == before.rejected_count + 1
+    assert after.spam_count == before.spam_count + 1
+    assert after.forwarded_count == before.forwarded_count
+    assert after.leaked_at is not None
+    with world.db.session() as s:
+        day = s.scalar(select(SiteDay).where(SiteDay.site == "github.com"))
+        assert day.spam >= 1 and day.unrelated >= 1
+    assert not any(marker in m.text for m in world.capture.messages)
+
+
+def test_spammy_message_gets_subject_rewritten_and_spam_flag(world):
+    marker = f"rw{time.monotonic_ns()}"
+    proc = world.send(
+        to="shop.example@example.net",
+        sender="promo@bulk.example",
+        header={
+            "From": "promo@bulk.example",
+            "To": "undisclosed-recipients:;",
+            "Subject": "BUY CHEAP WATCHES TODAY ONLY",
+            "X-Marker": marker,
+            "Content-Type": "text/html",
+            # forged copies of aliasd's headers must not survive
+            "X-Spam": "No",
+            "X-Aliasd-Alias": "forged@example.net",
+        },
+        body='<html><a href="http://192.0.2.9/buy">buy</a></html>',
+    )
+    assert proc.returncode == 0, proc.stdout
+    msg = _captured(world, marker)
+    assert msg.header("Subject") == "***SPAM*** BUY CHEAP WATCHES TODAY ONLY"
+    assert msg.header("X-Spam") == "Yes"
+    import email
+
+    parsed = email.message_from_bytes(msg.data)
+    assert parsed.get_all("X-Spam") == ["Yes"]
+    assert parsed.get_all("X-Aliasd-Alias") == ["shop.example@example.net (site shop.example)"]
+    assert "ALIAS_SITE_MISMATCH" in msg.header("X-Spamd-Result")
+    [event] = world.events(envelope_sender="promo@bulk.example")
+    assert event.action == "rewrite subject" and event.is_spam and event.score >= 8
+
+
+def test_database_down_passes_mail_marked_unscanned(world):
+    """A milter whose database is unreachable lets mail through, saying so."""
+    dead = f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd"
+    port = free_port()
+    env = dict(world.env, ALIASD_DATABASE_URL=dead, ALIASD_DB_TIMEOUT="1")
+    proc = _start(
+        [sys.executable, "-m", "aliasd", "milter", "--listen", f"127.0.0.1:{port}"],
+        env,
+        world.base / "milter-dead-db.log",
+    )
+    try:
+        wait_for_port(port)
+        world.postfix.postconf(smtpd_milters=f"inet:127.0.0.1:{port}")
+        marker = f"dbdown-{time.monotonic_ns()}"
+        sent = world.send(to=ALIAS, header={"Subject": marker})
+        assert sent.returncode == 0, sent.stdout
+        msg = _captured(world, marker)
+        assert msg.header("X-Aliasd-Scan") == "skipped (database unavailable)"
+        assert msg.header("X-Spamd-Result") is None
+    finally:
+        world.postfix.postconf(smtpd_milters=f"inet:{world.settings.milter_listen}")
+        _stop(proc)
+
+
+def test_milter_stopped_default_action_accepts(world):
+    """Last in the module: stop the milter; milter_default_action = accept delivers."""
+    assert world.postfix.postconf_value("milter_default_action") == "accept"
+    _stop(world.milter)
+    marker = f"down-{time.monotonic_ns()}"
+    proc = world.send(to=ALIAS, header={"Subject": marker})
+    assert proc.returncode == 0, proc.stdout
+    msg = _captured(world, marker)
+    assert msg.rcpt_tos == [MAILBOX]
+    assert msg.header("X-Spamd-Result") is None and msg.header("X-Aliasd-Alias") is None
+    assert world.events(subject=marker) == []
