@@ -314,4 +314,6 @@ def combine(spam: np.ndarray, ham: np.ndarray, n_spam: int, n_ham: int) -> Bayes
 
 
 def _has_content(pm: ParsedMessage) -> bool:
-    return bool(pm.header_names) or bool(pm.text.strip())
+    # A message has header fields; a file without any (a JSON file, a note) is not
+    # learned, so a directory with stray files does not teach Bayes junk.
+    return bool(pm.header_names) and bool(pm.text.strip() or pm.subject)

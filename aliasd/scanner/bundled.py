@@ -24,7 +24,7 @@ from aliasd.scanner.bayes import (
 )
 from aliasd.scanner.message import parse_message
 from aliasd.scanner.result import Action, ScanRequest, ScanResult, Symbol
-from aliasd.scanner.rules import RuleContext, content_rules, header_rules, sym
+from aliasd.scanner.rules import SCORES, RuleContext, content_rules, header_rules, sym
 from aliasd.scanner.spf import DnsLookup, check_spf
 
 BLOCKLIST_TTL = 30.0  # seconds a read of block_rules is reused
@@ -32,9 +32,23 @@ COUNTER_FLUSH = 2.0  # seconds between writes of the scanned-by-action counters
 SCAN_COUNTER_PREFIX = "scanned:"
 
 # Bayes → symbol: beyond these probabilities Bayes speaks; its score grows with the
-# probability's distance from them (rspamd scales the same way).
+# probability's distance from them (rspamd scales the same way), up to the full weight.
 BAYES_SPAM_FROM = 0.90
+BAYES_SPAM_FULL = 0.999
 BAYES_HAM_BELOW = 0.10
+BAYES_HAM_FULL = 0.001
+
+
+def bayes_symbol(p: float) -> Symbol | None:
+    if p >= BAYES_SPAM_FROM:
+        full = SCORES["BAYES_SPAM"][0]
+        frac = min(1.0, (p - BAYES_SPAM_FROM) / (BAYES_SPAM_FULL - BAYES_SPAM_FROM))
+        return sym("BAYES_SPAM", f"{p * 100:.2f}%", score=round(full * (0.5 + 0.5 * frac), 2))
+    if p <= BAYES_HAM_BELOW:
+        full = SCORES["BAYES_HAM"][0]
+        frac = min(1.0, (BAYES_HAM_BELOW - p) / (BAYES_HAM_BELOW - BAYES_HAM_FULL))
+        return sym("BAYES_HAM", f"{p * 100:.2f}%", score=round(full * (0.5 + 0.5 * frac), 2))
+    return None
 
 
 def action_for(score: float, settings: Settings) -> Action:
@@ -97,13 +111,9 @@ class BundledScanner:
         except Exception as exc:  # database down: the milter passes the message unscanned
             raise ScannerError(f"bayes: {exc}") from exc
         if verdict is not None:
-            p = verdict.probability
-            if p >= BAYES_SPAM_FROM:
-                weight = SCORE_BAYES_SPAM * min(1.0, (p - BAYES_SPAM_FROM) / (0.999 - BAYES_SPAM_FROM) * 0.5 + 0.5)
-                symbols.append(sym("BAYES_SPAM", f"{p * 100:.2f}%", score=round(weight, 2)))
-            elif p <= BAYES_HAM_BELOW:
-                weight = SCORE_BAYES_HAM * min(1.0, (BAYES_HAM_BELOW - p) / (BAYES_HAM_BELOW - 0.001) * 0.5 + 0.5)
-                symbols.append(sym("BAYES_HAM", f"{p * 100:.2f}%", score=round(weight, 2)))
+            bayes = bayes_symbol(verdict.probability)
+            if bayes is not None:
+                symbols.append(bayes)
         score = round(sum(s.score for s in symbols), 2)
         action = action_for(score, self.settings)
         self._count(SCAN_COUNTER_PREFIX + action.value)
@@ -193,6 +203,3 @@ class BundledScanner:
         values["tokens"] = self.bayes.token_count()
         return values
 
-
-SCORE_BAYES_SPAM = 5.1
-SCORE_BAYES_HAM = -3.0

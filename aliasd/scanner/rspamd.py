@@ -75,6 +75,28 @@ class RspamdScanner:
             raise ScannerError("rspamd controller refused the password")
         return LearnOutcome.FAILED
 
+    def stats(self) -> dict[str, int]:
+        """The controller's /stat mapped to the names the bundled scanner uses."""
+        headers = {"Password": self.settings.rspamd_password} if self.settings.rspamd_password else {}
+        try:
+            resp = self._session().get(self.controller_url + "/stat", headers=headers, timeout=self.timeout)
+            resp.raise_for_status()
+            data = resp.json()
+        except (requests.RequestException, ValueError) as exc:
+            raise ScannerError(f"rspamd controller: {exc}") from exc
+        out = {"scanned:" + name: int(n) for name, n in (data.get("actions") or {}).items()}
+        tokens = 0
+        for statfile in data.get("statfiles") or []:
+            symbol = str(statfile.get("symbol", ""))
+            learned = int(statfile.get("revision", 0) or 0)
+            tokens += int(statfile.get("used", 0) or 0)
+            if symbol == "BAYES_SPAM":
+                out["bayes_learned_spam"] = learned
+            elif symbol == "BAYES_HAM":
+                out["bayes_learned_ham"] = learned
+        out["tokens"] = tokens
+        return out
+
 
 def parse_checkv2(data: dict) -> ScanResult:
     symbols = []

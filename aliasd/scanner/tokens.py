@@ -84,7 +84,43 @@ def _meta(pm: ParsedMessage) -> list[str]:
         meta.append("url:" + ".".join(labels[-2:]))
     if pm.to_raw is None:
         meta.append("to:none")
+    # Which headers are present says much about the software that wrote the message
+    # (SpamAssassin's Bayes and SpamBayes tokenize headers the same way).
+    meta.extend({"hn:" + n for n in pm.header_names if len(n) <= 40})
+    for value in pm.received[:8]:
+        m = _RCVD_FROM.search(value)
+        if m:
+            host = m.group(1).lower().rstrip(".")
+            meta.append("rcvd:" + ".".join(host.split(".")[-2:]))
+        ip = _RCVD_IP.search(value)
+        if ip:
+            meta.append("rcvdip:" + ip.group(1))
+    mid = pm.message_id or ""
+    if "@" in mid:
+        right = mid.rpartition("@")[2].strip("> ").lower()
+        meta.append("mid:" + ".".join(right.split(".")[-2:]))
+    meta.append("midshape:" + _shape(mid.partition("@")[0]))
+    for name in ("Reply-To", "Content-Transfer-Encoding", "X-Priority", "Precedence"):
+        value = pm.msg.get(name)
+        if value is not None:
+            meta.append(name.lower() + ":" + str(value).strip().lower()[:40])
+    if pm.date_raw:
+        meta.append("dateshape:" + _shape(pm.date_raw))
     return meta
+
+
+_RCVD_FROM = re.compile(r"^from\s+([\w.-]+)", re.I)
+_RCVD_IP = re.compile(r"\[(\d{1,3}\.\d{1,3})\.\d{1,3}\.\d{1,3}\]")
+_SHAPE_SUB = re.compile(r"[a-z]+|[A-Z]+|\d+")
+
+
+def _shape(text: str) -> str:
+    """'20020822.ABC123@x' -> 'd.Ad': the pattern of a header, not its value."""
+    def repl(m: re.Match) -> str:
+        c = m.group()[0]
+        return "d" if c.isdigit() else ("A" if c.isupper() else "a")
+
+    return _SHAPE_SUB.sub(repl, text.strip())[:30]
 
 
 def message_tokens(pm: ParsedMessage) -> np.ndarray:

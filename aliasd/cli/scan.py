@@ -1,0 +1,279 @@
+"""aliasd learn-spam | learn-ham | scan | stat: the scanner from the command line,
+printing what rspamc prints."""
+
+from __future__ import annotations
+
+import collections
+import mailbox
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from aliasd.cli.common import echo_err, state
+from aliasd.scanner import LearnOutcome, ScannerError, ScanRequest, build_scanner
+from aliasd.scanner.result import Action
+
+LEARN_BATCH = 100  # messages per database transaction when learning
+
+
+def _is_mbox(path: Path) -> bool:
+    try:
+        with path.open("rb") as fh:
+            return fh.read(5) == b"From "
+    except OSError:
+        return False
+
+
+def _maildir_files(path: Path) -> list[Path]:
+    files: list[Path] = []
+    for sub in ("cur", "new"):
+        d = path / sub
+        if d.is_dir():
+            files.extend(sorted(p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")))
+    return files
+
+
+class Source:
+    """One learnable input: a message file, or one message of an mbox."""
+
+    def __init__(self, label: str, loader) -> None:
+        self.label = label
+        self.load = loader
+
+
+def collect(paths: tuple[str, ...]) -> tuple[list[Source], list[str]]:
+    """Expand files, Maildirs (cur/ and new/), plain directories and mbox files into
+    messages. Returns the messages and the problems found on the way."""
+    sources: list[Source] = []
+    problems: list[str] = []
+    for name in paths:
+        path = Path(name)
+        if path.is_dir():
+            if (path / "cur").is_dir() or (path / "new").is_dir():
+                files = _maildir_files(path)
+            else:
+                files = sorted(
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                )
+            for f in files:
+                sources.extend(_file_sources(f, problems))
+        elif path.is_file():
+            sources.extend(_file_sources(path, problems))
+        else:
+            problems.append(f"{name}: no such file or directory")
+    return sources, problems
+
+
+def _file_sources(path: Path, problems: list[str]) -> list[Source]:
+    if _is_mbox(path):
+        try:
+            box = mailbox.mbox(str(path), create=False)
+            keys = list(box.keys())
+        except Exception as exc:  # noqa: BLE001 - an unreadable mbox is reported, not fatal
+            problems.append(f"{path}: cannot read mbox: {exc}")
+            return []
+        if len(keys) > 1:
+            return [
+                Source(f"{path}#{i + 1}", lambda k=k, b=box: b.get_bytes(k))
+                for i, k in enumerate(keys)
+            ]
+        if len(keys) == 1:
+            return [Source(str(path), lambda k=keys[0], b=box: b.get_bytes(k))]
+    return [Source(str(path), path.read_bytes)]
+
+
+def _batches(sources: list[Source], size: int) -> Iterator[list[Source]]:
+    for i in range(0, len(sources), size):
+        yield sources[i : i + size]
+
+
+def _learn(paths: tuple[str, ...], is_spam: bool, quiet: bool) -> None:
+    st = state()
+    sources, problems = collect(paths)
+    for problem in problems:
+        echo_err(f"warning: {problem}")
+    settings = st.settings
+    db = st.database() if settings.scanner_backend == "bundled" else None
+    scanner = build_scanner(settings, db)
+    totals: collections.Counter[str] = collections.Counter()
+    totals[LearnOutcome.FAILED.value] += len(problems)
+    many = getattr(scanner, "learn_many", None)
+    label = "learning spam" if is_spam else "learning ham"
+    started = time.monotonic()
+    with click.progressbar(
+        length=len(sources), label=label, file=sys.stderr, show_pos=True
+    ) if not quiet else _NullBar() as bar:
+        for batch in _batches(sources, LEARN_BATCH if many else 1):
+            messages: list[bytes] = []
+            for src in batch:
+                try:
+                    messages.append(src.load())
+                except OSError as exc:
+                    echo_err(f"warning: {src.label}: {exc}")
+                    totals[LearnOutcome.FAILED.value] += 1
+            try:
+                if many:
+                    outcomes = many(messages, is_spam)
+                else:
+                    outcomes = [scanner.learn(m, is_spam) for m in messages]
+            except ScannerError as exc:
+                raise click.ClickException(str(exc)) from exc
+            totals.update(o.value for o in outcomes)
+            bar.update(len(batch))
+    close = getattr(scanner, "close", None)
+    if close:
+        close()
+    elapsed = time.monotonic() - started
+    click.echo(
+        f"learned: {totals[LearnOutcome.LEARNED.value]}, "
+        f"relearned: {totals[LearnOutcome.RELEARNED.value]}, "
+        f"duplicates: {totals[LearnOutcome.DUPLICATE.value]}, "
+        f"failed: {totals[LearnOutcome.FAILED.value]} "
+        f"({elapsed:.1f} s)"
+    )
+    useful = totals[LearnOutcome.LEARNED.value] + totals[LearnOutcome.RELEARNED.value]
+    if not useful and not totals[LearnOutcome.DUPLICATE.value]:
+        raise SystemExit(1)
+
+
+class _NullBar:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+_paths = click.argument("paths", nargs=-1, required=True, type=click.Path())
+_quiet = click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+
+
+@click.command("learn-spam")
+@_paths
+@_quiet
+def learn_spam(paths: tuple[str, ...], quiet: bool) -> None:
+    """Learn messages as spam: files, Maildirs (cur/ and new/), directories, mbox files."""
+    _learn(paths, True, quiet)
+
+
+@click.command("learn-ham")
+@_paths
+@_quiet
+def learn_ham(paths: tuple[str, ...], quiet: bool) -> None:
+    """Learn messages as ham: files, Maildirs (cur/ and new/), directories, mbox files."""
+    _learn(paths, False, quiet)
+
+
+@click.command("scan")
+@click.argument("file", type=click.Path(allow_dash=True))
+@click.option("--from", "envelope_from", default="", help="Envelope sender (MAIL FROM).")
+@click.option("--rcpt", multiple=True, help="Envelope recipient (RCPT TO); repeatable.")
+@click.option("--ip", "client_addr", default=None, help="Address of the sending client.")
+@click.option("--helo", default=None, help="HELO name of the sending client.")
+@click.option("--site", "alias_site", default=None, help="The site the alias was given to.")
+def scan(
+    file: str,
+    envelope_from: str,
+    rcpt: tuple[str, ...],
+    client_addr: str | None,
+    helo: str | None,
+    alias_site: str | None,
+) -> None:
+    """Scan one message and print the result as rspamc does."""
+    if file == "-":
+        raw, label = sys.stdin.buffer.read(), "stdin"
+    else:
+        try:
+            raw, label = Path(file).read_bytes(), file
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {file}: {exc.strerror or exc}") from exc
+    st = state()
+    settings = st.settings
+    db = st.database() if settings.scanner_backend == "bundled" else None
+    scanner = build_scanner(settings, db)
+    started = time.monotonic()
+    try:
+        result = scanner.scan(
+            ScanRequest(
+                message=raw,
+                envelope_from=envelope_from,
+                recipients=list(rcpt),
+                client_addr=client_addr,
+                helo=helo,
+                alias_site=alias_site,
+            )
+        )
+    except ScannerError as exc:
+        raise click.ClickException(f"scan failed: {exc}") from exc
+    finally:
+        close = getattr(scanner, "close", None)
+        if close:
+            close()
+    elapsed = time.monotonic() - started
+    click.echo(f"Results for file: {label} ({elapsed:.3f} seconds)")
+    click.echo("[Metric: default]")
+    click.echo(f"Action: {result.action.value}")
+    click.echo(f"Spam: {'true' if result.is_spam else 'false'}")
+    click.echo(f"Score: {result.score:.2f} / {result.required_score:.2f}")
+    for sym in sorted(result.symbols, key=lambda s: s.name):
+        opts = "[" + ", ".join(sym.options) + "]" if sym.options else ""
+        click.echo(f"Symbol: {sym.name} ({sym.score:.2f}){opts}")
+    if result.message_id:
+        click.echo(f"Message-ID: {result.message_id.strip('<>')}")
+
+
+@click.command("stat")
+def stat() -> None:
+    """Print scanner statistics as 'rspamc stat' does."""
+    st = state()
+    settings = st.settings
+    db = st.database() if settings.scanner_backend == "bundled" else None
+    scanner = build_scanner(settings, db)
+    try:
+        stats = scanner.stats()
+    except ScannerError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except Exception as exc:  # noqa: BLE001 - database down and the like
+        raise click.ClickException(f"cannot read statistics: {exc}") from exc
+    by_action = {a: stats.get("scanned:" + a.value, 0) for a in Action}
+    total = sum(by_action.values())
+
+    def pct(n: int) -> str:
+        return f"{n}, {100.0 * n / total if total else 0.0:.2f}%"
+
+    click.echo("Results for command: stat")
+    click.echo(f"Messages scanned: {total}")
+    for action in (
+        Action.REJECT,
+        Action.SOFT_REJECT,
+        Action.REWRITE_SUBJECT,
+        Action.ADD_HEADER,
+        Action.GREYLIST,
+        Action.NO_ACTION,
+    ):
+        click.echo(f"Messages with action {action.value}: {pct(by_action[action])}")
+    spam = sum(by_action[a] for a in (Action.ADD_HEADER, Action.REWRITE_SUBJECT, Action.SOFT_REJECT, Action.REJECT))
+    click.echo(f"Messages treated as spam: {pct(spam)}")
+    click.echo(f"Messages treated as ham: {pct(total - spam)}")
+    learned_spam = stats.get("bayes_learned_spam", 0)
+    learned_ham = stats.get("bayes_learned_ham", 0)
+    click.echo(f"Messages learned: {learned_spam + learned_ham}")
+    backend = "database" if settings.scanner_backend == "bundled" else "rspamd"
+    tokens = stats.get("tokens", 0)
+    click.echo(f"Statfile: BAYES_SPAM type: {backend}; learned: {learned_spam}")
+    click.echo(f"Statfile: BAYES_HAM type: {backend}; learned: {learned_ham}")
+    click.echo(f"Total tokens: {tokens}")
+    click.echo(f"Total learns: {learned_spam + learned_ham}")
+
+
+def register(group: click.Group) -> None:
+    for command in (learn_spam, learn_ham, scan, stat):
+        group.add_command(command)

@@ -1,0 +1,110 @@
+"""Accuracy of the bundled scanner on the SpamAssassin public corpus.
+
+    python bench/accuracy.py            # learn the 80 %, scan the 20 %
+    python bench/accuracy.py --tune     # learn/scan inside the 80 % only (for tuning)
+
+Prints the false-positive rate on ham and spam recall at the default thresholds
+(spam = action 'add header' or worse), against the anchors of issue 4."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from corpus import load, split, tuning_split  # noqa: E402
+
+from aliasd.config import load_settings  # noqa: E402
+from aliasd.db import Database  # noqa: E402
+from aliasd.scanner.bundled import BundledScanner  # noqa: E402
+from aliasd.scanner.message import parse_message  # noqa: E402
+from aliasd.scanner.result import ScanRequest  # noqa: E402
+
+ANCHORS = [("rspamd 3.4 rules + Bayes", 0.48, 90.8), ("SpamAssassin 4.0 rules + Bayes", 0.48, 95.0)]
+TARGET = (0.25, 96.0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tune", action="store_true", help="validate inside the training 80 %%")
+    ap.add_argument("--db", default="", help="database URL (default: a temporary SQLite file)")
+    ap.add_argument("--dump", default="", help="write one JSON line per scanned message")
+    ap.add_argument("--show", type=int, default=0, help="print this many misclassified names")
+    args = ap.parse_args()
+
+    samples = load()
+    train, test = split(samples)
+    if args.tune:
+        train, test = tuning_split(train)
+    tmp = tempfile.mkdtemp(prefix="aliasd-bench-")
+    url = args.db or f"sqlite:///{tmp}/bench.db"
+    db = Database(url, timeout=60)
+    db.upgrade()
+    settings = load_settings(environ={}, data_dir=tmp, database_url=url)
+    scanner = BundledScanner(settings, db)
+
+    t0 = time.perf_counter()
+    outcomes: collections.Counter[str] = collections.Counter()
+    for is_spam in (True, False):
+        batch = [s.raw for s in train if s.is_spam is is_spam]
+        for i in range(0, len(batch), 500):
+            outcomes.update(o.value for o in scanner.learn_many(batch[i : i + 500], is_spam))
+    t_learn = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    dump = open(args.dump, "w") if args.dump else None  # noqa: SIM115
+    fp, fn, hams, spams = [], [], 0, 0
+    symbol_hits: collections.Counter[tuple[str, bool]] = collections.Counter()
+    for s in test:
+        r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))
+        if dump:
+            v = scanner.bayes.classify(parse_message(s.raw), 1)
+            dump.write(json.dumps({"name": s.name, "spam": s.is_spam, "score": r.score,
+                                   "p": v.probability if v else 0.5,
+                                   "symbols": {x.name: [x.score, list(x.options)] for x in r.symbols}}) + "\n")
+        for name in r.symbol_names():
+            symbol_hits[(name, s.is_spam)] += 1
+        if s.is_spam:
+            spams += 1
+            if not r.is_spam:
+                fn.append((s.name, r))
+        else:
+            hams += 1
+            if r.is_spam:
+                fp.append((s.name, r))
+    t_scan = time.perf_counter() - t0
+    scanner.close()
+
+    fp_rate = 100.0 * len(fp) / max(hams, 1)
+    recall = 100.0 * (spams - len(fn)) / max(spams, 1)
+    print(f"corpus: {len(samples)} messages after Message-ID de-duplication; "
+          f"learned {len(train)} ({dict(outcomes)}) in {t_learn:.1f}s; "
+          f"scanned {len(test)} ({hams} ham, {spams} spam) in {t_scan:.1f}s"
+          + (" [tuning split inside the 80 %]" if args.tune else ""))
+    print(f"aliasd bundled: FP {fp_rate:.2f}% ({len(fp)}/{hams} ham), "
+          f"recall {recall:.1f}% ({spams - len(fn)}/{spams} spam)")
+    for name, afp, arec in ANCHORS:
+        print(f"anchor {name}: FP {afp:.2f}%, recall {arec:.1f}%")
+    ok = fp_rate <= TARGET[0] and recall >= TARGET[1]
+    print(f"target FP <= {TARGET[0]}%, recall >= {TARGET[1]}%: {'met' if ok else 'NOT met'}")
+    if args.show:
+        print("symbol hits (ham, spam):")
+        names = sorted({n for n, _ in symbol_hits})
+        for n in names:
+            print(f"  {n:24s} {symbol_hits[(n, False)]:5d} {symbol_hits[(n, True)]:5d}")
+        for label, items in (("false positives", fp), ("missed spam", fn)):
+            print(label + ":")
+            for name, r in items[: args.show]:
+                print(f"  {name} {r.score:.2f} {r.spamd_result_header()[:300]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
