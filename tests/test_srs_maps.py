@@ -172,3 +172,18 @@ def test_postmap_queries_through_lookupd(lookupd):
                 "SRS0=AAAAAA=AB=bank.example=alice@fwd.example.net",
                 "github.com@example.net"):  # fmt: skip
         assert postmap_query(key, reverse)[0] == 1, key
+
+
+def test_postfix_config_prints_the_srs_lines(aliasd_cli):
+    out = aliasd_cli("postfix-config", env_extra=SRS_ENV | {"ALIASD_LOOKUP_SOCKETMAP": "127.0.0.1:7777"}).stdout
+    table = "socketmap:inet:127.0.0.1:7777"
+    for line in (
+        f"sender_canonical_maps = {table}:srs_forward",
+        "sender_canonical_classes = envelope_sender",
+        f"recipient_canonical_maps = {table}:srs_reverse",
+        "recipient_canonical_classes = envelope_recipient, header_recipient",
+        f"virtual_alias_domains = {table}:virtual, fwd.example.net",
+    ):
+        assert line in out.splitlines(), (line, out)
+    plain = aliasd_cli("postfix-config").stdout
+    assert "canonical" not in plain and "fwd.example.net" not in plain

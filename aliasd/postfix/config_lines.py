@@ -40,13 +40,16 @@ def lookup_section(settings: Settings) -> Section | None:
     lines: list[str] = []
     if settings.lookup_socketmap:
         table = postfix_table("socketmap", settings.lookup_socketmap, "virtual")
-        lines += [f"virtual_alias_domains = {table}", f"virtual_alias_maps = {table}"]
+        lines += [
+            f"virtual_alias_domains = {table}{_srs_domain_suffix(settings)}",
+            f"virtual_alias_maps = {table}",
+        ]
     if settings.lookup_tcp and not ListenSpec.parse(settings.lookup_tcp).path:
         tcp = postfix_table("tcp", settings.lookup_tcp)
         prefix = "#" if lines else ""
         lines += [
             *(["# alternative: the same map over tcp_table"] if prefix else []),
-            f"{prefix}virtual_alias_domains = {tcp}",
+            f"{prefix}virtual_alias_domains = {tcp}{_srs_domain_suffix(settings)}",
             f"{prefix}virtual_alias_maps = {tcp}",
         ]
     if not lines:
@@ -61,8 +64,38 @@ def lookup_section(settings: Settings) -> Section | None:
     )
 
 
+def _srs_domain_suffix(settings: Settings) -> str:
+    # SRS bounce addresses live at srs_domain: listing it with the virtual domains makes
+    # smtpd refuse (550) every address there that srs_reverse does not vouch for.
+    return f", {settings.srs_domain}" if settings.srs_domain else ""
+
+
+def srs_section(settings: Settings) -> Section | None:
+    """SRS (issue 6): forwarded mail keeps passing SPF; bounces find the way back."""
+    if not settings.srs_domain or not settings.lookup_socketmap:
+        return None
+    forward = postfix_table("socketmap", settings.lookup_socketmap, "srs_forward")
+    reverse = postfix_table("socketmap", settings.lookup_socketmap, "srs_reverse")
+    return Section(
+        "aliasd SRS (Sender Rewriting Scheme)",
+        f"Forwarded mail leaves with envelope sender SRS0=...@{settings.srs_domain}, so SPF\n"
+        "passes at the destination; senders in aliasd's own domains and srs_exclude_domains\n"
+        "are left alone. A bounce to a valid SRS address goes back to the original sender;\n"
+        f"forged or expired ones get 550 at RCPT ({settings.srs_domain} is listed in\n"
+        "virtual_alias_domains above for that). Publish an SPF record for that domain that\n"
+        "lists this host.",
+        [
+            f"sender_canonical_maps = {forward}",
+            "sender_canonical_classes = envelope_sender",
+            f"recipient_canonical_maps = {reverse}",
+            "recipient_canonical_classes = envelope_recipient, header_recipient",
+        ],
+    )
+
+
 SECTION_BUILDERS: list[Callable[[Settings], Section | None]] = [
     lookup_section,
+    srs_section,
 ]
 
 

@@ -303,7 +303,8 @@ def swaks(
 
 def smtp_reply_codes(swaks_output: str) -> list[str]:
     """The 3-digit codes of server replies in a swaks transcript, in order."""
-    return re.findall(r"^<~?\*?\s*(\d{3})[ -]", swaks_output, flags=re.M)
+    # swaks marks replies "<-", TLS ones "<~", and refusals "<**" / "<~*".
+    return re.findall(r"^<[-~]?\*{0,2}\s*(\d{3})[ -]", swaks_output, flags=re.M)
 
 
 # --- capture server ----------------------------------------------------------------------
