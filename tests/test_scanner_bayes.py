@@ -1,0 +1,188 @@
+"""The bundled scanner with its Bayes statistics in a real database (SQLite and
+PostgreSQL): learning, duplicates, relearning, the minimum before Bayes speaks,
+sharing between processes, counters, the block list and database failures."""
+
+from __future__ import annotations
+
+import concurrent.futures
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+
+from aliasd.db import Database
+from aliasd.models import BayesLearned, BayesToken, BlockRule, Counter
+from aliasd.scanner import LearnOutcome, ScannerError, ScanRequest, build_scanner
+from aliasd.scanner import bayes as bayes_mod
+from aliasd.scanner.bundled import BundledScanner
+from aliasd.scanner.message import parse_message
+from aliasd.scanner.tokens import message_tokens
+from tests.harness.net import free_port
+
+MAIL = Path(__file__).parent / "data" / "mail"
+HAM = ["ham_github.eml", "ham_colleague.eml", "ham_invoice.eml", "ham_family.eml"]
+SPAM = ["spam_pharmacy.eml", "spam_lottery.eml", "spam_loan.eml", "spam_crypto.eml"]
+
+
+def mail(name: str) -> bytes:
+    return (MAIL / name).read_bytes()
+
+
+@pytest.fixture
+def scanner(settings, database):
+    sc = build_scanner(settings.with_overrides(bayes_min_learns=2), database)
+    assert isinstance(sc, BundledScanner)
+    yield sc
+    sc.close()
+
+
+def counters(database) -> dict[str, int]:
+    with database.session() as s:
+        return {c.name: c.value for c in s.scalars(select(Counter))}
+
+
+def token_counts(database, raw: bytes) -> tuple[int, int]:
+    toks = message_tokens(parse_message(raw)).tolist()
+    with database.session() as s:
+        rows = s.execute(select(BayesToken.spam, BayesToken.ham).where(BayesToken.token.in_(toks))).all()
+    assert len(rows) == len(toks)
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+
+def test_learn_duplicate_and_relearn_move_the_counts(scanner, database):
+    raw = mail("spam_lottery.eml")
+    n = len(message_tokens(parse_message(raw)))
+    assert scanner.learn(raw, True) is LearnOutcome.LEARNED
+    assert token_counts(database, raw) == (n, 0)
+    # the same message again, even as relayed with one more Received header: a duplicate
+    relayed = b"Received: from relay.example by mx2.example.net; Fri, 17 May 2024 11:03:00 +0000\r\n" + raw
+    assert scanner.learn(relayed, True) is LearnOutcome.DUPLICATE
+    assert token_counts(database, raw) == (n, 0)
+    assert counters(database)["bayes_learned_spam"] == 1
+    # learned the other way: its counts move from spam to ham
+    assert scanner.learn(raw, False) is LearnOutcome.RELEARNED
+    assert token_counts(database, raw) == (0, n)
+    c = counters(database)
+    assert (c["bayes_learned_spam"], c["bayes_learned_ham"]) == (0, 1)
+    with database.session() as s:
+        assert s.scalars(select(BayesLearned.is_spam)).all() == [False]
+    assert scanner.learn(raw, False) is LearnOutcome.DUPLICATE
+
+
+def test_unlearnable_input_fails_without_touching_the_tables(scanner, database):
+    assert scanner.learn(b"", True) is LearnOutcome.FAILED
+    assert scanner.learn(b'{"id": "00001", "text": "not a message"}', True) is LearnOutcome.FAILED
+    with database.session() as s:
+        assert s.scalar(select(text("count(*)")).select_from(BayesToken)) == 0
+
+
+def test_learn_many_batches_and_reports_each_message(scanner, database):
+    batch = [mail(n) for n in SPAM] + [mail(SPAM[0]), b""]
+    out = scanner.learn_many(batch, True)
+    assert out == [LearnOutcome.LEARNED] * 4 + [LearnOutcome.DUPLICATE, LearnOutcome.FAILED]
+    assert counters(database)["bayes_learned_spam"] == 4
+
+
+def test_bayes_speaks_only_after_min_learns_of_each_class(scanner):
+    probe = ScanRequest(message=mail("spam_crypto.eml"))
+    scanner.learn(mail("spam_loan.eml"), True)
+    scanner.learn(mail("ham_colleague.eml"), False)
+    scanner.learn(mail("spam_pharmacy.eml"), True)
+    bayes_mod_names = {"BAYES_SPAM", "BAYES_HAM"}
+    assert not bayes_mod_names & set(scanner.scan(probe).symbol_names())  # 2 spam, 1 ham
+    scanner.learn(mail("ham_invoice.eml"), False)
+    assert "BAYES_SPAM" in scanner.scan(probe).symbol_names()
+
+
+def test_held_out_messages_are_classified(scanner):
+    for name in SPAM[:3]:
+        assert scanner.learn(mail(name), True) is LearnOutcome.LEARNED
+    for name in HAM[:3]:
+        assert scanner.learn(mail(name), False) is LearnOutcome.LEARNED
+    spam = scanner.scan(ScanRequest(message=mail("spam_crypto.eml")))
+    ham = scanner.scan(ScanRequest(message=mail("ham_family.eml")))
+    bayes_spam = {s.name: s for s in spam.symbols}["BAYES_SPAM"]
+    assert bayes_spam.score > 0 and bayes_spam.options[0].endswith("%")
+    assert float(bayes_spam.options[0].rstrip("%")) >= 90
+    assert "BAYES_HAM" in ham.symbol_names()
+    assert spam.score > ham.score
+    assert ham.action.value == "no action"
+
+
+def test_statistics_are_shared_through_the_database(scanner, database, settings, monkeypatch):
+    monkeypatch.setattr(bayes_mod, "REVISION_CHECK", 0.0)
+    other_db = Database(database.url)  # a second "host": its own engine and caches
+    try:
+        other = BundledScanner(settings.with_overrides(bayes_min_learns=2), other_db)
+        probe = ScanRequest(message=mail("spam_crypto.eml"))
+        assert "BAYES_SPAM" not in other.scan(probe).symbol_names()  # caches the tokens
+        for name in SPAM[:2]:
+            scanner.learn(mail(name), True)
+        for name in HAM[:2]:
+            scanner.learn(mail(name), False)
+        assert "BAYES_SPAM" in other.scan(probe).symbol_names()
+        other.close()
+    finally:
+        other_db.dispose()
+
+
+def test_scans_are_counted_by_action(scanner, database):
+    scanner.scan(ScanRequest(message=mail("ham_family.eml")))
+    scanner.scan(ScanRequest(message=mail("spam_pharmacy.eml")))
+    scanner.scan(ScanRequest(message=mail("ham_invoice.eml")))
+    scanner.flush()
+    c = counters(database)
+    assert c["scanned:no action"] == 2
+    assert c["scanned:rewrite subject"] == 1
+    stats = scanner.stats()
+    assert stats["scanned:no action"] == 2 and stats["tokens"] == 0
+
+
+def test_blocklisted_reads_enabled_sender_domain_rules(scanner, database):
+    with database.session() as s:
+        s.add_all([
+            BlockRule(kind="sender_domain", value="fast-loans.example.top", pattern="/x/",
+                      reject_text="t", source="manual", enabled=True),
+            BlockRule(kind="sender_domain", value="crypto-profit.example.xyz", pattern="/y/",
+                      reject_text="t", source="manual", enabled=False),
+            BlockRule(kind="regex", value="example.net", pattern="/z/", reject_text="t",
+                      source="manual", enabled=True),
+        ])
+    loan = scanner.scan(ScanRequest(message=mail("spam_loan.eml"), envelope_from="info@fast-loans.example.top"))
+    assert loan.action.value == "reject"
+    assert {s.name: s.options for s in loan.symbols}["BLOCKLISTED"] == ("fast-loans.example.top",)
+    crypto = scanner.scan(ScanRequest(message=mail("spam_crypto.eml")))
+    assert "BLOCKLISTED" not in crypto.symbol_names()  # rule disabled
+    ham = scanner.scan(ScanRequest(message=mail("ham_colleague.eml"), envelope_from="me@example.net"))
+    assert "BLOCKLISTED" not in ham.symbol_names()  # regex rules are Postfix's business
+
+
+def test_concurrent_scans_agree(scanner):
+    for name in SPAM[:3]:
+        scanner.learn(mail(name), True)
+    for name in HAM[:3]:
+        scanner.learn(mail(name), False)
+    requests = [ScanRequest(message=mail(n)) for n in HAM + SPAM] * 5
+    expected = [scanner.scan(r).spamd_result_header() for r in requests]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: scanner.scan(r).spamd_result_header(), requests))
+    assert got == expected
+
+
+def test_database_down_is_a_scanner_error_not_a_verdict(settings):
+    dead = Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/aliasd", timeout=1)
+    sc = BundledScanner(settings, dead)
+    with pytest.raises(ScannerError):
+        sc.scan(ScanRequest(message=mail("ham_family.eml")))
+    with pytest.raises(ScannerError):
+        sc.learn(mail("ham_family.eml"), False)
+    sc.close()
+    dead.dispose()
+
+
+def test_build_scanner_selects_the_backend(settings, database):
+    from aliasd.scanner.rspamd import RspamdScanner
+
+    assert isinstance(build_scanner(settings.with_overrides(scanner_backend="rspamd"), None), RspamdScanner)
+    with pytest.raises(ScannerError):
+        build_scanner(settings, None)
