@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def world(request, tmp_path_factory):
     )
     env = settings_env(settings)
     env["ALIASD_MILTER_LISTEN"] = settings.milter_listen
+    env["ALIASD_MAX_SCAN_SIZE"] = "50000"
     milter = _start(
         [sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log"
     )
@@ -248,7 +250,31 @@ def test_database_down_passes_mail_marked_unscanned(world):
         assert msg.header("X-Spamd-Result") is None
     finally:
         world.postfix.postconf(smtpd_milters=f"inet:{world.settings.milter_listen}")
-        _stop(proc)
+        proc.kill()  # nothing to lose; libmilter's graceful stop takes seconds
+        proc.wait()
+
+
+def test_junk_and_oversized_messages_pass_and_the_milter_lives_on(world):
+    """Binary junk, broken MIME, a huge header and a body over max_scan_size (50000
+    here) go through the real milter and scanner: delivered, marked, milter alive."""
+    marker = f"junk{time.monotonic_ns()}"
+    junk = (
+        b"From: \xff\xfe junk <@@@>\r\n"
+        b"Subject: =?utf-8?b?!!!?= \x80\x81 " + marker.encode() + b"\r\n"
+        b"Content-Type: multipart/mixed; boundary=\"open\"\r\n"
+        b"X-Huge: " + b"A" * 30_000 + b"\r\n"
+        b"\r\n--open\r\nContent-Type: text/html\r\n\r\n\x01\x02\xff<b>junk\r\n"
+        + (b"Z" * 900 + b"\r\n") * 200
+    )
+    with smtplib.SMTP("127.0.0.1", world.postfix.smtp_port, timeout=30) as smtp:
+        smtp.sendmail("junk@junk.example", [ALIAS], junk)
+    msg = _captured(world, marker)
+    assert msg.header("X-Spamd-Result").startswith("default: ")
+    scan = msg.header("X-Aliasd-Scan")
+    assert scan.startswith("truncated (scanned the first 50000 of "), scan
+    assert world.milter.poll() is None
+    [event] = world.events(envelope_sender="junk@junk.example")
+    assert event.size > 200_000
 
 
 def test_milter_stopped_default_action_accepts(world):

@@ -190,22 +190,24 @@ class MailPath:
         return result
 
     def _lookup_and_scan(
-        self, envelope: Envelope
-    ) -> tuple[list[events.AliasTarget], ScanResult | None]:
-        targets = self._lookup(envelope)
-        if not targets:
-            return targets, None
-        return targets, self._scan(envelope, targets)
+        self, envelope: Envelope, found: list[events.AliasTarget]
+    ) -> ScanResult | None:
+        # ``found`` is filled before scanning, so the caller knows the aliases (to name
+        # them and record the event) even when the scan then fails or overruns.
+        found.extend(self._lookup(envelope))
+        if not found:
+            return None
+        return self._scan(envelope, found)
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
         timeout = self.settings.milter_timeout
-        targets: list[events.AliasTarget] = []
         skip_reason: str | None = None
         result: ScanResult | None = None
-        future = self._pool.submit(self._lookup_and_scan, envelope)
+        found: list[events.AliasTarget] = []
+        future = self._pool.submit(self._lookup_and_scan, envelope, found)
         try:
-            targets, result = future.result(timeout=timeout)
+            result = future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
             future.cancel()
             skip_reason = f"timeout after {timeout:g}s"
@@ -215,6 +217,7 @@ class MailPath:
         except Exception as exc:  # never let a bug bounce mail
             log.exception("milter processing failed")
             skip_reason = f"internal error: {type(exc).__name__}"
+        targets = list(found)
 
         verdict = Verdict()
         if skip_reason is not None:

@@ -1,0 +1,322 @@
+"""The milter's processing (lookup → scan within budget → verdict → events) with the
+real bundled scanner on both engines, plus its fault paths, and the pymilter adapter
+driven callback by callback (the MTA side recorded by a small context object).
+The end-to-end path through a real Postfix is in test_milter_postfix.py."""
+
+from __future__ import annotations
+
+import time
+
+import Milter
+import pytest
+from sqlalchemy import select
+
+from aliasd.core import aliases as core
+from aliasd.db import Database
+from aliasd.milter.adapter import AliasdMilter
+from aliasd.milter.processing import Envelope, MailPath
+from aliasd.milter.server import libmilter_spec, set_nodelay_on_listener
+from aliasd.models import Alias, BlockRule, MailEvent
+from aliasd.scanner import Action, ScannerError, ScanResult, Symbol
+from tests.harness.net import free_port
+
+CLEAN = (
+    b"From: GitHub <noreply@github.com>\r\n"
+    b"To: github.com@example.net\r\n"
+    b"Subject: Your pull request\r\n"
+    b"Date: Wed, 25 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <abc@github.com>\r\n"
+    b"\r\n"
+    b"Hello, it was merged.\r\n"
+)
+
+
+@pytest.fixture
+def world(database):
+    with database.session() as s:
+        alice = core.create_user(s, "alice", "alice@real.example")
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "example.net", alice)
+        core.create_domain(s, "bob.example", bob)
+        core.create_alias(s, "github.com@example.net", alice, site="github.com")
+        core.create_alias(s, "other@example.net", alice)
+        core.create_alias(s, "b@bob.example", bob, site="b.example")
+        s.add(
+            BlockRule(
+                kind="sender_domain", value="pills.example", pattern="/x/",
+                reject_text="blocked", source="manual",
+            )
+        )  # fmt: skip
+    return database
+
+
+def envelope(message: bytes = CLEAN, *, sender="noreply@github.com", rcpts=None) -> Envelope:
+    head, _, body = message.partition(b"\r\n\r\n")
+    headers = []
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        headers.append((name.decode(), value.strip()))
+    return Envelope(
+        sender=sender,
+        recipients=rcpts or ["github.com+x@example.net"],
+        client_addr="192.0.2.1",
+        helo="mail.github.com",
+        queue_id="QID1",
+        headers=headers,
+        body=bytearray(body),
+        size=len(message),
+    )
+
+
+def events(db) -> list[MailEvent]:
+    with db.session() as s:
+        return list(s.scalars(select(MailEvent).order_by(MailEvent.id)))
+
+
+class FixedScanner:
+    """Returns a given verdict (or raises, or sleeps): the fault and mapping paths."""
+
+    def __init__(self, result=None, *, exc=None, delay=0.0):
+        self.result, self.exc, self.delay = result, exc, delay
+
+    def scan(self, request):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.exc:
+            raise self.exc
+        return self.result
+
+
+def test_clean_message_with_the_real_scanner(world, settings):
+    path = MailPath(settings, world)
+    verdict = path.process(envelope())
+    assert verdict.status == "accept" and verdict.scanned
+    assert verdict.header("X-Spamd-Result")[0].startswith("default: False [")
+    assert verdict.header("X-Aliasd-Alias") == ["github.com@example.net (site github.com)"]
+    assert verdict.header("X-Spam") == [] and verdict.header("X-Aliasd-Scan") == []
+    [ev] = events(world)
+    assert (ev.alias_address, ev.queue_id, ev.from_domain, ev.subject) == (
+        "github.com@example.net", "QID1", "github.com", "Your pull request",
+    )  # fmt: skip
+    assert ev.action == verdict.result.action.value
+    path.close()
+
+
+def test_blocklisted_sender_is_rejected_and_counted(world, settings):
+    path = MailPath(settings, world)
+    msg = CLEAN.replace(b"noreply@github.com", b"deals@pills.example")
+    verdict = path.process(envelope(msg, sender="deals@pills.example"))
+    assert verdict.status == "reject"
+    code, xcode, text = verdict.reply
+    assert (code, xcode) == ("550", "5.7.1") and text.startswith("Message rejected as spam (score ")
+    with world.session() as s:
+        alias = s.scalar(select(Alias).where(Alias.address == "github.com@example.net"))
+        assert (alias.rejected_count, alias.spam_count, alias.forwarded_count) == (1, 1, 0)
+        assert alias.leaked_at is not None
+    path.close()
+
+
+def test_mail_not_for_an_alias_is_left_alone(world, settings):
+    path = MailPath(settings, world)
+    verdict = path.process(envelope(rcpts=["postmaster@example.net", "x@elsewhere.example"]))
+    assert verdict.status == "accept" and verdict.add_headers == [] and not verdict.scanned
+    assert events(world) == []
+    path.close()
+
+
+def test_aliases_of_two_owners_are_not_named_to_each_other(world, settings):
+    path = MailPath(settings, world)
+    verdict = path.process(envelope(rcpts=["github.com@example.net", "b@bob.example"]))
+    assert verdict.header("X-Aliasd-Alias") == []
+    assert len(events(world)) == 2
+    verdict = path.process(envelope(rcpts=["github.com@example.net", "other@example.net"]))
+    assert verdict.header("X-Aliasd-Alias") == [
+        "github.com@example.net (site github.com)",
+        "other@example.net",
+    ]
+    path.close()
+
+
+@pytest.mark.parametrize(
+    ("action", "status", "code"),
+    [
+        (Action.SOFT_REJECT, "tempfail", "451"),
+        (Action.REWRITE_SUBJECT, "accept", None),
+        (Action.ADD_HEADER, "accept", None),
+        (Action.GREYLIST, "accept", None),
+    ],
+)
+def test_actions_map_to_replies_and_headers(world, settings, action, status, code):
+    result = ScanResult(
+        score=9.5, required_score=15.0, action=action, symbols=[Symbol("SUBJ_ALL_CAPS", 3.0)]
+    )
+    path = MailPath(settings, world, scanner=FixedScanner(result))
+    verdict = path.process(envelope())
+    assert verdict.status == status
+    assert (verdict.reply[0] if verdict.reply else None) == code
+    spam = action in (Action.SOFT_REJECT, Action.REWRITE_SUBJECT, Action.ADD_HEADER)
+    assert verdict.header("X-Spam") == (["Yes"] if spam else [])
+    expected_subject = "***SPAM*** Your pull request" if action == Action.REWRITE_SUBJECT else None
+    assert verdict.new_subject == expected_subject
+    assert "SUBJ_ALL_CAPS(3.00)[]" in verdict.header("X-Spamd-Result")[0]
+    [ev] = events(world)
+    assert ev.action == action.value and ev.is_spam == spam
+    path.close()
+
+
+def test_scanner_failure_passes_unscanned_and_records(world, settings):
+    path = MailPath(settings, world, scanner=FixedScanner(exc=ScannerError("bayes: down")))
+    verdict = path.process(envelope())
+    assert verdict.status == "accept" and not verdict.scanned
+    assert verdict.header("X-Aliasd-Scan") == ["skipped (scanner error: ScannerError)"]
+    assert verdict.header("X-Spamd-Result") == []
+    assert verdict.header("X-Aliasd-Alias")  # the alias is still named
+    [ev] = events(world)
+    assert ev.action == "skipped" and not ev.is_spam
+    path.close()
+
+
+def test_scan_timeout_passes_within_the_budget(world, settings):
+    settings = settings.with_overrides(milter_timeout=0.3)
+    path = MailPath(settings, world, scanner=FixedScanner(exc=RuntimeError("late"), delay=3))
+    started = time.monotonic()
+    verdict = path.process(envelope())
+    assert time.monotonic() - started < 2.0
+    assert verdict.status == "accept"
+    assert verdict.header("X-Aliasd-Scan") == ["skipped (timeout after 0.3s)"]
+    path.close()
+
+
+def test_database_down_passes_unscanned(settings):
+    dead = Database(f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd", timeout=1)
+    path = MailPath(settings.with_overrides(database_url=dead.url), dead)
+    verdict = path.process(envelope())
+    assert verdict.status == "accept"
+    assert verdict.header("X-Aliasd-Scan") == ["skipped (database unavailable)"]
+    path.close()
+    dead.dispose()
+
+
+# --- the adapter ------------------------------------------------------------------------
+class RecordingCtx:
+    """The MTA side of libmilter's context: records what the milter asks for."""
+
+    def __init__(self):
+        self.priv = None
+        self.reply = None
+        self.added: list[tuple[str, str]] = []
+        self.changed: list[tuple[str, int, str]] = []
+
+    def getpriv(self):
+        return self.priv
+
+    def setpriv(self, priv):
+        self.priv = priv
+
+    def getsymval(self, name):
+        return "QADAPT" if name == "i" else None
+
+    def setreply(self, code, xcode, *msg):
+        self.reply = (code, xcode, *msg)
+
+    def addheader(self, name, value, idx):
+        self.added.append((name, value))
+
+    def chgheader(self, name, idx, value):
+        self.changed.append((name, idx, value))
+
+
+def drive(settings, db, headers: list[tuple[str, bytes]], body_chunks: list[bytes], scanner=None):
+    AliasdMilter.mailpath = MailPath(settings, db, scanner=scanner)
+    m = AliasdMilter()
+    ctx = RecordingCtx()
+    m._setctx(ctx)
+    assert m.connect("client.example", 2, ("192.0.2.5", 4321)) == Milter.CONTINUE
+    m.hello("client.example")
+    m.envfrom_bytes(b"<x@spam\xff.example>", b"SIZE=100")
+    m.envrcpt_bytes(b"<GitHub.com@example.net>")
+    for name, value in headers:
+        m.header_bytes(name, value)
+    m.eoh()
+    for chunk in body_chunks:
+        m.body(chunk)
+    rc = m.eom()
+    AliasdMilter.mailpath.close()
+    return m, ctx, rc
+
+
+def test_adapter_applies_verdict_and_strips_forged_headers(world, settings):
+    result = ScanResult(score=9.0, required_score=15.0, action=Action.REWRITE_SUBJECT)
+    headers = [
+        ("From", b"a@bulk.example"),
+        ("X-Spam", b"No"),
+        ("Subject", b"hello"),
+        ("x-spam", b"no again"),
+        ("X-Aliasd-Alias", b"forged"),
+    ]
+    m, ctx, rc = drive(settings, world, headers, [b"body\r\n"], FixedScanner(result))
+    assert rc == Milter.ACCEPT
+    assert ("X-Spam", 2, "") in ctx.changed and ("X-Spam", 1, "") in ctx.changed
+    assert ctx.changed.index(("X-Spam", 2, "")) < ctx.changed.index(("X-Spam", 1, ""))
+    assert ("X-Aliasd-Alias", 1, "") in ctx.changed
+    assert ("Subject", 1, "***SPAM*** hello") in ctx.changed
+    assert ("X-Spam", "Yes") in ctx.added
+    assert ("X-Aliasd-Alias", "github.com@example.net (site github.com)") in ctx.added
+    [ev] = events(world)
+    assert ev.queue_id == "QADAPT" and ev.client_addr == "192.0.2.5"
+    assert ev.helo == "client.example" and ev.envelope_sender.startswith("x@spam")
+
+
+def test_adapter_rejects_with_text(world, settings):
+    result = ScanResult(score=20.0, required_score=15.0, action=Action.REJECT)
+    m, ctx, rc = drive(settings, world, [("Subject", b"x")], [b"b"], FixedScanner(result))
+    assert rc == Milter.REJECT
+    assert ctx.reply == ("550", "5.7.1", "Message rejected as spam (score 20.00 / 15.00)")
+
+
+def test_adapter_survives_junk_and_truncates_big_messages(world, settings):
+    """Binary junk, a huge header, broken MIME and a body over max_scan_size, all
+    through the real scanner: the message passes, scanned in part, and says so."""
+    settings = settings.with_overrides(max_scan_size=20_000)
+    headers = [
+        ("From", b"\xff\xfe\x00junk <@@>"),
+        ("Subject", b"=?utf-8?b?!!!not base64?= \x80\x81"),
+        ("Content-Type", b'multipart/mixed; boundary="never-closed"'),
+        ("X-Huge", b"A" * 15_000),
+        ("X-Binary", bytes(range(256)) * 10),
+    ]
+    body = [b"--never-closed\r\nContent-Type: text/plain\r\n\r\n\x00\x01\xff junk\r\n" * 50] + [
+        b"Z" * 65_536
+    ] * 3
+    m, ctx, rc = drive(settings, world, headers, body)
+    assert rc == Milter.ACCEPT
+    added = dict(ctx.added)
+    assert added["X-Spamd-Result"].startswith("default: ")
+    scan = added["X-Aliasd-Scan"]
+    assert scan.startswith("truncated (scanned the first 20000 of ")
+    total = int(scan.split(" of ")[1].split()[0])
+    assert total > 3 * 65_536
+    assert len(m.env.raw_message()) <= 20_000 + 4096
+    [ev] = events(world)
+    assert ev.size == total
+
+
+def test_listen_specs_and_nodelay_inherited_by_accepted_sockets():
+    import socket
+
+    assert libmilter_spec("127.0.0.1:10033") == ("inet:10033@127.0.0.1", 10033)
+    assert libmilter_spec("[::1]:25") == ("inet6:25@::1", 25)
+    assert libmilter_spec("unix:/run/aliasd/milter.sock") == ("unix:/run/aliasd/milter.sock", None)
+    for bad in ("localhost", "unix:relative", "1.2.3.4:99999", ":25"):
+        with pytest.raises(ValueError):
+            libmilter_spec(bad)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    assert set_nodelay_on_listener(port) is True
+    client = socket.create_connection(("127.0.0.1", port))
+    accepted, _ = listener.accept()
+    assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    for s in (accepted, client, listener):
+        s.close()
