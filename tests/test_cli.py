@@ -1,0 +1,155 @@
+"""The real ``aliasd`` command (a subprocess) against SQLite and PostgreSQL: outputs,
+error messages and exit statuses. Commands are grouped per test to keep the suite fast."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.harness.net import free_port
+
+
+def _fails(proc, message: str, code: int = 1) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert message in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.fixture
+def empty_url(engine_name, tmp_path, request):
+    """The URL of a database with no aliasd schema at all, on the same engine."""
+    if engine_name == "sqlite":
+        yield f"sqlite:///{tmp_path}/fresh/aliasd.db"
+        return
+    pg = request.getfixturevalue("_postgres")
+    name = f"aliasd_empty_{uuid.uuid4().hex[:8]}"
+    with pg.admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield pg.url.rsplit("/", 1)[0] + "/" + name
+    with pg.admin.connect() as conn:
+        conn.execute(text(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"
+        ), {"n": name})
+        conn.execute(text(f'DROP DATABASE "{name}"'))
+
+
+def test_no_schema_asks_for_upgrade_then_upgrade_works(aliasd_cli, empty_url):
+    env = {"ALIASD_DATABASE_URL": empty_url}
+    _fails(aliasd_cli("user", "list", check=False, env_extra=env),
+           "has no aliasd schema; run 'aliasd db upgrade' first")
+    up = aliasd_cli("db", "upgrade", env_extra=env)
+    assert up.stdout.strip().startswith("database at revision ")
+    head = up.stdout.split()[-1]
+    current = aliasd_cli("db", "current", env_extra=env).stdout
+    assert f"database: {head}" in current and f"code:     {head}" in current
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example", env_extra=env)
+    assert aliasd_cli("user", "list", env_extra=env).stdout == "bob\tbob@real.example\tlocal\n"
+
+
+def test_old_schema_asks_for_upgrade(aliasd_cli, database):
+    engine = create_engine(database.url)
+    try:
+        with engine.begin() as conn:
+            head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+            conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
+        _fails(aliasd_cli("alias", "list", check=False),
+               "schema is at revision 0000_older, this aliasd needs")
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = :h"), {"h": head})
+        engine.dispose()
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_unreachable_database_is_a_clear_error(aliasd_cli):
+    url = f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd"
+    _fails(aliasd_cli("alias", "list", check=False, env_extra={"ALIASD_DATABASE_URL": url}),
+           "cannot open the database")
+
+
+# Each subprocess costs ~0.6 s of start-up, so the long scenarios run on one engine each
+# (the core they call is tested on both; import/export CLI tests run on both).
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_users_and_domains(aliasd_cli):
+    out = aliasd_cli("user", "add", "bob", "--mailbox", "Bob@Real.Example", "--admin").stdout
+    assert out.strip() == "user bob <bob@real.example> (admin) added"
+    _fails(aliasd_cli("user", "add", "bob", "--mailbox", "b@real.example", check=False),
+           "Error: user 'bob' already exists")
+    _fails(aliasd_cli("user", "add", "eve", "--mailbox", "eve at home", check=False),
+           "Error: mailbox: ")
+    _fails(aliasd_cli("user", "add", "eve", "--mailbox", "e@real.example", "--password-stdin",
+                      input="short\n", check=False),
+           "at least 8 characters")
+    aliasd_cli("user", "add", "alice", "--mailbox", "alice@real.example", "--password-stdin",
+               input="correct horse battery\n")
+    users = aliasd_cli("user", "list").stdout
+    assert users == "alice\talice@real.example\tlocal\nbob\tbob@real.example\tlocal admin\n"
+
+    out = aliasd_cli("domain", "add", "Bücher.Example", "--owner", "bob", "--catch-all", "create",
+                     "--catch-all-regex", "[a-z.]+", "--max-per-hour", "5").stdout
+    assert out.strip() == "domain xn--bcher-kva.example added (owner bob, catch-all create)"
+    _fails(aliasd_cli("domain", "add", "xn--bcher-kva.example", "--owner", "bob", check=False),
+           "Error: domain xn--bcher-kva.example is already managed")
+    _fails(aliasd_cli("domain", "add", "other.example", "--owner", "nobody", check=False),
+           "Error: no user named 'nobody'")
+    _fails(aliasd_cli("domain", "add", "other.example", "--owner", "bob",
+                      "--catch-all-regex", "(", check=False),
+           "catch-all regex '(' is invalid")
+    _fails(aliasd_cli("domain", "add", "localhost", "--owner", "bob", check=False),
+           "needs at least two labels")
+    _fails(aliasd_cli("domain", "add", "o.example", "--owner", "bob", "--catch-all", "maybe",
+                      check=False), "Invalid value for '--catch-all'", code=2)
+    aliasd_cli("domain", "set", "bücher.example", "--max-per-hour", "-1", "--catch-all-regex", "")
+    assert aliasd_cli("domain", "list").stdout == "xn--bcher-kva.example\tbob\tcreate\t\n"
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql"])
+def test_alias_commands(aliasd_cli):
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
+    aliasd_cli("domain", "add", "example.net", "--owner", "bob")
+    out = aliasd_cli("alias", "add", "GitHub.com@Example.NET", "--owner", "bob",
+                     "--site", "https://github.com/login").stdout
+    assert out.strip() == "github.com@example.net -> bob@real.example"
+    aliasd_cli("alias", "add", "shop@example.net", "--owner", "bob", "--dest", "a@y.example",
+               "--dest", "b@y.example", "--note", "Shopping")
+    for local in ("old", "gone", "spam"):
+        aliasd_cli("alias", "add", f"{local}@example.net", "--owner", "bob")
+
+    _fails(aliasd_cli("alias", "add", "github.com@example.net", "--owner", "bob", check=False),
+           "Error: github.com@example.net already exists")
+    _fails(aliasd_cli("alias", "add", "a b@example.net", "--owner", "bob", check=False),
+           "Error: the part before @ must not contain a space")
+    _fails(aliasd_cli("alias", "add", "x@elsewhere.example", "--owner", "bob", check=False),
+           "Error: elsewhere.example is not a domain aliasd manages")
+    _fails(aliasd_cli("alias", "add", "x@example.net", "--owner", "bob", "--dest", "not-an-address",
+                      check=False), "Error: destination 'not-an-address'")
+
+    assert aliasd_cli("alias", "disable", "OLD@example.net").stdout.strip() == "old@example.net disabled"
+    assert aliasd_cli("alias", "enable", "old@example.net").stdout.strip() == "old@example.net active"
+    aliasd_cli("alias", "burn", "spam@example.net")
+    _fails(aliasd_cli("alias", "enable", "spam@example.net", check=False),
+           "Error: spam@example.net is burned; it cannot become active")
+    _fails(aliasd_cli("alias", "add", "spam@example.net", "--owner", "bob", check=False),
+           "spam@example.net was burned and is never handed out again")
+    aliasd_cli("alias", "delete", "gone@example.net")
+    _fails(aliasd_cli("alias", "disable", "missing@example.net", check=False),
+           "Error: no alias missing@example.net")
+
+    listed = aliasd_cli("alias", "list").stdout.splitlines()
+    assert listed == [
+        "github.com@example.net\tactive\tgithub.com\tbob@real.example\t0\t0",
+        "old@example.net\tactive\t-\tbob@real.example\t0\t0",
+        "shop@example.net\tactive\t-\ta@y.example,b@y.example\t0\t0",
+        "spam@example.net\tburned\t-\tbob@real.example\t0\t0",
+    ]  # the deleted one is hidden
+    assert aliasd_cli("alias", "list", "--state", "deleted").stdout.startswith("gone@example.net\tdeleted")
+    assert aliasd_cli("alias", "list", "--search", "shopping").stdout.startswith("shop@example.net")
+
+    # forget asks first; "no" changes nothing, --yes releases the address for re-use.
+    aborted = aliasd_cli("alias", "forget", "spam@example.net", input="n\n", check=False)
+    assert aborted.returncode == 1 and "Aborted" in aborted.stderr
+    aliasd_cli("alias", "forget", "spam@example.net", "--yes")
+    aliasd_cli("alias", "add", "spam@example.net", "--owner", "bob")
+    assert "spam@example.net\tactive" in aliasd_cli("alias", "list").stdout
