@@ -29,11 +29,21 @@ def make_app(settings: Settings, **overrides) -> Flask:
     return app
 
 
+_HASHES: dict[str, str] = {}
+
+
+def _hash(password: str) -> str:
+    # argon2 is slow on purpose; hash each test password once per process.
+    if password not in _HASHES:
+        _HASHES[password] = hash_password(password)
+    return _HASHES[password]
+
+
 def add_user(db: Database, name: str, *, admin: bool = False, domain: str | None = None,
              password: str = PASSWORD) -> int:
     with db.session() as s:
         user = core.create_user(s, name, f"{name}@mailbox.example", is_admin=admin,
-                                password_hash=hash_password(password))
+                                password_hash=_hash(password))
         if domain:
             core.create_domain(s, domain, user)
         return user.id

@@ -25,7 +25,8 @@ class NewAliasForm(FlaskForm):
                  ("random", "Site name with a random suffix (github.com.k3f9x@…)")],
         default="site",
     )
-    domain = SelectField("Domain", choices=[])
+    # Choices are checked by service.domain_for (a clear message, one ownership rule).
+    domain = SelectField("Domain", choices=[], validate_choice=False)
     local = StringField("Address before the @", validators=[Optional(), Length(max=64)])
     note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
     destinations = TextAreaField("Extra destinations", validators=[Optional(), Length(max=5000)])
