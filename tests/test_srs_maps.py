@@ -129,6 +129,29 @@ def test_forward_map_answers_temp_when_the_database_is_down(srs_settings, databa
     assert reverse.lookup_fast(srs).value == "alice@bank.example"
 
 
+def test_srs_domain_on_a_catch_all_domain_stays_closed(settings, database):
+    """With srs_domain = a managed catch-all domain, a refused SRS address must not be
+    minted as a new alias by the virtual map (that would accept forged bounces)."""
+    with database.session() as session:
+        owner = core.create_user(session, "owner", "owner@real.example")
+        core.create_domain(session, "example.net", owner, catch_all="create")
+    srs_on = settings.with_overrides(srs_domain="example.net", srs_secrets=["s"])
+    maps = build_maps(srs_on, database)
+    maps["virtual"].replica.sync()
+    maps["srs_forward"].domains.refresh()
+    rewriter = maps["srs_reverse"].rewriter
+    valid = rewriter.forward("alice@bank.example")
+    tampered = valid.replace("=alice@", "=mallory@")
+    assert maps["srs_reverse"].lookup_fast(valid).value == "alice@bank.example"
+    assert maps["srs_reverse"].lookup_fast(tampered).outcome is Outcome.NOTFOUND
+    for address in (tampered, tampered.upper()):
+        assert asyncio.run(maps["virtual"].lookup(address)).outcome is Outcome.NOTFOUND
+    # Ordinary new addresses on the domain are still created by the catch-all...
+    assert asyncio.run(maps["virtual"].lookup("shop.example@example.net")).outcome is Outcome.FOUND
+    # ... and the domain's own senders are not rewritten.
+    assert maps["srs_forward"].lookup_fast("shop.example@example.net").outcome is Outcome.NOTFOUND
+
+
 @pytest.fixture
 def lookupd(settings, srs_settings, database):
     """A real ``aliasd lookupd`` with SRS on, serving socketmap on a free port."""
