@@ -220,3 +220,15 @@ def test_postfix_config_prints_the_srs_lines(tmp_path):
         assert line in lines, (line, lines)
     plain = run({})
     assert "canonical" not in plain and "fwd.example.net" not in plain
+
+
+def test_lookupd_refuses_bad_srs_settings_without_a_traceback(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
+    env |= SRS_ENV | {"ALIASD_DATA_DIR": str(tmp_path), "ALIASD_SRS_HASH_LENGTH": "2"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{free_port()}"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "srs_hash_length must be between 4 and 27" in proc.stderr
+    assert "Traceback" not in proc.stderr
