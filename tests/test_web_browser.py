@@ -1,0 +1,69 @@
+"""Real headless Chromium (Debian's, through Playwright) against the app on a real HTTP
+server: sign in, create an alias, find it in the list, disable it. A screenshot of the
+list page is kept in test-artifacts/. Runs on SQLite (one engine is enough for the
+browser; the same views are tested on both engines in test_web_app.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from aliasd.config import load_settings
+from aliasd.models import Alias
+from tests.harness.databases import sqlite_database
+from tests.harness.webapp import PASSWORD, add_user, make_app, serve
+
+pytestmark = pytest.mark.browser
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def test_sign_in_create_find_disable(tmp_path):
+    db = sqlite_database(str(tmp_path / "aliasd.db"))
+    settings = load_settings(environ={}, env="development", secret_key="b" * 32,
+                             database_url=db.url, data_dir=str(tmp_path / "data"))
+    add_user(db, "alice", domain="alice.example")
+    app = make_app(settings)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(app) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(java_script_enabled=False)  # works without JavaScript
+            page.goto(base + "/")
+            assert "/login" in page.url
+            page.get_by_label("User name").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.wait_for_url(base + "/")
+            assert page.get_by_role("heading", name="Aliases").is_visible()
+
+            page.get_by_role("link", name="New alias").first.click()
+            page.get_by_label("Site", exact=True).fill("https://www.GitHub.com/login")
+            page.get_by_role("button", name="Propose address").click()
+            assert "github.com@alice.example" in page.locator("#proposal").inner_text()
+            page.get_by_label("Note").fill("code hosting")
+            page.get_by_role("button", name="Create alias").click()
+            assert page.get_by_role("heading", name="github.com@alice.example").is_visible()
+
+            page.get_by_role("link", name="Aliases", exact=True).click()
+            page.get_by_label("Search address, site or note").fill("github")
+            page.get_by_role("button", name="Search").click()
+            row = page.locator('tr[data-address="github.com@alice.example"]')
+            assert row.locator("td.state").inner_text() == "active"
+            row.get_by_role("button", name="Disable github.com@alice.example").click()
+            row = page.locator('tr[data-address="github.com@alice.example"]')
+            assert row.locator("td.state").inner_text() == "disabled"
+            assert "disabled: github.com@alice.example" in page.locator(".messages").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "aliases-list.png"), full_page=True)
+        finally:
+            browser.close()
+    with db.session() as s:
+        alias = s.query(Alias).one()
+        assert alias.address == "github.com@alice.example"
+        assert alias.state == "disabled" and alias.note == "code hosting"
+    assert (ARTIFACTS / "aliases-list.png").stat().st_size > 1000
+    db.dispose()
