@@ -265,7 +265,7 @@ def stat() -> None:
     click.echo(f"Messages treated as ham: {pct(total - spam)}")
     learned_spam = stats.get("bayes_learned_spam", 0)
     learned_ham = stats.get("bayes_learned_ham", 0)
-    click.echo(f"Messages learned: {learned_spam + learned_ham}")
+    click.echo(f"Messages learned: {stats.get('learned', learned_spam + learned_ham)}")
     backend = "database" if settings.scanner_backend == "bundled" else "rspamd"
     tokens = stats.get("tokens", 0)
     click.echo(f"Statfile: BAYES_SPAM type: {backend}; learned: {learned_spam}")

@@ -71,7 +71,7 @@ class RspamdScanner:
             return LearnOutcome.LEARNED
         if resp.status_code == 208 or "already learned" in body:
             return LearnOutcome.DUPLICATE
-        if resp.status_code == 403:
+        if resp.status_code in (401, 403):
             raise ScannerError("rspamd controller refused the password")
         return LearnOutcome.FAILED
 
@@ -95,6 +95,9 @@ class RspamdScanner:
             elif symbol == "BAYES_HAM":
                 out["bayes_learned_ham"] = learned
         out["tokens"] = tokens
+        # per-class statfile figures come from redis with a delay; the controller's
+        # own learn counter is current
+        out["learned"] = int(data.get("learned", 0) or 0)
         return out
 
 
@@ -116,5 +119,5 @@ def parse_checkv2(data: dict) -> ScanResult:
         action=action,
         symbols=symbols,
         is_skipped=bool(data.get("is_skipped", False)),
-        message_id=data.get("message-id"),
+        message_id=None if data.get("message-id") in (None, "undef") else data.get("message-id"),
     )

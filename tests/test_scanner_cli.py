@@ -1,0 +1,94 @@
+"""aliasd learn-spam / learn-ham / scan / stat through the real console command, on
+Maildirs, mbox files and plain files, against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+MAIL = Path(__file__).parent / "data" / "mail"
+HAM = ["ham_github.eml", "ham_colleague.eml", "ham_invoice.eml", "ham_family.eml"]
+SPAM = ["spam_pharmacy.eml", "spam_lottery.eml", "spam_loan.eml", "spam_crypto.eml"]
+ENV = {"ALIASD_BAYES_MIN_LEARNS": "2"}
+
+
+def make_maildir(root: Path, names: list[str]) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (root / sub).mkdir(parents=True)
+    for i, name in enumerate(names):
+        sub = "cur" if i % 2 else "new"
+        shutil.copy(MAIL / name, root / sub / f"17158{i}.M{i}P1.host:2,S" if sub == "cur" else root / sub / f"17158{i}.M{i}P1.host")
+    (root / "tmp" / "partial").write_bytes(b"From: half written")  # tmp/ is not mail yet
+    return root
+
+
+def make_mbox(path: Path, names: list[str]) -> Path:
+    with path.open("wb") as fh:
+        for name in names:
+            body = (MAIL / name).read_bytes().replace(b"\nFrom ", b"\n>From ")
+            fh.write(b"From MAILER-DAEMON Thu Jan  1 00:00:00 2024\n" + body.rstrip(b"\n") + b"\n\n")
+    return path
+
+
+def summary(out: str) -> dict[str, int]:
+    m = re.search(r"learned: (\d+), relearned: (\d+), duplicates: (\d+), failed: (\d+)", out)
+    assert m, out
+    return dict(zip(("learned", "relearned", "duplicates", "failed"), map(int, m.groups()), strict=True))
+
+
+def test_learn_scan_and_stat(aliasd_cli, tmp_path):
+    maildir = make_maildir(tmp_path / "Spam", SPAM[:2])
+    mbox = make_mbox(tmp_path / "spam.mbox", SPAM[2:3] + SPAM[:1])  # one new, one already in the Maildir
+    junk = tmp_path / "notes.txt"
+    junk.write_text("just some notes, not a message")
+    proc = aliasd_cli("learn-spam", str(maildir), str(mbox), str(junk), str(tmp_path / "missing"), env_extra=ENV)
+    assert summary(proc.stdout) == {"learned": 3, "relearned": 0, "duplicates": 1, "failed": 2}
+    assert "learning spam" in proc.stderr  # the progress bar
+    assert "missing: no such file or directory" in proc.stderr
+
+    hamdir = tmp_path / "ham"
+    hamdir.mkdir()
+    for name in HAM[:3]:
+        shutil.copy(MAIL / name, hamdir / name)
+    proc = aliasd_cli("learn-ham", "--quiet", str(hamdir), env_extra=ENV)
+    assert summary(proc.stdout) == {"learned": 3, "relearned": 0, "duplicates": 0, "failed": 0}
+    assert proc.stderr == ""
+    # a spam learned as ham by mistake, then corrected: it moves
+    proc = aliasd_cli("learn-ham", "-q", str(MAIL / SPAM[1]), env_extra=ENV)
+    assert summary(proc.stdout)["relearned"] == 1
+
+    proc = aliasd_cli("scan", str(MAIL / "spam_crypto.eml"), "--from", "news@crypto-profit.example.xyz",
+                      "--site", "forum.example.org", env_extra=ENV)
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith(f"Results for file: {MAIL / 'spam_crypto.eml'} (")
+    assert lines[1] == "[Metric: default]"
+    assert lines[2].startswith("Action: ")
+    assert lines[3] in ("Spam: true", "Spam: false")
+    assert re.fullmatch(r"Score: -?\d+\.\d\d / 15\.00", lines[4])
+    symbols = [line for line in lines if line.startswith("Symbol: ")]
+    assert any(re.fullmatch(r"Symbol: BAYES_SPAM \(\d+\.\d\d\)\[\d+\.\d\d%\]", s) for s in symbols), symbols
+    assert "Symbol: ALIAS_SITE_MISMATCH (1.00)[crypto-profit.example.xyz, forum.example.org]" in symbols
+    assert lines[-1] == "Message-ID: cp-20240519-0730-8812@crypto-profit.example.xyz"
+
+    proc = aliasd_cli("scan", "-", input=(MAIL / "ham_family.eml").read_text(), env_extra=ENV)
+    assert "Results for file: stdin" in proc.stdout
+    assert "Action: no action" in proc.stdout and "Symbol: BAYES_HAM" in proc.stdout
+
+    proc = aliasd_cli("stat", env_extra=ENV)
+    out = proc.stdout
+    assert "Messages scanned: 2" in out
+    assert "Messages with action no action: 1, 50.00%" in out
+    assert "Messages learned: 6" in out
+    assert "Statfile: BAYES_SPAM type: database; learned: 2" in out
+    assert "Statfile: BAYES_HAM type: database; learned: 4" in out
+    assert int(re.search(r"Total tokens: (\d+)", out).group(1)) > 500
+
+
+def test_clear_errors(aliasd_cli, tmp_path):
+    proc = aliasd_cli("scan", str(tmp_path / "nope.eml"), check=False)
+    assert proc.returncode == 1
+    assert "cannot read" in proc.stderr and "Traceback" not in proc.stderr
+    proc = aliasd_cli("learn-spam", "-q", str(tmp_path / "nope"), check=False)
+    assert proc.returncode == 1
+    assert "failed: 1" in proc.stdout and "Traceback" not in proc.stderr
