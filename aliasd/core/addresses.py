@@ -5,6 +5,7 @@ their ASCII (``xn--``) form, recipient-delimiter extensions stripped where asked
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -18,6 +19,7 @@ MAX_ADDRESS = 320
 # Characters a local part may never contain here: whitespace and controls, the list
 # separator Postfix uses in map results, quotes and the other RFC 5322 specials.
 _BAD_LOCAL = re.compile(r"[\s\x00-\x1f\x7f,\"'<>()\[\]\\;:@`]")
+_BAD_DOMAIN_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _HOSTLIKE = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,62}$")
 
@@ -36,12 +38,14 @@ class Address:
         return f"{self.local}@{self.domain}"
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_domain(text: str) -> str:
-    """Lower-case ASCII form of a domain; Unicode (IDN) names become ``xn--`` labels."""
+    """Lower-case ASCII form of a domain; Unicode (IDN) names become ``xn--`` labels.
+    Cached: bulk imports and lookups see the same few domains over and over."""
     raw = (text or "").strip().rstrip(".")
     if not raw:
         raise AddressError("the domain is empty")
-    if any(c.isspace() or ord(c) < 32 or c == "\x7f" for c in raw):
+    if _BAD_DOMAIN_CHARS.search(raw):
         raise AddressError(f"the domain {raw!r} contains whitespace or control characters")
     try:
         ascii_form = raw.lower() if raw.isascii() else idna.encode(raw, uts46=True).decode("ascii")
