@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 from flask.cli import FlaskGroup
 
-from aliasd.cli import aliases, blocklist, db, domains, lookupd, milter, postfix, scan, users
+from aliasd.cli import aliases, blocklist, db, domains, lookupd, milter, postfix, scan, up, users
 from aliasd.cli.common import CliState
 
 
@@ -29,5 +29,5 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(CliState)
 
 
-for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan):
+for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up):
     _module.register(main)

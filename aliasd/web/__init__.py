@@ -37,13 +37,26 @@ def check_secret(settings: Settings) -> None:
         )
 
 
+def _check_schema(settings: Settings) -> None:
+    """An outdated schema stops the start with a clear message; a database that is down
+    does not (pages answer 503 until it is back)."""
+    import logging
+
+    from aliasd.db import SchemaOutdated, get_database
+
+    try:
+        get_database(settings).require_current_schema()
+    except SchemaOutdated:
+        raise
+    except Exception as exc:
+        logging.getLogger(__name__).warning("cannot check the database schema yet: %s", exc)
+
+
 def create_app(settings: Settings | None = None, *, check_schema: bool = False) -> Flask:
     settings = settings or load_settings()
     check_secret(settings)
     if check_schema:
-        from aliasd.db import get_database
-
-        get_database(settings).require_current_schema()
+        _check_schema(settings)
 
     app = Flask(__name__, template_folder=str(TEMPLATES))
     app.config.update(
