@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import create_engine, delete, func, select, text
 
 from aliasd.core import aliases as core
 from aliasd.core.virtual_file import (
@@ -289,3 +289,26 @@ def test_cli_import_unreadable_and_unknown_owner(aliasd_cli, tmp_path: Path):
     assert owner.returncode == 1
     assert owner.stderr.strip() == "Error: no user named 'nobody'"
     assert aliasd_cli("alias", "export").stdout == ""  # nothing written
+
+
+@pytest.mark.parametrize("engine_name", ["postgresql"])
+def test_cli_import_database_failure_loses_nothing(aliasd_cli, database, tmp_path: Path):
+    """A lock held by another writer past the statement timeout: a clear error, exit 3,
+    no partial import; the same command succeeds once the lock is gone."""
+    _cli_setup(aliasd_cli)
+    src = tmp_path / "v"
+    src.write_text("a@example.net x@y.example\nb@example.net x@y.example\n")
+    engine = create_engine(database.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("LOCK TABLE aliases IN ACCESS EXCLUSIVE MODE"))
+            proc = aliasd_cli("alias", "import", str(src), check=False,
+                              env_extra={"ALIASD_DB_TIMEOUT": "1"})
+        assert proc.returncode == 3, proc.stderr
+        assert "database error, nothing was imported" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    finally:
+        engine.dispose()
+    assert aliasd_cli("alias", "export").stdout == ""
+    ok = aliasd_cli("alias", "import", str(src))
+    assert ok.stdout.strip() == "imported 2, updated 0, duplicates 0, errors 0"

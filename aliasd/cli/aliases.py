@@ -7,6 +7,7 @@ import sys
 
 import click
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from aliasd.cli.common import echo_err, fail_on_domain_errors, state
 from aliasd.core import aliases as core
@@ -106,6 +107,10 @@ class UnreadableFile(click.ClickException):
     exit_code = 2
 
 
+class DatabaseFailure(click.ClickException):
+    exit_code = 3
+
+
 @alias_group.command("import")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--owner", help="Owner of every imported alias. Default: each domain's owner.")
@@ -119,9 +124,9 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
             dry_run: bool) -> None:
     """Import a Postfix virtual(5) file (`address dest[, dest...]`).
 
-    Bad lines are reported on stderr as FILE:LINE: reason and the rest is imported.
-    Exit status: 0 all imported (or already present), 1 some lines refused, 2 the file
-    could not be read."""
+    Bad lines are reported on stderr as FILE:LINE: reason and the rest is imported, in one
+    transaction. Exit status: 0 all imported (or already present), 1 some lines refused,
+    2 the file could not be read, 3 the database failed (nothing imported)."""
     try:
         if file == "-":
             stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
@@ -141,6 +146,13 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
                 session.rollback()
     except OSError as exc:  # e.g. a directory or a read error half-way: nothing written
         raise UnreadableFile(f"cannot read {file}: {exc.strerror or exc}") from exc
+    except IntegrityError as exc:  # another writer added one of these addresses meanwhile
+        raise DatabaseFailure(
+            "another writer created some of these addresses during the import; "
+            "nothing was imported, run the import again"
+        ) from exc
+    except SQLAlchemyError as exc:  # one transaction: a failure anywhere loses nothing
+        raise DatabaseFailure(f"database error, nothing was imported: {exc}") from exc
     name = "<stdin>" if file == "-" else file
     for problem in report.problems:
         echo_err(f"{name}:{problem.line}: {problem.reason}")
