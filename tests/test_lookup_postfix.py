@@ -1,0 +1,344 @@
+"""``aliasd lookupd`` as a real process with the real Postfix as its client: postmap over
+socketmap and tcp_table, a private Postfix smtpd driven with swaks relaying to a capture
+server, freshness across two lookupd processes, catch-all creation, and a database
+outage (a TCP proxy in front of PostgreSQL that we stop) answered with 451."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from aliasd.config import load_settings
+from aliasd.core import aliases as core
+from aliasd.db import Database
+from aliasd.models import Alias
+from tests.conftest import settings_env
+from tests.harness.net import free_port, wait_for_port
+from tests.harness.postfix import (
+    CaptureServer,
+    PostfixInstance,
+    postmap,
+    postmap_query,
+    smtp_reply_codes,
+    swaks,
+)
+
+pytestmark = pytest.mark.postfix
+
+GATE = r"[a-z0-9-]+(\.[a-z0-9-]+)+"  # catch-all only for host-name-like local parts
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "") -> float:
+    """Poll ``check`` every 20 ms; return the seconds it took."""
+    started = time.monotonic()
+    while not check():
+        if time.monotonic() - started > timeout:
+            raise TimeoutError(f"not true after {timeout}s: {what}")
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+class Lookupd:
+    """One ``aliasd lookupd`` process on fresh loopback ports."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.sm_port, self.tcp_port = free_port(), free_port()
+        self.log_path = log_path
+        self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "aliasd", "lookupd",
+             "--socketmap", f"127.0.0.1:{self.sm_port}", "--tcp", f"127.0.0.1:{self.tcp_port}"],
+            env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for_port(self.sm_port, timeout=20)
+        wait_for_port(self.tcp_port, timeout=20)
+
+    @property
+    def sm(self) -> str:
+        return f"socketmap:inet:127.0.0.1:{self.sm_port}:virtual"
+
+    @property
+    def tcp(self) -> str:
+        return f"tcp:127.0.0.1:{self.tcp_port}"
+
+    def wait_loaded(self, domain: str = "d.example") -> None:
+        wait_until(lambda: postmap_query(domain, self.sm)[0] == 0, 20, f"lookupd serving {domain}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.close()
+
+
+def lookupd_env(settings, **extra: str) -> dict[str, str]:
+    env = settings_env(settings)
+    env.update(ALIASD_LOOKUP_SYNC_INTERVAL="0.1", **extra)
+    return env
+
+
+@pytest.fixture
+def setup_cli(database, aliasd_cli):
+    """Users, domains and aliases (made through core, which the CLI calls, for speed);
+    the returned real CLI is what the tests change things with."""
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "d.example", bob)
+        core.create_domain(s, "c.example", bob, catch_all="create", catch_all_regex=GATE,
+                           catch_all_max_per_hour=2)  # fmt: skip
+        core.create_alias(s, "github.com@d.example", bob, site="github.com")
+        core.create_alias(s, "multi@d.example", bob,
+                          destinations=["one@real.example", "two@real.example"])  # fmt: skip
+        core.set_state(s, core.create_alias(s, "gone@d.example", bob), "burned")
+    return aliasd_cli
+
+
+@pytest.fixture
+def lookupd_pair(setup_cli, settings, tmp_path) -> Iterator[tuple[Lookupd, Lookupd]]:
+    """Two lookupd processes sharing one database, like two MX hosts."""
+    first = Lookupd(lookupd_env(settings), tmp_path / "lookupd-1.log")
+    second = Lookupd(lookupd_env(settings), tmp_path / "lookupd-2.log")
+    try:
+        first.wait_loaded()
+        second.wait_loaded()
+        yield first, second
+    finally:
+        first.stop()
+        second.stop()
+
+
+def batch(keys: list[str], spec: str) -> dict[str, str]:
+    """One postmap process, one connection, many keys: found keys → values."""
+    proc = postmap("-q", "-", spec, input="".join(k + "\n" for k in keys))
+    assert proc.returncode in (0, 1), proc.stderr
+    assert proc.stderr == "", proc.stderr
+    return dict(line.split("\t", 1) for line in proc.stdout.splitlines())
+
+
+def test_postmap_answers_and_changes_show_within_a_second(lookupd_pair, setup_cli):
+    one, two = lookupd_pair
+    found = {
+        "github.com@d.example": "bob@real.example",
+        "GitHub.COM+news@D.Example": "bob@real.example",
+        "multi@d.example": "one@real.example,two@real.example",
+        "d.example": "managed",
+        "C.Example": "managed",
+    }
+    missing = ["gone@d.example", "nobody@d.example", "bob@real.example", "one@real.example",
+               "real.example", "other.example", "a@@d.example", "@d.example",
+               "srs0=abcd=xy=shop.example=news@c.example", "plainword@c.example"]  # fmt: skip
+    for spec in (one.sm, one.tcp, two.sm, two.tcp):
+        assert batch([*found, *missing] * 3, spec) == found
+    assert postmap_query("bad key@d.example", one.tcp)[:2] == (1, "")
+
+    # Changes through the CLI reach both processes within a second.
+    setup_cli("alias", "burn", "github.com@d.example")
+    setup_cli("alias", "add", "fresh@d.example", "--owner", "bob")
+    for proc in (one, two):
+        took = wait_until(lambda p=proc: postmap_query("github.com@d.example", p.sm)[0] == 1, 1.0,
+                          "burn seen")  # fmt: skip
+        assert took < 1.0
+        assert postmap_query("fresh@d.example", proc.tcp)[:2] == (0, "bob@real.example")
+
+    # Catch-all: the first query creates the alias; the other process learns it.
+    assert postmap_query("News.Shop.example+x@c.example", one.sm)[:2] == (0, "bob@real.example")
+    listed = setup_cli("alias", "list", "--search", "news.shop").stdout
+    assert "news.shop.example@c.example\tactive\tnews.shop.example\tbob@real.example" in listed
+    wait_until(lambda: postmap_query("news.shop.example@c.example", two.tcp)[0] == 0, 1.0)
+    assert postmap_query("plainword@c.example", one.sm)[:2] == (1, "")  # regex gate
+    assert postmap_query("second.example@c.example", two.sm)[:2] == (0, "bob@real.example")
+    status, _out, err = postmap_query("third.example@c.example", one.sm)  # cap: 2 per hour
+    assert status == 1 and "temporary error" in err and "cap" in err
+    assert "third.example" not in setup_cli("alias", "list").stdout
+
+
+@pytest.fixture(scope="module")
+def mta() -> Iterator[tuple[PostfixInstance, CaptureServer]]:
+    # Not under pytest's basetemp: every pytest session resets /tmp/pytest-of-<user> to
+    # mode 0700, which would lock the postfix user out of a running instance's queue.
+    base = tempfile.mkdtemp(prefix="aliasd-lookup-postfix-")
+    capture = CaptureServer()
+    capture.start()
+    pf = PostfixInstance(base, relay_port=capture.port)
+    pf.start()
+    try:
+        yield pf, capture
+    finally:
+        pf.stop()
+        capture.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def use_map(pf: PostfixInstance, spec: str) -> None:
+    pf.postconf(virtual_alias_domains=spec, virtual_alias_maps=spec)
+
+
+def delivered_to(capture: CaptureServer, marker: str, timeout: float = 20) -> list[str]:
+    msg = capture.wait_for(lambda m: marker in m.text, timeout=timeout)
+    return msg.rcpt_tos
+
+
+def test_smtp_accepts_live_aliases_and_refuses_the_rest(mta, setup_cli, settings, tmp_path):
+    pf, capture = mta
+    setup_cli("domain", "add", "one.example", "--owner", "bob", "--catch-all", "create",
+              "--max-per-hour", "1")  # fmt: skip
+    lookupd = Lookupd(lookupd_env(settings), tmp_path / "lookupd.log")
+    try:
+        lookupd.wait_loaded()
+        for spec in (lookupd.sm, lookupd.tcp):
+            use_map(pf, spec)
+            marker = f"case-ext-{spec[:3]}"
+            res = swaks(pf.smtp_port, to="GitHub.COM+News@D.Example", body=marker)
+            assert res.returncode == 0, res.stdout + res.stderr
+            assert delivered_to(capture, marker) == ["bob@real.example"]
+
+        use_map(pf, lookupd.sm)
+        res = swaks(pf.smtp_port, to="multi@d.example", body="multi-dest")
+        assert res.returncode == 0, res.stdout
+        assert sorted(delivered_to(capture, "multi-dest")) == ["one@real.example",
+                                                                "two@real.example"]  # fmt: skip
+        for rcpt in ("nobody@d.example", "gone@d.example", "plainword@c.example"):
+            res = swaks(pf.smtp_port, to=rcpt, body="refused")
+            assert res.returncode != 0
+            assert "550" in smtp_reply_codes(res.stdout), res.stdout
+            assert "User unknown in virtual alias table" in res.stdout
+
+        # Catch-all: the first mail creates the alias; past the hourly cap → 451.
+        res = swaks(pf.smtp_port, to="shop.example@one.example", body="first-mail")
+        assert res.returncode == 0, res.stdout
+        assert delivered_to(capture, "first-mail") == ["bob@real.example"]
+        assert "shop.example@one.example\tactive" in setup_cli("alias", "list").stdout
+        res = swaks(pf.smtp_port, to="other.example@one.example", body="capped")
+        assert res.returncode != 0
+        assert "451" in smtp_reply_codes(res.stdout), res.stdout
+    finally:
+        lookupd.stop()
+
+
+class TcpProxy:
+    """A TCP forwarder we can stop (refusing and cutting connections) and start again,
+    standing in for a database server that goes away."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = free_port()
+        self.listener: socket.socket | None = None
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+
+    def start(self) -> None:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", self.port))
+        listener.listen(64)
+        self.listener = listener
+        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        if self.listener is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would leave
+            # the listening socket alive until that accept() returned.
+            with contextlib.suppress(OSError):
+                self.listener.shutdown(socket.SHUT_RDWR)
+            self.listener.close()
+            self.listener = None
+        with self.lock:
+            for conn in self.conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self.conns.clear()
+
+
+def test_database_down_answers_451_and_mail_goes_through_once_back(mta, request, tmp_path):
+    pg = request.getfixturevalue("_postgres")
+    pg.clean()
+    database = Database(pg.url)
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "d.example", bob)
+        core.create_alias(s, "github.com@d.example", bob)
+    database.dispose()
+    proxy = TcpProxy(5432)
+    proxy.start()
+    url = pg.url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    assert url != pg.url
+    env = settings_env(load_settings(environ={}, data_dir=str(tmp_path / "data"),
+                                     database_url=url, env="development", secret_key="t"))
+    env.update(ALIASD_LOOKUP_SYNC_INTERVAL="0.1", ALIASD_LOOKUP_MAX_STALENESS="1",
+               ALIASD_DB_TIMEOUT="1")  # fmt: skip
+    pf, capture = mta
+    lookupd = Lookupd(env, tmp_path / "lookupd.log")
+    try:
+        lookupd.wait_loaded()
+        use_map(pf, lookupd.sm)
+        res = swaks(pf.smtp_port, to="github.com@d.example", body="before-outage")
+        assert res.returncode == 0, res.stdout
+        delivered_to(capture, "before-outage")
+
+        proxy.stop()
+        wait_until(lambda: "query error" in postmap_query("github.com@d.example", lookupd.sm)[2],
+                   10, "TEMP while the database is away")  # fmt: skip
+        for spec in (lookupd.sm, lookupd.tcp):
+            for key in ("github.com@d.example", "nobody@d.example", "d.example"):
+                status, _out, err = postmap_query(key, spec)
+                assert status == 1 and "query error" in err, (spec, key, err)  # never NOTFOUND
+        res = swaks(pf.smtp_port, to="github.com@d.example", body="during-outage")
+        assert res.returncode != 0
+        codes = smtp_reply_codes(res.stdout)
+        assert "451" in codes and "550" not in codes, res.stdout
+        assert "Temporary lookup failure" in res.stdout
+
+        proxy.start()
+        wait_until(lambda: postmap_query("github.com@d.example", lookupd.sm)[0] == 0, 15,
+                   "lookupd recovers")  # fmt: skip
+        res = swaks(pf.smtp_port, to="github.com@d.example", body="during-outage retried")
+        assert res.returncode == 0, res.stdout
+        assert delivered_to(capture, "during-outage retried") == ["bob@real.example"]
+    finally:
+        lookupd.stop()
+        proxy.stop()
+    with Database(pg.url).session() as s:  # the outage changed nothing
+        assert s.scalar(select(Alias.state).where(Alias.address == "github.com@d.example")) == "active"
