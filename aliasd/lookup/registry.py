@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from aliasd.config import Settings
 from aliasd.db import Database
-from aliasd.lookup import srs_maps, virtual_map
+from aliasd.lookup import access_map, srs_maps, virtual_map
 from aliasd.lookup.maps import LookupMap
 
 MapFactory = Callable[[Settings, Database], LookupMap | None]
@@ -17,6 +17,7 @@ MAP_FACTORIES: list[MapFactory] = [
     virtual_map.build,  # virtual_alias_maps / virtual_alias_domains
     srs_maps.build_forward,  # sender_canonical_maps (SRS), None when SRS is off
     srs_maps.build_reverse,  # recipient_canonical_maps (SRS), None when SRS is off
+    access_map.build,  # check_sender_access: blocked sender domains
 ]
 
 

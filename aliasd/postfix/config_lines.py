@@ -64,6 +64,24 @@ def lookup_section(settings: Settings) -> Section | None:
     )
 
 
+def blocklist_section(settings: Settings) -> Section:
+    """Sender blocks (issue 5): header_checks after DATA, and the same blocks as an access
+    map at MAIL FROM through lookupd."""
+    lines = [f"header_checks = pcre:{settings.effective_blocklist_file}"]
+    if settings.lookup_socketmap:
+        table = postfix_table("socketmap", settings.lookup_socketmap, "sender_access")
+        lines.append(f"smtpd_sender_restrictions = check_sender_access {table}")
+    return Section(
+        "aliasd sender blocks",
+        "Blocked sources, both ways. header_checks sees the From:/Reply-To:/Sender: headers\n"
+        "after DATA; aliasd writes the file (checked by postmap, renamed into place) and runs\n"
+        f"'{settings.blocklist_reload_command}'. check_sender_access refuses the envelope sender\n"
+        "at MAIL FROM, earlier and cheaper; lookupd answers TEMP (451) when the database is down.\n"
+        "Keep any smtpd_sender_restrictions you already have and add the check to them.",
+        lines,
+    )
+
+
 def _srs_domain_suffix(settings: Settings) -> str:
     # SRS bounce addresses live at srs_domain: listing it with the virtual domains makes
     # smtpd refuse (550) every address there that srs_reverse does not vouch for.
@@ -96,6 +114,7 @@ def srs_section(settings: Settings) -> Section | None:
 SECTION_BUILDERS: list[Callable[[Settings], Section | None]] = [
     lookup_section,
     srs_section,
+    blocklist_section,
 ]
 
 

@@ -1,0 +1,159 @@
+"""The ``sender_access`` map: aliasd's sender blocks as an access(5) table for
+
+    smtpd_sender_restrictions = check_sender_access socketmap:inet:HOST:PORT:sender_access
+
+which refuses a blocked sender at MAIL FROM, before any data is sent (earlier and cheaper
+than header_checks, which only sees the message after DATA).
+
+Postfix asks a socketmap table for the full sender address only (no ``domain`` or ``user@``
+partial keys, as for other pattern-like tables), so the map derives the domain itself and
+checks it and its parent domains. Answers: ``REJECT <the rule's text>`` for a blocked
+domain, NOTFOUND otherwise (also for ``<>`` and malformed keys), TEMP when the block list
+cannot be read from the database fresh enough: smtpd then answers 451 and the sender
+retries; nothing is lost and nothing blocked slips through on a guess.
+
+The blocked domains live in memory, refreshed in the background every
+``lookup_sync_interval``; hits are counted in memory and added to the rules on refresh."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from aliasd.config import Settings
+from aliasd.core import blocking
+from aliasd.core.addresses import AddressError, normalize_domain
+from aliasd.core.decision import Decision
+from aliasd.db import Database
+
+log = logging.getLogger("aliasd.lookup.access")
+
+
+class SenderAccessMap:
+    name = "sender_access"
+
+    def __init__(
+        self,
+        database: Database,
+        *,
+        sync_interval: float = 0.25,
+        max_staleness: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.database = database
+        self.sync_interval = sync_interval
+        self.max_staleness = max_staleness
+        self.clock = clock
+        self.blocked: dict[str, tuple[int, str]] | None = None  # domain -> (rule id, text)
+        self.loaded_at = float("-inf")
+        self._hits: dict[int, int] = {}
+        self._hits_lock = threading.Lock()
+        self._sync_task: asyncio.Task | None = None
+        self._last_error_log = float("-inf")
+
+    # --- the in-memory copy -------------------------------------------------------------
+    def refresh(self) -> None:
+        """Blocking: flush counted hits and reload the blocked domains (raises on database
+        errors, keeping the old copy, which then goes stale)."""
+        started = self.clock()
+        with self._hits_lock:
+            hits, self._hits = self._hits, {}
+        try:
+            with self.database.session() as session:
+                if hits:
+                    blocking.record_hits(session, hits)
+                blocked = {
+                    domain: (rule.id, rule.reject_text)
+                    for domain, rule in blocking.blocked_domains(session).items()
+                }
+        except Exception:
+            with self._hits_lock:  # count them next time
+                for rule_id, count in hits.items():
+                    self._hits[rule_id] = self._hits.get(rule_id, 0) + count
+            raise
+        self.blocked = blocked
+        self.loaded_at = started
+
+    def current(self) -> dict[str, tuple[int, str]] | None:
+        if self.blocked is None or self.clock() - self.loaded_at > self.max_staleness:
+            return None
+        return self.blocked
+
+    # --- lookups ------------------------------------------------------------------------
+    @staticmethod
+    def key_domain(key: str) -> str | None:
+        """The domain of ``user@domain``, ``@domain``, ``<user@domain>`` or a bare domain;
+        None for the null sender and anything malformed."""
+        raw = key.strip()
+        if raw.startswith("<") and raw.endswith(">"):
+            raw = raw[1:-1]
+        if not raw:
+            return None
+        domain = raw.rpartition("@")[2]
+        if not domain or domain.startswith("["):  # address literals are not domains
+            return None
+        try:
+            return normalize_domain(domain)
+        except AddressError:
+            return None
+
+    def lookup_fast(self, key: str) -> Decision:
+        domain = self.key_domain(key)
+        if domain is None:
+            return Decision.notfound()
+        blocked = self.current()
+        if blocked is None:
+            return Decision.temp("block list unknown: database unreachable")
+        labels = domain.split(".")
+        for i in range(len(labels) - 1):
+            hit = blocked.get(".".join(labels[i:]))
+            if hit is not None:
+                rule_id, text = hit
+                with self._hits_lock:
+                    self._hits[rule_id] = self._hits.get(rule_id, 0) + 1
+                return Decision.found(f"REJECT {text or f'blocked id={rule_id}'}")
+        return Decision.notfound()
+
+    async def lookup(self, key: str) -> Decision:
+        return self.lookup_fast(key)
+
+    # --- lifecycle (called by the lookup server) ------------------------------------------
+    async def start(self) -> None:
+        if self._sync_task is None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.refresh)
+            self._sync_task = asyncio.create_task(self._sync_loop())
+
+    async def close(self) -> None:
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sync_task
+            self._sync_task = None
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.refresh)  # keep the last hits
+
+    async def _sync_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.to_thread(self.refresh)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # database down or slow: keep trying, go stale
+                now = time.monotonic()
+                if now - self._last_error_log > 10:
+                    self._last_error_log = now
+                    log.warning("cannot read the block list: %s", exc)
+            await asyncio.sleep(self.sync_interval)
+
+
+def build(settings: Settings, database: Database) -> SenderAccessMap:
+    return SenderAccessMap(
+        database,
+        sync_interval=max(settings.lookup_sync_interval, 0.5),
+        max_staleness=settings.lookup_max_staleness,
+    )

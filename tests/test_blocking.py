@@ -1,0 +1,321 @@
+"""Blocking policy and the header_checks writer, on SQLite and PostgreSQL: rules checked
+by Postfix's own parser (postmap), escaping, the auto-block threshold, safe writes,
+reload failures, and importing a real-world list with broken rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from aliasd.core import aliases as core
+from aliasd.core import blocking, events
+from aliasd.models import BlockRule, utcnow
+from aliasd.postfix import header_checks as hc
+from tests.harness.postfix import client_config_dir, postmap_query
+
+FIXTURE = Path("/work/shared/fixtures/header_checks.v3")
+SKIPPED_BY_POSTFIX = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13]
+
+
+def pcre_query(tmp_path: Path, pattern: str, key: str) -> tuple[int, str, str]:
+    table = tmp_path / "one.pcre"
+    table.write_text(f"{pattern} REJECT hit\n")
+    return postmap_query(key, f"pcre:{table}")
+
+
+# --- patterns (no database) -------------------------------------------------------------
+@pytest.mark.parametrize(
+    "header, blocked",
+    [
+        ("From: news@massnews.gr", True),
+        ("From: \"Mass News\" <promo@MASSNEWS.GR>", True),
+        ("From: a@mail.massnews.gr", True),
+        ("Reply-To: x@massnews.gr", True),
+        ("Sender: bounce@massnews.gr", True),
+        ("From: Mass News\n <news@massnews.gr>", True),  # folded header
+        ("From: a@massnews.gr.example.com", False),
+        ("From: a@massnews.gr-shop.com", False),
+        ("From: a@notmassnews.gr", False),
+        ("To: someone@massnews.gr", False),
+        ("Subject: news from massnews.gr", False),
+        ("Received: from mx.massnews.gr by mx.example.net", False),
+    ],
+)
+def test_domain_pattern_matches_sender_headers_only(tmp_path, header, blocked):
+    pattern = blocking.domain_pattern("massnews.gr")
+    status, value, stderr = pcre_query(tmp_path, pattern, header)
+    assert stderr == ""
+    assert (status == 0) is blocked, (pattern, header)
+    if blocked:
+        assert value == "REJECT hit"
+
+
+def test_escaping_keeps_user_data_literal(tmp_path):
+    # Every regex metacharacter escaped: the pattern matches the text itself only.
+    hostile = "a.b*c+(d)|[e]^$/\\?{2}"
+    escaped = blocking.pcre_escape(hostile)
+    status, _, stderr = pcre_query(tmp_path, f"/^{escaped}$/", hostile)
+    assert (status, stderr) == (0, "")
+    assert pcre_query(tmp_path, f"/^{escaped}$/", "aXb*c+(d)|[e]^$/\\?{2}")[0] == 1
+    with pytest.raises(blocking.BlockError):
+        blocking.pcre_escape("caf\u00e9")
+
+
+def test_reject_text_template_keeps_ids_and_stays_one_line(settings):
+    s = settings.with_overrides(blocklist_reject_text="Go away {id}\n{unknown} \u00a0x")
+    assert blocking.format_reject_text(s, 7) == "Go away 7 {unknown} x"
+    assert hc.rule_line("/a/", "x\u00a0y\tz") == '/a/ REJECT "x y z"'
+
+
+# --- rules in the database -----------------------------------------------------------------
+@pytest.fixture
+def world(database):
+    with database.session() as s:
+        alice = core.create_user(s, "alice", "alice@real.example")
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "example.net", alice)
+        core.create_alias(s, "shop.example@example.net", alice, site="shop.example")
+        core.create_alias(s, "forum.example@example.net", alice, site="forum.example")
+        core.create_alias(s, "bob-shop@example.net", bob, site="shop.example")
+    return database
+
+
+def spam(db, settings, rcpt: str, sender: str, *, from_domain: str | None = None,
+         at: dt.datetime | None = None, is_spam: bool = True) -> None:
+    with db.session() as s:
+        tgt = events.find_aliases(s, [rcpt], "+")
+    facts = events.MessageFacts(envelope_sender=sender, from_domain=from_domain, at=at,
+                                subject="cheap pills")
+    outcome = events.Outcome(score=9.0 if is_spam else 0.0, action="add header",
+                             is_spam=is_spam)
+    events.record_and_notify(db, settings, tgt, facts, outcome)
+
+
+def rules(db) -> list[BlockRule]:
+    with db.session() as s:
+        return list(s.scalars(select(BlockRule).order_by(BlockRule.id)))
+
+
+@pytest.fixture
+def policy_settings(settings):
+    return settings.with_overrides(
+        autoblock_threshold=3, autoblock_period_hours=24, blocklist_reload_command=""
+    )
+
+
+def test_autoblock_after_threshold_within_period_per_user(world, policy_settings):
+    st = policy_settings
+    old = utcnow() - dt.timedelta(hours=30)
+    # Outside the period, ham, and another user's spam do not count.
+    spam(world, st, "shop.example@example.net", "a@massnews.gr", at=old)
+    spam(world, st, "shop.example@example.net", "a@massnews.gr", at=old)
+    spam(world, st, "shop.example@example.net", "a@massnews.gr", is_spam=False)
+    spam(world, st, "bob-shop@example.net", "a@massnews.gr")
+    spam(world, st, "bob-shop@example.net", "a@massnews.gr")
+    spam(world, st, "shop.example@example.net", "a@massnews.gr")
+    spam(world, st, "forum.example@example.net", "b@massnews.gr")  # any of alice's aliases
+    assert rules(world) == []
+    spam(world, st, "shop.example@example.net", "c@massnews.gr")
+    [rule] = rules(world)
+    assert (rule.kind, rule.value, rule.source, rule.enabled) == (
+        "sender_domain", "massnews.gr", "auto", True
+    )
+    assert rule.reject_text == f"Plz stop sending SPAM id={rule.id}"
+    assert rule.pattern == blocking.domain_pattern("massnews.gr")
+    # More spam does not add the rule twice.
+    spam(world, st, "shop.example@example.net", "d@massnews.gr")
+    assert len(rules(world)) == 1
+
+
+def test_autoblock_counts_from_header_domain_and_protects_own_domains(world, policy_settings):
+    st = policy_settings
+    for _ in range(3):
+        # Forged From: the managed domain must never be blocked; the bounce domain is.
+        spam(world, st, "shop.example@example.net", "x@bounces.spam.example",
+             from_domain="example.net")
+    assert [r.value for r in rules(world)] == ["bounces.spam.example"]
+    for _ in range(3):
+        spam(world, st, "shop.example@example.net", "", from_domain="real.example")
+    assert [r.value for r in rules(world)] == ["bounces.spam.example"]
+
+
+def test_disabled_auto_rule_is_respected_and_manual_block_reenables(world, policy_settings):
+    st = policy_settings
+    for _ in range(3):
+        spam(world, st, "shop.example@example.net", "a@massnews.gr")
+    [rule] = rules(world)
+    with world.session() as s:
+        blocking.set_enabled(s, rule.id, False)
+    spam(world, st, "shop.example@example.net", "a@massnews.gr")
+    assert [r.enabled for r in rules(world)] == [False]
+    with world.session() as s:
+        again = blocking.block_domain(s, st, "MassNews.GR.", source="manual")
+        assert again.id == rule.id and again.enabled
+    with world.session() as s, pytest.raises(blocking.BlockError):
+        blocking.block_domain(s, st, 'evil.com/ REJECT "x"')
+
+
+def test_autoblock_writes_the_table_after_commit(world, policy_settings, tmp_path):
+    st = policy_settings.with_overrides(blocklist_file=str(tmp_path / "hc" / "header_checks"))
+    for _ in range(3):
+        spam(world, st, "shop.example@example.net", "a@massnews.gr")
+    result = hc.wait_for_sync(st)
+    assert isinstance(result, hc.WriteResult), result
+    text = Path(st.effective_blocklist_file).read_text()
+    [rule] = rules(world)
+    assert f'{rule.pattern} REJECT "Plz stop sending SPAM id={rule.id}"' in text.splitlines()
+    # A rolled-back transaction never reaches the file.
+    with pytest.raises(RuntimeError), world.session() as s:
+        blocking.block_domain(s, st, "rolledback.example")
+        blocking.sync_after_commit(s, st)
+        raise RuntimeError("abort")
+    assert hc.wait_for_sync(st) is result
+    assert "rolledback" not in Path(st.effective_blocklist_file).read_text()
+
+
+def test_broken_rule_never_reaches_the_live_file(world, settings, tmp_path):
+    st = settings.with_overrides(
+        blocklist_file=str(tmp_path / "header_checks"), blocklist_reload_command=""
+    )
+    with world.session() as s:
+        blocking.block_domain(s, st, "massnews.gr")
+    first = hc.sync_blocklist(st, world)
+    assert first.changed and first.rules == 1
+    live = Path(st.effective_blocklist_file).read_text()
+    with world.session() as s:
+        # Straight into the table, as a buggy or hand-edited database row would be.
+        s.add(BlockRule(kind="regex", value="x(", pattern="/x(/", reject_text="t",
+                        source="manual"))
+        s.add(BlockRule(kind="regex", value="y", pattern="/y/\u00a0", reject_text="t",
+                        source="manual"))
+    with pytest.raises(hc.HeaderChecksError) as err:
+        hc.sync_blocklist(st, world)
+    assert Path(st.effective_blocklist_file).read_text() == live
+    assert leftovers(tmp_path) == []
+    problems = "\n".join(err.value.problems)
+    assert "line 4:" in problems and "/x(/" in problems
+    assert "line 5:" in problems and "unknown regexp option" in problems
+
+
+@pytest.fixture
+def cli(settings):
+    """The aliasd command run in-process (click's runner): the same code path as the
+    console command without a Python start-up per call. ``test_failed_reload_is_reported``
+    runs the real subprocess."""
+    from click.testing import CliRunner
+
+    from aliasd.cli import main
+    from tests.conftest import settings_env
+
+    def run(*args: str, check: bool = True, env_extra: dict | None = None):
+        env = {k: None for k in os.environ if k.startswith("ALIASD_")}
+        env.update(settings_env(settings))
+        env.update(env_extra or {})
+        result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+        if check and result.exit_code != 0:
+            raise AssertionError(f"aliasd {' '.join(args)}: {result.output}{result.stderr}")
+        result.returncode = result.exit_code
+        return result
+
+    return run
+
+
+def leftovers(directory: Path) -> list[str]:
+    return [n for n in os.listdir(directory) if n.endswith(".new")]
+
+
+def test_failed_reload_is_reported(world, settings, tmp_path, aliasd_cli):
+    st = settings.with_overrides(
+        blocklist_file=str(tmp_path / "header_checks"), blocklist_reload_command="false"
+    )
+    with world.session() as s:
+        blocking.block_domain(s, st, "massnews.gr")
+    result = hc.sync_blocklist(st, world)
+    assert result.changed and not result.reloaded
+    assert "failed (exit 1)" in result.reload_error
+    env = {"ALIASD_BLOCKLIST_FILE": st.blocklist_file,
+           "ALIASD_BLOCKLIST_RELOAD_COMMAND": "sh -c 'echo postfix is down >&2; exit 3'"}
+    proc = aliasd_cli("blocklist", "add", "spam.example", check=False, env_extra=env)
+    assert proc.returncode == 1
+    assert "was not reloaded" in proc.stderr and "postfix is down" in proc.stderr
+    assert "spam\\.example" in Path(st.blocklist_file).read_text()  # the table is in place
+
+
+def test_cli_add_disable_enable_export(world, cli, tmp_path):
+    env = {"ALIASD_BLOCKLIST_FILE": str(tmp_path / "hc"), "ALIASD_BLOCKLIST_RELOAD_COMMAND": "true"}
+    out = cli("blocklist", "add", "Spam.Example", env_extra=env).stdout
+    rule_id = int(out.split("\t")[0])
+    refused = cli("blocklist", "add", "--regex", "/foo(/", check=False, env_extra=env)
+    assert refused.returncode == 1 and "Postfix refuses the pattern" in refused.stderr
+    cli("blocklist", "add", "--regex", "/^Subject:.*viagra/", env_extra=env)
+    assert "spam\\.example" in (tmp_path / "hc").read_text()
+    cli("blocklist", "disable", str(rule_id), env_extra=env)
+    assert "spam\\.example" not in (tmp_path / "hc").read_text()
+    listed = json.loads(cli("blocklist", "list", "--all", "--json").stdout)
+    assert [(r["id"], r["enabled"], r["source"]) for r in listed] == [
+        (rule_id, False, "manual"), (rule_id + 1, True, "manual")
+    ]
+    cli("blocklist", "enable", str(rule_id), env_extra=env)
+    exported = cli("blocklist", "export").stdout
+    assert exported == (tmp_path / "hc").read_text()
+    csv_out = cli("blocklist", "export", "--format", "csv").stdout.splitlines()
+    assert csv_out[0].startswith("id,kind,value,pattern") and len(csv_out) == 3
+    missing = cli("blocklist", "disable", "999", check=False, env_extra=env)
+    assert missing.returncode == 1 and "no block rule with id 999" in missing.stderr
+
+
+# --- import -------------------------------------------------------------------------------
+def test_parse_fixture_reports_exactly_the_rules_postfix_skips():
+    report = hc.parse_table(FIXTURE.read_text(encoding="utf-8"))
+    # The local parser alone agrees with Postfix on which lines are skipped...
+    assert report.skipped_lines == SKIPPED_BY_POSTFIX
+    postfix_says = hc.postmap_problems(str(FIXTURE), str(client_config_dir()))
+    assert sorted(n for n, _ in postfix_says) == SKIPPED_BY_POSTFIX
+    assert len(report.rules) == 63 and report.unparsable == []
+    by_line = {r.line_no: r for r in report.rules}
+    # Line 4: a valid pattern, non-breaking spaces only in the reject text.
+    assert not by_line[4].skipped_by_postfix
+    assert by_line[4].repaired_line == '/Akis.Angelakis/i REJECT "Plz stop sending SPAM id= 4 "'
+    assert by_line[1].repaired_line == '/massnews\\.gr/ REJECT "Plz stop sending SPAM id= 1 "'
+    assert by_line[5].pattern == "/from.*/" and by_line[5].too_broad
+    assert by_line[56].pattern == "/PRINTEX\\ DIGITAL/i"
+    assert [r.original_id for r in report.rules] == list(range(1, 64))
+    # Every repaired rule is one Postfix accepts.
+    config = str(client_config_dir())
+    repaired = "\n".join(r.repaired_line for r in report.rules) + "\n"
+    assert "\u00a0" not in repaired
+    with open(Path(config) / "repaired.pcre", "w") as fh:
+        fh.write(repaired)
+    assert hc.postmap_problems(str(Path(config) / "repaired.pcre"), config) == []
+
+
+def test_import_cli_reports_lines_keeps_ids_and_writes_a_clean_table(world, cli, tmp_path):
+    env = {"ALIASD_BLOCKLIST_FILE": str(tmp_path / "hc"), "ALIASD_BLOCKLIST_RELOAD_COMMAND": "true"}
+    dry = cli("blocklist", "import", "--dry-run", str(FIXTURE), env_extra=env).stdout
+    skipped = [int(line.split(":")[0].split()[1]) for line in dry.splitlines()
+               if line.startswith("line ") and ": skipped by Postfix:" in line]
+    assert skipped == SKIPPED_BY_POSTFIX
+    assert "line 4: defective: non-breaking spaces in the action" in dry
+    assert '    repaired: /massnews\\.gr/ REJECT "Plz stop sending SPAM id= 1 "' in dry
+    assert "Postfix skips 12 (lines 1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13)" in dry
+    assert rules(world) == []  # dry run changes nothing
+    out = cli("blocklist", "import", str(FIXTURE), env_extra=env).stdout
+    assert "63 rules imported" in out
+    imported = rules(world)
+    assert [r.id for r in imported] == list(range(1, 64))  # the ids senders were told
+    assert {r.source for r in imported} == {"imported"}
+    assert [r.id for r in imported if not r.enabled] == [5]  # /from.*/ would refuse all mail
+    table = (tmp_path / "hc").read_text()
+    assert hc.postmap_problems(str(tmp_path / "hc"), str(client_config_dir())) == []
+    assert '/massnews\\.gr/ REJECT "Plz stop sending SPAM id=1"' in table.splitlines()
+    assert "/from.*/" not in table
+    again = cli("blocklist", "import", str(FIXTURE), env_extra=env).stdout
+    assert "0 rules imported" in again
+    # New rules continue after the imported ids (PostgreSQL's sequence moved too).
+    new = cli("blocklist", "add", "late.example", env_extra=env).stdout
+    assert new.startswith("64\t")
