@@ -203,8 +203,7 @@ def import_virtual(
         )
 
     table = Alias.__table__
-    for start in range(0, len(new_rows), CHUNK):
-        session.execute(insert(table), new_rows[start : start + CHUNK])
+    _bulk_insert(session, new_rows)
     if updates:
         session.execute(
             update(table).where(table.c.id == _bind("id")).values(
@@ -218,6 +217,26 @@ def import_virtual(
         record_change(session, None)  # one "reload all" for lookupd, not 100,000 rows
     session.flush()
     return report
+
+
+def _bulk_insert(session: Session, rows: list[dict]) -> None:
+    """Insert many alias rows in the session's transaction. PostgreSQL gets COPY (psycopg
+    otherwise sends one INSERT per row: ~3x slower); elsewhere batched executemany. The
+    values are already normalised, so skipping the column types' bind processing is safe."""
+    if not rows:
+        return
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        columns = list(rows[0])
+        driver = conn.connection.driver_connection  # psycopg.Connection, same transaction
+        sql = f"COPY {Alias.__tablename__} ({', '.join(columns)}) FROM STDIN"
+        with driver.cursor() as cur, cur.copy(sql) as copy:
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        return
+    table = Alias.__table__
+    for start in range(0, len(rows), CHUNK):
+        session.execute(insert(table), rows[start : start + CHUNK])
 
 
 def _bind(name: str):
