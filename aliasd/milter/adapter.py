@@ -61,6 +61,12 @@ class AliasdMilter(Milter.Base):
         self.env.recipients.append(_strip_brackets(rcpt))
         return Milter.CONTINUE
 
+    def data(self):
+        # Answered on purpose (not "no reply", not skipped): otherwise Postfix sends the
+        # DATA-stage macros without expecting a reply, the next packet waits behind
+        # Nagle's algorithm for our delayed ACK, and every message stalls ~40 ms.
+        return Milter.CONTINUE
+
     # --- content --------------------------------------------------------------------
     @Milter.noreply
     @Milter.decode("bytes")

@@ -1,0 +1,249 @@
+"""Mail-path throughput: smtp-source → a private Postfix → smtp-sink, four setups side
+by side in one run, the same messages each time:
+
+  hash       Postfix with a hash: virtual map and no milter (the floor)
+  lookupd    aliasd lookupd (socketmap) and no milter (what the lookup costs)
+  aliasd     aliasd lookupd + aliasd milter with the bundled scanner (events recorded)
+  rspamd     hash: map + Debian's rspamd 3.4 proxy worker as milter (milter = yes,
+             self_scan, one process, no network checks) on 127.0.0.1
+
+    python bench/mailpath.py [--messages 1000] [--sessions 1,4] [--database-url URL]
+
+Messages: a fixed sample of the SpamAssassin corpus (bench/corpus.py; ham and spam)
+sent with ``smtp-source -F``; messages/s counts every message smtpd answered at end of
+DATA (accepted or refused by the milter). Target of issue 4: aliasd faster than rspamd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from sqlalchemy import select  # noqa: E402
+
+from aliasd.config import load_settings  # noqa: E402
+from aliasd.core import aliases as core  # noqa: E402
+from aliasd.db import Database  # noqa: E402
+from aliasd.milter.postfix import postfix_milter_settings  # noqa: E402
+from aliasd.models import User  # noqa: E402
+from aliasd.postfix.config_lines import postfix_table  # noqa: E402
+from tests.harness.net import free_port, wait_for_port  # noqa: E402
+from tests.harness.postfix import PostfixInstance, postmap  # noqa: E402
+from tests.harness.rspamd import RspamdInstance  # noqa: E402
+
+ALIAS = "github.com@example.net"
+MAILBOX = "alice@real.example"
+
+
+class RspamdProxy(RspamdInstance):
+    """The harness's rspamd with the proxy worker on as a milter (Debian's usual setup)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.milter_port = free_port()
+
+    def _write_config(self) -> None:
+        super()._write_config()
+        (self.dir / "local" / "override.d" / "worker-proxy.inc").write_text(
+            f'bind_socket = "127.0.0.1:{self.milter_port}";\n'
+            "milter = yes;\ntimeout = 120s;\ncount = 1;\n"
+            'upstream "local" { default = yes; self_scan = yes; }\n'
+        )
+
+
+def sample_messages(dest: Path, count: int) -> list[Path]:
+    from corpus import load, split
+
+    _train, test = split(load())
+    ham = [s for s in test if not s.is_spam][: count // 2]
+    spam = [s for s in test if s.is_spam][: count - len(ham)]
+    files = []
+    for i, sample in enumerate(ham + spam):
+        raw = sample.raw.replace(b"\r\n", b"\n")
+        # Deliver everything to the one alias; the rest of the message stays as it was.
+        path = dest / f"msg{i:03d}.eml"
+        path.write_bytes(raw)
+        files.append(path)
+    return files
+
+
+def start(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def run_smtp_source(port: int, files: list[Path], total: int, sessions: int) -> float:
+    """Send ``total`` messages spread over the files; returns messages per second."""
+    per_file = max(1, total // len(files))
+    started = time.perf_counter()
+    procs = []
+    # Run the files in parallel groups of ``sessions`` single-session clients so the
+    # concurrency is exactly ``sessions`` SMTP connections.
+    groups = [files[i::sessions] for i in range(sessions)]
+
+    def client(group: list[Path]) -> list[str]:
+        cmds = []
+        for path in group:
+            cmds.append(
+                f"smtp-source -s 1 -m {per_file} -F {path} -f news@bulk.example "
+                f"-t {ALIAS} 127.0.0.1:{port} || true"
+            )
+        return cmds
+
+    for group in groups:
+        script = "\n".join(client(group))
+        procs.append(subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.PIPE))
+    for proc in procs:
+        _, err = proc.communicate(timeout=1800)
+        if err.strip():
+            print("   smtp-source:", err.decode(errors="replace").strip().splitlines()[-1])
+    elapsed = time.perf_counter() - started
+    return per_file * len(files) / elapsed
+
+
+def measure(name: str, base: Path, main_cf: dict[str, str], files, total, sessions_list,
+            sink_port: int) -> dict[int, float]:
+    pf = PostfixInstance(base / f"pf-{name}", relay_port=sink_port, main_cf={
+        "recipient_delimiter": "+",
+        "smtpd_client_connection_count_limit": "0",
+        "smtpd_client_message_rate_limit": "0",
+        "default_process_limit": "100",
+        **main_cf,
+    })  # fmt: skip
+    pf.start()
+    try:
+        run_smtp_source(pf.smtp_port, files[:4], 8, 2)  # warm up processes and caches
+        results = {}
+        for sessions in sessions_list:
+            results[sessions] = run_smtp_source(pf.smtp_port, files, total, sessions)
+        log = pf.maillog()
+        if "warning: milter" in log:
+            print(f"   {name}: Postfix reported milter warnings:",
+                  log[log.index("warning: milter"):][:300])
+        return results
+    finally:
+        pf.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--messages", type=int, default=1000)
+    ap.add_argument("--files", type=int, default=40, help="distinct corpus messages")
+    ap.add_argument("--sessions", default="1,4")
+    ap.add_argument("--database-url", default="", help="default: a SQLite file in a temp dir")
+    ap.add_argument("--only", default="hash,lookupd,aliasd,rspamd")
+    args = ap.parse_args()
+    sessions_list = [int(x) for x in args.sessions.split(",")]
+    only = set(args.only.split(","))
+
+    base = Path(tempfile.mkdtemp(prefix="aliasd-bench-mailpath-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    procs: list[subprocess.Popen] = []
+    rspamd = None
+    try:
+        files = sample_messages(base, args.files)
+        db_url = args.database_url or f"sqlite:///{base / 'aliasd.db'}"
+        db = Database(db_url)
+        db.upgrade()
+        with db.session() as s:
+            if not s.scalar(select(User).where(User.username == "alice")):
+                alice = core.create_user(s, "alice", MAILBOX)
+                core.create_domain(s, "example.net", alice)
+                core.create_alias(s, ALIAS, alice, site="github.com")
+        settings = load_settings(environ={}, data_dir=str(base / "data"), database_url=db_url)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
+        env.update(ALIASD_DATA_DIR=settings.data_dir, ALIASD_DATABASE_URL=db_url)
+
+        sink_port = free_port()
+        procs.append(start(["smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{sink_port}", "256"], env,
+                           base / "sink.log"))
+        wait_for_port(sink_port)
+
+        virtual = base / "virtual"
+        virtual.write_text(f"{ALIAS} {MAILBOX}\n")
+        proc = postmap(f"hash:{virtual}")
+        if proc.returncode:
+            raise SystemExit(proc.stderr)
+        hash_map = {"virtual_alias_domains": "example.net",
+                    "virtual_alias_maps": f"hash:{virtual}"}  # fmt: skip
+
+        lookup_port = free_port()
+        milter_port = free_port()
+        if only & {"lookupd", "aliasd"}:
+            procs.append(start([sys.executable, "-m", "aliasd", "lookupd", "--socketmap",
+                                f"127.0.0.1:{lookup_port}", "--tcp", ""], env,
+                               base / "lookupd.log"))  # fmt: skip
+            wait_for_port(lookup_port)
+        if "aliasd" in only:
+            procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
+                                f"127.0.0.1:{milter_port}", "--log-level", "WARNING"], env,
+                               base / "milter.log"))  # fmt: skip
+            wait_for_port(milter_port)
+        table = postfix_table("socketmap", f"127.0.0.1:{lookup_port}", "virtual")
+        lookup_map = {"virtual_alias_domains": table, "virtual_alias_maps": table}
+
+        setups: list[tuple[str, dict[str, str]]] = []
+        if "hash" in only:
+            setups.append(("hash", hash_map))
+        if "lookupd" in only:
+            setups.append(("lookupd", lookup_map))
+        if "aliasd" in only:
+            setups.append(("aliasd", {**lookup_map,
+                                      **postfix_milter_settings(settings, f"127.0.0.1:{milter_port}")}))  # fmt: skip
+        if "rspamd" in only:
+            rspamd = RspamdProxy()
+            rspamd.start()
+            wait_for_port(rspamd.milter_port)
+            setups.append(("rspamd", {**hash_map,
+                                      **postfix_milter_settings(settings, f"127.0.0.1:{rspamd.milter_port}")}))  # fmt: skip
+
+        print(f"mail path: {args.messages} messages per run, {len(files)} distinct corpus "
+              f"messages (half ham, half spam), database {db.engine.dialect.name}")
+        results: dict[str, dict[int, float]] = {}
+        for name, cf in setups:
+            results[name] = measure(name, base, cf, files, args.messages, sessions_list,
+                                    sink_port)
+            figures = ", ".join(f"{s} session(s): {r:7.1f} msg/s" for s, r in results[name].items())
+            print(f"  {name:8s} {figures}")
+        if "aliasd" in results:
+            with db.session() as s:
+                from sqlalchemy import func
+
+                from aliasd.models import MailEvent
+
+                n = s.scalar(select(func.count()).select_from(MailEvent))
+            print(f"  (aliasd recorded {n} mail events)")
+        for sessions in sessions_list:
+            if "aliasd" in results and "rspamd" in results:
+                ratio = results["aliasd"][sessions] / results["rspamd"][sessions]
+                print(f"  {sessions} session(s): aliasd / rspamd = {ratio:.2f}x  "
+                      f"(target > 1.0)")
+            if "aliasd" in results and "hash" in results:
+                ratio = results["aliasd"][sessions] / results["hash"][sessions]
+                print(f"  {sessions} session(s): aliasd / hash-no-milter = {ratio:.2f}x")
+    finally:
+        if rspamd is not None:
+            rspamd.stop()
+        for proc in procs:
+            stop(proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
