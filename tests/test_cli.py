@@ -134,8 +134,10 @@ def test_alias_commands(aliasd_cli):
     _fails(aliasd_cli("alias", "add", "spam@example.net", "--owner", "bob", check=False),
            "spam@example.net was burned and is never handed out again")
     aliasd_cli("alias", "delete", "gone@example.net")
-    _fails(aliasd_cli("alias", "disable", "missing@example.net", check=False),
-           "Error: no alias missing@example.net")
+    # One unknown address in a batch: an error, and the others are left as they were.
+    batch = aliasd_cli("alias", "disable", "old@example.net", "missing@example.net", check=False)
+    _fails(batch, "Error: no alias missing@example.net")
+    assert batch.stdout == ""
 
     listed = aliasd_cli("alias", "list").stdout.splitlines()
     assert listed == [
@@ -146,6 +148,9 @@ def test_alias_commands(aliasd_cli):
     ]  # the deleted one is hidden
     assert aliasd_cli("alias", "list", "--state", "deleted").stdout.startswith("gone@example.net\tdeleted")
     assert aliasd_cli("alias", "list", "--search", "shopping").stdout.startswith("shop@example.net")
+    assert aliasd_cli("alias", "list", "--search", "_").stdout == ""  # literal, not a wildcard
+    _fails(aliasd_cli("alias", "list", "--owner", "nobody", check=False),
+           "Error: no user named 'nobody'")
 
     # forget asks first; "no" changes nothing, --yes releases the address for re-use.
     aborted = aliasd_cli("alias", "forget", "spam@example.net", input="n\n", check=False)

@@ -242,7 +242,7 @@ def test_cli_import_export(aliasd_cli, tmp_path: Path):
     _cli_setup(aliasd_cli)
     src = tmp_path / "virtual"
     src.write_text(
-        "# imported from the old server\n"
+        "\ufeff# imported from the old server (a Windows editor left a byte-order mark)\n"
         "github.com@example.net bob@real.example\n"
         "x@unmanaged.example a@y.example\n"
         "shop@example.net a@y.example,\n"

@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from aliasd.cli.common import echo_err, fail_on_domain_errors, state
 from aliasd.core import aliases as core
 from aliasd.core import virtual_file
-from aliasd.models import Alias, AliasState, User
+from aliasd.models import Alias, AliasState
 
 
 @click.group("alias")
@@ -43,6 +43,7 @@ def add(address: str, owner: str, site: str | None, destinations: tuple[str, ...
 @click.option("--search", help="Substring of address, site or note.")
 @click.option("--state", "state_", type=click.Choice([s.value for s in AliasState]))
 @click.option("--all", "include_deleted", is_flag=True, help="Include deleted aliases (tombstones).")
+@fail_on_domain_errors
 def list_aliases(owner: str | None, search: str | None, state_: str | None,
                  include_deleted: bool) -> None:
     """List aliases (tab-separated: address, state, site, destinations, forwarded, spam).
@@ -50,15 +51,21 @@ def list_aliases(owner: str | None, search: str | None, state_: str | None,
     with state().database().session() as session:
         query = select(Alias).order_by(Alias.address)
         if owner:
-            query = query.join(User, Alias.owner_id == User.id).where(User.username == owner)
+            query = query.where(Alias.owner_id == core.get_user(session, owner).id)
         if state_:
             query = query.where(Alias.state == state_)
         elif not include_deleted:
             query = query.where(Alias.state != AliasState.DELETED.value)
         if search:
-            like = f"%{search.lower()}%"
+            # % and _ in the search are literal characters, not wildcards.
+            text = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = f"%{text}%"
             query = query.where(
-                or_(Alias.address.like(like), Alias.site.like(like), Alias.note.ilike(like))
+                or_(
+                    Alias.address.like(like, escape="\\"),
+                    Alias.site.like(like, escape="\\"),
+                    Alias.note.ilike(like, escape="\\"),
+                )
             )
         for alias in session.scalars(query):
             click.echo(
@@ -72,11 +79,15 @@ def _state_command(name: str, target: AliasState, help_text: str) -> click.Comma
     @click.argument("addresses", nargs=-1, required=True)
     @fail_on_domain_errors
     def command(addresses: tuple[str, ...]) -> None:
+        done = []
         with state().database().session() as session:
             for address in addresses:
                 alias = core.get_alias(session, address)
                 core.set_state(session, alias, target)
-                click.echo(f"{alias.address} {target.value}")
+                done.append(alias.address)
+        # Only after the commit: one bad address changes nothing, and says so.
+        for address in done:
+            click.echo(f"{address} {target.value}")
 
     return command
 
@@ -89,10 +100,14 @@ def forget(addresses: tuple[str, ...], yes: bool) -> None:
     """Remove aliases and their tombstones, releasing the addresses."""
     if not yes:
         click.confirm(f"Release {len(addresses)} address(es) for re-use?", abort=True)
+    done = []
     with state().database().session() as session:
         for address in addresses:
-            core.forget(session, core.get_alias(session, address))
-            click.echo(f"{address} forgotten")
+            alias = core.get_alias(session, address)
+            done.append(alias.address)
+            core.forget(session, alias)
+    for address in done:
+        click.echo(f"{address} forgotten")
 
 
 alias_group.add_command(_state_command("disable", AliasState.DISABLED, "Refuse mail (reversible)."))
@@ -129,9 +144,9 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
     2 the file could not be read, 3 the database failed (nothing imported)."""
     try:
         if file == "-":
-            stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="surrogateescape")
-        else:
-            stream = open(file, encoding="utf-8", errors="surrogateescape")  # noqa: SIM115
+            stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
+        else:  # utf-8-sig: a byte-order mark from a Windows editor is not part of line 1
+            stream = open(file, encoding="utf-8-sig", errors="surrogateescape")  # noqa: SIM115
     except OSError as exc:
         raise UnreadableFile(f"cannot read {file}: {exc.strerror or exc}") from exc
     database = state().database()
