@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, case, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -29,7 +29,7 @@ from aliasd.core.addresses import (
     sender_related_to_site,
 )
 from aliasd.db import Database
-from aliasd.models import Alias, MailEvent, SiteDay, SiteSender, utcnow
+from aliasd.models import Alias, MailEvent, SiteDay, SiteSender, UTCDateTime, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -119,16 +119,92 @@ def sender_is_related(facts: MessageFacts, site: str | None) -> bool:
     return any(sender_related_to_site(d, site) for d in domains)
 
 
-def _insert_for(session: Session):
-    """The dialect's INSERT with ON CONFLICT support (PostgreSQL and SQLite both have it)."""
+class _Statements:
+    """The recording statements, built once per dialect with bind parameters: building
+    SQLAlchemy statements per message cost more than executing them."""
+
+    def __init__(self, dialect: str) -> None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        elif dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        else:  # pragma: no cover - only the two supported engines
+            raise RuntimeError(f"unsupported database dialect {dialect}")
+        ev = MailEvent.__table__
+        self.event = insert(ev).returning(ev.c.id)
+
+        al = Alias.__table__.c
+        at = bindparam("b_at", type_=UTCDateTime())
+        self.alias = (
+            update(Alias.__table__)
+            .where(al.id == bindparam("b_id"))
+            .values(
+                forwarded_count=al.forwarded_count + bindparam("b_fwd"),
+                rejected_count=al.rejected_count + bindparam("b_rej"),
+                spam_count=al.spam_count + bindparam("b_spam"),
+                last_mail_at=at,
+                leaked_at=case(
+                    (bindparam("b_unrel") == 1, func.coalesce(al.leaked_at, at)),
+                    else_=al.leaked_at,
+                ),
+                # the mail path's counters must not look like a configuration change
+                updated_at=al.updated_at,
+            )
+        )
+
+        sd = SiteDay.__table__.c
+        day = insert(SiteDay.__table__).values(
+            owner_id=bindparam("b_owner"),
+            site=bindparam("b_site"),
+            day=bindparam("b_day"),
+            total=1,
+            spam=bindparam("b_spam"),
+            unrelated=bindparam("b_unrel"),
+        )
+        self.site_day = day.on_conflict_do_update(
+            index_elements=["owner_id", "site", "day"],
+            set_={
+                "total": sd.total + 1,
+                "spam": sd.spam + day.excluded.spam,
+                "unrelated": sd.unrelated + day.excluded.unrelated,
+            },
+        )
+
+        ss = SiteSender.__table__.c
+        spam_at = bindparam("b_spam_at", type_=UTCDateTime())
+        sender = insert(SiteSender.__table__).values(
+            owner_id=bindparam("b_owner"),
+            site=bindparam("b_site"),
+            sender_domain=bindparam("b_domain"),
+            total=1,
+            spam=bindparam("b_spam"),
+            first_at=at,
+            last_at=at,
+            first_spam_at=spam_at,
+            last_spam_at=spam_at,
+        )
+        excluded = sender.excluded
+        self.site_sender = sender.on_conflict_do_update(
+            index_elements=["owner_id", "site", "sender_domain"],
+            set_={
+                "total": ss.total + 1,
+                "spam": ss.spam + excluded.spam,
+                "last_at": excluded.last_at,
+                "first_spam_at": func.coalesce(ss.first_spam_at, excluded.first_spam_at),
+                "last_spam_at": func.coalesce(excluded.last_spam_at, ss.last_spam_at),
+            },
+        )
+
+
+_statements: dict[str, _Statements] = {}
+
+
+def _statements_for(session: Session) -> _Statements:
     name = session.get_bind().dialect.name
-    if name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    elif name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
-    else:  # pragma: no cover - only the two supported engines
-        raise RuntimeError(f"unsupported database dialect {name}")
-    return insert
+    stmts = _statements.get(name)
+    if stmts is None:
+        stmts = _statements[name] = _Statements(name)
+    return stmts
 
 
 def record_message(
@@ -136,111 +212,74 @@ def record_message(
     targets: Sequence[AliasTarget],
     facts: MessageFacts,
     outcome: Outcome,
-) -> list[MailEvent]:
+) -> list[int]:
     """Record one event per alias and update counters and aggregates in ``session``.
-    The caller commits. Returns the new events (flushed, with ids)."""
+    The caller commits. Returns the new event ids."""
     at = facts.at or utcnow()
     sender_domain = domain_of(facts.envelope_sender)
     block_domain = facts.from_domain or sender_domain  # what a header_checks rule can match
-    insert = _insert_for(session)
-    events: list[MailEvent] = []
+    stmts = _statements_for(session)
+    conn = session.connection()
+    common = {
+        "at": at,
+        "client_addr": _clip(facts.client_addr, 64),
+        "helo": _clip(facts.helo, 255),
+        "envelope_sender": _clip(facts.envelope_sender, 320),
+        "sender_domain": sender_domain,
+        "from_domain": facts.from_domain,
+        "subject": _clip(facts.subject, 500),
+        "score": outcome.score,
+        "action": outcome.action,
+        "is_spam": outcome.is_spam,
+        "symbols": outcome.symbols,
+        "queue_id": _clip(facts.queue_id, 64),
+        "size": facts.size,
+    }
+    spam = int(outcome.is_spam)
+    ids: list[int] = []
     # A fixed order of row locks keeps concurrent PostgreSQL writers from deadlocking.
     for target in sorted(targets, key=lambda t: t.id):
         related = sender_is_related(facts, target.site)
-        event = MailEvent(
-            at=at,
-            alias_id=target.id,
-            owner_id=target.owner_id,
-            alias_address=target.address,
-            site=target.site,
-            client_addr=_clip(facts.client_addr, 64),
-            helo=_clip(facts.helo, 255),
-            envelope_sender=_clip(facts.envelope_sender, 320),
-            sender_domain=sender_domain,
-            from_domain=facts.from_domain,
-            subject=_clip(facts.subject, 500),
-            score=outcome.score,
-            action=outcome.action,
-            is_spam=outcome.is_spam,
-            symbols=outcome.symbols,
-            queue_id=_clip(facts.queue_id, 64),
-            size=facts.size,
-            related_sender=related,
-        )
-        session.add(event)
-        events.append(event)
-
-        values: dict = {
-            # the mail path's counters must not look like a configuration change
-            "updated_at": Alias.updated_at,
-            "last_mail_at": at,
-        }
-        if outcome.rejected:
-            values["rejected_count"] = Alias.rejected_count + 1
-        else:
-            values["forwarded_count"] = Alias.forwarded_count + 1
-        if outcome.is_spam:
-            values["spam_count"] = Alias.spam_count + 1
-        if not related:
-            values["leaked_at"] = func.coalesce(Alias.leaked_at, at)
-        session.execute(
-            update(Alias).where(Alias.id == target.id).values(**values),
-            execution_options={"synchronize_session": False},
-        )
-
-        spam = int(outcome.is_spam)
         unrelated = int(not related)
-        day_stmt = insert(SiteDay).values(
-            owner_id=target.owner_id,
-            site=target.report_site,
-            day=at.astimezone(dt.UTC).date(),
-            total=1,
-            spam=spam,
-            unrelated=unrelated,
+        event_id = conn.execute(
+            stmts.event,
+            {
+                **common,
+                "alias_id": target.id,
+                "owner_id": target.owner_id,
+                "alias_address": target.address,
+                "site": target.site,
+                "related_sender": related,
+            },
+        ).scalar_one()
+        ids.append(event_id)
+        conn.execute(
+            stmts.alias,
+            {
+                "b_id": target.id,
+                "b_fwd": 0 if outcome.rejected else 1,
+                "b_rej": 1 if outcome.rejected else 0,
+                "b_spam": spam,
+                "b_at": at,
+                "b_unrel": unrelated,
+            },
         )
-        session.execute(
-            day_stmt.on_conflict_do_update(
-                index_elements=["owner_id", "site", "day"],
-                set_={
-                    "total": SiteDay.total + 1,
-                    "spam": SiteDay.spam + spam,
-                    "unrelated": SiteDay.unrelated + unrelated,
+        site = {"b_owner": target.owner_id, "b_site": target.report_site, "b_spam": spam}
+        conn.execute(
+            stmts.site_day,
+            {**site, "b_day": at.astimezone(dt.UTC).date(), "b_unrel": unrelated},
+        )
+        if block_domain:
+            conn.execute(
+                stmts.site_sender,
+                {
+                    **site,
+                    "b_domain": block_domain,
+                    "b_at": at,
+                    "b_spam_at": at if outcome.is_spam else None,
                 },
             )
-        )
-
-        if block_domain:
-            spam_at = at if outcome.is_spam else None
-            sender_stmt = insert(SiteSender).values(
-                owner_id=target.owner_id,
-                site=target.report_site,
-                sender_domain=block_domain,
-                total=1,
-                spam=spam,
-                first_at=at,
-                last_at=at,
-                first_spam_at=spam_at,
-                last_spam_at=spam_at,
-            )
-            excluded = sender_stmt.excluded
-            session.execute(
-                sender_stmt.on_conflict_do_update(
-                    index_elements=["owner_id", "site", "sender_domain"],
-                    set_={
-                        "total": SiteSender.total + 1,
-                        "spam": SiteSender.spam + spam,
-                        "last_at": excluded.last_at,
-                        "first_spam_at": func.coalesce(
-                            SiteSender.first_spam_at, excluded.first_spam_at
-                        ),
-                        "last_spam_at": func.coalesce(
-                            excluded.last_spam_at, SiteSender.last_spam_at
-                        ),
-                    },
-                )
-            )
-    session.flush()
-    return events
+    return ids
 
 
 def record_and_notify(
@@ -260,8 +299,7 @@ def record_and_notify(
     for attempt in range(1, attempts + 1):
         try:
             with database.session() as session:
-                events = record_message(session, targets, facts, outcome)
-                ids = [e.id for e in events]
+                ids = record_message(session, targets, facts, outcome)
             break
         except OperationalError:
             if attempt == attempts:
