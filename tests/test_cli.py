@@ -102,6 +102,9 @@ def test_users_and_domains(aliasd_cli):
     _fails(aliasd_cli("domain", "add", "o.example", "--owner", "bob", "--catch-all", "maybe",
                       check=False), "Invalid value for '--catch-all'", code=2)
     aliasd_cli("domain", "set", "bücher.example", "--max-per-hour", "-1", "--catch-all-regex", "")
+    _fails(aliasd_cli("domain", "set", "bücher.example", check=False), "nothing to change", code=2)
+    _fails(aliasd_cli("domain", "set", "nowhere.example", "--catch-all", "reject", check=False),
+           "Error: nowhere.example is not a domain aliasd manages")
     assert aliasd_cli("domain", "list").stdout == "xn--bcher-kva.example\tbob\tcreate\t\n"
 
 

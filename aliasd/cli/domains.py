@@ -52,6 +52,8 @@ def set_(domain: str, catch_all: str | None, catch_all_regex: str | None,
         fields["catch_all_regex"] = catch_all_regex or None
     if max_per_hour is not None:
         fields["catch_all_max_per_hour"] = None if max_per_hour < 0 else max_per_hour
+    if not fields:
+        raise click.UsageError("nothing to change: give --catch-all, --catch-all-regex or --max-per-hour")
     with state().database().session() as session:
         dom = core.get_domain(session, domain)
         core.update_domain(session, dom, **fields)

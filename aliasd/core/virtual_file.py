@@ -226,7 +226,7 @@ def _bulk_insert(session: Session, rows: list[dict]) -> None:
     if not rows:
         return
     conn = session.connection()
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
         columns = list(rows[0])
         driver = conn.connection.driver_connection  # psycopg.Connection, same transaction
         sql = f"COPY {Alias.__tablename__} ({', '.join(columns)}) FROM STDIN"
