@@ -320,3 +320,20 @@ def test_listen_specs_and_nodelay_inherited_by_accepted_sockets():
     assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     for s in (accepted, client, listener):
         s.close()
+
+
+def test_postfix_config_documents_the_milter_and_its_default_action(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "ALIASD_DATA_DIR": str(tmp_path),
+           "ALIASD_MILTER_LISTEN": "unix:/var/spool/postfix/aliasd/milter"}  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "aliasd", "postfix-config"], env=env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    section = proc.stdout.split("# --- aliasd milter ---", 1)[1].split("# ---", 1)[0]
+    assert "smtpd_milters = unix:/var/spool/postfix/aliasd/milter\n" in section
+    assert "milter_default_action = accept\n" in section
+    assert "milter_protocol = 6\n" in section

@@ -111,8 +111,15 @@ def srs_section(settings: Settings) -> Section | None:
     )
 
 
+def milter_section(settings: Settings) -> Section | None:
+    from aliasd.milter.postfix import milter_section as build  # issue 4, owned there
+
+    return build(settings)
+
+
 SECTION_BUILDERS: list[Callable[[Settings], Section | None]] = [
     lookup_section,
+    milter_section,
     srs_section,
     blocklist_section,
 ]
