@@ -431,3 +431,37 @@ def test_database_down_is_503_not_a_crash():
     response = client.post("/login", data={"username": "a", "password": "b", "csrf_token": token})
     assert response.status_code == 503
     assert "database cannot be reached" in response.get_data(as_text=True)
+
+
+def test_search_with_many_matches_pages_through_all(database, alice):
+    """Above service.DENSE_MATCHES the search walks the index instead of collecting ids."""
+    from sqlalchemy import insert
+
+    from aliasd.web import service
+
+    n = service.DENSE_MATCHES + 60
+    base = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
+    with database.session() as s:
+        domain_id = core.get_domain(s, "alice.example").id
+        rows = [{"address": f"shop{i:05d}.com@alice.example", "domain_id": domain_id,
+                 "owner_id": alice, "site": f"shop{i:05d}.com", "destinations": "a@b.example",
+                 "state": "active", "origin": "web", "created_at": base + dt.timedelta(seconds=i),
+                 "updated_at": base, "forwarded_count": 0, "spam_count": i % 3,
+                 "rejected_count": 0} for i in range(n)]
+        rows.append({**rows[0], "address": "other.com@alice.example", "site": "other.com"})
+        s.execute(insert(Alias), rows)
+    with database.session() as s:
+        user = s.get(User, alice)
+        page = service.list_aliases(s, user, search="shop")
+        assert page.total == n
+        assert page.items[0].address == f"shop{n - 1:05d}.com@alice.example"
+        seen = [a.address for a in page.items]
+        while page.older:
+            page = service.list_aliases(s, user, search="shop", after=page.older)
+            seen += [a.address for a in page.items]
+        assert seen == [f"shop{i:05d}.com@alice.example" for i in range(n - 1, -1, -1)]
+        last = service.list_aliases(s, user, search="shop", last=True)
+        assert last.items[-1].address == "shop00000.com@alice.example"
+        by_spam = service.list_aliases(s, user, search="shop", sort="spam")
+        assert {a.spam_count for a in by_spam.items} == {2}
+        assert service.list_aliases(s, user, search="other").total == 1
