@@ -113,5 +113,9 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     app.register_blueprint(aliases.bp)
     app.register_blueprint(settings_bp.bp)
     app.register_blueprint(api.bp)
+    from aliasd.web import blocklist, reports  # spam-source report and blocklist (issue 5)
+
+    app.register_blueprint(reports.bp)
+    app.register_blueprint(blocklist.bp)
     csrf.exempt(api.bp)  # token-authenticated only: no cookie, so no CSRF to forge
     return app

@@ -1,0 +1,391 @@
+"""The spam-source report: which sites leaked their address, ranked by spam received.
+
+Everything here reads the aggregates the mail path keeps current (``site_days`` per
+owner/site/UTC day, ``site_senders`` per owner/site/sender domain, and the alias counters
+and ``leaked_at``), never the ``mail_events`` table per page view. The one exception is
+the per-site "sample subjects": at most ``SAMPLE_SUBJECTS`` rows of one site's aliases,
+read through the (alias_id, at) index.
+
+A "site" is the alias's site, or its address when the alias was never tied to a site
+(the same key the mail path aggregates under)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy.orm import Session
+
+from aliasd.core.blocking import blocked_domains, is_domain_blocked
+from aliasd.models import Alias, AliasState, MailEvent, SiteDay, SiteSender, User
+
+SAMPLE_SUBJECTS = 10
+MAX_SENDERS = 200
+PERIODS = {"7d": 7, "30d": 30, "90d": 90, "365d": 365, "all": None}
+
+
+@dataclass
+class SiteRow:
+    owner_id: int
+    owner: str
+    site: str
+    spam: int
+    total: int
+    share: float  # of all spam in the report
+    spam_ratio: float  # of this site's mail
+    first_spam: dt.date | None
+    last_spam: dt.date | None
+    sender_domains: int  # distinct sender domains seen in the period
+    spam_sender_domains: int
+    blocked_sender_domains: int  # of the spam sender domains, how many are blocked
+    leaked: bool  # mail from senders unrelated to the site
+    leaked_at: dt.datetime | None  # when the first unrelated sender was seen
+    alias_states: list[str] = field(default_factory=list)
+
+    @property
+    def burned(self) -> bool:
+        return bool(self.alias_states) and all(
+            s in (AliasState.BURNED.value, AliasState.DISABLED.value, AliasState.DELETED.value)
+            for s in self.alias_states
+        )
+
+    @property
+    def blocked(self) -> bool:
+        """The source is cut off: its aliases refuse mail, or every domain that sent it
+        spam is blocked."""
+        if self.burned:
+            return True
+        return self.spam_sender_domains > 0 and (
+            self.blocked_sender_domains >= self.spam_sender_domains
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["blocked"] = self.blocked
+        data["burned"] = self.burned
+        for key in ("first_spam", "last_spam", "leaked_at"):
+            value = data[key]
+            data[key] = value.isoformat() if value is not None else None
+        data["share"] = round(self.share, 4)
+        data["spam_ratio"] = round(self.spam_ratio, 4)
+        return data
+
+
+@dataclass
+class Report:
+    rows: list[SiteRow]
+    period: str
+    since: dt.date | None
+    total_spam: int
+    total_mail: int
+    sites: int  # sites with mail in the period (rows may be limited)
+
+
+def period_start(period: str, today: dt.date | None = None) -> dt.date | None:
+    """First UTC day of a named period ("7d", "30d", ..., "all" → None)."""
+    if period not in PERIODS:
+        raise ValueError(f"unknown period {period!r}; choose one of {', '.join(PERIODS)}")
+    days = PERIODS[period]
+    if days is None:
+        return None
+    today = today or dt.datetime.now(dt.UTC).date()
+    return today - dt.timedelta(days=days - 1)
+
+
+def _site_filter(query, owner_id: int | None, since: dt.date | None, model=SiteDay):
+    if owner_id is not None:
+        query = query.where(model.owner_id == owner_id)
+    if since is not None:
+        query = query.where(model.day >= since)
+    return query
+
+
+def ranking(
+    session: Session,
+    *,
+    owner_id: int | None,
+    period: str = "30d",
+    limit: int = 100,
+    today: dt.date | None = None,
+) -> Report:
+    """Sites ranked by spam in the period. ``owner_id`` None means every user's sites
+    (admins); otherwise only that user's."""
+    since = period_start(period, today)
+    spam_sum = func.sum(SiteDay.spam)
+    base = _site_filter(
+        select(
+            SiteDay.owner_id,
+            SiteDay.site,
+            spam_sum.label("spam"),
+            func.sum(SiteDay.total).label("total"),
+            func.sum(SiteDay.unrelated).label("unrelated"),
+            func.min(case((SiteDay.spam > 0, SiteDay.day))).label("first_spam"),
+            func.max(case((SiteDay.spam > 0, SiteDay.day))).label("last_spam"),
+        ).group_by(SiteDay.owner_id, SiteDay.site),
+        owner_id,
+        since,
+    )
+    grouped = base.subquery()
+    totals = session.execute(
+        select(
+            func.coalesce(func.sum(grouped.c.spam), 0),
+            func.coalesce(func.sum(grouped.c.total), 0),
+            func.count(),
+        ).select_from(grouped)
+    ).one()
+    total_spam, total_mail, site_count = int(totals[0]), int(totals[1]), int(totals[2])
+    rows = session.execute(
+        base.order_by(spam_sum.desc(), func.sum(SiteDay.total).desc(), SiteDay.site).limit(limit)
+    ).all()
+    if not rows:
+        return Report([], period, since, total_spam, total_mail, site_count)
+
+    keys = [(r.owner_id, r.site) for r in rows]
+    owners = {r.owner_id for r in rows}
+    sites = {r.site for r in rows}
+    names = dict(session.execute(select(User.id, User.username).where(User.id.in_(owners))).all())
+
+    # Sender domains of the listed sites (one grouped read of site_senders).
+    sender_query = select(
+        SiteSender.owner_id, SiteSender.site, SiteSender.sender_domain, SiteSender.spam
+    ).where(SiteSender.owner_id.in_(owners), SiteSender.site.in_(sites))
+    if since is not None:
+        sender_query = sender_query.where(
+            SiteSender.last_at >= dt.datetime.combine(since, dt.time(), dt.UTC)
+        )
+    blocked = blocked_domains(session)
+    senders: dict[tuple[int, str], list[tuple[str, int]]] = {}
+    for r in session.execute(sender_query):
+        senders.setdefault((r.owner_id, r.site), []).append((r.sender_domain, r.spam))
+
+    # Alias state and leak date per site (aliases of the listed sites only).
+    alias_query = select(
+        Alias.owner_id, Alias.site, Alias.address, Alias.state, Alias.leaked_at
+    ).where(
+        Alias.owner_id.in_(owners),
+        or_(Alias.site.in_(sites), and_(Alias.site.is_(None), Alias.address.in_(sites))),
+    )
+    aliases: dict[tuple[int, str], list[tuple[str, dt.datetime | None]]] = {}
+    for r in session.execute(alias_query):
+        aliases.setdefault((r.owner_id, r.site or r.address), []).append((r.state, r.leaked_at))
+
+    out: list[SiteRow] = []
+    for r, key in zip(rows, keys, strict=True):
+        site_senders = senders.get(key, [])
+        spam_domains = [d for d, spam in site_senders if spam > 0]
+        site_aliases = aliases.get(key, [])
+        leak_dates = [at for _s, at in site_aliases if at is not None]
+        spam, total = int(r.spam or 0), int(r.total or 0)
+        out.append(
+            SiteRow(
+                owner_id=r.owner_id,
+                owner=names.get(r.owner_id, "?"),
+                site=r.site,
+                spam=spam,
+                total=total,
+                share=spam / total_spam if total_spam else 0.0,
+                spam_ratio=spam / total if total else 0.0,
+                first_spam=_as_date(r.first_spam),
+                last_spam=_as_date(r.last_spam),
+                sender_domains=len(site_senders),
+                spam_sender_domains=len(spam_domains),
+                blocked_sender_domains=sum(1 for d in spam_domains if is_domain_blocked(d, blocked)),
+                leaked=bool(r.unrelated) or bool(leak_dates),
+                leaked_at=min(leak_dates) if leak_dates else None,
+                alias_states=sorted({s for s, _ in site_aliases}),
+            )
+        )
+    return Report(out, period, since, total_spam, total_mail, site_count)
+
+
+def _as_date(value: Any) -> dt.date | None:
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])  # SQLite returns MIN(day) as text
+
+
+# --- one site ----------------------------------------------------------------------------
+@dataclass
+class SenderRow:
+    domain: str
+    total: int
+    spam: int
+    first_at: dt.datetime
+    last_at: dt.datetime
+    last_spam_at: dt.datetime | None
+    blocked: bool
+    rule_id: int | None
+
+
+@dataclass
+class SiteDetail:
+    owner_id: int
+    site: str
+    days: list[tuple[dt.date, int, int]]  # (day, spam, total), every day of the window
+    senders: list[SenderRow]
+    subjects: list[tuple[dt.datetime, str, str | None]]  # (at, subject, sender domain)
+    aliases: list[Alias]
+    spam: int
+    total: int
+
+
+def site_detail(
+    session: Session,
+    owner_id: int,
+    site: str,
+    *,
+    period: str = "30d",
+    today: dt.date | None = None,
+) -> SiteDetail | None:
+    """Spam per day (gaps filled with zero), senders and sample subjects of one site of
+    one owner; None when the site has no mail and no alias."""
+    today = today or dt.datetime.now(dt.UTC).date()
+    since = period_start(period, today)
+    day_rows = session.execute(
+        _site_filter(
+            select(SiteDay.day, SiteDay.spam, SiteDay.total).where(SiteDay.site == site),
+            owner_id,
+            since,
+        ).order_by(SiteDay.day)
+    ).all()
+    aliases = list(
+        session.scalars(
+            select(Alias)
+            .where(
+                Alias.owner_id == owner_id,
+                or_(Alias.site == site, and_(Alias.site.is_(None), Alias.address == site)),
+            )
+            .order_by(Alias.address)
+        )
+    )
+    if not day_rows and not aliases:
+        return None
+    by_day = {_as_date(d): (int(s), int(t)) for d, s, t in day_rows}
+    start = since or (min(by_day) if by_day else today)
+    end = max([today, *by_day])
+    days = []
+    current = start
+    while current <= end:
+        spam, total = by_day.get(current, (0, 0))
+        days.append((current, spam, total))
+        current += dt.timedelta(days=1)
+
+    blocked = blocked_domains(session)
+    senders = []
+    sender_query = select(SiteSender).where(
+        SiteSender.owner_id == owner_id, SiteSender.site == site
+    )
+    if since is not None:
+        sender_query = sender_query.where(
+            SiteSender.last_at >= dt.datetime.combine(since, dt.time(), dt.UTC)
+        )
+    for row in session.scalars(
+        sender_query.order_by(SiteSender.spam.desc(), SiteSender.total.desc()).limit(MAX_SENDERS)
+    ):
+        rule = _blocking_rule(row.sender_domain, blocked)
+        senders.append(
+            SenderRow(
+                domain=row.sender_domain,
+                total=row.total,
+                spam=row.spam,
+                first_at=row.first_at,
+                last_at=row.last_at,
+                last_spam_at=row.last_spam_at,
+                blocked=rule is not None,
+                rule_id=rule.id if rule is not None else None,
+            )
+        )
+
+    subjects: list[tuple[dt.datetime, str, str | None]] = []
+    alias_ids = [a.id for a in aliases][:50]
+    if alias_ids:
+        # Bounded: the newest few spam events of these aliases, via (alias_id, at).
+        rows = session.execute(
+            select(MailEvent.at, MailEvent.subject, MailEvent.from_domain, MailEvent.sender_domain)
+            .where(MailEvent.alias_id.in_(alias_ids), MailEvent.is_spam.is_(True))
+            .order_by(MailEvent.at.desc())
+            .limit(SAMPLE_SUBJECTS)
+        ).all()
+        subjects = [(r.at, r.subject or "(no subject)", r.from_domain or r.sender_domain)
+                    for r in rows]
+    return SiteDetail(
+        owner_id=owner_id,
+        site=site,
+        days=days,
+        senders=senders,
+        subjects=subjects,
+        aliases=aliases,
+        spam=sum(s for _d, s, _t in days),
+        total=sum(t for _d, _s, t in days),
+    )
+
+
+def _blocking_rule(domain: str, blocked: dict) -> Any:
+    labels = domain.split(".")
+    for i in range(len(labels) - 1):
+        rule = blocked.get(".".join(labels[i:]))
+        if rule is not None:
+            return rule
+    return None
+
+
+# --- chart ----------------------------------------------------------------------------------
+def spam_chart_svg(
+    days: list[tuple[dt.date, int, int]], *, width: int = 720, height: int = 200, title: str = ""
+) -> str:
+    """A bar chart of spam (and total mail, lighter) per day as standalone SVG markup:
+    rendered on the server, readable without JavaScript, with a <title> and <desc> for
+    screen readers and a <title> per bar as its tooltip. Colours are presentation
+    attributes, so a strict Content-Security-Policy (no inline styles) does not hide them."""
+    from markupsafe import escape
+
+    pad_left, pad_bottom, pad_top = 40, 24, 10
+    plot_w, plot_h = width - pad_left - 10, height - pad_bottom - pad_top
+    peak = max([t for _d, _s, t in days] + [s for _d, s, _t in days] + [1])
+    n = max(len(days), 1)
+    bar_w = plot_w / n
+    total_spam = sum(s for _d, s, _t in days)
+    desc = (
+        f"{total_spam} spam messages over {len(days)} days"
+        + (f", from {days[0][0].isoformat()} to {days[-1][0].isoformat()}" if days else "")
+        + f"; busiest day {peak} messages."
+    )
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="spam-chart" role="img" '
+        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'aria-labelledby="chart-title chart-desc">',
+        f'<title id="chart-title">{escape(title or "Spam per day")}</title>',
+        f'<desc id="chart-desc">{escape(desc)}</desc>',
+        f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 10}" '
+        f'y2="{pad_top + plot_h}" stroke="#555" stroke-width="1"/>',
+        f'<text x="{pad_left - 6}" y="{pad_top + 8}" text-anchor="end" font-size="11" '
+        f'fill="#333">{peak}</text>',
+        f'<text x="{pad_left - 6}" y="{pad_top + plot_h}" text-anchor="end" font-size="11" '
+        f'fill="#333">0</text>',
+    ]
+    for i, (day, spam, total) in enumerate(days):
+        x = pad_left + i * bar_w
+        w = max(bar_w - 1, 1)
+        th = plot_h * total / peak
+        sh = plot_h * spam / peak
+        label = f"{day.isoformat()}: {spam} spam of {total} messages"
+        parts.append(f'<g class="day" data-day="{day.isoformat()}" data-spam="{spam}">'
+                     f"<title>{escape(label)}</title>")
+        if total:
+            parts.append(f'<rect x="{x:.1f}" y="{pad_top + plot_h - th:.1f}" width="{w:.1f}" '
+                         f'height="{th:.1f}" fill="#c9d6e8"/>')
+        if spam:
+            parts.append(f'<rect class="spam" x="{x:.1f}" y="{pad_top + plot_h - sh:.1f}" '
+                         f'width="{w:.1f}" height="{sh:.1f}" fill="#b3261e"/>')
+        parts.append("</g>")
+    # A few date labels along the axis.
+    if days:
+        step = max(1, len(days) // 6)
+        for i in range(0, len(days), step):
+            x = pad_left + i * bar_w
+            parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="11" fill="#333">'
+                         f"{days[i][0].strftime('%m-%d')}</text>")
+    parts.append("</svg>")
+    return "".join(parts)

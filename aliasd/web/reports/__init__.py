@@ -1,0 +1,141 @@
+"""Spam-source report: sites ranked by spam, per-site page with a server-rendered SVG
+chart, sender domains and sample subjects, block / burn actions, CSV and JSON export.
+Users see their own sites; admins everyone's (or one user's with ``?user=NAME``)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from markupsafe import Markup
+from sqlalchemy import select
+
+from aliasd.core import blocking, reports
+from aliasd.core.aliases import AliasdError
+from aliasd.models import User
+from aliasd.web.blocklist import write_table_and_flash
+from aliasd.web.context import db_session, settings
+from aliasd.web.permissions import current_user, login_required, nav_item
+
+bp = Blueprint("reports", __name__, url_prefix="/reports")
+nav_item(bp, "Spam report", "reports.index")
+
+EXPORT_FIELDS = [
+    "site", "owner", "spam", "share", "total", "spam_ratio", "first_spam", "last_spam",
+    "sender_domains", "spam_sender_domains", "blocked_sender_domains", "leaked", "leaked_at",
+    "blocked", "burned",
+]  # fmt: skip
+
+
+def _period() -> str:
+    period = request.args.get("period", "30d")
+    return period if period in reports.PERIODS else "30d"
+
+
+def _scope() -> tuple[int | None, str | None]:
+    """(owner id filter, user name shown): a user's own sites; an admin's choice."""
+    user = current_user()
+    if not user.is_admin:
+        return user.id, None
+    name = request.args.get("user", "").strip()
+    if not name:
+        return None, None
+    other = db_session().scalar(select(User).where(User.username == name))
+    if other is None:
+        abort(404)
+    return other.id, other.username
+
+
+def _report() -> reports.Report:
+    owner_id, _ = _scope()
+    limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 1000)
+    return reports.ranking(db_session(), owner_id=owner_id, period=_period(), limit=limit)
+
+
+@bp.get("/")
+@login_required
+def index():
+    _owner_id, scope_name = _scope()
+    report = _report()
+    return render_template(
+        "reports/index.html", report=report, period=_period(), periods=list(reports.PERIODS),
+        scope_name=scope_name,
+    )  # fmt: skip
+
+
+@bp.get("/export.<fmt>")
+@login_required
+def export(fmt: str):
+    report = _report()
+    rows = [{k: r.as_dict()[k] for k in EXPORT_FIELDS} for r in report.rows]
+    filename = f"aliasd-spam-report-{report.period}"
+    if fmt == "json":
+        body = json.dumps(
+            {"period": report.period, "since": report.since.isoformat() if report.since else None,
+             "total_spam": report.total_spam, "total_mail": report.total_mail,
+             "sites": report.sites, "rows": rows},
+            indent=2,
+        )  # fmt: skip
+        return Response(body, mimetype="application/json", headers={
+            "Content-Disposition": f'attachment; filename="{filename}.json"'})
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
+        writer.writeheader()
+        for row in rows:
+            # A cell starting with = + - @ would be a formula in a spreadsheet.
+            writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v)
+                             for k, v in row.items()})
+        return Response(out.getvalue(), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="{filename}.csv"'})
+    abort(404)
+
+
+def _detail_or_404(owner_id: int, site: str) -> reports.SiteDetail:
+    user = current_user()
+    if owner_id != user.id and not user.is_admin:
+        abort(404)  # not "403": do not confirm that someone else has this site
+    detail = reports.site_detail(db_session(), owner_id, site, period=_period())
+    if detail is None:
+        abort(404)
+    return detail
+
+
+@bp.get("/site/<int:owner_id>/<path:site>")
+@login_required
+def site(owner_id: int, site: str):
+    detail = _detail_or_404(owner_id, site)
+    owner = db_session().get(User, owner_id)
+    chart = Markup(reports.spam_chart_svg(detail.days, title=f"Spam per day for {site}"))
+    return render_template(
+        "reports/site.html", d=detail, chart=chart, owner=owner, period=_period(),
+        periods=list(reports.PERIODS),
+    )  # fmt: skip
+
+
+@bp.post("/site/<int:owner_id>/<path:site>/block")
+@login_required
+def block(owner_id: int, site: str):
+    """Block one sender domain of this site (a manual rule, written to Postfix now)."""
+    detail = _detail_or_404(owner_id, site)
+    domain = request.form.get("domain", "").strip().lower()
+    # Only domains that actually sent to this site: the form cannot be used to block
+    # arbitrary (e.g. big mail provider) domains by editing the request.
+    if domain not in {s.domain for s in detail.senders}:
+        flash("That domain did not send mail to this site.", "error")
+        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+    s = db_session()
+    try:
+        rule = blocking.block_domain(s, settings(), domain, source="manual",
+                                     owner_id=current_user().id,
+                                     note=f"blocked from the report of {site}")  # fmt: skip
+        s.commit()
+    except AliasdError as exc:
+        s.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+    flash(f"Blocked {domain} (rule {rule.id}).", "success")
+    write_table_and_flash()
+    return redirect(url_for("reports.site", owner_id=owner_id, site=site))
