@@ -32,6 +32,30 @@ MIN_DEVIATION = 0.1  # tokens with |p - 0.5| below this say nothing
 MAX_TOKENS = 200  # most telling tokens combined per message
 CACHE_MAX = 2_000_000  # token counts kept in memory per process
 REVISION_CHECK = 1.0  # seconds between checks whether another process learned
+SNAPSHOT_MAX = 8_000_000  # above this many tokens, no in-memory snapshot (~16 bytes each)
+SNAPSHOT_INTERVAL = 15.0  # seconds between snapshot reloads while learning goes on
+SNAPSHOT_RETRY = 3600.0  # after finding too many tokens, look again this much later
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """All token counts at one learn revision, as sorted numpy arrays."""
+
+    revision: int
+    tokens: np.ndarray  # int64, sorted
+    spam: np.ndarray  # int32
+    ham: np.ndarray  # int32
+
+    def lookup(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if len(self.tokens) == 0:
+            zeros = np.zeros(len(tokens), dtype=np.float64)
+            return zeros, zeros.copy()
+        idx = np.searchsorted(self.tokens, tokens)
+        idx[idx >= len(self.tokens)] = 0
+        found = self.tokens[idx] == tokens
+        spam = np.where(found, self.spam[idx], 0).astype(np.float64)
+        ham = np.where(found, self.ham[idx], 0).astype(np.float64)
+        return spam, ham
 
 
 @dataclass(frozen=True)
@@ -78,10 +102,15 @@ def read_counters(conn, names: Iterable[str]) -> dict[str, int]:
 
 
 class BayesStore:
-    """Token counts in the database with a per-process read cache.
+    """Token counts in the database, read through two in-process layers:
 
-    The cache is dropped whenever the learn revision changes (checked at most once a
-    second), so a scan costs one batched SELECT of the tokens not cached yet."""
+    - a snapshot of every token as sorted numpy arrays, loaded in a background thread
+      and used while it matches the current learn revision: a scan then costs no
+      database work at all (the revision is checked at most once a second);
+    - otherwise (snapshot stale after a learn, still loading, or too many tokens) one
+      batched SELECT of the message's tokens not cached yet, through a dict cache that
+      is dropped whenever the revision changes.
+    Either way a learn anywhere is seen by every host within about a second."""
 
     def __init__(self, database: Database) -> None:
         self.db = database
@@ -91,6 +120,10 @@ class BayesStore:
         self._learned = (0, 0)
         self._checked_at = 0.0
         self._pg = not database.is_sqlite
+        self._snapshot: Snapshot | None = None
+        self._loading = False
+        self._load_started = -1e9
+        self._snapshot_after = 0.0  # monotonic time before which no snapshot is tried
 
     # --- reading ------------------------------------------------------------------
     def _refresh(self, conn, force: bool = False) -> None:
@@ -112,8 +145,15 @@ class BayesStore:
 
     def counts(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         """Spam and ham counts for each token, and the learned (spam, ham) totals."""
+        if self._revision is None or time.monotonic() - self._checked_at >= REVISION_CHECK:
+            with self.db.engine.connect() as conn:
+                self._refresh(conn)
+        snap = self._snapshot
+        if snap is not None and snap.revision == self._revision:
+            spam, ham = snap.lookup(tokens)
+            return spam, ham, self._learned
+        self._start_snapshot_load()
         with self.db.engine.connect() as conn:
-            self._refresh(conn)
             cache = self._cache
             keys = tokens.tolist()
             missing = [t for t in keys if t not in cache]
@@ -128,6 +168,65 @@ class BayesStore:
             pairs = [get(t) or (0, 0) for t in keys]
         arr = np.array(pairs, dtype=np.float64).reshape(-1, 2)
         return arr[:, 0], arr[:, 1], self._learned
+
+    # --- snapshot -----------------------------------------------------------------
+    def _start_snapshot_load(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if (
+                self._loading
+                or now < self._snapshot_after
+                or now - self._load_started < SNAPSHOT_INTERVAL
+            ):
+                return
+            self._loading = True
+            self._load_started = now
+        threading.Thread(target=self._load_quietly, name="bayes-snapshot", daemon=True).start()
+
+    def _load_quietly(self) -> None:
+        try:
+            self.load_snapshot()
+        except Exception:  # noqa: BLE001 - the per-message path keeps working
+            pass
+        finally:
+            with self._lock:
+                self._loading = False
+
+    def load_snapshot(self) -> bool:
+        """Load every token into memory now (also done in the background on demand).
+        False when there are more than SNAPSHOT_MAX tokens."""
+        with self.db.engine.connect() as conn:
+            # The revision is read first: a learn during the load leaves the snapshot
+            # one revision behind, so it is not used and gets reloaded.
+            revision = read_counters(conn, (C_REVISION,))[C_REVISION]
+            dbapi = conn.connection.driver_connection
+            cur = dbapi.cursor()
+            try:
+                cur.execute("SELECT token, spam, ham FROM bayes_tokens WHERE spam + ham > 0")
+                chunks: list[np.ndarray] = []
+                total = 0
+                while True:
+                    rows = cur.fetchmany(200_000)
+                    if not rows:
+                        break
+                    total += len(rows)
+                    if total > SNAPSHOT_MAX:
+                        self._snapshot_after = time.monotonic() + SNAPSHOT_RETRY
+                        self._snapshot = None
+                        return False
+                    chunks.append(np.array(rows, dtype=np.int64).reshape(-1, 3))
+            finally:
+                cur.close()
+        data = np.concatenate(chunks) if chunks else np.empty((0, 3), dtype=np.int64)
+        order = np.argsort(data[:, 0], kind="stable")
+        data = data[order]
+        self._snapshot = Snapshot(
+            revision=revision,
+            tokens=np.ascontiguousarray(data[:, 0]),
+            spam=data[:, 1].astype(np.int32),
+            ham=data[:, 2].astype(np.int32),
+        )
+        return True
 
     def _fetch(self, conn, tokens: list[int]) -> dict[int, tuple[int, int]]:
         out: dict[int, tuple[int, int]] = {}

@@ -40,7 +40,11 @@ HS_CACHE = Path(tempfile.gettempdir()) / "aliasd-rspamd-hs-cache"
 
 
 class RspamdInstance:
-    def __init__(self, *, password: str = "test-password", min_learns: int = 1) -> None:
+    def __init__(
+        self, *, password: str = "test-password", min_learns: int = 1, bayes: bool = True
+    ) -> None:
+        """``bayes=False``: no redis at all, so no Bayes (rspamd logs that and scans on)."""
+        self.bayes = bayes
         self.dir = Path(tempfile.mkdtemp(prefix="aliasd-rspamd-"))
         self.normal_port = free_port()
         self.controller_port = free_port()
@@ -76,7 +80,8 @@ class RspamdInstance:
         )
         (od / "worker-proxy.inc").write_text("enabled = false;\n")
         (od / "worker-fuzzy.inc").write_text("enabled = false;\ncount = -1;\n")
-        (ld / "redis.conf").write_text(f'servers = "127.0.0.1:{self.redis_port}";\n')
+        if self.bayes:
+            (ld / "redis.conf").write_text(f'servers = "127.0.0.1:{self.redis_port}";\n')
         (ld / "classifier-bayes.conf").write_text(
             f"min_learns = {self.min_learns};\nautolearn = false;\n"
         )
@@ -92,6 +97,11 @@ class RspamdInstance:
 
     def start(self) -> None:
         self._write_config()
+        if self.bayes:
+            self._start_redis()
+        self._start_rspamd()
+
+    def _start_redis(self) -> None:
         self.redis = subprocess.Popen(
             [
                 "redis-server", "--port", str(self.redis_port), "--bind", "127.0.0.1",
@@ -101,6 +111,8 @@ class RspamdInstance:
             stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.redis_port)
+
+    def _start_rspamd(self) -> None:
         cmd = [
             "rspamd", "-f", "-c", "/etc/rspamd/rspamd.conf",
             "--var", f"LOCAL_CONFDIR={self.dir / 'local'}",
