@@ -215,6 +215,9 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
                 user.password_hash = hash_password(password)
             user.last_login_at = utcnow()
             return AuthResult(Outcome.OK, user)
+    elif user is None and not settings.ldap_uri:
+        # Same work as for a real account, so timing does not tell which names exist.
+        verify_password(_dummy_hash(), password)
     elif settings.ldap_uri:
         try:
             identity = ldap_authenticate(settings, username, password)
@@ -227,6 +230,15 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
             return _ldap_user(session, identity)
     record_failure(session, username, client)
     return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+
+
+_DUMMY: list[str] = []
+
+
+def _dummy_hash() -> str:
+    if not _DUMMY:
+        _DUMMY.append(hash_password("not a real password"))
+    return _DUMMY[0]
 
 
 def _ldap_user(session: Session, identity: LdapIdentity) -> AuthResult:
