@@ -1,0 +1,197 @@
+"""Report and blocklist pages: who sees what (users their own sites and rules, admins
+everyone's), the block action writing the header_checks table, enable/disable, failed
+reloads shown to the user, CSV/JSON export (both engines, Flask's client), and the
+report in real headless Chromium without JavaScript: ranking, SVG chart, block button
+(SQLite; a screenshot goes to test-artifacts/)."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import sync_playwright
+from sqlalchemy import select
+
+from aliasd.config import load_settings
+from aliasd.core import aliases as core
+from aliasd.core import events
+from aliasd.models import BlockRule
+from tests.harness.databases import sqlite_database
+from tests.harness.webapp import PASSWORD, add_user, login, make_app, page_token, serve
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+TODAY = dt.datetime.now(dt.UTC).date()
+
+
+def deliver(db, rcpt: str, sender: str, *, spam: bool, days_ago: int = 0,
+            subject: str = "hello") -> None:
+    day = TODAY - dt.timedelta(days=days_ago)
+    with db.session() as s:
+        tgt = events.find_aliases(s, [rcpt], "+")
+        facts = events.MessageFacts(envelope_sender=sender, subject=subject,
+                                    at=dt.datetime(day.year, day.month, day.day, 9, tzinfo=dt.UTC))
+        outcome = events.Outcome(score=9.0 if spam else 0.0, action="add header", is_spam=spam)
+        events.record_message(s, tgt, facts, outcome)
+
+
+def populate(db) -> dict[str, int]:
+    ids = {
+        "alice": add_user(db, "alice", domain="alice.example"),
+        "bob": add_user(db, "bob", domain="bob.example"),
+        "admin": add_user(db, "root", admin=True),
+    }
+    with db.session() as s:
+        alice, bob = core.get_user(s, "alice"), core.get_user(s, "bob")
+        core.create_alias(s, "shop.example@alice.example", alice, site="shop.example")
+        core.create_alias(s, "forum.example@alice.example", alice, site="forum.example")
+        core.create_alias(s, "secret.example@bob.example", bob, site="secret.example")
+    for d, n in ((6, 1), (4, 3), (2, 2), (1, 5), (0, 2)):
+        for i in range(n):
+            deliver(db, "shop.example@alice.example", "promo@massnews.gr", spam=True,
+                    days_ago=d, subject=f"Cheap watches {d}/{i}")
+    deliver(db, "shop.example@alice.example", "orders@shop.example", spam=False, days_ago=3)
+    deliver(db, "forum.example@alice.example", "x@spam.example", spam=True, days_ago=1)
+    deliver(db, "secret.example@bob.example", "x@bobspam.example", spam=True, days_ago=1)
+    return ids
+
+
+@pytest.fixture
+def web(database, settings, tmp_path):
+    ids = populate(database)
+    table = tmp_path / "header_checks"
+    app = make_app(settings, blocklist_file=str(table), blocklist_reload_command="true")
+    return app, ids, table, database
+
+
+def test_users_see_their_own_sites_admins_everyone(web):
+    app, ids, _table, _db = web
+    alice = app.test_client()
+    login(alice, "alice")
+    page = alice.get("/reports/").get_data(as_text=True)
+    assert "shop.example" in page and "forum.example" in page
+    assert "secret.example" not in page
+    assert alice.get(f"/reports/site/{ids['alice']}/shop.example").status_code == 200
+    assert alice.get(f"/reports/site/{ids['bob']}/secret.example").status_code == 404
+    data = alice.get("/reports/export.json?period=all").get_json()
+    assert [r["site"] for r in data["rows"]] == ["shop.example", "forum.example"]
+    assert data["rows"][0]["spam"] == 13 and data["rows"][0]["leaked"] is True
+    admin = app.test_client()
+    login(admin, "root")
+    page = admin.get("/reports/").get_data(as_text=True)
+    assert "secret.example" in page and "shop.example" in page
+    assert admin.get(f"/reports/site/{ids['bob']}/secret.example").status_code == 200
+    only_bob = admin.get("/reports/export.csv?user=bob").get_data(as_text=True)
+    rows = list(csv.DictReader(io.StringIO(only_bob)))
+    assert [(r["site"], r["owner"], r["spam"]) for r in rows] == [("secret.example", "bob", "1")]
+    assert admin.get("/reports/?user=nobody").status_code == 404
+    anonymous = app.test_client().get("/reports/")
+    assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
+
+
+def test_block_action_writes_table_and_blocklist_toggles(web):
+    app, ids, table, db = web
+    alice = app.test_client()
+    login(alice, "alice")
+    site_url = f"/reports/site/{ids['alice']}/shop.example"
+    token = page_token(alice, site_url)
+    # Only domains that sent to the site can be blocked from its page.
+    refused = alice.post(site_url + "/block", data={"domain": "gmail.com", "csrf_token": token},
+                         follow_redirects=True)
+    assert "did not send mail to this site" in refused.get_data(as_text=True)
+    done = alice.post(site_url + "/block", data={"domain": "massnews.gr", "csrf_token": token},
+                      follow_redirects=True)
+    page = done.get_data(as_text=True)
+    with db.session() as s:
+        rule = s.scalar(select(BlockRule))
+        assert (rule.value, rule.source, rule.owner_id) == ("massnews.gr", "manual", ids["alice"])
+    assert f"Blocked massnews.gr (rule {rule.id})" in page
+    assert f"yes (rule {rule.id})" in page
+    assert f'REJECT "Plz stop sending SPAM id={rule.id}"' in table.read_text()
+    # CSRF is required.
+    assert alice.post(site_url + "/block", data={"domain": "massnews.gr"}).status_code == 400
+
+    listing = alice.get("/blocklist/").get_data(as_text=True)
+    assert f'id="rule-{rule.id}"' in listing and "manual" in listing
+    bob = app.test_client()
+    login(bob, "bob")
+    assert f'id="rule-{rule.id}"' not in bob.get("/blocklist/").get_data(as_text=True)
+    token = page_token(bob, "/blocklist/")
+    assert bob.post(f"/blocklist/{rule.id}/toggle",
+                    data={"enabled": "0", "csrf_token": token}).status_code == 404
+    token = page_token(alice, "/blocklist/")
+    alice.post(f"/blocklist/{rule.id}/toggle", data={"enabled": "0", "csrf_token": token})
+    assert "massnews" not in table.read_text()
+    admin = app.test_client()
+    login(admin, "root")
+    assert f'id="rule-{rule.id}"' in admin.get("/blocklist/").get_data(as_text=True)
+    token = page_token(admin, "/blocklist/")
+    admin.post(f"/blocklist/{rule.id}/toggle", data={"enabled": "1", "csrf_token": token})
+    assert "massnews" in table.read_text()
+
+
+def test_failed_reload_is_shown_to_the_user(database, settings, tmp_path):
+    ids = populate(database)
+    app = make_app(settings, blocklist_file=str(tmp_path / "hc"),
+                   blocklist_reload_command="sh -c 'echo master not running >&2; exit 1'")
+    alice = app.test_client()
+    login(alice, "alice")
+    site_url = f"/reports/site/{ids['alice']}/shop.example"
+    page = alice.post(site_url + "/block",
+                      data={"domain": "massnews.gr", "csrf_token": page_token(alice, site_url)},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "Postfix was not reloaded" in page and "master not running" in page
+
+
+def test_report_in_chromium_without_javascript(tmp_path):
+    db = sqlite_database(str(tmp_path / "aliasd.db"))
+    settings = load_settings(environ={}, env="development", secret_key="b" * 32,
+                             database_url=db.url, data_dir=str(tmp_path / "data"),
+                             blocklist_file=str(tmp_path / "hc"), blocklist_reload_command="")
+    populate(db)
+    app = make_app(settings)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(app) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(java_script_enabled=False, viewport={"width": 1200, "height": 900})
+            page.goto(base + "/login")
+            page.get_by_label("User name").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_role("link", name="Spam report").click()
+            assert page.get_by_role("heading", name="Spam sources").is_visible()
+            ranking = page.locator("#ranking tbody tr")
+            assert ranking.count() == 2
+            first = ranking.nth(0).locator("th, td")
+            assert [first.nth(i).inner_text() for i in (1, 2, 3)] == ["shop.example", "13", "92.9%"]
+            assert "leaked" in ranking.nth(0).inner_text()
+            page.get_by_label("Period").select_option("7d")
+            page.get_by_role("button", name="Show").click()
+            assert "period=7d" in page.url
+            page.get_by_role("link", name="shop.example").click()
+            chart = page.get_by_role("img", name="Spam per day for shop.example")
+            assert chart.is_visible()
+            box = chart.bounding_box()
+            assert box["width"] > 300 and box["height"] > 100
+            bars = page.locator("svg.spam-chart rect.spam")
+            assert bars.count() == 5
+            # The tallest spam bar is the day with 5 messages, drawn taller than the 1.
+            heights = [float(bars.nth(i).get_attribute("height")) for i in range(5)]
+            assert max(heights) == pytest.approx(5 * min(heights))
+            assert "Cheap watches 0/1" in page.locator("#subjects").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "spam-report-site.png"), full_page=True)
+            page.get_by_role("button", name="Block sender domain massnews.gr").click()
+            assert "Blocked massnews.gr" in page.locator(".messages").inner_text()
+            assert "yes (rule 1)" in page.locator("#senders").inner_text()
+            page.get_by_role("link", name="← Spam report").click()
+            page.screenshot(path=str(ARTIFACTS / "spam-report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert "massnews" in (tmp_path / "hc").read_text()
+    assert (ARTIFACTS / "spam-report-site.png").stat().st_size > 5000
+    db.dispose()
