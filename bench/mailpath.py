@@ -51,11 +51,16 @@ class RspamdProxy(RspamdInstance):
     def __init__(self) -> None:
         super().__init__()
         self.milter_port = free_port()
+        self.milter_socket = self.dir / "run" / "proxy.sock"
 
     def _write_config(self) -> None:
         super()._write_config()
+        # Postfix (user postfix) must reach the unix socket inside the private dir.
+        os.chmod(self.dir, 0o755)
+        os.chmod(self.dir / "run", 0o755)
         (self.dir / "local" / "override.d" / "worker-proxy.inc").write_text(
             f'bind_socket = "127.0.0.1:{self.milter_port}";\n'
+            f'bind_socket = "{self.milter_socket} mode=0666";\n'
             "milter = yes;\ntimeout = 120s;\ncount = 1;\n"
             'upstream "local" { default = yes; self_scan = yes; }\n'
         )
@@ -109,11 +114,15 @@ def run_smtp_source(port: int, files: list[Path], total: int, sessions: int) -> 
         script = "\n".join(client(group))
         procs.append(subprocess.Popen(["sh", "-c", script], stdout=subprocess.DEVNULL,
                                       stderr=subprocess.PIPE))
+    failed = False
     for proc in procs:
         _, err = proc.communicate(timeout=1800)
         if err.strip():
+            failed = True
             print("   smtp-source:", err.decode(errors="replace").strip().splitlines()[-1])
     elapsed = time.perf_counter() - started
+    if failed:  # a refused session sends nothing: its rate would be a lie
+        return float("nan")
     return per_file * len(files) / elapsed
 
 
@@ -147,7 +156,7 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=40, help="distinct corpus messages")
     ap.add_argument("--sessions", default="1,4")
     ap.add_argument("--database-url", default="", help="default: a SQLite file in a temp dir")
-    ap.add_argument("--only", default="hash,lookupd,aliasd,rspamd")
+    ap.add_argument("--only", default="hash,lookupd,aliasd,rspamd,aliasd-unix,rspamd-unix")
     args = ap.parse_args()
     sessions_list = [int(x) for x in args.sessions.split(",")]
     only = set(args.only.split(","))
@@ -168,7 +177,9 @@ def main() -> None:
                 core.create_alias(s, ALIAS, alice, site="github.com")
         settings = load_settings(environ={}, data_dir=str(base / "data"), database_url=db_url)
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
-        env.update(ALIASD_DATA_DIR=settings.data_dir, ALIASD_DATABASE_URL=db_url)
+        env.update(ALIASD_DATA_DIR=settings.data_dir, ALIASD_DATABASE_URL=db_url,
+                   # auto-block may add rules during the run; never reload the system Postfix
+                   ALIASD_BLOCKLIST_RELOAD_COMMAND="true")
 
         sink_port = free_port()
         procs.append(start(["smtp-sink", "-u", "postfix", "-c", f"127.0.0.1:{sink_port}", "256"], env,
@@ -185,7 +196,7 @@ def main() -> None:
 
         lookup_port = free_port()
         milter_port = free_port()
-        if only & {"lookupd", "aliasd"}:
+        if only & {"lookupd", "aliasd", "aliasd-unix"}:
             procs.append(start([sys.executable, "-m", "aliasd", "lookupd", "--socketmap",
                                 f"127.0.0.1:{lookup_port}", "--tcp", ""], env,
                                base / "lookupd.log"))  # fmt: skip
@@ -195,6 +206,14 @@ def main() -> None:
                                 f"127.0.0.1:{milter_port}", "--log-level", "WARNING"], env,
                                base / "milter.log"))  # fmt: skip
             wait_for_port(milter_port)
+        milter_sock = base / "milter.sock"
+        if "aliasd-unix" in only:
+            procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
+                                f"unix:{milter_sock}", "--log-level", "WARNING"], env,
+                               base / "milter-unix.log"))  # fmt: skip
+            deadline = time.monotonic() + 20
+            while not milter_sock.exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
         table = postfix_table("socketmap", f"127.0.0.1:{lookup_port}", "virtual")
         lookup_map = {"virtual_alias_domains": table, "virtual_alias_maps": table}
 
@@ -206,12 +225,19 @@ def main() -> None:
         if "aliasd" in only:
             setups.append(("aliasd", {**lookup_map,
                                       **postfix_milter_settings(settings, f"127.0.0.1:{milter_port}")}))  # fmt: skip
-        if "rspamd" in only:
+        if "aliasd-unix" in only:
+            setups.append(("aliasd-unix", {**lookup_map,
+                                           **postfix_milter_settings(settings, f"unix:{milter_sock}")}))  # fmt: skip
+        if only & {"rspamd", "rspamd-unix"}:
             rspamd = RspamdProxy()
             rspamd.start()
             wait_for_port(rspamd.milter_port)
+        if "rspamd" in only:
             setups.append(("rspamd", {**hash_map,
                                       **postfix_milter_settings(settings, f"127.0.0.1:{rspamd.milter_port}")}))  # fmt: skip
+        if "rspamd-unix" in only:
+            setups.append(("rspamd-unix", {**hash_map,
+                                           **postfix_milter_settings(settings, f"unix:{rspamd.milter_socket}")}))  # fmt: skip
 
         print(f"mail path: {args.messages} messages per run, {len(files)} distinct corpus "
               f"messages (half ham, half spam), database {db.engine.dialect.name}")
@@ -220,7 +246,7 @@ def main() -> None:
             results[name] = measure(name, base, cf, files, args.messages, sessions_list,
                                     sink_port)
             figures = ", ".join(f"{s} session(s): {r:7.1f} msg/s" for s, r in results[name].items())
-            print(f"  {name:8s} {figures}")
+            print(f"  {name:12s} {figures}")
         if "aliasd" in results:
             with db.session() as s:
                 from sqlalchemy import func
@@ -230,6 +256,9 @@ def main() -> None:
                 n = s.scalar(select(func.count()).select_from(MailEvent))
             print(f"  (aliasd recorded {n} mail events)")
         for sessions in sessions_list:
+            if "aliasd-unix" in results and "rspamd-unix" in results:
+                ratio = results["aliasd-unix"][sessions] / results["rspamd-unix"][sessions]
+                print(f"  {sessions} session(s): aliasd / rspamd, both on unix sockets = {ratio:.2f}x")
             if "aliasd" in results and "rspamd" in results:
                 ratio = results["aliasd"][sessions] / results["rspamd"][sessions]
                 print(f"  {sessions} session(s): aliasd / rspamd = {ratio:.2f}x  "
