@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+import uvloop
 
 from aliasd.core.decision import Decision
 from aliasd.lookup import socketmap, tcp_table
@@ -72,10 +73,11 @@ class DictMap:
 class ServerThread:
     """A LookupServer on its own event loop in a thread, so tests use blocking sockets."""
 
-    def __init__(self, tmp_dir: str, idle_timeout: float = 0.8) -> None:
+    def __init__(self, tmp_dir: str, loop_name: str, idle_timeout: float = 0.8) -> None:
         self.maps = {"virtual": DictMap("virtual", DATA), "other": DictMap("other", {"k": "v"})}
         self.server = LookupServer(self.maps, idle_timeout=idle_timeout)
-        self.loop = asyncio.new_event_loop()
+        # lookupd runs on uvloop when it is installed, else on asyncio's own loop.
+        self.loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
         self.unix_path = f"{tmp_dir}/socketmap.sock"
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
@@ -93,9 +95,9 @@ class ServerThread:
         self.loop.close()
 
 
-@pytest.fixture(scope="module")
-def srv(tmp_path_factory) -> Iterator[ServerThread]:
-    server = ServerThread(str(tmp_path_factory.mktemp("lookup")))
+@pytest.fixture(scope="module", params=["asyncio", "uvloop"])
+def srv(request, tmp_path_factory) -> Iterator[ServerThread]:
+    server = ServerThread(str(tmp_path_factory.mktemp("lookup")), request.param)
     yield server
     server.stop()
 
