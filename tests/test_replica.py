@@ -5,16 +5,17 @@ staleness → TEMP, and catch-all creation."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from aliasd.core import aliases as core
 from aliasd.core.decision import Decision, Outcome
 from aliasd.core.replica import CatchAllRequest, Replica
 from aliasd.db import Database
 from aliasd.lookup.virtual_map import VirtualMap
-from aliasd.models import Alias, AliasChange, AliasOrigin
+from aliasd.models import Alias, AliasChange, AliasOrigin, utcnow
 
 DOWN_URL = "postgresql+psycopg://nobody@127.0.0.1:9/nothing"  # nothing listens on port 9
 
@@ -252,3 +253,19 @@ def test_catch_all_cap_database_errors_and_stale_burns(populated):
     asyncio.run(scenario())
     with populated.session() as s:
         assert s.scalar(select(Alias).where(Alias.address == "d.example@c.example")) is None
+
+
+def test_old_feed_rows_are_pruned_and_sync_goes_on(populated):
+    vmap = _map(populated)
+    with populated.session() as s:
+        s.execute(update(AliasChange).values(changed_at=utcnow() - dt.timedelta(days=2)))
+        core.create_alias(s, "recent@d.example", core.get_user(s, "bob"))
+    vmap._prune()
+    with populated.session() as s:
+        assert s.scalars(select(AliasChange.address)).all() == ["recent@d.example"]
+    vmap.replica.sync()
+    assert vmap.lookup_fast("recent@d.example") == found("bob@real.example")
+    with populated.session() as s:
+        core.set_state(s, core.get_alias(s, "recent@d.example"), "disabled")
+    vmap.replica.sync()
+    assert vmap.lookup_fast("recent@d.example").outcome is Outcome.NOTFOUND

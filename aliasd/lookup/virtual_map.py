@@ -24,6 +24,8 @@ from aliasd.models import Domain
 
 log = logging.getLogger("aliasd.lookup.virtual")
 
+PRUNE_INTERVAL = 3600.0  # seconds between deletions of change-feed rows older than a day
+
 
 class VirtualMap:
     name = "virtual"
@@ -109,11 +111,16 @@ class VirtualMap:
         return self.replica.loaded
 
     async def _sync_loop(self) -> None:
+        next_prune = time.monotonic() + 60
         while True:
             try:
                 stats = await asyncio.to_thread(self.replica.sync)
                 if stats.reloaded:
                     log.info("replica loaded: %s", self.replica.stats())
+                if time.monotonic() >= next_prune:
+                    # The feed only needs to outlive the slowest reader; keep it small.
+                    next_prune = time.monotonic() + PRUNE_INTERVAL
+                    await asyncio.to_thread(self._prune)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # database down, timeout, ...: keep trying
@@ -122,6 +129,12 @@ class VirtualMap:
                     self._last_error_log = now
                     log.warning("cannot sync aliases from the database: %s", exc)
             await asyncio.sleep(self.sync_interval)
+
+    def _prune(self) -> None:
+        with self.database.session() as session:
+            removed = core.prune_changes(session)
+        if removed:
+            log.info("pruned %d old change-feed rows", removed)
 
 
 def build(settings: Settings, database: Database) -> VirtualMap:
