@@ -132,9 +132,15 @@ def test_every_form_requires_csrf(app, alice, database):
         "/aliases/new": {"site": "github.com", "variant": "site", "create": "1"},
         "/aliases/action": {"one": f"disable:{alias_id}"},
         "/settings/tokens": {"name": "t"},
-        "/settings/tokens/1/revoke": {},
         "/logout": {},
     }
+    # Every POST route outside the token-only API, including ones added later by other
+    # blueprints, is covered by walking the URL map.
+    for rule in app.url_map.iter_rules():
+        if "POST" in (rule.methods or ()) and not rule.rule.startswith("/api/"):
+            path = re.sub(r"<(?:int:)?\w+>", str(alias_id), rule.rule)
+            posts.setdefault(path, {})
+    assert len(posts) >= 6
     for path, data in posts.items():
         response = client.post(path, data=data)
         assert response.status_code == 400, path
@@ -465,3 +471,30 @@ def test_search_with_many_matches_pages_through_all(database, alice):
         by_spam = service.list_aliases(s, user, search="shop", sort="spam")
         assert {a.spam_count for a in by_spam.items} == {2}
         assert service.list_aliases(s, user, search="other").total == 1
+
+
+def test_edit_note_and_destinations(app, alice, bob, database):
+    with database.session() as s:
+        alias_id = core.create_alias(s, "n.com@alice.example", s.get(User, alice), site="n.com").id
+    client = signed_in(app, "alice")
+    page = client.get(f"/aliases/{alias_id}").get_data(as_text=True)
+    token = csrf_from(page)
+    response = client.post(f"/aliases/{alias_id}", data={
+        "note": "<i>x</i>", "destinations": "one@x.example\nTWO@x.example\n", "csrf_token": token})
+    assert response.status_code == 302
+    alias = alias_row(database, "n.com@alice.example")
+    assert alias.destination_list == ["one@x.example", "two@x.example"]
+    assert alias.note == "<i>x</i>"
+    response = client.post(f"/aliases/{alias_id}", data={
+        "note": "", "destinations": "not an address", "csrf_token": token})
+    assert response.status_code == 422 and "not an address" in response.get_data(as_text=True)
+    assert alias_row(database, "n.com@alice.example").destination_list == [
+        "one@x.example", "two@x.example"]
+    assert client.post(f"/aliases/{alias_id}", data={"note": "x"}).status_code == 400  # CSRF
+    # bob cannot edit alice's alias
+    other = signed_in(app, "bob")
+    response = other.post(f"/aliases/{alias_id}", data={
+        "note": "pwned", "destinations": "bob@evil.example",
+        "csrf_token": page_token(other, "/")})
+    assert response.status_code == 404
+    assert alias_row(database, "n.com@alice.example").note == "<i>x</i>"

@@ -306,6 +306,19 @@ def apply_action(session: Session, user: User, alias: Alias, action: str) -> Non
         raise core.AliasdError(f"unknown action {action!r}")
 
 
+def update_alias(session: Session, user: User, alias: Alias, *, note: str | None,
+                 destinations: Sequence[str]) -> None:
+    """Change the note and destinations (empty destinations: the owner's mailbox)."""
+    if not can_access(user, alias):
+        raise core.NotFound("no such alias")
+    note = (note or "").strip() or None
+    if note and len(note) > 2000:
+        raise core.AliasdError("the note is longer than 2000 characters")
+    dests = [d for d in destinations if d and d.strip()] or [alias.owner.mailbox]
+    core.set_destinations(session, alias, dests)
+    alias.note = note
+
+
 # --- detail --------------------------------------------------------------------------
 def recent_events(session: Session, alias: Alias, limit: int = 50) -> list[MailEvent]:
     return list(

@@ -34,6 +34,12 @@ class NewAliasForm(FlaskForm):
     create = SubmitField("Create alias")
 
 
+class EditAliasForm(FlaskForm):
+    note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
+    destinations = TextAreaField("Forwards to", validators=[Optional(), Length(max=5000)])
+    save = SubmitField("Save")
+
+
 class ActionForm(FlaskForm):
     """CSRF only: the fields (ids, action, one, confirm) are read from request.form."""
 
@@ -101,15 +107,35 @@ def new():
                            proposal=proposal), status
 
 
-@bp.get("/aliases/<int:alias_id>")
+@bp.route("/aliases/<int:alias_id>", methods=["GET", "POST"])
 @login_required
 def detail(alias_id: int):
+    """The alias, its recent messages and sender domains; POST saves note/destinations."""
     s = db_session()
     alias = _alias_or_404(alias_id)
+    edit = EditAliasForm()
+    status = 200
+    if request.method == "GET":
+        edit.note.data = alias.note or ""
+        edit.destinations.data = "\n".join(alias.destination_list)
+    elif edit.validate_on_submit():
+        try:
+            service.update_alias(s, current_user(), alias, note=edit.note.data,
+                                 destinations=(edit.destinations.data or "").splitlines())
+            s.commit()
+            flash("Saved.", "success")
+            return redirect(url_for("aliases.detail", alias_id=alias.id))
+        except core.AliasdError as exc:
+            s.rollback()
+            alias = _alias_or_404(alias_id)
+            edit.destinations.errors = [*edit.destinations.errors, str(exc)]
+            status = 422
+    else:
+        status = 400
     return render_template(
-        "aliases/detail.html", alias=alias, form=ActionForm(),
+        "aliases/detail.html", alias=alias, form=ActionForm(), edit=edit,
         events=service.recent_events(s, alias), senders=service.sender_domains(s, alias),
-    )
+    ), status
 
 
 @bp.post("/aliases/action")

@@ -69,7 +69,7 @@ def index():
 @login_required
 def export(fmt: str):
     report = _report()
-    rows = [{k: r.as_dict()[k] for k in EXPORT_FIELDS} for r in report.rows]
+    rows = [{k: d[k] for k in EXPORT_FIELDS} for d in (r.as_dict() for r in report.rows)]
     filename = f"aliasd-spam-report-{report.period}"
     if fmt == "json":
         body = json.dumps(
