@@ -214,7 +214,10 @@ class SiteDay(Base):
     """Per owner, site and UTC day: totals the report reads instead of scanning events."""
 
     __tablename__ = "site_days"
-    __table_args__ = (UniqueConstraint("owner_id", "site", "day"),)
+    __table_args__ = (
+        UniqueConstraint("owner_id", "site", "day"),
+        Index("ix_site_days_day", "day"),  # the report's period filter across all users
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))

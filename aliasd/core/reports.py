@@ -113,32 +113,15 @@ def ranking(
     """Sites ranked by spam in the period. ``owner_id`` None means every user's sites
     (admins); otherwise only that user's."""
     since = period_start(period, today)
-    spam_sum = func.sum(SiteDay.spam)
-    base = _site_filter(
-        select(
-            SiteDay.owner_id,
-            SiteDay.site,
-            spam_sum.label("spam"),
-            func.sum(SiteDay.total).label("total"),
-            func.sum(SiteDay.unrelated).label("unrelated"),
-            func.min(case((SiteDay.spam > 0, SiteDay.day))).label("first_spam"),
-            func.max(case((SiteDay.spam > 0, SiteDay.day))).label("last_spam"),
-        ).group_by(SiteDay.owner_id, SiteDay.site),
-        owner_id,
-        since,
+    groups = _groups_all_time(session, owner_id) if since is None else _groups_in_period(
+        session, owner_id, since
     )
-    grouped = base.subquery()
-    totals = session.execute(
-        select(
-            func.coalesce(func.sum(grouped.c.spam), 0),
-            func.coalesce(func.sum(grouped.c.total), 0),
-            func.count(),
-        ).select_from(grouped)
-    ).one()
-    total_spam, total_mail, site_count = int(totals[0]), int(totals[1]), int(totals[2])
-    rows = session.execute(
-        base.order_by(spam_sum.desc(), func.sum(SiteDay.total).desc(), SiteDay.site).limit(limit)
-    ).all()
+    total_spam = sum(g.spam for g in groups)
+    total_mail = sum(g.total for g in groups)
+    site_count = len(groups)
+    # At most a few thousand groups: sorting them here saves a second grouped query.
+    groups.sort(key=lambda g: (-g.spam, -g.total, g.site))
+    rows = groups[:limit]
     if not rows:
         return Report([], period, since, total_spam, total_mail, site_count)
 
@@ -149,7 +132,12 @@ def ranking(
 
     # Sender domains of the listed sites (one grouped read of site_senders).
     sender_query = select(
-        SiteSender.owner_id, SiteSender.site, SiteSender.sender_domain, SiteSender.spam
+        SiteSender.owner_id,
+        SiteSender.site,
+        SiteSender.sender_domain,
+        SiteSender.spam,
+        SiteSender.first_spam_at,
+        SiteSender.last_spam_at,
     ).where(SiteSender.owner_id.in_(owners), SiteSender.site.in_(sites))
     if since is not None:
         sender_query = sender_query.where(
@@ -157,8 +145,13 @@ def ranking(
         )
     blocked = blocked_domains(session)
     senders: dict[tuple[int, str], list[tuple[str, int]]] = {}
+    spam_span: dict[tuple[int, str], list[dt.datetime]] = {}
     for r in session.execute(sender_query):
         senders.setdefault((r.owner_id, r.site), []).append((r.sender_domain, r.spam))
+        if since is None and r.first_spam_at is not None:
+            span = spam_span.setdefault((r.owner_id, r.site), [r.first_spam_at, r.last_spam_at])
+            span[0] = min(span[0], r.first_spam_at)
+            span[1] = max(span[1], r.last_spam_at or r.first_spam_at)
 
     # Alias state and leak date per site (aliases of the listed sites only).
     alias_query = select(
@@ -187,8 +180,8 @@ def ranking(
                 total=total,
                 share=spam / total_spam if total_spam else 0.0,
                 spam_ratio=spam / total if total else 0.0,
-                first_spam=_as_date(r.first_spam),
-                last_spam=_as_date(r.last_spam),
+                first_spam=_as_date(r.first_spam) if since else _span_day(spam_span, key, 0),
+                last_spam=_as_date(r.last_spam) if since else _span_day(spam_span, key, 1),
                 sender_domains=len(site_senders),
                 spam_sender_domains=len(spam_domains),
                 blocked_sender_domains=sum(1 for d in spam_domains if is_domain_blocked(d, blocked)),
@@ -198,6 +191,67 @@ def ranking(
             )
         )
     return Report(out, period, since, total_spam, total_mail, site_count)
+
+
+@dataclass
+class _Group:
+    owner_id: int
+    site: str
+    spam: int
+    total: int
+    unrelated: int
+    first_spam: Any = None
+    last_spam: Any = None
+
+
+def _groups_in_period(session: Session, owner_id: int | None, since: dt.date) -> list[_Group]:
+    """Per (owner, site) sums of the period's site_days rows: a range on the owner's
+    unique (owner_id, site, day) index, or on ix_site_days_day for everyone."""
+    query = _site_filter(
+        select(
+            SiteDay.owner_id,
+            SiteDay.site,
+            func.sum(SiteDay.spam),
+            func.sum(SiteDay.total),
+            func.sum(SiteDay.unrelated),
+            func.min(case((SiteDay.spam > 0, SiteDay.day))),
+            func.max(case((SiteDay.spam > 0, SiteDay.day))),
+        ).group_by(SiteDay.owner_id, SiteDay.site),
+        owner_id,
+        since,
+    )
+    return [
+        _Group(o, site, int(sp or 0), int(t or 0), int(u or 0), first, last)
+        for o, site, sp, t, u, first, last in session.execute(query)
+    ]
+
+
+def _groups_all_time(session: Session, owner_id: int | None) -> list[_Group]:
+    """All-time sums come from the alias counters (one row per alias) instead of every
+    day of every site: the mail path updates both in the same transaction."""
+    key = func.coalesce(Alias.site, Alias.address)
+    query = (
+        select(
+            Alias.owner_id,
+            key,
+            func.sum(Alias.spam_count),
+            func.sum(Alias.forwarded_count + Alias.rejected_count),
+            func.count(Alias.leaked_at),
+        )
+        .group_by(Alias.owner_id, key)
+        .having(func.sum(Alias.forwarded_count + Alias.rejected_count) > 0)
+    )
+    if owner_id is not None:
+        query = query.where(Alias.owner_id == owner_id)
+    return [
+        _Group(o, site, int(sp or 0), int(t or 0), int(u or 0))
+        for o, site, sp, t, u in session.execute(query)
+    ]
+
+
+def _span_day(spans: dict, key: tuple[int, str], index: int) -> dt.date | None:
+    span = spans.get(key)
+    return span[index].astimezone(dt.UTC).date() if span else None
 
 
 def _as_date(value: Any) -> dt.date | None:
