@@ -3,6 +3,7 @@ a ``aliasd lookupd`` started with the same settings and no listen options."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def test_printed_lines_reach_lookupd_started_from_the_same_settings(database, al
     finally:
         lookupd.terminate()
         lookupd.wait(10)
+        shutil.rmtree(sock_dir, ignore_errors=True)
 
 
 def test_postfix_table_names():

@@ -194,8 +194,9 @@ def delivered_to(capture: CaptureServer, marker: str, timeout: float = 20) -> li
 
 def test_smtp_accepts_live_aliases_and_refuses_the_rest(mta, setup_cli, settings, tmp_path):
     pf, capture = mta
-    setup_cli("domain", "add", "one.example", "--owner", "bob", "--catch-all", "create",
-              "--max-per-hour", "1")  # fmt: skip
+    with Database(settings.effective_database_url).session() as s:
+        core.create_domain(s, "one.example", core.get_user(s, "bob"), catch_all="create",
+                           catch_all_max_per_hour=1)  # fmt: skip
     lookupd = Lookupd(lookupd_env(settings), tmp_path / "lookupd.log")
     try:
         lookupd.wait_loaded()
