@@ -103,6 +103,8 @@ def world(request, tmp_path_factory):
     env = settings_env(settings)
     env["ALIASD_MILTER_LISTEN"] = settings.milter_listen
     env["ALIASD_MAX_SCAN_SIZE"] = "50000"
+    # the auto-block hook may rewrite header_checks: never reload the system Postfix
+    env["ALIASD_BLOCKLIST_RELOAD_COMMAND"] = "true"
     milter = _start(
         [sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log"
     )
