@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from html.parser import HTMLParser
 
 import pytest
 from sqlalchemy import select
@@ -498,3 +499,46 @@ def test_edit_note_and_destinations(app, alice, bob, database):
         "csrf_token": page_token(other, "/")})
     assert response.status_code == 404
     assert alias_row(database, "n.com@alice.example").note == "<i>x</i>"
+
+
+class _FormAudit(HTMLParser):
+    """Collects controls, labels and headings of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.controls, self.labels, self.h1 = [], set(), 0
+        self.external = []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "label" and a.get("for"):
+            self.labels.add(a["for"])
+        if tag == "h1":
+            self.h1 += 1
+        if tag in ("input", "select", "textarea") and a.get("type") not in (
+                "hidden", "submit", "button"):
+            self.controls.append(a)
+        for attr in ("src", "href"):
+            if (a.get(attr) or "").startswith(("http://", "https://", "//")):
+                self.external.append(a[attr])
+
+
+def test_pages_are_labelled_and_self_contained(app, alice, database):
+    with database.session() as s:
+        alias_id = core.create_alias(s, "l.com@alice.example", s.get(User, alice), site="l.com").id
+    anon = app.test_client()
+    client = signed_in(app, "alice")
+    pages = {"/login": anon, "/": client, "/aliases/new": client,
+             f"/aliases/{alias_id}": client, "/settings/tokens": client}
+    for path, c in pages.items():
+        audit = _FormAudit()
+        audit.feed(c.get(path).get_data(as_text=True))
+        assert audit.h1 == 1, path
+        assert audit.controls, path
+        for control in audit.controls:
+            assert control.get("id") in audit.labels or control.get("aria-label"), (path, control)
+        assert not audit.external, (path, audit.external)  # no assets from other hosts
+    # a form sent back with an error puts the focus on the field in error
+    html = create(client, site="bad site").get_data(as_text=True)
+    assert re.search(r'<input[^>]*aria-invalid="true"[^>]*autofocus|<input[^>]*autofocus[^>]*'
+                     r'aria-invalid="true"', html)
