@@ -33,7 +33,11 @@ SCAN_COUNTER_PREFIX = "scanned:"
 
 # Bayes → symbol: beyond these probabilities Bayes speaks; its score grows with the
 # probability's distance from them (rspamd scales the same way), up to the full weight.
-BAYES_SPAM_FROM = 0.90
+# BAYES_SPAM's full weight (5.9) stays just under the add-header threshold: Bayes
+# alone never marks a message as spam, one more piece of evidence must agree. Tuned
+# on a split inside the 80 % learn set of the benchmark: newsletters the user asked
+# for ("hard ham") reach p = 0.999 too, and this keeps them out.
+BAYES_SPAM_FROM = 0.99
 BAYES_SPAM_FULL = 0.999
 BAYES_HAM_BELOW = 0.10
 BAYES_HAM_FULL = 0.001

@@ -34,6 +34,11 @@ SCORES: dict[str, tuple[float, str]] = {
     "R_UNDISC_RCPT": (3.0, "To: undisclosed-recipients"),
     "SUBJ_ALL_CAPS": (3.0, "Subject is written in capitals"),
     "HTTP_TO_IP": (1.0, "Link to a bare IP address"),
+    "HAS_X_PRIO_ONE": (1.0, "X-Priority 1 / X-MSMail-Priority High"),
+    "SUBJECT_HAS_CURRENCY": (1.0, "Subject contains a currency sign"),
+    "MISSING_MIME_VERSION": (2.0, "MIME content without a MIME-Version header"),
+    "SPAM_PHRASES": (1.0, "Body uses typical sales-pitch phrases"),
+    "OPT_IN_CLAIM": (1.0, "Body claims the recipient opted in or explains removal"),
     "ALIAS_SITE_MISMATCH": (1.0, "Sender is unrelated to the site the alias was given to"),
     "BLOCKLISTED": (15.0, "Sender domain is on the block list"),
     "R_SPF_ALLOW": (-0.2, "SPF verification allows sending"),
@@ -43,7 +48,7 @@ SCORES: dict[str, tuple[float, str]] = {
     "R_SPF_NA": (0.0, "No SPF record"),
     "R_SPF_DNSFAIL": (0.0, "SPF DNS failure"),
     "R_SPF_PERMFAIL": (0.0, "SPF record is broken"),
-    "BAYES_SPAM": (5.1, "Bayes: message is probably spam"),
+    "BAYES_SPAM": (5.9, "Bayes: message is probably spam"),
     "BAYES_HAM": (-3.0, "Bayes: message is probably ham"),
 }
 
@@ -58,6 +63,19 @@ _KNOWN_TYPES = {
 }
 _MSGID = re.compile(r"^<[^<>@\s]+@[^<>@\s]+>$")
 _IP_URL = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+_CURRENCY = re.compile(r"[$€£]")
+_SALES = re.compile(
+    r"\b(?:risk[- ]free|100% free|no obligation|act now|limited time offer|"
+    r"satisfaction guaranteed|money[- ]back guarantee|order (?:now|today)|"
+    r"while supplies last|call (?:now|today)|apply (?:now|today))\b",
+    re.I,
+)
+_OPT_IN = re.compile(
+    r"\b(?:this is not (?:a )?spam|you (?:are )?receiv(?:ed|ing) this (?:e-?mail|message|letter) "
+    r"because|opted[- ]in|opt[- ]in (?:list|e-?mail)|to be removed from|"
+    r"remove yourself from|wish to be removed)\b",
+    re.I,
+)
 
 
 def sym(name: str, *options: str, score: float | None = None) -> Symbol:
@@ -178,3 +196,18 @@ def content_rules(ctx: RuleContext) -> Iterator[Symbol]:
     ips = [h for h in pm.url_hosts if _IP_URL.match(h)]
     if ips:
         yield sym("HTTP_TO_IP", ips[0])
+    if (pm.header("X-Priority") or "").strip().startswith("1") or (
+        pm.header("X-MSMail-Priority") or ""
+    ).strip().lower() == "high":
+        yield sym("HAS_X_PRIO_ONE")
+    if _CURRENCY.search(subject):
+        yield sym("SUBJECT_HAS_CURRENCY")
+    if "mime-version" not in pm.header_names and (pm.has_html or pm.attachments):
+        yield sym("MISSING_MIME_VERSION")
+    text = pm.text[:50_000]
+    m = _SALES.search(text)
+    if m:
+        yield sym("SPAM_PHRASES", m.group(0).lower())
+    m = _OPT_IN.search(text)
+    if m:
+        yield sym("OPT_IN_CLAIM", m.group(0).lower())

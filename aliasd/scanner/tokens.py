@@ -9,7 +9,7 @@ import re
 
 import numpy as np
 
-from aliasd.scanner.message import ParsedMessage
+from aliasd.scanner.message import ParsedMessage, decode_header_value
 
 WINDOW = 5  # a word and the 4 that follow it, as rspamd's OSB tokenizer
 MAX_WORDS = 1500  # body words tokenized per message: enough to classify, bounded cost
@@ -123,6 +123,36 @@ def _shape(text: str) -> str:
     return _SHAPE_SUB.sub(repl, text.strip())[:30]
 
 
+# Headers that say nothing about the sender's software or path, or that carry our own
+# (or another filter's) verdict: learning those would teach Bayes its own opinion back.
+_SKIP_HEADERS = frozenset({
+    "date", "message-id", "delivered-to", "x-original-to", "content-length", "lines",
+    "status", "x-status", "x-keywords", "x-uid",
+})
+_SKIP_PREFIXES = ("x-spam", "x-aliasd", "x-rspamd", "x-virus")
+_DIGITS = re.compile(r"\d")
+
+
+def header_words(pm: ParsedMessage) -> list[str]:
+    """``name:word`` for the words of each header (SpamAssassin's Bayes and SpamBayes
+    tokenize headers the same way). Received lines lose their time stamp, and words
+    with many digits (queue ids, serials) are dropped: unique per message, they only
+    bloat the table."""
+    out: list[str] = []
+    for name, value in pm.msg.items()[:60]:
+        n = name.lower()
+        if n in _SKIP_HEADERS or n.startswith(_SKIP_PREFIXES) or len(n) > 40:
+            continue
+        text = decode_header_value(value)
+        if n == "received":
+            text = text.rpartition(";")[0] or text
+        for w in words(text, 20):
+            if len(_DIGITS.findall(w)) > 3 and "." not in w:
+                continue
+            out.append(n + ":" + w)
+    return out
+
+
 def message_tokens(pm: ParsedMessage) -> np.ndarray:
     """Unique signed 64-bit token ids of one message (may be empty)."""
     groups: list[np.ndarray] = []
@@ -134,6 +164,7 @@ def message_tokens(pm: ParsedMessage) -> np.ndarray:
     if body:
         groups.append(_osb(np.array([_h(w) for w in body], dtype=np.uint64)))
     meta = _meta(pm)
+    meta.extend(header_words(pm))
     if meta:
         groups.append(np.array([_h(w) for w in meta], dtype=np.uint64))
     if not groups:
