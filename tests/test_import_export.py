@@ -312,3 +312,33 @@ def test_cli_import_database_failure_loses_nothing(aliasd_cli, database, tmp_pat
     assert aliasd_cli("alias", "export").stdout == ""
     ok = aliasd_cli("alias", "import", str(src))
     assert ok.stdout.strip() == "imported 2, updated 0, duplicates 0, errors 0"
+
+
+@pytest.mark.postfix
+@pytest.mark.parametrize("engine_name", ["postgresql"])
+def test_running_lookupd_serves_an_import_at_once(aliasd_cli, settings, tmp_path: Path):
+    """The import writes one "reload everything" change; a running lookupd picks it up
+    and real Postfix (postmap over socketmap) sees every imported alias."""
+    from tests.test_lookup_postfix import Lookupd, lookupd_env, wait_until
+
+    _cli_setup(aliasd_cli)
+    n = 2000
+    src = tmp_path / "virtual"
+    src.write_text("".join(f"site{i}.example@example.net u{i % 9}@y.example\n" for i in range(n))
+                   + "bad@unmanaged.example u@y.example\n")
+    lookupd = Lookupd(lookupd_env(settings), tmp_path / "lookupd.log")
+    try:
+        lookupd.wait_loaded("example.net")
+        proc = aliasd_cli("alias", "import", str(src), check=False)
+        assert proc.returncode == 1 and "imported 2000," in proc.stdout
+        keys = [f"Site{i}.example@example.net" for i in range(n)] + ["bad@unmanaged.example"]
+
+        def answers() -> dict[str, str]:
+            got = postmap("-q", "-", lookupd.sm, input="".join(k + "\n" for k in keys))
+            assert got.stderr == "", got.stderr
+            return dict(line.split("\t", 1) for line in got.stdout.splitlines())
+
+        wait_until(lambda: len(answers()) == n, 10, "lookupd serving the import")
+        assert answers() == {f"Site{i}.example@example.net": f"u{i % 9}@y.example" for i in range(n)}
+    finally:
+        lookupd.stop()
