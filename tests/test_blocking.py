@@ -319,3 +319,50 @@ def test_import_cli_reports_lines_keeps_ids_and_writes_a_clean_table(world, cli,
     # New rules continue after the imported ids (PostgreSQL's sequence moved too).
     new = cli("blocklist", "add", "late.example", env_extra=env).stdout
     assert new.startswith("64\t")
+
+
+# --- the sender_access map -----------------------------------------------------------------
+def test_access_map_answers_reject_notfound_and_temp(world, policy_settings):
+    import asyncio
+
+    from aliasd.core.decision import Outcome
+    from aliasd.db import Database
+    from aliasd.lookup.access_map import SenderAccessMap
+    from tests.harness.net import free_port
+
+    with world.session() as s:
+        rule = blocking.block_domain(s, policy_settings, "massnews.gr")
+        s.add(BlockRule(kind="regex", value="spam\\.example", pattern="/spam\\.example/",
+                        reject_text="imported id=9", source="imported"))
+        s.add(BlockRule(kind="regex", value="^Subject:.*x", pattern="/^Subject:.*x/",
+                        reject_text="not a domain", source="manual"))
+        off = blocking.block_domain(s, policy_settings, "off.example")
+        off.enabled = False
+    now = [1000.0]
+    amap = SenderAccessMap(world, max_staleness=5.0, clock=lambda: now[0])
+    assert asyncio.run(amap.lookup("a@massnews.gr")).outcome is Outcome.TEMP  # not loaded yet
+    amap.refresh()
+
+    def answer(key: str):
+        return asyncio.run(amap.lookup(key))
+
+    text = f"REJECT Plz stop sending SPAM id={rule.id}"
+    for key in ("promo@massnews.gr", "<Promo@MassNews.GR>", "x@mail.massnews.gr", "massnews.gr"):
+        decision = answer(key)
+        assert (decision.outcome, decision.value) == (Outcome.FOUND, text), key
+    assert answer("x@spam.example").value == "REJECT imported id=9"  # imported domain pattern
+    for key in ("x@massnews.gr.example.com", "x@notmassnews.gr", "x@off.example", "", "<>",
+                "not an address@", "x@[192.0.2.1]", "x@example.net"):
+        assert answer(key).outcome is Outcome.NOTFOUND, key
+    # Hits are counted in memory and reach the rule on the next refresh.
+    amap.refresh()
+    with world.session() as s:
+        assert s.get(BlockRule, rule.id).hits == 4
+    # Stale copy (database unreachable for longer than max_staleness): TEMP, never NOTFOUND.
+    now[0] += 6
+    assert answer("x@example.net").outcome is Outcome.TEMP
+    down = SenderAccessMap(Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
+                                    timeout=1))
+    with pytest.raises(Exception):  # noqa: B017 - any driver error
+        down.refresh()
+    assert asyncio.run(down.lookup("a@massnews.gr")).outcome is Outcome.TEMP
