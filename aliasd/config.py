@@ -58,6 +58,7 @@ class Settings:
     ldap_admin_group_dn: str = ""
     ldap_mail_attribute: str = "mail"
     ldap_timeout: float = 5.0
+    ldap_ca_file: str = ""  # CA bundle for ldaps:// and StartTLS; empty: the system's
 
     # lookup server (Postfix maps)
     lookup_socketmap: str = "127.0.0.1:10031"

@@ -1,6 +1,6 @@
 """LDAP sign-in against a real slapd on loopback: search-then-bind (service account and
 anonymous), DN template, admin group, names with special characters, filter injection,
-directory down; through the web login, first sign-in creates the user and later ones
+StartTLS and ldaps:// with a private CA (and refusal without it), directory down; through the web login, first sign-in creates the user and later ones
 refresh the mailbox (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.ldap
 
 @pytest.fixture(scope="module")
 def slapd(tmp_path_factory):
-    instance = SlapdInstance(tmp_path_factory.mktemp("slapd")).start()
+    instance = SlapdInstance(tmp_path_factory.mktemp("slapd"), tls=True).start()
     standard_directory(instance)
     yield instance
     instance.stop()
@@ -106,9 +106,26 @@ def test_directory_down_is_unavailable_not_wrong_password():
         ldap_authenticate(settings, "alice", "alice-pw-1")
 
 
-def test_starttls_refused_by_server_is_unavailable_not_plaintext(slapd):
-    # This slapd has no certificate: StartTLS fails, and we must not bind in clear.
-    settings = ldap_settings(slapd, "service", ldap_starttls=True)
+@pytest.mark.parametrize("how", ["starttls", "ldaps"])
+def test_tls_with_the_private_ca_signs_in(slapd, how):
+    if how == "starttls":
+        settings = ldap_settings(slapd, "service", ldap_starttls=True,
+                                 ldap_ca_file=str(slapd.ca_file))
+    else:
+        settings = ldap_settings(slapd, "service", ldap_uri=slapd.ldaps_uri,
+                                 ldap_ca_file=str(slapd.ca_file))
+    identity = ldap_authenticate(settings, "carol", PEOPLE["carol"].password)
+    assert identity is not None and identity.is_admin
+    assert ldap_authenticate(settings, "carol", "wrong") is None
+
+
+@pytest.mark.parametrize("how", ["starttls", "ldaps"])
+def test_untrusted_certificate_is_unavailable_never_plaintext(slapd, how):
+    # Without the private CA the certificate is not trusted: refuse, don't fall back.
+    if how == "starttls":
+        settings = ldap_settings(slapd, "service", ldap_starttls=True)
+    else:
+        settings = ldap_settings(slapd, "service", ldap_uri=slapd.ldaps_uri)
     with pytest.raises(LdapUnavailable):
         ldap_authenticate(settings, "alice", PEOPLE["alice"].password)
 

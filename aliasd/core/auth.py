@@ -87,7 +87,8 @@ def prune_attempts(session: Session, settings: Settings) -> None:
 
 # --- LDAP ----------------------------------------------------------------------------
 def _ldap_server(settings: Settings) -> ldap3.Server:
-    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED)
+    # Certificates are always verified (name and chain); a private CA goes in ldap_ca_file.
+    tls = ldap3.Tls(validate=ssl.CERT_REQUIRED, ca_certs_file=settings.ldap_ca_file or None)
     # ldap3 rejects the trailing "/" that LDAP URIs usually carry (ldap://host:389/).
     uri = settings.ldap_uri.strip().rstrip("/")
     try:
@@ -110,11 +111,15 @@ def _connect(settings: Settings, server: ldap3.Server, user: str | None,
     )
     try:
         conn.open()
-        if settings.ldap_starttls and not settings.ldap_uri.lower().startswith("ldaps://"):
-            conn.start_tls()
+        if (settings.ldap_starttls and not settings.ldap_uri.lower().startswith("ldaps://")
+                and not conn.start_tls()):
+            # Never go on in clear text when TLS was asked for.
+            raise LdapUnavailable(f"StartTLS failed: {conn.result}")
         if not conn.bind():
+            if conn.closed:
+                raise LdapUnavailable(f"the directory closed the connection: {conn.result}")
             return None
-    except ldap_exc.LDAPException as exc:
+    except (ldap_exc.LDAPException, OSError) as exc:  # ssl.SSLError is an OSError
         raise LdapUnavailable(str(exc)) from exc
     return conn
 

@@ -48,11 +48,38 @@ class Person:
         return f"uid={escape_rdn(self.uid)},ou=people,{BASE_DN}"
 
 
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl CLI):
+    returns (ca.pem, server.pem, server.key)."""
+    ca_key, ca, key, csr, cert = (directory / n for n in
+                                  ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ext = directory / "san.ext"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+        "-days", "2", "-subj", "/CN=aliasd test CA")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
+        "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
+
+
 class SlapdInstance:
-    def __init__(self, workdir: str | os.PathLike) -> None:
+    """``tls=True`` adds a certificate from a private CA (``ca_file``), StartTLS on
+    ``uri`` and a second listener ``ldaps_uri``."""
+
+    def __init__(self, workdir: str | os.PathLike, *, tls: bool = False) -> None:
         self.dir = Path(workdir)
         self.port = free_port()
         self.uri = f"ldap://127.0.0.1:{self.port}/"
+        self.tls = tls
+        self.ldaps_port = free_port() if tls else None
+        self.ldaps_uri = f"ldaps://127.0.0.1:{self.ldaps_port}/" if tls else None
+        self.ca_file: Path | None = None
         self.proc: subprocess.Popen | None = None
 
     def _write_config(self) -> Path:
@@ -62,9 +89,15 @@ class SlapdInstance:
             f"include {SCHEMA_DIR / name}.schema"
             for name in ("core", "cosine", "nis", "inetorgperson")
         )
+        tls = ""
+        if self.tls:
+            self.ca_file, cert, key = make_certificates(self.dir)
+            tls = (f"TLSCACertificateFile {self.ca_file}\nTLSCertificateFile {cert}\n"
+                   f"TLSCertificateKeyFile {key}\n")
         conf = self.dir / "slapd.conf"
         conf.write_text(
             f"""{schemas}
+{tls}
 modulepath {MODULE_DIR}
 moduleload back_mdb
 pidfile {self.dir / 'slapd.pid'}
@@ -95,7 +128,9 @@ access to *
         # -d keeps slapd in the foreground as our child, so stop() can end it by pid.
         with open(self.dir / "slapd.log", "wb") as log:
             self.proc = subprocess.Popen(
-                ["slapd", "-f", str(conf), "-h", self.uri, "-d", "0"],
+                ["slapd", "-f", str(conf), "-h", " ".join(filter(None, [self.uri,
+                                                                         self.ldaps_uri])),
+                 "-d", "0"],
                 stdout=log, stderr=subprocess.STDOUT,
             )
         try:
