@@ -84,14 +84,29 @@ def test_learn_many_batches_and_reports_each_message(scanner, database):
 
 
 def test_bayes_speaks_only_after_min_learns_of_each_class(scanner):
-    probe = ScanRequest(message=mail("spam_crypto.eml"))
+    probe = parse_message(mail("spam_crypto.eml"))
+    ham_probe = ScanRequest(message=mail("ham_family.eml"))
     scanner.learn(mail("spam_loan.eml"), True)
     scanner.learn(mail("ham_colleague.eml"), False)
     scanner.learn(mail("spam_pharmacy.eml"), True)
-    bayes_mod_names = {"BAYES_SPAM", "BAYES_HAM"}
-    assert not bayes_mod_names & set(scanner.scan(probe).symbol_names())  # 2 spam, 1 ham
+    assert scanner.bayes.classify(probe, 2) is None  # 2 spam, 1 ham: silent
+    assert "BAYES_HAM" not in scanner.scan(ham_probe).symbol_names()
     scanner.learn(mail("ham_invoice.eml"), False)
-    assert "BAYES_SPAM" in scanner.scan(probe).symbol_names()
+    verdict = scanner.bayes.classify(probe, 2)
+    assert verdict is not None and verdict.probability > 0.5
+    assert "BAYES_HAM" in scanner.scan(ham_probe).symbol_names()
+
+
+def test_bayes_symbol_scales_with_probability():
+    from aliasd.scanner.bundled import bayes_symbol
+
+    assert bayes_symbol(0.5) is None and bayes_symbol(0.95) is None
+    low, high = bayes_symbol(0.99), bayes_symbol(0.9999)
+    assert low.name == high.name == "BAYES_SPAM"
+    assert 0 < low.score < high.score == 5.9  # alone, never past the add-header threshold
+    assert high.options == ("99.99%",)
+    ham = bayes_symbol(0.0001)
+    assert ham.name == "BAYES_HAM" and ham.score == -3.0
 
 
 def test_held_out_messages_are_classified(scanner):
@@ -101,9 +116,8 @@ def test_held_out_messages_are_classified(scanner):
         assert scanner.learn(mail(name), False) is LearnOutcome.LEARNED
     spam = scanner.scan(ScanRequest(message=mail("spam_crypto.eml")))
     ham = scanner.scan(ScanRequest(message=mail("ham_family.eml")))
-    bayes_spam = {s.name: s for s in spam.symbols}["BAYES_SPAM"]
-    assert bayes_spam.score > 0 and bayes_spam.options[0].endswith("%")
-    assert float(bayes_spam.options[0].rstrip("%")) >= 90
+    assert scanner.bayes.classify(parse_message(mail("spam_crypto.eml")), 2).probability > 0.9
+    assert scanner.bayes.classify(parse_message(mail("ham_family.eml")), 2).probability < 0.1
     assert "BAYES_HAM" in ham.symbol_names()
     assert spam.score > ham.score
     assert ham.action.value == "no action"
@@ -114,13 +128,13 @@ def test_statistics_are_shared_through_the_database(scanner, database, settings,
     other_db = Database(database.url)  # a second "host": its own engine and caches
     try:
         other = BundledScanner(settings.with_overrides(bayes_min_learns=2), other_db)
-        probe = ScanRequest(message=mail("spam_crypto.eml"))
-        assert "BAYES_SPAM" not in other.scan(probe).symbol_names()  # caches the tokens
+        probe = ScanRequest(message=mail("ham_family.eml"))
+        assert "BAYES_HAM" not in other.scan(probe).symbol_names()  # caches the tokens
         for name in SPAM[:2]:
             scanner.learn(mail(name), True)
-        for name in HAM[:2]:
+        for name in HAM[:3]:
             scanner.learn(mail(name), False)
-        assert "BAYES_SPAM" in other.scan(probe).symbol_names()
+        assert "BAYES_HAM" in other.scan(probe).symbol_names()
         other.close()
     finally:
         other_db.dispose()
@@ -128,12 +142,13 @@ def test_statistics_are_shared_through_the_database(scanner, database, settings,
 
 def test_scans_are_counted_by_action(scanner, database):
     scanner.scan(ScanRequest(message=mail("ham_family.eml")))
-    scanner.scan(ScanRequest(message=mail("spam_pharmacy.eml")))
+    spam = scanner.scan(ScanRequest(message=mail("spam_pharmacy.eml")))
     scanner.scan(ScanRequest(message=mail("ham_invoice.eml")))
+    assert spam.action.value == "reject"  # 15+: missing Message-ID, date 4 days ahead, ...
     scanner.flush()
     c = counters(database)
     assert c["scanned:no action"] == 2
-    assert c["scanned:rewrite subject"] == 1
+    assert c["scanned:reject"] == 1
     stats = scanner.stats()
     assert stats["scanned:no action"] == 2 and stats["tokens"] == 0
 
