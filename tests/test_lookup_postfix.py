@@ -52,8 +52,10 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, what: str = "")
 class Lookupd:
     """One ``aliasd lookupd`` process on fresh loopback ports."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.sm_port, self.tcp_port = free_port(), free_port()
+    def __init__(
+        self, env: dict[str, str], log_path: Path, ports: tuple[int, int] | None = None
+    ) -> None:
+        self.sm_port, self.tcp_port = ports or (free_port(), free_port())
         self.log_path = log_path
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -166,25 +168,55 @@ def test_postmap_answers_and_changes_show_within_a_second(lookupd_pair, setup_cl
     assert "third.example" not in setup_cli("alias", "list").stdout
 
 
+class Mta:
+    """A private Postfix wired once to lookupd's (fixed) ports, so tests start their own
+    lookupd on those ports and never pay for a ``postfix reload``. The main smtpd and
+    cleanup use socketmap; a second smtpd (``tcp_port``) and its own cleanup use tcp_table.
+    ``max_use = 1``: every SMTP session and message gets fresh Postfix processes, so no
+    connection to a previous test's lookupd lingers."""
+
+    def __init__(self) -> None:
+        # Not under pytest's basetemp: every pytest session resets /tmp/pytest-of-<user>
+        # to mode 0700, which would lock the postfix user out of a running queue.
+        self.base = tempfile.mkdtemp(prefix="aliasd-lookup-postfix-")
+        self.lookupd_ports = (free_port(), free_port())
+        self.sm = f"socketmap:inet:127.0.0.1:{self.lookupd_ports[0]}:virtual"
+        self.tcp = f"tcp:127.0.0.1:{self.lookupd_ports[1]}"
+        self.capture = CaptureServer()
+        self.capture.start()
+        self.pf = PostfixInstance(self.base, relay_port=self.capture.port, main_cf={
+            "max_use": "1", "virtual_alias_domains": self.sm, "virtual_alias_maps": self.sm,
+        })  # fmt: skip
+        self.tcp_smtp_port = free_port()
+        service = f"127.0.0.1:{self.tcp_smtp_port}"
+        cf = ["postconf", "-c", str(self.pf.config_dir)]
+        for args in (
+            ["-M", f"{service}/inet={service} inet n - n - - smtpd"],
+            ["-M", "cleanuptcp/unix=cleanuptcp unix n - n - 0 cleanup"],
+            ["-P", f"{service}/inet/cleanup_service_name=cleanuptcp"],
+            *(["-P", f"{svc}/{name}={self.tcp}"] for svc in (f"{service}/inet", "cleanuptcp/unix")
+              for name in ("virtual_alias_domains", "virtual_alias_maps")),
+        ):  # fmt: skip
+            subprocess.run([*cf, *args], check=True, capture_output=True)
+        self.pf.start()
+        wait_for_port(self.tcp_smtp_port)
+
+    def lookupd(self, env: dict[str, str], log_path: Path) -> Lookupd:
+        return Lookupd(env, log_path, self.lookupd_ports)
+
+    def stop(self) -> None:
+        self.pf.stop()
+        self.capture.stop()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def mta() -> Iterator[tuple[PostfixInstance, CaptureServer]]:
-    # Not under pytest's basetemp: every pytest session resets /tmp/pytest-of-<user> to
-    # mode 0700, which would lock the postfix user out of a running instance's queue.
-    base = tempfile.mkdtemp(prefix="aliasd-lookup-postfix-")
-    capture = CaptureServer()
-    capture.start()
-    pf = PostfixInstance(base, relay_port=capture.port)
-    pf.start()
+def mta() -> Iterator[Mta]:
+    mta = Mta()
     try:
-        yield pf, capture
+        yield mta
     finally:
-        pf.stop()
-        capture.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def use_map(pf: PostfixInstance, spec: str) -> None:
-    pf.postconf(virtual_alias_domains=spec, virtual_alias_maps=spec)
+        mta.stop()
 
 
 def delivered_to(capture: CaptureServer, marker: str, timeout: float = 20) -> list[str]:
@@ -193,21 +225,20 @@ def delivered_to(capture: CaptureServer, marker: str, timeout: float = 20) -> li
 
 
 def test_smtp_accepts_live_aliases_and_refuses_the_rest(mta, setup_cli, settings, tmp_path):
-    pf, capture = mta
+    pf, capture = mta.pf, mta.capture
     with Database(settings.effective_database_url).session() as s:
         core.create_domain(s, "one.example", core.get_user(s, "bob"), catch_all="create",
                            catch_all_max_per_hour=1)  # fmt: skip
-    lookupd = Lookupd(lookupd_env(settings), tmp_path / "lookupd.log")
+    lookupd = mta.lookupd(lookupd_env(settings), tmp_path / "lookupd.log")
     try:
         lookupd.wait_loaded()
-        for spec in (lookupd.sm, lookupd.tcp):
-            use_map(pf, spec)
-            marker = f"case-ext-{spec[:3]}"
-            res = swaks(pf.smtp_port, to="GitHub.COM+News@D.Example", body=marker)
+        for port, marker in ((pf.smtp_port, "via-socketmap"), (mta.tcp_smtp_port, "via-tcp")):
+            res = swaks(port, to="GitHub.COM+News@D.Example", body=marker)
             assert res.returncode == 0, res.stdout + res.stderr
             assert delivered_to(capture, marker) == ["bob@real.example"]
+        res = swaks(mta.tcp_smtp_port, to="gone@d.example", body="refused")
+        assert "550" in smtp_reply_codes(res.stdout), res.stdout
 
-        use_map(pf, lookupd.sm)
         res = swaks(pf.smtp_port, to="multi@d.example", body="multi-dest")
         assert res.returncode == 0, res.stdout
         assert sorted(delivered_to(capture, "multi-dest")) == ["one@real.example",
@@ -310,11 +341,10 @@ def test_database_down_answers_451_and_mail_goes_through_once_back(mta, request,
                                      database_url=url, env="development", secret_key="t"))
     env.update(ALIASD_LOOKUP_SYNC_INTERVAL="0.1", ALIASD_LOOKUP_MAX_STALENESS="1",
                ALIASD_DB_TIMEOUT="1")  # fmt: skip
-    pf, capture = mta
-    lookupd = Lookupd(env, tmp_path / "lookupd.log")
+    pf, capture = mta.pf, mta.capture
+    lookupd = mta.lookupd(env, tmp_path / "lookupd.log")
     try:
         lookupd.wait_loaded()
-        use_map(pf, lookupd.sm)
         res = swaks(pf.smtp_port, to="github.com@d.example", body="before-outage")
         assert res.returncode == 0, res.stdout
         delivered_to(capture, "before-outage")
