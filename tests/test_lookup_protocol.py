@@ -40,6 +40,7 @@ class DictMap:
         self.name = name
         self.data = data
         self.calls = 0
+        self.hold = asyncio.Event()  # "hold" waits for it
 
     def _decide(self, key: str) -> Decision:
         self.calls += 1
@@ -59,11 +60,14 @@ class DictMap:
         return Decision.found(value) if value else Decision.notfound()
 
     def lookup_fast(self, key: str) -> Decision | None:
-        if key.startswith("slow"):
+        if key.startswith("slow") or key == "hold":
             return None
         return self._decide(key)
 
     async def lookup(self, key: str) -> Decision:
+        if key == "hold":
+            await self.hold.wait()
+            return Decision.found("released")
         if key.startswith("slow"):
             await asyncio.sleep(0.2 if key == "slowest" else 0.02)
             return Decision.found(f"late-{key}")
@@ -394,6 +398,26 @@ def test_client_that_never_reads_is_throttled_not_fatal(srv):
         replies = read_netstrings(hog, 30_000)
         reader.join(10)
         assert set(replies) == {b"OK dest@real.example"}
+
+
+def test_pipelined_requests_behind_a_stuck_lookup_are_bounded(srv):
+    vmap = srv.maps["virtual"]
+    vmap.hold = asyncio.Event()
+    count = 50_000
+    with connect(srv.socketmap.port) as sock:
+        sender = threading.Thread(
+            target=sock.sendall,
+            args=(encode(b"virtual hold") + encode(b"virtual a@d.example") * count,),
+        )
+        sender.start()
+        time.sleep(0.5)  # the server reads until its queue is full, then stops reading
+        queued = [len(c.queue) for c in list(srv.server.connections)]
+        assert max(queued) < 10_000, queued  # not all 50,000 requests are held in memory
+        srv.loop.call_soon_threadsafe(vmap.hold.set)
+        replies = read_netstrings(sock, count + 1)
+        sender.join(10)
+    assert replies[0] == b"OK released"
+    assert replies[1:] == [b"OK dest@real.example"] * count
 
 
 def test_idle_connection_is_closed(srv):

@@ -28,6 +28,10 @@ log = logging.getLogger("aliasd.lookup")
 
 Formatter = Callable[[Decision], bytes]
 
+# Requests queued behind a slow lookup before we stop reading from that client; bounds
+# the memory one pipelining client can take.
+MAX_QUEUED = 1000
+
 
 @dataclass(frozen=True)
 class ListenSpec:
@@ -76,6 +80,7 @@ class _Connection(asyncio.Protocol):
         self.closing = False
         self.last_request = self.loop.time()
         self.idle_timer: asyncio.TimerHandle | None = None
+        self._pauses: set[str] = set()  # why reading is paused: "write", "queue"
 
     # --- asyncio callbacks ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -98,11 +103,21 @@ class _Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         # The client does not read its replies: stop reading its requests.
-        if self.transport is not None and not self.closing:
-            self.transport.pause_reading()
+        self._pause("write")
 
     def resume_writing(self) -> None:
-        if self.transport is not None and not self.closing:
+        self._resume("write")
+
+    def _pause(self, reason: str) -> None:
+        if not self._pauses and self.transport is not None and not self.transport.is_closing():
+            self.transport.pause_reading()
+        self._pauses.add(reason)
+
+    def _resume(self, reason: str) -> None:
+        if reason not in self._pauses:
+            return
+        self._pauses.discard(reason)
+        if not self._pauses and self.transport is not None and not self.transport.is_closing():
             self.transport.resume_reading()
 
     def eof_received(self) -> bool:
@@ -127,6 +142,8 @@ class _Connection(asyncio.Protocol):
                     self.transport.write(self.format_reply(decision))  # type: ignore[union-attr]
                     return
         self.queue.append((lookup_map, key, None))
+        if len(self.queue) >= MAX_QUEUED:
+            self._pause("queue")
         self._start_worker()
 
     def reply(self, data: bytes) -> None:
@@ -175,6 +192,8 @@ class _Connection(asyncio.Protocol):
                     return
                 self.queue.popleft()
                 transport.write(data)
+                if len(self.queue) < MAX_QUEUED // 2:
+                    self._resume("queue")
         finally:
             self.worker = None
             self.last_request = self.loop.time()
