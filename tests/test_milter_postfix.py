@@ -105,15 +105,23 @@ def world(request, tmp_path_factory):
     env["ALIASD_MAX_SCAN_SIZE"] = "50000"
     # the auto-block hook may rewrite header_checks: never reload the system Postfix
     env["ALIASD_BLOCKLIST_RELOAD_COMMAND"] = "true"
-    milter = _start(
-        [sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log"
-    )
-    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
-
     # Postfix runs as user postfix and must traverse its directory; pytest keeps its
     # own tmp root at 0700 (and resets it when other pytest runs start), so use /tmp.
     pf_dir = Path(tempfile.mkdtemp(prefix="aliasd-milter-pf-", dir="/tmp"))
     os.chmod(pf_dir, 0o755)
+    # Three milters start side by side: the main one, one on a unix socket, and one
+    # whose database is unreachable; each has its own smtpd port (no reloads needed).
+    unix_sock = pf_dir / "milter.sock"
+    dead_listen = f"127.0.0.1:{free_port()}"
+    dead_env = dict(
+        env,
+        ALIASD_DATABASE_URL=f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd",
+        ALIASD_DB_TIMEOUT="1",
+    )
+    milter_cmd = [sys.executable, "-m", "aliasd", "milter"]
+    milter = _start(milter_cmd, env, base / "milter.log")
+    unix_milter = _start([*milter_cmd, "--listen", f"unix:{unix_sock}"], env, base / "unix.log")
+    dead_milter = _start([*milter_cmd, "--listen", dead_listen], dead_env, base / "dead.log")
     lookup_port = free_port()
     lookupd = _start(
         [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{lookup_port}",
@@ -121,7 +129,6 @@ def world(request, tmp_path_factory):
         env,
         base / "lookupd.log",
     )  # fmt: skip
-    wait_for_port(lookup_port)
     table = postfix_table("socketmap", f"127.0.0.1:{lookup_port}", "virtual")
     capture = CaptureServer()
     capture.start()
@@ -132,14 +139,31 @@ def world(request, tmp_path_factory):
         **postfix_milter_settings(settings),
     }
     postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
+    ports = {"unix": free_port(), "dead": free_port()}
+    milters = {"unix": f"unix:{unix_sock}", "dead": f"inet:{dead_listen}"}
+    with open(postfix.config_dir / "master.cf", "a") as master:
+        for name, port in ports.items():
+            master.write(f"127.0.0.1:{port} inet n - n - - smtpd -o smtpd_milters={milters[name]}\n")
+    for port in (lookup_port, int(settings.milter_listen.rsplit(":", 1)[1]),
+                 int(dead_listen.rsplit(":", 1)[1])):  # fmt: skip
+        wait_for_port(port)
+    deadline = time.monotonic() + 20
+    while not unix_sock.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     postfix.start()
     w = World(db, settings, postfix, capture, milter, base, env)
+    w.ports = ports
+    w.unix_sock = unix_sock
     yield w
+    procs = [milter, unix_milter, dead_milter, lookupd]
+    for proc in procs:  # stop them together: libmilter takes a few seconds to wind down
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
     postfix.stop()
-    shutil.rmtree(pf_dir, ignore_errors=True)
     capture.stop()
-    _stop(milter)
-    _stop(lookupd)
+    for proc in procs:
+        _stop(proc)
+    shutil.rmtree(pf_dir, ignore_errors=True)
     db.dispose()
 
 
@@ -233,27 +257,26 @@ def test_spammy_message_gets_subject_rewritten_and_spam_flag(world):
 
 def test_database_down_passes_mail_marked_unscanned(world):
     """A milter whose database is unreachable lets mail through, saying so."""
-    dead = f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd"
-    port = free_port()
-    env = dict(world.env, ALIASD_DATABASE_URL=dead, ALIASD_DB_TIMEOUT="1")
-    proc = _start(
-        [sys.executable, "-m", "aliasd", "milter", "--listen", f"127.0.0.1:{port}"],
-        env,
-        world.base / "milter-dead-db.log",
-    )
-    try:
-        wait_for_port(port)
-        world.postfix.postconf(smtpd_milters=f"inet:127.0.0.1:{port}")
-        marker = f"dbdown-{time.monotonic_ns()}"
-        sent = world.send(to=ALIAS, header={"Subject": marker})
-        assert sent.returncode == 0, sent.stdout
-        msg = _captured(world, marker)
-        assert msg.header("X-Aliasd-Scan") == "skipped (database unavailable)"
-        assert msg.header("X-Spamd-Result") is None
-    finally:
-        world.postfix.postconf(smtpd_milters=f"inet:{world.settings.milter_listen}")
-        proc.kill()  # nothing to lose; libmilter's graceful stop takes seconds
-        proc.wait()
+    marker = f"dbdown-{time.monotonic_ns()}"
+    sent = swaks(world.ports["dead"], to=ALIAS, header={"Subject": marker})
+    assert sent.returncode == 0, sent.stdout
+    msg = _captured(world, marker)
+    assert msg.header("X-Aliasd-Scan") == "skipped (database unavailable)"
+    assert msg.header("X-Spamd-Result") is None
+
+
+def test_unix_socket_milter(world):
+    """``--listen unix:/path``: a socket Postfix (user postfix) can use."""
+    assert world.unix_sock.stat().st_mode & 0o777 == 0o666
+    marker = f"unix-{time.monotonic_ns()}"
+    sent = swaks(world.ports["unix"], to=ALIAS, sender="noreply@github.com",
+                 header={"Subject": marker})  # fmt: skip
+    assert sent.returncode == 0, sent.stdout
+    msg = _captured(world, marker)
+    assert msg.header("X-Aliasd-Alias") == f"{ALIAS} (site github.com)"
+    assert msg.header("X-Spamd-Result").startswith("default: False [")
+    [event] = world.events(subject=marker)
+    assert event.action == "no action"
 
 
 def test_junk_and_oversized_messages_pass_and_the_milter_lives_on(world):
@@ -282,7 +305,8 @@ def test_junk_and_oversized_messages_pass_and_the_milter_lives_on(world):
 def test_milter_stopped_default_action_accepts(world):
     """Last in the module: stop the milter; milter_default_action = accept delivers."""
     assert world.postfix.postconf_value("milter_default_action") == "accept"
-    _stop(world.milter)
+    world.milter.kill()  # down hard, as after a crash
+    world.milter.wait()
     marker = f"down-{time.monotonic_ns()}"
     proc = world.send(to=ALIAS, header={"Subject": marker})
     assert proc.returncode == 0, proc.stdout
