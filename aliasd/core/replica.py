@@ -41,6 +41,7 @@ _INACTIVE = {
 _NOTFOUND = Decision.notfound()
 _SRS_PREFIXES = ("srs0=", "srs1=")  # SRS-rewritten bounces; the SRS feature answers them
 _FETCH_CHUNK = 500
+_MAX_GAP_SPAN = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,8 +185,13 @@ class Replica:
             rows = conn.execute(
                 select(AliasChange.seq, AliasChange.address).where(wanted).order_by(AliasChange.seq)
             ).all()
-        if (top or 0) < self.seq:
-            # The feed went backwards (table emptied, sequence reset): start over.
+        if top is None:
+            # Feed pruned empty: nothing new; SQLite will number the next row 1 again.
+            self.seq = 0
+            self.gaps.clear()
+            return SyncStats()
+        if top < self.seq:
+            # The feed went backwards (emptied and refilled, sequence reset): start over.
             self._reload()
             return SyncStats(reloaded=True)
         addresses: set[str] = set()
@@ -194,7 +200,9 @@ class Replica:
         expected = self.seq + 1
         for seq, address in rows:
             if seq > self.seq:
-                for missing in range(expected, seq):
+                # Only numbers close below a new row can belong to transactions still in
+                # flight; a big jump (sequence cache, feed reset) is not a gap.
+                for missing in range(max(expected, seq - _MAX_GAP_SPAN), seq):
                     self.gaps[missing] = now + self.gap_ttl
                 expected = seq + 1
                 self.seq = seq
@@ -242,7 +250,9 @@ class Replica:
         with self.database.engine.connect() as conn:
             top = conn.scalar(select(func.max(AliasChange.seq))) or 0
             recent = set(
-                conn.scalars(select(AliasChange.seq).where(AliasChange.seq > top - 1000))
+                conn.scalars(
+                    select(AliasChange.seq).where(AliasChange.seq > top - _MAX_GAP_SPAN)
+                )
             )
             domains: dict[str, DomainInfo] = {}
             for d_id, name, policy, regex, cap, mailbox in conn.execute(
@@ -276,7 +286,9 @@ class Replica:
                     self.last_sync = self.clock()
         now = self.clock()
         self.gaps = {
-            seq: now + self.gap_ttl for seq in range(max(1, top - 999), top + 1) if seq not in recent
+            seq: now + self.gap_ttl
+            for seq in range(max(1, top - _MAX_GAP_SPAN + 1), top + 1)
+            if seq not in recent
         }
         self.seq = top
         self.domains = domains
