@@ -278,6 +278,7 @@ def test_cli_import_export(aliasd_cli, tmp_path: Path):
     assert "github.com@example.net\tactive\tgithub.com\tbob@real.example" in listed
 
 
+@pytest.mark.parametrize("engine_name", ["sqlite"])  # argument checks: no engine-specific code
 def test_cli_import_unreadable_and_unknown_owner(aliasd_cli, tmp_path: Path):
     _cli_setup(aliasd_cli)
     missing = aliasd_cli("alias", "import", str(tmp_path / "nope"), check=False)
