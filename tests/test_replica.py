@@ -234,6 +234,13 @@ def test_catch_all_creates_once_and_respects_rules(populated):
         )
         assert set(results) == {found("bob@real.example")}
         assert vmap.lookup_fast("news.site.example@c.example") == found("bob@real.example")
+        # The first asker hangs up mid-write: the others still get their answer.
+        first = asyncio.ensure_future(vmap.lookup("hangup.example@c.example"))
+        second = asyncio.ensure_future(vmap.lookup("hangup.example@c.example"))
+        await asyncio.sleep(0)
+        first.cancel()
+        assert await second == found("bob@real.example")
+        assert first.cancelled()
         assert (await vmap.lookup("old.shop@c.example")).outcome is Outcome.NOTFOUND  # burned
         assert (await vmap.lookup("plainword@c.example")).outcome is Outcome.NOTFOUND  # regex gate
         assert (await vmap.lookup("srs0=a=b=x.example=u@c.example")).outcome is Outcome.NOTFOUND

@@ -47,22 +47,21 @@ class VirtualMap:
         decision = self.replica.decide(key)
         if isinstance(decision, Decision):
             return decision
-        # Concurrent first mails to one new address share one database write.
-        pending = self._inflight.get(decision.address)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._inflight[decision.address] = future
-        try:
-            result = await asyncio.to_thread(self._catch_all, decision)
-            future.set_result(result)
-            return result
-        except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # mark retrieved: waiters may be gone
-            raise
-        finally:
-            del self._inflight[decision.address]
+        # Concurrent first mails to one new address share one database write. The write
+        # runs in its own task, so a client hanging up cannot cancel it for the others.
+        task = self._inflight.get(decision.address)
+        if task is None:
+            task = asyncio.ensure_future(asyncio.to_thread(self._catch_all, decision))
+            self._inflight[decision.address] = task
+            task.add_done_callback(
+                lambda done, address=decision.address: self._catch_all_done(address, done)
+            )
+        return await asyncio.shield(task)
+
+    def _catch_all_done(self, address: str, task: asyncio.Future[Decision]) -> None:
+        self._inflight.pop(address, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: waiters may all be gone
 
     def _catch_all(self, request: CatchAllRequest) -> Decision:
         """Runs in a worker thread: create the alias (or learn why not) in the database."""
