@@ -201,3 +201,41 @@ def test_build_scanner_selects_the_backend(settings, database):
     assert isinstance(build_scanner(settings.with_overrides(scanner_backend="rspamd"), None), RspamdScanner)
     with pytest.raises(ScannerError):
         build_scanner(settings, None)
+
+
+def test_snapshot_lookup_matches_binary_search():
+    import numpy as np
+
+    from aliasd.scanner.bayes import Snapshot
+
+    rng = np.random.default_rng(7)
+    keys = np.unique(rng.integers(-(2**63), 2**63 - 1, 50_000, dtype=np.int64))
+    spam = rng.integers(1, 90, len(keys)).astype(np.int32)
+    ham = rng.integers(1, 90, len(keys)).astype(np.int32)
+    snap = Snapshot(1, keys, spam, ham)
+    probe = np.unique(np.concatenate([
+        rng.choice(keys, 900), rng.integers(-(2**63), 2**63 - 1, 400, dtype=np.int64),
+        keys[:2], keys[-2:], np.array([-(2**63), 2**63 - 1], dtype=np.int64),
+    ]))
+    got_spam, got_ham = snap.lookup(probe)
+    i = np.searchsorted(keys, probe)
+    i[i >= len(keys)] = 0
+    found = keys[i] == probe
+    assert (got_spam == np.where(found, spam[i], 0)).all()
+    assert (got_ham == np.where(found, ham[i], 0)).all()
+    assert found.sum() >= 800  # choice() may pick a key twice
+
+
+def test_snapshot_is_used_only_while_current(scanner, database):
+    for name in SPAM[:3]:
+        scanner.learn(mail(name), True)
+    for name in HAM[:3]:
+        scanner.learn(mail(name), False)
+    probe = ScanRequest(message=mail("spam_crypto.eml"))
+    via_db = scanner.scan(probe).spamd_result_header()
+    assert scanner.bayes.load_snapshot() is True
+    assert scanner.scan(probe).spamd_result_header() == via_db
+    before = scanner.bayes.classify(parse_message(mail("spam_crypto.eml")), 2).probability
+    scanner.learn(mail("spam_crypto.eml"), True)  # the snapshot is now one revision behind
+    after = scanner.bayes.classify(parse_message(mail("spam_crypto.eml")), 2).probability
+    assert after > before  # the learn counts at once, through the database

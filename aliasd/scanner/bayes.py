@@ -37,24 +37,41 @@ SNAPSHOT_INTERVAL = 15.0  # seconds between snapshot reloads while learning goes
 SNAPSHOT_RETRY = 3600.0  # after finding too many tokens, look again this much later
 
 
-@dataclass(frozen=True)
 class Snapshot:
-    """All token counts at one learn revision, as sorted numpy arrays."""
+    """All token counts at one learn revision: sorted numpy arrays plus a bucket index
+    on the top bits of the token (about one token per bucket), so a message's tokens
+    are found with a few vectorised probes instead of a binary search each."""
 
-    revision: int
-    tokens: np.ndarray  # int64, sorted
-    spam: np.ndarray  # int32
-    ham: np.ndarray  # int32
+    def __init__(self, revision: int, tokens: np.ndarray, spam: np.ndarray, ham: np.ndarray):
+        self.revision = revision
+        self.tokens = tokens  # int64, sorted
+        self.spam = spam
+        self.ham = ham
+        bits = max(1, min(26, int(len(tokens)).bit_length()))
+        self._shift = np.int64(64 - bits)
+        self._offset = np.int64(1 << (bits - 1))
+        edges = np.arange(-(1 << (bits - 1)), (1 << (bits - 1)) + 1, dtype=np.int64)
+        self._starts = np.searchsorted(tokens >> self._shift, edges).astype(np.int64)
 
     def lookup(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.tokens) == 0:
-            zeros = np.zeros(len(tokens), dtype=np.float64)
-            return zeros, zeros.copy()
-        idx = np.searchsorted(self.tokens, tokens)
-        idx[idx >= len(self.tokens)] = 0
-        found = self.tokens[idx] == tokens
-        spam = np.where(found, self.spam[idx], 0).astype(np.float64)
-        ham = np.where(found, self.ham[idx], 0).astype(np.float64)
+        spam = np.zeros(len(tokens), dtype=np.float64)
+        ham = np.zeros(len(tokens), dtype=np.float64)
+        if len(self.tokens) == 0 or len(tokens) == 0:
+            return spam, ham
+        bucket = (tokens >> self._shift) + self._offset
+        cand = self._starts[bucket]
+        end = self._starts[bucket + 1]
+        pending = np.nonzero(cand < end)[0]
+        while len(pending):
+            idx = cand[pending]
+            hit = self.tokens[idx] == tokens[pending]
+            if hit.any():
+                where, at = pending[hit], idx[hit]
+                spam[where] = self.spam[at]
+                ham[where] = self.ham[at]
+            pending = pending[~hit]
+            cand[pending] += 1
+            pending = pending[cand[pending] < end[pending]]
         return spam, ham
 
 

@@ -36,19 +36,18 @@ def _h(word: str) -> int:
 
 
 def words(text: str, limit: int = MAX_WORDS) -> list[str]:
-    out: list[str] = []
-    for m in _WORD.finditer(text):
-        w = m.group().lower().strip(".'-")
-        n = len(w)
-        if n > MAX_LEN:
-            # long runs (base64 junk, hashes, URLs) become one shape token
-            w = "long:" + w[:4]
-        elif n < MIN_LEN and w not in "$€£!":
-            continue
-        out.append(w)
-        if len(out) >= limit:
-            break
-    return out
+    """Lower-cased words; over-long runs (base64, hashes) become one shape token."""
+    # words average well under 16 characters: no need to scan further than this
+    found = _WORD.findall(text[: limit * 16].lower())
+    out = [
+        w if len(w) <= MAX_LEN else "long:" + w[:4]
+        for w in found
+        if len(w) >= MIN_LEN or w in _SYMBOLS
+    ]
+    return out[:limit]
+
+
+_SYMBOLS = frozenset("$€£!")
 
 
 def _osb(hashes: np.ndarray) -> np.ndarray:
