@@ -96,7 +96,8 @@ def enforce() -> Any:
         # Deny by default: a view without a declared permission is never served.
         abort(403)
     if permission == PUBLIC:
-        load_session_user()
+        if request.endpoint != "static":  # no database round trip for a stylesheet
+            load_session_user()
         return None
     if permission == TOKEN:
         if load_token_user() is None:
