@@ -164,6 +164,20 @@ def test_actions_map_to_replies_and_headers(world, settings, action, status, cod
     path.close()
 
 
+def test_rewritten_subject_keeps_encoded_words(world, settings):
+    result = ScanResult(score=9.0, required_score=15.0, action=Action.REWRITE_SUBJECT)
+    path = MailPath(settings, world, scanner=FixedScanner(result))
+    msg = CLEAN.replace(b"Subject: Your pull request", b"Subject: =?utf-8?q?caf=C3=A9?=")
+    verdict = path.process(envelope(msg))
+    assert verdict.new_subject == "***SPAM*** =?utf-8?q?caf=C3=A9?="
+    [ev] = events(world)
+    assert ev.subject == "café"
+    # already prefixed: left alone
+    verdict = path.process(envelope(msg.replace(b"Subject: ", b"Subject: ***SPAM*** ")))
+    assert verdict.new_subject is None
+    path.close()
+
+
 def test_scanner_failure_passes_unscanned_and_records(world, settings):
     path = MailPath(settings, world, scanner=FixedScanner(exc=ScannerError("bayes: down")))
     verdict = path.process(envelope())

@@ -260,7 +260,9 @@ class MailPath:
             verdict.status = "tempfail"
             verdict.reply = ("451", "4.7.1", "Message deferred by the spam filter; try again later")
         elif action == Action.REWRITE_SUBJECT:
-            subject = decode_header_text(envelope.first_header("Subject")) or ""
+            # Prefix the raw value: RFC 2047 encoded words stay encoded and valid.
+            raw = envelope.first_header("Subject") or b""
+            subject = raw.decode("utf-8", "replace").strip()
             prefix = settings.subject_prefix
             if not subject.startswith(prefix):
                 verdict.new_subject = f"{prefix} {subject}".strip()
