@@ -23,6 +23,7 @@ def milter_command(listen: str | None, log_level: str) -> None:
     logging.basicConfig(
         level=log_level.upper(), format="aliasd-milter %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check is chatty
     cli = state()
     settings = cli.settings
     listen = listen or settings.milter_listen
