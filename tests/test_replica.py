@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import random
 
 import pytest
 from sqlalchemy import delete, select, update
@@ -295,3 +296,15 @@ def test_old_feed_rows_are_pruned_and_sync_goes_on(populated):
         core.set_state(s, core.get_alias(s, "recent@d.example"), "disabled")
     vmap.replica.sync()
     assert vmap.lookup_fast("recent@d.example").outcome is Outcome.NOTFOUND
+
+
+def test_garbage_keys_are_not_found_never_errors(populated):
+    replica = Replica(populated)
+    replica.sync()
+    rng = random.Random(7)
+    alphabet = "aZ.@+-_=%\x00 \t,\"'<>\udcff日ß" + "".join(chr(c) for c in range(0x20, 0x7f))
+    for _ in range(3000):
+        key = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
+        decision = replica.decide(key)
+        assert isinstance(decision, (Decision, CatchAllRequest)), key
+        assert not isinstance(decision, Decision) or decision.outcome is not Outcome.TEMP, key

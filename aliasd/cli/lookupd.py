@@ -35,6 +35,7 @@ def lookupd(socketmaps: tuple[str, ...], tcps: tuple[str, ...], tcp_map: str, ve
         level=logging.DEBUG if verbose else logging.INFO,
         format="aliasd-lookupd %(levelname)s %(name)s: %(message)s",
     )
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's chatter
     cli = state()
     settings = cli.settings
     database = cli.database(check_schema=False)
