@@ -15,7 +15,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select
+from sqlalchemy import and_, case, func, or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
 from aliasd.core.blocking import blocked_domains, is_domain_blocked
@@ -127,38 +127,69 @@ def ranking(
 
     keys = [(r.owner_id, r.site) for r in rows]
     owners = {r.owner_id for r in rows}
-    sites = {r.site for r in rows}
     names = dict(session.execute(select(User.id, User.username).where(User.id.in_(owners))).all())
 
-    # Sender domains of the listed sites (one grouped read of site_senders).
-    sender_query = select(
-        SiteSender.owner_id,
-        SiteSender.site,
-        SiteSender.sender_domain,
-        SiteSender.spam,
-        SiteSender.first_spam_at,
-        SiteSender.last_spam_at,
-    ).where(SiteSender.owner_id.in_(owners), SiteSender.site.in_(sites))
-    if since is not None:
-        sender_query = sender_query.where(
-            SiteSender.last_at >= dt.datetime.combine(since, dt.time(), dt.UTC)
+    # Sender-domain counts of the listed sites, grouped in the database (a leaked site
+    # can have hundreds of sender domains).
+    in_keys = tuple_(SiteSender.owner_id, SiteSender.site).in_(keys)
+    period_cond = (
+        SiteSender.last_at >= dt.datetime.combine(since, dt.time(), dt.UTC)
+        if since is not None
+        else None
+    )
+    count_query = (
+        select(
+            SiteSender.owner_id,
+            SiteSender.site,
+            func.count(),
+            func.sum(case((SiteSender.spam > 0, 1), else_=0)),
+            func.min(SiteSender.first_spam_at),
+            func.max(SiteSender.last_spam_at),
         )
+        .where(in_keys)
+        .group_by(SiteSender.owner_id, SiteSender.site)
+    )
+    if period_cond is not None:
+        count_query = count_query.where(period_cond)
+    sender_counts: dict[tuple[int, str], tuple[int, int]] = {}
+    spam_span: dict[tuple[int, str], list[Any]] = {}
+    for o, site, n, n_spam, first, last in session.execute(count_query):
+        sender_counts[(o, site)] = (int(n), int(n_spam or 0))
+        if first is not None:
+            spam_span[(o, site)] = [_as_utc(first), _as_utc(last or first)]
+    # Which of their spam sender domains are blocked: only candidate rows are read
+    # (the blocked domains and their subdomains), not every sender.
     blocked = blocked_domains(session)
-    senders: dict[tuple[int, str], list[tuple[str, int]]] = {}
-    spam_span: dict[tuple[int, str], list[dt.datetime]] = {}
-    for r in session.execute(sender_query):
-        senders.setdefault((r.owner_id, r.site), []).append((r.sender_domain, r.spam))
-        if since is None and r.first_spam_at is not None:
-            span = spam_span.setdefault((r.owner_id, r.site), [r.first_spam_at, r.last_spam_at])
-            span[0] = min(span[0], r.first_spam_at)
-            span[1] = max(span[1], r.last_spam_at or r.first_spam_at)
+    blocked_counts: dict[tuple[int, str], int] = {}
+    if blocked:
+        blocked_names = sorted(blocked)
+        cond = (
+            or_(
+                SiteSender.sender_domain.in_(blocked_names),
+                *[SiteSender.sender_domain.like("%." + d) for d in blocked_names],
+            )
+            if len(blocked_names) <= 200
+            else true()  # a long list: read the spam senders and check them here
+        )
+        blocked_query = select(SiteSender.owner_id, SiteSender.site, SiteSender.sender_domain).where(
+            in_keys, SiteSender.spam > 0, cond
+        )
+        if period_cond is not None:
+            blocked_query = blocked_query.where(period_cond)
+        for o, site, domain in session.execute(blocked_query):
+            if is_domain_blocked(domain, blocked):
+                blocked_counts[(o, site)] = blocked_counts.get((o, site), 0) + 1
 
     # Alias state and leak date per site (aliases of the listed sites only).
     alias_query = select(
         Alias.owner_id, Alias.site, Alias.address, Alias.state, Alias.leaked_at
     ).where(
-        Alias.owner_id.in_(owners),
-        or_(Alias.site.in_(sites), and_(Alias.site.is_(None), Alias.address.in_(sites))),
+        # Exact (owner, site) pairs: the same site name under many users must not
+        # multiply the rows read.
+        or_(
+            tuple_(Alias.owner_id, Alias.site).in_(keys),
+            and_(Alias.site.is_(None), tuple_(Alias.owner_id, Alias.address).in_(keys)),
+        ),
     )
     aliases: dict[tuple[int, str], list[tuple[str, dt.datetime | None]]] = {}
     for r in session.execute(alias_query):
@@ -166,8 +197,7 @@ def ranking(
 
     out: list[SiteRow] = []
     for r, key in zip(rows, keys, strict=True):
-        site_senders = senders.get(key, [])
-        spam_domains = [d for d, spam in site_senders if spam > 0]
+        n_senders, n_spam_senders = sender_counts.get(key, (0, 0))
         site_aliases = aliases.get(key, [])
         leak_dates = [at for _s, at in site_aliases if at is not None]
         spam, total = int(r.spam or 0), int(r.total or 0)
@@ -182,9 +212,9 @@ def ranking(
                 spam_ratio=spam / total if total else 0.0,
                 first_spam=_as_date(r.first_spam) if since else _span_day(spam_span, key, 0),
                 last_spam=_as_date(r.last_spam) if since else _span_day(spam_span, key, 1),
-                sender_domains=len(site_senders),
-                spam_sender_domains=len(spam_domains),
-                blocked_sender_domains=sum(1 for d in spam_domains if is_domain_blocked(d, blocked)),
+                sender_domains=n_senders,
+                spam_sender_domains=n_spam_senders,
+                blocked_sender_domains=blocked_counts.get(key, 0),
                 leaked=bool(r.unrelated) or bool(leak_dates),
                 leaked_at=min(leak_dates) if leak_dates else None,
                 alias_states=sorted({s for s, _ in site_aliases}),
@@ -220,6 +250,16 @@ def _groups_in_period(session: Session, owner_id: int | None, since: dt.date) ->
         owner_id,
         since,
     )
+    if owner_id is None and session.get_bind().dialect.name == "sqlite":
+        # SQLite's planner prefers walking the unique index to skip the GROUP BY sort;
+        # the covering day index reads only the period (measured 78 → 13 ms at 1M
+        # events). SQLAlchemy renders no index hints for SQLite, hence the text.
+        query = text(
+            "SELECT owner_id, site, SUM(spam), SUM(total), SUM(unrelated), "
+            "MIN(CASE WHEN spam > 0 THEN day END), MAX(CASE WHEN spam > 0 THEN day END) "
+            "FROM site_days INDEXED BY ix_site_days_day WHERE day >= :since "
+            "GROUP BY owner_id, site"
+        ).bindparams(since=since.isoformat())
     return [
         _Group(o, site, int(sp or 0), int(t or 0), int(u or 0), first, last)
         for o, site, sp, t, u, first, last in session.execute(query)
@@ -247,6 +287,13 @@ def _groups_all_time(session: Session, owner_id: int | None) -> list[_Group]:
         _Group(o, site, int(sp or 0), int(t or 0), int(u or 0))
         for o, site, sp, t, u in session.execute(query)
     ]
+
+
+def _as_utc(value: Any) -> dt.datetime:
+    """MIN/MAX of a datetime column comes back as text on SQLite."""
+    if isinstance(value, str):
+        value = dt.datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 
 def _span_day(spans: dict, key: tuple[int, str], index: int) -> dt.date | None:
