@@ -195,3 +195,26 @@ def test_report_in_chromium_without_javascript(tmp_path):
     assert "massnews" in (tmp_path / "hc").read_text()
     assert (ARTIFACTS / "spam-report-site.png").stat().st_size > 5000
     db.dispose()
+
+
+def test_burn_from_the_site_page_confirms_then_marks_the_source_cut_off(web):
+    app, ids, _table, db = web
+    alice = app.test_client()
+    login(alice, "alice")
+    site_url = f"/reports/site/{ids['alice']}/forum.example"
+    page = alice.get(site_url).get_data(as_text=True)
+    assert "Burn alias…" in page
+    with db.session() as s:
+        alias_id = core.get_alias(s, "forum.example@alice.example").id
+    token = page_token(alice, site_url)
+    confirm = alice.post("/aliases/action", data={"csrf_token": token, "back": site_url,
+                                                  "one": f"burn:{alias_id}"})
+    assert "cannot be undone" in confirm.get_data(as_text=True)
+    alice.post("/aliases/action", data={"csrf_token": token, "back": site_url, "action": "burn",
+                                        "confirm": "yes", "ids": str(alias_id)})
+    with db.session() as s:
+        assert core.get_alias(s, "forum.example@alice.example").state == "burned"
+    data = alice.get("/reports/export.json").get_json()
+    forum = next(r for r in data["rows"] if r["site"] == "forum.example")
+    assert forum["burned"] and forum["blocked"]
+    assert "alias burned" in alice.get("/reports/").get_data(as_text=True)
