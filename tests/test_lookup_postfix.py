@@ -368,6 +368,17 @@ def test_database_down_answers_451_and_mail_goes_through_once_back(mta, request,
         res = swaks(pf.smtp_port, to="github.com@d.example", body="during-outage retried")
         assert res.returncode == 0, res.stdout
         assert delivered_to(capture, "during-outage retried") == ["bob@real.example"]
+
+        # lookupd started while the database is away: it runs, answers TEMP, then serves.
+        lookupd.stop()
+        proxy.stop()
+        lookupd = mta.lookupd(env, tmp_path / "lookupd-2.log")
+        for key in ("github.com@d.example", "d.example"):
+            status, _out, err = postmap_query(key, lookupd.sm)
+            assert status == 1 and "not loaded" in err, err
+        proxy.start()
+        lookupd.wait_loaded()
+        assert postmap_query("github.com@d.example", lookupd.tcp)[:2] == (0, "bob@real.example")
     finally:
         lookupd.stop()
         proxy.stop()
