@@ -161,3 +161,20 @@ def test_alias_commands(aliasd_cli):
     aliasd_cli("alias", "forget", "spam@example.net", "--yes")
     aliasd_cli("alias", "add", "spam@example.net", "--owner", "bob")
     assert "spam@example.net\tactive" in aliasd_cli("alias", "list").stdout
+
+
+def test_help_lists_commands_without_any_configuration(tmp_path):
+    """`aliasd --help` works on a machine with no settings (production env, default
+    secret): listing commands must not build the web app."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "aliasd", "--help"],
+        capture_output=True, text=True, timeout=60,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for command in ("alias", "domain", "lookupd", "milter", "postfix-config", "blocklist", "up"):
+        assert f"  {command} " in proc.stdout

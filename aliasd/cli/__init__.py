@@ -1,28 +1,19 @@
-"""The ``aliasd`` command: click through Flask's CLI. Each command group lives in its
-own module and is a few lines calling ``aliasd.core``."""
+"""The ``aliasd`` command: click through Flask's CLI (an ``AppGroup``, which needs no
+app to list or run commands). Each command group lives in its own module and is a few
+lines calling ``aliasd.core``."""
 
 from __future__ import annotations
 
 import click
-from flask.cli import FlaskGroup
+from flask.cli import AppGroup
 
+from aliasd import __version__
 from aliasd.cli import aliases, blocklist, db, domains, lookupd, milter, postfix, scan, up, users
 from aliasd.cli.common import CliState
 
 
-def _create_app():
-    from aliasd.web import create_app
-
-    return create_app()
-
-
-@click.group(
-    cls=FlaskGroup,
-    create_app=_create_app,
-    add_default_commands=False,
-    load_dotenv=False,
-    set_debug_flag=False,
-)
+@click.group(cls=AppGroup)
+@click.version_option(__version__, prog_name="aliasd")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """aliasd: per-site disposable addresses for Postfix."""
