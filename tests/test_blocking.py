@@ -366,3 +366,25 @@ def test_access_map_answers_reject_notfound_and_temp(world, policy_settings):
     with pytest.raises(Exception):  # noqa: B017 - any driver error
         down.refresh()
     assert asyncio.run(down.lookup("a@massnews.gr")).outcome is Outcome.TEMP
+
+
+def test_concurrent_writers_from_several_processes_keep_every_rule(world, settings, tmp_path):
+    """Milter, web workers and CLI each rewrite the table: with the file lock, the last
+    write always holds every committed rule."""
+    import subprocess
+    import sys
+
+    from tests.conftest import settings_env
+
+    env = settings_env(settings)
+    env.update(ALIASD_BLOCKLIST_FILE=str(tmp_path / "hc"), ALIASD_BLOCKLIST_RELOAD_COMMAND="")
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "aliasd", "blocklist", "add", f"s{i}.example"],
+                         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    for proc in procs:
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out + err
+    table = (tmp_path / "hc").read_text()
+    assert all(f"s{i}\\.example" in table for i in range(4)), table

@@ -13,6 +13,7 @@ rule is offered."""
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import re
@@ -439,7 +440,12 @@ def sync_blocklist(
     the reload command when the file changed. Raises HeaderChecksError when Postfix
     refuses the table (the live file is kept)."""
     db = database or get_database(settings)
-    with _sync_lock:
+    path = Path(settings.effective_blocklist_file)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # The milter, web workers and the CLI all write this file: one writer at a time, each
+    # reading the rules inside the lock, so an older read never lands after a newer one.
+    with _sync_lock, open(path.parent / f".{path.name}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
         with db.session() as session:
             content = render_from_database(session)
         return write_table(
