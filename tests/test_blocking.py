@@ -388,3 +388,25 @@ def test_concurrent_writers_from_several_processes_keep_every_rule(world, settin
         assert proc.returncode == 0, out + err
     table = (tmp_path / "hc").read_text()
     assert all(f"s{i}\\.example" in table for i in range(4)), table
+
+
+def test_log_hits_are_counted_once_and_survive_rotation(world, settings, tmp_path):
+    with world.session() as s:
+        rule = blocking.block_domain(s, settings, "massnews.gr")
+    log = tmp_path / "maillog"
+    line = ('Nov 25 16:50:07 mx postfix/cleanup[20114]: CCD9D20C6E1: reject: header From: '
+            'Foo <x@massnews.gr> from localhost[127.0.0.1]; from=<a@b.example> '
+            'to=<x@example.net> proto=ESMTP helo=<h>: 5.7.1 "Plz stop sending SPAM id=1"\n')
+    other = line.replace("id=1", "id=99")
+    log.write_text(line + other + line + line[:40])  # a half-written last line
+    assert hc.collect_log_hits(settings, str(log), world) == {rule.id: 2}
+    assert hc.collect_log_hits(settings, str(log), world) == {}
+    with open(log, "a") as fh:
+        fh.write(line[40:] + line)
+    assert hc.collect_log_hits(settings, str(log), world) == {rule.id: 2}
+    log.unlink()
+    log.write_text(line.replace("16:50:07", "17:00:00"))  # rotated: a new file starts over
+    assert hc.collect_log_hits(settings, str(log), world) == {rule.id: 1}
+    with world.session() as s:
+        assert s.get(BlockRule, rule.id).hits == 5
+        assert s.get(BlockRule, rule.id).last_hit_at is not None

@@ -7,6 +7,7 @@ One Postfix, milter and lookupd per engine (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -129,41 +130,41 @@ def world(request, tmp_path_factory):
     # The table must exist before Postfix starts (an empty one: no rules yet).
     first = hc.sync_blocklist(settings.with_overrides(blocklist_reload_command=""), db)
     assert first.changed and first.rules == 0
-    milter = _start([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
-    lookupd = _start(
-        [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", settings.lookup_socketmap,
-         "--tcp", ""], env, base / "lookupd.log",
-    )  # fmt: skip
-    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
-    wait_for_port(lookup_port)
-    virtual = postfix_table("socketmap", settings.lookup_socketmap, "virtual")
-    capture = CaptureServer()
-    capture.start()
-    main_cf = {
-        "virtual_alias_domains": virtual,
-        "virtual_alias_maps": virtual,
-        **postfix_milter_settings(settings),
-    }
-    # Exactly the lines `aliasd postfix-config` prints for the blocklist.
-    for line in blocklist_section(settings).lines:
-        key, _, value = line.partition(" = ")
-        main_cf[key] = value
-    postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
-    assert postfix.config_dir == pf_config
-    postfix.start()
-    w = World(db=db, settings=settings, postfix=postfix, capture=capture, env=env,
-              base=base, access=postfix_table("socketmap", settings.lookup_socketmap,
-                                               "sender_access"))  # fmt: skip
-    # lookupd answers TEMP until its copies are loaded: wait for both maps.
-    wait_for(lambda: postmap_query("example.net", virtual)[0] == 0, what="virtual map")
-    wait_for(lambda: postmap_query("a@ok.example", w.access)[0] == 1, what="sender_access")
-    yield w
-    postfix.stop()
-    capture.stop()
-    _stop(milter)
-    _stop(lookupd)
-    shutil.rmtree(pf_dir, ignore_errors=True)
-    db.dispose()
+    # Everything started is stopped again, also when the set-up itself fails.
+    with contextlib.ExitStack() as stack:
+        stack.callback(db.dispose)
+        stack.callback(shutil.rmtree, pf_dir, ignore_errors=True)
+        milter = _start([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
+        stack.callback(_stop, milter)
+        lookupd = _start(
+            [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", settings.lookup_socketmap,
+             "--tcp", ""], env, base / "lookupd.log",
+        )  # fmt: skip
+        stack.callback(_stop, lookupd)
+        wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+        wait_for_port(lookup_port)
+        virtual = postfix_table("socketmap", settings.lookup_socketmap, "virtual")
+        capture = stack.enter_context(CaptureServer())
+        main_cf = {
+            "virtual_alias_domains": virtual,
+            "virtual_alias_maps": virtual,
+            **postfix_milter_settings(settings),
+        }
+        # Exactly the lines `aliasd postfix-config` prints for the blocklist.
+        for line in blocklist_section(settings).lines:
+            key, _, value = line.partition(" = ")
+            main_cf[key] = value
+        postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
+        assert postfix.config_dir == pf_config
+        stack.callback(postfix.stop)
+        postfix.start()
+        w = World(db=db, settings=settings, postfix=postfix, capture=capture, env=env,
+                  base=base, access=postfix_table("socketmap", settings.lookup_socketmap,
+                                                   "sender_access"))  # fmt: skip
+        # lookupd answers TEMP until its copies are loaded: wait for both maps.
+        wait_for(lambda: postmap_query("example.net", virtual)[0] == 0, what="virtual map")
+        wait_for(lambda: postmap_query("a@ok.example", w.access)[0] == 1, what="sender_access")
+        yield w
 
 
 def wait_for(check, timeout: float = 20.0, what: str = ""):
@@ -204,6 +205,13 @@ def test_autoblock_rejects_the_next_message_in_postfix(world):
     assert f'550 5.7.1 "{text}"' in proc.stdout, proc.stdout
     assert re.search(r"reject: header From: News <news@mail\.massmail\.example>.*" + text,
                      world.postfix.maillog())  # fmt: skip
+    # Hits of header_checks rules come from Postfix's log, counted once.
+    out = world.cli("blocklist", "hits", str(world.postfix.log_file)).stdout
+    assert re.match(rf"[1-9]\d* new hits \(rule {rule.id}: [1-9]", out), out
+    with world.db.session() as s:
+        counted = s.get(BlockRule, rule.id).hits
+    assert counted >= 1
+    assert world.cli("blocklist", "hits", str(world.postfix.log_file)).stdout.startswith("0 new")
     # A sender merely named elsewhere in the headers is not refused.
     ok = swaks(world.postfix.smtp_port, to="shop.example@example.net",
                sender="friend@ok.example",

@@ -223,5 +223,17 @@ def import_cmd(path: str, dry_run: bool, write: bool) -> None:
         _write()
 
 
+@blocklist_group.command("hits")
+@click.argument("maillog", type=click.Path(exists=True, dir_okay=False))
+def hits_cmd(maillog: str) -> None:
+    """Count header_checks refusals logged by Postfix in MAILLOG since the last run
+    (run it from cron; the sender_access map counts its own hits)."""
+    st = state()
+    added = hc.collect_log_hits(st.settings, maillog, st.database())
+    total = sum(added.values())
+    detail = ", ".join(f"rule {rid}: {n}" for rid, n in sorted(added.items()))
+    click.echo(f"{total} new hits" + (f" ({detail})" if detail else ""))
+
+
 def register(group: click.Group) -> None:
     group.add_command(blocklist_group)

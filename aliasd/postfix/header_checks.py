@@ -14,6 +14,7 @@ rule is offered."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -512,3 +513,68 @@ def wait_for_sync(settings: Settings, timeout: float = 30.0) -> WriteResult | Ex
                 return last_results.get(key)
         time.sleep(0.02)
     raise TimeoutError(f"blocklist sync for {key} still pending after {timeout} s")
+
+
+# --- hits, from Postfix's log -------------------------------------------------------------------
+# cleanup logs each refusal: "QID: reject: header From: x@y from host[ip]; from=<..> to=<..>
+# proto=ESMTP helo=<..>: 5.7.1 "Plz stop sending SPAM id=1"" (the text after REJECT, as is).
+_HEADER_REJECT = re.compile(r": reject: header .*: \d\.\d\.\d (?P<text>.*)$")
+
+
+def count_log_hits(lines: Iterable[str], texts: dict[str, int]) -> dict[int, int]:
+    """Rule id → refusals in ``lines``; ``texts`` maps each rule's logged text to its id."""
+    hits: dict[int, int] = {}
+    for line in lines:
+        match = _HEADER_REJECT.search(line)
+        if not match:
+            continue
+        rule_id = texts.get(match.group("text").strip())
+        if rule_id is not None:
+            hits[rule_id] = hits.get(rule_id, 0) + 1
+    return hits
+
+
+def collect_log_hits(
+    settings: Settings, maillog: str, database: Database | None = None
+) -> dict[int, int]:
+    """Add the header_checks refusals logged in ``maillog`` since the last call to the
+    rules' hit counters (the read position is kept in data_dir, and starts over when the
+    log was rotated). Returns what was added."""
+    import json
+
+    from aliasd.core.blocking import record_hits
+
+    db = database or get_database(settings)
+    state_path = Path(settings.data_dir) / "maillog-hits.json"
+    try:
+        state = json.loads(state_path.read_text())
+    except (FileNotFoundError, ValueError):
+        state = {}
+    with open(maillog, "rb") as fh:
+        st = os.fstat(fh.fileno())
+        head = fh.read(256)
+        same = state.get("inode") == st.st_ino and state.get("head") == hashlib.sha256(
+            head[: int(state.get("head_len", 0))]
+        ).hexdigest()  # same inode may be a new file after rotation: compare its start
+        offset = int(state.get("offset", 0)) if same else 0
+        if offset > st.st_size:  # truncated in place
+            offset = 0
+        fh.seek(offset)
+        data = fh.read()
+    end = data.rfind(b"\n") + 1  # complete lines only; the rest is read next time
+    lines = data[:end].decode("utf-8", "replace").splitlines()
+    with db.session() as session:
+        texts: dict[str, int] = {}
+        for rule in list_rules(session):
+            text = clean_text(rule.reject_text)
+            texts[f'"{text}"'] = rule.id
+            texts.setdefault(text, rule.id)
+        hits = count_log_hits(lines, texts)
+        if hits:
+            record_hits(session, hits)
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    state_path.write_text(json.dumps({
+        "path": maillog, "inode": st.st_ino, "offset": offset + end,
+        "head_len": len(head), "head": hashlib.sha256(head).hexdigest(),
+    }))  # fmt: skip
+    return hits
