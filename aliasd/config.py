@@ -91,6 +91,15 @@ class Settings:
     autoblock_enabled: bool = True
     autoblock_threshold: int = 5  # spam messages from one sender domain ...
     autoblock_period_hours: int = 24  # ... within this many hours to one user's aliases
+    # Never auto-blocked (a block is server-wide): big mailbox providers whose users also
+    # send wanted mail. A person can still block them by hand.
+    autoblock_exempt_domains: list[str] = field(
+        default_factory=lambda: [
+            "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",
+            "msn.com", "yahoo.com", "icloud.com", "me.com", "aol.com", "gmx.net", "gmx.de",
+            "web.de", "mail.ru", "yandex.ru", "proton.me", "protonmail.com", "zoho.com",
+        ]
+    )
 
     # SRS
     srs_domain: str = ""  # empty: SRS disabled

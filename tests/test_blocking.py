@@ -141,7 +141,13 @@ def test_autoblock_counts_from_header_domain_and_protects_own_domains(world, pol
     assert [r.value for r in rules(world)] == ["bounces.spam.example"]
     for _ in range(3):
         spam(world, st, "shop.example@example.net", "", from_domain="real.example")
+        # Big mailbox providers are exempt (a block is server-wide), subdomains too.
+        spam(world, st, "shop.example@example.net", "someone@gmail.com")
+        spam(world, st, "shop.example@example.net", "x@eu.mail.yahoo.com")
     assert [r.value for r in rules(world)] == ["bounces.spam.example"]
+    narrow = st.with_overrides(autoblock_exempt_domains=["yahoo.com"])
+    spam(world, narrow, "shop.example@example.net", "someone@gmail.com")
+    assert [r.value for r in rules(world)] == ["bounces.spam.example", "gmail.com"]
 
 
 def test_disabled_auto_rule_is_respected_and_manual_block_reenables(world, policy_settings):

@@ -356,6 +356,7 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
     session.flush()  # count the event being recorded
     since = utcnow() - dt.timedelta(hours=settings.autoblock_period_hours)
     protected: set[str] | None = None
+    exempt = {d.strip().lower().rstrip(".") for d in settings.autoblock_exempt_domains}
     added: list[BlockRule] = []
     for domain in view.domains:
         if find_domain_rule(session, domain) is not None:
@@ -364,7 +365,7 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
             continue
         if protected is None:
             protected = _protected_domains(session, view.owner_id)
-        if domain in protected:
+        if domain in protected or is_domain_blocked(domain, exempt):
             continue
         rule = block_domain(
             session,
