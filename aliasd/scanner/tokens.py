@@ -23,6 +23,11 @@ _C3 = np.uint64(0x165667B19E3779F9)
 _word_hashes: dict[str, int] = {}
 
 
+def _hashes(ws: list[str]) -> np.ndarray:
+    get = _word_hashes.get
+    return np.array([get(w) or _h(w) for w in ws], dtype=np.uint64)
+
+
 def _h(word: str) -> int:
     # blake2b is stable across processes and hosts (unlike hash()); memoised because
     # the same words recur in every message.
@@ -158,14 +163,19 @@ def message_tokens(pm: ParsedMessage) -> np.ndarray:
     subject = pm.subject or ""
     if subject:
         sw = ["s:" + w for w in words(subject, 40)]
-        groups.append(_osb(np.array([_h(w) for w in sw], dtype=np.uint64)))
+        groups.append(_osb(_hashes(sw)))
     body = words(pm.text)
     if body:
-        groups.append(_osb(np.array([_h(w) for w in body], dtype=np.uint64)))
+        groups.append(_osb(_hashes(body)))
     meta = _meta(pm)
     meta.extend(header_words(pm))
     if meta:
-        groups.append(np.array([_h(w) for w in meta], dtype=np.uint64))
+        groups.append(_hashes(meta))
     if not groups:
         return np.empty(0, dtype=np.int64)
-    return np.unique(np.concatenate(groups).view(np.int64))
+    # sort + neighbour compare: the same result as np.unique, several times faster
+    ids = np.sort(np.concatenate(groups).view(np.int64))
+    keep = np.empty(len(ids), dtype=bool)
+    keep[0] = True
+    np.not_equal(ids[1:], ids[:-1], out=keep[1:])
+    return ids[keep]
