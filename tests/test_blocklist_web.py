@@ -190,9 +190,16 @@ def test_report_in_chromium_without_javascript(tmp_path):
             assert "yes (rule 1)" in page.locator("#senders").inner_text()
             page.get_by_role("link", name="← Spam report").click()
             page.screenshot(path=str(ARTIFACTS / "spam-report.png"), full_page=True)
+            page.get_by_role("link", name="Blocklist").click()
+            row = page.locator("#rule-1")
+            assert "massnews.gr" in row.inner_text() and "manual" in row.inner_text()
+            row.get_by_role("button", name="Disable rule 1").click()
+            assert "disabled" in page.locator("#rule-1").inner_text()
+            assert "Rule 1 disabled." in page.locator(".messages").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "blocklist.png"), full_page=True)
         finally:
             browser.close()
-    assert "massnews" in (tmp_path / "hc").read_text()
+    assert "massnews" not in (tmp_path / "hc").read_text()  # disabled in the browser
     assert (ARTIFACTS / "spam-report-site.png").stat().st_size > 5000
     db.dispose()
 
