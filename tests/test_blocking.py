@@ -145,9 +145,16 @@ def test_autoblock_counts_from_header_domain_and_protects_own_domains(world, pol
         spam(world, st, "shop.example@example.net", "someone@gmail.com")
         spam(world, st, "shop.example@example.net", "x@eu.mail.yahoo.com")
     assert [r.value for r in rules(world)] == ["bounces.spam.example"]
+    # Already covered by an imported /spam\.example/ rule (a parent domain): nothing added.
+    with world.session() as s:
+        blocking.add_regex_rule(s, st, "spam\\.example", source="imported")
+    for _ in range(3):
+        spam(world, st, "shop.example@example.net", "x@news.spam.example")
+    assert [r.value for r in rules(world)] == ["bounces.spam.example", "spam\\.example"]
     narrow = st.with_overrides(autoblock_exempt_domains=["yahoo.com"])
     spam(world, narrow, "shop.example@example.net", "someone@gmail.com")
-    assert [r.value for r in rules(world)] == ["bounces.spam.example", "gmail.com"]
+    assert [r.value for r in rules(world)] == ["bounces.spam.example", "spam\\.example",
+                                               "gmail.com"]
 
 
 def test_disabled_auto_rule_is_respected_and_manual_block_reenables(world, policy_settings):

@@ -358,9 +358,14 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
     protected: set[str] | None = None
     exempt = {d.strip().lower().rstrip(".") for d in settings.autoblock_exempt_domains}
     added: list[BlockRule] = []
+    already: dict[str, BlockRule] | None = None
     for domain in view.domains:
         if find_domain_rule(session, domain) is not None:
-            continue
+            continue  # blocked, or a rule someone disabled
+        if already is None:
+            already = blocked_domains(session)
+        if is_domain_blocked(domain, already):
+            continue  # covered by a parent domain or an imported /domain\.tld/ rule
         if spam_count(session, view.owner_id, domain, since) < settings.autoblock_threshold:
             continue
         if protected is None:
