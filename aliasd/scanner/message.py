@@ -85,6 +85,8 @@ class ParsedMessage:
     url_hosts: list[str] = field(default_factory=list)
     defects: int = 0
     parts: int = 0
+    bad_7bit: bool = False  # a text part declared 7bit carries 8-bit bytes
+    missing_charset: bool = False  # a text part with 8-bit bytes and no charset
 
     @property
     def from_domain(self) -> str | None:
@@ -157,6 +159,7 @@ def _fill(pm: ParsedMessage) -> None:
         if ctype in ("text/plain", "text/html") and "attachment" not in disposition:
             if size > MAX_TEXT:
                 continue
+            _check_8bit(pm, part)
             text = _part_text(part)
             size += len(text)
             if ctype == "text/plain":
@@ -178,6 +181,23 @@ def _fill(pm: ParsedMessage) -> None:
         pm.url_hosts.append(m.group(1).lower())
     if len(pm.url_hosts) > 200:
         pm.url_hosts = pm.url_hosts[:200]
+
+
+def _check_8bit(pm: ParsedMessage, part: Message) -> None:
+    cte = str(part.get("Content-Transfer-Encoding", "7bit")).strip().lower()
+    if cte not in ("7bit", "8bit", ""):
+        return
+    raw = part.get_payload()
+    if not isinstance(raw, str):
+        return
+    # compat32 keeps undecodable bytes as surrogates or latin-1 characters above 0x7f
+    high = any(ord(c) > 127 for c in raw[:20_000])
+    if not high:
+        return
+    if cte in ("7bit", "") and "content-transfer-encoding" in {k.lower() for k in part}:
+        pm.bad_7bit = True
+    if part.get_param("charset") is None:
+        pm.missing_charset = True
 
 
 def _part_text(part: Message) -> str:

@@ -37,6 +37,10 @@ SCORES: dict[str, tuple[float, str]] = {
     "HAS_X_PRIO_ONE": (1.0, "X-Priority 1 / X-MSMail-Priority High"),
     "SUBJECT_HAS_CURRENCY": (1.0, "Subject contains a currency sign"),
     "MISSING_MIME_VERSION": (2.0, "MIME content without a MIME-Version header"),
+    "R_BAD_CTE_7BIT": (3.5, "8-bit characters in a part declared 7bit"),
+    "CTYPE_MIXED_BOGUS": (1.0, "multipart/mixed without any attachment"),
+    "MISSING_MIMEOLE": (2.0, "X-MSMail-Priority without X-MimeOLE (forged Outlook)"),
+    "R_MISSING_CHARSET": (0.5, "Text part without a charset"),
     "SPAM_PHRASES": (1.0, "Body uses typical sales-pitch phrases"),
     "OPT_IN_CLAIM": (1.0, "Body claims the recipient opted in or explains removal"),
     "ALIAS_SITE_MISMATCH": (1.0, "Sender is unrelated to the site the alias was given to"),
@@ -204,6 +208,15 @@ def content_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("SUBJECT_HAS_CURRENCY")
     if "mime-version" not in pm.header_names and (pm.has_html or pm.attachments):
         yield sym("MISSING_MIME_VERSION")
+    if pm.content_type == "multipart/mixed" and not pm.attachments:
+        yield sym("CTYPE_MIXED_BOGUS")
+    names = set(pm.header_names)
+    if "x-msmail-priority" in names and "x-mimeole" not in names:
+        yield sym("MISSING_MIMEOLE")
+    if pm.bad_7bit:
+        yield sym("R_BAD_CTE_7BIT")
+    if pm.missing_charset:
+        yield sym("R_MISSING_CHARSET")
     text = pm.text[:50_000]
     m = _SALES.search(text)
     if m:
