@@ -423,3 +423,27 @@ def test_log_hits_are_counted_once_and_survive_rotation(world, settings, tmp_pat
     with world.session() as s:
         assert s.get(BlockRule, rule.id).hits == 5
         assert s.get(BlockRule, rule.id).last_hit_at is not None
+
+
+def test_import_keeps_only_refusing_rules(world, cli, tmp_path):
+    table = tmp_path / "mixed.pcre"
+    table.write_text(
+        "# comment\n"
+        "/^Subject:.*newsletter/ WARN newsletter seen\n"
+        "/^X-Mailer: bulk/ PREPEND X-Bulk: yes\n"
+        "/pills\\.example/ 550 no pills here\n"
+        "/watches\\.example/ reject\n"
+        "if /^From:/\n"
+        "/x/ REJECT\n"
+        "endif\n"
+        "  continuation\n"
+    )
+    env = {"ALIASD_BLOCKLIST_FILE": str(tmp_path / "hc"), "ALIASD_BLOCKLIST_RELOAD_COMMAND": ""}
+    out = cli("blocklist", "import", str(table), env_extra=env).output
+    assert "line 2: not imported: its action 'WARN' does not refuse mail" in out
+    assert "line 3: not imported: its action 'PREPEND' does not refuse mail" in out
+    assert "line 6: not imported: if/endif blocks are not supported" in out
+    assert "line 9: not imported: continuation lines" in out
+    assert "line 7: not imported: inside an if/endif block" in out
+    assert "2 rules imported" in out
+    assert [r.pattern for r in rules(world)] == ["/pills\\.example/", "/watches\\.example/"]

@@ -100,7 +100,7 @@ def _add_regex(session, value: str, note: str | None):
     st = state()
     if not value.startswith("/"):
         raise click.ClickException("write the pattern as /pattern/flags")
-    body, rest, _delim, closed = hc._split_pattern(value)
+    body, rest, _delim, closed = hc.split_pattern(value)
     if not closed:
         raise click.ClickException("the pattern has no closing '/'")
     line = f"/{body}/{rest} REJECT x"
@@ -186,6 +186,11 @@ def import_cmd(path: str, dry_run: bool, write: bool) -> None:
         click.echo(f"line {line_no}: not imported: {reason}")
     refused: list[int] = []
     for rule in report.rules:
+        if not rule.refuses:
+            refused.append(rule.line_no)
+            click.echo(f"line {rule.line_no}: not imported: its action "
+                       f"{rule.action.split(' ', 1)[0]!r} does not refuse mail")
+            continue
         # Postfix has the last word on the repaired rule too.
         verdict = hc.check_rule_line(rule.repaired_line, config_dir)
         if verdict:

@@ -270,6 +270,14 @@ class ParsedRule:
     def defective(self) -> bool:
         return bool(self.problems)
 
+    @property
+    def refuses(self) -> bool:
+        """The action refuses mail (REJECT or a 4xx/5xx code): the only kind aliasd's
+        table holds. A WARN, PREPEND, DISCARD ... rule imported as REJECT would change
+        what it does, so those are not imported."""
+        word = self.action.split(" ", 1)[0].upper()
+        return word == "REJECT" or bool(re.fullmatch(r"[45]\d\d", word))
+
 
 @dataclass
 class ImportReport:
@@ -285,7 +293,7 @@ class ImportReport:
         return [r for r in self.rules if r.defective]
 
 
-def _split_pattern(line: str) -> tuple[str, str, str, bool]:
+def split_pattern(line: str) -> tuple[str, str, str, bool]:
     """(body, rest after the closing delimiter, delimiter, closed?) the way dict_pcre
     scans: the first character is the delimiter, a backslash escapes the next one."""
     delim = line[0]
@@ -329,6 +337,7 @@ def parse_table(text: str) -> ImportReport:
     """Read a header_checks pcre table, diagnosing each rule the way Postfix reads it."""
     rules: list[ParsedRule] = []
     unparsable: list[tuple[int, str]] = []
+    depth = 0
     for line_no, line in enumerate(text.splitlines(), start=1):
         stripped = line.strip(" \t")
         if not stripped or stripped.startswith("#"):
@@ -336,10 +345,16 @@ def parse_table(text: str) -> ImportReport:
         if line[0] in " \t":
             unparsable.append((line_no, "continuation lines are not supported on import"))
             continue
-        if stripped.lower().startswith(("if ", "endif")):
+        if stripped.lower().startswith(("if ", "if!", "endif")):
+            depth += -1 if stripped.lower().startswith("endif") else 1
+            depth = max(depth, 0)
             unparsable.append((line_no, "if/endif blocks are not supported on import"))
             continue
-        body, rest, delim, closed = _split_pattern(stripped)
+        if depth:
+            # Alone, a rule from inside the block would match more than it did there.
+            unparsable.append((line_no, "inside an if/endif block"))
+            continue
+        body, rest, delim, closed = split_pattern(stripped)
         problems: list[str] = []
         skipped = False
         if not closed:
