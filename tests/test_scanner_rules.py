@@ -160,3 +160,29 @@ def test_spf_dns_failure_is_a_dnsfail_symbol():
 
     assert check_spf("192.0.2.1", "a@example.org", "h", lookup=failing).name == "R_SPF_DNSFAIL"
     assert check_spf(None, "a@example.org", "h", lookup=failing) is None
+
+
+def test_mime_and_content_rules():
+    outlook_forged = (
+        "Received: from x by mx.example.net; Mon, 10 Jun 2024 12:00:00 +0000\n"
+        "From: Deals <deals@shop.example>\nTo: you@example.net\nSubject: Save $50 today\n"
+        "Date: Mon, 10 Jun 2024 11:59:00 +0000\nMessage-ID: <1@shop.example>\n"
+        "MIME-Version: 1.0\nX-Priority: 1\nX-MSMail-Priority: High\n"
+        "Content-Type: multipart/mixed; boundary=b\n\n"
+        "--b\nContent-Type: text/plain\nContent-Transfer-Encoding: 7bit\n\n"
+        "Caf\xe9 offer: act now, satisfaction guaranteed. To be removed from this list reply.\n"
+        "--b--\n"
+    ).encode("latin-1")
+    got = symbols(outlook_forged)
+    for name in ("HAS_X_PRIO_ONE", "MISSING_MIMEOLE", "SUBJECT_HAS_CURRENCY", "CTYPE_MIXED_BOGUS",
+                 "R_BAD_CTE_7BIT", "R_MISSING_CHARSET", "SPAM_PHRASES", "OPT_IN_CLAIM"):
+        assert name in got, name
+    assert got["SPAM_PHRASES"][1] == ("act now",)
+    # the plain colleague mail trips none of them
+    clean = symbols(mail("ham_colleague.eml"))
+    for name in ("HAS_X_PRIO_ONE", "MISSING_MIMEOLE", "SUBJECT_HAS_CURRENCY", "CTYPE_MIXED_BOGUS",
+                 "R_BAD_CTE_7BIT", "R_MISSING_CHARSET", "SPAM_PHRASES", "OPT_IN_CLAIM",
+                 "MISSING_MIME_VERSION"):
+        assert name not in clean, name
+    html_no_mime = b"From: a@b.example\nContent-Type: text/html\n\n<p>hello</p>\n"
+    assert "MISSING_MIME_VERSION" in symbols(html_no_mime)
