@@ -239,3 +239,20 @@ def test_snapshot_is_used_only_while_current(scanner, database):
     scanner.learn(mail("spam_crypto.eml"), True)  # the snapshot is now one revision behind
     after = scanner.bayes.classify(parse_message(mail("spam_crypto.eml")), 2).probability
     assert after > before  # the learn counts at once, through the database
+
+
+def test_spf_setting_switches_the_check(settings, database):
+    from aliasd.scanner.spf import zone_lookup
+
+    zone = zone_lookup({("fastmail.example.org", "TXT"): ["v=spf1 ip4:203.0.113.0/24 -all"]})
+    request = ScanRequest(message=mail("ham_colleague.eml"), envelope_from="anna.berg@fastmail.example.org",
+                          client_addr="198.51.100.7", helo="mail.fastmail.example.org")
+    on = BundledScanner(settings.with_overrides(spf_enabled=True), database, dns_lookup=zone)
+    off = BundledScanner(settings, database, dns_lookup=zone)
+    result = on.scan(request)
+    assert {s.name: s.options[0] for s in result.symbols}["R_SPF_FAIL"] == "fastmail.example.org"
+    assert not any(n.startswith("R_SPF_") for n in off.scan(request).symbol_names())
+    request.client_addr = "203.0.113.25"
+    assert "R_SPF_ALLOW" in on.scan(request).symbol_names()
+    on.close()
+    off.close()
