@@ -9,6 +9,7 @@ Prints the false-positive rate on ham and spam recall at the default thresholds
 from __future__ import annotations
 
 import argparse
+import shutil
 import collections
 import json
 import sys
@@ -103,6 +104,8 @@ def main() -> int:
             print(label + ":")
             for name, r in items[: args.show]:
                 print(f"  {name} {r.score:.2f} {r.spamd_result_header()[:300]}")
+    db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

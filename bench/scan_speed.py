@@ -11,6 +11,7 @@ rspamd figures also give its FP rate/recall on the same split for comparison."""
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -102,6 +103,8 @@ def main() -> int:
         print(f"{label:40s} {rate:7.1f} msg/s   FP {fp:.2f}%  recall {rec:.1f}%")
     fastest_rspamd = max(rate for label, rate, _ in rows[1:])
     print(f"ratio bundled / fastest rspamd: {rows[0][1] / fastest_rspamd:.2f}x (target >= 1.0x)")
+    db.dispose()
+    shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 
