@@ -9,9 +9,9 @@ Prints the false-positive rate on ham and spam recall at the default thresholds
 from __future__ import annotations
 
 import argparse
-import shutil
 import collections
 import json
+import shutil
 import sys
 import tempfile
 import time
