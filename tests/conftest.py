@@ -51,6 +51,9 @@ def settings(database, tmp_path) -> Settings:
         database_url=database.url,
         env="development",
         secret_key="test-secret",
+        # Tests never reload the machine's own Postfix; those that drive a private
+        # instance set "postfix -c DIR reload" themselves.
+        blocklist_reload_command="",
     )
 
 
@@ -61,6 +64,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["ALIASD_DATABASE_URL"] = settings.effective_database_url
     env["ALIASD_ENV"] = settings.env
     env["ALIASD_SECRET_KEY"] = settings.secret_key
+    env["ALIASD_BLOCKLIST_FILE"] = settings.effective_blocklist_file
+    env["ALIASD_BLOCKLIST_RELOAD_COMMAND"] = settings.blocklist_reload_command
     return env
 
 

@@ -46,6 +46,21 @@ def _postfix_lines(ctx: click.Context) -> str:
     return proc.stdout if proc.returncode == 0 else f"(postfix-config failed: {proc.stderr})"
 
 
+def _ensure_header_checks(settings, database) -> None:
+    """Postfix's cleanup cannot open a header_checks table that does not exist (mail
+    would be deferred), so write the blocklist once before Postfix is pointed at it."""
+    from aliasd.postfix.header_checks import HeaderChecksError, sync_blocklist
+
+    try:
+        result = sync_blocklist(settings, database)
+    except HeaderChecksError as exc:
+        echo_err(f"aliasd up: blocklist not written: {exc}")
+        return
+    echo_err(f"aliasd up: blocklist table {settings.effective_blocklist_file} ({result.rules} rules)")
+    if result.reload_error:
+        echo_err(f"aliasd up: {result.reload_error}")
+
+
 @click.command("up")
 @click.option("--listen", help="HOST:PORT for the web app (default: the web_listen setting).")
 @click.option("--workers", default=2, show_default=True, help="gunicorn worker processes.")
@@ -63,7 +78,8 @@ def up(ctx: click.Context, listen: str | None, workers: int, no_lookupd: bool,
         check_secret(settings)
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
-    cli.database()  # a clear "run 'aliasd db upgrade'" before anything starts
+    database = cli.database()  # a clear "run 'aliasd db upgrade'" before anything starts
+    _ensure_header_checks(settings, database)
     listen = listen or settings.web_listen
     commands = _children_commands(ctx, listen, workers, not no_lookupd, not no_milter)
 
