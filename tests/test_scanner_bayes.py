@@ -100,11 +100,15 @@ def test_bayes_speaks_only_after_min_learns_of_each_class(scanner):
 def test_bayes_symbol_scales_with_probability():
     from aliasd.scanner.bundled import bayes_symbol
 
-    assert bayes_symbol(0.5) is None and bayes_symbol(0.95) is None
-    low, high = bayes_symbol(0.99), bayes_symbol(0.9999)
+    assert bayes_symbol(0.5) is None and bayes_symbol(0.85) is None
+    low, high = bayes_symbol(0.95), bayes_symbol(0.9995)
     assert low.name == high.name == "BAYES_SPAM"
-    assert 0 < low.score < high.score == 5.9  # alone, never past the add-header threshold
-    assert high.options == ("99.99%",)
+    assert 0 < low.score < high.score == 5.9  # alone, not past the add-header threshold
+    assert high.options == ("99.95%",)
+    # Only near-certain Bayes, with enough significant tokens, marks spam on its own.
+    sure = bayes_symbol(0.99995, 40)
+    assert sure.score == 7.0 and sure.options == ("99.9950%",)
+    assert bayes_symbol(0.99995, 5).score == 5.9
     ham = bayes_symbol(0.0001)
     assert ham.name == "BAYES_HAM" and ham.score == -3.0
 

@@ -83,9 +83,17 @@ def _meta(pm: ParsedMessage) -> list[str]:
         meta.extend("mailer:" + w for w in words(mailer, 4))
     for charset in {str(c).lower() for c in pm.msg.get_charsets() if c}:
         meta.append("charset:" + charset)
-    for host in pm.url_hosts[:50]:
+    for host, path in zip(pm.url_hosts[:50], pm.url_paths[:50], strict=False):
         labels = host.split(".")
         meta.append("url:" + ".".join(labels[-2:]))
+        meta.append("urlhost:" + host)
+        meta.append("urltld:" + labels[-1])
+        # path words ('remove', 'cgi-bin', 'unsubscribe'), not ids: digits-heavy parts dropped
+        meta.extend("urlpath:" + w for w in words(path, 8) if len(_DIGITS.findall(w)) <= 3)
+    # How the HTML was written, and the MIME layout with transfer encodings
+    meta.extend("html:" + t for t in sorted(pm.html_tags)[:200])
+    meta.append("mime:" + ",".join(pm.part_types[:8]))
+    meta.extend("part:" + t for t in pm.part_types[:20])
     if pm.to_raw is None:
         meta.append("to:none")
     # Which headers are present says much about the software that wrote the message

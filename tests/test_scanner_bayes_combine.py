@@ -1,0 +1,95 @@
+"""Robinson/Fisher chi-square combining on crafted token statistics, and the Bayes
+structure tokens (HTML tags, link paths, MIME layout). Pure functions: no database."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from aliasd.scanner import bayes as bayes_mod
+from aliasd.scanner.bayes import combine
+from aliasd.scanner.message import parse_message
+from aliasd.scanner.tokens import _hashes, _meta, message_tokens
+
+N = 1000  # learned messages of each class
+
+
+def stats(*groups: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(how many tokens, spam count, ham count) groups -> count arrays."""
+    spam = np.concatenate([np.full(n, s, dtype=np.float64) for n, s, _ in groups])
+    ham = np.concatenate([np.full(n, h, dtype=np.float64) for n, _, h in groups])
+    return spam, ham
+
+
+def test_clear_spam_and_clear_ham():
+    spam, ham = stats((30, 50, 0))
+    v = combine(spam, ham, N, N)
+    assert v.probability > 0.9999 and v.tokens_used == 30
+    spam, ham = stats((30, 0, 50))
+    assert combine(spam, ham, N, N).probability < 0.0001
+
+
+def test_strong_evidence_both_ways_is_uncertain():
+    spam, ham = stats((20, 80, 0), (20, 0, 80))
+    assert abs(combine(spam, ham, N, N).probability - 0.5) < 0.01
+
+
+def test_rare_tokens_are_pulled_towards_one_half():
+    # Seen once in spam: Robinson's f(w) = (s*x + n*p) / (s + n) = (0.5 + 1) / 2 = 0.75,
+    # a weak hint, not certainty; ten such tokens give far less than ten seen 50 times.
+    rare = combine(*stats((10, 1, 0)), N, N).probability
+    common = combine(*stats((10, 50, 0)), N, N).probability
+    assert 0.5 < rare < 0.99 < common
+
+
+def test_tokens_near_one_half_and_unseen_tokens_say_nothing():
+    # seen equally often in both classes (f = 0.5) or never seen: not counted at all
+    spam, ham = stats((100, 7, 7), (100, 0, 0))
+    v = combine(spam, ham, N, N)
+    assert v.tokens_used == 0 and v.probability == 0.5
+    assert combine(*stats((5, 0, 0)), N, N) is None
+
+
+def test_only_the_most_significant_tokens_are_combined():
+    # Many mildly spammy tokens do not outvote a few very telling ham tokens only
+    # because there are many of them: the MAX_TOKENS most extreme decide.
+    spam, ham = stats((500, 3, 1), (bayes_mod.MAX_TOKENS, 0, 200))
+    v = combine(spam, ham, N, N)
+    assert v.tokens_used == bayes_mod.MAX_TOKENS
+    assert v.probability < 0.01
+
+
+def test_class_sizes_are_normalised():
+    # 10 of 100 spam vs 10 of 10,000 ham: a spam token although counts are equal
+    spam, ham = stats((20, 10, 10))
+    assert combine(spam, ham, 100, 10_000).probability > 0.99
+
+
+HTML_MAIL = (
+    b"From: a@shop.example\r\nTo: b@example.org\r\nSubject: hi\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/alternative; boundary="b"\r\n\r\n--b\r\n'
+    b"Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"
+    b"Cheap offer\r\n--b\r\nContent-Type: text/html; charset=utf-8\r\n"
+    b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b'<html><body><font color=3D"#ff0000" size=3D"5">Cheap</font>'
+    b'<a href=3D"http://www.deals.example.com/cgi-bin/remove.pl?id=3D12345">x</a>'
+    b"</body></html>\r\n--b--\r\n"
+)
+
+
+def test_structure_tokens_html_links_and_mime_layout():
+    pm = parse_message(HTML_MAIL)
+    assert {"font", "font.color", "font.size", "a.href"} <= pm.html_tags
+    assert pm.url_hosts == ["www.deals.example.com"]
+    assert pm.url_paths == ["/cgi-bin/remove.pl?id=12345"]
+    assert pm.part_types == [
+        "multipart/alternative", "text/plain/7bit", "text/html/quoted-printable",
+    ]
+    meta = _meta(pm)
+    for token in ("html:font.color", "urlhost:www.deals.example.com", "urltld:com",
+                  "urlpath:cgi-bin", "urlpath:remove.pl", "part:text/html/quoted-printable",
+                  "mime:multipart/alternative,text/plain/7bit,text/html/quoted-printable"):
+        assert token in meta, token
+    # the link's id is per-message noise, not a token
+    assert not any(t.startswith("urlpath:") and "12345" in t for t in meta)
+    ids = set(message_tokens(pm).tolist())
+    assert int(_hashes(["html:font.color"]).view(np.int64)[0]) in ids
