@@ -36,6 +36,19 @@ class CliState:
                 raise click.ClickException(f"cannot open the database: {exc}") from exc
         return db
 
+    def service_database(self, outage_note: str) -> Database:
+        """The database for a long-running service: a stale schema is refused, but an
+        unreachable database is only a warning (``outage_note`` says what the service does
+        meanwhile), so a database outage never stops Postfix's helpers from answering."""
+        db = get_database(self.settings)
+        try:
+            db.require_current_schema()
+        except SchemaOutdated as exc:
+            raise click.ClickException(str(exc)) from exc
+        except Exception as exc:
+            echo_err(f"warning: database unreachable ({exc}); {outage_note}")
+        return db
+
 
 def state() -> CliState:
     return click.get_current_context().find_object(CliState) or CliState()

@@ -9,7 +9,6 @@ import signal
 import click
 
 from aliasd.cli.common import echo_err, state
-from aliasd.db import SchemaOutdated
 from aliasd.lookup.registry import build_maps
 from aliasd.lookup.server import ListenSpec, LookupServer
 
@@ -38,15 +37,7 @@ def lookupd(socketmaps: tuple[str, ...], tcps: tuple[str, ...], tcp_map: str, ve
     logging.getLogger("alembic").setLevel(logging.WARNING)  # the schema check's chatter
     cli = state()
     settings = cli.settings
-    database = cli.database(check_schema=False)
-    try:
-        database.require_current_schema()
-    except SchemaOutdated as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        # Database unreachable right now: start anyway and answer TEMP until it is
-        # back, so Postfix defers mail instead of us refusing to run.
-        echo_err(f"warning: cannot check the database schema yet: {exc}")
+    database = cli.service_database("answering TEMP (Postfix defers) until it is back")
     socketmap_specs = [s for s in (socketmaps or (settings.lookup_socketmap,)) if s]
     tcp_specs = [s for s in (tcps or (settings.lookup_tcp,)) if s]
     try:

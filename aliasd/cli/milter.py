@@ -6,8 +6,7 @@ import logging
 
 import click
 
-from aliasd.cli.common import echo_err, state
-from aliasd.db import SchemaOutdated
+from aliasd.cli.common import state
 
 
 @click.command("milter")
@@ -31,15 +30,7 @@ def milter_command(listen: str | None, log_level: str) -> None:
         libmilter_spec(listen)
     except ListenError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from exc
-    database = cli.database(check_schema=False)
-    try:
-        database.require_current_schema()
-    except SchemaOutdated as exc:
-        raise click.ClickException(str(exc)) from exc
-    except Exception as exc:
-        # A database that is down must not stop mail: messages pass unscanned, marked
-        # "X-Aliasd-Scan: skipped (database unavailable)", until it is back.
-        echo_err(f"warning: database unreachable ({exc}); messages pass unscanned until it is back")
+    database = cli.service_database("messages pass unscanned until it is back")
     serve(settings, database, listen)
 
 

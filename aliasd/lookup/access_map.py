@@ -17,7 +17,6 @@ The blocked domains live in memory, refreshed in the background every
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import threading
@@ -29,6 +28,7 @@ from aliasd.core import blocking
 from aliasd.core.addresses import AddressError, normalize_domain
 from aliasd.core.decision import Decision
 from aliasd.db import Database
+from aliasd.lookup.background import BackgroundRefresh
 
 log = logging.getLogger("aliasd.lookup.access")
 
@@ -52,8 +52,9 @@ class SenderAccessMap:
         self.loaded_at = float("-inf")
         self._hits: dict[int, int] = {}
         self._hits_lock = threading.Lock()
-        self._sync_task: asyncio.Task | None = None
-        self._last_error_log = float("-inf")
+        self._refresher = BackgroundRefresh(
+            self.refresh, interval=sync_interval, what="read the block list", log=log
+        )
 
     # --- the in-memory copy -------------------------------------------------------------
     def refresh(self) -> None:
@@ -123,32 +124,14 @@ class SenderAccessMap:
 
     # --- lifecycle (called by the lookup server) ------------------------------------------
     async def start(self) -> None:
-        if self._sync_task is None:
-            with contextlib.suppress(Exception):
-                await asyncio.to_thread(self.refresh)
-            self._sync_task = asyncio.create_task(self._sync_loop())
+        with contextlib.suppress(Exception):
+            await self._refresher.run_once()
+        await self._refresher.start()
 
     async def close(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+        await self._refresher.close()
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self.refresh)  # keep the last hits
-
-    async def _sync_loop(self) -> None:
-        while True:
-            try:
-                await asyncio.to_thread(self.refresh)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # database down or slow: keep trying, go stale
-                now = time.monotonic()
-                if now - self._last_error_log > 10:
-                    self._last_error_log = now
-                    log.warning("cannot read the block list: %s", exc)
-            await asyncio.sleep(self.sync_interval)
+            await self._refresher.run_once()  # keep the last hits
 
 
 def build(settings: Settings, database: Database) -> SenderAccessMap:

@@ -22,8 +22,6 @@ The policy lives in :mod:`aliasd.core.srs`; these classes only adapt it to looku
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -34,6 +32,7 @@ from aliasd.config import Settings
 from aliasd.core.decision import Decision
 from aliasd.core.srs import SrsConfig, SrsRewriter
 from aliasd.db import Database
+from aliasd.lookup.background import BackgroundRefresh
 from aliasd.models import Domain
 
 log = logging.getLogger("aliasd.lookup.srs")
@@ -83,8 +82,10 @@ class SrsForwardMap:
         self.rewriter = rewriter
         self.domains = domains
         self.sync_interval = sync_interval
-        self._sync_task: asyncio.Task | None = None
-        self._last_error_log = float("-inf")
+        self._refresher = BackgroundRefresh(
+            domains.refresh, interval=sync_interval,
+            what="read managed domains for SRS", log=log,
+        )
 
     def lookup_fast(self, key: str) -> Decision:
         domain = self.rewriter.sender_domain(key)
@@ -102,32 +103,14 @@ class SrsForwardMap:
         return self.lookup_fast(key)
 
     async def start(self) -> None:
-        if self._sync_task is None:
-            self._sync_task = asyncio.create_task(self._sync_loop())
+        await self._refresher.start()
 
     async def close(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+        await self._refresher.close()
 
     async def refresh(self) -> None:
         """Read the managed domains now (tests and start-up)."""
-        await asyncio.to_thread(self.domains.refresh)
-
-    async def _sync_loop(self) -> None:
-        while True:
-            try:
-                await self.refresh()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # database down or slow: keep trying, go stale
-                now = time.monotonic()
-                if now - self._last_error_log > 10:
-                    self._last_error_log = now
-                    log.warning("cannot read managed domains for SRS: %s", exc)
-            await asyncio.sleep(self.sync_interval)
+        await self._refresher.run_once()
 
 
 class SrsReverseMap:

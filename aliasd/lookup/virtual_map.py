@@ -8,7 +8,6 @@ of bouncing it."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -20,6 +19,7 @@ from aliasd.core import aliases as core
 from aliasd.core.decision import Decision
 from aliasd.core.replica import CatchAllRequest, Replica
 from aliasd.db import Database
+from aliasd.lookup.background import BackgroundRefresh
 from aliasd.models import Domain
 
 log = logging.getLogger("aliasd.lookup.virtual")
@@ -34,9 +34,11 @@ class VirtualMap:
         self.replica = replica
         self.database = database
         self.sync_interval = sync_interval
-        self._sync_task: asyncio.Task | None = None
         self._inflight: dict[str, asyncio.Future[Decision]] = {}
-        self._last_error_log = 0.0
+        self._next_prune = time.monotonic() + 60
+        self._refresher = BackgroundRefresh(
+            self._sync, interval=sync_interval, what="sync aliases from the database", log=log
+        )
 
     # --- LookupMap --------------------------------------------------------------------
     def lookup_fast(self, key: str) -> Decision | None:
@@ -93,15 +95,10 @@ class VirtualMap:
 
     # --- lifecycle ----------------------------------------------------------------------
     async def start(self) -> None:
-        if self._sync_task is None:
-            self._sync_task = asyncio.create_task(self._sync_loop())
+        await self._refresher.start()
 
     async def close(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sync_task
-            self._sync_task = None
+        await self._refresher.close()
 
     async def wait_loaded(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
@@ -109,25 +106,15 @@ class VirtualMap:
             await asyncio.sleep(0.02)
         return self.replica.loaded
 
-    async def _sync_loop(self) -> None:
-        next_prune = time.monotonic() + 60
-        while True:
-            try:
-                stats = await asyncio.to_thread(self.replica.sync)
-                if stats.reloaded:
-                    log.info("replica loaded: %s", self.replica.stats())
-                if time.monotonic() >= next_prune:
-                    # The feed only needs to outlive the slowest reader; keep it small.
-                    next_prune = time.monotonic() + PRUNE_INTERVAL
-                    await asyncio.to_thread(self._prune)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # database down, timeout, ...: keep trying
-                now = time.monotonic()
-                if now - self._last_error_log > 10:
-                    self._last_error_log = now
-                    log.warning("cannot sync aliases from the database: %s", exc)
-            await asyncio.sleep(self.sync_interval)
+    def _sync(self) -> None:
+        """One background step (in a worker thread): apply the change feed, and now and
+        then prune it; the feed only needs to outlive the slowest reader."""
+        stats = self.replica.sync()
+        if stats.reloaded:
+            log.info("replica loaded: %s", self.replica.stats())
+        if time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_INTERVAL
+            self._prune()
 
     def _prune(self) -> None:
         with self.database.session() as session:
