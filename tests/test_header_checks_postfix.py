@@ -35,7 +35,8 @@ from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query,
 
 pytestmark = pytest.mark.postfix
 
-FIXTURE = Path("/work/shared/fixtures/header_checks.v3")
+# A real list from a live server (copied from shared/fixtures), defects included.
+FIXTURE = Path(__file__).parent / "data" / "header_checks.v3"
 
 
 def _start(cmd: list[str], env: dict[str, str], log_path) -> subprocess.Popen:
