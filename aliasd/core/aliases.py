@@ -7,7 +7,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Sequence
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -304,7 +304,18 @@ def catch_all_create(
     existing = session.scalar(select(Alias).where(Alias.address == address))
     if existing is not None:
         return existing if existing.state == AliasState.ACTIVE else None
+    if session.scalar(select(User.id).where(User.mailbox == address).limit(1)) is not None:
+        # Postfix re-queries every destination: a user's own mailbox is not an alias.
+        return None
     if domain.catch_all_max_per_hour is not None:
+        # Serialise creations on this domain until commit (a row lock on PostgreSQL, the
+        # write lock on SQLite), so concurrent lookupd workers cannot all pass the count.
+        session.execute(
+            update(Domain)
+            .where(Domain.id == domain.id)
+            .values(catch_all_max_per_hour=Domain.catch_all_max_per_hour)
+            .execution_options(synchronize_session=False)
+        )
         since = (now or utcnow()) - dt.timedelta(hours=1)
         created = session.scalar(
             select(func.count())

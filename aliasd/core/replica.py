@@ -91,6 +91,7 @@ class Replica:
         self.clock = clock
         self.aliases: dict[str, Decision] = {}
         self.domains: dict[str, DomainInfo] = {}
+        self.mailboxes: frozenset[str] = frozenset()  # users' own mailboxes: never minted
         self._pool: dict[str, Decision] = {}
         self.loaded = False
         self.last_sync = float("-inf")  # clock() when the data was last known current
@@ -134,6 +135,14 @@ class Replica:
         if domain.catch_all != CatchAllPolicy.CREATE.value:
             return _NOTFOUND
         if parsed.local.startswith(_SRS_PREFIXES):
+            return _NOTFOUND
+        if address in self.mailboxes or (
+            parsed.extension is not None
+            and f"{parsed.local}{self.delimiter}{parsed.extension}@{parsed.domain}"
+            in self.mailboxes
+        ):
+            # Postfix looks each destination up again: a user's mailbox on a catch-all
+            # domain must not become an alias of itself (NOTFOUND lets later maps route it).
             return _NOTFOUND
         if domain.regex is not None and not domain.regex.fullmatch(parsed.local):
             return _NOTFOUND
@@ -271,6 +280,7 @@ class Replica:
                     # An invalid gate must not open the domain: match nothing.
                     pattern = re.compile(r"(?!)")
                 domains[name] = DomainInfo(d_id, name, policy, pattern, cap, mailbox)
+            mailboxes = frozenset(conn.scalars(select(User.mailbox)))
             aliases: dict[str, Decision] = {}
             pool: dict[str, Decision] = {}
             self._pool = pool
@@ -292,6 +302,7 @@ class Replica:
         }
         self.seq = top
         self.domains = domains
+        self.mailboxes = mailboxes
         self.aliases = aliases
         self.loaded = True
         self.last_sync = started

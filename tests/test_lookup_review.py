@@ -1,0 +1,89 @@
+"""Defects found in review of the lookup path (replica, virtual map, catch-all), each
+shown on SQLite and PostgreSQL with the real components."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from sqlalchemy import func, select
+
+from aliasd.core import aliases as core
+from aliasd.core.decision import Decision, Outcome
+from aliasd.core.replica import Replica
+from aliasd.db import Database
+from aliasd.lookup.virtual_map import VirtualMap
+from aliasd.models import Alias, AliasOrigin
+
+
+def _map(database: Database) -> VirtualMap:
+    replica = Replica(database)
+    replica.sync()
+    return VirtualMap(replica, database)
+
+
+def test_a_users_mailbox_on_a_create_domain_is_never_minted(database):
+    """Postfix looks every destination up again in virtual_alias_maps. When the owner's
+    mailbox is on a managed catch-all domain, that recursive query must not create an
+    alias for the mailbox itself (it would pollute the list, use up the hourly cap, and
+    shadow any later map that routes the mailbox)."""
+    with database.session() as s:
+        ann = core.create_user(s, "ann", "ann@own.example")
+        core.create_user(s, "joe", "joe+inbox@own.example")
+        core.create_domain(s, "own.example", ann, catch_all="create")
+        core.create_alias(s, "shop.example@own.example", ann)
+    vmap = _map(database)
+    assert vmap.lookup_fast("shop.example@own.example") == Decision.found("ann@own.example")
+
+    async def scenario():
+        for key in ("ann@own.example", "ANN@own.example.", "joe+inbox@own.example"):
+            assert (await vmap.lookup(key)).outcome is Outcome.NOTFOUND, key
+        # Other new addresses on the domain are still created as before.
+        assert await vmap.lookup("news.example@own.example") == Decision.found("ann@own.example")
+
+    asyncio.run(scenario())
+    with database.session() as s:
+        assert s.scalars(select(Alias.address).order_by(Alias.address)).all() == [
+            "news.example@own.example",
+            "shop.example@own.example",
+        ]
+        # The core rule holds too (a mailbox changed after the replica loaded).
+        domain = core.get_domain(s, "own.example")
+        core.get_user(s, "joe").mailbox = "joe@own.example"
+        s.flush()
+        assert core.catch_all_create(s, domain, "joe") is None
+
+
+def test_catch_all_cap_holds_under_concurrent_creation(database):
+    """Several lookupd workers (threads here, processes or hosts in production) creating
+    different first-mail aliases at once must not get past the hourly cap together."""
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "cap.example", bob, catch_all="create", catch_all_max_per_hour=2)
+    workers = 8
+    barrier = threading.Barrier(workers)
+    outcomes: list[str] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        try:
+            with database.session() as s:
+                domain = core.get_domain(s, "cap.example")
+                created = core.catch_all_create(s, domain, f"site{n}.example")
+                outcomes.append("created" if created is not None else "refused")
+        except core.CatchAllDeferred:
+            outcomes.append("deferred")
+        except Exception as exc:  # a busy database: Postfix is told TEMP and retries
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with database.session() as s:
+        made = s.scalar(
+            select(func.count()).select_from(Alias).where(Alias.origin == AliasOrigin.CATCH_ALL)
+        )
+    assert made <= 2, outcomes
+    assert outcomes.count("created") == made, outcomes
