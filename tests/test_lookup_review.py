@@ -4,16 +4,17 @@ shown on SQLite and PostgreSQL with the real components."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import threading
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from aliasd.core import aliases as core
 from aliasd.core.decision import Decision, Outcome
 from aliasd.core.replica import Replica
 from aliasd.db import Database
 from aliasd.lookup.virtual_map import VirtualMap
-from aliasd.models import Alias, AliasOrigin
+from aliasd.models import Alias, AliasChange, AliasOrigin, utcnow
 
 
 def _map(database: Database) -> VirtualMap:
@@ -87,3 +88,38 @@ def test_catch_all_cap_holds_under_concurrent_creation(database):
         )
     assert made <= 2, outcomes
     assert outcomes.count("created") == made, outcomes
+
+
+def test_replica_out_of_touch_longer_than_the_feed_is_kept_reloads(database):
+    """A lookupd cut off from the database for longer than the change feed is kept (one
+    day; another host prunes it) must not resume from its old position: the changes it
+    never read are gone from the feed, so it has to read everything again."""
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "d.example", bob)
+        core.create_alias(s, "old.example@d.example", bob)
+    clock = Clock()
+    replica = Replica(database, clock=clock)
+    replica.sync()
+    # While this host is cut off: an alias is created and one burned, a day passes, and
+    # another host's lookupd prunes the feed; then something else changes.
+    with database.session() as s:
+        bob = core.get_user(s, "bob")
+        core.create_alias(s, "new.example@d.example", bob)
+        core.set_state(s, core.get_alias(s, "old.example@d.example"), "burned")
+        s.flush()
+        s.execute(update(AliasChange).values(changed_at=utcnow() - dt.timedelta(days=2)))
+    with database.session() as s:
+        core.create_alias(s, "later.example@d.example", core.get_user(s, "bob"))
+        assert core.prune_changes(s) >= 2
+    clock.now += 2 * 86400
+    replica.sync()
+    assert replica.decide("later.example@d.example") == Decision.found("bob@real.example")
+    assert replica.decide("new.example@d.example") == Decision.found("bob@real.example")
+    assert replica.decide("old.example@d.example").outcome is Outcome.NOTFOUND

@@ -42,6 +42,9 @@ _NOTFOUND = Decision.notfound()
 _SRS_PREFIXES = ("srs0=", "srs1=")  # SRS-rewritten bounces; the SRS feature answers them
 _FETCH_CHUNK = 500
 _MAX_GAP_SPAN = 1000
+# Without a successful sync for this long, read everything again instead of following
+# the feed: rows we never read may have been pruned meanwhile (kept for a day).
+RELOAD_AFTER = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +172,7 @@ class Replica:
         I/O); raises on database errors, leaving the replica as it was."""
         with self._lock:
             started = self.clock()
-            if not self.loaded:
+            if not self.loaded or started - self.last_sync > RELOAD_AFTER:
                 self._reload()
                 return SyncStats(reloaded=True)
             stats = self._apply_changes()
