@@ -11,9 +11,10 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from flask import Flask
+from flask import Flask, abort, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.routing import IntegerConverter
 
 from aliasd.config import DEFAULT_SECRET, Settings, SettingsError, load_settings
 from aliasd.web import context, permissions
@@ -22,6 +23,27 @@ TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 MIN_SECRET_LENGTH = 16
 
 csrf = CSRFProtect()
+MAX_DB_ID = 2**31 - 1  # PostgreSQL integer columns; a bigger id cannot exist
+
+
+class DbIdConverter(IntegerConverter):
+    """``<int:...>`` in URLs: ids beyond the integer columns do not match (404) instead
+    of failing in the database (SQLite: OverflowError; PostgreSQL: out of range)."""
+
+    def __init__(self, map, *args, **kwargs) -> None:  # noqa: A002 - werkzeug's name
+        kwargs.setdefault("max", MAX_DB_ID)
+        super().__init__(map, *args, **kwargs)
+
+
+def refuse_nul() -> None:
+    """before_request: no name, address, note or search needs a NUL byte, and
+    PostgreSQL text cannot store one; refuse the request (400) before it reaches the
+    database, the same on both engines."""
+    values = [request.path, *(v for _k, v in request.args.items(multi=True))]
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        values.extend(v for _k, v in request.form.items(multi=True))
+    if any("\x00" in v for v in values):
+        abort(400, "The request contains a NUL byte.")
 
 
 def check_secret(settings: Settings) -> None:
@@ -59,6 +81,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
         _check_schema(settings)
 
     app = Flask(__name__, template_folder=str(TEMPLATES))
+    app.url_map.converters["int"] = DbIdConverter  # before any route is added
     app.config.update(
         ALIASD_SETTINGS=settings,
         SECRET_KEY=settings.secret_key,
@@ -79,6 +102,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     app.extensions["aliasd_nav"] = []
     csrf.init_app(app)
 
+    app.before_request(refuse_nul)
     app.before_request(permissions.enforce)
     app.teardown_appcontext(context.close_db_session)
     app.view_functions["static"] = permissions.public(app.view_functions["static"])

@@ -28,6 +28,13 @@ ACTIONS = {
     "delete": AliasState.DELETED,
 }
 CONFIRM_ACTIONS = {"burn", "forget"}  # permanent: asked twice
+# Integer columns hold 32-bit values on PostgreSQL (64 on SQLite): an id or counter
+# outside this range cannot exist, and binding one fails in the database driver.
+MAX_INT = 2**31 - 1
+
+
+def _in_range(value: int) -> bool:
+    return -MAX_INT - 1 <= value <= MAX_INT
 
 
 # --- ownership -----------------------------------------------------------------------
@@ -42,6 +49,8 @@ def alias_for(session: Session, user: User, alias_id: int | str) -> Alias:
         key = int(alias_id)
     except (TypeError, ValueError):
         raise core.NotFound("no such alias") from None
+    if not _in_range(key):
+        raise core.NotFound("no such alias")
     alias = session.get(Alias, key)
     if alias is None or not can_access(user, alias):
         raise core.NotFound("no such alias")
@@ -123,9 +132,12 @@ def _decode(cursor: str, sort: str):
         value = int(raw) if sort == "spam" else dt.datetime.fromisoformat(raw)
         if isinstance(value, dt.datetime) and value.tzinfo is None:
             value = value.replace(tzinfo=dt.UTC)
-        return value, int(ident)
+        ident_value = int(ident)
     except ValueError:
         return None
+    if not _in_range(ident_value) or (isinstance(value, int) and not _in_range(value)):
+        return None  # a forged cursor: like any unreadable one, the first page
+    return value, ident_value
 
 
 def escape_like(text: str) -> str:

@@ -55,7 +55,19 @@ def body() -> dict[str, Any]:
         data = None
     if not isinstance(data, dict):
         raise BadRequest("the body must be a JSON object")
+    if _has_nul(data):  # "\u0000" in JSON: PostgreSQL text cannot hold it
+        raise BadRequest("the body contains a NUL character")
     return data
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _str(data: dict, key: str) -> str | None:
@@ -81,8 +93,8 @@ def list_aliases():
         db_session(), current_user(), search=args.get("q", "")[:200],
         state=args.get("state", ""), sort=args.get("sort", "created"),
         after=args.get("after"), before=args.get("before"), last=args.get("last") == "1",
-        page_size=min(max(int(args.get("limit", 50)) if args.get("limit", "").isdigit() else 50,
-                          1), 200),
+        # type=int falls back to 50 for anything int() refuses ("²" passes isdigit()).
+        page_size=min(max(args.get("limit", 50, type=int), 1), 200),
     )
     return jsonify({
         "aliases": [alias_json(a) for a in page.items],
