@@ -137,3 +137,26 @@ def test_admin_report_scope_with_nul_is_400(app, database):
     client = client_for(app, "root")
     assert client.get("/reports/?user=a%00b").status_code == 400
     assert client.get("/reports/export.csv?user=a%00b").status_code == 400
+
+
+def test_a_failed_write_still_gets_its_error_page(app, alice, database):
+    """A write the database refuses mid-request (here a duplicate user name; in life a
+    race between two requests) answers with the error page, not a crash while
+    rendering it from a session that needs a rollback."""
+    from aliasd.web.context import db_session
+    from aliasd.web.permissions import current_user, login_required
+
+    @login_required
+    def clash():
+        s = db_session()
+        me = current_user()
+        s.add(User(username=me.username, mailbox=me.mailbox))
+        s.flush()
+        return "unreachable"
+
+    app.add_url_rule("/clash", "clash", clash)
+    client = client_for(app)
+    response = client.get("/clash")
+    assert response.status_code == 503
+    assert "alice" in response.get_data(as_text=True)  # the page still knows who you are
+    assert client.get("/").status_code == 200

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, jsonify, render_template, request
+from flask import Blueprint, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
@@ -53,6 +53,14 @@ def http_error(exc: HTTPException):
 @bp.app_errorhandler(DBAPIError)
 def database_error(exc: Exception):
     log.error("database unavailable: %s", exc)
+    # The failed statement leaves the request's session needing a rollback; without it
+    # rendering the page (current user in the header) would fail a second time.
+    s = g.get("aliasd_db")
+    if s is not None:
+        try:
+            s.rollback()
+        except Exception:  # a dead connection: the page renders without the user
+            g.pop("aliasd_user", None)
     return error_response(
         ServiceUnavailable.code, "Database unavailable",
         "The database cannot be reached right now. Nothing was changed; try again shortly.",
