@@ -86,27 +86,33 @@ def find_aliases(
     """The aliases behind the original RCPT addresses (extension stripped, lower case),
     in recipient order without duplicates. Unparseable or unknown recipients (postmaster,
     mail to other domains) are simply not aliases."""
-    keys: list[str] = []
+    # As lookupd resolves them: the exact address first (an imported alias may contain
+    # the delimiter, ``info+shop@…``), then without the extension.
+    candidates: list[tuple[str, str]] = []
     for rcpt in recipients:
         try:
-            key = normalize_address(rcpt, delimiter)
+            exact = normalize_address(rcpt)
+            base = normalize_address(rcpt, delimiter)
         except AddressError:
             continue
-        if key not in keys:
-            keys.append(key)
-    if not keys:
+        candidates.append((exact, base))
+    if not candidates:
         return []
+    wanted = {a for pair in candidates for a in pair}
     rows = session.execute(
         select(Alias.id, Alias.address, Alias.owner_id, Alias.site, Alias.state).where(
-            Alias.address.in_(keys)
+            Alias.address.in_(wanted)
         )
     ).all()
     by_address = {row.address: row for row in rows}
-    return [
-        AliasTarget(r.id, r.address, r.owner_id, r.site, r.state)
-        for key in keys
-        if (r := by_address.get(key)) is not None
-    ]
+    targets: list[AliasTarget] = []
+    seen: set[str] = set()
+    for exact, base in candidates:
+        r = by_address.get(exact) or by_address.get(base)
+        if r is not None and r.address not in seen:
+            seen.add(r.address)
+            targets.append(AliasTarget(r.id, r.address, r.owner_id, r.site, r.state))
+    return targets
 
 
 def sender_is_related(facts: MessageFacts, site: str | None) -> bool:
