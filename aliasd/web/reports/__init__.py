@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from aliasd.core import blocking, reports
 from aliasd.core.aliases import AliasdError
-from aliasd.models import User
+from aliasd.models import Domain, User
 from aliasd.web.blocklist import write_table_and_flash
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item
@@ -115,6 +115,15 @@ def site(owner_id: int, site: str):
     )  # fmt: skip
 
 
+def _served_or_mailbox_domain(domain: str) -> bool:
+    """Whether ``domain`` (or a parent) is an alias domain or a user's mailbox domain:
+    spam forges such senders, and auto-block spares them for the same reason."""
+    s = db_session()
+    mailboxes = s.scalars(select(User.mailbox).distinct())
+    protected = {*s.scalars(select(Domain.name)), *(m.rpartition("@")[2] for m in mailboxes)}
+    return blocking.is_domain_blocked(domain, dict.fromkeys(protected))
+
+
 @bp.post("/site/<int:owner_id>/<path:site>/block")
 @login_required
 def block(owner_id: int, site: str):
@@ -127,6 +136,10 @@ def block(owner_id: int, site: str):
         flash("That domain did not send mail to this site.", "error")
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     s = db_session()
+    if not current_user().is_admin and _served_or_mailbox_domain(domain):
+        flash(f"{domain} is a domain this server serves or keeps mailboxes at; a block "
+              "would refuse its mail for every user, so ask an administrator.", "error")
+        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     try:
         rule = blocking.block_domain(s, settings(), domain, source="manual",
                                      owner_id=current_user().id,

@@ -1,0 +1,36 @@
+"""A block is server-wide: from the report page a user may block a spam source, but not
+a domain aliasd itself serves or a domain where users keep their mailboxes (spam forges
+such senders all the time; auto-block spares them for the same reason). Admins may."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from aliasd.models import BlockRule
+from tests.harness.webapp import login, page_token
+from tests.test_blocklist_web import deliver, web  # noqa: F401 - the fixture
+
+
+def test_users_cannot_block_served_or_mailbox_domains(web):  # noqa: F811
+    app, ids, table, db = web
+    for sender in ("forged@bob.example", "forged@sub.alice.example", "x@mailbox.example"):
+        deliver(db, "shop.example@alice.example", sender, spam=True)
+    alice = app.test_client()
+    login(alice, "alice")
+    site_url = f"/reports/site/{ids['alice']}/shop.example"
+    token = page_token(alice, site_url)
+    for domain in ("bob.example", "sub.alice.example", "mailbox.example"):
+        page = alice.post(site_url + "/block", data={"domain": domain, "csrf_token": token},
+                          follow_redirects=True).get_data(as_text=True)
+        assert "ask an administrator" in page, domain
+    with db.session() as s:
+        assert s.scalars(select(BlockRule.value)).all() == []
+    # a real spam source is still one click away
+    alice.post(site_url + "/block", data={"domain": "massnews.gr", "csrf_token": token})
+    # an admin decides for everyone
+    admin = app.test_client()
+    login(admin, "root")
+    token = page_token(admin, site_url)
+    admin.post(site_url + "/block", data={"domain": "bob.example", "csrf_token": token})
+    with db.session() as s:
+        assert sorted(s.scalars(select(BlockRule.value))) == ["bob.example", "massnews.gr"]
