@@ -160,3 +160,25 @@ def test_a_failed_write_still_gets_its_error_page(app, alice, database):
     assert response.status_code == 503
     assert "alice" in response.get_data(as_text=True)  # the page still knows who you are
     assert client.get("/").status_code == 200
+
+
+def test_control_characters_in_redirect_targets(app, alice, database):
+    """A ``next`` (sign-in) or ``back`` (alias actions) with CR/LF or tabs is not a
+    header to inject nor a crash: the default page instead."""
+    for target in ("/%0d%0aX-Evil:%201", "/%0a/evil.example", "/%09/evil.example"):
+        client = app.test_client()
+        token = csrf_from(client.get("/login").get_data(as_text=True))
+        response = client.post(f"/login?next={target}", data={
+            "username": "alice", "password": "correct horse battery", "csrf_token": token})
+        assert response.status_code == 302, target
+        assert response.headers["Location"] == "/"
+        assert "X-Evil" not in response.headers
+    client = client_for(app)
+    alias_id = make_alias(client)
+    token = page_token(client, "/")
+    for back in ("/\r\nX-Evil: 1", "/\t/evil.example"):
+        response = client.post("/aliases/action", data={
+            "csrf_token": token, "one": f"disable:{alias_id}", "back": back})
+        assert response.status_code == 302, back
+        assert response.headers["Location"] == "/"
+        assert "X-Evil" not in response.headers

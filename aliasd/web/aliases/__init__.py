@@ -191,7 +191,9 @@ def action():
 def _back() -> str:
     """Where the action was started from (a same-site path only)."""
     target = request.form.get("back", "")
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)  # CR/LF, tab
+    if (target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and not controls):
         return request.script_root + target
     return url_for("aliases.index")
 

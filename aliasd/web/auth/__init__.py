@@ -32,6 +32,8 @@ def _safe_next(target: str | None) -> str | None:
     """Only same-site relative paths: never an open redirect."""
     if not target or not target.startswith("/") or target.startswith("//"):
         return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
+        return None  # CR/LF would break the Location header; browsers drop tabs
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or "\\" in target:
         return None
