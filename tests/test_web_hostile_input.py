@@ -182,3 +182,11 @@ def test_control_characters_in_redirect_targets(app, alice, database):
         assert response.status_code == 302, back
         assert response.headers["Location"] == "/"
         assert "X-Evil" not in response.headers
+
+
+def test_page_showing_a_new_token_is_not_stored_by_caches(app, alice):
+    client = client_for(app)
+    response = client.post("/settings/tokens", data={
+        "name": "laptop", "csrf_token": page_token(client, "/settings/tokens")})
+    assert response.status_code == 200 and 'id="new-token"' in response.get_data(as_text=True)
+    assert "no-store" in response.headers.get("Cache-Control", "")

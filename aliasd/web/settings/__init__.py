@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    flash,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_wtf import FlaskForm
 from wtforms import StringField, SubmitField
 from wtforms.validators import DataRequired, Length
@@ -44,11 +52,14 @@ def tokens_page():
             status = 422
     elif request.method == "POST":
         status = 400
-    return render_template(
+    response = make_response(render_template(
         "settings/tokens.html", form=form, created=created,
         tokens=tokens.list_tokens(s, user), revoke_form=RevokeForm(),
         api_base=request.host_url.rstrip("/") + request.script_root + "/api",
-    ), status
+    ), status)
+    if created:  # the only copy of a secret: not for the browser's disk cache or proxies
+        response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/tokens/<int:token_id>/revoke")
