@@ -123,3 +123,30 @@ def test_replica_out_of_touch_longer_than_the_feed_is_kept_reloads(database):
     assert replica.decide("later.example@d.example") == Decision.found("bob@real.example")
     assert replica.decide("new.example@d.example") == Decision.found("bob@real.example")
     assert replica.decide("old.example@d.example").outcome is Outcome.NOTFOUND
+
+
+def test_rules_added_on_another_host_reach_this_hosts_header_checks(database, settings, tmp_path):
+    """Two hosts share the database; each has its own Postfix and header_checks file. A
+    rule added on host A (its web app or milter writes A's file) must reach host B's file
+    too, through B's running lookupd, which follows the block list anyway."""
+    from pathlib import Path
+
+    from aliasd.core import blocking
+    from aliasd.lookup.access_map import SenderAccessMap
+    from aliasd.postfix import header_checks as hc
+
+    host_a = settings.with_overrides(blocklist_file=str(tmp_path / "a" / "header_checks"))
+    host_b = settings.with_overrides(blocklist_file=str(tmp_path / "b" / "header_checks"))
+    with database.session() as s:
+        blocking.block_domain(s, host_a, "first.example")
+    b_map = SenderAccessMap(database, settings=host_b)
+    b_map.refresh()
+    with database.session() as s:
+        rule = blocking.block_domain(s, host_a, "massnews.gr")
+    hc.sync_blocklist(host_a, database)
+    b_map.refresh()  # host B's lookupd, next background step
+    result = hc.wait_for_sync(host_b)
+    assert isinstance(result, hc.WriteResult), result
+    b_file = Path(host_b.effective_blocklist_file).read_text()
+    assert f"{rule.pattern} REJECT" in b_file and "first\\.example" in b_file
+    assert b_file == Path(host_a.effective_blocklist_file).read_text()

@@ -43,8 +43,13 @@ class SenderAccessMap:
         sync_interval: float = 0.25,
         max_staleness: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        settings: Settings | None = None,
     ) -> None:
         self.database = database
+        # With settings, a change of the enabled rules (made by any process or host)
+        # rewrites this host's header_checks file: the file is per host, the rules shared.
+        self.settings = settings
+        self._rule_lines: tuple | None = None
         self.sync_interval = sync_interval
         self.max_staleness = max_staleness
         self.clock = clock
@@ -71,6 +76,7 @@ class SenderAccessMap:
                     domain: (rule.id, rule.reject_text)
                     for domain, rule in blocking.blocked_domains(session).items()
                 }
+                lines = tuple(blocking.rule_lines(blocking.list_rules(session, enabled_only=True)))
         except Exception:
             with self._hits_lock:  # count them next time
                 for rule_id, count in hits.items():
@@ -78,6 +84,11 @@ class SenderAccessMap:
             raise
         self.blocked = blocked
         self.loaded_at = started
+        if self.settings is not None and self._rule_lines not in (None, lines):
+            from aliasd.postfix.header_checks import request_sync
+
+            request_sync(self.settings)  # validated, atomic, reloads; logs any failure
+        self._rule_lines = lines
 
     def current(self) -> dict[str, tuple[int, str]] | None:
         if self.blocked is None or self.clock() - self.loaded_at > self.max_staleness:
@@ -139,4 +150,5 @@ def build(settings: Settings, database: Database) -> SenderAccessMap:
         database,
         sync_interval=max(settings.lookup_sync_interval, 0.5),
         max_staleness=settings.lookup_max_staleness,
+        settings=settings,
     )
