@@ -220,10 +220,11 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
                 user.password_hash = hash_password(password)
             user.last_login_at = utcnow()
             return AuthResult(Outcome.OK, user)
-    elif user is None and not settings.ldap_uri:
-        # Same work as for a real account, so timing does not tell which names exist.
+    elif not settings.ldap_uri:
+        # Same work as for a real account, so timing does not tell which names exist
+        # (unknown, or a directory user while LDAP is switched off).
         verify_password(_dummy_hash(), password)
-    elif settings.ldap_uri:
+    else:
         try:
             identity = ldap_authenticate(settings, username, password)
         except LdapUnavailable:
