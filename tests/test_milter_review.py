@@ -3,13 +3,17 @@ bundled scanner."""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+import threading
+
+from sqlalchemy import func, select
 
 from aliasd.core import aliases as core
+from aliasd.core import events
 from aliasd.core.decision import Decision
 from aliasd.core.replica import Replica
 from aliasd.milter.processing import Envelope, MailPath
-from aliasd.models import MailEvent
+from aliasd.models import BlockRule, MailEvent
+from aliasd.postfix import header_checks as hc
 
 MESSAGE_HEADERS = [
     (b"From", b"Shop <news@shop.example>"),
@@ -55,3 +59,36 @@ def test_milter_attributes_mail_to_the_alias_postfix_delivered_to(database, sett
     with database.session() as s:
         [event] = s.scalars(select(MailEvent)).all()
         assert (event.alias_address, event.owner_id) == ("info+shop@example.net", bob.id)
+
+
+def test_concurrent_auto_blocks_add_one_rule_per_domain(database, settings):
+    """Several milter threads/processes reach the auto-block threshold for one sender
+    domain at the same moment: one rule, not one per writer (duplicates would each need
+    disabling and fill header_checks)."""
+    st = settings.with_overrides(autoblock_threshold=3, blocklist_reload_command="")
+    with database.session() as s:
+        alice = core.create_user(s, "alice", "alice@real.example")
+        core.create_domain(s, "example.net", alice)
+        core.create_alias(s, "shop.example@example.net", alice, site="shop.example")
+    with database.session() as s:
+        targets = events.find_aliases(s, ["shop.example@example.net"], "+")
+    facts = events.MessageFacts(envelope_sender="x@massnews.gr", subject="pills")
+    outcome = events.Outcome(score=9.0, action="add header", is_spam=True)
+    ids: list[int] = []
+    for _ in range(8):
+        with database.session() as s:
+            ids += events.record_message(s, targets, facts, outcome)
+    barrier = threading.Barrier(len(ids))
+
+    def hook(event_id: int) -> None:
+        barrier.wait()
+        events.run_spam_hook(database, st, [event_id])
+
+    threads = [threading.Thread(target=hook, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with database.session() as s:
+        assert s.scalar(select(func.count()).select_from(BlockRule)) == 1
+    hc.wait_for_sync(st)

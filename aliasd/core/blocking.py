@@ -151,6 +151,15 @@ def _new_rule(
     return rule
 
 
+def _lock_rules(session: Session) -> None:
+    """One rule writer at a time until this transaction ends, so milters on several
+    processes or hosts reaching the threshold together add one rule, not one each."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(7243110)"))
+    else:  # a write, even one matching no row, takes SQLite's database write lock
+        session.execute(text("UPDATE block_rules SET id = id WHERE id < 0"))
+
+
 def find_domain_rule(session: Session, domain: str) -> BlockRule | None:
     return session.scalar(
         select(BlockRule)
@@ -175,6 +184,7 @@ def block_domain(
         domain = normalize_domain(domain)
     except AddressError as exc:
         raise BlockError(f"cannot block {domain!r}: {exc}") from exc
+    _lock_rules(session)
     existing = find_domain_rule(session, domain)
     if existing is not None:
         if not existing.enabled and source != "auto":
