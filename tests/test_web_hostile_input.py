@@ -190,3 +190,15 @@ def test_page_showing_a_new_token_is_not_stored_by_caches(app, alice):
         "name": "laptop", "csrf_token": page_token(client, "/settings/tokens")})
     assert response.status_code == 200 and 'id="new-token"' in response.get_data(as_text=True)
     assert "no-store" in response.headers.get("Cache-Control", "")
+
+
+def test_only_an_explicit_development_env_skips_the_secret_check(settings):
+    """A typo or variant of "production" must not fail open to the default key, with
+    which anyone can sign a session cookie for any user id."""
+    from aliasd.config import SettingsError
+    from aliasd.web import create_app
+
+    for env in ("prod", "Production", "producton", ""):
+        with pytest.raises(SettingsError, match="secret_key"):
+            create_app(settings.with_overrides(env=env, secret_key="change-me"))
+    create_app(settings.with_overrides(env="development", secret_key="change-me"))

@@ -47,8 +47,9 @@ def refuse_nul() -> None:
 
 
 def check_secret(settings: Settings) -> None:
-    """Production refuses to start with a missing, default or short secret key."""
-    if settings.env != "production":
+    """Production refuses to start with a missing, default or short secret key. Only an
+    explicit "development" skips the check: a typo such as "prod" must not fail open."""
+    if settings.env == "development":
         return
     key = settings.secret_key or ""
     if not key or key == DEFAULT_SECRET or len(key) < MIN_SECRET_LENGTH:
