@@ -38,8 +38,9 @@ def load_session_user() -> User | None:
     uid = session.get("uid")
     if isinstance(uid, int):
         user = db_session().get(User, uid)
-        # A session minted before the user's last sign-out elsewhere, or for a deleted
-        # user, is not honoured.
+        # A session for a deleted user is not honoured. (Sessions are signed cookies:
+        # signing out clears this browser's copy only; a copied cookie stays valid until
+        # it expires, PERMANENT_SESSION_LIFETIME.)
         if user is None:
             session.clear()
     g.aliasd_user = user
