@@ -202,3 +202,27 @@ def test_only_an_explicit_development_env_skips_the_secret_check(settings):
         with pytest.raises(SettingsError, match="secret_key"):
             create_app(settings.with_overrides(env=env, secret_key="change-me"))
     create_app(settings.with_overrides(env="development", secret_key="change-me"))
+
+
+def test_rate_limit_holds_across_name_variants_and_spoofed_forwarding(database, settings):
+    """Case and space variants of a name share one counter; with proxy_fix_hops=0 an
+    X-Forwarded-For header does not give an attacker a fresh client address."""
+    add_user(database, "alice")
+    add_user(database, "carol")
+    app = make_app(settings, login_rate_limit=3, login_rate_window=300, proxy_fix_hops=0)
+
+    def attempt(name, password, addr, forwarded=None):
+        client = app.test_client()
+        env = {"REMOTE_ADDR": addr}
+        headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+        token = csrf_from(client.get("/login", environ_base=env).get_data(as_text=True))
+        return client.post("/login", environ_base=env, headers=headers, data={
+            "username": name, "password": password, "csrf_token": token}).status_code
+
+    for i, name in enumerate(("Alice", " ALICE ", "aLiCe")):
+        assert attempt(name, "wrong", f"192.0.2.{i + 1}") == 401
+    assert attempt("alice", "correct horse battery", "192.0.2.50") == 429
+    for i in range(3):
+        assert attempt(f"nobody{i}", "wrong", "198.51.100.1", f"203.0.113.{i}") == 401
+    assert attempt("carol", "correct horse battery", "198.51.100.1", "203.0.113.99") == 429
+    assert attempt("carol", "correct horse battery", "198.51.100.2") == 302
