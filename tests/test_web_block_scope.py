@@ -1,6 +1,8 @@
-"""Report actions and exports with other users in mind. A block is server-wide: from the report page a user may block a spam source, but not
-a domain aliasd itself serves or a domain where users keep their mailboxes (spam forges
-such senders all the time; auto-block spares them for the same reason). Admins may."""
+"""Report actions and exports with other users in mind. A block is server-wide:
+from the report page a user may block a spam source, but not a domain aliasd itself
+serves or a domain where users keep their mailboxes (spam forges such senders all the
+time; auto-block spares them for the same reason). Admins may. CSV cells never start a
+spreadsheet formula."""
 
 from __future__ import annotations
 
