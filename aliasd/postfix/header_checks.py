@@ -272,11 +272,12 @@ class ParsedRule:
 
     @property
     def refuses(self) -> bool:
-        """The action refuses mail (REJECT or a 4xx/5xx code): the only kind aliasd's
+        """The action refuses mail for good (REJECT or a 5xx code): the only kind aliasd's
         table holds. A WARN, PREPEND, DISCARD ... rule imported as REJECT would change
-        what it does, so those are not imported."""
+        what it does, so those are not imported; nor is a 4xx rule, which defers mail
+        (the sender retries) where REJECT would bounce it."""
         word = self.action.split(" ", 1)[0].upper()
-        return word == "REJECT" or bool(re.fullmatch(r"[45]\d\d", word))
+        return word == "REJECT" or bool(re.fullmatch(r"5\d\d", word))
 
 
 @dataclass
