@@ -92,3 +92,26 @@ def test_concurrent_auto_blocks_add_one_rule_per_domain(database, settings):
     with database.session() as s:
         assert s.scalar(select(func.count()).select_from(BlockRule)) == 1
     hc.wait_for_sync(st)
+
+
+def test_auto_block_never_blocks_another_users_mailbox_domain(database, settings):
+    """A block is server-wide. Spam forging ``From: …@bobcorp.example`` to alice's aliases
+    must not cut off bob's own mail domain (his mail to his aliases, and his mail through
+    this server), just as alice's own mailbox domain is protected."""
+    st = settings.with_overrides(autoblock_threshold=3, blocklist_reload_command="")
+    with database.session() as s:
+        alice = core.create_user(s, "alice", "alice@real.example")
+        core.create_user(s, "bob", "bob@bobcorp.example")
+        core.create_domain(s, "example.net", alice)
+        core.create_alias(s, "shop.example@example.net", alice, site="shop.example")
+    with database.session() as s:
+        targets = events.find_aliases(s, ["shop.example@example.net"], "+")
+    facts = events.MessageFacts(
+        envelope_sender="x@spam.example", from_domain="bobcorp.example", subject="pills"
+    )
+    outcome = events.Outcome(score=9.0, action="add header", is_spam=True)
+    for _ in range(4):
+        events.record_and_notify(database, st, targets, facts, outcome)
+    hc.wait_for_sync(st)
+    with database.session() as s:
+        assert s.scalars(select(BlockRule.value)).all() == ["spam.example"]

@@ -297,10 +297,10 @@ def record_hits(session: Session, hits: dict[int, int], at: dt.datetime | None =
 # --- auto-block policy ------------------------------------------------------------------
 def _protected_domains(session: Session, owner_id: int) -> set[str]:
     """Domains auto-block never touches: the ones aliasd manages (forged From: lines would
-    otherwise block the user's own addresses) and the domain of the owner's mailbox."""
+    otherwise block the user's own addresses) and the domains of the users' mailboxes
+    (the owner's and, since a block is server-wide, every other user's)."""
     protected = set(session.scalars(select(Domain.name)))
-    mailbox = session.scalar(select(User.mailbox).where(User.id == owner_id))
-    if mailbox:
+    for mailbox in session.scalars(select(User.mailbox).distinct()):
         own = domain_of(mailbox)
         if own:
             protected.add(own)
