@@ -72,11 +72,13 @@ class SenderAccessMap:
             with self.database.session() as session:
                 if hits:
                     blocking.record_hits(session, hits)
-                blocked = {
-                    domain: (rule.id, rule.reject_text)
-                    for domain, rule in blocking.blocked_domains(session).items()
-                }
-                lines = tuple(blocking.rule_lines(blocking.list_rules(session, enabled_only=True)))
+                rules = blocking.list_rules(session, enabled_only=True)
+                blocked: dict[str, tuple[int, str]] = {}
+                for rule in rules:  # as blocking.blocked_domains, from the one read
+                    domain = blocking.rule_domain(rule)
+                    if domain and domain not in blocked:
+                        blocked[domain] = (rule.id, rule.reject_text)
+                lines = tuple(blocking.rule_lines(rules))
         except Exception:
             with self._hits_lock:  # count them next time
                 for rule_id, count in hits.items():
