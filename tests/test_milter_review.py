@@ -115,3 +115,35 @@ def test_auto_block_never_blocks_another_users_mailbox_domain(database, settings
     hc.wait_for_sync(st)
     with database.session() as s:
         assert s.scalars(select(BlockRule.value)).all() == ["spam.example"]
+
+
+def test_alias_header_is_not_shown_to_recipients_that_are_not_aliases(database, settings):
+    """One message reaches every recipient with the same headers. Mail to alice's alias
+    (perhaps as Bcc) and to a mailbox that is not an alias must not tell that mailbox
+    which alias of alice's it was sent to; mail to her aliases only still names them."""
+    with database.session() as s:
+        alice = core.create_user(s, "alice", "alice@real.example")
+        core.create_domain(s, "example.net", alice)
+        core.create_alias(s, "shop.example@example.net", alice, site="shop.example")
+    path = MailPath(settings, database)
+
+    def run(rcpts: list[str]):
+        return path.process(
+            Envelope(
+                sender="news@shop.example", recipients=rcpts, client_addr="192.0.2.1",
+                helo="mail.shop.example", queue_id="Q",
+                headers=[(n.decode(), v) for n, v in MESSAGE_HEADERS],
+                body=bytearray(b"Hello\r\n"), size=200,
+            )
+        )  # fmt: skip
+
+    try:
+        mixed = run(["carol@other.example", "shop.example+x@example.net"])
+        only = run(["Shop.Example@example.net", "shop.example+y@example.net"])
+    finally:
+        path.close()
+    assert mixed.header("X-Aliasd-Alias") == []
+    assert mixed.scanned and mixed.header("X-Spamd-Result")  # still scanned and recorded
+    assert only.header("X-Aliasd-Alias") == ["shop.example@example.net (site shop.example)"]
+    with database.session() as s:
+        assert len(s.scalars(select(MailEvent)).all()) == 2

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from aliasd.config import Settings
 from aliasd.core import events
-from aliasd.core.addresses import domain_of
+from aliasd.core.addresses import AddressError, domain_of, normalize_address
 from aliasd.db import Database
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
@@ -232,7 +232,8 @@ class MailPath:
             verdict.result = result
             self._apply_result(verdict, envelope, result)
 
-        verdict.add_headers.extend(self._alias_headers(targets))
+        if self._only_aliases(envelope, targets):
+            verdict.add_headers.extend(self._alias_headers(targets))
         if targets:
             self._record(envelope, targets, verdict)
         return verdict
@@ -266,6 +267,20 @@ class MailPath:
             prefix = settings.subject_prefix
             if not subject.startswith(prefix):
                 verdict.new_subject = f"{prefix} {subject}".strip()
+
+    def _only_aliases(self, envelope: Envelope, targets: list[events.AliasTarget]) -> bool:
+        """True when every recipient is one of ``targets``: a recipient that is not an
+        alias gets the same headers and must not learn the aliases (think Bcc)."""
+        known = {t.address for t in targets}
+        for rcpt in envelope.recipients:
+            try:
+                exact = normalize_address(rcpt)
+                base = normalize_address(rcpt, self.settings.recipient_delimiter)
+            except AddressError:
+                return False
+            if exact not in known and base not in known:
+                return False
+        return True
 
     def _alias_headers(self, targets: list[events.AliasTarget]) -> list[tuple[str, str]]:
         # One message reaches every recipient with the same headers; naming one owner's
