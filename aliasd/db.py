@@ -38,6 +38,13 @@ class Database:
             connect_args = {
                 "connect_timeout": max(1, int(timeout)),
                 "options": f"-c statement_timeout={ms} -c lock_timeout={ms}",
+                # A network partition mid-query must fail in seconds, not after the
+                # kernel's two-hour keepalive: lookupd's sync thread would stall meanwhile.
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+                "tcp_user_timeout": max(1000, ms * 2),
             }
             kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=10)
         self.engine: Engine = create_engine(url, connect_args=connect_args, **kwargs)
