@@ -11,7 +11,6 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -32,26 +31,12 @@ from tests.conftest import settings_env
 from tests.harness.databases import sqlite_database
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
+from tests.harness.processes import start_logged, stop_process
 
 pytestmark = pytest.mark.postfix
 
 # A real list from a live server (copied from shared/fixtures), defects included.
 FIXTURE = Path(__file__).parent / "data" / "header_checks.v3"
-
-
-def _start(cmd: list[str], env: dict[str, str], log_path) -> subprocess.Popen:
-    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class World:
@@ -135,13 +120,13 @@ def world(request, tmp_path_factory):
     with contextlib.ExitStack() as stack:
         stack.callback(db.dispose)
         stack.callback(shutil.rmtree, pf_dir, ignore_errors=True)
-        milter = _start([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
-        stack.callback(_stop, milter)
-        lookupd = _start(
+        milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
+        stack.callback(stop_process, milter)
+        lookupd = start_logged(
             [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", settings.lookup_socketmap,
              "--tcp", ""], env, base / "lookupd.log",
         )  # fmt: skip
-        stack.callback(_stop, lookupd)
+        stack.callback(stop_process, lookupd)
         wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
         wait_for_port(lookup_port)
         virtual = postfix_table("socketmap", settings.lookup_socketmap, "virtual")

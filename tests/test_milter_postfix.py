@@ -27,26 +27,12 @@ from tests.conftest import settings_env
 from tests.harness.databases import sqlite_database
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
+from tests.harness.processes import start_logged, stop_process
 
 pytestmark = pytest.mark.postfix
 
 ALIAS = "github.com@example.net"
 MAILBOX = "alice@real.example"
-
-
-def _start(cmd: list[str], env: dict[str, str], log_path) -> subprocess.Popen:
-    log = open(log_path, "wb")  # noqa: SIM115 - closed with the process
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class World:
@@ -119,11 +105,11 @@ def world(request, tmp_path_factory):
         ALIASD_DB_TIMEOUT="1",
     )
     milter_cmd = [sys.executable, "-m", "aliasd", "milter"]
-    milter = _start(milter_cmd, env, base / "milter.log")
-    unix_milter = _start([*milter_cmd, "--listen", f"unix:{unix_sock}"], env, base / "unix.log")
-    dead_milter = _start([*milter_cmd, "--listen", dead_listen], dead_env, base / "dead.log")
+    milter = start_logged(milter_cmd, env, base / "milter.log")
+    unix_milter = start_logged([*milter_cmd, "--listen", f"unix:{unix_sock}"], env, base / "unix.log")
+    dead_milter = start_logged([*milter_cmd, "--listen", dead_listen], dead_env, base / "dead.log")
     lookup_port = free_port()
-    lookupd = _start(
+    lookupd = start_logged(
         [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{lookup_port}",
          "--tcp", ""],
         env,
@@ -162,7 +148,7 @@ def world(request, tmp_path_factory):
     postfix.stop()
     capture.stop()
     for proc in procs:
-        _stop(proc)
+        stop_process(proc)
     shutil.rmtree(pf_dir, ignore_errors=True)
     db.dispose()
 
