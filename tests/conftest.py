@@ -29,15 +29,20 @@ def engine_name(request) -> str:
     return request.param
 
 
+def open_clean_database(engine_name: str, directory, request) -> Database:
+    """A database at schema head with no rows: a new SQLite file in ``directory``, or the
+    session's PostgreSQL database emptied. Module-scoped fixtures call it directly."""
+    if engine_name == "sqlite":
+        return sqlite_database(str(directory / "aliasd.db"))
+    pg = request.getfixturevalue("_postgres")
+    pg.clean()
+    return Database(pg.url)
+
+
 @pytest.fixture
 def database(engine_name, tmp_path, request) -> Iterator[Database]:
     """A database at schema head with no rows, on the engine of ``engine_name``."""
-    if engine_name == "sqlite":
-        db = sqlite_database(str(tmp_path / "aliasd.db"))
-    else:
-        pg = request.getfixturevalue("_postgres")
-        pg.clean()
-        db = Database(pg.url)
+    db = open_clean_database(engine_name, tmp_path, request)
     yield db
     db.dispose()
 

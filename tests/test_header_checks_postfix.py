@@ -22,13 +22,11 @@ from sqlalchemy import select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.db import Database
 from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import BlockRule, MailEvent
 from aliasd.postfix import header_checks as hc
 from aliasd.postfix.config_lines import blocklist_section, postfix_table
-from tests.conftest import settings_env
-from tests.harness.databases import sqlite_database
+from tests.conftest import open_clean_database, settings_env
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
 from tests.harness.processes import start_logged, stop_process
@@ -75,12 +73,7 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(f"blocklist-{request.param}")
-    if request.param == "sqlite":
-        db = sqlite_database(str(base / "aliasd.db"))
-    else:
-        pg = request.getfixturevalue("_postgres")
-        pg.clean()
-        db = Database(pg.url)
+    db = open_clean_database(request.param, base, request)
     with db.session() as s:
         alice = core.create_user(s, "alice", "alice@real.example")
         core.create_domain(s, "example.net", alice)

@@ -19,12 +19,10 @@ from sqlalchemy import select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.db import Database
 from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import Alias, BlockRule, MailEvent, SiteDay
 from aliasd.postfix.config_lines import postfix_table
-from tests.conftest import settings_env
-from tests.harness.databases import sqlite_database
+from tests.conftest import open_clean_database, settings_env
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process
@@ -58,12 +56,7 @@ class World:
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
 def world(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(f"mailpath-{request.param}")
-    if request.param == "sqlite":
-        db = sqlite_database(str(base / "aliasd.db"))
-    else:
-        pg = request.getfixturevalue("_postgres")
-        pg.clean()
-        db = Database(pg.url)
+    db = open_clean_database(request.param, base, request)
     with db.session() as s:
         alice = core.create_user(s, "alice", MAILBOX)
         core.create_domain(s, "example.net", alice)
