@@ -6,11 +6,20 @@ import socket
 import time
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port on 127.0.0.1 that is free right now and not handed out before in this
+    test run: the kernel may give the same ephemeral port to two calls in a row when
+    nothing has bound the first yet (two listeners of one daemon then collide)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> None:
