@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import time
 
-
 _handed_out: set[int] = set()
 
 
