@@ -69,6 +69,7 @@ def main() -> int:
             v = scanner.bayes.classify(parse_message(s.raw), 1)
             dump.write(json.dumps({"name": s.name, "spam": s.is_spam, "score": r.score,
                                    "p": v.probability if v else 0.5,
+                                   "log_ratio": v.log_ratio if v else 0.0,
                                    "symbols": {x.name: [x.score, list(x.options)] for x in r.symbols}}) + "\n")
         for name in r.symbol_names():
             symbol_hits[(name, s.is_spam)] += 1

@@ -23,22 +23,39 @@ def stats(*groups: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
 def test_clear_spam_and_clear_ham():
     spam, ham = stats((30, 50, 0))
     v = combine(spam, ham, N, N)
-    assert v.probability > 0.9999 and v.tokens_used == 30
+    assert v.probability > 0.999 and v.tokens_used == 30 and v.log_ratio > 50
     spam, ham = stats((30, 0, 50))
-    assert combine(spam, ham, N, N).probability < 0.0001
+    v = combine(spam, ham, N, N)
+    assert v.probability < 0.001 and v.log_ratio < -50
 
 
-def test_strong_evidence_both_ways_is_uncertain():
-    spam, ham = stats((20, 80, 0), (20, 0, 80))
-    assert abs(combine(spam, ham, N, N).probability - 0.5) < 0.01
+def test_strong_evidence_both_ways_still_says_which_way_it_leans():
+    # Both chi-square tests are far beyond any threshold (Fisher's probability would be
+    # exactly 0.5 for all three); their log tail probabilities still tell which
+    # evidence is stronger.
+    balanced = combine(*stats((20, 80, 0), (20, 0, 80)), N, N)
+    more_spam = combine(*stats((20, 80, 0), (20, 0, 8)), N, N)
+    more_ham = combine(*stats((20, 8, 0), (20, 0, 80)), N, N)
+    assert more_ham.log_ratio < balanced.log_ratio < more_spam.log_ratio
+    assert 0 < balanced.log_ratio < 10  # Robinson's x = 0.6 leans a little to spam
+    assert more_ham.probability < balanced.probability < more_spam.probability
 
 
-def test_rare_tokens_are_pulled_towards_one_half():
-    # Seen once in spam: Robinson's f(w) = (s*x + n*p) / (s + n) = (0.5 + 1) / 2 = 0.75,
-    # a weak hint, not certainty; ten such tokens give far less than ten seen 50 times.
-    rare = combine(*stats((10, 1, 0)), N, N).probability
-    common = combine(*stats((10, 50, 0)), N, N).probability
-    assert 0.5 < rare < 0.99 < common
+def test_calibration_centre_grows_with_the_tokens_combined():
+    # The spam lean of a balanced message comes from Robinson's x > 0.5 on every token:
+    # a message with only a few telling tokens is nearer to undecided than one with 40.
+    few = combine(*stats((2, 80, 0), (2, 0, 80)), N, N)
+    many = combine(*stats((20, 80, 0), (20, 0, 80)), N, N)
+    assert 0.5 <= few.probability < many.probability < 0.9
+
+
+def test_rare_tokens_count_less_than_common_ones():
+    # Seen once in spam: Robinson's f(w) = (s*x + n*p) / (s + n) = (0.096 + 1) / 1.16,
+    # about 0.945; seen 50 times: 0.9988. Ten of the first say less than ten of the second.
+    rare = combine(*stats((10, 1, 0)), N, N)
+    common = combine(*stats((10, 50, 0)), N, N)
+    assert 0.5 < rare.probability < common.probability
+    assert 0 < rare.log_ratio < common.log_ratio
 
 
 def test_tokens_near_one_half_and_unseen_tokens_say_nothing():
@@ -50,9 +67,9 @@ def test_tokens_near_one_half_and_unseen_tokens_say_nothing():
 
 
 def test_only_the_most_significant_tokens_are_combined():
-    # Many mildly spammy tokens do not outvote a few very telling ham tokens only
-    # because there are many of them: the MAX_TOKENS most extreme decide.
-    spam, ham = stats((500, 3, 1), (bayes_mod.MAX_TOKENS, 0, 200))
+    # Many fairly spammy tokens (f about 0.9) do not outvote a few very telling ham
+    # tokens only because there are many of them: the MAX_TOKENS most extreme decide.
+    spam, ham = stats((500, 9, 1), (bayes_mod.MAX_TOKENS, 0, 200))
     v = combine(spam, ham, N, N)
     assert v.tokens_used == bayes_mod.MAX_TOKENS
     assert v.probability < 0.01
@@ -61,7 +78,18 @@ def test_only_the_most_significant_tokens_are_combined():
 def test_class_sizes_are_normalised():
     # 10 of 100 spam vs 10 of 10,000 ham: a spam token although counts are equal
     spam, ham = stats((20, 10, 10))
-    assert combine(spam, ham, 100, 10_000).probability > 0.99
+    assert combine(spam, ham, 100, 10_000).probability > 0.95
+    assert combine(spam, ham, 10_000, 100).probability < 0.05
+
+
+def test_log_tail_probability_matches_the_closed_form_and_goes_below_floats():
+    from aliasd.scanner.bayes import log_chi2q
+
+    # P(chi2 >= 10) with 4 degrees of freedom = exp(-5) * (1 + 5)
+    assert abs(log_chi2q(10.0, 4) - (np.log(6) - 5)) < 1e-12
+    assert log_chi2q(0.0, 80) == 0.0
+    # far beyond the smallest double (exp(-745)): still finite and ordered
+    assert log_chi2q(6000.0, 80) < log_chi2q(5000.0, 80) < -2000
 
 
 HTML_MAIL = (

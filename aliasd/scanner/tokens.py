@@ -1,6 +1,7 @@
 """Bayes tokens: words of the subject, sender and body, combined OSB-style (orthogonal
-sparse bigrams: every word paired with each of the next four, the distance part of the
-pair) and hashed to signed 64-bit integers, the key of ``bayes_tokens``."""
+sparse bigrams: each word paired with the words that follow it inside a window, the
+distance part of the pair's hash) and hashed to signed 64-bit integers, the key of
+``bayes_tokens``."""
 
 from __future__ import annotations
 
@@ -11,7 +12,14 @@ import numpy as np
 
 from aliasd.scanner.message import ParsedMessage, decode_header_value
 
-WINDOW = 5  # a word and the 4 that follow it, as rspamd's OSB tokenizer
+# A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
+# next four; here that was worse: every telling phrase then fills up to nine of the 40
+# tokens the chi-square combines (which assumes independent evidence), so one quoted
+# list footer or one pitch sentence decided alone. With a window of 2, 5-fold
+# cross-validation inside the benchmark's learn set missed half as much spam at the
+# same false-positive rate. Distance-1 pairs hash as they did with the wider window,
+# so statistics learned before keep their meaning.
+WINDOW = 2
 MAX_WORDS = 1500  # body words tokenized per message: enough to classify, bounded cost
 MIN_LEN, MAX_LEN = 2, 24
 
