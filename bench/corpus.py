@@ -89,3 +89,12 @@ def tuning_split(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     inner = [s for s in train if bucket(s.name, "tune:") != 0]
     val = [s for s in train if bucket(s.name, "tune:") == 0]
     return inner, val
+
+
+def cv_folds(train: list[Sample], k: int = 5) -> list[tuple[list[Sample], list[Sample]]]:
+    """k (learn, scan) pairs inside the 80 %, by another hash of the file name."""
+    fold = {s.name: bucket(s.name, "cv:") % k for s in train}
+    return [
+        ([s for s in train if fold[s.name] != f], [s for s in train if fold[s.name] == f])
+        for f in range(k)
+    ]
