@@ -88,6 +88,9 @@ class User(Base):
     auth_source: Mapped[str] = mapped_column(String(16), default="local")  # local | ldap
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Web sessions are signed cookies carrying the epoch they were made in; bumping it
+    # (sign out everywhere, password change) ends every session made before.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     domains: Mapped[list[Domain]] = relationship(back_populates="owner")
 

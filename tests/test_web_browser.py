@@ -67,3 +67,52 @@ def test_sign_in_create_find_disable(tmp_path):
         assert alias.state == "disabled" and alias.note == "code hosting"
     assert (ARTIFACTS / "aliases-list.png").stat().st_size > 1000
     db.dispose()
+
+
+def test_change_password_then_sign_out_everywhere(tmp_path):
+    db = sqlite_database(str(tmp_path / "aliasd.db"))
+    settings = load_settings(environ={}, env="development", secret_key="c" * 32,
+                             database_url=db.url, data_dir=str(tmp_path / "data"))
+    add_user(db, "alice", domain="alice.example")
+    app = make_app(settings)
+    ARTIFACTS.mkdir(exist_ok=True)
+    new_password = "a much longer new password"
+    with serve(app) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            def sign_in(context, password: str):
+                page = context.new_page()
+                page.goto(base + "/login")
+                page.get_by_label("User name").fill("alice")
+                page.get_by_label("Password").fill(password)
+                page.get_by_role("button", name="Sign in").click()
+                return page
+
+            laptop, phone = browser.new_context(), browser.new_context()
+            page = sign_in(laptop, PASSWORD)
+            page.wait_for_url(base + "/")
+            other = sign_in(phone, PASSWORD)
+            other.wait_for_url(base + "/")
+
+            page.get_by_role("link", name="alice").click()  # the user name opens the account
+            assert page.get_by_role("heading", name="Account").is_visible()
+            page.get_by_label("Current password").fill(PASSWORD)
+            page.get_by_label("New password", exact=True).fill(new_password)
+            page.get_by_label("New password again").fill(new_password)
+            page.get_by_role("button", name="Change password").click()
+            assert "Password changed" in page.locator(".messages").inner_text()
+            page.screenshot(path=str(ARTIFACTS / "account.png"), full_page=True)
+
+            other.reload()
+            assert "/login" in other.url  # the phone's session ended
+            other = sign_in(phone, new_password)
+            other.wait_for_url(base + "/")
+
+            page.get_by_role("button", name="Sign out everywhere").click()
+            assert "/login" in page.url and "Signed out everywhere" in page.content()
+            other.reload()
+            assert "/login" in other.url
+        finally:
+            browser.close()
+    assert (ARTIFACTS / "account.png").stat().st_size > 1000
+    db.dispose()

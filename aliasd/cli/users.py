@@ -1,4 +1,4 @@
-"""aliasd user add | list"""
+"""aliasd user add | list | passwd | sign-out"""
 
 from __future__ import annotations
 
@@ -25,11 +25,11 @@ def add(username: str, mailbox: str, admin: bool, password_stdin: bool) -> None:
     """Add a user."""
     password_hash = None
     if password_stdin:
+        from aliasd.core.accounts import check_new_password
         from aliasd.core.passwords import hash_password
 
         password = sys.stdin.readline().rstrip("\r\n")
-        if len(password) < 8:
-            raise click.ClickException("the password must be at least 8 characters")
+        check_new_password(password)
         password_hash = hash_password(password)
     with state().database().session() as session:
         user = core.create_user(
@@ -49,6 +49,39 @@ def list_users() -> None:
         for user in session.scalars(select(User).order_by(User.username)):
             flag = " admin" if user.is_admin else ""
             click.echo(f"{user.username}\t{user.mailbox}\t{user.auth_source}{flag}")
+
+
+@user_group.command("passwd")
+@click.argument("username")
+@click.option("--password-stdin", is_flag=True, help="Read the new password from standard input.")
+@fail_on_domain_errors
+def passwd(username: str, password_stdin: bool) -> None:
+    """Set a local user's password (asked twice unless --password-stdin); every web
+    session of the user ends."""
+    from aliasd.core.accounts import set_password
+
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with state().database().session() as session:
+        user = core.get_user(session, username)
+        set_password(session, user, password)
+        click.echo(f"password of {user.username} changed; their web sessions are signed out")
+
+
+@user_group.command("sign-out")
+@click.argument("username")
+@fail_on_domain_errors
+def sign_out(username: str) -> None:
+    """End every web session of a user (a lost laptop, a copied cookie). API tokens
+    stay; revoke those in the web app."""
+    from aliasd.core.accounts import end_sessions
+
+    with state().database().session() as session:
+        user = core.get_user(session, username)
+        end_sessions(user)
+        click.echo(f"every web session of {user.username} is signed out")
 
 
 def register(group: click.Group) -> None:

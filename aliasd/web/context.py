@@ -38,11 +38,11 @@ def load_session_user() -> User | None:
     uid = session.get("uid")
     if isinstance(uid, int):
         user = db_session().get(User, uid)
-        # A session for a deleted user is not honoured. (Sessions are signed cookies:
-        # signing out clears this browser's copy only; a copied cookie stays valid until
-        # it expires, PERMANENT_SESSION_LIFETIME.)
-        if user is None:
+        # Not honoured: a session of a deleted user, or one made before the user's
+        # session epoch moved on (signed out everywhere, password changed).
+        if user is None or session.get("epoch", 0) != user.session_epoch:
             session.clear()
+            user = None
     g.aliasd_user = user
     return user
 

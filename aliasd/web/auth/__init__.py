@@ -57,6 +57,7 @@ def login():
         if result.ok and result.user is not None:
             session.clear()
             session["uid"] = result.user.id
+            session["epoch"] = result.user.session_epoch
             session.permanent = True
             # request.script_root keeps a reverse proxy's path prefix.
             nxt = _safe_next(request.args.get("next"))

@@ -1,4 +1,5 @@
-"""Settings: API tokens (create, shown once; revoke)."""
+"""Settings: API tokens (create, shown once; revoke) and the account (password, sign out
+everywhere)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,17 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_wtf import FlaskForm
-from wtforms import StringField, SubmitField
-from wtforms.validators import DataRequired, Length
+from wtforms import PasswordField, StringField, SubmitField
+from wtforms.validators import DataRequired, EqualTo, Length
 
+from aliasd.core import accounts, tokens
 from aliasd.core import aliases as core
-from aliasd.core import tokens
-from aliasd.web.context import db_session
+from aliasd.core.auth import MAX_PASSWORD
+from aliasd.web.context import client_address, db_session, settings
 from aliasd.web.permissions import current_user, login_required
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -74,3 +77,63 @@ def revoke(token_id: int):
     except core.NotFound:
         flash("No such token.", "error")
     return redirect(url_for("settings.tokens"))
+
+
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=MAX_PASSWORD)],
+                            render_kw={"autocomplete": "current-password"})
+    new = PasswordField("New password",
+                        validators=[DataRequired(), Length(
+                            min=accounts.MIN_PASSWORD, max=MAX_PASSWORD,
+                            message=f"The password must be between {accounts.MIN_PASSWORD} "
+                                    f"and {MAX_PASSWORD} characters.")],
+                        render_kw={"autocomplete": "new-password"})
+    confirm = PasswordField("New password again",
+                            validators=[DataRequired(), EqualTo("new", "The two new passwords differ.")],
+                            render_kw={"autocomplete": "new-password"})
+    submit = SubmitField("Change password")
+
+
+class SignOutEverywhereForm(FlaskForm):
+    submit = SubmitField("Sign out everywhere")
+
+
+def _account_page(form: PasswordForm, status: int = 200):
+    return render_template("settings/account.html", form=form, user=current_user(),
+                           everywhere_form=SignOutEverywhereForm()), status
+
+
+@bp.route("/account", endpoint="account", methods=["GET", "POST"])
+@login_required
+def account_page():
+    user = current_user()
+    form = PasswordForm()
+    if request.method == "GET":
+        return _account_page(form)
+    if not form.validate_on_submit():
+        return _account_page(form, 400)
+    s = db_session()
+    try:
+        accounts.change_password(s, settings(), user, form.current.data, form.new.data,
+                                 client_address())
+    except accounts.AccountError as exc:
+        s.commit()  # a wrong current password counts against the rate limit
+        form.current.errors = [str(exc)]
+        return _account_page(form, 422)
+    s.commit()
+    session["epoch"] = user.session_epoch  # this browser stays signed in
+    flash("Password changed. Every other session is signed out.", "success")
+    return redirect(url_for("settings.account"))
+
+
+@bp.post("/account/sign-out-everywhere")
+@login_required
+def sign_out_everywhere():
+    if not SignOutEverywhereForm().validate_on_submit():
+        return redirect(url_for("settings.account"))
+    s = db_session()
+    accounts.end_sessions(current_user())
+    s.commit()
+    session.clear()
+    flash("Signed out everywhere: every session of yours, on any device, has ended.", "info")
+    return redirect(url_for("auth.login"))
