@@ -216,8 +216,7 @@ def _check_8bit(pm: ParsedMessage, part: Message) -> None:
     if not isinstance(raw, str):
         return
     # compat32 keeps undecodable bytes as surrogates or latin-1 characters above 0x7f
-    high = any(ord(c) > 127 for c in raw[:20_000])
-    if not high:
+    if raw[:20_000].isascii():
         return
     if cte in ("7bit", "") and "content-transfer-encoding" in {k.lower() for k in part}:
         pm.bad_7bit = True
