@@ -10,7 +10,7 @@ from sqlalchemy import select
 from aliasd.core import aliases as core
 from aliasd.core.passwords import verify_password
 from aliasd.models import User
-from tests.harness.webapp import PASSWORD, add_user, login, make_app, page_token
+from tests.harness.webapp import PASSWORD, add_user, login, make_app, page_token, signed_in
 
 NEW_PASSWORD = "a much longer new password"
 
@@ -23,13 +23,6 @@ def app(settings):
 @pytest.fixture
 def alice(database):
     return add_user(database, "alice", domain="alice.example")
-
-
-def signed_in(app, name: str = "alice", password: str = PASSWORD):
-    client = app.test_client()
-    response = login(client, name, password)
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return client
 
 
 def copy_of(app, client):
@@ -60,7 +53,7 @@ def user_row(database, name: str = "alice") -> User:
 
 
 def test_sign_out_everywhere_ends_every_session_and_copied_cookie(app, alice):
-    laptop, phone = signed_in(app), signed_in(app)
+    laptop, phone = signed_in(app, "alice"), signed_in(app, "alice")
     stolen = copy_of(app, laptop)
     assert is_signed_in(stolen)
     # Plain sign-out forgets this browser's cookie only.
@@ -72,17 +65,17 @@ def test_sign_out_everywhere_ends_every_session_and_copied_cookie(app, alice):
     assert response.status_code == 302 and response.headers["Location"].endswith("/login")
     assert "Signed out everywhere" in phone.get("/login").get_data(as_text=True)
     assert not is_signed_in(phone) and not is_signed_in(stolen)
-    assert is_signed_in(signed_in(app))  # signing in again works
+    assert is_signed_in(signed_in(app, "alice"))  # signing in again works
 
 
 def test_sign_out_everywhere_needs_the_csrf_token(app, alice):
-    client = signed_in(app)
+    client = signed_in(app, "alice")
     client.post("/settings/account/sign-out-everywhere", data={})
     assert is_signed_in(client)
 
 
 def test_password_change_keeps_this_session_and_ends_the_others(app, alice, database):
-    here, elsewhere = signed_in(app), signed_in(app)
+    here, elsewhere = signed_in(app, "alice"), signed_in(app, "alice")
     response = change_password(here, PASSWORD, NEW_PASSWORD)
     assert response.status_code == 302
     assert "Password changed" in here.get("/settings/account").get_data(as_text=True)
@@ -101,7 +94,7 @@ def test_password_change_keeps_this_session_and_ends_the_others(app, alice, data
 ])
 def test_refused_password_changes_change_nothing(app, alice, database,
                                                  current, new, confirm, status, message):
-    here, elsewhere = signed_in(app), signed_in(app)
+    here, elsewhere = signed_in(app, "alice"), signed_in(app, "alice")
     before = user_row(database)
     response = change_password(here, current, new, confirm)
     assert response.status_code == status
@@ -113,7 +106,7 @@ def test_refused_password_changes_change_nothing(app, alice, database,
 
 def test_guessing_the_current_password_is_rate_limited(app, alice, settings):
     # A stolen session must not become a way to find the password.
-    client = signed_in(app)
+    client = signed_in(app, "alice")
     for _ in range(settings.login_rate_limit):
         assert change_password(client, "a wrong guess", NEW_PASSWORD).status_code == 422
     response = change_password(client, PASSWORD, NEW_PASSWORD)
@@ -137,17 +130,17 @@ def test_directory_users_change_their_password_in_the_directory(app, database):
 
 
 def test_account_page_is_linked_from_every_page(app, alice):
-    page = signed_in(app).get("/").get_data(as_text=True)
+    page = signed_in(app, "alice").get("/").get_data(as_text=True)
     assert 'href="/settings/account"' in page
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite"])  # subprocesses; the core runs on both above
 def test_admin_resets_a_password_and_signs_a_user_out_from_the_cli(app, alice, aliasd_cli):
-    client = signed_in(app)
+    client = signed_in(app, "alice")
     out = aliasd_cli("user", "passwd", "alice", "--password-stdin", input=NEW_PASSWORD + "\n")
     assert out.stdout.strip() == "password of alice changed; their web sessions are signed out"
     assert not is_signed_in(client)
-    client = signed_in(app, password=NEW_PASSWORD)
+    client = signed_in(app, "alice", NEW_PASSWORD)
     assert aliasd_cli("user", "sign-out", "alice").stdout.strip() == (
         "every web session of alice is signed out")
     assert not is_signed_in(client)
@@ -156,4 +149,4 @@ def test_admin_resets_a_password_and_signs_a_user_out_from_the_cli(app, alice, a
     assert short.returncode != 0 and "at least 8 characters" in short.stderr
     nobody = aliasd_cli("user", "sign-out", "nobody", check=False)
     assert nobody.returncode != 0 and "no user named 'nobody'" in nobody.stderr
-    assert is_signed_in(signed_in(app, password=NEW_PASSWORD))  # the refused reset changed nothing
+    assert is_signed_in(signed_in(app, "alice", NEW_PASSWORD))  # the refused reset changed nothing

@@ -14,7 +14,15 @@ from aliasd.config import SettingsError, load_settings
 from aliasd.core import aliases as core
 from aliasd.models import Alias, MailEvent, User
 from aliasd.web import create_app
-from tests.harness.webapp import PASSWORD, add_user, csrf_from, login, make_app, page_token
+from tests.harness.webapp import (
+    PASSWORD,
+    add_user,
+    csrf_from,
+    login,
+    make_app,
+    page_token,
+    signed_in,
+)
 
 
 @pytest.fixture
@@ -30,13 +38,6 @@ def alice(database):
 @pytest.fixture
 def bob(database):
     return add_user(database, "bob", domain="bob.example")
-
-
-def signed_in(app, name):
-    client = app.test_client()
-    response = login(client, name)
-    assert response.status_code == 302, response.get_data(as_text=True)
-    return client
 
 
 def create(client, **fields):

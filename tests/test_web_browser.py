@@ -22,13 +22,18 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
-def test_sign_in_create_find_disable(tmp_path):
+def app_with_alice(tmp_path):
+    """A SQLite database with the user alice, and the app on it."""
     db = sqlite_database(str(tmp_path / "aliasd.db"))
     settings = load_settings(environ={}, env="development", secret_key="b" * 32,
                              database_url=db.url, data_dir=str(tmp_path / "data"))
     add_user(db, "alice", domain="alice.example")
-    app = make_app(settings)
     ARTIFACTS.mkdir(exist_ok=True)
+    return db, make_app(settings)
+
+
+def test_sign_in_create_find_disable(tmp_path):
+    db, app = app_with_alice(tmp_path)
     with serve(app) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
@@ -70,12 +75,7 @@ def test_sign_in_create_find_disable(tmp_path):
 
 
 def test_change_password_then_sign_out_everywhere(tmp_path):
-    db = sqlite_database(str(tmp_path / "aliasd.db"))
-    settings = load_settings(environ={}, env="development", secret_key="c" * 32,
-                             database_url=db.url, data_dir=str(tmp_path / "data"))
-    add_user(db, "alice", domain="alice.example")
-    app = make_app(settings)
-    ARTIFACTS.mkdir(exist_ok=True)
+    db, app = app_with_alice(tmp_path)
     new_password = "a much longer new password"
     with serve(app) as base, sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)

@@ -62,6 +62,14 @@ def login(client, name: str, password: str = PASSWORD, prefix: str = ""):
                        data={"username": name, "password": password, "csrf_token": token})
 
 
+def signed_in(app: Flask, name: str, password: str = PASSWORD):
+    """A test client of ``app`` signed in as ``name``."""
+    client = app.test_client()
+    response = login(client, name, password)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return client
+
+
 def page_token(client, path: str = "/") -> str:
     return csrf_from(client.get(path).get_data(as_text=True))
 
