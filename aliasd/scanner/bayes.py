@@ -31,9 +31,10 @@ C_LEARNED_HAM = "bayes_learned_ham"
 C_REVISION = "bayes_revision"  # bumped on every learn: caches elsewhere are stale
 
 # Robinson's f(w) = (s*x + n*p) / (s + n): a token seen n times is pulled towards x
-# with strength s. A weak prior leaning slightly to spam, and tokens nearer to 0.5 than
-# MIN_DEVIATION ignored, are SpamAssassin's choices; they beat s = 1, x = 0.5 in 5-fold
-# cross-validation inside the benchmark's learn set.
+# with strength s. A weak prior leaning slightly to spam (SpamAssassin: s = 0.03,
+# x = 0.538), and tokens nearer to 0.5 than MIN_DEVIATION ignored (SpamAssassin's
+# value); in 5-fold cross-validation inside the benchmark's learn set these beat both
+# s = 1, x = 0.5 and SpamAssassin's own s and x (0.7 points more recall, same FP).
 ROBINSON_S = 0.16
 ROBINSON_X = 0.6
 MIN_DEVIATION = 0.346
