@@ -91,10 +91,10 @@ def tuning_split(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     return inner, val
 
 
-def cv_folds(train: list[Sample], k: int = 5) -> list[tuple[list[Sample], list[Sample]]]:
-    """k (learn, scan) pairs inside the 80 %, by another hash of the file name."""
-    fold = {s.name: bucket(s.name, "cv:") % k for s in train}
+def cv_folds(train: list[Sample]) -> list[tuple[list[Sample], list[Sample]]]:
+    """Five (learn, scan) pairs inside the 80 %: the buckets of another hash of the name."""
+    fold = {s.name: bucket(s.name, "cv:") for s in train}
     return [
         ([s for s in train if fold[s.name] != f], [s for s in train if fold[s.name] == f])
-        for f in range(k)
+        for f in range(5)
     ]
