@@ -65,7 +65,10 @@ class Settings:
     lookup_tcp: str = "127.0.0.1:10032"
     lookup_sync_interval: float = 0.25  # seconds between change polls
     lookup_max_staleness: float = 5.0  # answer TEMP when the replica is older than this
-    lookup_idle_timeout: float = 60.0
+    # Postfix's socketmap client drops idle connections after 10 s; ours go a little later.
+    lookup_idle_timeout: float = 15.0
+    # Open connections at most; 0: what the descriptor limit allows less 64 kept back.
+    lookup_max_connections: int = 0
     lookup_managed_domain_reply: str = "managed"  # value answered for a bare managed domain
 
     # milter and scanner

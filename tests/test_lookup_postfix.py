@@ -6,6 +6,7 @@ outage (a TCP proxy in front of PostgreSQL that we stop) answered with 451."""
 from __future__ import annotations
 
 import contextlib
+import resource
 import shutil
 import socket
 import subprocess
@@ -53,15 +54,22 @@ class Lookupd:
     """One ``aliasd lookupd`` process on fresh loopback ports."""
 
     def __init__(
-        self, env: dict[str, str], log_path: Path, ports: tuple[int, int] | None = None
+        self,
+        env: dict[str, str],
+        log_path: Path,
+        ports: tuple[int, int] | None = None,
+        descriptor_limit: int | None = None,
     ) -> None:
         self.sm_port, self.tcp_port = ports or (free_port(), free_port())
+        limit = descriptor_limit
         self.log_path = log_path
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "aliasd", "lookupd",
              "--socketmap", f"127.0.0.1:{self.sm_port}", "--tcp", f"127.0.0.1:{self.tcp_port}"],
             env=env, stdout=self.log, stderr=subprocess.STDOUT,
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit)))
+            if limit else None,
         )  # fmt: skip
         wait_for_port(self.sm_port, timeout=20)
         wait_for_port(self.tcp_port, timeout=20)
@@ -121,6 +129,56 @@ def lookupd_pair(setup_cli, settings, tmp_path) -> Iterator[tuple[Lookupd, Looku
     finally:
         first.stop()
         second.stop()
+
+
+def open_idle_connections(port: int, count: int) -> list[socket.socket]:
+    socks = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        socks.append(sock)
+    return socks
+
+
+def test_many_idle_connections_past_the_descriptor_limit_do_not_stop_lookups(
+    setup_cli, settings, tmp_path
+):
+    """Postfix processes keep connections open; far more of them than the process may
+    have descriptors for must not starve new lookups."""
+    log_path = tmp_path / "lookupd.log"
+    lookupd = Lookupd(lookupd_env(settings), log_path, descriptor_limit=256)
+    socks: list[socket.socket] = []
+    try:
+        lookupd.wait_loaded()
+        socks = open_idle_connections(lookupd.sm_port, 400)
+        for _ in range(20):
+            code, out, err = postmap_query("github.com@d.example", lookupd.sm)
+            assert (code, out.strip(), err) == (0, "bob@real.example", ""), err
+        log = log_path.read_text()
+        assert "at most 192 connections" in log
+        assert log.count("connection cap of 192 reached") == 1, log  # once per interval
+    finally:
+        for sock in socks:
+            sock.close()
+        lookupd.stop()
+
+
+def test_a_cap_above_the_descriptor_limit_is_lowered_and_said(setup_cli, settings, tmp_path):
+    log_path = tmp_path / "lookupd.log"
+    env = lookupd_env(settings, ALIASD_LOOKUP_MAX_CONNECTIONS="5000")
+    lookupd = Lookupd(env, log_path, descriptor_limit=128)
+    socks: list[socket.socket] = []
+    try:
+        lookupd.wait_loaded()
+        socks = open_idle_connections(lookupd.sm_port, 200)
+        code, out, err = postmap_query("github.com@d.example", lookupd.sm)
+        assert (code, out.strip()) == (0, "bob@real.example"), err
+        log = log_path.read_text()
+        assert "lookup_max_connections 5000 is more than the descriptor limit allows" in log
+        assert "at most 64 connections" in log
+    finally:
+        for sock in socks:
+            sock.close()
+        lookupd.stop()
 
 
 def batch(keys: list[str], spec: str) -> dict[str, str]:

@@ -77,9 +77,13 @@ class DictMap:
 class ServerThread:
     """A LookupServer on its own event loop in a thread, so tests use blocking sockets."""
 
-    def __init__(self, tmp_dir: str, loop_name: str, idle_timeout: float = 0.8) -> None:
+    def __init__(
+        self, tmp_dir: str, loop_name: str, idle_timeout: float = 0.8, max_connections: int = 0
+    ) -> None:
         self.maps = {"virtual": DictMap("virtual", DATA), "other": DictMap("other", {"k": "v"})}
-        self.server = LookupServer(self.maps, idle_timeout=idle_timeout)
+        self.server = LookupServer(
+            self.maps, idle_timeout=idle_timeout, max_connections=max_connections
+        )
         # lookupd runs on uvloop when it is installed, else on asyncio's own loop.
         self.loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
         self.unix_path = f"{tmp_dir}/socketmap.sock"
@@ -428,6 +432,98 @@ def test_idle_connection_is_closed(srv):
         sock.sendall(b"5:vir")  # a slow client that never completes its request
         assert closed_by_peer(sock, timeout=3)
         assert 0.5 < time.monotonic() - started < 2.5
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def capped(request, tmp_path) -> Iterator[ServerThread]:
+    """A server that takes at most four connections, with a long idle timeout."""
+    server = ServerThread(str(tmp_path), request.param, idle_timeout=60, max_connections=4)
+    yield server
+    server.stop()
+
+
+def test_past_the_connection_cap_the_longest_idle_connection_makes_room(capped):
+    socks = [connect(capped.socketmap.port) for _ in range(4)]
+    try:
+        for sock in socks[1:]:  # the first stays idle longest
+            sock.sendall(encode(b"virtual a@d.example"))
+            assert read_netstrings(sock, 1) == [b"OK dest@real.example"]
+        with connect(capped.socketmap.port) as newcomer:
+            newcomer.sendall(encode(b"virtual a@d.example"))
+            assert read_netstrings(newcomer, 1) == [b"OK dest@real.example"]
+            assert closed_by_peer(socks[0], timeout=3)
+            for sock in socks[1:]:  # the others keep their connection
+                sock.sendall(encode(b"other k"))
+                assert read_netstrings(sock, 1) == [b"OK v"]
+        assert capped.server.evicted == 1
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def test_past_the_connection_cap_with_every_connection_busy_a_new_one_is_closed(capped):
+    busy = [connect(capped.socketmap.port) for _ in range(4)]
+    try:
+        for sock in busy:
+            sock.sendall(encode(b"virtual hold"))
+        time.sleep(0.2)
+        with connect(capped.socketmap.port) as newcomer:
+            assert closed_by_peer(newcomer, timeout=3)
+        assert capped.server.refused == 1
+        capped.loop.call_soon_threadsafe(capped.maps["virtual"].hold.set)
+        for sock in busy:  # nothing that was being answered is lost
+            assert read_netstrings(sock, 1) == [b"OK released"]
+    finally:
+        for sock in busy:
+            sock.close()
+
+
+def test_connection_cap_follows_the_descriptor_limit():
+    import resource
+
+    from aliasd.lookup.server import RESERVED_DESCRIPTORS, default_max_connections
+
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    assert default_max_connections() == soft - RESERVED_DESCRIPTORS
+
+
+EXHAUST_DESCRIPTORS = """
+import asyncio, logging, resource, socket, sys
+import uvloop
+from aliasd.lookup.server import LookupServer
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+async def main():
+    server = LookupServer({}, max_connections=48)
+    server.max_connections = 10_000  # as if the limit had been lowered after start
+    server.install_loop_handler(asyncio.get_running_loop())
+    await server.listen_socketmap(f"unix:{sys.argv[2]}")
+    clients = []
+    for _ in range(80):  # the clients' descriptors count against the same limit
+        try:
+            sock = socket.socket(socket.AF_UNIX)
+            sock.setblocking(False)
+            clients.append(sock)
+            await asyncio.get_running_loop().sock_connect(sock, sys.argv[2])
+        except OSError:
+            break
+    await asyncio.sleep(3)
+    await server.close()
+(uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())
+"""
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_running_out_of_descriptors_is_logged(loop_name, tmp_path):
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", EXHAUST_DESCRIPTORS, loop_name, str(tmp_path / "s.sock")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert "out of file descriptors" in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.count("out of file descriptors") == 1, proc.stderr[-2000:]
 
 
 def test_unix_socket_listener(srv):

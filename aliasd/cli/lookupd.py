@@ -10,7 +10,7 @@ import click
 
 from aliasd.cli.common import echo_err, state
 from aliasd.lookup.registry import build_maps
-from aliasd.lookup.server import ListenSpec, LookupServer
+from aliasd.lookup.server import ListenSpec, LookupServer, raise_descriptor_limit
 
 
 @click.command("lookupd")
@@ -50,7 +50,12 @@ def lookupd(socketmaps: tuple[str, ...], tcps: tuple[str, ...], tcp_map: str, ve
     maps = build_maps(settings, database)
     if parsed_tcp and tcp_map not in maps:
         raise click.BadParameter(f"no map named {tcp_map!r}; have {', '.join(maps)}")
-    server = LookupServer(maps, idle_timeout=settings.lookup_idle_timeout)
+    raise_descriptor_limit()
+    server = LookupServer(
+        maps,
+        idle_timeout=settings.lookup_idle_timeout,
+        max_connections=settings.lookup_max_connections,
+    )
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             runner.run(_serve(server, parsed_socketmap, parsed_tcp, tcp_map))
@@ -72,6 +77,7 @@ async def _serve(
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    server.install_loop_handler(loop)
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -82,6 +88,10 @@ async def _serve(
         for spec in tcps:
             bound = await server.listen_tcp(spec, tcp_map)
             echo_err(f"tcp_table listening on {bound} (map: {tcp_map})")
+        echo_err(
+            f"at most {server.max_connections} connections "
+            f"(idle ones closed after {server.idle_timeout:g} s)"
+        )
         await stop.wait()
     finally:
         await server.close()

@@ -5,16 +5,22 @@ Per connection, requests are answered strictly in order, also when the client pi
 them; lookups a map can answer from memory are answered inline (no task per request),
 others run in a per-connection worker while other connections keep being served.
 Framing errors get an error reply and a close; idle clients (no complete request within
-``idle_timeout``) are closed; a client that does not read its replies stops being read."""
+``idle_timeout``) are closed; a client that does not read its replies stops being read.
+At most ``max_connections`` are open at once: past the cap the longest-idle connection is
+closed to make room (Postfix reconnects on its next lookup), or, when none is idle, the new
+one is closed at once; running out of file descriptors is logged, never silent."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
+import resource
 import socket
 import stat
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -31,6 +37,14 @@ Formatter = Callable[[Decision], bytes]
 # Requests queued behind a slow lookup before we stop reading from that client; bounds
 # the memory one pipelining client can take.
 MAX_QUEUED = 1000
+# Postfix's socketmap client closes a connection after 10 s idle; closing ours a little
+# later leaves that to Postfix normally, while idle sockets cannot pile up for a minute.
+DEFAULT_IDLE_TIMEOUT = 15.0
+# Descriptors kept back from the connection cap: listeners, database connections, logs.
+RESERVED_DESCRIPTORS = 64
+# One log line per this many seconds about the cap or descriptor exhaustion.
+LOG_INTERVAL = 60.0
+DESCRIPTOR_CHECK_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +103,10 @@ class _Connection(asyncio.Protocol):
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             # Small request/reply exchanges: never wait for Nagle.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if not self.server.admit(self):
+            self.closing = True
+            transport.close()
+            return
         self.server.connections.add(self)
         self._arm_idle_timer(self.server.idle_timeout)
 
@@ -198,6 +216,11 @@ class _Connection(asyncio.Protocol):
             self.worker = None
             self.last_request = self.loop.time()
 
+    @property
+    def idle(self) -> bool:
+        """No request being worked on or queued: closing it loses nothing."""
+        return self.worker is None and not self.queue and not self.closing
+
     # --- idle timeout -----------------------------------------------------------------
     def _arm_idle_timer(self, delay: float) -> None:
         self.idle_timer = self.loop.call_later(max(delay, 0.01), self._idle_check)
@@ -288,12 +311,98 @@ class TcpTableConnection(_Connection):
 class LookupServer:
     """Serves ``maps`` on any number of socketmap and tcp_table listeners."""
 
-    def __init__(self, maps: Mapping[str, LookupMap], *, idle_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        maps: Mapping[str, LookupMap],
+        *,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_connections: int = 0,
+    ) -> None:
         self.maps = dict(maps)
         self.idle_timeout = idle_timeout
+        allowed = default_max_connections()
+        if max_connections > allowed:
+            log.warning(
+                "lookup_max_connections %d is more than the descriptor limit allows; "
+                "using %d (raise LimitNOFILE to allow more)", max_connections, allowed,
+            )
+        self.max_connections = min(max_connections, allowed) if max_connections else allowed
         self.servers: list[asyncio.Server] = []
         self.connections: set[_Connection] = set()
         self._unix_paths: list[str] = []
+        self.evicted = 0  # idle connections closed to make room, since start
+        self.refused = 0  # new connections closed at once, since start
+        self._cap_log = _RateLimitedLog(LOG_INTERVAL)
+        self._watchdog: asyncio.Task | None = None
+
+    def admit(self, conn: _Connection) -> bool:
+        """Room for ``conn``: under the cap, or after closing the longest-idle connection."""
+        if len(self.connections) < self.max_connections:
+            return True
+        idle = [c for c in self.connections if c.idle and c.transport is not None]
+        if idle:
+            oldest = min(idle, key=lambda c: c.last_request)
+            self.connections.discard(oldest)
+            oldest.closing = True
+            oldest.transport.close()  # type: ignore[union-attr]
+            self.evicted += 1
+            self._cap_log.warning(
+                "connection cap of %d reached: closed the longest-idle connection "
+                "(%d closed so, %d new ones refused since start; raise lookup_max_connections "
+                "and the descriptor limit if this repeats)",
+                self.max_connections, self.evicted, self.refused,
+            )
+            return True
+        self.refused += 1
+        self._cap_log.warning(
+            "connection cap of %d reached and every connection is busy: closed a new "
+            "connection (%d refused so since start; Postfix retries)",
+            self.max_connections, self.refused,
+        )
+        return False
+
+    def install_loop_handler(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Log running out of descriptors (asyncio and uvloop report it to the loop's
+        exception handler; without this it can pass unnoticed)."""
+        previous = loop.get_exception_handler()
+        descriptor_log = _RateLimitedLog(LOG_INTERVAL)
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, OSError) and exc.errno in _DESCRIPTOR_ERRORS:
+                descriptor_log.error(
+                    "out of file descriptors (%s) with %d connections open: new "
+                    "connections wait; lower lookup_max_connections (now %d) or raise "
+                    "the limit (LimitNOFILE)",
+                    os.strerror(exc.errno), len(self.connections), self.max_connections,
+                )
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
+        # uvloop (libuv) absorbs EMFILE on accept without telling the loop: watch the
+        # descriptor count instead.
+        self._watchdog = loop.create_task(self._watch_descriptors(descriptor_log))
+
+    async def _watch_descriptors(self, descriptor_log: _RateLimitedLog) -> None:
+        while True:
+            await asyncio.sleep(DESCRIPTOR_CHECK_INTERVAL)
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            try:
+                in_use = len(os.listdir("/proc/self/fd"))
+            except OSError as exc:
+                if exc.errno not in _DESCRIPTOR_ERRORS:
+                    return  # no /proc: the loop handler is all there is
+                in_use = soft  # even reading the list needs a descriptor
+            if in_use >= soft - 2:
+                descriptor_log.error(
+                    "out of file descriptors (%d of %d in use) with %d connections open: "
+                    "new connections are dropped; raise the limit (LimitNOFILE)",
+                    in_use, soft, len(self.connections),
+                )
 
     async def start_maps(self) -> None:
         for lookup_map in self.maps.values():
@@ -332,6 +441,8 @@ class LookupServer:
         return bound
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         for server in self.servers:
             server.close()
         for conn in list(self.connections):
@@ -347,6 +458,53 @@ class LookupServer:
             close = getattr(lookup_map, "close", None)
             if close is not None:
                 await close()
+
+
+_DESCRIPTOR_ERRORS = {errno.EMFILE, errno.ENFILE}
+
+
+def default_max_connections() -> int:
+    """What the process's descriptor limit allows, less the ones kept back."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 65536
+    return max(16, soft - RESERVED_DESCRIPTORS)
+
+
+def raise_descriptor_limit() -> int:
+    """Raise the soft descriptor limit to the hard one (what daemons do at start);
+    returns the soft limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != soft:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+class _RateLimitedLog:
+    """At most one log line per ``interval`` seconds; the rest are counted in the next."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = -interval
+        self.suppressed = 0
+
+    def _emit(self, level: int, message: str, *args: object) -> None:
+        now = time.monotonic()
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return
+        if self.suppressed:
+            message += " (%d similar events not logged)"
+            args = (*args, self.suppressed)
+        self.last, self.suppressed = now, 0
+        log.log(level, message, *args)
+
+    def warning(self, message: str, *args: object) -> None:
+        self._emit(logging.WARNING, message, *args)
+
+    def error(self, message: str, *args: object) -> None:
+        self._emit(logging.ERROR, message, *args)
 
 
 def _remove_stale_socket(path: str) -> None:
