@@ -43,7 +43,8 @@ class Settings:
     secret_key: str = DEFAULT_SECRET
     web_listen: str = "127.0.0.1:8080"
     proxy_fix_hops: int = 0  # trusted reverse proxies in front of gunicorn
-    login_rate_limit: int = 10  # failed attempts per user / per client within the window
+    login_rate_limit: int = 10  # failed attempts per user name within the window
+    login_rate_limit_per_client: int = 50  # failed attempts per client address (any names)
     login_rate_window: int = 300  # seconds
     session_cookie_secure: bool = True
 

@@ -209,7 +209,8 @@ def test_rate_limit_holds_across_name_variants_and_spoofed_forwarding(database, 
     X-Forwarded-For header does not give an attacker a fresh client address."""
     add_user(database, "alice")
     add_user(database, "carol")
-    app = make_app(settings, login_rate_limit=3, login_rate_window=300, proxy_fix_hops=0)
+    app = make_app(settings, login_rate_limit=3, login_rate_limit_per_client=3,
+                   login_rate_window=300, proxy_fix_hops=0)
 
     def attempt(name, password, addr, forwarded=None):
         client = app.test_client()

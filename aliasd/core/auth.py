@@ -61,15 +61,22 @@ def _keys(username: str, client: str) -> list[str]:
     return [f"user:{username.strip().lower()}"[:300], f"ip:{client}"[:300]]
 
 
+def _limits(settings: Settings) -> list[int]:
+    # Per user name the strict limit (guessing one account from many addresses); per client
+    # address a looser ceiling, so people sharing one NAT address are not all locked out
+    # by a few typos, while one address still cannot try names without end.
+    return [settings.login_rate_limit, settings.login_rate_limit_per_client]
+
+
 def is_rate_limited(session: Session, settings: Settings, username: str, client: str,
                     *, now: dt.datetime | None = None) -> bool:
     since = (now or utcnow()) - dt.timedelta(seconds=settings.login_rate_window)
-    for key in _keys(username, client):
+    for key, limit in zip(_keys(username, client), _limits(settings), strict=True):
         count = session.scalar(
             select(func.count()).select_from(LoginAttempt)
             .where(LoginAttempt.key == key, LoginAttempt.at >= since)
         )
-        if count >= settings.login_rate_limit:
+        if count >= limit:
             return True
     return False
 
