@@ -15,6 +15,7 @@ import pytest
 import uvloop
 
 from aliasd.core.decision import Decision
+from aliasd.listen import ListenSpec
 from aliasd.lookup import socketmap, tcp_table
 from aliasd.lookup.netstring import (
     MalformedNetstring,
@@ -22,7 +23,7 @@ from aliasd.lookup.netstring import (
     NetstringTooLong,
     encode,
 )
-from aliasd.lookup.server import ListenSpec, LookupServer
+from aliasd.lookup.server import LookupServer
 from tests.harness.postfix import postmap_query
 
 DATA = {
@@ -264,7 +265,9 @@ def test_listen_spec_parsing():
     assert ListenSpec.parse("inet:127.0.0.1:1") == ListenSpec(host="127.0.0.1", port=1)
     assert ListenSpec.parse("[::1]:25") == ListenSpec(host="::1", port=25)
     assert ListenSpec.parse("unix:/run/a.sock") == ListenSpec(path="/run/a.sock")
-    for bad in ("nonsense", "host:port", "unix:", "1.2.3.4:99999"):
+    assert ListenSpec.parse("[::1]:25").postfix() == "inet:[::1]:25"
+    assert ListenSpec.parse("local:/run/a.sock").libmilter() == "unix:/run/a.sock"
+    for bad in ("nonsense", "host:port", "unix:", "unix:relative", ":25", "1.2.3.4:99999"):
         with pytest.raises(ValueError):
             ListenSpec.parse(bad)
 

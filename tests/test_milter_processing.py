@@ -13,9 +13,10 @@ from sqlalchemy import select
 
 from aliasd.core import aliases as core
 from aliasd.db import Database
+from aliasd.listen import ListenSpec
 from aliasd.milter.adapter import AliasdMilter
 from aliasd.milter.processing import Envelope, MailPath
-from aliasd.milter.server import libmilter_spec, set_nodelay_on_listener
+from aliasd.milter.server import set_nodelay_on_listener
 from aliasd.models import Alias, BlockRule, MailEvent
 from aliasd.scanner import Action, ScannerError, ScanResult, Symbol
 from tests.harness.net import free_port
@@ -318,9 +319,12 @@ def test_adapter_survives_junk_and_truncates_big_messages(world, settings):
 def test_listen_specs_and_nodelay_inherited_by_accepted_sockets():
     import socket
 
-    assert libmilter_spec("127.0.0.1:10033") == ("inet:10033@127.0.0.1", 10033)
-    assert libmilter_spec("[::1]:25") == ("inet6:25@::1", 25)
-    assert libmilter_spec("unix:/run/aliasd/milter.sock") == ("unix:/run/aliasd/milter.sock", None)
+    def libmilter_spec(text):
+        return ListenSpec.parse(text).libmilter()
+
+    assert libmilter_spec("127.0.0.1:10033") == "inet:10033@127.0.0.1"
+    assert libmilter_spec("[::1]:25") == "inet6:25@::1"
+    assert libmilter_spec("unix:/run/aliasd/milter.sock") == "unix:/run/aliasd/milter.sock"
     for bad in ("localhost", "unix:relative", "1.2.3.4:99999", ":25"):
         with pytest.raises(ValueError):
             libmilter_spec(bad)

@@ -9,8 +9,9 @@ import signal
 import click
 
 from aliasd.cli.common import echo_err, state
+from aliasd.listen import ListenSpec
 from aliasd.lookup.registry import build_maps
-from aliasd.lookup.server import ListenSpec, LookupServer, raise_descriptor_limit
+from aliasd.lookup.server import LookupServer, raise_descriptor_limit
 
 
 @click.command("lookupd")

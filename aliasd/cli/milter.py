@@ -7,6 +7,7 @@ import logging
 import click
 
 from aliasd.cli.common import state
+from aliasd.listen import ListenError, ListenSpec
 
 
 @click.command("milter")
@@ -17,7 +18,7 @@ from aliasd.cli.common import state
 @click.option("--log-level", default="INFO", show_default=True)
 def milter_command(listen: str | None, log_level: str) -> None:
     """Run the milter Postfix calls for every message (smtpd_milters)."""
-    from aliasd.milter.server import ListenError, libmilter_spec, serve
+    from aliasd.milter.server import serve
 
     logging.basicConfig(
         level=log_level.upper(), format="aliasd-milter %(levelname)s %(name)s: %(message)s"
@@ -27,7 +28,7 @@ def milter_command(listen: str | None, log_level: str) -> None:
     settings = cli.settings
     listen = listen or settings.milter_listen
     try:
-        libmilter_spec(listen)
+        ListenSpec.parse(listen)
     except ListenError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from exc
     database = cli.service_database("messages pass unscanned until it is back")

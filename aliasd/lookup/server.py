@@ -23,9 +23,9 @@ import stat
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 from aliasd.core.decision import Decision
+from aliasd.listen import ListenSpec
 from aliasd.lookup import socketmap, tcp_table
 from aliasd.lookup.maps import LookupMap
 from aliasd.lookup.netstring import NetstringDecoder, NetstringError, NetstringTooLong
@@ -45,37 +45,6 @@ RESERVED_DESCRIPTORS = 64
 # One log line per this many seconds about the cap or descriptor exhaustion.
 LOG_INTERVAL = 60.0
 DESCRIPTOR_CHECK_INTERVAL = 2.0
-
-
-@dataclass(frozen=True)
-class ListenSpec:
-    """Where to listen: ``host:port`` / ``[v6]:port`` or ``unix:/path``."""
-
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> ListenSpec:
-        text = text.strip()
-        if text.startswith("unix:"):
-            path = text[5:]
-            if not path:
-                raise ValueError(f"{text!r}: unix: needs a socket path")
-            return cls(path=path)
-        if text.startswith("inet:"):
-            text = text[5:]
-        host, sep, port = text.rpartition(":")
-        if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f"{text!r} is not HOST:PORT or unix:/path")
-        host = host.strip("[]") or "127.0.0.1"
-        return cls(host=host, port=int(port))
-
-    def __str__(self) -> str:
-        if self.path:
-            return f"unix:{self.path}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
 
 
 class _Connection(asyncio.Protocol):

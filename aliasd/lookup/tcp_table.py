@@ -61,9 +61,8 @@ def format_reply(decision: Decision) -> bytes:
         if len(reply) > MAX_REPLY:
             return b"400 value too long for a tcp_table reply\n"
         return reply
-    if outcome is Outcome.TEMP:
-        return b"400 " + _text(decision.value) + b"\n"
-    return b"400 " + _text(decision.value) + b"\n"  # PERM: tcp_table has no own word
+    # TEMP and PERM alike: tcp_table has no word for a permanent error.
+    return error_reply(decision.value)
 
 
 def error_reply(reason: str) -> bytes:

@@ -6,18 +6,12 @@ from __future__ import annotations
 import math
 
 from aliasd.config import Settings
-from aliasd.milter.server import libmilter_spec
+from aliasd.listen import ListenSpec
 
 
 def postfix_milter_address(listen: str) -> str:
     """``127.0.0.1:10033`` → ``inet:127.0.0.1:10033``; ``unix:/path`` stays as it is."""
-    spec, port = libmilter_spec(listen)
-    if port is None:
-        return spec
-    host = spec.split("@", 1)[1]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"inet:{host}:{port}"
+    return ListenSpec.parse(listen).postfix()
 
 
 def postfix_milter_settings(settings: Settings, listen: str | None = None) -> dict[str, str]:

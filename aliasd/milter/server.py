@@ -12,36 +12,13 @@ import milter as libmilter
 
 from aliasd.config import Settings
 from aliasd.db import Database
+from aliasd.listen import ListenSpec
 from aliasd.milter.adapter import AliasdMilter
 from aliasd.milter.processing import MailPath
 
 log = logging.getLogger(__name__)
 
 MILTER_NAME = "aliasd"
-
-
-class ListenError(ValueError):
-    pass
-
-
-def libmilter_spec(listen: str) -> tuple[str, int | None]:
-    """``127.0.0.1:10033`` → (``inet:10033@127.0.0.1``, 10033);
-    ``[::1]:10033`` → (``inet6:10033@::1``, 10033); ``unix:/run/x.sock`` → (``unix:...``, None)."""
-    text = listen.strip()
-    if text.startswith(("unix:", "local:")):
-        path = text.split(":", 1)[1]
-        if not path.startswith("/"):
-            raise ListenError(f"{listen!r}: a unix socket needs an absolute path")
-        return f"unix:{path}", None
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not port_text.isdigit() or not host:
-        raise ListenError(f"{listen!r} is not HOST:PORT or unix:/path")
-    port = int(port_text)
-    if not 0 < port < 65536:
-        raise ListenError(f"{listen!r}: port out of range")
-    if host.startswith("[") and host.endswith("]"):
-        return f"inet6:{port}@{host[1:-1]}", port
-    return f"inet:{port}@{host}", port
 
 
 def set_nodelay_on_listener(port: int) -> bool:
@@ -75,7 +52,8 @@ def set_nodelay_on_listener(port: int) -> bool:
 
 def serve(settings: Settings, database: Database, listen: str | None = None) -> None:
     """Serve until SIGTERM/SIGINT (libmilter handles those signals)."""
-    spec, port = libmilter_spec(listen or settings.milter_listen)
+    where = ListenSpec.parse(listen or settings.milter_listen)
+    spec = where.libmilter()
     mailpath = MailPath(settings, database)
     AliasdMilter.mailpath = mailpath
     Milter.factory = AliasdMilter
@@ -101,16 +79,15 @@ def serve(settings: Settings, database: Database, listen: str | None = None) -> 
         unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
         negotiate=Milter.negotiate_callback,
     )
-    if spec.startswith("unix:"):
-        path = spec.split(":", 1)[1]
+    if where.path:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+            os.unlink(where.path)
     libmilter.opensocket(True)
-    if spec.startswith("unix:"):
+    if where.path:
         # Postfix's smtpd runs as user postfix and must be able to connect.
-        os.chmod(spec.split(":", 1)[1], 0o666)
-    elif port is not None and not set_nodelay_on_listener(port):
-        log.warning("could not set TCP_NODELAY on the milter socket (port %s)", port)
+        os.chmod(where.path, 0o666)
+    elif not set_nodelay_on_listener(where.port):
+        log.warning("could not set TCP_NODELAY on the milter socket (port %s)", where.port)
     log.info("aliasd milter listening on %s", spec)
     try:
         libmilter.main()

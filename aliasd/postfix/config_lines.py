@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aliasd.config import Settings
-from aliasd.lookup.server import ListenSpec
+from aliasd.listen import ListenSpec
 
 
 @dataclass
@@ -27,8 +27,7 @@ def postfix_table(kind: str, listen: str, map_name: str | None = None) -> str:
     spec as lookupd takes it (``host:port`` or ``unix:/path``)."""
     spec = ListenSpec.parse(listen)
     if kind == "socketmap":
-        where = f"unix:{spec.path}" if spec.path else f"inet:{spec}"
-        return f"socketmap:{where}:{map_name or 'virtual'}"
+        return f"socketmap:{spec.postfix()}:{map_name or 'virtual'}"
     if kind == "tcp":
         if spec.path:
             raise ValueError("Postfix's tcp: tables need host:port, not a unix socket")
