@@ -74,21 +74,59 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def run_cli_in_process(
+    env: dict[str, str], args: tuple[str, ...], input: str | None = None
+) -> subprocess.CompletedProcess:
+    """``aliasd ARGS`` in this process through click's runner, with the settings that
+    ``env`` gives; the result looks like the subprocess's (returncode, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from aliasd import db as db_module
+    from aliasd.cli import main
+    from aliasd.cli.common import CliState
+
+    runner = CliRunner()
+    try:
+        result = runner.invoke(
+            main, list(args), input=input, obj=CliState(load_settings(environ=env)),
+            env={k: v for k, v in env.items() if k.startswith("ALIASD_")},
+        )  # fmt: skip
+    finally:
+        # One engine per URL is kept process-wide; a test's database goes with the test.
+        for database in db_module._databases.values():
+            database.dispose()
+        db_module._databases.clear()
+    stderr = result.stderr
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        import traceback
+
+        stderr += "".join(traceback.format_exception(result.exception))
+    return subprocess.CompletedProcess(
+        ["aliasd", *args], result.exit_code, result.stdout, stderr
+    )
+
+
 @pytest.fixture
 def aliasd_cli(settings):
-    """Run the real ``aliasd`` console command against the test database."""
+    """Run an ``aliasd`` command against the test database, in-process (fast enough to
+    run every scenario on both engines). ``subprocess=True`` runs the real console
+    command instead, for the few smoke tests of the installed entry point."""
 
-    def run(*args: str, input: str | None = None, check: bool = True, env_extra=None):
+    def run(*args: str, input: str | None = None, check: bool = True, env_extra=None,
+            subprocess_run: bool = False):
         env = settings_env(settings)
         env.update(env_extra or {})
-        proc = subprocess.run(
-            [sys.executable, "-m", "aliasd", *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=120,
-        )
+        if subprocess_run:
+            proc = subprocess.run(
+                [sys.executable, "-m", "aliasd", *args],
+                input=input,
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=120,
+            )
+        else:
+            proc = run_cli_in_process(env, args, input)
         if check and proc.returncode != 0:
             raise AssertionError(
                 f"aliasd {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"

@@ -1,5 +1,6 @@
-"""The real ``aliasd`` command (a subprocess) against SQLite and PostgreSQL: outputs,
-error messages and exit statuses. Commands are grouped per test to keep the suite fast."""
+"""The ``aliasd`` command against SQLite and PostgreSQL: outputs, error messages and exit
+statuses. Commands run in-process through click's runner; the first test runs the
+installed console command as a subprocess, as a smoke test of the entry point."""
 
 from __future__ import annotations
 
@@ -37,9 +38,9 @@ def empty_url(engine_name, tmp_path, request):
 
 def test_no_schema_asks_for_upgrade_then_upgrade_works(aliasd_cli, empty_url):
     env = {"ALIASD_DATABASE_URL": empty_url}
-    _fails(aliasd_cli("user", "list", check=False, env_extra=env),
+    _fails(aliasd_cli("user", "list", check=False, env_extra=env, subprocess_run=True),
            "has no aliasd schema; run 'aliasd db upgrade' first")
-    up = aliasd_cli("db", "upgrade", env_extra=env)
+    up = aliasd_cli("db", "upgrade", env_extra=env, subprocess_run=True)
     assert up.stdout.strip().startswith("database at revision ")
     head = up.stdout.split()[-1]
     current = aliasd_cli("db", "current", env_extra=env).stdout
