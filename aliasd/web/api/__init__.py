@@ -4,6 +4,7 @@ CSRF): list, show, create, disable, enable, burn; plus SimpleLogin's
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from flask import Blueprint, jsonify, request
@@ -13,6 +14,7 @@ from aliasd.core import aliases as core
 from aliasd.models import Alias
 from aliasd.web import service
 from aliasd.web.context import db_session
+from aliasd.web.errors import error_response
 from aliasd.web.permissions import current_user, token_required
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -40,9 +42,8 @@ def alias_json(alias: Alias) -> dict[str, Any]:
 
 
 def error(status: int, message: str):
-    response = jsonify({"error": message, "status": status})
-    response.status_code = status
-    return response
+    """The API's error answer: the one error builder, which answers JSON under /api."""
+    return error_response(status, HTTPStatus(status).phrase, message)
 
 
 def body() -> dict[str, Any]:
