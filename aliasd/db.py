@@ -12,8 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from aliasd.config import Settings
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from aliasd.resources import migrations_dir
 
 
 class SchemaOutdated(RuntimeError):
@@ -73,7 +72,7 @@ class Database:
         from alembic.config import Config
 
         cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("script_location", str(migrations_dir()))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         cfg.attributes["engine"] = self.engine
         return cfg
