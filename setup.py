@@ -24,5 +24,5 @@ setup(
         *(name for package, d in RESOURCE_DIRS.items() for name in mapped_packages(package, d)),
     ],
     package_dir=RESOURCE_DIRS,
-    package_data={"": ["*.html", "*.mako", "*.css", "*.service", "*.conf"]},
+    package_data={"": ["*.html", "*.mako", "*.css", "*.service", "*.path", "*.conf"]},
 )
