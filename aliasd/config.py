@@ -101,6 +101,11 @@ class Settings:
         ]
     )
 
+    # metrics (Prometheus): HOST:PORT of each daemon's /metrics; empty: off
+    lookup_metrics: str = ""
+    milter_metrics: str = ""
+    web_metrics_token: str = ""  # bearer token for the web app's /metrics beyond loopback
+
     # SRS
     srs_domain: str = ""  # empty: SRS disabled
     srs_secrets: list[str] = field(default_factory=list)  # the first signs, all verify
