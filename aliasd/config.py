@@ -101,6 +101,10 @@ class Settings:
         ]
     )
 
+    # Postfix's queue directory, its chroot jail: unix sockets under it are printed for
+    # main.cf relative to it, which chrooted and unchrooted Postfix daemons both resolve
+    postfix_queue_directory: str = "/var/spool/postfix"
+
     # metrics (Prometheus): HOST:PORT of each daemon's /metrics; empty: off
     lookup_metrics: str = ""
     milter_metrics: str = ""
