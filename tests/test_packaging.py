@@ -121,14 +121,22 @@ def test_installed_wheel_migrates_serves_sign_in_and_answers_lookups(installed, 
         response = requests.get(f"http://127.0.0.1:{web}/login", timeout=10)
         assert response.status_code == 200 and "Sign in" in response.text
         assert requests.get(f"http://127.0.0.1:{web}/static/style.css", timeout=10).ok
-        with socket.create_connection(("127.0.0.1", sm), timeout=5) as sock:
-            query = b"virtual github.com@example.net"
-            sock.sendall(b"%d:%s," % (len(query), query))
-            reply = _read_netstring(sock)
-        assert reply == b"OK me@real.example"
+        assert _lookup_once_loaded(sm, b"virtual github.com@example.net") == b"OK me@real.example"
     finally:
         up.terminate()
         up.wait(timeout=30)
+
+
+def _lookup_once_loaded(port: int, query: bytes) -> bytes:
+    """The socketmap reply, once lookupd has loaded its data (TEMP until then)."""
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"%d:%s," % (len(query), query))
+            reply = _read_netstring(sock)
+        if not reply.startswith(b"TEMP") or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.1)
 
 
 def _read_netstring(sock: socket.socket) -> bytes:

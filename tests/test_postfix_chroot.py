@@ -115,3 +115,16 @@ def test_sockets_in_the_chroot_serve_a_chrooted_postfix_with_the_printed_lines(c
 
     refused = swaks(postfix.smtp_port, to="nobody@example.net", sender="a@b.example")
     assert "<** 550" in refused.stdout, refused.stdout  # NOTFOUND from lookupd, not a 451
+
+
+def test_only_sockets_under_the_queue_directory_are_named_relative_to_it():
+    from aliasd.postfix.config_lines import postfix_socket_path, postfix_table
+
+    spool = "/var/spool/postfix"
+    assert postfix_socket_path("/var/spool/postfix/aliasd/l.sock", spool) == "aliasd/l.sock"
+    assert postfix_socket_path("/var/spool/postfix/aliasd/l.sock", spool + "/") == "aliasd/l.sock"
+    assert postfix_socket_path("/var/spool/postfix2/l.sock", spool) == "/var/spool/postfix2/l.sock"
+    assert postfix_socket_path("/run/aliasd/l.sock", spool) == "/run/aliasd/l.sock"
+    assert postfix_socket_path("/var/spool/postfix/l.sock", "") == "/var/spool/postfix/l.sock"
+    assert (postfix_table("socketmap", "unix:/var/spool/postfix/aliasd/l.sock", "virtual", spool)
+            == "socketmap:unix:aliasd/l.sock:virtual")
