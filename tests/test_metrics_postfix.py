@@ -45,6 +45,10 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
+def moved(before: dict[str, float], after: dict[str, float], name: str) -> float:
+    return after.get(name, 0.0) - before.get(name, 0.0)
+
+
 class World:
     pass
 
@@ -118,13 +122,9 @@ def test_lookupd_counts_postfix_lookups_by_map_and_result(world):
     assert postmap_query(ALIAS, world.table)[:2] == (0, MAILBOX)
     assert postmap_query("nobody@elsewhere.example", world.table)[0] == 1
     after = scrape(world.lookup_metrics)
-
-    def moved(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    assert moved('aliasd_lookup_queries_total{map="virtual",result="found"}') == 1
-    assert moved('aliasd_lookup_queries_total{map="virtual",result="notfound"}') == 1
-    assert moved('aliasd_lookup_seconds_count{map="virtual"}') == 2
+    assert moved(before, after, 'aliasd_lookup_queries_total{map="virtual",result="found"}') == 1
+    assert moved(before, after, 'aliasd_lookup_queries_total{map="virtual",result="notfound"}') == 1
+    assert moved(before, after, 'aliasd_lookup_seconds_count{map="virtual"}') == 2
     assert after['aliasd_lookup_temp_answers_total{map="virtual"}'] == 0
     age = after['aliasd_lookup_sync_age_seconds{map="virtual"}']
     assert 0 <= age < 5.0  # synced every 0.25 s; TEMP only past lookup_max_staleness
@@ -160,14 +160,10 @@ def test_a_message_through_postfix_moves_the_milter_counters_and_aliasd_stat(wor
     action = msg.header("X-Spamd-Result")
     assert action is not None
     after = scrape(world.milter_metrics)
-
-    def moved(name: str) -> float:
-        return after.get(name, 0.0) - before.get(name, 0.0)
-
-    assert moved('aliasd_milter_messages_total{action="no action"}') == 1
-    assert moved("aliasd_milter_events_written_total") == 1
-    assert moved("aliasd_milter_scan_seconds_count") == 1
-    assert moved("aliasd_milter_process_seconds_count") == 1
+    assert moved(before, after, 'aliasd_milter_messages_total{action="no action"}') == 1
+    assert moved(before, after, "aliasd_milter_events_written_total") == 1
+    assert moved(before, after, "aliasd_milter_scan_seconds_count") == 1
+    assert moved(before, after, "aliasd_milter_process_seconds_count") == 1
     assert sum(v for k, v in after.items() if k.startswith("aliasd_milter_faults_total")) == 0
 
     # No further mail arrives: the milter's counters still reach the database in seconds.

@@ -21,7 +21,7 @@ TEMP = Counter(
     "aliasd_lookup_temp_answers", "TEMP answers (Postfix defers the mail with 451), by map.",
     ["map"],
 )
-# In-memory answers take tens of microseconds; a catch-all creation waits for the database.
+# In-memory answers take microseconds; a catch-all creation waits for the database.
 LATENCY = Histogram(
     "aliasd_lookup_seconds", "Time to decide one lookup, by map.", ["map"],
     buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
