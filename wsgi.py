@@ -1,5 +1,6 @@
-"""gunicorn entry point: ``gunicorn wsgi:app`` (settings from ALIASD_* / ALIASD_CONFIG)."""
+"""gunicorn entry point in a checkout: ``gunicorn wsgi:app``; the same app as
+``aliasd.web.wsgi:app``, which an installed aliasd uses."""
 
-from aliasd.web import create_app
+from aliasd.web.wsgi import app
 
-app = create_app(check_schema=True)
+__all__ = ["app"]

@@ -105,6 +105,15 @@ class Settings:
         ]
     )
 
+    # Postfix's queue directory, its chroot jail: unix sockets under it are printed for
+    # main.cf relative to it, which chrooted and unchrooted Postfix daemons both resolve
+    postfix_queue_directory: str = "/var/spool/postfix"
+
+    # metrics (Prometheus): HOST:PORT of each daemon's /metrics; empty: off
+    lookup_metrics: str = ""
+    milter_metrics: str = ""
+    web_metrics_token: str = ""  # bearer token for the web app's /metrics beyond loopback
+
     # SRS
     srs_domain: str = ""  # empty: SRS disabled
     srs_secrets: list[str] = field(default_factory=list)  # the first signs, all verify

@@ -12,8 +12,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from aliasd.config import Settings
-
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+from aliasd.resources import migrations_dir
 
 
 class SchemaOutdated(RuntimeError):
@@ -27,11 +26,19 @@ class Database:
         self.url = url
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        # The SQLite file, or None (another engine, or in memory). Only an upgrade creates
+        # it: a read must not leave an empty file behind under a mistaken data_dir.
+        self.sqlite_path: Path | None = None
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:" \
+                and not parsed.database.startswith("file:"):
+            self.sqlite_path = Path(parsed.database).absolute()
+        self.description = (
+            f"SQLite file {self.sqlite_path}" if self.sqlite_path
+            else parsed.render_as_string(hide_password=True)
+        )
         connect_args: dict = {}
         kwargs: dict = {"echo": echo, "future": True}
         if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
             connect_args = {"timeout": timeout, "check_same_thread": False}
         else:
             ms = int(timeout * 1000)
@@ -73,7 +80,7 @@ class Database:
         from alembic.config import Config
 
         cfg = Config()
-        cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+        cfg.set_main_option("script_location", str(migrations_dir()))
         cfg.set_main_option("sqlalchemy.url", self.url.replace("%", "%%"))
         cfg.attributes["engine"] = self.engine
         return cfg
@@ -83,19 +90,33 @@ class Database:
 
         return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
 
+    def exists(self) -> bool:
+        """False only for a SQLite file that is not there (nothing to read yet)."""
+        return self.sqlite_path is None or self.sqlite_path.exists()
+
     def current_revision(self) -> str | None:
         from alembic.runtime.migration import MigrationContext
 
+        if not self.exists():
+            return None
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
     def upgrade(self, revision: str = "head") -> None:
         from alembic import command
 
+        if self.sqlite_path is not None:
+            self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         command.upgrade(self.alembic_config(), revision)
 
     def require_current_schema(self) -> None:
-        """Raise SchemaOutdated with a clear message unless the schema is at head."""
+        """Raise SchemaOutdated with a clear message, naming the database, unless the
+        schema is at head."""
+        if not self.exists():
+            raise SchemaOutdated(
+                f"the database {self.description} does not exist; run 'aliasd db upgrade' "
+                "first, or point ALIASD_DATA_DIR / ALIASD_DATABASE_URL at the one you meant"
+            )
         current = self.current_revision()
         head = self.head_revision()
         if current == head:
@@ -104,11 +125,11 @@ class Database:
             has_tables = bool(inspect(self.engine).get_table_names())
             what = "has no aliasd schema" if not has_tables else "is not managed by aliasd"
             raise SchemaOutdated(
-                f"the database {what}; run 'aliasd db upgrade' first"
+                f"the database {self.description} {what}; run 'aliasd db upgrade' first"
             )
         raise SchemaOutdated(
-            f"the database schema is at revision {current}, this aliasd needs {head}; "
-            "run 'aliasd db upgrade'"
+            f"the database {self.description}: schema is at revision {current}, this aliasd "
+            f"needs {head}; run 'aliasd db upgrade'"
         )
 
 

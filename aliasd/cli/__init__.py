@@ -8,7 +8,19 @@ import click
 from flask.cli import AppGroup
 
 from aliasd import __version__
-from aliasd.cli import aliases, blocklist, db, domains, lookupd, milter, postfix, scan, up, users
+from aliasd.cli import (
+    aliases,
+    blocklist,
+    db,
+    domains,
+    lookupd,
+    milter,
+    postfix,
+    scan,
+    systemd,
+    up,
+    users,
+)
 from aliasd.cli.common import CliState
 
 
@@ -20,5 +32,6 @@ def main(ctx: click.Context) -> None:
     ctx.ensure_object(CliState)
 
 
-for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up):
+for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up,
+                systemd):
     _module.register(main)

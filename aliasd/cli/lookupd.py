@@ -29,7 +29,10 @@ from aliasd.lookup.server import LookupServer, raise_descriptor_limit
 )
 @click.option("--tcp-map", default="virtual", show_default=True, help="Map served on --tcp.")
 @click.option("-v", "--verbose", is_flag=True, help="Log each sync and connection problem.")
-def lookupd(socketmaps: tuple[str, ...], tcps: tuple[str, ...], tcp_map: str, verbose: bool) -> None:
+@click.option("--metrics", "metrics_listen",
+              help="HOST:PORT for Prometheus /metrics (default: setting lookup_metrics; '' disables).")
+def lookupd(socketmaps: tuple[str, ...], tcps: tuple[str, ...], tcp_map: str, verbose: bool,
+            metrics_listen: str | None) -> None:
     """Answer Postfix's virtual_alias_maps (and other aliasd maps) from the database."""
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -49,6 +52,17 @@ def lookupd(socketmaps: tuple[str, ...], tcps: tuple[str, ...], tcp_map: str, ve
     if not parsed_socketmap and not parsed_tcp:
         raise click.UsageError("nothing to listen on: give --socketmap and/or --tcp")
     maps = build_maps(settings, database)
+    metrics_listen = settings.lookup_metrics if metrics_listen is None else metrics_listen
+    if metrics_listen:
+        from aliasd.lookup.metrics import measured
+        from aliasd.metrics import MetricsListenError, serve_metrics
+
+        maps = measured(maps)
+        try:
+            host, port = serve_metrics(metrics_listen)
+        except (MetricsListenError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics") from exc
+        echo_err(f"metrics on http://{host}:{port}/metrics")
     if parsed_tcp and tcp_map not in maps:
         raise click.BadParameter(f"no map named {tcp_map!r}; have {', '.join(maps)}")
     raise_descriptor_limit()

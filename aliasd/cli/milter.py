@@ -16,7 +16,9 @@ from aliasd.listen import ListenError, ListenSpec
     help="HOST:PORT, [IPv6]:PORT or unix:/path (default: the milter_listen setting).",
 )
 @click.option("--log-level", default="INFO", show_default=True)
-def milter_command(listen: str | None, log_level: str) -> None:
+@click.option("--metrics", "metrics_listen",
+              help="HOST:PORT for Prometheus /metrics (default: setting milter_metrics; '' disables).")
+def milter_command(listen: str | None, log_level: str, metrics_listen: str | None) -> None:
     """Run the milter Postfix calls for every message (smtpd_milters)."""
     from aliasd.milter.server import serve
 
@@ -32,7 +34,19 @@ def milter_command(listen: str | None, log_level: str) -> None:
     except ListenError as exc:
         raise click.BadParameter(str(exc), param_hint="--listen") from exc
     database = cli.service_database("messages pass unscanned until it is back")
-    serve(settings, database, listen)
+    mailpath = None
+    metrics_listen = settings.milter_metrics if metrics_listen is None else metrics_listen
+    if metrics_listen:
+        from aliasd.metrics import MetricsListenError, serve_metrics
+        from aliasd.milter.metrics import MeasuredMailPath
+
+        try:
+            host, port = serve_metrics(metrics_listen)
+        except (MetricsListenError, OSError) as exc:
+            raise click.BadParameter(str(exc), param_hint="--metrics") from exc
+        logging.getLogger(__name__).info("metrics on http://%s:%s/metrics", host, port)
+        mailpath = MeasuredMailPath(settings, database)
+    serve(settings, database, listen, mailpath)
 
 
 def register(group: click.Group) -> None:

@@ -1,4 +1,4 @@
-"""aliasd up: web (gunicorn wsgi:app), lookupd and the milter together, for a quick
+"""aliasd up: web (gunicorn aliasd.web.wsgi:app), lookupd and the milter together, for a quick
 start on the embedded default. Prints the URL and the Postfix lines, forwards signals,
 stops everything on Ctrl-C, and stops everything (exit 1) if one part dies."""
 
@@ -9,14 +9,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import click
 
 from aliasd.cli.common import echo_err, state
 from aliasd.config import SettingsError
 
-ROOT = Path(__file__).resolve().parent.parent.parent  # where wsgi.py lives
 STOP_GRACE = 10.0
 
 
@@ -24,9 +22,9 @@ def _children_commands(ctx: click.Context, listen: str, workers: int, lookupd: b
                        milter: bool) -> dict[str, list[str]]:
     py = sys.executable
     commands = {
-        "web": [py, "-m", "gunicorn", "--chdir", str(ROOT), "--bind", listen,
+        "web": [py, "-m", "gunicorn", "--bind", listen,
                 "--workers", str(workers), "--access-logfile", "-", "--forwarded-allow-ips",
-                "127.0.0.1", "wsgi:app"],
+                "127.0.0.1", "aliasd.web.wsgi:app"],
     }
     group = ctx.find_root().command
     assert isinstance(group, click.Group)

@@ -9,15 +9,22 @@ from aliasd.config import Settings
 from aliasd.listen import ListenSpec
 
 
-def postfix_milter_address(listen: str) -> str:
-    """``127.0.0.1:10033`` → ``inet:127.0.0.1:10033``; ``unix:/path`` stays as it is."""
-    return ListenSpec.parse(listen).postfix()
+def postfix_milter_address(listen: str, queue_directory: str | None = None) -> str:
+    """``127.0.0.1:10033`` → ``inet:127.0.0.1:10033``; ``unix:/path`` stays, relative to
+    Postfix's queue directory when inside it (see postfix_socket_path)."""
+    spec = ListenSpec.parse(listen)
+    if spec.path:
+        from aliasd.postfix.config_lines import postfix_socket_path
+
+        return "unix:" + postfix_socket_path(spec.path, queue_directory)
+    return spec.postfix()
 
 
 def postfix_milter_settings(settings: Settings, listen: str | None = None) -> dict[str, str]:
     """main.cf parameters, in the order they are printed."""
     return {
-        "smtpd_milters": postfix_milter_address(listen or settings.milter_listen),
+        "smtpd_milters": postfix_milter_address(listen or settings.milter_listen,
+                                                settings.postfix_queue_directory),
         "milter_protocol": "6",
         # When the milter is down or does not answer, Postfix delivers the message
         # unscanned instead of refusing it with 451 (the Postfix default, "tempfail").
@@ -36,7 +43,7 @@ COMMENT = (
     "If the milter is down, milter_default_action = accept delivers mail unscanned.\n"
     "Database or scanner trouble inside the milter also passes the message, marked\n"
     "'X-Aliasd-Scan: skipped (reason)'. A unix:/path socket must be inside Postfix's\n"
-    "chroot (/var/spool/postfix) when smtpd runs chrooted."
+    "chroot (/var/spool/postfix) when smtpd runs chrooted; it is then named relative to it."
 )
 
 

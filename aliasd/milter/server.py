@@ -50,11 +50,12 @@ def set_nodelay_on_listener(port: int) -> bool:
     return done
 
 
-def serve(settings: Settings, database: Database, listen: str | None = None) -> None:
+def serve(settings: Settings, database: Database, listen: str | None = None,
+          mailpath: MailPath | None = None) -> None:
     """Serve until SIGTERM/SIGINT (libmilter handles those signals)."""
     where = ListenSpec.parse(listen or settings.milter_listen)
     spec = where.libmilter()
-    mailpath = MailPath(settings, database)
+    mailpath = mailpath or MailPath(settings, database)
     AliasdMilter.mailpath = mailpath
     Milter.factory = AliasdMilter
     # An exception escaping a callback continues the message: never lose mail.

@@ -22,12 +22,28 @@ class Section:
         return "\n".join([f"# --- {self.name} ---", head, *self.lines])
 
 
-def postfix_table(kind: str, listen: str, map_name: str | None = None) -> str:
+def postfix_socket_path(path: str, queue_directory: str | None) -> str:
+    """A unix socket path as main.cf should name it. Postfix daemons run in their queue
+    directory (chrooted to it in Debian's master.cf): a socket inside it is named relative
+    to it (``/var/spool/postfix/aliasd/milter.sock`` → ``aliasd/milter.sock``), which
+    resolves the same inside and outside the chroot; an absolute path would be looked up
+    under the jail by chrooted daemons."""
+    if queue_directory:
+        base = queue_directory.rstrip("/") + "/"
+        if path.startswith(base) and len(path) > len(base):
+            return path[len(base):]
+    return path
+
+
+def postfix_table(kind: str, listen: str, map_name: str | None = None,
+                  queue_directory: str | None = None) -> str:
     """``socketmap:inet:127.0.0.1:10031:virtual`` / ``tcp:127.0.0.1:10032`` for a listen
     spec as lookupd takes it (``host:port`` or ``unix:/path``)."""
     spec = ListenSpec.parse(listen)
     if kind == "socketmap":
-        return f"socketmap:{spec.postfix()}:{map_name or 'virtual'}"
+        where = (f"unix:{postfix_socket_path(spec.path, queue_directory)}" if spec.path
+                 else spec.postfix())
+        return f"socketmap:{where}:{map_name or 'virtual'}"
     if kind == "tcp":
         if spec.path:
             raise ValueError("Postfix's tcp: tables need host:port, not a unix socket")
@@ -38,7 +54,8 @@ def postfix_table(kind: str, listen: str, map_name: str | None = None) -> str:
 def lookup_section(settings: Settings) -> Section | None:
     lines: list[str] = []
     if settings.lookup_socketmap:
-        table = postfix_table("socketmap", settings.lookup_socketmap, "virtual")
+        table = postfix_table("socketmap", settings.lookup_socketmap, "virtual",
+                              settings.postfix_queue_directory)
         lines += [
             f"virtual_alias_domains = {table}{_srs_domain_suffix(settings)}",
             f"virtual_alias_maps = {table}",
@@ -57,8 +74,9 @@ def lookup_section(settings: Settings) -> Section | None:
         "aliasd lookup server",
         "Which addresses exist on aliasd's domains, and where they forward (aliasd lookupd).\n"
         "A database outage answers TEMP: Postfix replies 451 and the sender retries.\n"
-        "A unix:/path socket must be inside Postfix's chroot (/var/spool/postfix) when smtpd\n"
-        "runs chrooted (Debian's default master.cf).",
+        "A unix:/path socket must be inside Postfix's chroot (postfix_queue_directory,\n"
+        "/var/spool/postfix) when smtpd runs chrooted (Debian's default master.cf); it is\n"
+        "then named relative to that directory, which works chrooted or not.",
         lines,
     )
 
@@ -68,7 +86,8 @@ def blocklist_section(settings: Settings) -> Section:
     map at MAIL FROM through lookupd."""
     lines = [f"header_checks = pcre:{settings.effective_blocklist_file}"]
     if settings.lookup_socketmap:
-        table = postfix_table("socketmap", settings.lookup_socketmap, "sender_access")
+        table = postfix_table("socketmap", settings.lookup_socketmap, "sender_access",
+                              settings.postfix_queue_directory)
         lines.append(f"smtpd_sender_restrictions = check_sender_access {table}")
     return Section(
         "aliasd sender blocks",
@@ -91,8 +110,10 @@ def srs_section(settings: Settings) -> Section | None:
     """SRS (issue 6): forwarded mail keeps passing SPF; bounces find the way back."""
     if not settings.srs_domain or not settings.lookup_socketmap:
         return None
-    forward = postfix_table("socketmap", settings.lookup_socketmap, "srs_forward")
-    reverse = postfix_table("socketmap", settings.lookup_socketmap, "srs_reverse")
+    forward = postfix_table("socketmap", settings.lookup_socketmap, "srs_forward",
+                            settings.postfix_queue_directory)
+    reverse = postfix_table("socketmap", settings.lookup_socketmap, "srs_reverse",
+                            settings.postfix_queue_directory)
     return Section(
         "aliasd SRS (Sender Rewriting Scheme)",
         f"Forwarded mail leaves with envelope sender SRS0=...@{settings.srs_domain}, so SPF\n"

@@ -96,7 +96,7 @@ class BundledScanner:
         self._blocked: frozenset[str] = frozenset()
         self._blocked_at = -1e9
         self._pending: dict[str, int] = {}
-        self._flushed_at = time.monotonic()
+        self._flush_timer: threading.Timer | None = None
         atexit.register(self._flush_quietly)
 
     # --- scanning -----------------------------------------------------------------
@@ -170,18 +170,32 @@ class BundledScanner:
 
     # --- counters -----------------------------------------------------------------
     def _count(self, name: str) -> None:
-        # Counted in memory and written every few seconds: one database write per
-        # scan would cost more than the scan.
+        # Counted in memory and written within COUNTER_FLUSH seconds by a timer: one
+        # database write per scan would cost more than the scan, and waiting for the next
+        # message would leave a quiet server's counts unwritten for hours.
         with self._lock:
             self._pending[name] = self._pending.get(name, 0) + 1
-            due = time.monotonic() - self._flushed_at >= COUNTER_FLUSH
-        if due:
-            self._flush_quietly()
+            self._arm_flush_timer()
+
+    def _arm_flush_timer(self) -> None:
+        """With the lock held: flush within COUNTER_FLUSH seconds unless already due."""
+        if self._flush_timer is None:
+            self._flush_timer = threading.Timer(COUNTER_FLUSH, self._timed_flush)
+            self._flush_timer.daemon = True
+            self._flush_timer.start()
+
+    def _timed_flush(self) -> None:
+        with self._lock:
+            self._flush_timer = None
+        try:
+            self.flush()
+        except Exception:  # database down: try again later, the counts are kept
+            with self._lock:
+                self._arm_flush_timer()
 
     def flush(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
-            self._flushed_at = time.monotonic()
         if not pending:
             return
         try:
@@ -199,6 +213,10 @@ class BundledScanner:
             self.flush()
 
     def close(self) -> None:
+        with self._lock:
+            timer, self._flush_timer = self._flush_timer, None
+        if timer is not None:
+            timer.cancel()
         self._flush_quietly()
         atexit.unregister(self._flush_quietly)
 

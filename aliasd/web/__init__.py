@@ -9,7 +9,6 @@ permissions and adds a nav link: see :mod:`aliasd.web.permissions`.
 from __future__ import annotations
 
 import datetime as dt
-from pathlib import Path
 
 from flask import Flask, abort, request
 from flask_wtf.csrf import CSRFProtect
@@ -17,9 +16,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
 
 from aliasd.config import DEFAULT_SECRET, Settings, SettingsError, load_settings
+from aliasd.resources import templates_dir
 from aliasd.web import context, permissions
 
-TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
 MIN_SECRET_LENGTH = 16
 
 csrf = CSRFProtect()
@@ -81,7 +80,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     if check_schema:
         _check_schema(settings)
 
-    app = Flask(__name__, template_folder=str(TEMPLATES))
+    app = Flask(__name__, template_folder=str(templates_dir()))
     app.url_map.converters["int"] = DbIdConverter  # before any route is added
     app.config.update(
         ALIASD_SETTINGS=settings,
@@ -143,4 +142,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     app.register_blueprint(reports.bp)
     app.register_blueprint(blocklist.bp)
     csrf.exempt(api.bp)  # token-authenticated only: no cookie, so no CSRF to forge
+    from aliasd.web import metrics  # Prometheus: /metrics and per-request counters
+
+    metrics.init_app(app)
     return app

@@ -1,0 +1,105 @@
+"""`aliasd systemd` prints and writes the units (web, lookupd, milter, Postfix reload),
+the system user and the socket directory for this installation; systemd itself accepts
+the units (`systemd-analyze verify`, with their commands present)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+UNITS = ["aliasd-web.service", "aliasd-lookupd.service", "aliasd-milter.service",
+         "aliasd-postfix-reload.service", "aliasd-postfix-reload.path"]
+HARDENING = ["User=aliasd", "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
+             "ProtectHome=yes", "CapabilityBoundingSet="]
+
+
+def _aliasd(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "aliasd", *args], capture_output=True,
+                          text=True, timeout=60)
+
+
+def _verify(paths: list[Path]) -> subprocess.CompletedProcess:
+    return subprocess.run(["systemd-analyze", "verify", *map(str, paths)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_systemd_prints_every_unit_for_this_installation():
+    result = _aliasd("systemd")
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    bin_dir = sysconfig.get_path("scripts")
+    for unit in UNITS:
+        assert f"# ==> /etc/systemd/system/{unit} <==" in out
+    assert "# ==> /etc/sysusers.d/aliasd.conf <==" in out
+    assert "d /var/spool/postfix/aliasd 0750 aliasd postfix -" in out
+    assert "d /var/lib/aliasd 0751 aliasd aliasd -" in out
+    assert f"ExecStart={bin_dir}/aliasd lookupd" in out
+    assert f"ExecStart={bin_dir}/aliasd milter" in out
+    assert f"ExecStart={bin_dir}/gunicorn " in out and "aliasd.web.wsgi:app" in out
+    assert "/opt/aliasd" not in out
+    assert "LimitNOFILE=65536" in out
+
+
+@pytest.mark.parametrize("unit", ["aliasd-web.service", "aliasd-lookupd.service",
+                                  "aliasd-milter.service"])
+def test_services_run_hardened_as_the_aliasd_user(tmp_path, unit):
+    assert _aliasd("systemd", "--write", str(tmp_path)).returncode == 0
+    text = (tmp_path / "etc/systemd/system" / unit).read_text()
+    for line in HARDENING:
+        assert line in text.splitlines(), f"{unit}: {line}"
+    writable = next(line for line in text.splitlines() if line.startswith("ReadWritePaths="))
+    assert "/var/lib/aliasd" in writable.split("=", 1)[1].split()
+    if unit != "aliasd-web.service":  # the sockets inside Postfix's chroot, if there
+        assert "-/var/spool/postfix/aliasd" in writable.split("=", 1)[1].split()
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
+def test_systemd_analyze_accepts_the_written_units(tmp_path):
+    result = _aliasd("systemd", "--write", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    units = [tmp_path / "etc/systemd/system" / u for u in UNITS]
+    verified = _verify(units)
+    assert verified.returncode == 0, verified.stderr
+    ours = [line for line in verified.stderr.splitlines() if "aliasd" in line]
+    assert not ours, ours
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
+def test_systemd_analyze_would_catch_a_broken_unit(tmp_path):
+    """The check above can fail: a unit naming a command that is not there is reported."""
+    assert _aliasd("systemd", "--bin-dir", str(tmp_path / "nowhere"), "--write",
+                   str(tmp_path)).returncode == 0
+    verified = _verify([tmp_path / "etc/systemd/system/aliasd-lookupd.service"])
+    assert verified.returncode != 0
+    assert "is not executable" in verified.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-tmpfiles") is None or shutil.which("systemd-sysusers")
+                    is None, reason="systemd is not installed")
+def test_sysusers_and_tmpfiles_make_the_user_and_the_directories(tmp_path):
+    """Applied to a scratch root: the aliasd user, /var/lib/aliasd (0751) and the socket
+    directory inside Postfix's chroot (0750, aliasd:postfix)."""
+    assert _aliasd("systemd", "--write", str(tmp_path)).returncode == 0
+    users = subprocess.run(["systemd-sysusers", f"--root={tmp_path}",
+                            str(tmp_path / "etc/sysusers.d/aliasd.conf")],
+                           capture_output=True, text=True, timeout=60)
+    assert users.returncode == 0, users.stderr
+    entry = next(line for line in (tmp_path / "etc/passwd").read_text().splitlines()
+                 if line.startswith("aliasd:"))
+    uid = int(entry.split(":")[2])
+    assert entry.endswith(":/var/lib/aliasd:/usr/sbin/nologin")
+    with open(tmp_path / "etc/group", "a") as group:  # Postfix's package makes this one
+        group.write("postfix:x:4242:\n")
+    made = subprocess.run(["systemd-tmpfiles", f"--root={tmp_path}", "--create",
+                           str(tmp_path / "etc/tmpfiles.d/aliasd.conf")],
+                          capture_output=True, text=True, timeout=60)
+    assert made.returncode == 0, made.stderr
+    data = (tmp_path / "var/lib/aliasd").stat()
+    sockets = (tmp_path / "var/spool/postfix/aliasd").stat()
+    assert (data.st_mode & 0o7777, data.st_uid) == (0o751, uid)
+    assert (sockets.st_mode & 0o7777, sockets.st_uid, sockets.st_gid) == (0o750, uid, 4242)
