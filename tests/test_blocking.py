@@ -201,7 +201,7 @@ def test_broken_rule_never_reaches_the_live_file(world, settings, tmp_path):
     )
     with world.session() as s:
         blocking.block_domain(s, st, "massnews.gr")
-    first = hc.sync_blocklist(st, world)
+    first = publisher.publish(st, world)
     assert first.changed and first.rules == 1
     live = Path(st.effective_blocklist_file).read_text()
     with world.session() as s:
@@ -211,7 +211,7 @@ def test_broken_rule_never_reaches_the_live_file(world, settings, tmp_path):
         s.add(BlockRule(kind="regex", value="y", pattern="/y/\u00a0", reject_text="t",
                         source="manual"))
     with pytest.raises(hc.HeaderChecksError) as err:
-        hc.sync_blocklist(st, world)
+        publisher.publish(st, world)
     assert Path(st.effective_blocklist_file).read_text() == live
     assert leftovers(tmp_path) == []
     problems = "\n".join(err.value.problems)
@@ -252,7 +252,7 @@ def test_failed_reload_is_reported(world, settings, tmp_path, aliasd_cli):
     )
     with world.session() as s:
         blocking.block_domain(s, st, "massnews.gr")
-    result = hc.sync_blocklist(st, world)
+    result = publisher.publish(st, world)
     assert result.changed and not result.reloaded
     assert "failed (exit 1)" in result.reload_error
     env = {"ALIASD_BLOCKLIST_FILE": st.blocklist_file,
@@ -451,3 +451,20 @@ def test_import_keeps_only_refusing_rules(world, cli, tmp_path):
     assert "line 7: not imported: inside an if/endif block" in out
     assert "2 rules imported" in out
     assert [r.pattern for r in rules(world)] == ["/pills\\.example/", "/watches\\.example/"]
+
+
+def test_import_never_turns_a_deferring_rule_into_a_bounce(world, aliasd_cli, tmp_path):
+    """aliasd's table holds REJECT rules only (5xx). An imported rule answering 4xx
+    defers the mail (the sender retries); imported as REJECT it would bounce it."""
+    table = tmp_path / "old_header_checks"
+    table.write_text(
+        "/^Subject:.*later/ 450 4.7.1 Try again later\n"
+        "/^Subject:.*never/ 554 5.7.1 Go away id=7\n"
+    )
+    live = tmp_path / "hc"
+    env = {"ALIASD_BLOCKLIST_FILE": str(live), "ALIASD_BLOCKLIST_RELOAD_COMMAND": "true"}
+    out = aliasd_cli("blocklist", "import", str(table), env_extra=env).stdout
+    assert "line 1: not imported" in out
+    assert "1 rules imported" in out
+    assert [r.pattern for r in rules(world)] == ["/^Subject:.*never/"]
+    assert "later" not in live.read_text()

@@ -6,7 +6,6 @@ mail is ever published, whatever path it came through. Checked through the real
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading

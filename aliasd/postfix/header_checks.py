@@ -35,12 +35,15 @@ from aliasd.postfix.table_parse import (
     split_pattern,
 )
 
-sync_blocklist = publish  # the name before the publisher had its own module
+# The names before the publisher had its own module (other tests still use them).
+sync_blocklist = publish
+wait_for_sync = wait_for_publish
 
 __all__ = [
     "PROBE_KEY", "HeaderChecksError", "ParsedRule", "ParsedTable", "PublishResult",
     "RefusedRule", "WriteResult", "apply_postfix_verdict", "check_rule_line", "clean_text",
     "collect_log_hits", "count_log_hits", "last_results", "parse_table", "postfix_client_config_dir",
     "postmap_problems", "publish", "render_from_database", "render_table", "request_publish",
-    "rule_line", "run_reload", "split_pattern", "sync_blocklist", "wait_for_publish", "write_table",
+    "rule_line", "run_reload", "split_pattern", "sync_blocklist", "wait_for_publish", "wait_for_sync",
+    "write_table",
 ]  # fmt: skip
