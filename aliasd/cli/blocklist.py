@@ -7,6 +7,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterator
+from typing import NoReturn
 
 import click
 from sqlalchemy.orm import Session
@@ -68,7 +69,7 @@ def _publish(force_reload: bool = False) -> None:
     _report(result)
 
 
-def _refused_table(exc: publisher.HeaderChecksError):
+def _refused_table(exc: publisher.HeaderChecksError) -> NoReturn:
     details = "\n".join("  " + p for p in exc.problems)
     raise click.ClickException(f"{exc}\n{details}") from exc
 
