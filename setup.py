@@ -24,5 +24,7 @@ setup(
         *(name for package, d in RESOURCE_DIRS.items() for name in mapped_packages(package, d)),
     ],
     package_dir=RESOURCE_DIRS,
-    package_data={"": ["*.html", "*.mako", "*.css", "*.service", "*.path", "*.conf"]},
+    # Data files inside the package: templates, units, shipped lists (ordinary headers, ...).
+    package_data={"": ["*.html", "*.mako", "*.css", "*.js", "*.service", "*.path", "*.conf",
+                       "*.txt", "*.json", "*.toml", "*.csv"]},
 )

@@ -96,7 +96,8 @@ class Settings:
     autoblock_threshold: int = 5  # spam messages from one sender domain ...
     autoblock_period_hours: int = 24  # ... within this many hours to one user's aliases
     # Never auto-blocked (a block is server-wide): big mailbox providers whose users also
-    # send wanted mail. A person can still block them by hand.
+    # send wanted mail. A person can block them by hand, unless the block would match the
+    # ordinary-mail baseline (aliasd/core/ordinary_headers.txt), as gmail.com's would.
     autoblock_exempt_domains: list[str] = field(
         default_factory=lambda: [
             "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",

@@ -14,6 +14,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from aliasd.config import Settings
 from aliasd.resources import migrations_dir
 
+# Session.info keys: the settings of the process that opened the session, and its
+# Database (what the header_checks publisher needs after a commit).
+SESSION_SETTINGS = "aliasd.settings"
+SESSION_DATABASE = "aliasd.database"
+
 
 class SchemaOutdated(RuntimeError):
     """The database schema is older (or newer) than this code expects."""
@@ -74,6 +79,10 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def bind_settings(self, settings: Settings) -> None:
+        """Sessions opened from now on carry ``settings`` in ``Session.info``."""
+        self.sessionmaker.configure(info={SESSION_SETTINGS: settings, SESSION_DATABASE: self})
 
     # --- schema -----------------------------------------------------------------
     def alembic_config(self):
@@ -151,4 +160,5 @@ def get_database(settings: Settings) -> Database:
     if db is None:
         db = Database(url, timeout=settings.db_timeout)
         _databases[url] = db
+    db.bind_settings(settings)  # the latest caller's settings (one per process in service)
     return db

@@ -147,6 +147,22 @@ def test_failed_reload_is_shown_to_the_user(database, settings, tmp_path):
     assert "Postfix was not reloaded" in page and "master not running" in page
 
 
+def test_enabling_a_rule_that_matches_ordinary_mail_is_refused_on_the_page(web):
+    """The writer leaves such a rule out of the table, and the page says which and why."""
+    app, _ids, table, db = web
+    with db.session() as s:
+        broad = BlockRule(kind="regex", value="^Received:", pattern="/^Received:/",
+                          reject_text="every message", source="imported", enabled=False)
+        s.add(broad)
+    admin = app.test_client()
+    login(admin, "root")
+    token = page_token(admin, "/blocklist/")
+    page = admin.post(f"/blocklist/{broad.id}/toggle", data={"enabled": "1", "csrf_token": token},
+                      follow_redirects=True).get_data(as_text=True)
+    assert f"rule {broad.id} not published: /^Received:/ matches the ordinary header line" in page
+    assert "^Received:" not in table.read_text()
+
+
 def test_report_in_chromium_without_javascript(tmp_path):
     db = sqlite_database(str(tmp_path / "aliasd.db"))
     settings = load_settings(environ={}, env="development", secret_key="b" * 32,

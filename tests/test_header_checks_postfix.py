@@ -25,6 +25,7 @@ from aliasd.core import aliases as core
 from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import BlockRule, MailEvent
 from aliasd.postfix import header_checks as hc
+from aliasd.postfix import publisher
 from aliasd.postfix.config_lines import blocklist_section, postfix_table
 from tests.conftest import open_clean_database, settings_env
 from tests.harness.net import free_port, wait_for_port
@@ -107,7 +108,7 @@ def world(request, tmp_path_factory):
         ALIASD_AUTOBLOCK_THRESHOLD="3",
     )
     # The table must exist before Postfix starts (an empty one: no rules yet).
-    first = hc.sync_blocklist(settings.with_overrides(blocklist_reload_command=""), db)
+    first = publisher.publish(settings.with_overrides(blocklist_reload_command=""), db)
     assert first.changed and first.rules == 0
     # Everything started is stopped again, also when the set-up itself fails.
     with contextlib.ExitStack() as stack:
@@ -182,8 +183,9 @@ def test_autoblock_rejects_the_next_message_in_postfix(world):
 
     proc = wait_for(refused_by_header_checks, what="header_checks refusal after reload")
     assert f'550 5.7.1 "{text}"' in proc.stdout, proc.stdout
-    assert re.search(r"reject: header From: News <news@mail\.massmail\.example>.*" + text,
-                     world.postfix.maillog())  # fmt: skip
+    # Postfix's log is written by postlogd, a moment after the SMTP answer.
+    wait_for(lambda: re.search(r"reject: header From: News <news@mail\.massmail\.example>.*"
+                               + text, world.postfix.maillog()), what="the refusal logged")
     # Hits of header_checks rules come from Postfix's log, counted once.
     out = world.cli("blocklist", "hits", str(world.postfix.log_file)).stdout
     assert re.match(rf"[1-9]\d* new hits \(rule {rule.id}: [1-9]", out), out
@@ -254,3 +256,21 @@ def test_imported_list_works_in_postfix(world):
                header={"From": "friend@ok.example", "Subject": "mail from a friend"})
     assert ok.returncode == 0, ok.stdout
     assert "warning: unknown command in header_checks" not in world.postfix.maillog()
+
+
+def test_failed_reload_reports_postfixs_own_words(world):
+    """postfix(1) writes its reason to stderr only when that is a terminal; piped, the
+    reason used to be lost ("failed (exit 1):" and nothing after)."""
+    pf_dir = Path(tempfile.mkdtemp(prefix="aliasd-hc-stopped-", dir="/tmp"))
+    try:
+        stopped = PostfixInstance(pf_dir / "pf", relay_port=world.capture.port)  # never started
+        env = dict(world.env)
+        env["ALIASD_BLOCKLIST_RELOAD_COMMAND"] = f"postfix -c {stopped.config_dir} reload"
+        proc = subprocess.run([sys.executable, "-m", "aliasd", "blocklist", "write", "--reload"],
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 1
+        assert "Postfix was not reloaded" in proc.stderr
+        assert (f"failed (exit 1): {stopped.name}/postfix-script: fatal: the Postfix mail "
+                "system is not running") in proc.stderr, proc.stderr
+    finally:
+        shutil.rmtree(pf_dir, ignore_errors=True)

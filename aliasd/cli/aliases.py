@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import sys
 
 import click
@@ -12,6 +11,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from aliasd.cli.common import echo_err, fail_on_domain_errors, state
 from aliasd.core import aliases as core
 from aliasd.core import virtual_file
+from aliasd.core.bounded_lines import TextLines
 from aliasd.models import Alias, AliasState
 
 
@@ -143,18 +143,18 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
     transaction. Exit status: 0 all imported (or already present), 1 some lines refused,
     2 the file could not be read, 3 the database failed (nothing imported)."""
     try:
-        if file == "-":
-            stream = io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8-sig", errors="surrogateescape")
-        else:  # utf-8-sig: a byte-order mark from a Windows editor is not part of line 1
-            stream = open(file, encoding="utf-8-sig", errors="surrogateescape")  # noqa: SIM115
+        # Binary, read in bounded chunks: a line over the limit is reported and skipped,
+        # never held in memory whole (TextLines also drops a byte-order mark).
+        stream = sys.stdin.buffer if file == "-" else open(file, "rb")  # noqa: SIM115
     except OSError as exc:
         raise UnreadableFile(f"cannot read {file}: {exc.strerror or exc}") from exc
+    lines = TextLines(stream)
     database = state().database()
     try:
         with stream, database.session() as session:
             user = core.get_user(session, owner) if owner else None
             report = virtual_file.import_virtual(
-                session, stream, owner=user, site_from_local=site_from_local,
+                session, lines, owner=user, site_from_local=site_from_local,
                 update_existing=update_existing,
             )
             if dry_run:
@@ -169,6 +169,7 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
     except SQLAlchemyError as exc:  # one transaction: a failure anywhere loses nothing
         raise DatabaseFailure(f"database error, nothing was imported: {exc}") from exc
     name = "<stdin>" if file == "-" else file
+    report.errors += [virtual_file.LineProblem(o.number, o.reason) for o in lines.overlong]
     for problem in report.problems:
         echo_err(f"{name}:{problem.line}: {problem.reason}")
     verb = "would import" if dry_run else "imported"

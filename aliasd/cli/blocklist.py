@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import sys
+from collections.abc import Iterator
+from typing import NoReturn
 
 import click
+from sqlalchemy.orm import Session
 
 from aliasd.cli.common import fail_on_domain_errors, state
 from aliasd.core import blocking
-from aliasd.postfix import header_checks as hc
+from aliasd.core.bounded_lines import clip
+from aliasd.core.ordinary_mail import why_too_broad
+from aliasd.postfix import log_hits, publisher, table_import
+from aliasd.postfix.ordinary_check import rules_matching_ordinary_mail
+from aliasd.postfix.postmap import check_rule_line, postfix_client_config_dir
+from aliasd.postfix.table import render_from_database, rule_line
+from aliasd.postfix.table_parse import split_pattern
 
 
 @click.group("blocklist")
@@ -34,24 +44,60 @@ def _rule_dict(rule) -> dict:
     }
 
 
-def _write(force_reload: bool = False) -> None:
-    """Rewrite the live table; a refused table or failed reload is an error exit."""
-    st = state()
-    try:
-        result = hc.sync_blocklist(st.settings, st.database(), force_reload=force_reload)
-    except hc.HeaderChecksError as exc:
-        details = "\n".join("  " + p for p in exc.problems)
-        raise click.ClickException(f"{exc}\n{details}") from exc
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {st.settings.effective_blocklist_file}: {exc}") from exc
+def _report(result: publisher.PublishResult) -> None:
+    """Say what publishing did; a refused rule or failed reload is an error exit."""
     what = "written" if result.changed else "unchanged"
     click.echo(f"{result.path}: {what}, {result.rules} rules", err=True)
-    if result.reload_error:
-        raise click.ClickException(
-            f"the table is in place but Postfix was not reloaded: {result.reload_error}"
-        )
     if result.reloaded:
         click.echo("Postfix reloaded", err=True)
+    problems = [r.reason for r in result.refused]
+    if result.reload_error:
+        problems.append(f"the table is in place but Postfix was not reloaded: {result.reload_error}")
+    if problems:
+        raise click.ClickException("\n".join(problems))
+
+
+def _publish(force_reload: bool = False) -> None:
+    """Publish the table now (``blocklist write``)."""
+    st = state()
+    try:
+        result = publisher.publish(st.settings, st.database(), force_reload=force_reload)
+    except publisher.HeaderChecksError as exc:
+        _refused_table(exc)
+    except OSError as exc:
+        raise click.ClickException(f"cannot write {st.settings.effective_blocklist_file}: {exc}") from exc
+    _report(result)
+
+
+def _refused_table(exc: publisher.HeaderChecksError) -> NoReturn:
+    details = "\n".join("  " + p for p in exc.problems)
+    raise click.ClickException(f"{exc}\n{details}") from exc
+
+
+def _published() -> None:
+    """Report the publishing the last commit started (the session listener's)."""
+    outcome = publisher.wait_for_publish(state().settings)
+    if isinstance(outcome, publisher.HeaderChecksError):
+        _refused_table(outcome)
+    if isinstance(outcome, OSError):
+        raise click.ClickException(f"cannot write the table: {outcome}")
+    if isinstance(outcome, Exception):
+        raise click.ClickException(f"the table was not published: {outcome}")
+    if outcome is not None:
+        _report(outcome)
+
+
+@contextlib.contextmanager
+def _rules_session(write: bool) -> Iterator[Session]:
+    """A unit of work on the rules. Its commit publishes the table (the publisher's
+    session listener); the outcome is reported here. With --no-write nothing is
+    published."""
+    with state().database().session() as session:
+        if not write:
+            publisher.hold_publishing(session)
+        yield session
+    if write and publisher.publish_requested(session):
+        _published()
 
 
 write_option = click.option(
@@ -86,37 +132,37 @@ def list_cmd(show_all: bool, as_json: bool) -> None:
 def add_cmd(value: str, regex: bool, note: str | None, write: bool) -> None:
     """Block a sender domain (or, with --regex, add a raw pattern)."""
     st = state()
-    with st.database().session() as session:
+    with _rules_session(write) as session:
         if regex:
             rule = _add_regex(session, value, note)
         else:
             rule = blocking.block_domain(session, st.settings, value, source="manual", note=note)
-        click.echo(f"{rule.id}\t{hc.rule_line(rule.pattern, rule.reject_text)}")
-    if write:
-        _write()
+        click.echo(f"{rule.id}\t{rule_line(rule.pattern, rule.reject_text)}")
 
 
 def _add_regex(session, value: str, note: str | None):
     st = state()
     if not value.startswith("/"):
         raise click.ClickException("write the pattern as /pattern/flags")
-    body, rest, _delim, closed = hc.split_pattern(value)
+    body, rest, _delim, closed = split_pattern(value)
     if not closed:
         raise click.ClickException("the pattern has no closing '/'")
-    line = f"/{body}/{rest} REJECT x"
-    problems = hc.check_rule_line(line, hc.postfix_client_config_dir(st.settings.data_dir))
+    config_dir = postfix_client_config_dir(st.settings.data_dir)
+    problems = check_rule_line(f"/{body}/{rest} REJECT x", config_dir)
     if problems:
         raise click.ClickException("Postfix refuses the pattern: " + "; ".join(problems))
+    pattern = f"/{body}/{rest}"
+    broad = rules_matching_ordinary_mail([pattern], config_dir)
+    if broad:
+        raise click.ClickException(f"not added: {why_too_broad(pattern, broad[0])}")
     return blocking.add_regex_rule(session, st.settings, body, rest, source="manual", note=note)
 
 
 def _set_enabled(rule_ids: tuple[int, ...], enabled: bool, write: bool) -> None:
-    with state().database().session() as session:
+    with _rules_session(write) as session:
         for rule_id in rule_ids:
             rule = blocking.set_enabled(session, rule_id, enabled)
             click.echo(f"{rule.id}\t{'enabled' if enabled else 'disabled'}\t{rule.pattern}")
-    if write:
-        _write()
 
 
 @blocklist_group.command("disable")
@@ -147,7 +193,7 @@ def export_cmd(fmt: str, show_all: bool) -> None:
     """Print the rules: as a header_checks table (what aliasd writes), JSON or CSV."""
     with state().database().session() as session:
         if fmt == "header_checks":
-            click.echo(hc.render_from_database(session), nl=False)
+            click.echo(render_from_database(session), nl=False)
             return
         rules = [_rule_dict(r) for r in blocking.list_rules(session, enabled_only=not show_all)]
     if fmt == "json":
@@ -165,7 +211,7 @@ def export_cmd(fmt: str, show_all: bool) -> None:
 def write_cmd(force_reload: bool) -> None:
     """Rewrite the header_checks file from the database: checked by postmap, renamed
     into place, then the reload command runs."""
-    _write(force_reload=force_reload)
+    _publish(force_reload=force_reload)
 
 
 @blocklist_group.command("import")
@@ -173,59 +219,42 @@ def write_cmd(force_reload: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only report; change nothing.")
 @write_option
 def import_cmd(path: str, dry_run: bool, write: bool) -> None:
-    """Import an existing header_checks pcre table. Each rule Postfix would skip or not
-    apply is reported with its line number and the repaired rule; repaired rules are
-    imported (ones matching ordinary mail are imported disabled)."""
+    """Import an existing header_checks pcre table (UTF-8). Each line Postfix would skip
+    or not apply is reported with its number and the repaired rule; repaired rules are
+    imported, the ones matching ordinary mail disabled. Lines over the length limit, and
+    rules aliasd cannot hold, are reported and skipped; a file that is not UTF-8 is
+    refused whole."""
     st = state()
-    config_dir = hc.postfix_client_config_dir(st.settings.data_dir)
-    with open(path, "rb") as fh:
-        text = fh.read().decode("utf-8", "replace")
-    report = hc.parse_table(text)
-    hc.apply_postfix_verdict(report, hc.postmap_problems(path, config_dir))
-    for line_no, reason in report.unparsable:
+    config_dir = postfix_client_config_dir(st.settings.data_dir)
+    try:
+        table = table_import.read_table_file(path, config_dir)
+    except table_import.TableEncodingError as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {path}: {exc.strerror or exc}") from exc
+    plan = table_import.plan_import(table, config_dir)
+    for line_no, reason in table.unparsable:
         click.echo(f"line {line_no}: not imported: {reason}")
-    refused: list[int] = []
-    for rule in report.rules:
-        if not rule.refuses:
-            refused.append(rule.line_no)
-            click.echo(f"line {rule.line_no}: not imported: its action "
-                       f"{rule.action.split(' ', 1)[0]!r} does not refuse mail")
-            continue
-        # Postfix has the last word on the repaired rule too.
-        verdict = hc.check_rule_line(rule.repaired_line, config_dir)
-        if verdict:
-            refused.append(rule.line_no)
-            click.echo(f"line {rule.line_no}: not imported: Postfix refuses the repair: {'; '.join(verdict)}")
-            continue
-        if rule.defective:
+    for rule in table.rules:
+        if rule.line_no in plan.refused:
+            click.echo(f"line {rule.line_no}: not imported: {plan.refused[rule.line_no]}")
+        elif rule.defective:
             status = "skipped by Postfix" if rule.skipped_by_postfix else "defective"
             click.echo(f"line {rule.line_no}: {status}: {'; '.join(rule.problems)}")
-            click.echo(f"    repaired: {rule.repaired_line}")
-    skipped = report.skipped_lines
+            click.echo(f"    repaired: {clip(rule.repaired_line, 300)}")
+    skipped = table.skipped_lines
     click.echo(
-        f"{len(report.rules)} rules read; Postfix skips {len(skipped)}"
+        f"{len(table.rules)} rules read; Postfix skips {len(skipped)}"
         + (f" (lines {', '.join(map(str, skipped))})" if skipped else "")
-        + f"; {len(report.defective)} defective in all"
+        + f"; {len(table.defective)} defective in all"
     )
     if dry_run:
         return
-    imported = 0
-    with st.database().session() as session:
-        for rule in report.rules:
-            if rule.line_no in refused:
-                continue
-            before = blocking.find_pattern(session, rule.pattern)
-            if before is not None:
-                continue
-            blocking.add_regex_rule(
-                session, st.settings, rule.body, rule.flags, source="imported",
-                enabled=not rule.too_broad, wanted_id=rule.original_id,
-                note=f"imported from {path} line {rule.line_no}",
-            )  # fmt: skip
-            imported += 1
-    click.echo(f"{imported} rules imported")
-    if write:
-        _write()
+    with _rules_session(write) as session:
+        outcome = table_import.import_rules(session, st.settings, plan, path)
+        for line_no, reason in outcome.failed:
+            click.echo(f"line {line_no}: not imported: {reason}")
+        click.echo(f"{outcome.imported} rules imported")
 
 
 @blocklist_group.command("hits")
@@ -234,7 +263,7 @@ def hits_cmd(maillog: str) -> None:
     """Count header_checks refusals logged by Postfix in MAILLOG since the last run
     (run it from cron; the sender_access map counts its own hits)."""
     st = state()
-    added = hc.collect_log_hits(st.settings, maillog, st.database())
+    added = log_hits.collect_log_hits(st.settings, maillog, st.database())
     total = sum(added.values())
     detail = ", ".join(f"rule {rid}: {n}" for rid, n in sorted(added.items()))
     click.echo(f"{total} new hits" + (f" ({detail})" if detail else ""))

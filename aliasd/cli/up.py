@@ -47,14 +47,16 @@ def _postfix_lines(ctx: click.Context) -> str:
 def _ensure_header_checks(settings, database) -> None:
     """Postfix's cleanup cannot open a header_checks table that does not exist (mail
     would be deferred), so write the blocklist once before Postfix is pointed at it."""
-    from aliasd.postfix.header_checks import HeaderChecksError, sync_blocklist
+    from aliasd.postfix.publisher import HeaderChecksError, publish
 
     try:
-        result = sync_blocklist(settings, database)
+        result = publish(settings, database)
     except HeaderChecksError as exc:
         echo_err(f"aliasd up: blocklist not written: {exc}")
         return
     echo_err(f"aliasd up: blocklist table {settings.effective_blocklist_file} ({result.rules} rules)")
+    for refused in result.refused:
+        echo_err(f"aliasd up: {refused.reason}")
     if result.reload_error:
         echo_err(f"aliasd up: {result.reload_error}")
 

@@ -9,8 +9,10 @@ sender (or the admin reading a bounce) can name the rule. Two kinds:
 * ``regex`` – a pattern an admin wrote or imported; Postfix's parser checks it before it
   is ever written to the live table.
 
-The rules reach Postfix twice: as the header_checks pcre table (aliasd.postfix.header_checks)
-and as an access(5) map for check_sender_access served by lookupd (aliasd.lookup.access_map).
+The rules reach Postfix twice: as the header_checks pcre table (published after each
+commit that changes a rule, by aliasd.postfix.publisher) and as an access(5) map for
+check_sender_access served by lookupd (aliasd.lookup.access_map). This module only
+decides; it never writes files or runs Postfix commands.
 """
 
 from __future__ import annotations
@@ -27,45 +29,25 @@ from sqlalchemy.orm import Session
 from aliasd.config import Settings
 from aliasd.core.addresses import AddressError, domain_of, normalize_domain
 from aliasd.core.aliases import AliasdError, NotFound
+from aliasd.core.ordinary_mail import ordinary_header_matched, why_too_broad
+from aliasd.core.pcre_syntax import (  # noqa: F401 - re-exported: callers use blocking.*
+    SENDER_HEADERS,
+    PatternError,
+    domain_pattern,
+    escaped_domain,
+    pcre_escape,
+)
 from aliasd.models import BlockRule, Domain, MailEvent, User, utcnow
 
 KIND_DOMAIN = "sender_domain"
 KIND_REGEX = "regex"
 SOURCES = ("auto", "manual", "imported")
 
-# The headers that name who sent a message. To:/Cc: are left out (they hold the user's own
-# alias), and so are Received: lines (relays and the recipient's own host appear there):
-# matching those would refuse mail that merely passed near a blocked domain. The envelope
-# sender is refused earlier, at MAIL FROM, by the access map.
-SENDER_HEADERS = ("From", "Reply-To", "Sender", "Return-Path")
-# After the domain: no further host-name character, and no ".label" (so massnews.gr blocks
-# news.massnews.gr but not massnews.gr.example.com or massnews.gr-shop.com).
-_DOMAIN_END = r"(?![\w-]|\.[\w-])"
-_ESCAPED_DOMAIN_BODY = re.compile(r"^(?:[a-z0-9-]+\\\.)+[a-z0-9-]+$", re.I)
-
-
 class BlockError(AliasdError):
     """A rule could not be added or changed; the message says why."""
 
 
-# --- patterns -------------------------------------------------------------------------
-def pcre_escape(value: str) -> str:
-    """Escape every character that is not a letter or digit. In PCRE a backslash before
-    a non-alphanumeric character always means that literal character, so the result
-    matches ``value`` exactly and cannot contain the ``/`` delimiter unescaped."""
-    if any(ord(c) < 32 or ord(c) > 126 for c in value):
-        raise BlockError("only printable ASCII can be put into a header_checks rule")
-    return "".join(c if c.isalnum() or c == "-" else "\\" + c for c in value)
-
-
-def domain_pattern(domain: str) -> str:
-    """The anchored pcre pattern refusing mail whose sender headers name ``domain`` (or a
-    subdomain). Postfix's pcre defaults are case-insensitive and dot-matches-newline, so
-    folded headers match too; no flags needed."""
-    headers = "|".join(SENDER_HEADERS)
-    return f"/^({headers}):.*[@.]{pcre_escape(domain)}{_DOMAIN_END}/"
-
-
+# --- patterns (syntax in aliasd.core.pcre_syntax) -----------------------------------
 def format_reject_text(settings: Settings, rule_id: int) -> str:
     """The configured reject text with ``{id}`` replaced (replace, not str.format, so a
     brace typed in the setting cannot raise)."""
@@ -82,9 +64,8 @@ def rule_domain(rule: BlockRule) -> str | None:
     ``/massnews\\.gr/``-style pattern. None for other regexes."""
     if rule.kind == KIND_DOMAIN:
         return rule.value
-    body = rule.value or ""
-    if _ESCAPED_DOMAIN_BODY.match(body):
-        candidate = body.replace("\\.", ".").lower()
+    candidate = escaped_domain(rule.value or "")
+    if candidate:
         try:
             return normalize_domain(candidate)
         except AddressError:
@@ -129,6 +110,8 @@ def _new_rule(
 ) -> BlockRule:
     if source not in SOURCES:
         raise BlockError(f"unknown rule source {source!r}")
+    if enabled and (header := ordinary_header_matched(pattern)) is not None:
+        raise BlockError(f"rule refused: {why_too_broad(pattern, header)}")
     rule = BlockRule(
         kind=kind,
         value=value,
@@ -356,8 +339,8 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
     """Called by the mail path after recording a mail event (a MailEvent, flushed or
     not). When a sender domain has now sent ``autoblock_threshold`` spam within
     ``autoblock_period_hours`` to this user's aliases, a rule is added (once; a rule the
-    user disabled is left disabled). Returns the rules added. The header_checks file is
-    rewritten after the caller's transaction commits."""
+    user disabled is left disabled). Returns the rules added; the header_checks table is
+    published after the caller's transaction commits (aliasd.postfix.publisher)."""
     view = _view(event)
     if not settings.autoblock_enabled or not view.is_spam or view.owner_id is None:
         return []
@@ -382,6 +365,8 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
             protected = _protected_domains(session, view.owner_id)
         if domain in protected or is_domain_blocked(domain, exempt):
             continue
+        if ordinary_header_matched(domain_pattern(domain)) is not None:
+            continue  # e.g. gmail.com: a block would refuse ordinary mail for everyone
         rule = block_domain(
             session,
             settings,
@@ -394,33 +379,7 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
             ),
         )
         added.append(rule)
-    if added:
-        sync_after_commit(session, settings)
     return added
-
-
-# --- telling Postfix --------------------------------------------------------------------
-def sync_after_commit(session: Session, settings: Settings) -> None:
-    """Rewrite the header_checks table once this session's transaction has committed
-    (a rolled-back rule never reaches Postfix). Runs in a background thread so the mail
-    path does not wait for postmap and the reload."""
-    from sqlalchemy import event as sa_event
-
-    if session.info.get("aliasd_blocklist_sync"):
-        return
-    session.info["aliasd_blocklist_sync"] = True
-
-    def _after_commit(committed: Session) -> None:
-        committed.info.pop("aliasd_blocklist_sync", None)
-        from aliasd.postfix.header_checks import request_sync
-
-        request_sync(settings)
-
-    def _after_rollback(rolled_back: Session, _transaction: object) -> None:
-        rolled_back.info.pop("aliasd_blocklist_sync", None)
-
-    sa_event.listen(session, "after_commit", _after_commit, once=True)
-    sa_event.listen(session, "after_soft_rollback", _after_rollback, once=True)
 
 
 def rule_lines(rules: Iterable[BlockRule]) -> list[tuple[int, str, str]]:

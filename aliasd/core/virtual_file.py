@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from aliasd.core.addresses import AddressError, looks_like_hostname, parse_address
 from aliasd.core.aliases import record_change
+from aliasd.core.bounded_lines import clip
 from aliasd.models import Alias, AliasOrigin, AliasState, Domain, User, utcnow
 
 _SPLIT = re.compile(r"[,\s]+")
@@ -89,7 +90,7 @@ def parse_virtual(lines: Iterable[str]) -> tuple[list[VirtualEntry], list[LinePr
         key = parts[0]
         dests = tuple(d for d in _SPLIT.split(parts[1]) if d) if len(parts) > 1 else ()
         if not dests:
-            problems.append(LineProblem(number, f"{key}: no destination (expected 'address dest[, dest...]')"))
+            problems.append(LineProblem(number, f"{clip(key)}: no destination (expected 'address dest[, dest...]')"))
             continue
         entries.append(VirtualEntry(number, key, dests))
     return entries, problems
@@ -245,8 +246,8 @@ def _bind(name: str):
 
 
 def _shown(text: str) -> str:
-    """Text safe to print on a terminal: control characters escaped."""
-    return text if text.isprintable() else repr(text)[1:-1]
+    """File text as quoted in a message: printable, at most ~100 characters."""
+    return clip(text)
 
 
 def _check_key(entry: VirtualEntry, domains: dict) -> LineProblem | tuple[str, str, str]:
@@ -261,7 +262,7 @@ def _check_key(entry: VirtualEntry, domains: dict) -> LineProblem | tuple[str, s
     try:
         parsed = parse_address(entry.key, delimiter="")
     except AddressError as exc:
-        return LineProblem(entry.line, f"{key}: {exc}")
+        return LineProblem(entry.line, f"{key}: {clip(str(exc))}")
     if parsed.domain not in domains:
         return LineProblem(entry.line, f"{key}: {parsed.domain} is not a domain aliasd manages")
     return str(parsed), parsed.local, parsed.domain
@@ -287,7 +288,7 @@ def _check_destinations(
             try:
                 norm = str(parse_address(raw, delimiter=""))
             except AddressError as exc:
-                return LineProblem(entry.line, f"{address}: destination '{shown}': {exc}")
+                return LineProblem(entry.line, f"{address}: destination '{shown}': {clip(str(exc))}")
             cache[raw] = norm
         if norm == address:
             return LineProblem(entry.line, f"{address}: forwards to itself")

@@ -29,6 +29,7 @@ from aliasd.core.addresses import AddressError, normalize_domain
 from aliasd.core.decision import Decision
 from aliasd.db import Database
 from aliasd.lookup.background import BackgroundRefresh
+from aliasd.postfix.publisher import request_publish
 
 log = logging.getLogger("aliasd.lookup.access")
 
@@ -87,9 +88,8 @@ class SenderAccessMap:
         self.blocked = blocked
         self.loaded_at = started
         if self.settings is not None and self._rule_lines not in (None, lines):
-            from aliasd.postfix.header_checks import request_sync
-
-            request_sync(self.settings)  # validated, atomic, reloads; logs any failure
+            # Rules changed by another process or host: this host's table follows.
+            request_publish(self.settings, self.database)  # checked, atomic; logs failures
         self._rule_lines = lines
 
     def current(self) -> dict[str, tuple[int, str]] | None:

@@ -1,7 +1,8 @@
 """Blocklist page: the header_checks rules with their source (auto, manual, imported),
 hits, creation date, and enable/disable. Admins see and change every rule; users see and
-change the rules they created. Every change rewrites the table at once and says whether
-Postfix took it (a refused table or a failed reload is shown, never silent)."""
+change the rules they created. Every committed change is published to Postfix at once
+(aliasd.postfix.publisher) and the page says whether Postfix took it (a refused table or
+rule, or a failed reload, is shown, never silent)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from sqlalchemy import select
 
 from aliasd.models import BlockRule
-from aliasd.postfix import header_checks as hc
+from aliasd.postfix.publisher import HeaderChecksError, wait_for_publish
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item
 
@@ -17,21 +18,23 @@ bp = Blueprint("blocklist", __name__, url_prefix="/blocklist")
 nav_item(bp, "Blocklist", "blocklist.index")
 
 
-def write_table_and_flash() -> bool:
-    """Rewrite header_checks from the database; flash what happened."""
-    try:
-        result = hc.sync_blocklist(settings())
-    except hc.HeaderChecksError as exc:
-        flash(f"{exc}: {'; '.join(exc.problems)}", "error")
+def flash_publish_outcome() -> bool:
+    """Wait for the table this request's commit is publishing; flash what went wrong."""
+    outcome = wait_for_publish(settings())
+    if isinstance(outcome, HeaderChecksError):
+        flash(f"{outcome}: {'; '.join(outcome.problems)}", "error")
         return False
-    except OSError as exc:
-        flash(f"The header_checks table could not be written: {exc}", "error")
+    if isinstance(outcome, Exception):
+        flash(f"The header_checks table could not be written: {outcome}", "error")
         return False
-    if result.reload_error:
-        flash(f"The table is written but Postfix was not reloaded: {result.reload_error}",
+    if outcome is None:
+        return True
+    for refused in outcome.refused:
+        flash(refused.reason, "error")
+    if outcome.reload_error:
+        flash(f"The table is written but Postfix was not reloaded: {outcome.reload_error}",
               "error")
-        return False
-    return True
+    return outcome.ok
 
 
 def _visible(query):
@@ -62,5 +65,5 @@ def toggle(rule_id: int):
     rule.enabled = want
     s.commit()
     flash(f"Rule {rule.id} {'enabled' if want else 'disabled'}.", "success")
-    write_table_and_flash()
+    flash_publish_outcome()
     return redirect(url_for("blocklist.index", show=request.form.get("show", "all")))

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from aliasd.core import blocking, reports
 from aliasd.core.aliases import AliasdError
 from aliasd.models import Domain, User
-from aliasd.web.blocklist import write_table_and_flash
+from aliasd.web.blocklist import flash_publish_outcome
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item
 
@@ -150,5 +150,5 @@ def block(owner_id: int, site: str):
         flash(str(exc), "error")
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     flash(f"Blocked {domain} (rule {rule.id}).", "success")
-    write_table_and_flash()
+    flash_publish_outcome()
     return redirect(url_for("reports.site", owner_id=owner_id, site=site))
