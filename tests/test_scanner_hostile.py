@@ -152,3 +152,18 @@ def test_mime_bombs_are_parsed_only_up_to_their_limits():
     # a plain-text message full of "--" lines and the word boundary is not cut
     prose = b"From: a@b.example\r\n\r\n" + b"-- boundary --\r\n" * 5_000
     assert parse_input(prose) is prose
+
+
+def test_aliasd_scan_of_the_hostile_messages_completes_fast(aliasd_cli, tmp_path):
+    """The console command took over 60 s on the 66,000-<style> message."""
+    for name, raw in (("styles.eml", unclosed_style_lines(66_000)),
+                      ("spaces.eml", us_dollar_spaces(50_000))):
+        path = tmp_path / name
+        path.write_bytes(raw)
+        t0 = time.perf_counter()
+        proc = aliasd_cli("scan", str(path))
+        seconds = time.perf_counter() - t0
+        assert proc.stdout.startswith(f"Results for file: {path} (")
+        assert "Symbol: MIME_GOOD" in proc.stdout
+        # most of this is starting Python and importing aliasd
+        assert seconds < 15, seconds
