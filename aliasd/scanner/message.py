@@ -187,7 +187,7 @@ def _fill(pm: ParsedMessage) -> None:
     pm.to_raw = pm.header("To") if "to" in pm.header_names else None
     pm.date_raw = pm.header("Date") if "date" in pm.header_names else None
     mid = msg.get("Message-ID")
-    pm.message_id = str(mid).strip() if mid is not None else None
+    pm.message_id = str(mid)[:MAX_HEADER_VALUE].strip() if mid is not None else None
     pm.received = [decode_header_value(v) for v in (msg.get_all("Received") or [])]
     pm.content_type = msg.get_content_type()
     pm.defects = len(msg.defects)

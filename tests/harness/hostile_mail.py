@@ -15,15 +15,16 @@ SIZE = 1_900_000  # bytes of body: just under the milter's 2 MB scan cap
 
 def _message(body: bytes, *, ctype: str = "text/plain; charset=utf-8", headers: bytes = b"",
              cte: str = "8bit", subject: str = "hello") -> bytes:
+    # the extra headers come first: where a name repeats, they are the ones read
     return (
-        b"From: Someone <someone@example.org>\r\n"
+        headers
+        + b"From: Someone <someone@example.org>\r\n"
         b"To: shop.example@aliases.test\r\n"
         b"Subject: " + subject.encode() + b"\r\n"
         b"Date: Mon, 02 Mar 2026 10:00:00 +0000\r\n"
         b"Message-ID: <hostile@example.org>\r\n"
         b"MIME-Version: 1.0\r\n"
-        + headers
-        + b"Content-Type: " + ctype.encode() + b"\r\n"
+        b"Content-Type: " + ctype.encode() + b"\r\n"
         b"Content-Transfer-Encoding: " + cte.encode() + b"\r\n"
         b"\r\n" + body
     )
@@ -98,12 +99,24 @@ def hostile_corpus() -> dict[str, bytes]:
             b"hello\r\n", headers=b"X-Junk: " + b"a b\r\n " * (SIZE // 6) + b"end\r\n"
         ),
         "huge Subject header": _message(b"hello\r\n", subject="SAVE " * (SIZE // 5)),
-        "huge From header": _message(
+        "huge Reply-To header": _message(
             b"hello\r\n",
             headers=b"Reply-To: " + b"<a@b>, " * (SIZE // 7) + b"\r\n",
         ),
+        "huge From header (comments, quotes)": _message(
+            b"hello\r\n",
+            headers=b"From: " + b"(a \"b\" <c@d>) " * (SIZE // 14) + b"\r\n",
+        ),
         "huge Received header": _message(
             b"hello\r\n", headers=b"Received: from " + b"[1.2.3." * (SIZE // 7) + b"\r\n"
+        ),
+        "huge Message-ID": _message(
+            b"hello\r\n", headers=b"Message-ID: <" + b"a1" * (SIZE // 2) + b"@example.org>\r\n"
+        ),
+        "huge Date and X-Mailer": _message(
+            b"hello\r\n",
+            headers=b"X-Mailer: " + b"Outlook 9 " * (SIZE // 20) + b"\r\nDate: "
+            + b"Mon, 1 " * (SIZE // 14) + b"\r\n",
         ),
         "many headers": _message(b"hello\r\n", headers=b"X-A: b\r\n" * (SIZE // 8)),
         "RFC 2047 encoded-word flood": _message(
