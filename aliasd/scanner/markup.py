@@ -1,0 +1,140 @@
+"""HTML as the scanner reads it: its text without tags, style and script blocks.
+
+One forward pass with ``str.find`` and memoised look-aheads, so the time is linear in
+the markup whatever it holds: unclosed ``<style>`` tags, a ``<`` without ``>``, comments
+that never end. (A backreference regex such as ``<(style|script)\\b.*?</\\1\\s*>`` searches
+to the end of the text from every unclosed tag: quadratic, minutes of CPU for 600 KB.)
+
+What counts as a tag is what the scanner has always used, so verdicts stay the same:
+a ``<style>``/``<script>`` block runs to the first ``</style\\s*>`` (``</script\\s*>``)
+after it and is dropped whole; an unclosed one loses only its tag. Any other ``<`` starts
+a tag when a ``>`` follows within ``MAX_TAG`` characters."""
+
+from __future__ import annotations
+
+import html
+import re
+
+import re2
+
+MAX_TAG = 2000  # characters between '<' and '>' for the pair to be a tag
+_BLOCKS = ("style", "script")
+# ASCII-only lower-casing keeps every index valid ('İ'.lower() is two characters).
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+# Numeric character references of 8 digits or more: html.unescape builds an int of all
+# the digits (and raises past 4,300 of them); they are shortened to the same value first.
+_LONG_CHARREF = re2.compile(r"&#(?:([xX])([0-9a-fA-F]{8,})|([0-9]{8,}))")
+_WS_RUN = re.compile(r"\s*")
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+class _NextFinder:
+    """``text.find(needle, start)`` for non-decreasing ``start``, each character read
+    about once: the last answer is reused while it still lies ahead."""
+
+    __slots__ = ("_text", "_needle", "_found")
+
+    def __init__(self, text: str, needle: str) -> None:
+        self._text, self._needle, self._found = text, needle, -2
+
+    def find(self, start: int) -> int:
+        if self._found == -1:
+            return -1
+        if self._found < start:
+            self._found = self._text.find(self._needle, start)
+        return self._found
+
+
+def _close_end(low: str, name: str, closer: _NextFinder, start: int) -> int:
+    """End of the first ``</name\\s*>`` at or after ``start``, or -1."""
+    n = len(name) + 2
+    while True:
+        q = closer.find(start)
+        if q < 0:
+            return -1
+        i = _WS_RUN.match(low, q + n).end()
+        if i < len(low) and low[i] == ">":
+            return i + 1
+        start = q + 1
+
+
+def strip_blocks(markup: str) -> str:
+    """Replace each ``<style>…</style>`` and ``<script>…</script>`` block with a space."""
+    low = markup.translate(_ASCII_LOWER)
+    openers = {name: _NextFinder(low, "<" + name) for name in _BLOCKS}
+    closers = {name: _NextFinder(low, "</" + name) for name in _BLOCKS}
+    unclosed: set[str] = set()  # no closing tag after some point: none after any later one
+    out: list[str] = []
+    emitted = pos = 0
+    while True:
+        candidates = [
+            (p, name) for name in _BLOCKS if name not in unclosed
+            for p in (openers[name].find(pos),) if p >= 0
+        ]
+        if not candidates:
+            break
+        p, name = min(candidates)
+        after = p + 1 + len(name)
+        if after < len(low) and _is_word(low[after]):
+            pos = p + 1
+            continue
+        end = _close_end(low, name, closers[name], after)
+        if end < 0:
+            unclosed.add(name)
+            pos = p + 1
+            continue
+        out.append(markup[emitted:p])
+        out.append(" ")
+        emitted = pos = end
+    if not out:
+        return markup
+    out.append(markup[emitted:])
+    return "".join(out)
+
+
+def strip_tags(text: str) -> str:
+    """Replace each tag (``<`` … ``>`` within ``MAX_TAG`` characters) with a space."""
+    out: list[str] = []
+    gt = _NextFinder(text, ">")
+    emitted = pos = 0
+    while True:
+        p = text.find("<", pos)
+        if p < 0:
+            break
+        g = gt.find(p + 1)
+        if g < 0:
+            break  # no '>' anywhere after: no more tags
+        if g - p - 1 > MAX_TAG:
+            pos = p + 1
+            continue
+        out.append(text[emitted:p])
+        out.append(" ")
+        emitted = pos = g + 1
+    if not out:
+        return text
+    out.append(text[emitted:])
+    return "".join(out)
+
+
+def _short_charref(m) -> str:
+    hex_mark, hex_digits, dec_digits = m.group(1), m.group(2), m.group(3)
+    digits = (hex_digits or dec_digits).lstrip("0") or "0"
+    if len(digits) > 7:  # beyond U+10FFFF either way: html.unescape gives U+FFFD
+        digits = "110000" if hex_mark else "1114112"
+    return "&#" + (hex_mark or "") + digits
+
+
+def unescape(text: str) -> str:
+    """``html.unescape`` that stays linear on absurd numeric references."""
+    if "&#" in text:
+        text = _LONG_CHARREF.sub(_short_charref, text)
+    return html.unescape(text)
+
+
+def html_to_text(markup: str) -> str:
+    """The readable text of an HTML part: blocks and tags become spaces, entities are
+    decoded."""
+    return unescape(strip_tags(strip_blocks(markup)))
