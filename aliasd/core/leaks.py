@@ -1,0 +1,305 @@
+"""A site's known senders and leak evidence, as stored per (owner, site).
+
+``core.attribution`` decides whether one message's sender is the site; this module keeps
+what that decision learns (``site_known_senders``) and what it finds (``site_leaks``),
+turns the evidence into a status with a one-line reason, and carries out the user's
+word: "this sender belongs to this site", undo, dismiss a leak, confirm a leak.
+
+A site is *leaked* when an unrelated sender sent spam, when the user confirmed it, or
+when several unrelated senders wrote; *shared* when fewer unrelated senders wrote clean
+mail (a partner the site passed the address to); *clean* otherwise."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import and_, case, delete, func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from aliasd.core import attribution
+from aliasd.core.addresses import AddressError, domain_of, registrable_domain
+from aliasd.models import Alias, SiteKnownSender, SiteLeak, User, utcnow
+
+CLEAN, SHARED, LEAKED = "clean", "shared", "leaked"
+
+
+@dataclass(frozen=True)
+class KnownSender:
+    domain: str
+    source: str
+    since: dt.datetime | None
+    note: str | None = None
+
+    @property
+    def label(self) -> str:
+        return attribution.SOURCE_LABELS.get(self.source, self.source)
+
+    @property
+    def removable(self) -> bool:
+        return self.source != attribution.SOURCE_SITE
+
+
+@dataclass(frozen=True)
+class LeakStatus:
+    status: str  # clean | shared | leaked
+    reason: str  # one line; "" when clean
+    since: dt.datetime | None  # first unrelated mail still counted
+    senders: int  # unrelated sender domains still counted
+    evidence: SiteLeak | None = None
+
+    @property
+    def leaked(self) -> bool:
+        return self.status == LEAKED
+
+
+def site_domain(site: str) -> str:
+    """The registrable domain a site's own mail comes from (the site itself when it is
+    an address, for aliases never tied to a site)."""
+    return registrable_domain(site) or site
+
+
+# --- known senders ------------------------------------------------------------------------
+def known_senders(session: Session, owner_id: int, site: str) -> dict[str, str]:
+    """Stored sender domain → source, for the mail path's decision."""
+    return dict(
+        session.execute(
+            select(SiteKnownSender.domain, SiteKnownSender.source).where(
+                SiteKnownSender.owner_id == owner_id, SiteKnownSender.site == site
+            )
+        ).all()
+    )
+
+
+def list_known_senders(session: Session, owner_id: int, site: str) -> list[KnownSender]:
+    """The site's own domain first, then the stored ones by date."""
+    own = site_domain(site)
+    out = [KnownSender(own, attribution.SOURCE_SITE, None)]
+    rows = session.scalars(
+        select(SiteKnownSender)
+        .where(SiteKnownSender.owner_id == owner_id, SiteKnownSender.site == site)
+        .order_by(SiteKnownSender.created_at, SiteKnownSender.domain)
+    )
+    out += [KnownSender(r.domain, r.source, r.created_at, r.note) for r in rows if r.domain != own]
+    return out
+
+
+def parse_sender_domain(text: str) -> str:
+    """A user's "this sender": a domain or an address, reduced to its registrable domain."""
+    raw = (text or "").strip()
+    domain = domain_of(raw) if "@" in raw else raw
+    reg = registrable_domain(domain)
+    if not reg:
+        raise AddressError(f"{raw[:100]!r} is not a sender domain or address")
+    return reg
+
+
+def add_known_sender(
+    session: Session, owner_id: int, site: str, sender: str, *,
+    source: str = attribution.SOURCE_USER, note: str | None = None,
+) -> SiteKnownSender:  # fmt: skip
+    """Record that ``sender`` belongs to the site; a user's word replaces a weaker source
+    and its mail stops counting as leak evidence (dismissed, kept)."""
+    domain = parse_sender_domain(sender)
+    row = session.scalar(
+        select(SiteKnownSender).where(
+            SiteKnownSender.owner_id == owner_id,
+            SiteKnownSender.site == site,
+            SiteKnownSender.domain == domain,
+        )
+    )
+    if row is None:
+        row = SiteKnownSender(owner_id=owner_id, site=site, domain=domain, source=source, note=note)
+        session.add(row)
+    elif source == attribution.SOURCE_USER:
+        row.source, row.note, row.created_at = source, note, utcnow()
+    if source == attribution.SOURCE_USER:
+        session.execute(
+            update(SiteLeak)
+            .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site,
+                   SiteLeak.sender_domain == domain, SiteLeak.dismissed_at.is_(None))
+            .values(dismissed_at=utcnow(), confirmed_at=None)
+        )  # fmt: skip
+    session.flush()
+    return row
+
+
+def remove_known_sender(session: Session, owner_id: int, site: str, sender: str) -> bool:
+    """Undo: the sender no longer belongs to the site, and a leak dismissed for it counts
+    again. Returns whether anything was stored for it."""
+    domain = parse_sender_domain(sender)
+    gone = session.execute(
+        delete(SiteKnownSender).where(
+            SiteKnownSender.owner_id == owner_id,
+            SiteKnownSender.site == site,
+            SiteKnownSender.domain == domain,
+        )
+    ).rowcount
+    session.execute(
+        update(SiteLeak)
+        .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site,
+               SiteLeak.sender_domain == domain)
+        .values(dismissed_at=None)
+    )  # fmt: skip
+    return bool(gone)
+
+
+# --- the user's word on a leak -------------------------------------------------------------
+def _evidence_row(session: Session, owner_id: int, site: str, sender: str) -> SiteLeak:
+    row = session.scalar(
+        select(SiteLeak).where(
+            SiteLeak.owner_id == owner_id, SiteLeak.site == site,
+            SiteLeak.sender_domain == sender.strip().lower(),
+        )
+    )  # fmt: skip
+    if row is None:
+        raise LookupError(f"no leak evidence from {sender[:100]!r} for {site}")
+    return row
+
+
+def dismiss_leak(session: Session, owner_id: int, site: str, sender: str) -> SiteLeak:
+    """Not a leak: the sender becomes one of the site's, the evidence stays, marked."""
+    row = _evidence_row(session, owner_id, site, sender)
+    row.dismissed_at, row.confirmed_at = utcnow(), None
+    if registrable_domain(row.sender_domain):
+        add_known_sender(session, owner_id, site, row.sender_domain, note="dismissed a leak")
+    session.flush()
+    return row
+
+
+def confirm_leak(session: Session, owner_id: int, site: str, sender: str) -> SiteLeak:
+    """A leak: counted whatever the evidence alone would say (clean mail included)."""
+    row = _evidence_row(session, owner_id, site, sender)
+    row.confirmed_at, row.dismissed_at = utcnow(), None
+    remove_known_sender_silently(session, owner_id, site, row.sender_domain)
+    session.flush()
+    return row
+
+
+def remove_known_sender_silently(session: Session, owner_id: int, site: str, domain: str) -> None:
+    session.execute(
+        delete(SiteKnownSender).where(
+            SiteKnownSender.owner_id == owner_id, SiteKnownSender.site == site,
+            SiteKnownSender.domain == domain,
+        )
+    )  # fmt: skip
+
+
+# --- status ----------------------------------------------------------------------------------
+def _reason(status: str, ev: SiteLeak | None, senders: int) -> str:
+    if ev is None:
+        return ""
+    subject = (ev.evidence_subject or "(no subject)")[:80]
+    what = f"{ev.sender_domain}, “{subject}”, {ev.evidence_at:%Y-%m-%d}"
+    if ev.confirmed_at is not None:
+        return f"You confirmed the leak: mail from {what}."
+    if status == LEAKED and ev.spam:
+        return f"Spam from {what} (score {ev.evidence_score:.1f}): {ev.evidence_why}."
+    if status == LEAKED:
+        return f"{senders} unrelated senders wrote, first {what}: {ev.evidence_why}."
+    return (
+        f"Clean mail from {what}, not one of the site's senders: "
+        "the site likely passed the address to a partner."
+    )
+
+
+def status_of(rows: Sequence[SiteLeak], leak_senders: int) -> LeakStatus:
+    """The status of one site from its evidence rows (dismissed ones are ignored)."""
+    active = [r for r in rows if r.dismissed_at is None]
+    if not active:
+        return LeakStatus(CLEAN, "", None, 0)
+    active.sort(key=lambda r: (r.confirmed_at is None, r.spam == 0, r.first_at))
+    ev = active[0]
+    leaked = ev.confirmed_at is not None or ev.spam > 0 or len(active) >= leak_senders
+    status = LEAKED if leaked else SHARED
+    since = min(r.first_at for r in active)
+    return LeakStatus(status, _reason(status, ev, len(active)), since, len(active), ev)
+
+
+def site_evidence(session: Session, owner_id: int, site: str) -> list[SiteLeak]:
+    return list(
+        session.scalars(
+            select(SiteLeak)
+            .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site)
+            .order_by(SiteLeak.spam.desc(), SiteLeak.first_at)
+        )
+    )
+
+
+def statuses(
+    session: Session, keys: Iterable[tuple[int, str]], leak_senders: int
+) -> dict[tuple[int, str], LeakStatus]:
+    """Status of many (owner, site) keys with two indexed reads: the counts per site and
+    the one evidence row each status line quotes."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    active = and_(tuple_(SiteLeak.owner_id, SiteLeak.site).in_(keys), SiteLeak.dismissed_at.is_(None))
+    rank = func.row_number().over(
+        partition_by=(SiteLeak.owner_id, SiteLeak.site),
+        order_by=(
+            case((SiteLeak.confirmed_at.is_(None), 1), else_=0),
+            case((SiteLeak.spam > 0, 0), else_=1),
+            SiteLeak.first_at,
+            SiteLeak.id,
+        ),
+    ).label("rank")
+    counted = func.count().over(partition_by=(SiteLeak.owner_id, SiteLeak.site)).label("n")
+    first = func.min(SiteLeak.first_at).over(
+        partition_by=(SiteLeak.owner_id, SiteLeak.site)
+    ).label("since")
+    ranked = select(SiteLeak.id, rank, counted, first).where(active).subquery()
+    query = (
+        select(SiteLeak, ranked.c.n, ranked.c.since)
+        .join(ranked, ranked.c.id == SiteLeak.id)
+        .where(ranked.c.rank == 1)
+    )
+    out: dict[tuple[int, str], LeakStatus] = {}
+    for ev, n, since in session.execute(query):
+        leaked = ev.confirmed_at is not None or ev.spam > 0 or n >= leak_senders
+        status = LEAKED if leaked else SHARED
+        since = _as_utc(since)
+        out[(ev.owner_id, ev.site)] = LeakStatus(status, _reason(status, ev, n), since, n, ev)
+    return out
+
+
+def _as_utc(value) -> dt.datetime | None:
+    if isinstance(value, str):  # window MIN of a datetime comes back as text on SQLite
+        value = dt.datetime.fromisoformat(value)
+    if value is not None and value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value
+
+
+# --- what blocks must spare ---------------------------------------------------------------
+def protected_sender_domains(
+    session: Session, owner_id: int, affiliations_file: str = ""
+) -> set[str]:
+    """Registrable domains known to belong to any of the user's sites (own, affiliated,
+    stored) and the user's mailbox domain: never a block target for this user."""
+    affiliated = attribution.affiliations(affiliations_file)
+    sites = session.scalars(
+        select(Alias.site).where(Alias.owner_id == owner_id, Alias.site.is_not(None)).distinct()
+    )
+    protected: set[str] = set()
+    for site in sites:
+        reg = registrable_domain(site)
+        if reg:
+            protected.add(reg)
+            protected |= affiliated.get(reg, frozenset())
+    protected |= set(
+        session.scalars(
+            select(SiteKnownSender.domain).where(SiteKnownSender.owner_id == owner_id).distinct()
+        )
+    )
+    mailbox = session.scalar(select(User.mailbox).where(User.id == owner_id))
+    own = registrable_domain(domain_of(mailbox))
+    if own:
+        protected.add(own)
+    return protected
+
+
+def is_protected(domain: str, protected: set[str]) -> bool:
+    """Whether ``domain`` (any host under it) is one of the protected registrable ones."""
+    return (registrable_domain(domain) or domain) in protected or domain in protected
