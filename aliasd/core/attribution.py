@@ -50,8 +50,8 @@ SOURCE_LABELS = {
 # A brand shorter than this must equal the sender's label: "max" inside "maxbet" or
 # "ing" inside "shopping" says nothing.
 MIN_BRAND_IN_NAME = 4
-# What may surround the brand in a mail domain's label ("facebookmail", "microsoftonline",
-# "mail-reddit"): a short run of letters. Longer or digit-bearing remainders
+# What may surround the brand in a mail domain's label ("facebookmail", "microsoftonline"):
+# a short run of letters. Longer or digit-bearing remainders
 # ("paypalaccountverify", "amazon2refund") are not the brand's mail domain.
 _AFFIX = re.compile(r"^[a-z]{0,8}$")
 
@@ -76,14 +76,24 @@ def brand_label(registrable: str) -> str:
 def name_matches(sender: str, site: str) -> bool:
     """The site's brand inside the sender's registrable domain, as mail domains carry it:
     the same label under another suffix (``paypal.de``) or the brand joined to a short
-    word (``redditmail.com``, ``mail-dhl.com`` but not ``paypal-account-verify.com``)."""
+    word (``redditmail.com``, ``microsoftonline.com``). Hyphenated joins
+    (``secure-paypal.com``, ``paypal-account-verify.com``) are how look-alikes are
+    named, and brands rarely mail from them: never a match."""
     s_label, brand = brand_label(sender), brand_label(site)
     if s_label == brand:
         return True
-    if len(brand) < MIN_BRAND_IN_NAME or brand not in s_label:
+    if len(brand) < MIN_BRAND_IN_NAME or brand not in s_label or "-" in s_label.replace(brand, ""):
         return False
-    rest = s_label.replace(brand, "", 1).strip("-")
-    return "-" not in rest and bool(_AFFIX.match(rest))
+    return bool(_AFFIX.match(s_label.replace(brand, "", 1)))
+
+
+def imitates(sender: str, site: str) -> bool:
+    """The sender's registrable domain carries the site's brand somewhere (look-alikes
+    like ``paypal-account-verify.com`` included)."""
+    brand = brand_label(site)
+    return brand_label(sender) == brand or (
+        len(brand) >= MIN_BRAND_IN_NAME and brand in brand_label(sender)
+    )
 
 
 def _parse_groups(text: str) -> list[frozenset[str]]:
@@ -192,7 +202,7 @@ def attribute(
         source = SOURCE_AUTHENTICATED if authenticated else SOURCE_LEARNED
         return Attribution(True, primary, source, source, why=SOURCE_LABELS[source])
 
-    if is_spam and name_matches(primary, site_reg):
+    if is_spam and imitates(primary, site_reg):
         why = f"{primary} imitates the name of {site_reg} and was scored as spam (look-alike)"
     else:
         why = (
