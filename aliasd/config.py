@@ -103,7 +103,7 @@ class Settings:
 
     # leak attribution (which senders are a site's own; what makes a leak)
     attribution_learn_hours: float = 72.0  # first mail within this long after creation is learned
-    attribution_leak_senders: int = 3  # this many unrelated clean senders make "leaked", fewer "shared"
+    attribution_leak_senders: int = 4  # this many unrelated clean senders make "leaked", fewer "shared"
     attribution_affiliations_file: str = ""  # admin's extra "domain domain ..." groups
 
     # SRS

@@ -144,7 +144,7 @@ def send(db, settings, rcpt, sender, from_domain, *, spam=False, subject="hi", m
 def status(db, site):
     with db.session() as s:
         owner = s.scalar(select(Alias.owner_id).where(Alias.site == site).limit(1))
-        return leaks.status_of(leaks.site_evidence(s, owner, site), 3)
+        return leaks.site_status(s, owner, site, 3)
 
 
 def test_first_mail_is_learned_then_a_partner_is_shared_and_spam_is_a_leak(world, settings):

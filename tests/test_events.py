@@ -38,7 +38,7 @@ def leak(db, address) -> leaks.LeakStatus:
     """The leak status of the alias's site (its report key)."""
     with db.session() as s:
         a = s.scalar(select(Alias).where(Alias.address == address))
-        return leaks.status_of(leaks.site_evidence(s, a.owner_id, a.site or a.address), 3)
+        return leaks.site_status(s, a.owner_id, a.site or a.address, 3)
 
 
 def alias(db, address) -> Alias:

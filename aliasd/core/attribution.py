@@ -87,6 +87,15 @@ def name_matches(sender: str, site: str) -> bool:
     return bool(_AFFIX.match(s_label.replace(brand, "", 1)))
 
 
+def tenant_host(host: str, site: str) -> bool:
+    """A host named after the site under someone else's domain: ``brand.zendesk.com``,
+    ``brand.mail.platform.net`` for the site ``brand.com``."""
+    reg = registrable_domain(host)
+    if not reg or reg == host:
+        return False
+    return brand_label(site) in host.lower().removesuffix("." + reg).split(".")
+
+
 def imitates(sender: str, site: str) -> bool:
     """The sender's registrable domain carries the site's brand somewhere (look-alikes
     like ``paypal-account-verify.com`` included)."""
@@ -197,6 +206,11 @@ def attribute(
         if learn == SOURCE_NAME and authenticated:
             learn = SOURCE_AUTHENTICATED
         return Attribution(True, sender, source, learn, why=SOURCE_LABELS[source])
+
+    if not is_spam and tenant_host(from_domain or "", site_reg):
+        # brand.zendesk.com: the platform gave the site a host of its own; the platform's
+        # domain is not stored, since it is shared by every other tenant.
+        return Attribution(True, primary, SOURCE_NAME, None, why=SOURCE_LABELS[SOURCE_NAME])
 
     if learn_eligible and not is_spam:
         source = SOURCE_AUTHENTICATED if authenticated else SOURCE_LEARNED

@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, delete, func, select, tuple_, update
+from sqlalchemy import and_, case, delete, exists, func, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from aliasd.core import attribution
@@ -194,7 +194,7 @@ def _reason(status: str, ev: SiteLeak | None, senders: int) -> str:
     what = f"{ev.sender_domain}, “{subject}”, {ev.evidence_at:%Y-%m-%d}"
     if ev.confirmed_at is not None:
         return f"You confirmed the leak: mail from {what}."
-    if status == LEAKED and ev.spam:
+    if status == LEAKED and spam_sender(ev):
         return f"Spam from {what} (score {ev.evidence_score:.1f}): {ev.evidence_why}."
     if status == LEAKED:
         return f"{senders} unrelated senders wrote, first {what}: {ev.evidence_why}."
@@ -204,17 +204,35 @@ def _reason(status: str, ev: SiteLeak | None, senders: int) -> str:
     )
 
 
-def status_of(rows: Sequence[SiteLeak], leak_senders: int) -> LeakStatus:
-    """The status of one site from its evidence rows (dismissed ones are ignored)."""
-    active = [r for r in rows if r.dismissed_at is None]
+def spam_sender(row: SiteLeak) -> bool:
+    """A sender is judged by most of its mail: one message of a partner's that the
+    scanner got wrong does not make it a spammer, one phishing message does."""
+    return row.spam > 0 and row.spam * 2 >= row.total
+
+
+def status_of(
+    rows: Sequence[SiteLeak], leak_senders: int, known: Iterable[str] = ()
+) -> LeakStatus:
+    """The status of one site from its evidence rows. Dismissed rows and rows of senders
+    known by now (a name match seen later in clean mail, the user's word) are ignored."""
+    known = set(known)
+    active = [r for r in rows if r.dismissed_at is None and r.sender_domain not in known]
     if not active:
         return LeakStatus(CLEAN, "", None, 0)
-    active.sort(key=lambda r: (r.confirmed_at is None, r.spam == 0, r.first_at))
+    active.sort(key=lambda r: (r.confirmed_at is None, not spam_sender(r), r.first_at))
     ev = active[0]
-    leaked = ev.confirmed_at is not None or ev.spam > 0 or len(active) >= leak_senders
+    leaked = ev.confirmed_at is not None or spam_sender(ev) or len(active) >= leak_senders
     status = LEAKED if leaked else SHARED
     since = min(r.first_at for r in active)
     return LeakStatus(status, _reason(status, ev, len(active)), since, len(active), ev)
+
+
+def site_status(session: Session, owner_id: int, site: str, leak_senders: int) -> LeakStatus:
+    """One site's status from its stored evidence and known senders."""
+    return status_of(
+        site_evidence(session, owner_id, site), leak_senders,
+        known_senders(session, owner_id, site),
+    )  # fmt: skip
 
 
 def site_evidence(session: Session, owner_id: int, site: str) -> list[SiteLeak]:
@@ -235,12 +253,22 @@ def statuses(
     keys = list(keys)
     if not keys:
         return {}
-    active = and_(tuple_(SiteLeak.owner_id, SiteLeak.site).in_(keys), SiteLeak.dismissed_at.is_(None))
+    now_known = exists().where(
+        SiteKnownSender.owner_id == SiteLeak.owner_id,
+        SiteKnownSender.site == SiteLeak.site,
+        SiteKnownSender.domain == SiteLeak.sender_domain,
+    )
+    active = and_(
+        tuple_(SiteLeak.owner_id, SiteLeak.site).in_(keys),
+        SiteLeak.dismissed_at.is_(None),
+        ~now_known,
+    )
+    is_spam_sender = and_(SiteLeak.spam > 0, SiteLeak.spam * 2 >= SiteLeak.total)
     rank = func.row_number().over(
         partition_by=(SiteLeak.owner_id, SiteLeak.site),
         order_by=(
             case((SiteLeak.confirmed_at.is_(None), 1), else_=0),
-            case((SiteLeak.spam > 0, 0), else_=1),
+            case((is_spam_sender, 0), else_=1),
             SiteLeak.first_at,
             SiteLeak.id,
         ),
@@ -257,7 +285,7 @@ def statuses(
     )
     out: dict[tuple[int, str], LeakStatus] = {}
     for ev, n, since in session.execute(query):
-        leaked = ev.confirmed_at is not None or ev.spam > 0 or n >= leak_senders
+        leaked = ev.confirmed_at is not None or spam_sender(ev) or n >= leak_senders
         status = LEAKED if leaked else SHARED
         since = _as_utc(since)
         out[(ev.owner_id, ev.site)] = LeakStatus(status, _reason(status, ev, n), since, n, ev)

@@ -112,7 +112,7 @@ def ranking(
     period: str = "30d",
     limit: int = 100,
     today: dt.date | None = None,
-    leak_senders: int = 3,
+    leak_senders: int = 4,
 ) -> Report:
     """Sites ranked by spam in the period. ``owner_id`` None means every user's sites
     (admins); otherwise only that user's."""

@@ -57,7 +57,7 @@ def site_detail(
     *,
     period: str = "30d",
     today: dt.date | None = None,
-    leak_senders: int = 3,
+    leak_senders: int = 4,
     affiliations_file: str = "",
 ) -> SiteDetail | None:
     """Spam per day (gaps filled with zero), senders and sample subjects of one site of
@@ -149,7 +149,7 @@ def site_detail(
         aliases=aliases,
         spam=sum(s for _d, s, _t in days),
         total=sum(t for _d, _s, t in days),
-        status=leaks.status_of(evidence, leak_senders),
+        status=leaks.status_of(evidence, leak_senders, leaks.known_senders(session, owner_id, site)),
         evidence=evidence,
         known=leaks.list_known_senders(session, owner_id, site),
         suggestions=suggestions,

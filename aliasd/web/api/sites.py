@@ -61,7 +61,8 @@ def _owned(site: str) -> bool:
 def _site_json(site: str) -> dict[str, Any]:
     s, user = db_session(), current_user()
     evidence = leaks.site_evidence(s, user.id, site)
-    status = leaks.status_of(evidence, settings().attribution_leak_senders)
+    status = leaks.status_of(evidence, settings().attribution_leak_senders,
+                             leaks.known_senders(s, user.id, site))
     return {
         "site": site,
         "status": status.status,
