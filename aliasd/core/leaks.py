@@ -23,6 +23,8 @@ from aliasd.core.addresses import AddressError, domain_of, registrable_domain
 from aliasd.models import Alias, SiteKnownSender, SiteLeak, User, utcnow
 
 CLEAN, SHARED, LEAKED = "clean", "shared", "leaked"
+# The sender of evidence migrated from a leak date whose mail events were gone.
+UNKNOWN_SENDER = "(unknown)"
 
 
 @dataclass(frozen=True)
@@ -192,6 +194,8 @@ def _reason(status: str, ev: SiteLeak | None, senders: int) -> str:
         return ""
     subject = (ev.evidence_subject or "(no subject)")[:80]
     what = f"{ev.sender_domain}, “{subject}”, {ev.evidence_at:%Y-%m-%d}"
+    if ev.sender_domain == UNKNOWN_SENDER:
+        return f"Leaked since {ev.first_at:%Y-%m-%d} (recorded before aliasd kept the evidence)."
     if ev.confirmed_at is not None:
         return f"You confirmed the leak: mail from {what}."
     if status == LEAKED and spam_sender(ev):

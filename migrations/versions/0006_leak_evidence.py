@@ -94,10 +94,11 @@ def _migrate_leaked_at(leaks: sa.Table) -> None:
         ).all()
         if not events:
             key = (owner_id, key_site, UNKNOWN_SENDER)
-            rows.setdefault(key, _row(owner_id, key_site, UNKNOWN_SENDER, _utc(leaked_at), None,
-                                      None, None, 0.0, False,
-                                      "marked leaked before evidence was kept; its mail "
-                                      "events are gone"))
+            row = rows.setdefault(key, _row(owner_id, key_site, UNKNOWN_SENDER, _utc(leaked_at),
+                                            None, None, None, 0.0, False,
+                                            "marked leaked before evidence was kept; its mail "
+                                            "events are gone"))
+            row["confirmed_at"] = row["first_at"]  # it stays leaked, as it was
             continue
         for at, env, env_domain, from_domain, subject, score, is_spam in events:
             at = _utc(at)
