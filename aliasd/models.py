@@ -291,6 +291,22 @@ class SiteLeak(Base):
     confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # "a leak"
 
 
+class SiteLeakSummary(Base):
+    """Per owner and site, what the report needs of its leak evidence (counting neither
+    dismissed rows nor senders known by now): kept current by whoever changes either,
+    so report pages never read every evidence row of every listed site."""
+
+    __tablename__ = "site_leak_summaries"
+    __table_args__ = (UniqueConstraint("owner_id", "site"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(253))
+    senders: Mapped[int] = mapped_column(Integer, default=0)  # unrelated senders counted
+    since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    evidence_id: Mapped[int | None] = mapped_column(Integer)  # the SiteLeak a status quotes
+
+
 class BlockRule(Base):
     """A rule of the header_checks table; ``id`` is the stable number in the reject text."""
 
@@ -355,6 +371,7 @@ __all__ = [
     "SiteDay",
     "SiteKnownSender",
     "SiteLeak",
+    "SiteLeakSummary",
     "SiteSender",
     "User",
     "utcnow",

@@ -11,7 +11,7 @@ import pytest
 from alembic import command
 from sqlalchemy import create_engine, inspect, text
 
-from aliasd.core import leaks
+from aliasd.core import leaks, reports
 from aliasd.db import Database
 from tests.harness.databases import PG_ADMIN_URL
 
@@ -108,6 +108,10 @@ def test_upgrade_keeps_every_leak_as_evidence_and_downgrade_restores_the_dates(o
         assert old.status == "leaked" and old.since == T0 + dt.timedelta(days=3)
         assert "before aliasd kept the evidence" in old.reason
         assert leaks.site_status(s, 1, "quiet.example", 4).status == "clean"
+        # the report reads the per-site summaries the migration wrote: the same statuses
+        ranked = {r.site: r.status for r in reports.ranking(s, owner_id=1, period="all").rows}
+        assert ranked == {"shop.example": "leaked", "stackoverflow.com": "clean",
+                          "old.example": "leaked", "quiet.example": "clean"}
 
     command.downgrade(db.alembic_config(), OLD)
     with db.engine.connect() as c:

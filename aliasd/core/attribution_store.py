@@ -156,7 +156,9 @@ def record(
     stmts = _statements_for(conn.dialect.name)
     key = {"b_owner": target.owner_id, "b_site": target.report_site, "b_domain": verdict.sender}
     if verdict.related and verdict.learn:
-        conn.execute(stmts.known_sender, {**key, "b_source": verdict.learn, "b_at": at})
+        added = conn.execute(stmts.known_sender, {**key, "b_source": verdict.learn, "b_at": at})
+        if added.rowcount:  # its earlier evidence, if any, stops counting
+            leaks.refresh_summary(conn, target.owner_id, target.report_site)
     elif not verdict.related:
         conn.execute(
             stmts.leak,
@@ -172,4 +174,5 @@ def record(
                 "b_why": verdict.why[:500],
             },
         )
+        leaks.refresh_summary(conn, target.owner_id, target.report_site)
 

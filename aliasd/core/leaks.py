@@ -15,12 +15,12 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, case, delete, exists, func, select, tuple_, update
+from sqlalchemy import Connection, and_, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from aliasd.core import attribution
 from aliasd.core.addresses import AddressError, domain_of, registrable_domain
-from aliasd.models import Alias, SiteKnownSender, SiteLeak, User, utcnow
+from aliasd.models import Alias, SiteKnownSender, SiteLeak, SiteLeakSummary, User, utcnow
 
 CLEAN, SHARED, LEAKED = "clean", "shared", "leaked"
 # The sender of evidence migrated from a leak date whose mail events were gone.
@@ -124,6 +124,7 @@ def add_known_sender(
             .values(dismissed_at=utcnow(), confirmed_at=None)
         )  # fmt: skip
     session.flush()
+    refresh_summary(session.connection(), owner_id, site)
     return row
 
 
@@ -144,6 +145,7 @@ def remove_known_sender(session: Session, owner_id: int, site: str, sender: str)
                SiteLeak.sender_domain == domain)
         .values(dismissed_at=None)
     )  # fmt: skip
+    refresh_summary(session.connection(), owner_id, site)
     return bool(gone)
 
 
@@ -167,6 +169,7 @@ def dismiss_leak(session: Session, owner_id: int, site: str, sender: str) -> Sit
     if registrable_domain(row.sender_domain):
         add_known_sender(session, owner_id, site, row.sender_domain, note="dismissed a leak")
     session.flush()
+    refresh_summary(session.connection(), owner_id, site)
     return row
 
 
@@ -176,6 +179,7 @@ def confirm_leak(session: Session, owner_id: int, site: str, sender: str) -> Sit
     row.confirmed_at, row.dismissed_at = utcnow(), None
     remove_known_sender_silently(session, owner_id, site, row.sender_domain)
     session.flush()
+    refresh_summary(session.connection(), owner_id, site)
     return row
 
 
@@ -214,6 +218,18 @@ def spam_sender(row: SiteLeak) -> bool:
     return row.spam > 0 and row.spam * 2 >= row.total
 
 
+def _rank(row) -> tuple:
+    """Which evidence a status line quotes: a confirmed leak, then a spam sender, then
+    the earliest."""
+    return (row.confirmed_at is None, not spam_sender(row), _as_utc(row.first_at), row.id)
+
+
+def _status(ev: SiteLeak, senders: int, since: dt.datetime | None, leak_senders: int) -> LeakStatus:
+    leaked = ev.confirmed_at is not None or spam_sender(ev) or senders >= leak_senders
+    status = LEAKED if leaked else SHARED
+    return LeakStatus(status, _reason(status, ev, senders), since, senders, ev)
+
+
 def status_of(
     rows: Sequence[SiteLeak], leak_senders: int, known: Iterable[str] = ()
 ) -> LeakStatus:
@@ -223,12 +239,8 @@ def status_of(
     active = [r for r in rows if r.dismissed_at is None and r.sender_domain not in known]
     if not active:
         return LeakStatus(CLEAN, "", None, 0)
-    active.sort(key=lambda r: (r.confirmed_at is None, not spam_sender(r), r.first_at))
-    ev = active[0]
-    leaked = ev.confirmed_at is not None or spam_sender(ev) or len(active) >= leak_senders
-    status = LEAKED if leaked else SHARED
     since = min(r.first_at for r in active)
-    return LeakStatus(status, _reason(status, ev, len(active)), since, len(active), ev)
+    return _status(min(active, key=_rank), len(active), since, leak_senders)
 
 
 def site_status(session: Session, owner_id: int, site: str, leak_senders: int) -> LeakStatus:
@@ -252,48 +264,65 @@ def site_evidence(session: Session, owner_id: int, site: str) -> list[SiteLeak]:
 def statuses(
     session: Session, keys: Iterable[tuple[int, str]], leak_senders: int
 ) -> dict[tuple[int, str], LeakStatus]:
-    """Status of many (owner, site) keys with two indexed reads: the counts per site and
-    the one evidence row each status line quotes."""
+    """Status of many (owner, site) keys from the per-site summaries the writers keep
+    (one index read per key) and the one evidence row each status line quotes."""
     keys = list(keys)
     if not keys:
         return {}
-    now_known = exists().where(
-        SiteKnownSender.owner_id == SiteLeak.owner_id,
-        SiteKnownSender.site == SiteLeak.site,
-        SiteKnownSender.domain == SiteLeak.sender_domain,
+    # One (owner_id, site) equality pair per key: both engines read each through the
+    # unique index, where SQLite scans the whole table for a row-value IN list.
+    per_key = or_(
+        *(and_(SiteLeakSummary.owner_id == o, SiteLeakSummary.site == site) for o, site in keys)
     )
-    active = and_(
-        tuple_(SiteLeak.owner_id, SiteLeak.site).in_(keys),
-        SiteLeak.dismissed_at.is_(None),
-        ~now_known,
-    )
-    is_spam_sender = and_(SiteLeak.spam > 0, SiteLeak.spam * 2 >= SiteLeak.total)
-    rank = func.row_number().over(
-        partition_by=(SiteLeak.owner_id, SiteLeak.site),
-        order_by=(
-            case((SiteLeak.confirmed_at.is_(None), 1), else_=0),
-            case((is_spam_sender, 0), else_=1),
-            SiteLeak.first_at,
-            SiteLeak.id,
-        ),
-    ).label("rank")
-    counted = func.count().over(partition_by=(SiteLeak.owner_id, SiteLeak.site)).label("n")
-    first = func.min(SiteLeak.first_at).over(
-        partition_by=(SiteLeak.owner_id, SiteLeak.site)
-    ).label("since")
-    ranked = select(SiteLeak.id, rank, counted, first).where(active).subquery()
-    query = (
-        select(SiteLeak, ranked.c.n, ranked.c.since)
-        .join(ranked, ranked.c.id == SiteLeak.id)
-        .where(ranked.c.rank == 1)
-    )
+    summaries = session.execute(
+        select(SiteLeakSummary.evidence_id, SiteLeakSummary.senders, SiteLeakSummary.since)
+        .where(per_key, SiteLeakSummary.senders > 0)
+    ).all()
+    rows = {
+        r.id: r
+        for r in session.scalars(
+            select(SiteLeak).where(SiteLeak.id.in_([e for e, _n, _s in summaries]))
+        )
+    }
     out: dict[tuple[int, str], LeakStatus] = {}
-    for ev, n, since in session.execute(query):
-        leaked = ev.confirmed_at is not None or spam_sender(ev) or n >= leak_senders
-        status = LEAKED if leaked else SHARED
-        since = _as_utc(since)
-        out[(ev.owner_id, ev.site)] = LeakStatus(status, _reason(status, ev, n), since, n, ev)
+    for evidence_id, n, since in summaries:
+        ev = rows.get(evidence_id)
+        if ev is not None:
+            out[(ev.owner_id, ev.site)] = _status(ev, n, _as_utc(since), leak_senders)
     return out
+
+
+def refresh_summary(conn: Connection, owner_id: int, site: str) -> None:
+    """Recompute one site's summary after its evidence or known senders changed (the
+    mail path, in the same transaction, and every action of the user's)."""
+    known = set(conn.execute(
+        select(SiteKnownSender.domain).where(
+            SiteKnownSender.owner_id == owner_id, SiteKnownSender.site == site)
+    ).scalars())  # fmt: skip
+    rows = [
+        r for r in conn.execute(
+            select(SiteLeak.id, SiteLeak.sender_domain, SiteLeak.spam, SiteLeak.total,
+                   SiteLeak.first_at, SiteLeak.confirmed_at)
+            .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site,
+                   SiteLeak.dismissed_at.is_(None))
+        )
+        if r.sender_domain not in known
+    ]  # fmt: skip
+    best = min(rows, key=_rank, default=None)
+    values = {
+        "senders": len(rows),
+        "since": min((r.first_at for r in rows), default=None),
+        "evidence_id": best.id if best is not None else None,
+    }
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(
+        insert(SiteLeakSummary)
+        .values(owner_id=owner_id, site=site, **values)
+        .on_conflict_do_update(index_elements=["owner_id", "site"], set_=values)
+    )
 
 
 def _as_utc(value) -> dt.datetime | None:

@@ -1,4 +1,5 @@
-"""Leak evidence and known senders: site_leaks and site_known_senders replace
+"""Leak evidence and known senders: site_leaks (with per-site site_leak_summaries) and
+site_known_senders replace
 aliases.leaked_at; every leaked alias becomes evidence rows built from its unrelated
 mail events (or one "unknown sender" row when its events are gone)
 
@@ -63,7 +64,20 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("owner_id", "site", "sender_domain"),
     )
+    summaries = op.create_table(
+        "site_leak_summaries",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("owner_id", sa.Integer(), nullable=False),
+        sa.Column("site", sa.String(length=253), nullable=False),
+        sa.Column("senders", sa.Integer(), nullable=False),
+        sa.Column("since", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("evidence_id", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(["owner_id"], ["users.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("owner_id", "site"),
+    )
     _migrate_leaked_at(leaks)
+    _summarise(summaries)
     with op.batch_alter_table("aliases", schema=None) as batch_op:
         batch_op.drop_column("leaked_at")
 
@@ -131,6 +145,30 @@ def _migrate_leaked_at(leaks: sa.Table) -> None:
         op.bulk_insert(leaks, list(rows.values()))
 
 
+def _summarise(summaries: sa.Table) -> None:
+    """Per site: undismissed senders, the first date, and the evidence a status quotes
+    (confirmed first, then a mostly-spam sender, then the earliest)."""
+    rows = op.get_bind().execute(sa.text(
+        "SELECT id, owner_id, site, spam, total, first_at, confirmed_at FROM site_leaks "
+        "WHERE dismissed_at IS NULL"
+    )).all()  # fmt: skip
+    by_site: dict[tuple[int, str], list] = {}
+    for r in rows:
+        by_site.setdefault((r.owner_id, r.site), []).append(r)
+
+    def rank(r):
+        spam_sender = r.spam > 0 and r.spam * 2 >= r.total
+        return (r.confirmed_at is None, not spam_sender, _utc(r.first_at), r.id)
+
+    out = [
+        {"owner_id": o, "site": site, "senders": len(rs),
+         "since": min(_utc(r.first_at) for r in rs), "evidence_id": min(rs, key=rank).id}
+        for (o, site), rs in by_site.items()
+    ]  # fmt: skip
+    if out:
+        op.bulk_insert(summaries, out)
+
+
 def _row(owner_id, site, sender, at, env, from_domain, subject, score, spam, why) -> dict:
     return {
         "owner_id": owner_id, "site": site, "sender_domain": sender, "first_at": at,
@@ -150,5 +188,6 @@ def downgrade() -> None:
         "WHERE l.owner_id = aliases.owner_id AND l.site = COALESCE(aliases.site, "
         "aliases.address) AND l.dismissed_at IS NULL)"
     )
+    op.drop_table("site_leak_summaries")
     op.drop_table("site_leaks")
     op.drop_table("site_known_senders")
