@@ -15,7 +15,7 @@ import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, delete, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from aliasd.core import attribution
@@ -251,14 +251,23 @@ def site_status(session: Session, owner_id: int, site: str, leak_senders: int) -
     )  # fmt: skip
 
 
-def site_evidence(session: Session, owner_id: int, site: str) -> list[SiteLeak]:
-    return list(
-        session.scalars(
-            select(SiteLeak)
-            .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site)
-            .order_by(SiteLeak.spam.desc(), SiteLeak.first_at)
-        )
+def site_evidence(
+    session: Session, owner_id: int, site: str, limit: int | None = None
+) -> list[SiteLeak]:
+    """Evidence rows of one site, the most spam first (``limit``: the first few)."""
+    query = (
+        select(SiteLeak)
+        .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site)
+        .order_by(SiteLeak.spam.desc(), SiteLeak.first_at, SiteLeak.id)
     )
+    return list(session.scalars(query if limit is None else query.limit(limit)))
+
+
+def evidence_count(session: Session, owner_id: int, site: str) -> int:
+    return int(session.scalar(
+        select(func.count()).select_from(SiteLeak)
+        .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site)
+    ) or 0)  # fmt: skip
 
 
 def statuses(

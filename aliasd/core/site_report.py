@@ -19,6 +19,7 @@ from aliasd.models import Alias, MailEvent, SiteDay, SiteLeak, SiteSender
 
 SAMPLE_SUBJECTS = 10
 MAX_SENDERS = 200
+MAX_EVIDENCE = 50
 
 
 @dataclass
@@ -45,7 +46,8 @@ class SiteDetail:
     spam: int
     total: int
     status: leaks.LeakStatus = field(default_factory=lambda: leaks.LeakStatus(leaks.CLEAN, "", None, 0))
-    evidence: list[SiteLeak] = field(default_factory=list)
+    evidence: list[SiteLeak] = field(default_factory=list)  # the first MAX_EVIDENCE
+    evidence_total: int = 0
     known: list[leaks.KnownSender] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)  # block suggestions from the evidence
 
@@ -133,7 +135,9 @@ def site_detail(
         ).all()
         subjects = [(r.at, r.subject or "(no subject)", r.from_domain or r.sender_domain)
                     for r in rows]
-    evidence = leaks.site_evidence(session, owner_id, site)
+    # A leaked site can have hundreds of unrelated senders: the page shows the first
+    # MAX_EVIDENCE (most spam first), the status comes from the site's summary.
+    evidence = leaks.site_evidence(session, owner_id, site, limit=MAX_EVIDENCE)
     suggestions = [
         e.sender_domain for e in evidence
         if e.dismissed_at is None and (e.spam or e.confirmed_at) and "." in e.sender_domain
@@ -149,8 +153,14 @@ def site_detail(
         aliases=aliases,
         spam=sum(s for _d, s, _t in days),
         total=sum(t for _d, _s, t in days),
-        status=leaks.status_of(evidence, leak_senders, leaks.known_senders(session, owner_id, site)),
+        status=leaks.statuses(session, [(owner_id, site)], leak_senders).get(
+            (owner_id, site), leaks.LeakStatus(leaks.CLEAN, "", None, 0)
+        ),
         evidence=evidence,
+        evidence_total=(
+            leaks.evidence_count(session, owner_id, site)
+            if len(evidence) == MAX_EVIDENCE else len(evidence)
+        ),
         known=leaks.list_known_senders(session, owner_id, site),
         suggestions=suggestions,
     )
