@@ -14,8 +14,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, func, select, update
 from sqlalchemy.orm import Session
 
 from aliasd.core import attribution
@@ -49,7 +50,7 @@ class LeakStatus:
     reason: str  # one line; "" when clean
     since: dt.datetime | None  # first unrelated mail still counted
     senders: int  # unrelated sender domains still counted
-    evidence: SiteLeak | None = None
+    evidence: SiteLeak | Any | None = None  # a SiteLeak, or a row of its columns
 
     @property
     def leaked(self) -> bool:
@@ -278,26 +279,32 @@ def statuses(
     keys = list(keys)
     if not keys:
         return {}
-    # One (owner_id, site) equality pair per key: both engines read each through the
-    # unique index, where SQLite scans the whole table for a row-value IN list.
-    per_key = or_(
-        *(and_(SiteLeakSummary.owner_id == o, SiteLeakSummary.site == site) for o, site in keys)
-    )
-    summaries = session.execute(
-        select(SiteLeakSummary.evidence_id, SiteLeakSummary.senders, SiteLeakSummary.since)
-        .where(per_key, SiteLeakSummary.senders > 0)
-    ).all()
-    rows = {
-        r.id: r
-        for r in session.scalars(
-            select(SiteLeak).where(SiteLeak.id.in_([e for e, _n, _s in summaries]))
+    by_owner: dict[int, list[str]] = {}
+    for owner_id, site in keys:
+        by_owner.setdefault(owner_id, []).append(site)
+    ev = SiteLeak.__table__.c
+    query = (
+        select(
+            SiteLeakSummary.senders, SiteLeakSummary.since, ev.owner_id, ev.site,
+            ev.sender_domain, ev.first_at, ev.spam, ev.total, ev.evidence_at,
+            ev.evidence_subject, ev.evidence_score, ev.evidence_why, ev.confirmed_at,
         )
-    }
+        .join(SiteLeak.__table__, ev.id == SiteLeakSummary.evidence_id)
+        .where(
+            SiteLeakSummary.owner_id == bindparam("owner"),
+            SiteLeakSummary.site.in_(bindparam("sites", expanding=True)),
+            SiteLeakSummary.senders > 0,
+        )
+    )
+    # One indexed read per owner (a row-value IN list makes SQLite scan the table, and
+    # an OR term per key costs more to build than the query takes); plain rows, not ORM
+    # objects: the report lists up to a thousand sites.
     out: dict[tuple[int, str], LeakStatus] = {}
-    for evidence_id, n, since in summaries:
-        ev = rows.get(evidence_id)
-        if ev is not None:
-            out[(ev.owner_id, ev.site)] = _status(ev, n, _as_utc(since), leak_senders)
+    for owner_id, sites in by_owner.items():
+        for row in session.execute(query, {"owner": owner_id, "sites": sites}):
+            out[(row.owner_id, row.site)] = _status(
+                row, row.senders, _as_utc(row.since), leak_senders
+            )
     return out
 
 
