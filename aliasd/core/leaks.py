@@ -16,12 +16,20 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
 from aliasd.core import attribution
 from aliasd.core.addresses import AddressError, domain_of, registrable_domain
-from aliasd.models import Alias, SiteKnownSender, SiteLeak, SiteLeakSummary, User, utcnow
+from aliasd.models import (
+    Alias,
+    SiteKnownSender,
+    SiteLeak,
+    SiteLeakSummary,
+    User,
+    UTCDateTime,
+    utcnow,
+)
 
 CLEAN, SHARED, LEAKED = "clean", "shared", "leaked"
 # The sender of evidence migrated from a leak date whose mail events were gone.
@@ -64,15 +72,41 @@ def site_domain(site: str) -> str:
 
 
 # --- known senders ------------------------------------------------------------------------
-def known_senders(session: Session, owner_id: int, site: str) -> dict[str, str]:
-    """Stored sender domain → source, for the mail path's decision."""
-    return dict(
-        session.execute(
-            select(SiteKnownSender.domain, SiteKnownSender.source).where(
-                SiteKnownSender.owner_id == owner_id, SiteKnownSender.site == site
-            )
-        ).all()
+# Statements the mail path runs per message, built once: building SQLAlchemy
+# statements per call cost more than running them.
+_OWNER, _SITE = bindparam("owner"), bindparam("site")
+_KNOWN = select(SiteKnownSender.domain, SiteKnownSender.source).where(
+    SiteKnownSender.owner_id == _OWNER, SiteKnownSender.site == _SITE
+)
+_counted = and_(
+    SiteLeak.owner_id == _OWNER,
+    SiteLeak.site == _SITE,
+    SiteLeak.dismissed_at.is_(None),
+    ~exists().where(
+        SiteKnownSender.owner_id == SiteLeak.owner_id,
+        SiteKnownSender.site == SiteLeak.site,
+        SiteKnownSender.domain == SiteLeak.sender_domain,
+    ),
+)
+_COUNT_EVIDENCE = select(func.count(), func.min(SiteLeak.first_at)).where(_counted)
+# The evidence a status line quotes: a confirmed leak, then a spam sender, the earliest.
+_BEST_EVIDENCE = (
+    select(SiteLeak.id)
+    .where(_counted)
+    .order_by(
+        case((SiteLeak.confirmed_at.is_(None), 1), else_=0),
+        case((and_(SiteLeak.spam > 0, SiteLeak.spam * 2 >= SiteLeak.total), 0), else_=1),
+        SiteLeak.first_at,
+        SiteLeak.id,
     )
+    .limit(1)
+)
+_summary_upserts: dict[str, Any] = {}
+
+
+def known_senders(session: Session | Connection, owner_id: int, site: str) -> dict[str, str]:
+    """Stored sender domain → source, for the mail path's decision."""
+    return dict(session.execute(_KNOWN, {"owner": owner_id, "site": site}).all())
 
 
 def list_known_senders(session: Session, owner_id: int, site: str) -> list[KnownSender]:
@@ -311,34 +345,37 @@ def statuses(
 def refresh_summary(conn: Connection, owner_id: int, site: str) -> None:
     """Recompute one site's summary after its evidence or known senders changed (the
     mail path, in the same transaction, and every action of the user's)."""
-    known = set(conn.execute(
-        select(SiteKnownSender.domain).where(
-            SiteKnownSender.owner_id == owner_id, SiteKnownSender.site == site)
-    ).scalars())  # fmt: skip
-    rows = [
-        r for r in conn.execute(
-            select(SiteLeak.id, SiteLeak.sender_domain, SiteLeak.spam, SiteLeak.total,
-                   SiteLeak.first_at, SiteLeak.confirmed_at)
-            .where(SiteLeak.owner_id == owner_id, SiteLeak.site == site,
-                   SiteLeak.dismissed_at.is_(None))
-        )
-        if r.sender_domain not in known
-    ]  # fmt: skip
-    best = min(rows, key=_rank, default=None)
-    values = {
-        "senders": len(rows),
-        "since": min((r.first_at for r in rows), default=None),
-        "evidence_id": best.id if best is not None else None,
-    }
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    params = {"owner": owner_id, "site": site}
+    senders, since = conn.execute(_COUNT_EVIDENCE, params).one()
     conn.execute(
-        insert(SiteLeakSummary)
-        .values(owner_id=owner_id, site=site, **values)
-        .on_conflict_do_update(index_elements=["owner_id", "site"], set_=values)
+        _summary_upsert(conn.dialect.name),
+        {
+            **params,
+            "senders": int(senders or 0),
+            "since": _as_utc(since),
+            "evidence_id": conn.execute(_BEST_EVIDENCE, params).scalar() if senders else None,
+        },
     )
+
+
+def _summary_upsert(dialect: str):
+    stmt = _summary_upserts.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        values = {
+            "senders": bindparam("senders"),
+            "since": bindparam("since", type_=UTCDateTime()),
+            "evidence_id": bindparam("evidence_id"),
+        }
+        stmt = _summary_upserts[dialect] = (
+            insert(SiteLeakSummary)
+            .values(owner_id=bindparam("owner"), site=bindparam("site"), **values)
+            .on_conflict_do_update(index_elements=["owner_id", "site"], set_=values)
+        )
+    return stmt
 
 
 def _as_utc(value) -> dt.datetime | None:
