@@ -25,7 +25,7 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
-from aliasd.core import leaks
+from aliasd.core import protected_senders
 from aliasd.core.addresses import AddressError, domain_of, normalize_domain
 from aliasd.core.aliases import AliasdError, NotFound
 from aliasd.models import BlockRule, Domain, MailEvent, User, utcnow
@@ -382,10 +382,10 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
         if protected is None:
             protected = _protected_domains(session, view.owner_id)
             # and the senders known to belong to any of this user's sites
-            protected |= leaks.protected_sender_domains(
+            protected |= protected_senders.for_user(
                 session, view.owner_id, settings.attribution_affiliations_file
             )
-        if leaks.is_protected(domain, protected) or is_domain_blocked(domain, exempt):
+        if protected_senders.is_protected(domain, protected) or is_domain_blocked(domain, exempt):
             continue
         rule = block_domain(
             session,

@@ -22,11 +22,9 @@ from sqlalchemy.orm import Session
 from aliasd.core import attribution
 from aliasd.core.addresses import AddressError, domain_of, registrable_domain
 from aliasd.models import (
-    Alias,
     SiteKnownSender,
     SiteLeak,
     SiteLeakSummary,
-    User,
     UTCDateTime,
     utcnow,
 )
@@ -384,36 +382,3 @@ def _as_utc(value) -> dt.datetime | None:
     if value is not None and value.tzinfo is None:
         value = value.replace(tzinfo=dt.UTC)
     return value
-
-
-# --- what blocks must spare ---------------------------------------------------------------
-def protected_sender_domains(
-    session: Session, owner_id: int, affiliations_file: str = ""
-) -> set[str]:
-    """Registrable domains known to belong to any of the user's sites (own, affiliated,
-    stored) and the user's mailbox domain: never a block target for this user."""
-    affiliated = attribution.affiliations(affiliations_file)
-    sites = session.scalars(
-        select(Alias.site).where(Alias.owner_id == owner_id, Alias.site.is_not(None)).distinct()
-    )
-    protected: set[str] = set()
-    for site in sites:
-        reg = registrable_domain(site)
-        if reg:
-            protected.add(reg)
-            protected |= affiliated.get(reg, frozenset())
-    protected |= set(
-        session.scalars(
-            select(SiteKnownSender.domain).where(SiteKnownSender.owner_id == owner_id).distinct()
-        )
-    )
-    mailbox = session.scalar(select(User.mailbox).where(User.id == owner_id))
-    own = registrable_domain(domain_of(mailbox))
-    if own:
-        protected.add(own)
-    return protected
-
-
-def is_protected(domain: str, protected: set[str]) -> bool:
-    """Whether ``domain`` (any host under it) is one of the protected registrable ones."""
-    return (registrable_domain(domain) or domain) in protected or domain in protected

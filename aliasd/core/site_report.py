@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from aliasd.core import leaks
+from aliasd.core import leaks, protected_senders
 from aliasd.core.blocking import blocked_domains
 from aliasd.core.reports import _as_date, _site_filter, period_start
 from aliasd.models import Alias, MailEvent, SiteDay, SiteLeak, SiteSender
@@ -96,7 +96,7 @@ def site_detail(
         current += dt.timedelta(days=1)
 
     blocked = blocked_domains(session)
-    protected = leaks.protected_sender_domains(session, owner_id, affiliations_file)
+    protected = protected_senders.for_user(session, owner_id, affiliations_file)
     senders = []
     sender_query = select(SiteSender).where(
         SiteSender.owner_id == owner_id, SiteSender.site == site
@@ -119,7 +119,7 @@ def site_detail(
                 last_spam_at=row.last_spam_at,
                 blocked=rule is not None,
                 rule_id=rule.id if rule is not None else None,
-                protected=leaks.is_protected(row.sender_domain, protected),
+                protected=protected_senders.is_protected(row.sender_domain, protected),
             )
         )
 
@@ -141,7 +141,7 @@ def site_detail(
     suggestions = [
         e.sender_domain for e in evidence
         if e.dismissed_at is None and (e.spam or e.confirmed_at) and "." in e.sender_domain
-        and not leaks.is_protected(e.sender_domain, protected)
+        and not protected_senders.is_protected(e.sender_domain, protected)
         and _blocking_rule(e.sender_domain, blocked) is None
     ]  # fmt: skip
     return SiteDetail(

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from markupsafe import Markup
 from sqlalchemy import select
 
-from aliasd.core import blocking, leaks, reports, site_report
+from aliasd.core import blocking, protected_senders, reports, site_report
 from aliasd.core.aliases import AliasdError
 from aliasd.models import Domain, User
 from aliasd.web.blocklist import write_table_and_flash
@@ -143,8 +143,8 @@ def block(owner_id: int, site: str):
         flash("That domain did not send mail to this site.", "error")
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     s = db_session()
-    protected = leaks.protected_sender_domains(s, owner_id, settings().attribution_affiliations_file)
-    if leaks.is_protected(domain, protected):
+    protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
+    if protected_senders.is_protected(domain, protected):
         flash(f"{domain} belongs to one of your sites or to your mailbox: blocking it would "
               "refuse your own mail. Remove it from the site's senders first if it is not "
               "theirs.", "error")  # fmt: skip
