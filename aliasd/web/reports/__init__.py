@@ -143,15 +143,15 @@ def block(owner_id: int, site: str):
         flash("That domain did not send mail to this site.", "error")
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     s = db_session()
-    protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
-    if protected_senders.is_protected(domain, protected):
-        flash(f"{domain} belongs to one of your sites or to your mailbox: blocking it would "
-              "refuse your own mail. Remove it from the site's senders first if it is not "
-              "theirs.", "error")  # fmt: skip
-        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     if not current_user().is_admin and _served_or_mailbox_domain(domain):
         flash(f"{domain} is a domain this server serves or keeps mailboxes at; a block "
               "would refuse its mail for every user, so ask an administrator.", "error")
+        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+    protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
+    if protected_senders.is_protected(domain, protected):
+        flash(f"{domain} belongs to one of the owner's sites or to their mailbox: blocking it would "
+              "refuse their own mail. Remove it from the site's senders first if it is not "
+              "theirs.", "error")  # fmt: skip
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     try:
         rule = blocking.block_domain(s, settings(), domain, source="manual",
