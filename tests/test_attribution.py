@@ -142,9 +142,18 @@ def send(db, settings, rcpt, sender, from_domain, *, spam=False, subject="hi", m
 
 
 def status(db, site):
+    """The site's status from its evidence rows; the report's per-site summary (kept by
+    the mail path and every user action) must say the same."""
     with db.session() as s:
         owner = s.scalar(select(Alias.owner_id).where(Alias.site == site).limit(1))
-        return leaks.site_status(s, owner, site, 3)
+        full = leaks.site_status(s, owner, site, 3)
+        summary = leaks.statuses(s, [(owner, site)], 3).get((owner, site))
+        if summary is None:
+            assert full.status == "clean"
+        else:
+            assert (summary.status, summary.reason, summary.since, summary.senders) == (
+                full.status, full.reason, full.since, full.senders)
+        return full
 
 
 def test_first_mail_is_learned_then_a_partner_is_shared_and_spam_is_a_leak(world, settings):
