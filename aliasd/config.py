@@ -115,6 +115,11 @@ class Settings:
     milter_metrics: str = ""
     web_metrics_token: str = ""  # bearer token for the web app's /metrics beyond loopback
 
+    # leak attribution (which senders are a site's own; what makes a leak)
+    attribution_learn_hours: float = 72.0  # first mail within this long after creation is learned
+    attribution_leak_senders: int = 4  # this many unrelated clean senders make "leaked", fewer "shared"
+    attribution_affiliations_file: str = ""  # admin's extra "domain domain ..." groups
+
     # SRS
     srs_domain: str = ""  # empty: SRS disabled
     srs_secrets: list[str] = field(default_factory=list)  # the first signs, all verify
@@ -160,6 +165,17 @@ class Settings:
                 raise SettingsError(str(exc)) from exc
         if self.autoblock_threshold < 1 or self.autoblock_period_hours < 1:
             raise SettingsError("autoblock_threshold and autoblock_period_hours must be >= 1")
+        if self.attribution_learn_hours < 0 or self.attribution_leak_senders < 1:
+            raise SettingsError(
+                "attribution_learn_hours must be >= 0 and attribution_leak_senders >= 1"
+            )
+        if self.attribution_affiliations_file:
+            try:
+                Path(self.attribution_affiliations_file).read_text("utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(
+                    f"attribution_affiliations_file cannot be read: {exc}"
+                ) from exc
 
     def with_overrides(self, **overrides: Any) -> Settings:
         new = dataclasses.replace(self, **overrides)

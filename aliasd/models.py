@@ -135,7 +135,6 @@ class Alias(Base):
     spam_count: Mapped[int] = mapped_column(Integer, default=0)
     rejected_count: Mapped[int] = mapped_column(Integer, default=0)
     last_mail_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
-    leaked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # first unrelated sender
 
     owner: Mapped[User] = relationship()
     domain: Mapped[Domain] = relationship()
@@ -250,6 +249,64 @@ class SiteSender(Base):
     last_spam_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class SiteKnownSender(Base):
+    """A registrable sender domain that belongs to one owner's site, and why
+    (core.attribution's sources: learned, authenticated, name, affiliation, user)."""
+
+    __tablename__ = "site_known_senders"
+    __table_args__ = (UniqueConstraint("owner_id", "site", "domain"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(253))
+    domain: Mapped[str] = mapped_column(String(253))
+    source: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    note: Mapped[str | None] = mapped_column(String(500))
+
+
+class SiteLeak(Base):
+    """Leak evidence: per owner, site and unrelated registrable sender domain, the counts
+    and the message that made it evidence (the first spam one, else the first one)."""
+
+    __tablename__ = "site_leaks"
+    __table_args__ = (UniqueConstraint("owner_id", "site", "sender_domain"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(253))
+    sender_domain: Mapped[str] = mapped_column(String(253))  # registrable
+    first_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    spam: Mapped[int] = mapped_column(Integer, default=0)
+    evidence_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    evidence_sender: Mapped[str | None] = mapped_column(String(320))  # envelope sender
+    evidence_from_domain: Mapped[str | None] = mapped_column(String(253))
+    evidence_subject: Mapped[str | None] = mapped_column(String(500))
+    evidence_score: Mapped[float] = mapped_column(Float, default=0.0)
+    evidence_spam: Mapped[bool] = mapped_column(Boolean, default=False)
+    evidence_why: Mapped[str] = mapped_column(String(500), default="")
+    dismissed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # "not a leak"
+    confirmed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)  # "a leak"
+
+
+class SiteLeakSummary(Base):
+    """Per owner and site, what the report needs of its leak evidence (counting neither
+    dismissed rows nor senders known by now): kept current by whoever changes either,
+    so report pages never read every evidence row of every listed site."""
+
+    __tablename__ = "site_leak_summaries"
+    __table_args__ = (UniqueConstraint("owner_id", "site"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    site: Mapped[str] = mapped_column(String(253))
+    senders: Mapped[int] = mapped_column(Integer, default=0)  # unrelated senders counted
+    since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    evidence_id: Mapped[int | None] = mapped_column(Integer)  # the SiteLeak a status quotes
+
+
 class BlockRule(Base):
     """A rule of the header_checks table; ``id`` is the stable number in the reject text."""
 
@@ -312,6 +369,9 @@ __all__ = [
     "LoginAttempt",
     "MailEvent",
     "SiteDay",
+    "SiteKnownSender",
+    "SiteLeak",
+    "SiteLeakSummary",
     "SiteSender",
     "User",
     "utcnow",

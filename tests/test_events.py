@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from aliasd.core import aliases as core
-from aliasd.core import events
+from aliasd.core import events, leaks
 from aliasd.models import Alias, MailEvent, SiteDay, SiteSender
 
 T0 = dt.datetime(2026, 3, 1, 10, 0, tzinfo=dt.UTC)
@@ -32,6 +32,13 @@ def world(database):
 def targets(db, *recipients, delimiter="+"):
     with db.session() as s:
         return events.find_aliases(s, recipients, delimiter)
+
+
+def leak(db, address) -> leaks.LeakStatus:
+    """The leak status of the alias's site (its report key)."""
+    with db.session() as s:
+        a = s.scalar(select(Alias).where(Alias.address == address))
+        return leaks.site_status(s, a.owner_id, a.site or a.address, 3)
 
 
 def alias(db, address) -> Alias:
@@ -94,7 +101,7 @@ def test_clean_related_message_counts_as_forwarded(world, settings):
     a = alias(world, "github.com@example.net")
     assert (a.forwarded_count, a.spam_count, a.rejected_count) == (1, 0, 0)
     assert a.last_mail_at == T0
-    assert a.leaked_at is None
+    assert leak(world, "github.com@example.net").status == "clean"
 
 
 def test_spam_from_unrelated_sender_marks_leak_once(world, settings):
@@ -117,7 +124,11 @@ def test_spam_from_unrelated_sender_marks_leak_once(world, settings):
     )
     a = alias(world, "github.com@example.net")
     assert (a.forwarded_count, a.spam_count, a.rejected_count) == (3, 4, 1)
-    assert a.leaked_at == T0  # the first unrelated sender, not the latest
+    status = leak(world, "github.com@example.net")
+    assert status.status == "leaked" and status.since == T0  # the first, not the latest
+    assert status.evidence.sender_domain == "pills.example"
+    assert (status.evidence.total, status.evidence.spam) == (3, 3)
+    assert status.evidence.evidence_at == T0 and status.evidence.evidence_score == 9.0
     assert a.last_mail_at == T0 + dt.timedelta(days=1)
     with world.session() as s:
         days = {(d.day, d.total, d.spam, d.unrelated) for d in s.scalars(select(SiteDay))}
@@ -140,13 +151,15 @@ def test_related_by_envelope_or_from_and_unknown_is_not_a_leak(world, settings):
     )
     # Null sender, no From: nothing known, no evidence.
     events.record_and_notify(world, settings, tgt, events.MessageFacts(""), ham)
-    assert alias(world, "github.com@example.net").leaked_at is None
+    assert leak(world, "github.com@example.net").status == "clean"
     # An alias without a site never counts as leaked; its report key is the address.
     events.record_and_notify(
         world, settings, tgt, events.MessageFacts("a@elsewhere.example"), ham
     )
-    assert alias(world, "nosite@example.net").leaked_at is None
-    assert alias(world, "github.com@example.net").leaked_at is not None
+    assert leak(world, "nosite@example.net").status == "clean"
+    # one clean unrelated sender: shared with a partner, not leaked
+    shared = leak(world, "github.com@example.net")
+    assert shared.status == "shared" and shared.evidence.sender_domain == "elsewhere.example"
     with world.session() as s:
         sites = {d.site: d.total for d in s.scalars(select(SiteDay))}
     assert sites == {"github.com": 3, "nosite@example.net": 3}
@@ -158,7 +171,8 @@ def test_one_event_per_alias_and_owner(world, settings):
         world,
         settings,
         tgt,
-        events.MessageFacts("n@shop.example", from_domain="shop.example", subject="x" * 900),
+        # at T0, long before the aliases were made: not their learning window
+        events.MessageFacts("n@shop.example", from_domain="shop.example", subject="x" * 900, at=T0),
         events.Outcome(score=0.0, action="no action", is_spam=False),
     )
     with world.session() as s:

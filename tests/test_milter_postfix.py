@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
+from aliasd.core import leaks
 from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import Alias, BlockRule, MailEvent, SiteDay
 from aliasd.postfix.config_lines import postfix_table
@@ -196,7 +197,8 @@ def test_blocklisted_spam_is_rejected_with_text_and_counted(world):
     assert after.rejected_count == before.rejected_count + 1
     assert after.spam_count == before.spam_count + 1
     assert after.forwarded_count == before.forwarded_count
-    assert after.leaked_at is not None
+    with world.db.session() as s:
+        assert leaks.site_status(s, after.owner_id, "github.com", 4).status == "leaked"
     with world.db.session() as s:
         day = s.scalar(select(SiteDay).where(SiteDay.site == "github.com"))
         assert day.spam >= 1 and day.unrelated >= 1

@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from aliasd.core import aliases as core
+from aliasd.core import leaks
 from aliasd.db import Database
 from aliasd.listen import ListenSpec
 from aliasd.milter.adapter import AliasdMilter
@@ -113,7 +114,7 @@ def test_blocklisted_sender_is_rejected_and_counted(world, settings):
     with world.session() as s:
         alias = s.scalar(select(Alias).where(Alias.address == "github.com@example.net"))
         assert (alias.rejected_count, alias.spam_count, alias.forwarded_count) == (1, 1, 0)
-        assert alias.leaked_at is not None
+        assert leaks.site_status(s, alias.owner_id, "github.com", 4).status == "leaked"
     path.close()
 
 

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import event as sa_event
 
 from aliasd.core import aliases as core
-from aliasd.core import blocking, events, reports
+from aliasd.core import blocking, events, reports, site_report
 from aliasd.models import AliasState
+from aliasd.web.reports import chart
 
 TODAY = dt.datetime.now(dt.UTC).date()
 
@@ -129,8 +130,8 @@ def test_admin_scope_sees_every_user_and_users_only_their_own(world):
 def test_site_detail_days_senders_subjects(world):
     with world.session() as s:
         alice_id = core.get_user(s, "alice").id
-        detail = reports.site_detail(s, alice_id, "shop.example", period="30d")
-        assert reports.site_detail(s, alice_id, "unknown.example") is None
+        detail = site_report.site_detail(s, alice_id, "shop.example", period="30d")
+        assert site_report.site_detail(s, alice_id, "unknown.example") is None
     assert len(detail.days) == 30 and detail.days[-1][0] == TODAY
     spam_by_day = {d: spam for d, spam, _t in detail.days}
     assert spam_by_day[TODAY - dt.timedelta(days=3)] == 2
@@ -159,7 +160,7 @@ def test_sample_subjects_are_a_bounded_indexed_query(world):
         with world.session() as s:
             reports.ranking(s, owner_id=None, period="all")
             ranking_sql = list(statements)
-            reports.site_detail(s, core.get_user(s, "alice").id, "shop.example")
+            site_report.site_detail(s, core.get_user(s, "alice").id, "shop.example")
     finally:
         sa_event.remove(engine, "before_cursor_execute", record)
     assert not any("mail_events" in q for q in ranking_sql)
@@ -171,7 +172,7 @@ def test_sample_subjects_are_a_bounded_indexed_query(world):
 def test_chart_svg_is_valid_accessible_and_escaped():
     days = [(TODAY - dt.timedelta(days=2), 0, 1), (TODAY - dt.timedelta(days=1), 3, 4),
             (TODAY, 1, 1)]
-    svg = reports.spam_chart_svg(days, title="Spam per day for <evil>&co")
+    svg = chart.spam_chart_svg(days, title="Spam per day for <evil>&co")
     root = ET.fromstring(svg)  # well-formed XML
     ns = {"s": "http://www.w3.org/2000/svg"}
     assert root.get("role") == "img"

@@ -60,7 +60,7 @@ def test_learn_scan_and_stat(aliasd_cli, tmp_path):
 
     # a message learned as spam: Bayes is sure of it
     proc = aliasd_cli("scan", str(MAIL / "spam_loan.eml"), "--from", "info@fast-loans.example.top",
-                      "--site", "forum.example.org", env_extra=ENV)
+                      "--site", "forum.example", env_extra=ENV)
     lines = proc.stdout.splitlines()
     assert lines[0].startswith(f"Results for file: {MAIL / 'spam_loan.eml'} (")
     assert lines[1] == "[Metric: default]"
@@ -69,7 +69,7 @@ def test_learn_scan_and_stat(aliasd_cli, tmp_path):
     assert re.fullmatch(r"Score: -?\d+\.\d\d / 15\.00", lines[4])
     symbols = [line for line in lines if line.startswith("Symbol: ")]
     assert any(re.fullmatch(r"Symbol: BAYES_SPAM \(\d+\.\d\d\)\[\d+\.\d\d%\]", s) for s in symbols), symbols
-    assert "Symbol: ALIAS_SITE_MISMATCH (1.00)[fast-loans.example.top, forum.example.org]" in symbols
+    assert "Symbol: ALIAS_SITE_MISMATCH (1.00)[fast-loans.example.top, forum.example]" in symbols
     assert "Symbol: MIME_HTML_ONLY (0.20)" in symbols
     assert lines[-1] == "Message-ID: a1b2c3d4e5.loan@fast-loans.example.top"
 

@@ -6,11 +6,13 @@ their ASCII (``xn--``) form, recipient-delimiter extensions stripped where asked
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import idna
+from publicsuffixlist import PublicSuffixList
 
 MAX_LOCAL = 64
 MAX_DOMAIN = 253
@@ -154,19 +156,26 @@ def domain_of(address: str | None) -> str | None:
         return None
 
 
-def base_domain(domain: str) -> str:
-    """A cheap registrable-domain guess: the last two labels, three for
-    ``co.uk``-style second levels. Enough to tell ``mail.github.com`` belongs to
-    ``github.com``; not a public-suffix list."""
-    labels = domain.split(".")
-    if len(labels) >= 3 and len(labels[-2]) <= 3 and len(labels[-1]) == 2:
-        return ".".join(labels[-3:])
-    return ".".join(labels[-2:])
+def registrable_domain(domain: str | None) -> str | None:
+    """The registrable domain (public suffix + one label) from the Public Suffix List:
+    ``mail.dhl.de`` → ``dhl.de``, ``shop.co.uk`` → ``shop.co.uk``, ``me.github.io`` →
+    ``me.github.io``. A name that is itself a public suffix (``co.uk``) or an IP literal
+    is its own identity; input that is no domain at all gives None."""
+    if not domain:
+        return None
+    raw = domain.strip().strip("[]").rstrip(".")
+    try:
+        return str(ipaddress.ip_address(raw.removeprefix("IPv6:").removeprefix("ipv6:")))
+    except ValueError:
+        pass
+    try:
+        name = normalize_domain(raw)
+    except AddressError:
+        return None
+    return _public_suffixes().privatesuffix(name) or name
 
 
-def sender_related_to_site(sender_domain: str | None, site: str | None) -> bool:
-    """True when mail from ``sender_domain`` plausibly comes from ``site`` itself.
-    Unknown on either side counts as related: no evidence of a leak."""
-    if not sender_domain or not site:
-        return True
-    return base_domain(sender_domain) == base_domain(site)
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    # The package ships a dated snapshot of the list: no network at run time.
+    return PublicSuffixList()

@@ -27,6 +27,7 @@ from sqlalchemy import func, or_, select, text
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
+from aliasd.core import protected_senders
 from aliasd.core.addresses import AddressError, domain_of, normalize_domain
 from aliasd.core.aliases import AliasdError, NotFound
 from aliasd.core.ordinary_mail import ordinary_header_matched, why_too_broad
@@ -363,7 +364,11 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
             continue
         if protected is None:
             protected = _protected_domains(session, view.owner_id)
-        if domain in protected or is_domain_blocked(domain, exempt):
+            # and the senders known to belong to any of this user's sites
+            protected |= protected_senders.for_user(
+                session, view.owner_id, settings.attribution_affiliations_file
+            )
+        if protected_senders.is_protected(domain, protected) or is_domain_blocked(domain, exempt):
             continue
         if ordinary_header_matched(domain_pattern(domain)) is not None:
             continue  # e.g. gmail.com: a block would refuse ordinary mail for everyone

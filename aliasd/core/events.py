@@ -1,9 +1,11 @@
-"""Mail events and spam attribution.
+"""Mail events and the aggregates the report reads.
 
-The milter calls :func:`record_message` once per message: one ``MailEvent`` per alias
-the message was addressed to, the alias's counters, and the per-site aggregates
+The milter calls :func:`record_and_notify` once per message (:func:`record_message`
+does the writing): one ``MailEvent`` per alias
+the message was addressed to, the alias's counters, the per-site aggregates
 (``SiteDay``, ``SiteSender``) that the spam-source report reads instead of scanning the
-events table. Counter and aggregate writes are single atomic statements (``x = x + 1``,
+events table, and what ``core.attribution`` decided about the sender (a learned known
+sender, or leak evidence in ``SiteLeak``). Counter and aggregate writes are single atomic statements (``x = x + 1``,
 ``INSERT .. ON CONFLICT DO UPDATE``) so several milter processes can write at once on
 PostgreSQL and on SQLite without lost updates.
 """
@@ -17,17 +19,13 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, case, func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
-from aliasd.core.addresses import (
-    AddressError,
-    domain_of,
-    normalize_address,
-    sender_related_to_site,
-)
+from aliasd.core import attribution_store
+from aliasd.core.addresses import AddressError, domain_of, normalize_address
 from aliasd.db import Database
 from aliasd.models import Alias, MailEvent, SiteDay, SiteSender, UTCDateTime, utcnow
 
@@ -67,6 +65,9 @@ class MessageFacts:
     queue_id: str | None = None
     size: int = 0
     at: dt.datetime | None = None
+    # The DKIM verifier's result: whether it ran, and the d= domains that verified.
+    dkim_checked: bool = False
+    dkim_pass_domains: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -115,16 +116,6 @@ def find_aliases(
     return targets
 
 
-def sender_is_related(facts: MessageFacts, site: str | None) -> bool:
-    """Related when the envelope sender's or the From: domain belongs to the site.
-    Mailing services often use their own bounce domain with the site's From:, so either
-    one matching is enough; with neither known there is no evidence of a leak."""
-    domains = [d for d in (domain_of(facts.envelope_sender), facts.from_domain) if d]
-    if not domains or not site:
-        return True
-    return any(sender_related_to_site(d, site) for d in domains)
-
-
 class _Statements:
     """The recording statements, built once per dialect with bind parameters: building
     SQLAlchemy statements per message cost more than executing them."""
@@ -149,10 +140,6 @@ class _Statements:
                 rejected_count=al.rejected_count + bindparam("b_rej"),
                 spam_count=al.spam_count + bindparam("b_spam"),
                 last_mail_at=at,
-                leaked_at=case(
-                    (bindparam("b_unrel") == 1, func.coalesce(al.leaked_at, at)),
-                    else_=al.leaked_at,
-                ),
                 # the mail path's counters must not look like a configuration change
                 updated_at=al.updated_at,
             )
@@ -218,9 +205,11 @@ def record_message(
     targets: Sequence[AliasTarget],
     facts: MessageFacts,
     outcome: Outcome,
+    policy: attribution_store.AttributionPolicy | None = None,
 ) -> list[int]:
     """Record one event per alias and update counters and aggregates in ``session``.
     The caller commits. Returns the new event ids."""
+    policy = policy or attribution_store.AttributionPolicy()
     at = facts.at or utcnow()
     sender_domain = domain_of(facts.envelope_sender)
     block_domain = facts.from_domain or sender_domain  # what a header_checks rule can match
@@ -245,7 +234,10 @@ def record_message(
     ids: list[int] = []
     # A fixed order of row locks keeps concurrent PostgreSQL writers from deadlocking.
     for target in sorted(targets, key=lambda t: t.id):
-        related = sender_is_related(facts, target.site)
+        verdict = attribution_store.attribute(
+            session, target, facts, outcome.is_spam, policy, at
+        )
+        related = verdict.related
         unrelated = int(not related)
         event_id = conn.execute(
             stmts.event,
@@ -267,7 +259,6 @@ def record_message(
                 "b_rej": 1 if outcome.rejected else 0,
                 "b_spam": spam,
                 "b_at": at,
-                "b_unrel": unrelated,
             },
         )
         site = {"b_owner": target.owner_id, "b_site": target.report_site, "b_spam": spam}
@@ -285,6 +276,7 @@ def record_message(
                     "b_spam_at": at if outcome.is_spam else None,
                 },
             )
+        attribution_store.record(conn, target, common, outcome, verdict, at)
     return ids
 
 
@@ -305,7 +297,10 @@ def record_and_notify(
     for attempt in range(1, attempts + 1):
         try:
             with database.session() as session:
-                ids = record_message(session, targets, facts, outcome)
+                ids = record_message(
+                    session, targets, facts, outcome,
+                    attribution_store.AttributionPolicy.from_settings(settings),
+                )
             break
         except OperationalError:
             if attempt == attempts:

@@ -1,8 +1,8 @@
 """The spam-source report: which sites leaked their address, ranked by spam received.
 
 Everything here reads the aggregates the mail path keeps current (``site_days`` per
-owner/site/UTC day, ``site_senders`` per owner/site/sender domain, and the alias counters
-and ``leaked_at``), never the ``mail_events`` table per page view. The one exception is
+owner/site/UTC day, ``site_senders`` per owner/site/sender domain, the alias counters and
+the leak evidence of ``site_leaks``), never the ``mail_events`` table per page view. The one exception is
 the per-site "sample subjects": at most ``SAMPLE_SUBJECTS`` rows of one site's aliases,
 read through the (alias_id, at) index.
 
@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
+from aliasd.core import leaks
 from aliasd.core.blocking import blocked_domains, is_domain_blocked
-from aliasd.models import Alias, AliasState, MailEvent, SiteDay, SiteSender, User
+from aliasd.models import Alias, AliasState, SiteDay, SiteSender, User
 
 SAMPLE_SUBJECTS = 10
 MAX_SENDERS = 200
@@ -40,8 +41,10 @@ class SiteRow:
     sender_domains: int  # distinct sender domains seen in the period
     spam_sender_domains: int
     blocked_sender_domains: int  # of the spam sender domains, how many are blocked
-    leaked: bool  # mail from senders unrelated to the site
-    leaked_at: dt.datetime | None  # when the first unrelated sender was seen
+    leaked: bool  # the evidence says leaked (not merely shared with a partner)
+    leaked_at: dt.datetime | None  # first unrelated mail still counted as evidence
+    status: str = leaks.CLEAN  # clean | shared | leaked
+    reason: str = ""  # why, in one line
     alias_states: list[str] = field(default_factory=list)
 
     @property
@@ -109,6 +112,7 @@ def ranking(
     period: str = "30d",
     limit: int = 100,
     today: dt.date | None = None,
+    leak_senders: int = 4,
 ) -> Report:
     """Sites ranked by spam in the period. ``owner_id`` None means every user's sites
     (admins); otherwise only that user's."""
@@ -180,10 +184,9 @@ def ranking(
             if is_domain_blocked(domain, blocked):
                 blocked_counts[(o, site)] = blocked_counts.get((o, site), 0) + 1
 
-    # Alias state and leak date per site (aliases of the listed sites only).
-    alias_query = select(
-        Alias.owner_id, Alias.site, Alias.address, Alias.state, Alias.leaked_at
-    ).where(
+    statuses = leaks.statuses(session, keys, leak_senders)
+    # Alias states per site (aliases of the listed sites only).
+    alias_query = select(Alias.owner_id, Alias.site, Alias.address, Alias.state).where(
         # Exact (owner, site) pairs: the same site name under many users must not
         # multiply the rows read.
         or_(
@@ -191,15 +194,15 @@ def ranking(
             and_(Alias.site.is_(None), tuple_(Alias.owner_id, Alias.address).in_(keys)),
         ),
     )
-    aliases: dict[tuple[int, str], list[tuple[str, dt.datetime | None]]] = {}
+    aliases: dict[tuple[int, str], list[str]] = {}
     for r in session.execute(alias_query):
-        aliases.setdefault((r.owner_id, r.site or r.address), []).append((r.state, r.leaked_at))
+        aliases.setdefault((r.owner_id, r.site or r.address), []).append(r.state)
 
     out: list[SiteRow] = []
     for r, key in zip(rows, keys, strict=True):
         n_senders, n_spam_senders = sender_counts.get(key, (0, 0))
         site_aliases = aliases.get(key, [])
-        leak_dates = [at for _s, at in site_aliases if at is not None]
+        status = statuses.get(key) or leaks.LeakStatus(leaks.CLEAN, "", None, 0)
         spam, total = int(r.spam or 0), int(r.total or 0)
         out.append(
             SiteRow(
@@ -215,9 +218,11 @@ def ranking(
                 sender_domains=n_senders,
                 spam_sender_domains=n_spam_senders,
                 blocked_sender_domains=blocked_counts.get(key, 0),
-                leaked=bool(r.unrelated) or bool(leak_dates),
-                leaked_at=min(leak_dates) if leak_dates else None,
-                alias_states=sorted({s for s, _ in site_aliases}),
+                leaked=status.leaked,
+                leaked_at=status.since,
+                status=status.status,
+                reason=status.reason,
+                alias_states=sorted(set(site_aliases)),
             )
         )
     return Report(out, period, since, total_spam, total_mail, site_count)
@@ -276,7 +281,7 @@ def _groups_all_time(session: Session, owner_id: int | None) -> list[_Group]:
             key,
             func.sum(Alias.spam_count),
             func.sum(Alias.forwarded_count + Alias.rejected_count),
-            func.count(Alias.leaked_at),
+            func.count(Alias.id),
         )
         .group_by(Alias.owner_id, key)
         .having(func.sum(Alias.forwarded_count + Alias.rejected_count) > 0)
@@ -305,188 +310,3 @@ def _as_date(value: Any) -> dt.date | None:
     if value is None or isinstance(value, dt.date):
         return value
     return dt.date.fromisoformat(str(value)[:10])  # SQLite returns MIN(day) as text
-
-
-# --- one site ----------------------------------------------------------------------------
-@dataclass
-class SenderRow:
-    domain: str
-    total: int
-    spam: int
-    first_at: dt.datetime
-    last_at: dt.datetime
-    last_spam_at: dt.datetime | None
-    blocked: bool
-    rule_id: int | None
-
-
-@dataclass
-class SiteDetail:
-    owner_id: int
-    site: str
-    days: list[tuple[dt.date, int, int]]  # (day, spam, total), every day of the window
-    senders: list[SenderRow]
-    subjects: list[tuple[dt.datetime, str, str | None]]  # (at, subject, sender domain)
-    aliases: list[Alias]
-    spam: int
-    total: int
-
-
-def site_detail(
-    session: Session,
-    owner_id: int,
-    site: str,
-    *,
-    period: str = "30d",
-    today: dt.date | None = None,
-) -> SiteDetail | None:
-    """Spam per day (gaps filled with zero), senders and sample subjects of one site of
-    one owner; None when the site has no mail and no alias."""
-    today = today or dt.datetime.now(dt.UTC).date()
-    since = period_start(period, today)
-    day_rows = session.execute(
-        _site_filter(
-            select(SiteDay.day, SiteDay.spam, SiteDay.total).where(SiteDay.site == site),
-            owner_id,
-            since,
-        ).order_by(SiteDay.day)
-    ).all()
-    aliases = list(
-        session.scalars(
-            select(Alias)
-            .where(
-                Alias.owner_id == owner_id,
-                or_(Alias.site == site, and_(Alias.site.is_(None), Alias.address == site)),
-            )
-            .order_by(Alias.address)
-        )
-    )
-    if not day_rows and not aliases:
-        return None
-    by_day = {_as_date(d): (int(s), int(t)) for d, s, t in day_rows}
-    start = since or (min(by_day) if by_day else today)
-    end = max([today, *by_day])
-    days = []
-    current = start
-    while current <= end:
-        spam, total = by_day.get(current, (0, 0))
-        days.append((current, spam, total))
-        current += dt.timedelta(days=1)
-
-    blocked = blocked_domains(session)
-    senders = []
-    sender_query = select(SiteSender).where(
-        SiteSender.owner_id == owner_id, SiteSender.site == site
-    )
-    if since is not None:
-        sender_query = sender_query.where(
-            SiteSender.last_at >= dt.datetime.combine(since, dt.time(), dt.UTC)
-        )
-    for row in session.scalars(
-        sender_query.order_by(SiteSender.spam.desc(), SiteSender.total.desc()).limit(MAX_SENDERS)
-    ):
-        rule = _blocking_rule(row.sender_domain, blocked)
-        senders.append(
-            SenderRow(
-                domain=row.sender_domain,
-                total=row.total,
-                spam=row.spam,
-                first_at=row.first_at,
-                last_at=row.last_at,
-                last_spam_at=row.last_spam_at,
-                blocked=rule is not None,
-                rule_id=rule.id if rule is not None else None,
-            )
-        )
-
-    subjects: list[tuple[dt.datetime, str, str | None]] = []
-    alias_ids = [a.id for a in aliases][:50]
-    if alias_ids:
-        # Bounded: the newest few spam events of these aliases, via (alias_id, at).
-        rows = session.execute(
-            select(MailEvent.at, MailEvent.subject, MailEvent.from_domain, MailEvent.sender_domain)
-            .where(MailEvent.alias_id.in_(alias_ids), MailEvent.is_spam.is_(True))
-            .order_by(MailEvent.at.desc())
-            .limit(SAMPLE_SUBJECTS)
-        ).all()
-        subjects = [(r.at, r.subject or "(no subject)", r.from_domain or r.sender_domain)
-                    for r in rows]
-    return SiteDetail(
-        owner_id=owner_id,
-        site=site,
-        days=days,
-        senders=senders,
-        subjects=subjects,
-        aliases=aliases,
-        spam=sum(s for _d, s, _t in days),
-        total=sum(t for _d, _s, t in days),
-    )
-
-
-def _blocking_rule(domain: str, blocked: dict) -> Any:
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        rule = blocked.get(".".join(labels[i:]))
-        if rule is not None:
-            return rule
-    return None
-
-
-# --- chart ----------------------------------------------------------------------------------
-def spam_chart_svg(
-    days: list[tuple[dt.date, int, int]], *, width: int = 720, height: int = 200, title: str = ""
-) -> str:
-    """A bar chart of spam (and total mail, lighter) per day as standalone SVG markup:
-    rendered on the server, readable without JavaScript, with a <title> and <desc> for
-    screen readers and a <title> per bar as its tooltip. Colours are presentation
-    attributes, so a strict Content-Security-Policy (no inline styles) does not hide them."""
-    from markupsafe import escape
-
-    pad_left, pad_bottom, pad_top = 40, 24, 10
-    plot_w, plot_h = width - pad_left - 10, height - pad_bottom - pad_top
-    peak = max([t for _d, _s, t in days] + [s for _d, s, _t in days] + [1])
-    n = max(len(days), 1)
-    bar_w = plot_w / n
-    total_spam = sum(s for _d, s, _t in days)
-    desc = (
-        f"{total_spam} spam messages over {len(days)} days"
-        + (f", from {days[0][0].isoformat()} to {days[-1][0].isoformat()}" if days else "")
-        + f"; busiest day {peak} messages."
-    )
-    parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="spam-chart" role="img" '
-        f'width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'aria-labelledby="chart-title chart-desc">',
-        f'<title id="chart-title">{escape(title or "Spam per day")}</title>',
-        f'<desc id="chart-desc">{escape(desc)}</desc>',
-        f'<line x1="{pad_left}" y1="{pad_top + plot_h}" x2="{width - 10}" '
-        f'y2="{pad_top + plot_h}" stroke="#555" stroke-width="1"/>',
-        f'<text x="{pad_left - 6}" y="{pad_top + 8}" text-anchor="end" font-size="11" '
-        f'fill="#333">{peak}</text>',
-        f'<text x="{pad_left - 6}" y="{pad_top + plot_h}" text-anchor="end" font-size="11" '
-        f'fill="#333">0</text>',
-    ]
-    for i, (day, spam, total) in enumerate(days):
-        x = pad_left + i * bar_w
-        w = max(bar_w - 1, 1)
-        th = plot_h * total / peak
-        sh = plot_h * spam / peak
-        label = f"{day.isoformat()}: {spam} spam of {total} messages"
-        parts.append(f'<g class="day" data-day="{day.isoformat()}" data-spam="{spam}">'
-                     f"<title>{escape(label)}</title>")
-        if total:
-            parts.append(f'<rect x="{x:.1f}" y="{pad_top + plot_h - th:.1f}" width="{w:.1f}" '
-                         f'height="{th:.1f}" fill="#c9d6e8"/>')
-        if spam:
-            parts.append(f'<rect class="spam" x="{x:.1f}" y="{pad_top + plot_h - sh:.1f}" '
-                         f'width="{w:.1f}" height="{sh:.1f}" fill="#b3261e"/>')
-        parts.append("</g>")
-    # A few date labels along the axis.
-    if days:
-        step = max(1, len(days) // 6)
-        for i in range(0, len(days), step):
-            x = pad_left + i * bar_w
-            parts.append(f'<text x="{x:.1f}" y="{height - 6}" font-size="11" fill="#333">'
-                         f"{days[i][0].strftime('%m-%d')}</text>")
-    parts.append("</svg>")
-    return "".join(parts)

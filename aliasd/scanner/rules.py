@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import re2
 
-from aliasd.core.addresses import domain_of, sender_related_to_site
+from aliasd.core import attribution
+from aliasd.core.addresses import domain_of
 from aliasd.scanner.message import ParsedMessage
 from aliasd.scanner.result import ScanRequest, Symbol
 
@@ -190,10 +191,10 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
     if req.envelope_from and pm.from_addr and req.envelope_from.strip("<>").lower() != pm.from_addr:
         yield sym("FROM_NEQ_ENVFROM", pm.from_addr, req.envelope_from.strip("<>").lower())
 
-    if req.alias_site:
-        related = [d for d in (env_domain, from_domain) if d]
-        if related and not any(sender_related_to_site(d, req.alias_site) for d in related):
-            yield sym("ALIAS_SITE_MISMATCH", related[-1], req.alias_site)
+    if req.alias_site and not attribution.related_statically(
+        from_domain, env_domain, req.alias_site, attribution.affiliations()
+    ):
+        yield sym("ALIAS_SITE_MISMATCH", from_domain or env_domain, req.alias_site)
 
     if ctx.blocked_domains:
         for d in {env_domain, from_domain} - {None}:

@@ -8,6 +8,7 @@ from wtforms import RadioField, SelectField, StringField, SubmitField, TextAreaF
 from wtforms.validators import Length, Optional
 
 from aliasd.core import aliases as core
+from aliasd.core import leaks
 from aliasd.models import AliasState
 from aliasd.web import service
 from aliasd.web.context import db_session
@@ -135,6 +136,7 @@ def detail(alias_id: int):
     return render_template(
         "aliases/detail.html", alias=alias, form=ActionForm(), edit=edit,
         events=service.recent_events(s, alias), senders=service.sender_domains(s, alias),
+        known=leaks.list_known_senders(s, alias.owner_id, alias.site) if alias.site else None,
     ), status
 
 

@@ -190,3 +190,4 @@ def simplelogin_random_new():
     payload = alias_json(alias)
     payload["alias"] = alias.address
     return jsonify(payload), 201
+from aliasd.web.api import sites  # noqa: E402,F401  (routes on this blueprint)

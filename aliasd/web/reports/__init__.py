@@ -1,5 +1,6 @@
 """Spam-source report: sites ranked by spam, per-site page with a server-rendered SVG
-chart, sender domains and sample subjects, block / burn actions, CSV and JSON export.
+chart, leak status with its evidence, known senders, sender domains and sample subjects,
+block / burn actions, CSV and JSON export.
 Users see their own sites; admins everyone's (or one user's with ``?user=NAME``)."""
 
 from __future__ import annotations
@@ -12,12 +13,13 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from markupsafe import Markup
 from sqlalchemy import select
 
-from aliasd.core import blocking, reports
+from aliasd.core import blocking, protected_senders, reports, site_report
 from aliasd.core.aliases import AliasdError
 from aliasd.models import Domain, User
 from aliasd.web.blocklist import flash_publish_outcome
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item
+from aliasd.web.reports.chart import spam_chart_svg
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 nav_item(bp, "Spam report", "reports.index")
@@ -25,7 +27,7 @@ nav_item(bp, "Spam report", "reports.index")
 EXPORT_FIELDS = [
     "site", "owner", "spam", "share", "total", "spam_ratio", "first_spam", "last_spam",
     "sender_domains", "spam_sender_domains", "blocked_sender_domains", "leaked", "leaked_at",
-    "blocked", "burned",
+    "status", "reason", "blocked", "burned",
 ]  # fmt: skip
 
 
@@ -51,7 +53,8 @@ def _scope() -> tuple[int | None, str | None]:
 def _report() -> reports.Report:
     owner_id, _ = _scope()
     limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 1000)
-    return reports.ranking(db_session(), owner_id=owner_id, period=_period(), limit=limit)
+    return reports.ranking(db_session(), owner_id=owner_id, period=_period(), limit=limit,
+                           leak_senders=settings().attribution_leak_senders)
 
 
 @bp.get("/")
@@ -93,11 +96,15 @@ def export(fmt: str):
     abort(404)
 
 
-def _detail_or_404(owner_id: int, site: str) -> reports.SiteDetail:
+def _detail_or_404(owner_id: int, site: str) -> site_report.SiteDetail:
     user = current_user()
     if owner_id != user.id and not user.is_admin:
         abort(404)  # not "403": do not confirm that someone else has this site
-    detail = reports.site_detail(db_session(), owner_id, site, period=_period())
+    detail = site_report.site_detail(
+        db_session(), owner_id, site, period=_period(),
+        leak_senders=settings().attribution_leak_senders,
+        affiliations_file=settings().attribution_affiliations_file,
+    )  # fmt: skip
     if detail is None:
         abort(404)
     return detail
@@ -108,7 +115,7 @@ def _detail_or_404(owner_id: int, site: str) -> reports.SiteDetail:
 def site(owner_id: int, site: str):
     detail = _detail_or_404(owner_id, site)
     owner = db_session().get(User, owner_id)
-    chart = Markup(reports.spam_chart_svg(detail.days, title=f"Spam per day for {site}"))
+    chart = Markup(spam_chart_svg(detail.days, title=f"Spam per day for {site}"))
     return render_template(
         "reports/site.html", d=detail, chart=chart, owner=owner, period=_period(),
         periods=list(reports.PERIODS),
@@ -132,13 +139,19 @@ def block(owner_id: int, site: str):
     domain = request.form.get("domain", "").strip().lower()
     # Only domains that actually sent to this site: the form cannot be used to block
     # arbitrary (e.g. big mail provider) domains by editing the request.
-    if domain not in {s.domain for s in detail.senders}:
+    if domain not in {s.domain for s in detail.senders} | set(detail.suggestions):
         flash("That domain did not send mail to this site.", "error")
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     s = db_session()
     if not current_user().is_admin and _served_or_mailbox_domain(domain):
         flash(f"{domain} is a domain this server serves or keeps mailboxes at; a block "
               "would refuse its mail for every user, so ask an administrator.", "error")
+        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+    protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
+    if protected_senders.is_protected(domain, protected):
+        flash(f"{domain} belongs to one of the owner's sites or to their mailbox: blocking it would "
+              "refuse their own mail. Remove it from the site's senders first if it is not "
+              "theirs.", "error")  # fmt: skip
         return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     try:
         rule = blocking.block_domain(s, settings(), domain, source="manual",
@@ -152,3 +165,4 @@ def block(owner_id: int, site: str):
     flash(f"Blocked {domain} (rule {rule.id}).", "success")
     flash_publish_outcome()
     return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+from aliasd.web.reports import senders  # noqa: E402,F401  (routes on this blueprint)
