@@ -299,13 +299,23 @@ def test_hostile_profile_input_gets_a_form_error_and_changes_nothing(app, alice,
     assert (user.display_name, user.mailbox) == (None, "alice@mailbox.example")
 
 
-def test_directory_users_mailbox_is_shown_not_edited(app, database):
+def test_directory_users_mailbox_and_role_are_shown_not_edited(app, root, database):
     with database.session() as s:
-        user = core.create_user(s, "lena", "lena@corp.example", auth_source="ldap")
-        user.password_hash = None
-    from aliasd.core import accounts
-    with database.session() as s, pytest.raises(accounts.AccountError, match="directory"):
-        accounts.change_mailbox(s, core.get_user(s, "lena"), "other@corp.example")
+        lena_id = core.create_user(s, "lena", "lena@corp.example", auth_source="ldap").id
+    client = signed_in(app, "root")
+    path = f"/admin/users/{lena_id}"
+    page = client.get(path).get_data(as_text=True)
+    assert 'name="profile-mailbox"' not in page and "Kept in the directory" in page
+    assert re.search(r'<input[^>]*disabled[^>]*name="role-is_admin"|'
+                     r'<input[^>]*name="role-is_admin"[^>]*disabled', page)
+    # A forged mailbox is ignored (the directory owns it); the display name is saved.
+    assert post(client, path, **{"profile-display_name": "Lena", "profile-mailbox": "x@evil.example",
+                                 "profile-save": "Save profile"}).status_code == 302
+    lena = user_row(database, "lena")
+    assert (lena.display_name, lena.mailbox) == ("Lena", "lena@corp.example")
+    response = post(client, path, **{"role-is_admin": "y", "role-save_role": "Save role"})
+    assert response.status_code == 422 and "directory" in errors_of(response)
+    assert not user_row(database, "lena").is_admin
 
 
 def test_profile_form_needs_sign_in_and_csrf(app, alice, database):
