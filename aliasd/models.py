@@ -83,6 +83,8 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     username: Mapped[str] = mapped_column(String(255), unique=True)
     mailbox: Mapped[str] = mapped_column(LowerString(320))
+    # How the web app greets the user; empty: the user name.
+    display_name: Mapped[str | None] = mapped_column(String(100))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     password_hash: Mapped[str | None] = mapped_column(String(255))
     auth_source: Mapped[str] = mapped_column(String(16), default="local")  # local | ldap

@@ -118,6 +118,25 @@ def test_users_and_domains(aliasd_cli):
     assert aliasd_cli("domain", "list").stdout == "xn--bcher-kva.example\tbob\tcreate\t\n"
 
 
+def test_user_set_follows_the_same_rules_as_the_admin_pages(aliasd_cli):
+    aliasd_cli("user", "add", "root", "--mailbox", "root@real.example", "--admin")
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
+    aliasd_cli("domain", "add", "bob.example", "--owner", "bob")
+    aliasd_cli("alias", "add", "shop.com@bob.example", "--owner", "bob")
+    out = aliasd_cli("user", "set", "bob", "--mailbox", "Bob@New.Example", "--display-name",
+                     "Bob Builder", "--admin").stdout
+    assert out == "1 alias(es) now forward to bob@new.example\nuser bob updated\n"
+    assert "bob\tbob@new.example\tlocal admin\n" in aliasd_cli("user", "list").stdout
+    aliasd_cli("user", "set", "root", "--no-admin")  # bob is an admin now
+    _fails(aliasd_cli("user", "set", "bob", "--no-admin", check=False),
+           "Error: bob is the last admin")
+    _fails(aliasd_cli("user", "set", "bob", "--mailbox", "shop.com@bob.example", check=False),
+           "is an alias, not a real mailbox")
+    _fails(aliasd_cli("domain", "set", "bob.example", "--max-per-hour", "2000000", check=False),
+           "the catch-all cap must be 0 to 1000000")
+    _fails(aliasd_cli("user", "set", "bob", check=False), "nothing to change", code=2)
+
+
 @pytest.mark.parametrize("engine_name", ["postgresql"])
 def test_alias_commands(aliasd_cli):
     aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")

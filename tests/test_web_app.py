@@ -300,7 +300,11 @@ def test_disable_enable_burn_delete_forget(app, alice, database):
     act(action="disable", ids=[ids[2], ids[3]])
     assert alias_row(database, "s2.com@alice.example").state == "disabled"
     assert alias_row(database, "s3.com@alice.example").state == "disabled"
-    act(action="delete", ids=[ids[2]])
+    # delete asks first too, and says the tombstone keeps the address
+    response = act(action="delete", ids=[ids[2]])
+    assert response.status_code == 200 and "tombstone" in response.get_data(as_text=True)
+    assert alias_row(database, "s2.com@alice.example").state == "disabled"
+    act(action="delete", ids=[ids[2]], confirm="yes")
     assert alias_row(database, "s2.com@alice.example").state == "deleted"
     assert 'data-address="s2.com@alice.example"' not in client.get("/").get_data(as_text=True)
     assert 'data-address="s2.com@alice.example"' in client.get(
@@ -313,6 +317,12 @@ def test_disable_enable_burn_delete_forget(app, alice, database):
     act(action="forget", ids=[ids[2]], confirm="yes")
     assert alias_row(database, "s2.com@alice.example") is None
     assert create(client, site="s2.com").status_code == 302
+    # a burned alias is not forgotten (that would bring the address back)
+    detail = client.get(f"/aliases/{ids[1]}").get_data(as_text=True)
+    assert f"forget:{ids[1]}" not in detail
+    act(action="forget", ids=[ids[1]], confirm="yes")
+    assert alias_row(database, "s1.com@alice.example").state == "burned"
+    assert "stays retired" in client.get("/").get_data(as_text=True)
     # an impossible transition is reported, not a crash
     response = act(one=f"enable:{ids[1]}")
     assert response.status_code == 302

@@ -50,3 +50,30 @@ def test_a_view_without_declaration_is_refused_at_request_time():
     response = app.test_client().get("/forgot")
     assert response.status_code == 403
     assert b"secret" not in response.data
+
+
+# Endpoints whose permission is part of their specification: a change here is a change
+# of who may do what, never a side effect.
+DECLARED = {
+    "admin.domains": "admin",
+    "admin.domain": "admin",
+    "admin.users": "admin",
+    "admin.user": "admin",
+    "admin.sign_out_user": "admin",
+    "settings.account": "login",
+    "settings.save_profile": "login",
+    "settings.sign_out_everywhere": "login",
+    "settings.tokens": "login",
+}
+
+
+def test_admin_and_settings_endpoints_declare_the_expected_permission():
+    app = _app()
+    declared = {rule.endpoint: permission_of(app.view_functions[rule.endpoint])
+                for rule in app.url_map.iter_rules()}
+    assert {name: declared.get(name) for name in DECLARED} == DECLARED
+    # Every page under /admin/ is for admins only, including any added later.
+    admin_rules = [r for r in app.url_map.iter_rules() if r.rule.startswith("/admin/")]
+    assert admin_rules
+    for rule in admin_rules:
+        assert declared[rule.endpoint] == "admin", rule.rule

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import click
-from sqlalchemy import select
 
 from aliasd.cli.common import fail_on_domain_errors, state
 from aliasd.core import aliases as core
-from aliasd.models import CatchAllPolicy, Domain
+from aliasd.models import CatchAllPolicy
 
 POLICIES = click.Choice([p.value for p in CatchAllPolicy])
 
@@ -49,7 +48,7 @@ def set_(domain: str, catch_all: str | None, catch_all_regex: str | None,
     if catch_all is not None:
         fields["catch_all"] = catch_all
     if catch_all_regex is not None:
-        fields["catch_all_regex"] = catch_all_regex or None
+        fields["catch_all_regex"] = catch_all_regex  # core: empty removes the gate
     if max_per_hour is not None:
         fields["catch_all_max_per_hour"] = None if max_per_hour < 0 else max_per_hour
     if not fields:
@@ -64,7 +63,7 @@ def set_(domain: str, catch_all: str | None, catch_all_regex: str | None,
 def list_domains() -> None:
     """List managed domains."""
     with state().database().session() as session:
-        for dom in session.scalars(select(Domain).order_by(Domain.name)):
+        for dom in core.list_domains(session):
             cap = dom.catch_all_max_per_hour
             extra = []
             if dom.catch_all_regex:

@@ -1,4 +1,4 @@
-"""aliasd user add | list | passwd | sign-out"""
+"""aliasd user add | list | set | passwd | sign-out"""
 
 from __future__ import annotations
 
@@ -23,32 +23,49 @@ def user_group() -> None:
 @fail_on_domain_errors
 def add(username: str, mailbox: str, admin: bool, password_stdin: bool) -> None:
     """Add a user."""
-    password_hash = None
-    if password_stdin:
-        from aliasd.core.accounts import check_new_password
-        from aliasd.core.passwords import hash_password
+    from aliasd.core.accounts import create_local_user
 
-        password = sys.stdin.readline().rstrip("\r\n")
-        check_new_password(password)
-        password_hash = hash_password(password)
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
     with state().database().session() as session:
-        user = core.create_user(
-            session, username, mailbox, is_admin=admin, password_hash=password_hash
-        )
+        user = create_local_user(session, username, mailbox, password, is_admin=admin)
         click.echo(f"user {user.username} <{user.mailbox}>{' (admin)' if admin else ''} added")
 
 
 @user_group.command("list")
 def list_users() -> None:
     """List users."""
-    from sqlalchemy import select
-
-    from aliasd.models import User
+    from aliasd.core.accounts import list_users as all_users
 
     with state().database().session() as session:
-        for user in session.scalars(select(User).order_by(User.username)):
+        for user in all_users(session):
             flag = " admin" if user.is_admin else ""
             click.echo(f"{user.username}\t{user.mailbox}\t{user.auth_source}{flag}")
+
+
+@user_group.command("set")
+@click.argument("username")
+@click.option("--mailbox", help="New real mailbox; aliases forwarding to the old one follow.")
+@click.option("--display-name", help="Name shown in the web app (empty: the user name).")
+@click.option("--admin/--no-admin", default=None, help="Grant or take away the admin role.")
+@fail_on_domain_errors
+def set_(username: str, mailbox: str | None, display_name: str | None,
+         admin: bool | None) -> None:
+    """Change a user's mailbox, display name or admin role (the same rules as the web
+    app's admin pages)."""
+    from aliasd.core import accounts
+
+    if mailbox is None and display_name is None and admin is None:
+        raise click.UsageError("nothing to change: give --mailbox, --display-name or --admin")
+    with state().database().session() as session:
+        user = core.get_user(session, username)
+        if display_name is not None:
+            accounts.set_display_name(user, display_name)
+        if admin is not None:
+            accounts.set_admin(session, user, admin)
+        if mailbox is not None:
+            moved = accounts.change_mailbox(session, user, mailbox)
+            click.echo(f"{moved} alias(es) now forward to {user.mailbox}")
+        click.echo(f"user {user.username} updated")
 
 
 @user_group.command("passwd")

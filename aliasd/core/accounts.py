@@ -1,4 +1,5 @@
-"""Local passwords and web-session revocation. No Flask here.
+"""Accounts: local passwords, web-session revocation, profile (display name, mailbox)
+and the admin role. No Flask here.
 
 Web sessions are signed cookies: the server keeps no list of them. Each carries the
 user's ``session_epoch`` from when it was made; bumping the epoch ends every session
@@ -6,13 +7,15 @@ made before, including copies of the cookie elsewhere."""
 
 from __future__ import annotations
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
-from aliasd.core.aliases import AliasdError
+from aliasd.core.addresses import AddressError, normalize_address
+from aliasd.core.aliases import AliasdError, create_user, record_change
 from aliasd.core.auth import MAX_PASSWORD, is_rate_limited, record_failure
 from aliasd.core.passwords import hash_password, verify_password
-from aliasd.models import User
+from aliasd.models import Alias, User
 
 MIN_PASSWORD = 8
 
@@ -61,3 +64,84 @@ def change_password(session: Session, settings: Settings, user: User, current: s
 def end_sessions(user: User) -> None:
     """Every web session made so far stops working at its next request."""
     user.session_epoch = (user.session_epoch or 0) + 1
+
+
+# --- profile and roles ------------------------------------------------------------------
+MAX_DISPLAY_NAME = 100
+
+
+def set_display_name(user: User, name: str | None) -> None:
+    """The name shown for the user; empty means the user name."""
+    name = " ".join((name or "").split())  # no newlines or runs of spaces
+    if len(name) > MAX_DISPLAY_NAME:
+        raise AccountError(f"the display name must be at most {MAX_DISPLAY_NAME} characters")
+    if any(ord(c) < 32 or ord(c) == 0x7F for c in name):
+        raise AccountError("the display name must not contain control characters")
+    user.display_name = name or None
+
+
+def change_mailbox(session: Session, user: User, mailbox: str) -> int:
+    """Point the user's mail at a new real mailbox. Aliases that forwarded to the old
+    mailbox forward to the new one (extra destinations stay). Returns how many aliases
+    moved. A directory (LDAP) user's mailbox comes from the directory at each sign-in."""
+    if user.auth_source != "local":
+        raise AccountError(
+            f"the mailbox of {user.username} comes from the directory (LDAP): change it there"
+        )
+    try:
+        new = normalize_address(mailbox)
+    except AddressError as exc:
+        raise AccountError(f"mailbox: {exc}") from exc
+    if session.scalar(select(Alias.id).where(Alias.address == new).limit(1)) is not None:
+        raise AccountError(f"{new} is an alias, not a real mailbox: mail to it would loop")
+    old = user.mailbox
+    if new == old:
+        return 0
+    moved = 0
+    owned = select(Alias).where(Alias.owner_id == user.id, Alias.destinations.contains(old))
+    for alias in session.scalars(owned):
+        dests = alias.destination_list
+        if old not in dests:  # a longer address that merely contains the old one
+            continue
+        replaced = list(dict.fromkeys(new if d == old else d for d in dests))
+        alias.destinations = ",".join(replaced)
+        moved += 1
+    user.mailbox = new
+    record_change(session, None)  # lookupd re-reads mailboxes, catch-all owners, aliases
+    session.flush()
+    return moved
+
+
+def set_admin(session: Session, user: User, is_admin: bool) -> None:
+    """Grant or take away the admin role. The last admin keeps it (someone must be able
+    to manage users), and a directory user's role is the directory's."""
+    if user.is_admin == is_admin:
+        return
+    if user.auth_source != "local":
+        raise AccountError(
+            f"{user.username}'s admin role comes from the directory (LDAP) group: change it there"
+        )
+    if not is_admin:
+        admins = session.scalar(
+            select(func.count()).select_from(User).where(User.is_admin.is_(True))
+        )
+        if admins <= 1:
+            raise AccountError(f"{user.username} is the last admin; make another admin first")
+    user.is_admin = is_admin
+    session.flush()
+
+
+def create_local_user(session: Session, username: str, mailbox: str, password: str | None,
+                      *, is_admin: bool = False) -> User:
+    """A user who signs in with a password kept here (None: no password yet; set one
+    later with ``aliasd user passwd``)."""
+    password_hash = None
+    if password is not None:
+        check_new_password(password)
+        password_hash = hash_password(password)
+    return create_user(session, username, mailbox, is_admin=is_admin,
+                       password_hash=password_hash)
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))

@@ -110,13 +110,8 @@ def create_domain(
     except AddressError as exc:
         raise AliasdError(str(exc)) from exc
     policy = _policy(catch_all)
-    if catch_all_regex:
-        try:
-            re.compile(catch_all_regex)
-        except re.error as exc:
-            raise AliasdError(f"catch-all regex {catch_all_regex!r} is invalid: {exc}") from exc
-    if catch_all_max_per_hour is not None and catch_all_max_per_hour < 0:
-        raise AliasdError("the catch-all cap must be zero or more aliases per hour")
+    _check_regex(catch_all_regex)
+    _check_cap(catch_all_max_per_hour)
     if session.scalar(select(Domain).where(Domain.name == name)):
         raise AlreadyExists(f"domain {name} is already managed")
     domain = Domain(
@@ -132,6 +127,10 @@ def create_domain(
     return domain
 
 
+def list_domains(session: Session) -> list[Domain]:
+    return list(session.scalars(select(Domain).order_by(Domain.name)))
+
+
 def get_domain(session: Session, name: str) -> Domain:
     try:
         name = normalize_domain(name)
@@ -143,18 +142,46 @@ def get_domain(session: Session, name: str) -> Domain:
     return domain
 
 
+DOMAIN_FIELDS = ("catch_all", "catch_all_regex", "catch_all_max_per_hour")
+MAX_GATE_REGEX = 500  # the column's width
+
+
 def update_domain(session: Session, domain: Domain, **fields) -> Domain:
+    """Change the catch-all policy, regex gate (empty or None: no gate) and hourly cap
+    (None: no cap). Every value is checked before any is set."""
+    unknown = set(fields) - set(DOMAIN_FIELDS)
+    if unknown:
+        raise AliasdError(f"a domain has no setting {', '.join(sorted(unknown))}")
+    if "catch_all" in fields:
+        fields["catch_all"] = _policy(fields["catch_all"])
+    if "catch_all_regex" in fields:
+        fields["catch_all_regex"] = fields["catch_all_regex"] or None
+        _check_regex(fields["catch_all_regex"])
+    if "catch_all_max_per_hour" in fields:
+        _check_cap(fields["catch_all_max_per_hour"])
     for key, value in fields.items():
-        if key == "catch_all":
-            value = _policy(value)
-        if key == "catch_all_regex" and value:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise AliasdError(f"catch-all regex {value!r} is invalid: {exc}") from exc
         setattr(domain, key, value)
     record_change(session, None)
     return domain
+
+
+def _check_regex(regex: str | None) -> None:
+    """The catch-all gate: a Python regular expression the whole local part must match."""
+    if not regex:
+        return
+    if len(regex) > MAX_GATE_REGEX:
+        raise AliasdError(f"the catch-all regex is longer than {MAX_GATE_REGEX} characters")
+    if any(ord(c) < 32 for c in regex):
+        raise AliasdError("the catch-all regex must not contain control characters")
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        raise AliasdError(f"catch-all regex {regex!r} is invalid: {exc}") from exc
+
+
+def _check_cap(cap: int | None) -> None:
+    if cap is not None and not 0 <= cap <= 1_000_000:
+        raise AliasdError("the catch-all cap must be 0 to 1000000 new aliases per hour")
 
 
 def _policy(value: str) -> str:

@@ -141,6 +141,9 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
 
     app.register_blueprint(reports.bp)
     app.register_blueprint(blocklist.bp)
+    from aliasd.web import admin  # domains and users
+
+    app.register_blueprint(admin.bp)
     csrf.exempt(api.bp)  # token-authenticated only: no cookie, so no CSRF to forge
     from aliasd.web import metrics  # Prometheus: /metrics and per-request counters
 

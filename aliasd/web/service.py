@@ -27,7 +27,7 @@ ACTIONS = {
     "burn": AliasState.BURNED,
     "delete": AliasState.DELETED,
 }
-CONFIRM_ACTIONS = {"burn", "forget"}  # permanent: asked twice
+CONFIRM_ACTIONS = {"burn", "delete", "forget"}  # hard to undo: asked twice
 # Integer columns hold 32-bit values on PostgreSQL (64 on SQLite): an id or counter
 # outside this range cannot exist, and binding one fails in the database driver.
 MAX_INT = 2**31 - 1
@@ -311,6 +311,12 @@ def apply_action(session: Session, user: User, alias: Alias, action: str) -> Non
     if not can_access(user, alias):  # callers got alias from alias_for; belt and braces
         raise core.NotFound("no such alias")
     if action == "forget":
+        if alias.state == AliasState.BURNED:
+            # Forgetting would bring a burned address back; burning promises it never does.
+            raise core.InvalidTransition(
+                f"{alias.address} is burned and stays retired; it cannot be forgotten here "
+                "(an administrator can release it with 'aliasd alias forget')"
+            )
         core.forget(session, alias)
     elif action in ACTIONS:
         core.set_state(session, alias, ACTIONS[action])

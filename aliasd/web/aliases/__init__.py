@@ -30,7 +30,7 @@ class NewAliasForm(FlaskForm):
     domain = SelectField("Domain", choices=[], validate_choice=False)
     local = StringField("Address before the @", validators=[Optional(), Length(max=64)])
     note = TextAreaField("Note", validators=[Optional(), Length(max=2000)])
-    destinations = TextAreaField("Extra destinations", validators=[Optional(), Length(max=5000)])
+    destinations = TextAreaField("Forward to other addresses instead", validators=[Optional(), Length(max=5000)])
     preview = SubmitField("Propose address")
     create = SubmitField("Create alias")
 

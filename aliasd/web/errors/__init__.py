@@ -17,13 +17,32 @@ def wants_json() -> bool:
     return request.path == "/api" or request.path.startswith("/api/")
 
 
-def error_response(status: int, title: str, message: str):
+def _load_user_for_nav() -> None:
+    """Error pages show the same navigation as every page. A 404 never ran the permission
+    check, so the signed-in user is not loaded yet; a failure to load is no reason to
+    fail the error page as well."""
+    if "aliasd_user" in g:
+        return
+    from aliasd.web.context import load_session_user
+
+    try:
+        load_session_user()
+    except Exception as exc:  # database down, broken session: the page renders without
+        log.warning("error page without the signed-in user: %s", exc)
+        g.aliasd_user = None
+
+
+def error_response(status: int, title: str, message: str, *, with_user: bool = True):
     if wants_json():
         response = jsonify({"error": message, "status": status})
         response.status_code = status
         if status == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="aliasd"'
         return response
+    if with_user:
+        _load_user_for_nav()
+    else:
+        g.setdefault("aliasd_user", None)
     return render_template("errors/error.html", status=status, title=title,
                            message=message), status
 
@@ -64,6 +83,7 @@ def database_error(exc: Exception):
     return error_response(
         ServiceUnavailable.code, "Database unavailable",
         "The database cannot be reached right now. Nothing was changed; try again shortly.",
+        with_user="aliasd_user" in g,  # no second wait on a database that is down
     )
 
 

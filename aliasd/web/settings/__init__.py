@@ -1,5 +1,5 @@
-"""Settings: API tokens (create, shown once; revoke) and the account (password, sign out
-everywhere)."""
+"""Settings: API tokens (create, shown once; revoke) and the account (display name and
+mailbox, password, sign out everywhere)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from wtforms.validators import DataRequired, EqualTo, Length
 from aliasd.core import accounts, tokens
 from aliasd.core import aliases as core
 from aliasd.core.auth import MAX_PASSWORD
+from aliasd.web.admin import profile
+from aliasd.web.admin.forms import ProfileForm
 from aliasd.web.context import client_address, db_session, settings
 from aliasd.web.permissions import current_user, login_required
 
@@ -58,7 +60,8 @@ def tokens_page():
     response = make_response(render_template(
         "settings/tokens.html", form=form, created=created,
         tokens=tokens.list_tokens(s, user), revoke_form=RevokeForm(),
-        api_base=request.host_url.rstrip("/") + request.script_root + "/api",
+        # Bitwarden's "Server URL" is the base without /api (it adds the path itself).
+        server_url=request.host_url.rstrip("/") + request.script_root,
     ), status)
     if created:  # the only copy of a secret: not for the browser's disk cache or proxies
         response.headers["Cache-Control"] = "no-store"
@@ -98,9 +101,31 @@ class SignOutEverywhereForm(FlaskForm):
     submit = SubmitField("Sign out everywhere")
 
 
-def _account_page(form: PasswordForm, status: int = 200):
+def _account_page(form: PasswordForm, status: int = 200, profile_form=None):
+    if profile_form is None:
+        profile_form = ProfileForm(formdata=None, prefix="profile")
+        profile.fill(profile_form, current_user())
     return render_template("settings/account.html", form=form, user=current_user(),
-                           everywhere_form=SignOutEverywhereForm()), status
+                           everywhere_form=SignOutEverywhereForm(),
+                           profile_form=profile_form), status
+
+
+@bp.post("/account/profile")
+@login_required
+def save_profile():
+    """The user's own display name and mailbox (the same rules as the admin's user page)."""
+    user = current_user()
+    form = ProfileForm(prefix="profile")
+    if not form.validate_on_submit():
+        return _account_page(PasswordForm(formdata=None), 400, form)
+    s = db_session()
+    moved = profile.save(s, form, user)
+    if moved is None:
+        return _account_page(PasswordForm(formdata=None), 422, form)
+    s.commit()
+    flash(f"Profile saved{f'; {moved} alias(es) now forward to {user.mailbox}' if moved else ''}.",
+          "success")
+    return redirect(url_for("settings.account"))
 
 
 @bp.route("/account", endpoint="account", methods=["GET", "POST"])
