@@ -1,7 +1,7 @@
 """users.display_name: the name the web app shows for a user (empty: the user name)
 
 Revision ID: 0007_user_display_name
-Revises: 0003_session_epoch
+Revises: 0006_leak_evidence
 """
 import sqlalchemy as sa
 from alembic import op
