@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
-from aliasd.core.blocking import blocked_domains, is_domain_blocked
+from aliasd.core.block_decision import Sender, blocked_for, load_blocklist
 from aliasd.models import Alias, AliasState, MailEvent, SiteDay, SiteSender, User
 
 SAMPLE_SUBJECTS = 10
@@ -157,12 +157,16 @@ def ranking(
         sender_counts[(o, site)] = (int(n), int(n_spam or 0))
         if first is not None:
             spam_span[(o, site)] = [_as_utc(first), _as_utc(last or first)]
-    # Which of their spam sender domains are blocked: only candidate rows are read
-    # (the blocked domains and their subdomains), not every sender.
-    blocked = blocked_domains(session)
+    # Which of their spam sender domains are blocked (for everyone or by the owner):
+    # only candidate rows are read (the blocked domains and their subdomains), not every
+    # sender; the block decision then judges each.
+    blocklist = load_blocklist(session)
+    candidates = blocklist.domains_of()
+    for owner in {o for o, _site in keys}:
+        candidates |= blocklist.domains_of(owner)
     blocked_counts: dict[tuple[int, str], int] = {}
-    if blocked:
-        blocked_names = sorted(blocked)
+    if candidates:
+        blocked_names = sorted(candidates)
         cond = (
             or_(
                 SiteSender.sender_domain.in_(blocked_names),
@@ -177,7 +181,7 @@ def ranking(
         if period_cond is not None:
             blocked_query = blocked_query.where(period_cond)
         for o, site, domain in session.execute(blocked_query):
-            if is_domain_blocked(domain, blocked):
+            if blocked_for(blocklist, Sender.of_domain(domain), owner_id=o) is not None:
                 blocked_counts[(o, site)] = blocked_counts.get((o, site), 0) + 1
 
     # Alias state and leak date per site (aliases of the listed sites only).
@@ -317,7 +321,8 @@ class SenderRow:
     last_at: dt.datetime
     last_spam_at: dt.datetime | None
     blocked: bool
-    rule_id: int | None
+    rule_id: int | None  # the server-wide rule, or the owner's sender block
+    block_scope: str | None = None  # "server" or "user"
 
 
 @dataclass
@@ -373,7 +378,7 @@ def site_detail(
         days.append((current, spam, total))
         current += dt.timedelta(days=1)
 
-    blocked = blocked_domains(session)
+    blocklist = load_blocklist(session)
     senders = []
     sender_query = select(SiteSender).where(
         SiteSender.owner_id == owner_id, SiteSender.site == site
@@ -385,7 +390,7 @@ def site_detail(
     for row in session.scalars(
         sender_query.order_by(SiteSender.spam.desc(), SiteSender.total.desc()).limit(MAX_SENDERS)
     ):
-        rule = _blocking_rule(row.sender_domain, blocked)
+        block = blocked_for(blocklist, Sender.of_domain(row.sender_domain), owner_id=owner_id)
         senders.append(
             SenderRow(
                 domain=row.sender_domain,
@@ -394,8 +399,9 @@ def site_detail(
                 first_at=row.first_at,
                 last_at=row.last_at,
                 last_spam_at=row.last_spam_at,
-                blocked=rule is not None,
-                rule_id=rule.id if rule is not None else None,
+                blocked=block is not None,
+                rule_id=block.id if block is not None else None,
+                block_scope=block.scope if block is not None else None,
             )
         )
 
@@ -421,15 +427,6 @@ def site_detail(
         spam=sum(s for _d, s, _t in days),
         total=sum(t for _d, _s, t in days),
     )
-
-
-def _blocking_rule(domain: str, blocked: dict) -> Any:
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        rule = blocked.get(".".join(labels[i:]))
-        if rule is not None:
-            return rule
-    return None
 
 
 # --- chart ----------------------------------------------------------------------------------
