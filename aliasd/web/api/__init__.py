@@ -189,3 +189,6 @@ def simplelogin_random_new():
     payload = alias_json(alias)
     payload["alias"] = alias.address
     return jsonify(payload), 201
+
+
+from aliasd.web.api import blocks as _blocks  # noqa: E402,F401 - registers its routes
