@@ -190,3 +190,10 @@ def test_aliasd_scan_shows_blocklisted_after_an_import(aliasd_cli, tmp_path):
     clean = message.read_bytes().replace(b"massnews.gr", b"shop.example")
     message.write_bytes(clean)
     assert "BLOCKLISTED" not in aliasd_cli("scan", str(message), "--from", "a@shop.example").stdout
+
+
+def test_blocklist_add_refuses_an_exempt_domain_unless_forced(aliasd_cli):
+    refused = aliasd_cli("blocklist", "add", "--no-write", "gmail.com", check=False)
+    assert refused.returncode != 0 and "autoblock_exempt_domains" in refused.stderr
+    forced = aliasd_cli("blocklist", "add", "--no-write", "--force", "gmail.com")
+    assert "gmail" in forced.stdout
