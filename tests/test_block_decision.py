@@ -197,3 +197,22 @@ def test_blocklist_add_refuses_an_exempt_domain_unless_forced(aliasd_cli):
     assert refused.returncode != 0 and "autoblock_exempt_domains" in refused.stderr
     forced = aliasd_cli("blocklist", "add", "--no-write", "--force", "gmail.com")
     assert "gmail" in forced.stdout
+
+
+def test_the_cached_block_list_sees_every_change_and_rereads_only_then(database, settings, people):
+    from aliasd.core.block_decision import BlockListCache
+
+    cache = BlockListCache(database, ttl=0)
+    first = cache.get()
+    assert cache.get() is first  # nothing changed: the same copy, nothing re-read
+    spam = sender("x@spam.example")
+    with database.session() as s:
+        block = sender_blocks.add_block(s, people["alice"], "spam.example")
+    assert blocked_for(cache.get(), spam, owner_id=people["alice"]) is not None
+    with database.session() as s:
+        sender_blocks.remove_block(s, people["alice"], block.id)
+        r = blocking.block_domain(s, settings, "spam.example")
+    assert blocked_for(cache.get(), spam).scope == "server"
+    with database.session() as s:
+        blocking.set_enabled(s, r.id, False)
+    assert blocked_for(cache.get(), spam) is None

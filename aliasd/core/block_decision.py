@@ -40,7 +40,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from aliasd.core.addresses import AddressError, normalize_domain
@@ -287,10 +287,12 @@ def _header_domain_hit(lines: Iterable[str], rules: dict[str, _ServerRule]) -> t
 def _header_rule_hit(lines: tuple[str, ...], rules: list[_ServerRule]) -> _ServerRule | None:
     if not rules or not lines:
         return None
-    lowered = [line.lower() for line in lines]
+    # Literals hold no newline, so one search over the joined lines is the same test
+    # as one per line, and much cheaper over thousands of rules.
+    joined = "\n".join(lines).lower()
     for rule in rules:
         if rule.literal is not None:
-            if any(rule.literal in line for line in lowered):
+            if rule.literal in joined:
                 return rule
         elif rule.regex is not None:
             test = rule.regex.match if rule.anchored else rule.regex.search
@@ -354,6 +356,18 @@ def blocked_for(
 
 
 # --- a cached copy for the mail path ----------------------------------------------------
+def fingerprint(session: Session) -> tuple:
+    """A cheap summary that changes whenever a block is added, removed, enabled or
+    disabled (rules are never edited otherwise): re-reading thousands of rules only
+    when it changes keeps a 2 s refresh cheap."""
+    enabled_ids = func.sum(case((BlockRule.enabled.is_(True), BlockRule.id), else_=0))
+    rules = session.execute(select(func.count(), func.max(BlockRule.id), enabled_ids)).one()
+    personal = session.execute(
+        select(func.count(), func.max(SenderBlock.id), func.sum(SenderBlock.id))
+    ).one()
+    return tuple(rules) + tuple(personal)
+
+
 class BlockListCache:
     """The block list of one process, re-read at most every ``ttl`` seconds. When the
     database cannot be read, the last copy serves while younger than ``max_staleness``;
@@ -374,6 +388,7 @@ class BlockListCache:
         self.server_only = server_only
         self._blocklist: BlockList | None = None
         self._loaded_at = float("-inf")
+        self._fingerprint: tuple | None = None
         self._lock = threading.Lock()
 
     def get(self) -> BlockList:
@@ -386,14 +401,18 @@ class BlockListCache:
                 return self._blocklist
             try:
                 with self.database.session() as session:
-                    fresh = load_blocklist(session, server_only=self.server_only)
+                    mark = fingerprint(session)
+                    if self._blocklist is not None and mark == self._fingerprint:
+                        fresh = self._blocklist
+                    else:
+                        fresh = load_blocklist(session, server_only=self.server_only)
             except Exception:
                 if self._blocklist is not None and now - self._loaded_at < self.max_staleness:
                     log.warning("block list not re-read; using the copy from %.0f s ago",
                                 now - self._loaded_at)
                     return self._blocklist
                 raise
-            self._blocklist, self._loaded_at = fresh, now
+            self._blocklist, self._loaded_at, self._fingerprint = fresh, now, mark
             return fresh
 
     def invalidate(self) -> None:
