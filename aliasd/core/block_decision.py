@@ -341,9 +341,16 @@ def blocked_for(
     ``owner_id`` (either may be None: then only the blocks that need no such context).
     Server-wide rules come first (they refuse the message for everyone), then the
     alias's own blocks, then the user's."""
-    block = server_block(blocklist, sender)
-    if block is not None:
-        return block
+    return server_block(blocklist, sender) or personal_block(
+        blocklist, sender, owner_id=owner_id, alias_id=alias_id
+    )
+
+
+def personal_block(
+    blocklist: BlockList, sender: Sender, *, owner_id: int | None, alias_id: int | None
+) -> Block | None:
+    """The recipient's own part of :func:`blocked_for` (for callers that judged the
+    server-wide rules once for a message with many recipients)."""
     if alias_id is not None:
         hit = _personal_hit(blocklist.alias_blocks.get(alias_id), sender)
         if hit is not None:

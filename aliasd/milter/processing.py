@@ -23,7 +23,13 @@ from dataclasses import dataclass, field
 from aliasd.config import Settings
 from aliasd.core import events, sender_blocks
 from aliasd.core.addresses import AddressError, domain_of, normalize_address
-from aliasd.core.block_decision import Block, BlockListCache, Sender, blocked_for
+from aliasd.core.block_decision import (
+    Block,
+    BlockListCache,
+    Sender,
+    personal_block,
+    server_block,
+)
 from aliasd.db import Database
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
@@ -204,9 +210,11 @@ class MailPath:
             log.warning("block list unavailable: %s", exc)
             raise _Skip("block list unavailable") from exc
         sender = Sender.of_message(envelope.sender, envelope.headers)
+        server = server_block(blocklist, sender)  # the same for every recipient: judged once
         decided = {}
         for target in targets:
-            block = blocked_for(blocklist, sender, owner_id=target.owner_id, alias_id=target.id)
+            block = server or personal_block(blocklist, sender, owner_id=target.owner_id,
+                                             alias_id=target.id)
             if block is not None:
                 decided[target.id] = block
         return decided
