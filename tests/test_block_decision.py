@@ -216,3 +216,18 @@ def test_the_cached_block_list_sees_every_change_and_rereads_only_then(database,
     with database.session() as s:
         blocking.set_enabled(s, r.id, False)
     assert blocked_for(cache.get(), spam) is None
+
+
+@pytest.mark.parametrize("envelope,raw", [
+    ("", b""),
+    ("<>", b"\x00\xff\xfe garbage without headers"),
+    ("x@[192.0.2.1]", b"From: =?utf-8?q?broken\r\n\r\nbody"),
+    ("not an address", b"From: <<<@@>>>\r\nReply-To: \xff\xfe@\r\n continued\r\n\r\n"),
+    ("a@" + "b" * 300 + ".example", b"Subject: " + b"x" * 200_000 + b"\r\n\r\n"),
+])
+def test_junk_senders_are_judged_without_error(database, settings, envelope, raw):
+    with database.session() as s:
+        blocking.block_domain(s, settings, "massnews.gr")
+        rule(s, r"^Subject:.*never", settings=settings)
+        blocklist = load_blocklist(s)
+    assert blocked_for(blocklist, Sender.of_raw_message(envelope, raw), owner_id=1, alias_id=1) is None
