@@ -328,6 +328,25 @@ class BlockRule(Base):
     last_hit_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
 
+class SenderBlock(Base):
+    """A sender refused for one user's aliases (``alias_id`` None) or for one alias.
+    Enforced by the milter for that user's or alias's mail only; never written to
+    Postfix's tables, which would refuse the sender for everyone. ``sender`` is a
+    domain (its subdomains too) or one address."""
+
+    __tablename__ = "sender_blocks"
+    __table_args__ = (Index("ix_sender_blocks_owner", "owner_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    alias_id: Mapped[int | None] = mapped_column(ForeignKey("aliases.id", ondelete="CASCADE"))
+    sender: Mapped[str] = mapped_column(LowerString(320))
+    note: Mapped[str | None] = mapped_column(Text)
+    hits: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_hit_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+
 class BayesToken(Base):
     __tablename__ = "bayes_tokens"
 
@@ -370,6 +389,7 @@ __all__ = [
     "Domain",
     "LoginAttempt",
     "MailEvent",
+    "SenderBlock",
     "SiteDay",
     "SiteKnownSender",
     "SiteLeak",

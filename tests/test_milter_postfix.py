@@ -25,7 +25,7 @@ from aliasd.models import Alias, BlockRule, MailEvent, SiteDay
 from aliasd.postfix.config_lines import postfix_table
 from tests.conftest import open_clean_database, settings_env
 from tests.harness.net import free_port, wait_for_port
-from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
+from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
 from tests.harness.processes import start_logged, stop_process
 
 pytestmark = pytest.mark.postfix
@@ -133,6 +133,7 @@ def world(request, tmp_path_factory):
     postfix.start()
     w = World(db, settings, postfix, capture, milter, base, env)
     w.ports = ports
+    w.lookup_port = lookup_port
     w.unix_sock = unix_sock
     yield w
     procs = [milter, unix_milter, dead_milter, lookupd]
@@ -189,7 +190,7 @@ def test_blocklisted_spam_is_rejected_with_text_and_counted(world):
         header={"From": "deals@pills.example", "Subject": f"cheap {marker}"},
     )
     assert proc.returncode != 0
-    assert "550 5.7.1 Message rejected as spam (score" in proc.stdout, proc.stdout
+    assert "550 5.7.1 blocked" in proc.stdout, proc.stdout  # the rule's own reject text
     [event] = world.events(subject=f"cheap {marker}")
     assert event.action == "reject" and event.is_spam and not event.related_sender
     assert "BLOCKLISTED(15.00)[pills.example]" in event.symbols
@@ -281,6 +282,51 @@ def test_junk_and_oversized_messages_pass_and_the_milter_lives_on(world):
     assert world.milter.poll() is None
     [event] = world.events(envelope_sender="junk@junk.example")
     assert event.size > 200_000
+
+
+def test_bobs_block_of_gmail_refuses_bobs_mail_not_alices(world):
+    """A user's block applies to that user's aliases only: enforced by the milter, never
+    by Postfix's sender_access map or header_checks (which would refuse it for all)."""
+    from aliasd.core import sender_blocks
+    from aliasd.core.block_decision import USER_REJECT_TEXT
+
+    with world.db.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "bob.example", bob)
+        core.create_alias(s, "news@bob.example", bob, site="news.example")
+        sender_blocks.add_block(s, bob.id, "gmail.com")
+    time.sleep(3)  # the milter re-reads blocks every 2 s, lookupd its replica faster
+    status, _out, err = postmap_query(
+        "friend@gmail.com", postfix_table("socketmap", f"127.0.0.1:{world.lookup_port}", "sender_access"))
+    assert status == 1, err  # MAIL FROM is not refused for anyone
+    mail = {"sender": "friend@gmail.com", "body": "Lunch tomorrow?"}
+
+    marker = f"alice-{time.monotonic_ns()}"
+    proc = world.send(to=ALIAS, header={"From": "friend@gmail.com", "Subject": marker}, **mail)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _captured(world, marker).rcpt_tos == [MAILBOX]
+
+    marker = f"bob-{time.monotonic_ns()}"
+    proc = world.send(to="news@bob.example", header={"From": "friend@gmail.com", "Subject": marker},
+                      **mail)
+    assert proc.returncode != 0
+    assert f"550 5.7.1 {USER_REJECT_TEXT}" in proc.stdout, proc.stdout
+    [event] = world.events(subject=marker)
+    assert event.alias_address == "news@bob.example" and event.action == "reject"
+
+    # one message to both: alice's copy arrives, bob's is dropped and counted
+    marker = f"both-{time.monotonic_ns()}"
+    proc = world.send(to=[ALIAS, "news@bob.example"],
+                      header={"From": "friend@gmail.com", "Subject": marker}, **mail)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert _captured(world, marker).rcpt_tos == [MAILBOX]
+    time.sleep(1)
+    assert [m.rcpt_tos for m in world.capture.messages if marker in m.text] == [[MAILBOX]]
+    events = {e.alias_address: e.action for e in world.events(subject=marker)}
+    assert events["news@bob.example"] == "reject" and events[ALIAS] != "reject"
+    with world.db.session() as s:
+        bobs = s.scalar(select(Alias).where(Alias.address == "news@bob.example"))
+        assert (bobs.rejected_count, bobs.forwarded_count) == (2, 0)
 
 
 def test_milter_stopped_default_action_accepts(world):

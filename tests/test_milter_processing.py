@@ -110,7 +110,7 @@ def test_blocklisted_sender_is_rejected_and_counted(world, settings):
     verdict = path.process(envelope(msg, sender="deals@pills.example"))
     assert verdict.status == "reject"
     code, xcode, text = verdict.reply
-    assert (code, xcode) == ("550", "5.7.1") and text.startswith("Message rejected as spam (score ")
+    assert (code, xcode, text) == ("550", "5.7.1", "blocked")  # the rule's own reject text
     with world.session() as s:
         alias = s.scalar(select(Alias).where(Alias.address == "github.com@example.net"))
         assert (alias.rejected_count, alias.spam_count, alias.forwarded_count) == (1, 1, 0)
@@ -357,3 +357,56 @@ def test_postfix_config_documents_the_milter_and_its_default_action(tmp_path):
     assert "smtpd_milters = unix:aliasd/milter\n" in section
     assert "milter_default_action = accept\n" in section
     assert "milter_protocol = 6\n" in section
+
+
+def test_a_blocked_sender_is_rejected_whatever_the_score(world, settings):
+    """A block is a decision: BLOCKLISTED 15.00 + MIME_GOOD -0.10 = 14.90 once fell under
+    the reject threshold and the blocked sender's mail went through."""
+    import dataclasses
+
+    lenient = dataclasses.replace(settings, action_reject=50.0)
+    path = MailPath(lenient, world)
+    msg = CLEAN.replace(b"noreply@github.com", b"deals@pills.example")
+    verdict = path.process(envelope(msg, sender="deals@pills.example"))
+    assert verdict.result.score < 50.0 and "BLOCKLISTED" in verdict.result.symbol_names()
+    assert verdict.status == "reject" and verdict.reply == ("550", "5.7.1", "blocked")
+    path.close()
+    # a scanner that knows nothing of blocks (think rspamd) changes nothing
+    clean = ScanResult(score=-2.0, required_score=15.0, action=Action.NO_ACTION)
+    path = MailPath(settings, world, scanner=FixedScanner(clean))
+    verdict = path.process(envelope(msg, sender="bounce@esp.example"))  # the From: is blocked
+    assert verdict.status == "reject" and verdict.reply == ("550", "5.7.1", "blocked")
+    [_, ev] = events(world)
+    assert ev.action == "reject" and "SENDER_BLOCKED(0.00)[server" in ev.symbols
+    path.close()
+
+
+def test_a_recipients_own_block_refuses_their_copy_only(world, settings):
+    from aliasd.core import sender_blocks
+    from aliasd.core.block_decision import USER_REJECT_TEXT
+    from aliasd.models import SenderBlock
+
+    with world.session() as s:
+        alice = core.get_user(s, "alice")
+        block_id = sender_blocks.add_block(s, alice.id, "spammer.example").id
+    path = MailPath(settings, world)
+    msg = CLEAN.replace(b"noreply@github.com", b"x@spammer.example")
+    # every recipient has blocked the sender: the message is refused
+    both = envelope(msg, sender="x@spammer.example",
+                    rcpts=["github.com+x@example.net", "other@example.net"])
+    verdict = path.process(both)
+    assert verdict.status == "reject" and verdict.reply == ("550", "5.7.1", USER_REJECT_TEXT)
+    # alice's alias and bob's: bob gets it, alice's copy is dropped
+    mixed = envelope(msg, sender="x@spammer.example", rcpts=["GitHub.com+x@example.net", "b@bob.example"])
+    verdict = path.process(mixed)
+    assert verdict.status == "accept" and verdict.remove_recipients == ["GitHub.com+x@example.net"]
+    evs = [(e.alias_address, e.action) for e in events(world)]
+    assert evs == [("github.com@example.net", "reject"), ("other@example.net", "reject"),
+                   ("b@bob.example", "no action"), ("github.com@example.net", "reject")]
+    with world.session() as s:
+        alias = s.scalar(select(Alias).where(Alias.address == "github.com@example.net"))
+        assert (alias.rejected_count, alias.forwarded_count) == (2, 0)
+        bobs = s.scalar(select(Alias).where(Alias.address == "b@bob.example"))
+        assert (bobs.rejected_count, bobs.forwarded_count) == (0, 1)
+        assert s.get(SenderBlock, block_id).hits == 2
+    path.close()

@@ -25,8 +25,7 @@ TRAITS = {
 
 
 def symbols(raw: bytes) -> dict[str, tuple]:
-    ctx = RuleContext(request=ScanRequest(message=raw), pm=parse_message(raw), now=NOW,
-                      blocked_domains=frozenset())
+    ctx = RuleContext(request=ScanRequest(message=raw), pm=parse_message(raw), now=NOW)
     return {s.name: (s.score, s.options) for s in [*header_rules(ctx), *content_rules(ctx)]}
 
 

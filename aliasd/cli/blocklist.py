@@ -127,20 +127,23 @@ def list_cmd(show_all: bool, as_json: bool) -> None:
 @click.argument("value")
 @click.option("--regex", is_flag=True, help="VALUE is a pcre pattern /.../flags, not a domain.")
 @click.option("--note")
+@click.option("--force", is_flag=True,
+              help="Block even a served, mailbox or autoblock_exempt_domains domain.")
 @write_option
 @fail_on_domain_errors
-def add_cmd(value: str, regex: bool, note: str | None, write: bool) -> None:
-    """Block a sender domain (or, with --regex, add a raw pattern)."""
+def add_cmd(value: str, regex: bool, note: str | None, force: bool, write: bool) -> None:
+    """Block a sender domain for everyone (or, with --regex, add a raw pattern)."""
     st = state()
     with _rules_session(write) as session:
         if regex:
-            rule = _add_regex(session, value, note)
+            rule = _add_regex(session, value, note, force)
         else:
-            rule = blocking.block_domain(session, st.settings, value, source="manual", note=note)
+            rule = blocking.block_domain(session, st.settings, value, source="manual", note=note,
+                                         force=force)
         click.echo(f"{rule.id}\t{rule_line(rule.pattern, rule.reject_text)}")
 
 
-def _add_regex(session, value: str, note: str | None):
+def _add_regex(session, value: str, note: str | None, force: bool = False):
     st = state()
     if not value.startswith("/"):
         raise click.ClickException("write the pattern as /pattern/flags")
@@ -155,7 +158,8 @@ def _add_regex(session, value: str, note: str | None):
     broad = rules_matching_ordinary_mail([pattern], config_dir)
     if broad:
         raise click.ClickException(f"not added: {why_too_broad(pattern, broad[0])}")
-    return blocking.add_regex_rule(session, st.settings, body, rest, source="manual", note=note)
+    return blocking.add_regex_rule(session, st.settings, body, rest, source="manual", note=note,
+                                   force=force)
 
 
 def _set_enabled(rule_ids: tuple[int, ...], enabled: bool, write: bool) -> None:

@@ -28,8 +28,15 @@ from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
 from aliasd.core import protected_senders
-from aliasd.core.addresses import AddressError, domain_of, normalize_domain
+from aliasd.core.addresses import AddressError, normalize_domain
 from aliasd.core.aliases import AliasdError, NotFound
+from aliasd.core.block_protection import (
+    covering,
+    exempt_domains,
+    is_protected,
+    protected_domains,
+    server_block_refusal,
+)
 from aliasd.core.ordinary_mail import ordinary_header_matched, why_too_broad
 from aliasd.core.pcre_syntax import (  # noqa: F401 - re-exported: callers use blocking.*
     SENDER_HEADERS,
@@ -38,7 +45,7 @@ from aliasd.core.pcre_syntax import (  # noqa: F401 - re-exported: callers use b
     escaped_domain,
     pcre_escape,
 )
-from aliasd.models import BlockRule, Domain, MailEvent, User, utcnow
+from aliasd.models import BlockRule, MailEvent, utcnow
 
 KIND_DOMAIN = "sender_domain"
 KIND_REGEX = "regex"
@@ -161,13 +168,19 @@ def block_domain(
     source: str = "manual",
     owner_id: int | None = None,
     note: str | None = None,
+    force: bool = False,
 ) -> BlockRule:
-    """Block a sender domain; idempotent (an existing rule is returned, and re-enabled
-    when a person asks again)."""
+    """Block a sender domain for everyone; idempotent (an existing rule is returned, and
+    re-enabled when a person asks again). A served, mailbox or exempt domain is refused
+    (BlockError) unless ``force`` (an admin at the command line who means it)."""
     try:
         domain = normalize_domain(domain)
     except AddressError as exc:
         raise BlockError(f"cannot block {domain!r}: {exc}") from exc
+    if not force:
+        refusal = server_block_refusal(session, settings, domain)
+        if refusal:
+            raise BlockError(refusal)
     _lock_rules(session)
     existing = find_domain_rule(session, domain)
     if existing is not None:
@@ -197,9 +210,12 @@ def add_regex_rule(
     note: str | None = None,
     enabled: bool = True,
     wanted_id: int | None = None,
+    force: bool = False,
 ) -> BlockRule:
     """Add a raw pcre rule ``/body/flags``. The caller must have had Postfix check it
-    (header_checks.check_rule_line); here only what would break the line is refused."""
+    (header_checks.check_rule_line); here only what would break the line is refused,
+    and a rule that is just a protected domain (served, mailbox, exempt): refused, or
+    for an import kept disabled, unless ``force``."""
     if not body or any(ord(c) < 32 for c in body):
         raise BlockError("a pattern must be non-empty and on one line")
     if re.search(r"(?<!\\)(?:\\\\)*/", body):
@@ -210,6 +226,13 @@ def add_regex_rule(
     existing = find_pattern(session, pattern)
     if existing is not None:
         return existing
+    named = rule_domain(BlockRule(kind=KIND_REGEX, value=body))
+    refusal = None if force or not named else server_block_refusal(session, settings, named)
+    if refusal and source != "imported":
+        raise BlockError(refusal)
+    if refusal and enabled:
+        enabled = False
+        note = f"{note + '; ' if note else ''}imported disabled: {refusal}"
     return _new_rule(
         session,
         settings,
@@ -262,10 +285,7 @@ def blocked_domains(session: Session) -> dict[str, BlockRule]:
 
 def is_domain_blocked(domain: str | None, blocked: dict[str, Any]) -> bool:
     """Whether ``domain`` or one of its parent domains is in ``blocked``."""
-    if not domain:
-        return False
-    labels = domain.split(".")
-    return any(".".join(labels[i:]) in blocked for i in range(len(labels) - 1))
+    return covering(domain, blocked) is not None
 
 
 def record_hits(session: Session, hits: dict[int, int], at: dt.datetime | None = None) -> None:
@@ -279,18 +299,6 @@ def record_hits(session: Session, hits: dict[int, int], at: dt.datetime | None =
 
 
 # --- auto-block policy ------------------------------------------------------------------
-def _protected_domains(session: Session, owner_id: int) -> set[str]:
-    """Domains auto-block never touches: the ones aliasd manages (forged From: lines would
-    otherwise block the user's own addresses) and the domains of the users' mailboxes
-    (the owner's and, since a block is server-wide, every other user's)."""
-    protected = set(session.scalars(select(Domain.name)))
-    for mailbox in session.scalars(select(User.mailbox).distinct()):
-        own = domain_of(mailbox)
-        if own:
-            protected.add(own)
-    return protected
-
-
 def spam_count(session: Session, owner_id: int, domain: str, since: dt.datetime) -> int:
     """Spam from ``domain`` (envelope or From:) to one user's aliases since ``since``.
     Bounded by the (owner_id, at) index: one user's recent events only."""
@@ -349,8 +357,8 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
         return []
     session.flush()  # count the event being recorded
     since = utcnow() - dt.timedelta(hours=settings.autoblock_period_hours)
+    # Auto-block adds server-wide rules: never for served, mailbox or exempt domains.
     protected: set[str] | None = None
-    exempt = {d.strip().lower().rstrip(".") for d in settings.autoblock_exempt_domains}
     added: list[BlockRule] = []
     already: dict[str, BlockRule] | None = None
     for domain in view.domains:
@@ -363,12 +371,12 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
         if spam_count(session, view.owner_id, domain, since) < settings.autoblock_threshold:
             continue
         if protected is None:
-            protected = _protected_domains(session, view.owner_id)
+            protected = protected_domains(session) | exempt_domains(settings)
             # and the senders known to belong to any of this user's sites
             protected |= protected_senders.for_user(
                 session, view.owner_id, settings.attribution_affiliations_file
             )
-        if protected_senders.is_protected(domain, protected) or is_domain_blocked(domain, exempt):
+        if is_protected(domain, protected):
             continue
         if ordinary_header_matched(domain_pattern(domain)) is not None:
             continue  # e.g. gmail.com: a block would refuse ordinary mail for everyone
@@ -378,6 +386,7 @@ def after_spam_event(session: Session, settings: Settings, event: Any) -> list[B
             domain,
             source="auto",
             owner_id=view.owner_id,
+            force=True,  # checked above against the same protected set
             note=(
                 f"{settings.autoblock_threshold}+ spam within "
                 f"{settings.autoblock_period_hours} h"

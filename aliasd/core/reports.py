@@ -19,7 +19,7 @@ from sqlalchemy import and_, case, func, or_, select, text, true, tuple_
 from sqlalchemy.orm import Session
 
 from aliasd.core import leaks
-from aliasd.core.blocking import blocked_domains, is_domain_blocked
+from aliasd.core.block_decision import Sender, blocked_for, load_blocklist
 from aliasd.models import Alias, AliasState, SiteDay, SiteSender, User
 
 SAMPLE_SUBJECTS = 10
@@ -161,12 +161,16 @@ def ranking(
         sender_counts[(o, site)] = (int(n), int(n_spam or 0))
         if first is not None:
             spam_span[(o, site)] = [_as_utc(first), _as_utc(last or first)]
-    # Which of their spam sender domains are blocked: only candidate rows are read
-    # (the blocked domains and their subdomains), not every sender.
-    blocked = blocked_domains(session)
+    # Which of their spam sender domains are blocked (for everyone or by the owner):
+    # only candidate rows are read (the blocked domains and their subdomains), not every
+    # sender; the block decision then judges each.
+    blocklist = load_blocklist(session)
+    candidates = blocklist.domains_of()
+    for owner in {o for o, _site in keys}:
+        candidates |= blocklist.domains_of(owner)
     blocked_counts: dict[tuple[int, str], int] = {}
-    if blocked:
-        blocked_names = sorted(blocked)
+    if candidates:
+        blocked_names = sorted(candidates)
         cond = (
             or_(
                 SiteSender.sender_domain.in_(blocked_names),
@@ -181,7 +185,7 @@ def ranking(
         if period_cond is not None:
             blocked_query = blocked_query.where(period_cond)
         for o, site, domain in session.execute(blocked_query):
-            if is_domain_blocked(domain, blocked):
+            if blocked_for(blocklist, Sender.of_domain(domain), owner_id=o) is not None:
                 blocked_counts[(o, site)] = blocked_counts.get((o, site), 0) + 1
 
     statuses = leaks.statuses(session, keys, leak_senders)

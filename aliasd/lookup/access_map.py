@@ -26,6 +26,7 @@ from collections.abc import Callable
 from aliasd.config import Settings
 from aliasd.core import blocking
 from aliasd.core.addresses import AddressError, normalize_domain
+from aliasd.core.block_decision import BlockList, Sender, blocked_for, load_blocklist
 from aliasd.core.decision import Decision
 from aliasd.db import Database
 from aliasd.lookup.background import BackgroundRefresh
@@ -54,7 +55,9 @@ class SenderAccessMap:
         self.sync_interval = sync_interval
         self.max_staleness = max_staleness
         self.clock = clock
-        self.blocked: dict[str, tuple[int, str]] | None = None  # domain -> (rule id, text)
+        # Server-wide rules only: at MAIL FROM there is no recipient yet, and per-user
+        # blocks are the milter's to enforce for that user's mail alone.
+        self.blocked: BlockList | None = None
         self.loaded_at = float("-inf")
         self._hits: dict[int, int] = {}
         self._hits_lock = threading.Lock()
@@ -74,11 +77,7 @@ class SenderAccessMap:
                 if hits:
                     blocking.record_hits(session, hits)
                 rules = blocking.list_rules(session, enabled_only=True)
-                blocked: dict[str, tuple[int, str]] = {}
-                for rule in rules:  # as blocking.blocked_domains, from the one read
-                    domain = blocking.rule_domain(rule)
-                    if domain and domain not in blocked:
-                        blocked[domain] = (rule.id, rule.reject_text)
+                blocked = load_blocklist(session, server_only=True, rules=rules)
                 lines = tuple(blocking.rule_lines(rules))
         except Exception:
             with self._hits_lock:  # count them next time
@@ -92,7 +91,7 @@ class SenderAccessMap:
             request_publish(self.settings, self.database)  # checked, atomic; logs failures
         self._rule_lines = lines
 
-    def current(self) -> dict[str, tuple[int, str]] | None:
+    def current(self) -> BlockList | None:
         if self.blocked is None or self.clock() - self.loaded_at > self.max_staleness:
             return None
         return self.blocked
@@ -122,15 +121,12 @@ class SenderAccessMap:
         blocked = self.current()
         if blocked is None:
             return Decision.temp("block list unknown: database unreachable")
-        labels = domain.split(".")
-        for i in range(len(labels) - 1):
-            hit = blocked.get(".".join(labels[i:]))
-            if hit is not None:
-                rule_id, text = hit
-                with self._hits_lock:
-                    self._hits[rule_id] = self._hits.get(rule_id, 0) + 1
-                return Decision.found(f"REJECT {text or f'blocked id={rule_id}'}")
-        return Decision.notfound()
+        hit = blocked_for(blocked, Sender.of_domain(domain))
+        if hit is None:
+            return Decision.notfound()
+        with self._hits_lock:
+            self._hits[hit.id] = self._hits.get(hit.id, 0) + 1
+        return Decision.found(f"REJECT {hit.reject_text or f'blocked id={hit.id}'}")
 
     async def lookup(self, key: str) -> Decision:
         return self.lookup_fast(key)

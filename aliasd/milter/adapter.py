@@ -124,6 +124,11 @@ class AliasdMilter(Milter.Base):
             self.setreply(code, xcode, text.replace("%", "%%"))
             return Milter.REJECT if verdict.status == "reject" else Milter.TEMPFAIL
         try:
+            for rcpt in verdict.remove_recipients:  # recipients who blocked this sender
+                self.delrcpt(f"<{rcpt}>")
+        except Exception:  # cannot drop them: they get the message, as before the block
+            log.exception("could not remove recipients of queue id %s", env.queue_id)
+        try:
             for name, count in self._own_seen.items():
                 for index in range(count, 0, -1):  # from the last, so numbering holds
                     self.chgheader(name, index, "")

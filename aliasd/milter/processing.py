@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import dataclasses
 import email.header
 import email.utils
 import logging
@@ -20,8 +21,15 @@ import threading
 from dataclasses import dataclass, field
 
 from aliasd.config import Settings
-from aliasd.core import events
+from aliasd.core import events, sender_blocks
 from aliasd.core.addresses import AddressError, domain_of, normalize_address
+from aliasd.core.block_decision import (
+    Block,
+    BlockListCache,
+    Sender,
+    personal_block,
+    server_block,
+)
 from aliasd.db import Database
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
@@ -75,6 +83,8 @@ class Verdict:
     reply: tuple[str, str, str] | None = None  # (code, enhanced code, text)
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     new_subject: str | None = None  # replaces (or adds) Subject:
+    remove_recipients: list[str] = field(default_factory=list)  # RCPT TO addresses to drop
+    blocks: dict[int, Block] = field(default_factory=dict)  # alias id → the block refusing it
     scanned: bool = True
     result: ScanResult | None = None
     event_ids: list[int] = field(default_factory=list)
@@ -136,6 +146,9 @@ class MailPath:
         self.database = database
         self._scanner = scanner
         self._scanner_lock = threading.Lock()
+        # Blocks added on the web apply to the next message within a couple of seconds.
+        self._blocklist = BlockListCache(database, ttl=2.0,
+                                         max_staleness=max(settings.lookup_max_staleness, 30.0))
         # Scans run here so a slow scan can be abandoned at the deadline.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="aliasd-scan"
@@ -189,14 +202,33 @@ class MailPath:
             raise _Skip("scanner skipped the message")
         return result
 
+    def _blocks(self, envelope: Envelope, targets: list[events.AliasTarget]) -> dict[int, Block]:
+        """Each alias recipient's block of this sender, if any (core decides)."""
+        try:
+            blocklist = self._blocklist.get()
+        except Exception as exc:  # never refuse mail on a guess
+            log.warning("block list unavailable: %s", exc)
+            raise _Skip("block list unavailable") from exc
+        sender = Sender.of_message(envelope.sender, envelope.headers)
+        server = server_block(blocklist, sender)  # the same for every recipient: judged once
+        decided = {}
+        for target in targets:
+            block = server or personal_block(blocklist, sender, owner_id=target.owner_id,
+                                             alias_id=target.id)
+            if block is not None:
+                decided[target.id] = block
+        return decided
+
     def _lookup_and_scan(
-        self, envelope: Envelope, found: list[events.AliasTarget]
+        self, envelope: Envelope, found: list[events.AliasTarget], blocks: dict[int, Block]
     ) -> ScanResult | None:
-        # ``found`` is filled before scanning, so the caller knows the aliases (to name
-        # them and record the event) even when the scan then fails or overruns.
+        # ``found`` and ``blocks`` are filled before scanning, so the caller knows the
+        # aliases (to name them and record the event) and the blocks even when the scan
+        # then fails or overruns.
         found.extend(self._lookup(envelope))
         if not found:
             return None
+        blocks.update(self._blocks(envelope, found))
         return self._scan(envelope, found)
 
     # --- the whole message -----------------------------------------------------------
@@ -205,7 +237,8 @@ class MailPath:
         skip_reason: str | None = None
         result: ScanResult | None = None
         found: list[events.AliasTarget] = []
-        future = self._pool.submit(self._lookup_and_scan, envelope, found)
+        blocks: dict[int, Block] = {}
+        future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks)
         try:
             result = future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
@@ -231,6 +264,9 @@ class MailPath:
             assert result is not None
             verdict.result = result
             self._apply_result(verdict, envelope, result)
+        verdict.blocks = dict(blocks)
+        if verdict.blocks:
+            self._apply_blocks(verdict, envelope, targets)
 
         if self._only_aliases(envelope, targets):
             verdict.add_headers.extend(self._alias_headers(targets))
@@ -268,19 +304,41 @@ class MailPath:
             if not subject.startswith(prefix):
                 verdict.new_subject = f"{prefix} {subject}".strip()
 
+    def _apply_blocks(self, verdict: Verdict, envelope: Envelope,
+                      targets: list[events.AliasTarget]) -> None:
+        """A block is a decision, not a score: a server-wide rule refuses the message
+        whatever the scanner said. A recipient's own block refuses it for that alias:
+        the whole message (550) when every recipient has blocked the sender, otherwise
+        only the blocking aliases' copies are dropped and the others still get it."""
+        blocks = verdict.blocks
+        server = next((b for b in blocks.values() if b.server_wide), None)
+        if server is not None or (len(blocks) == len(targets)
+                                  and self._only_aliases(envelope, targets)):
+            block = server or next(iter(blocks.values()))
+            verdict.status = "reject"
+            verdict.reply = ("550", "5.7.1", _header_safe(block.reject_text, 400))
+            verdict.new_subject = None
+            if server is not None:  # it refuses the message for every recipient
+                verdict.blocks = {t.id: server for t in targets}
+            return
+        blocked_addresses = {t.address for t in targets if t.id in blocks}
+        for rcpt in envelope.recipients:
+            if self._alias_of(rcpt, blocked_addresses):
+                verdict.remove_recipients.append(rcpt)
+
+    def _alias_of(self, rcpt: str, addresses: set[str]) -> bool:
+        try:
+            exact = normalize_address(rcpt)
+            base = normalize_address(rcpt, self.settings.recipient_delimiter)
+        except AddressError:
+            return False
+        return exact in addresses or base in addresses
+
     def _only_aliases(self, envelope: Envelope, targets: list[events.AliasTarget]) -> bool:
         """True when every recipient is one of ``targets``: a recipient that is not an
         alias gets the same headers and must not learn the aliases (think Bcc)."""
         known = {t.address for t in targets}
-        for rcpt in envelope.recipients:
-            try:
-                exact = normalize_address(rcpt)
-                base = normalize_address(rcpt, self.settings.recipient_delimiter)
-            except AddressError:
-                return False
-            if exact not in known and base not in known:
-                return False
-        return True
+        return all(self._alias_of(rcpt, known) for rcpt in envelope.recipients)
 
     def _alias_headers(self, targets: list[events.AliasTarget]) -> list[tuple[str, str]]:
         # One message reaches every recipient with the same headers; naming one owner's
@@ -298,11 +356,14 @@ class MailPath:
         if result is not None:
             outcome = events.Outcome(
                 score=result.score,
-                action=str(result.action),
+                action=str(Action.REJECT) if verdict.status == "reject" else str(result.action),
                 is_spam=result.is_spam,
                 symbols=result.spamd_result_header().partition("; ")[2],
                 rejected=verdict.status != "accept",
             )
+        elif verdict.status == "reject":  # refused by a block while the scan was skipped
+            outcome = events.Outcome(score=0.0, action=str(Action.REJECT), is_spam=False,
+                                     rejected=True)
         else:
             outcome = events.Outcome(score=0.0, action=events.ACTION_SKIPPED, is_spam=False)
         facts = events.MessageFacts(
@@ -314,9 +375,29 @@ class MailPath:
             queue_id=envelope.queue_id,
             size=envelope.size,
         )
+        # Aliases whose owner blocked the sender: recorded as refused, with the block named.
+        kept = [t for t in targets if t.id not in verdict.blocks]
+        by_block: dict[Block, list[events.AliasTarget]] = {}
+        for target in targets:
+            if target.id in verdict.blocks:
+                by_block.setdefault(verdict.blocks[target.id], []).append(target)
         try:
-            verdict.event_ids = events.record_and_notify(
-                self.database, self.settings, targets, facts, outcome
-            )
+            if kept:
+                verdict.event_ids = events.record_and_notify(
+                    self.database, self.settings, kept, facts, outcome
+                )
+            for block, blocked_targets in by_block.items():
+                refused = dataclasses.replace(
+                    outcome, action=str(Action.REJECT), rejected=True,
+                    symbols="; ".join(filter(None, [
+                        outcome.symbols, f"SENDER_BLOCKED(0.00)[{block.scope} {block.id}]"])),
+                )  # fmt: skip
+                verdict.event_ids += events.record_and_notify(
+                    self.database, self.settings, blocked_targets, facts, refused
+                )
+            personal = sorted({b.id for b in verdict.blocks.values() if not b.server_wide})
+            if personal:
+                with self.database.session() as session:
+                    sender_blocks.record_hits(session, personal)
         except Exception:  # the verdict stands; only the statistics miss this message
             log.exception("could not record mail events for queue id %s", envelope.queue_id)

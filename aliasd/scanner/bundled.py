@@ -7,12 +7,10 @@ import atexit
 import contextlib
 import datetime as dt
 import threading
-import time
 from collections.abc import Iterable
 
-from sqlalchemy import text
-
 from aliasd.config import Settings
+from aliasd.core.block_decision import BlockListCache, Sender, server_block
 from aliasd.db import Database
 from aliasd.scanner.base import LearnOutcome, ScannerError
 from aliasd.scanner.bayes import (
@@ -28,7 +26,7 @@ from aliasd.scanner.result import Action, ScanRequest, ScanResult, Symbol
 from aliasd.scanner.rules import SCORES, RuleContext, content_rules, header_rules, sym
 from aliasd.scanner.spf import DnsLookup, check_spf
 
-BLOCKLIST_TTL = 30.0  # seconds a read of block_rules is reused
+BLOCKLIST_TTL = 5.0  # seconds a read of the block list is reused
 COUNTER_FLUSH = 2.0  # seconds between writes of the scanned-by-action counters
 SCAN_COUNTER_PREFIX = "scanned:"
 
@@ -93,8 +91,7 @@ class BundledScanner:
         self.bayes = BayesStore(database)
         self.dns_lookup = dns_lookup
         self._lock = threading.Lock()
-        self._blocked: frozenset[str] = frozenset()
-        self._blocked_at = -1e9
+        self._blocklist = BlockListCache(database, ttl=BLOCKLIST_TTL, server_only=True)
         self._pending: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
         atexit.register(self._flush_quietly)
@@ -106,7 +103,7 @@ class BundledScanner:
             request=request,
             pm=pm,
             now=dt.datetime.now(dt.UTC),
-            blocked_domains=self._blocked_domains(),
+            blocked=self._blocked(request),
         )
         symbols: list[Symbol] = []
         try:
@@ -143,30 +140,23 @@ class BundledScanner:
             message_id=pm.message_id,
         )
 
-    def _blocked_domains(self) -> frozenset[str]:
-        now = time.monotonic()
-        if now - self._blocked_at < BLOCKLIST_TTL:
-            return self._blocked
+    def _blocked(self, request: ScanRequest) -> str | None:
+        """What a server-wide rule refusing this message matched (core decides, as
+        Postfix would: see aliasd.core.block_decision); None when none does."""
         try:
-            with self.db.engine.connect() as conn:
-                rows = conn.execute(
-                    text(
-                        "SELECT value FROM block_rules WHERE kind = 'sender_domain' "
-                        "AND enabled = :t"
-                    ),
-                    {"t": True},
-                )
-                blocked = frozenset(str(v).strip().lower().rstrip(".") for (v,) in rows)
+            blocklist = self._blocklist.get()
         except Exception as exc:
             raise ScannerError(f"block list: {exc}") from exc
-        with self._lock:
-            self._blocked, self._blocked_at = blocked, now
-        return blocked
+        block = server_block(blocklist, Sender.of_raw_message(request.envelope_from or "",
+                                                              request.message))
+        if block is None:
+            return None
+        # A domain as the symbol's option; a pattern could break the header's syntax.
+        return f"rule {block.id}" if block.matched.startswith("/") else block.matched
 
     def invalidate_caches(self) -> None:
         """Forget the cached block list (tests, or after the block list changed here)."""
-        with self._lock:
-            self._blocked_at = -1e9
+        self._blocklist.invalidate()
 
     # --- counters -----------------------------------------------------------------
     def _count(self, name: str) -> None:

@@ -57,7 +57,7 @@ SCORES: dict[str, tuple[float, str]] = {
     "STOCK_PITCH": (2.5, "Penny-stock promotion (OTCBB, strong buy, ...)"),
     "FORGED_MUA_OUTLOOK": (1.0, "X-Mailer claims Outlook but X-MimeOLE is missing"),
     "ALIAS_SITE_MISMATCH": (1.0, "Sender is unrelated to the site the alias was given to"),
-    "BLOCKLISTED": (15.0, "Sender domain is on the block list"),
+    "BLOCKLISTED": (15.0, "A server-wide block rule refuses the sender"),
     "R_SPF_ALLOW": (-0.2, "SPF verification allows sending"),
     "R_SPF_FAIL": (1.0, "SPF verification failed"),
     "R_SPF_SOFTFAIL": (0.0, "SPF verification soft-failed"),
@@ -142,7 +142,7 @@ class RuleContext:
     request: ScanRequest
     pm: ParsedMessage
     now: dt.datetime
-    blocked_domains: frozenset[str]
+    blocked: str | None = None  # what a server-wide block rule matched (core decides)
 
 
 def received_time(pm: ParsedMessage) -> dt.datetime | None:
@@ -196,21 +196,8 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
     ):
         yield sym("ALIAS_SITE_MISMATCH", from_domain or env_domain, req.alias_site)
 
-    if ctx.blocked_domains:
-        for d in {env_domain, from_domain} - {None}:
-            hit = _blocked(d, ctx.blocked_domains)
-            if hit:
-                yield sym("BLOCKLISTED", hit)
-                break
-
-
-def _blocked(domain: str, blocked: frozenset[str]) -> str | None:
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        candidate = ".".join(labels[i:])
-        if candidate in blocked:
-            return candidate
-    return None
+    if ctx.blocked:
+        yield sym("BLOCKLISTED", ctx.blocked)
 
 
 def _date_rules(ctx: RuleContext) -> Iterator[Symbol]:

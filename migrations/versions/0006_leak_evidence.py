@@ -4,7 +4,7 @@ aliases.leaked_at; every leaked alias becomes evidence rows built from its unrel
 mail events (or one "unknown sender" row when its events are gone)
 
 Revision ID: 0006_leak_evidence
-Revises: 0003_session_epoch
+Revises: 0004_sender_blocks
 """
 import datetime as dt
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006_leak_evidence"
-down_revision = "0003_session_epoch"
+down_revision = "0004_sender_blocks"
 branch_labels = None
 depends_on = None
 

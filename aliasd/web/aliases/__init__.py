@@ -8,7 +8,7 @@ from wtforms import RadioField, SelectField, StringField, SubmitField, TextAreaF
 from wtforms.validators import Length, Optional
 
 from aliasd.core import aliases as core
-from aliasd.core import leaks
+from aliasd.core import leaks, sender_blocks
 from aliasd.models import AliasState
 from aliasd.web import service
 from aliasd.web.context import db_session
@@ -137,7 +137,51 @@ def detail(alias_id: int):
         "aliases/detail.html", alias=alias, form=ActionForm(), edit=edit,
         events=service.recent_events(s, alias), senders=service.sender_domains(s, alias),
         known=leaks.list_known_senders(s, alias.owner_id, alias.site) if alias.site else None,
+        blocks=sender_blocks.list_blocks(s, alias.owner_id, alias_id=alias.id),
     ), status
+
+
+@bp.post("/aliases/<int:alias_id>/blocks")
+@login_required
+def add_block(alias_id: int):
+    """Block a sender (domain or address) for this alias, or with ``scope=user`` for all
+    of the alias owner's aliases. Enforced by the milter; never server-wide."""
+    ActionForm()  # CSRF is checked by CSRFProtect before we get here
+    s = db_session()
+    alias = _alias_or_404(alias_id)
+    for_all = request.form.get("scope") == "user"
+    try:
+        block = sender_blocks.add_block(s, alias.owner_id, request.form.get("sender", "")[:400],
+                                        alias=None if for_all else alias,
+                                        note=f"blocked on the page of {alias.address}")  # fmt: skip
+        s.commit()
+    except core.AliasdError as exc:
+        s.rollback()
+        flash(str(exc), "error")
+        return redirect(url_for("aliases.detail", alias_id=alias_id))
+    where = "all aliases of " + alias.owner.username if for_all else alias.address
+    flash(f"Blocked {block.sender} for {where}.", "success")
+    return redirect(url_for("aliases.detail", alias_id=alias_id))
+
+
+@bp.post("/aliases/<int:alias_id>/blocks/<int:block_id>/remove")
+@login_required
+def remove_block(alias_id: int, block_id: int):
+    ActionForm()
+    s = db_session()
+    alias = _alias_or_404(alias_id)
+    try:
+        block = sender_blocks.get_block(s, alias.owner_id, block_id)
+        if block.alias_id not in (None, alias.id):
+            raise core.NotFound("no such block")
+        sender = block.sender
+        sender_blocks.remove_block(s, alias.owner_id, block_id)
+        s.commit()
+    except core.NotFound:
+        s.rollback()
+        abort(404)
+    flash(f"Unblocked {sender}.", "success")
+    return redirect(url_for("aliases.detail", alias_id=alias_id))
 
 
 @bp.post("/aliases/action")

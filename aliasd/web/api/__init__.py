@@ -190,4 +190,7 @@ def simplelogin_random_new():
     payload = alias_json(alias)
     payload["alias"] = alias.address
     return jsonify(payload), 201
-from aliasd.web.api import sites  # noqa: E402,F401  (routes on this blueprint)
+
+
+from aliasd.web.api import blocks as _blocks  # noqa: E402,F401 - registers its routes
+from aliasd.web.api import sites  # noqa: E402,F401 - registers its routes

@@ -13,9 +13,9 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from markupsafe import Markup
 from sqlalchemy import select
 
-from aliasd.core import blocking, protected_senders, reports, site_report
+from aliasd.core import blocking, protected_senders, reports, sender_blocks, site_report
 from aliasd.core.aliases import AliasdError
-from aliasd.models import Domain, User
+from aliasd.models import User
 from aliasd.web.blocklist import flash_publish_outcome
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item
@@ -122,47 +122,70 @@ def site(owner_id: int, site: str):
     )  # fmt: skip
 
 
-def _served_or_mailbox_domain(domain: str) -> bool:
-    """Whether ``domain`` (or a parent) is an alias domain or a user's mailbox domain:
-    spam forges such senders, and auto-block spares them for the same reason."""
-    s = db_session()
-    mailboxes = s.scalars(select(User.mailbox).distinct())
-    protected = {*s.scalars(select(Domain.name)), *(m.rpartition("@")[2] for m in mailboxes)}
-    return blocking.is_domain_blocked(domain, dict.fromkeys(protected))
-
-
 @bp.post("/site/<int:owner_id>/<path:site>/block")
 @login_required
 def block(owner_id: int, site: str):
-    """Block one sender domain of this site (a manual rule, written to Postfix now)."""
+    """Block one sender domain of this site. For a user: for all of their own aliases
+    (enforced by the milter; other users are not affected). An admin may choose
+    ``scope=server``: a server-wide rule, written to Postfix now."""
     detail = _detail_or_404(owner_id, site)
+    back = redirect(url_for("reports.site", owner_id=owner_id, site=site))
     domain = request.form.get("domain", "").strip().lower()
     # Only domains that actually sent to this site: the form cannot be used to block
     # arbitrary (e.g. big mail provider) domains by editing the request.
     if domain not in {s.domain for s in detail.senders} | set(detail.suggestions):
         flash("That domain did not send mail to this site.", "error")
-        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+        return back
     s = db_session()
-    if not current_user().is_admin and _served_or_mailbox_domain(domain):
-        flash(f"{domain} is a domain this server serves or keeps mailboxes at; a block "
-              "would refuse its mail for every user, so ask an administrator.", "error")
-        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
     protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
     if protected_senders.is_protected(domain, protected):
         flash(f"{domain} belongs to one of the owner's sites or to their mailbox: blocking it would "
               "refuse their own mail. Remove it from the site's senders first if it is not "
               "theirs.", "error")  # fmt: skip
-        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
+        return back
+    user = current_user()
+    server_wide = user.is_admin and request.form.get("scope") == "server"
     try:
-        rule = blocking.block_domain(s, settings(), domain, source="manual",
-                                     owner_id=current_user().id,
-                                     note=f"blocked from the report of {site}")  # fmt: skip
+        if server_wide:
+            rule = blocking.block_domain(s, settings(), domain, source="manual", owner_id=user.id,
+                                         note=f"blocked from the report of {site}")  # fmt: skip
+        else:
+            sender_blocks.add_block(s, owner_id, domain,
+                                    note=f"blocked from the report of {site}")  # fmt: skip
         s.commit()
     except AliasdError as exc:
         s.rollback()
         flash(str(exc), "error")
-        return redirect(url_for("reports.site", owner_id=owner_id, site=site))
-    flash(f"Blocked {domain} (rule {rule.id}).", "success")
-    flash_publish_outcome()
+        return back
+    if server_wide:
+        flash(f"Blocked {domain} for everyone (rule {rule.id}).", "success")
+        flash_publish_outcome()
+    else:
+        whose = "your" if owner_id == user.id else f"{detail_owner_name(owner_id)}'s"
+        flash(f"Blocked {domain} for all {whose} aliases.", "success")
+    return back
+
+
+@bp.post("/site/<int:owner_id>/<path:site>/unblock")
+@login_required
+def unblock(owner_id: int, site: str):
+    """Remove one of the site owner's own sender blocks (server-wide rules are changed
+    on the blocklist page)."""
+    _detail_or_404(owner_id, site)
+    s = db_session()
+    try:
+        removed = sender_blocks.remove_block(s, owner_id, request.form.get("block_id", type=int) or 0)
+        s.commit()
+    except AliasdError:
+        s.rollback()
+        abort(404)
+    flash(f"Unblocked {removed.sender}.", "success")
     return redirect(url_for("reports.site", owner_id=owner_id, site=site))
-from aliasd.web.reports import senders  # noqa: E402,F401  (routes on this blueprint)
+
+
+def detail_owner_name(owner_id: int) -> str:
+    owner = db_session().get(User, owner_id)
+    return owner.username if owner is not None else "?"
+
+
+from aliasd.web.reports import senders  # noqa: E402,F401 - routes on this blueprint
