@@ -115,10 +115,13 @@ def _new_rule(
     enabled: bool = True,
     wanted_id: int | None = None,
     reject_text: str | None = None,
+    force: bool = False,
 ) -> BlockRule:
     if source not in SOURCES:
         raise BlockError(f"unknown rule source {source!r}")
-    if enabled and (header := ordinary_header_matched(pattern)) is not None:
+    # ``force`` is an admin who means it: freemail domains are in the ordinary-mail
+    # baseline precisely so that only a forced block can refuse them.
+    if enabled and not force and (header := ordinary_header_matched(pattern)) is not None:
         raise BlockError(f"rule refused: {why_too_broad(pattern, header)}")
     rule = BlockRule(
         kind=kind,
@@ -196,6 +199,7 @@ def block_domain(
         source=source,
         owner_id=owner_id,
         note=note,
+        force=force,
     )
 
 
@@ -244,6 +248,7 @@ def add_regex_rule(
         note=note,
         enabled=enabled,
         wanted_id=wanted_id,
+        force=force,
     )
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from aliasd.core import leaks, protected_senders
-from aliasd.core.blocking import blocked_domains
+from aliasd.core.block_decision import BlockList, Sender, blocked_for, load_blocklist
 from aliasd.core.reports import _as_date, _site_filter, period_start
 from aliasd.models import Alias, MailEvent, SiteDay, SiteLeak, SiteSender
 
@@ -31,8 +31,9 @@ class SenderRow:
     last_at: dt.datetime
     last_spam_at: dt.datetime | None
     blocked: bool
-    rule_id: int | None
+    rule_id: int | None  # the server rule's id, or the owner's sender block's id
     protected: bool = False  # belongs to one of the owner's sites or mailbox: no block
+    block_scope: str | None = None  # server | user | alias (None: not blocked)
 
 
 @dataclass
@@ -95,7 +96,7 @@ def site_detail(
         days.append((current, spam, total))
         current += dt.timedelta(days=1)
 
-    blocked = blocked_domains(session)
+    blocklist = load_blocklist(session)
     protected = protected_senders.for_user(session, owner_id, affiliations_file)
     senders = []
     sender_query = select(SiteSender).where(
@@ -108,7 +109,7 @@ def site_detail(
     for row in session.scalars(
         sender_query.order_by(SiteSender.spam.desc(), SiteSender.total.desc()).limit(MAX_SENDERS)
     ):
-        rule = _blocking_rule(row.sender_domain, blocked)
+        block = _block_of(blocklist, row.sender_domain, owner_id)
         senders.append(
             SenderRow(
                 domain=row.sender_domain,
@@ -117,9 +118,10 @@ def site_detail(
                 first_at=row.first_at,
                 last_at=row.last_at,
                 last_spam_at=row.last_spam_at,
-                blocked=rule is not None,
-                rule_id=rule.id if rule is not None else None,
+                blocked=block is not None,
+                rule_id=block.id if block is not None else None,
                 protected=protected_senders.is_protected(row.sender_domain, protected),
+                block_scope=block.scope if block is not None else None,
             )
         )
 
@@ -142,7 +144,7 @@ def site_detail(
         e.sender_domain for e in evidence
         if e.dismissed_at is None and (e.spam or e.confirmed_at) and "." in e.sender_domain
         and not protected_senders.is_protected(e.sender_domain, protected)
-        and _blocking_rule(e.sender_domain, blocked) is None
+        and _block_of(blocklist, e.sender_domain, owner_id) is None
     ]  # fmt: skip
     return SiteDetail(
         owner_id=owner_id,
@@ -166,10 +168,6 @@ def site_detail(
     )
 
 
-def _blocking_rule(domain: str, blocked: dict) -> Any:
-    labels = domain.split(".")
-    for i in range(len(labels) - 1):
-        rule = blocked.get(".".join(labels[i:]))
-        if rule is not None:
-            return rule
-    return None
+def _block_of(blocklist: BlockList, domain: str, owner_id: int) -> Any:
+    """The block (server rule or the owner's own) refusing mail from ``domain``."""
+    return blocked_for(blocklist, Sender.of_domain(domain), owner_id=owner_id)

@@ -13,7 +13,14 @@ from flask import Blueprint, Response, abort, flash, redirect, render_template, 
 from markupsafe import Markup
 from sqlalchemy import select
 
-from aliasd.core import blocking, protected_senders, reports, sender_blocks, site_report
+from aliasd.core import (
+    block_protection,
+    blocking,
+    protected_senders,
+    reports,
+    sender_blocks,
+    site_report,
+)
 from aliasd.core.aliases import AliasdError
 from aliasd.models import User
 from aliasd.web.blocklist import flash_publish_outcome
@@ -137,14 +144,20 @@ def block(owner_id: int, site: str):
         flash("That domain did not send mail to this site.", "error")
         return back
     s = db_session()
+    user = current_user()
+    server_wide = user.is_admin and request.form.get("scope") == "server"
+    # The served/mailbox refusal speaks first: it is the one no site change can lift.
+    refusal = (block_protection.server_block_refusal(s, settings(), domain) if server_wide
+               else block_protection.user_block_refusal(s, owner_id, domain))  # fmt: skip
+    if refusal:
+        flash(refusal, "error")
+        return back
     protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
     if protected_senders.is_protected(domain, protected):
         flash(f"{domain} belongs to one of the owner's sites or to their mailbox: blocking it would "
               "refuse their own mail. Remove it from the site's senders first if it is not "
               "theirs.", "error")  # fmt: skip
         return back
-    user = current_user()
-    server_wide = user.is_admin and request.form.get("scope") == "server"
     try:
         if server_wide:
             rule = blocking.block_domain(s, settings(), domain, source="manual", owner_id=user.id,
