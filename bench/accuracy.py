@@ -5,7 +5,7 @@
     python bench/accuracy.py --cv       # 5-fold cross-validation inside the 80 % (for tuning)
 
 Prints the false-positive rate on ham and spam recall at the default thresholds
-(spam = action 'add header' or worse), against the anchors of issue 4."""
+(spam = action 'add header' or worse), against the anchors the scanner is judged by."""
 
 from __future__ import annotations
 

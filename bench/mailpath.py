@@ -11,7 +11,7 @@ by side in one run, the same messages each time:
 
 Messages: a fixed sample of the SpamAssassin corpus (bench/corpus.py; ham and spam)
 sent with ``smtp-source -F``; messages/s counts every message smtpd answered at end of
-DATA (accepted or refused by the milter). Target of issue 4: aliasd faster than rspamd.
+DATA (accepted or refused by the milter). Target: aliasd faster than rspamd.
 """
 
 from __future__ import annotations

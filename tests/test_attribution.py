@@ -136,7 +136,7 @@ def send(db, settings, rcpt, sender, from_domain, *, spam=False, subject="hi", m
         tgt = events.find_aliases(s, [rcpt], "+")
     facts = events.MessageFacts(sender, from_domain=from_domain, subject=subject,
                                 at=NOW + dt.timedelta(minutes=minutes))
-    outcome = events.Outcome(score=9.5 if spam else 0.5,
+    outcome = events.AppliedVerdict(score=9.5 if spam else 0.5,
                              action="add header" if spam else "no action", is_spam=spam)
     events.record_and_notify(db, settings, tgt, facts, outcome)
 

@@ -26,7 +26,8 @@ from aliasd.core import aliases as core
 from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import Alias, BlockRule, User
 from aliasd.postfix.config_lines import postfix_table
-from tests.conftest import open_clean_database, settings_env
+from tests.harness.cli import settings_env
+from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process

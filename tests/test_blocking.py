@@ -93,7 +93,7 @@ def spam(db, settings, rcpt: str, sender: str, *, from_domain: str | None = None
         tgt = events.find_aliases(s, [rcpt], "+")
     facts = events.MessageFacts(envelope_sender=sender, from_domain=from_domain, at=at,
                                 subject="cheap pills")
-    outcome = events.Outcome(score=9.0 if is_spam else 0.0, action="add header",
+    outcome = events.AppliedVerdict(score=9.0 if is_spam else 0.0, action="add header",
                              is_spam=is_spam)
     events.record_and_notify(db, settings, tgt, facts, outcome)
 
@@ -227,7 +227,7 @@ def cli(settings):
     from click.testing import CliRunner
 
     from aliasd.cli import main
-    from tests.conftest import settings_env
+    from tests.harness.cli import settings_env
 
     def run(*args: str, check: bool = True, env_extra: dict | None = None):
         env = {k: None for k in os.environ if k.startswith("ALIASD_")}
@@ -342,7 +342,7 @@ def test_import_cli_reports_lines_keeps_ids_and_writes_a_clean_table(world, cli,
 def test_access_map_answers_reject_notfound_and_temp(world, policy_settings):
     import asyncio
 
-    from aliasd.core.decision import Outcome
+    from aliasd.core.decision import LookupOutcome
     from aliasd.db import Database
     from aliasd.lookup.access_map import SenderAccessMap
     from tests.harness.net import free_port
@@ -357,7 +357,7 @@ def test_access_map_answers_reject_notfound_and_temp(world, policy_settings):
         off.enabled = False
     now = [1000.0]
     amap = SenderAccessMap(world, max_staleness=5.0, clock=lambda: now[0])
-    assert asyncio.run(amap.lookup("a@massnews.gr")).outcome is Outcome.TEMP  # not loaded yet
+    assert asyncio.run(amap.lookup("a@massnews.gr")).outcome is LookupOutcome.TEMP  # not loaded yet
     amap.refresh()
 
     def answer(key: str):
@@ -366,23 +366,23 @@ def test_access_map_answers_reject_notfound_and_temp(world, policy_settings):
     text = f"REJECT Plz stop sending SPAM id={rule.id}"
     for key in ("promo@massnews.gr", "<Promo@MassNews.GR>", "x@mail.massnews.gr", "massnews.gr"):
         decision = answer(key)
-        assert (decision.outcome, decision.value) == (Outcome.FOUND, text), key
+        assert (decision.outcome, decision.value) == (LookupOutcome.FOUND, text), key
     assert answer("x@spam.example").value == "REJECT imported id=9"  # imported domain pattern
     for key in ("x@massnews.gr.example.com", "x@notmassnews.gr", "x@off.example", "", "<>",
                 "not an address@", "x@[192.0.2.1]", "x@example.net"):
-        assert answer(key).outcome is Outcome.NOTFOUND, key
+        assert answer(key).outcome is LookupOutcome.NOTFOUND, key
     # Hits are counted in memory and reach the rule on the next refresh.
     amap.refresh()
     with world.session() as s:
         assert s.get(BlockRule, rule.id).hits == 4
     # Stale copy (database unreachable for longer than max_staleness): TEMP, never NOTFOUND.
     now[0] += 6
-    assert answer("x@example.net").outcome is Outcome.TEMP
+    assert answer("x@example.net").outcome is LookupOutcome.TEMP
     down = SenderAccessMap(Database(f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/x",
                                     timeout=1))
     with pytest.raises(Exception):  # noqa: B017 - any driver error
         down.refresh()
-    assert asyncio.run(down.lookup("a@massnews.gr")).outcome is Outcome.TEMP
+    assert asyncio.run(down.lookup("a@massnews.gr")).outcome is LookupOutcome.TEMP
 
 
 def test_concurrent_writers_from_several_processes_keep_every_rule(world, settings, tmp_path):
@@ -391,7 +391,7 @@ def test_concurrent_writers_from_several_processes_keep_every_rule(world, settin
     import subprocess
     import sys
 
-    from tests.conftest import settings_env
+    from tests.harness.cli import settings_env
 
     env = settings_env(settings)
     env.update(ALIASD_BLOCKLIST_FILE=str(tmp_path / "hc"), ALIASD_BLOCKLIST_RELOAD_COMMAND="")
@@ -468,3 +468,30 @@ def test_import_never_turns_a_deferring_rule_into_a_bounce(world, aliasd_cli, tm
     assert "1 rules imported" in out
     assert [r.pattern for r in rules(world)] == ["/^Subject:.*never/"]
     assert "later" not in live.read_text()
+
+
+def test_rules_added_on_another_host_reach_this_hosts_header_checks(database, settings, tmp_path):
+    """Two hosts share the database; each has its own Postfix and header_checks file. A
+    rule added on host A (its web app or milter writes A's file) must reach host B's file
+    too, through B's running lookupd, which follows the block list anyway."""
+    from pathlib import Path
+
+    from aliasd.core import blocking
+    from aliasd.lookup.access_map import SenderAccessMap
+    from aliasd.postfix import header_checks as hc
+
+    host_a = settings.with_overrides(blocklist_file=str(tmp_path / "a" / "header_checks"))
+    host_b = settings.with_overrides(blocklist_file=str(tmp_path / "b" / "header_checks"))
+    with database.session() as s:
+        blocking.block_domain(s, host_a, "first.example")
+    b_map = SenderAccessMap(database, settings=host_b)
+    b_map.refresh()
+    with database.session() as s:
+        rule = blocking.block_domain(s, host_a, "massnews.gr")
+    hc.sync_blocklist(host_a, database)
+    b_map.refresh()  # host B's lookupd, next background step
+    result = hc.wait_for_sync(host_b)
+    assert isinstance(result, hc.WriteResult), result
+    b_file = Path(host_b.effective_blocklist_file).read_text()
+    assert f"{rule.pattern} REJECT" in b_file and "first\\.example" in b_file
+    assert b_file == Path(host_a.effective_blocklist_file).read_text()

@@ -35,7 +35,7 @@ def deliver(db, rcpt: str, sender: str, *, spam: bool, days_ago: int = 0,
         tgt = events.find_aliases(s, [rcpt], "+")
         facts = events.MessageFacts(envelope_sender=sender, subject=subject,
                                     at=dt.datetime(day.year, day.month, day.day, 9, tzinfo=dt.UTC))
-        outcome = events.Outcome(score=9.0 if spam else 0.0, action="add header", is_spam=spam)
+        outcome = events.AppliedVerdict(score=9.0 if spam else 0.0, action="add header", is_spam=spam)
         events.record_message(s, tgt, facts, outcome)
 
 

@@ -74,7 +74,7 @@ def test_clean_related_message_counts_as_forwarded(world, settings):
         size=1234,
         at=T0,
     )
-    outcome = events.Outcome(score=1.5, action="no action", is_spam=False, symbols="MIME_GOOD(-0.10)[]")
+    outcome = events.AppliedVerdict(score=1.5, action="no action", is_spam=False, symbols="MIME_GOOD(-0.10)[]")
     ids = events.record_and_notify(
         world, settings, targets(world, "github.com@example.net"), facts, outcome
     )
@@ -106,7 +106,7 @@ def test_clean_related_message_counts_as_forwarded(world, settings):
 
 def test_spam_from_unrelated_sender_marks_leak_once(world, settings):
     tgt = targets(world, "github.com@example.net")
-    spam = events.Outcome(score=9.0, action="add header", is_spam=True)
+    spam = events.AppliedVerdict(score=9.0, action="add header", is_spam=True)
     for i in range(3):
         facts = events.MessageFacts(
             envelope_sender=f"x{i}@spammer.example",
@@ -114,7 +114,7 @@ def test_spam_from_unrelated_sender_marks_leak_once(world, settings):
             at=T0 + dt.timedelta(hours=i),
         )
         events.record_and_notify(world, settings, tgt, facts, spam)
-    rejected = events.Outcome(score=20.0, action="reject", is_spam=True, rejected=True)
+    rejected = events.AppliedVerdict(score=20.0, action="reject", is_spam=True, rejected=True)
     events.record_and_notify(
         world,
         settings,
@@ -144,7 +144,7 @@ def test_spam_from_unrelated_sender_marks_leak_once(world, settings):
 
 def test_related_by_envelope_or_from_and_unknown_is_not_a_leak(world, settings):
     tgt = targets(world, "github.com@example.net", "nosite@example.net")
-    ham = events.Outcome(score=0.0, action="no action", is_spam=False)
+    ham = events.AppliedVerdict(score=0.0, action="no action", is_spam=False)
     # ESP envelope, the site's From: related.
     events.record_and_notify(
         world, settings, tgt, events.MessageFacts("b@sendgrid.example", from_domain="github.com"), ham
@@ -173,7 +173,7 @@ def test_one_event_per_alias_and_owner(world, settings):
         tgt,
         # at T0, long before the aliases were made: not their learning window
         events.MessageFacts("n@shop.example", from_domain="shop.example", subject="x" * 900, at=T0),
-        events.Outcome(score=0.0, action="no action", is_spam=False),
+        events.AppliedVerdict(score=0.0, action="no action", is_spam=False),
     )
     with world.session() as s:
         evs = s.scalars(select(MailEvent).where(MailEvent.id.in_(ids))).all()
@@ -189,7 +189,7 @@ def test_one_event_per_alias_and_owner(world, settings):
 def test_concurrent_writers_lose_no_updates(world, settings):
     """Several milter threads at once: counters and aggregates stay exact."""
     tgt = targets(world, "github.com@example.net", "shop.example@bob.example")
-    spam = events.Outcome(score=7.0, action="add header", is_spam=True)
+    spam = events.AppliedVerdict(score=7.0, action="add header", is_spam=True)
     errors: list[BaseException] = []
 
     def worker(n: int) -> None:
@@ -216,7 +216,7 @@ def test_concurrent_writers_lose_no_updates(world, settings):
         assert len(s.scalars(select(MailEvent)).all()) == 64
 
 
-def test_spam_hook_runs_after_commit_and_failures_keep_the_event(world, settings, monkeypatch):
+def test_auto_block_policy_runs_after_commit_and_its_failure_keeps_the_event(world, settings, monkeypatch):
     seen: list[tuple[str, bool]] = []
 
     def hook(session, hook_settings, event):
@@ -224,12 +224,12 @@ def test_spam_hook_runs_after_commit_and_failures_keep_the_event(world, settings
         seen.append((event.alias_address, event.is_spam))
         raise RuntimeError("policy exploded")
 
-    monkeypatch.setattr(events, "_blocking_hook", lambda: hook)
+    monkeypatch.setattr(events.blocking, "after_spam_event", hook)
     tgt = targets(world, "github.com@example.net")
-    ham = events.Outcome(score=0.0, action="no action", is_spam=False)
+    ham = events.AppliedVerdict(score=0.0, action="no action", is_spam=False)
     events.record_and_notify(world, settings, tgt, events.MessageFacts("a@github.com"), ham)
     assert seen == []  # only spam goes to the auto-block policy
-    spam = events.Outcome(score=8.0, action="add header", is_spam=True)
+    spam = events.AppliedVerdict(score=8.0, action="add header", is_spam=True)
     ids = events.record_and_notify(world, settings, tgt, events.MessageFacts("a@x.example"), spam)
     assert seen == [("github.com@example.net", True)]
     with world.session() as s:
@@ -246,7 +246,7 @@ def test_junk_text_is_stored_safely(world, settings):
         client_addr="::ffff:192.0.2.1",
     )
     ids = events.record_and_notify(
-        world, settings, tgt, facts, events.Outcome(score=0.0, action="skipped", is_spam=False)
+        world, settings, tgt, facts, events.AppliedVerdict(score=0.0, action="skipped", is_spam=False)
     )
     with world.session() as s:
         ev = s.get(MailEvent, ids[0])

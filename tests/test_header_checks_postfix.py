@@ -27,7 +27,8 @@ from aliasd.models import BlockRule, MailEvent
 from aliasd.postfix import header_checks as hc
 from aliasd.postfix import publisher
 from aliasd.postfix.config_lines import blocklist_section, postfix_table
-from tests.conftest import open_clean_database, settings_env
+from tests.harness.cli import settings_env
+from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
 from tests.harness.processes import start_logged, stop_process

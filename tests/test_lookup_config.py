@@ -12,7 +12,7 @@ import time
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from aliasd.postfix.config_lines import postfix_table, render
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.net import free_port
 from tests.harness.postfix import client_config_dir, postmap_query
 

@@ -24,7 +24,7 @@ from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from aliasd.db import Database
 from aliasd.models import Alias
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import (
     CaptureServer,

@@ -18,7 +18,7 @@ import pytest
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.databases import sqlite_database
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process

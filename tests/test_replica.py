@@ -7,12 +7,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
+import threading
 
 import pytest
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 
 from aliasd.core import aliases as core
-from aliasd.core.decision import Decision, Outcome
+from aliasd.core.decision import Decision, LookupOutcome
 from aliasd.core.replica import CatchAllRequest, Replica
 from aliasd.db import Database
 from aliasd.lookup.virtual_map import VirtualMap
@@ -56,7 +57,7 @@ def found(value: str) -> Decision:
 def test_decide_answers(populated):
     clock = FakeClock()
     replica = Replica(populated, clock=clock, managed_reply="aliasd")
-    assert replica.decide("github.com@d.example").outcome is Outcome.TEMP  # never loaded
+    assert replica.decide("github.com@d.example").outcome is LookupOutcome.TEMP  # never loaded
     replica.sync()
     bob = found("bob@real.example")
     assert replica.decide("github.com@d.example") == bob
@@ -75,14 +76,14 @@ def test_decide_answers(populated):
         "\"quoted\"@d.example", "old.shop@c.example", "srs0=hash=tt=x.example=u@c.example",
         "SRS1=h=x.example==u@c.example", "plainword@c.example",
     ):  # fmt: skip
-        assert replica.decide(key).outcome is Outcome.NOTFOUND, key
+        assert replica.decide(key).outcome is LookupOutcome.NOTFOUND, key
     assert replica.decide("News.Site.example+x@C.example") == CatchAllRequest(
         "c.example", "news.site.example", "news.site.example@c.example"
     )
     # Not synced for longer than max_staleness: TEMP, never NOTFOUND.
     clock.now += replica.max_staleness + 0.1
-    assert replica.decide("github.com@d.example").outcome is Outcome.TEMP
-    assert replica.decide("nobody@d.example").outcome is Outcome.TEMP
+    assert replica.decide("github.com@d.example").outcome is LookupOutcome.TEMP
+    assert replica.decide("nobody@d.example").outcome is LookupOutcome.TEMP
     replica.sync()
     assert replica.decide("github.com@d.example") == bob
 
@@ -100,7 +101,7 @@ def test_follows_the_change_feed(populated):
     stats = replica.sync()
     assert stats.changes == 5 and not stats.reloaded
     assert replica.decide("new@d.example") == found("bob@real.example")
-    assert replica.decide("github.com@d.example").outcome is Outcome.NOTFOUND
+    assert replica.decide("github.com@d.example").outcome is LookupOutcome.NOTFOUND
     assert replica.decide("off@d.example") == found("bob@real.example")
     assert replica.decide("multi@d.example") == found("three@real.example")
     assert "gone@d.example" not in replica.aliases
@@ -130,7 +131,7 @@ def test_out_of_order_commits_are_not_lost(populated):
         s.add(AliasChange(seq=base + 2, address="early@d.example"))
     replica.sync()
     assert replica.decide("early@d.example") == found("bob@real.example")
-    assert replica.decide("late@d.example").outcome is Outcome.NOTFOUND
+    assert replica.decide("late@d.example").outcome is LookupOutcome.NOTFOUND
     assert base + 1 in replica.gaps
     with populated.session() as s:
         s.add(AliasChange(seq=base + 1, address="late@d.example"))
@@ -159,7 +160,7 @@ def _real_concurrent_commits(database: Database, replica: Replica) -> None:
             core.create_alias(s, "fasttxn@d.example", core.get_user(s, "bob"))
         replica.sync()
         assert replica.decide("fasttxn@d.example") == found("bob@real.example")
-        assert replica.decide("slowtxn@d.example").outcome is Outcome.NOTFOUND
+        assert replica.decide("slowtxn@d.example").outcome is LookupOutcome.NOTFOUND
         slow.commit()
     finally:
         slow.close()
@@ -209,9 +210,9 @@ def test_database_down_means_temp_then_recovers(populated):
     clock.now += 1.5
     with pytest.raises(Exception):  # noqa: B017
         replica.sync()
-    assert replica.decide("github.com@d.example").outcome is Outcome.TEMP
-    assert replica.decide("nobody@d.example").outcome is Outcome.TEMP
-    assert replica.decide("d.example").outcome is Outcome.TEMP
+    assert replica.decide("github.com@d.example").outcome is LookupOutcome.TEMP
+    assert replica.decide("nobody@d.example").outcome is LookupOutcome.TEMP
+    assert replica.decide("d.example").outcome is LookupOutcome.TEMP
     replica.database.dispose()
     replica.database = populated
     replica.sync()
@@ -242,10 +243,10 @@ def test_catch_all_creates_once_and_respects_rules(populated):
         first.cancel()
         assert await second == found("bob@real.example")
         assert first.cancelled()
-        assert (await vmap.lookup("old.shop@c.example")).outcome is Outcome.NOTFOUND  # burned
-        assert (await vmap.lookup("plainword@c.example")).outcome is Outcome.NOTFOUND  # regex gate
-        assert (await vmap.lookup("srs0=a=b=x.example=u@c.example")).outcome is Outcome.NOTFOUND
-        assert (await vmap.lookup("unknown@d.example")).outcome is Outcome.NOTFOUND  # reject policy
+        assert (await vmap.lookup("old.shop@c.example")).outcome is LookupOutcome.NOTFOUND  # burned
+        assert (await vmap.lookup("plainword@c.example")).outcome is LookupOutcome.NOTFOUND  # regex gate
+        assert (await vmap.lookup("srs0=a=b=x.example=u@c.example")).outcome is LookupOutcome.NOTFOUND
+        assert (await vmap.lookup("unknown@d.example")).outcome is LookupOutcome.NOTFOUND  # reject policy
 
     asyncio.run(scenario())
     with populated.session() as s:
@@ -267,14 +268,14 @@ def test_catch_all_cap_database_errors_and_stale_burns(populated):
             core.set_state(s, core.get_alias(s, "a.example@c.example"), "burned")
             core.create_alias(s, "b.example@c.example", core.get_user(s, "bob"))
             core.set_state(s, core.get_alias(s, "b.example@c.example"), "burned")
-        assert (await vmap.lookup("b.example@c.example")).outcome is Outcome.NOTFOUND
+        assert (await vmap.lookup("b.example@c.example")).outcome is LookupOutcome.NOTFOUND
         assert await vmap.lookup("c.example@c.example") == found("bob@real.example")
         capped = await vmap.lookup("d.example@c.example")  # third catch-all this hour
-        assert capped.outcome is Outcome.TEMP and "cap" in capped.value
+        assert capped.outcome is LookupOutcome.TEMP and "cap" in capped.value
         # Database unreachable while creating: TEMP, and nothing is remembered.
         vmap.database = Database(DOWN_URL, timeout=1)
         down = await vmap.lookup("e.example@c.example")
-        assert down.outcome is Outcome.TEMP
+        assert down.outcome is LookupOutcome.TEMP
         vmap.database.dispose()
 
     asyncio.run(scenario())
@@ -295,7 +296,7 @@ def test_old_feed_rows_are_pruned_and_sync_goes_on(populated):
     with populated.session() as s:
         core.set_state(s, core.get_alias(s, "recent@d.example"), "disabled")
     vmap.replica.sync()
-    assert vmap.lookup_fast("recent@d.example").outcome is Outcome.NOTFOUND
+    assert vmap.lookup_fast("recent@d.example").outcome is LookupOutcome.NOTFOUND
 
 
 def test_garbage_keys_are_not_found_never_errors(populated):
@@ -307,4 +308,106 @@ def test_garbage_keys_are_not_found_never_errors(populated):
         key = "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 40)))
         decision = replica.decide(key)
         assert isinstance(decision, (Decision, CatchAllRequest)), key
-        assert not isinstance(decision, Decision) or decision.outcome is not Outcome.TEMP, key
+        assert not isinstance(decision, Decision) or decision.outcome is not LookupOutcome.TEMP, key
+
+
+def test_a_users_mailbox_on_a_create_domain_is_never_minted(database):
+    """Postfix looks every destination up again in virtual_alias_maps. When the owner's
+    mailbox is on a managed catch-all domain, that recursive query must not create an
+    alias for the mailbox itself (it would pollute the list, use up the hourly cap, and
+    shadow any later map that routes the mailbox)."""
+    with database.session() as s:
+        ann = core.create_user(s, "ann", "ann@own.example")
+        core.create_user(s, "joe", "joe+inbox@own.example")
+        core.create_domain(s, "own.example", ann, catch_all="create")
+        core.create_alias(s, "shop.example@own.example", ann)
+    vmap = _map(database)
+    assert vmap.lookup_fast("shop.example@own.example") == Decision.found("ann@own.example")
+
+    async def scenario():
+        for key in ("ann@own.example", "ANN@own.example.", "joe+inbox@own.example"):
+            assert (await vmap.lookup(key)).outcome is LookupOutcome.NOTFOUND, key
+        # Other new addresses on the domain are still created as before.
+        assert await vmap.lookup("news.example@own.example") == Decision.found("ann@own.example")
+
+    asyncio.run(scenario())
+    with database.session() as s:
+        assert s.scalars(select(Alias.address).order_by(Alias.address)).all() == [
+            "news.example@own.example",
+            "shop.example@own.example",
+        ]
+        # The core rule holds too (a mailbox changed after the replica loaded).
+        domain = core.get_domain(s, "own.example")
+        core.get_user(s, "joe").mailbox = "joe@own.example"
+        s.flush()
+        assert core.catch_all_create(s, domain, "joe") is None
+
+
+def test_catch_all_cap_holds_under_concurrent_creation(database):
+    """Several lookupd workers (threads here, processes or hosts in production) creating
+    different first-mail aliases at once must not get past the hourly cap together."""
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "cap.example", bob, catch_all="create", catch_all_max_per_hour=2)
+    workers = 8
+    barrier = threading.Barrier(workers)
+    outcomes: list[str] = []
+
+    def attempt(n: int) -> None:
+        barrier.wait()
+        try:
+            with database.session() as s:
+                domain = core.get_domain(s, "cap.example")
+                created = core.catch_all_create(s, domain, f"site{n}.example")
+                outcomes.append("created" if created is not None else "refused")
+        except core.CatchAllDeferred:
+            outcomes.append("deferred")
+        except Exception as exc:  # a busy database: Postfix is told TEMP and retries
+            outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=attempt, args=(n,)) for n in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    with database.session() as s:
+        made = s.scalar(
+            select(func.count()).select_from(Alias).where(Alias.origin == AliasOrigin.CATCH_ALL)
+        )
+    assert made <= 2, outcomes
+    assert outcomes.count("created") == made, outcomes
+
+
+def test_replica_out_of_touch_longer_than_the_feed_is_kept_reloads(database):
+    """A lookupd cut off from the database for longer than the change feed is kept (one
+    day; another host prunes it) must not resume from its old position: the changes it
+    never read are gone from the feed, so it has to read everything again."""
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    with database.session() as s:
+        bob = core.create_user(s, "bob", "bob@real.example")
+        core.create_domain(s, "d.example", bob)
+        core.create_alias(s, "old.example@d.example", bob)
+    clock = Clock()
+    replica = Replica(database, clock=clock)
+    replica.sync()
+    # While this host is cut off: an alias is created and one burned, a day passes, and
+    # another host's lookupd prunes the feed; then something else changes.
+    with database.session() as s:
+        bob = core.get_user(s, "bob")
+        core.create_alias(s, "new.example@d.example", bob)
+        core.set_state(s, core.get_alias(s, "old.example@d.example"), "burned")
+        s.flush()
+        s.execute(update(AliasChange).values(changed_at=utcnow() - dt.timedelta(days=2)))
+    with database.session() as s:
+        core.create_alias(s, "later.example@d.example", core.get_user(s, "bob"))
+        assert core.prune_changes(s) >= 2
+    clock.now += 2 * 86400
+    replica.sync()
+    assert replica.decide("later.example@d.example") == Decision.found("bob@real.example")
+    assert replica.decide("new.example@d.example") == Decision.found("bob@real.example")
+    assert replica.decide("old.example@d.example").outcome is LookupOutcome.NOTFOUND

@@ -31,7 +31,7 @@ def deliver(db, rcpt: str, sender: str, *, spam: bool, days_ago: int = 0,
         assert tgt, rcpt
         facts = events.MessageFacts(envelope_sender=sender, from_domain=from_domain,
                                     subject=subject, at=at(days_ago))
-        outcome = events.Outcome(score=9.0 if spam else 0.0,
+        outcome = events.AppliedVerdict(score=9.0 if spam else 0.0,
                                  action="add header" if spam else "no action", is_spam=spam)
         events.record_message(s, tgt, facts, outcome)
 

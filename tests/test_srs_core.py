@@ -7,7 +7,7 @@ import re
 import pytest
 
 from aliasd.config import load_settings
-from aliasd.core.decision import Outcome
+from aliasd.core.decision import LookupOutcome
 from aliasd.core.srs import (
     SrsConfig,
     SrsConfigError,
@@ -42,7 +42,7 @@ def test_forward_makes_srs0_and_reverse_returns_original():
     assert srs is not None and SRS0.match(srs), srs
     assert r.reverse(srs) == "alice@bank.example"
     decision, reason = r.reverse_decision(srs)
-    assert decision.outcome is Outcome.FOUND and decision.value == "alice@bank.example"
+    assert decision.outcome is LookupOutcome.FOUND and decision.value == "alice@bank.example"
     assert reason is None
 
 
@@ -84,7 +84,7 @@ def test_expiry_with_injected_clock():
     with pytest.raises(SrsRefused, match="expired"):
         r.reverse(srs)
     decision, reason = r.reverse_decision(srs)
-    assert decision.outcome is Outcome.NOTFOUND and "expired" in reason
+    assert decision.outcome is LookupOutcome.NOTFOUND and "expired" in reason
     # A stamp from the future (clock set back) is refused too.
     clock.now = T0 - 2 * DAY
     with pytest.raises(SrsRefused, match="expired"):
@@ -106,7 +106,7 @@ def test_tampering_is_refused():
         with pytest.raises(SrsRefused):
             r.reverse(address)
         decision, reason = r.reverse_decision(address)
-        assert decision.outcome is Outcome.NOTFOUND and reason
+        assert decision.outcome is LookupOutcome.NOTFOUND and reason
 
 
 def test_hash_is_case_insensitive_per_spec():
@@ -140,9 +140,9 @@ def test_local_and_excluded_senders_are_untouched():
     # Our own SRS senders are never rewritten twice.
     once = r.forward("alice@bank.example", managed)
     assert r.forward(once, managed) is None
-    assert r.forward_decision("bob@example.net", managed).outcome is Outcome.NOTFOUND
+    assert r.forward_decision("bob@example.net", managed).outcome is LookupOutcome.NOTFOUND
     found = r.forward_decision("alice@bank.example", managed)
-    assert found.outcome is Outcome.FOUND and found.value.startswith("SRS0=")
+    assert found.outcome is LookupOutcome.FOUND and found.value.startswith("SRS0=")
 
 
 @pytest.mark.parametrize(
@@ -153,7 +153,7 @@ def test_local_and_excluded_senders_are_untouched():
 def test_malformed_senders_are_not_rewritten(key):
     r = rewriter()
     assert r.forward(key) is None
-    assert r.forward_decision(key).outcome is Outcome.NOTFOUND
+    assert r.forward_decision(key).outcome is LookupOutcome.NOTFOUND
 
 
 def test_overlong_result_is_not_rewritten():
@@ -187,13 +187,13 @@ def test_reverse_only_concerns_srs_addresses_at_our_domain():
     not_srs = ("github.com@example.net", "alice@fwd.example.net", "SRS0@fwd.example.net", elsewhere, "", "x")
     for address in not_srs:
         decision, reason = r.reverse_decision(address)
-        assert decision.outcome is Outcome.NOTFOUND and reason is None
+        assert decision.outcome is LookupOutcome.NOTFOUND and reason is None
     assert r.is_srs_recipient(srs) and r.is_srs_recipient(srs.lower())
     assert not r.is_srs_recipient(elsewhere)
     for garbage in ("SRS0=@fwd.example.net", "SRS0=abcd@fwd.example.net",
                     "srs1=zzzz=x@fwd.example.net"):  # fmt: skip
         decision, reason = r.reverse_decision(garbage)
-        assert decision.outcome is Outcome.NOTFOUND and reason
+        assert decision.outcome is LookupOutcome.NOTFOUND and reason
 
 
 def test_is_srs_local_part():

@@ -14,12 +14,12 @@ from sqlalchemy import select
 
 from aliasd.config import SettingsError, load_settings
 from aliasd.core import aliases as core
-from aliasd.core.decision import Outcome
+from aliasd.core.decision import LookupOutcome
 from aliasd.db import Database
 from aliasd.lookup import srs_maps
 from aliasd.lookup.registry import build_maps
 from aliasd.models import User
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import postmap_query
 
@@ -70,34 +70,34 @@ def test_forward_and_reverse_maps_directly(srs_settings, database):
 
     async def scenario():
         # Before the managed domains are known, a foreign sender cannot be decided.
-        assert (await forward.lookup("alice@bank.example")).outcome is Outcome.TEMP
+        assert (await forward.lookup("alice@bank.example")).outcome is LookupOutcome.TEMP
         # ... but senders that settings alone exclude are answered at once.
-        assert (await forward.lookup("x@fwd.example.net")).outcome is Outcome.NOTFOUND
-        assert (await forward.lookup("x@partner.example")).outcome is Outcome.NOTFOUND
+        assert (await forward.lookup("x@fwd.example.net")).outcome is LookupOutcome.NOTFOUND
+        assert (await forward.lookup("x@partner.example")).outcome is LookupOutcome.NOTFOUND
         await forward.refresh()
         found = await forward.lookup("alice@bank.example")
-        assert found.outcome is Outcome.FOUND
+        assert found.outcome is LookupOutcome.FOUND
         assert found.value.startswith("SRS0=") and found.value.endswith(
             "=bank.example=alice@fwd.example.net"
         )
-        assert (await forward.lookup("github.com@example.net")).outcome is Outcome.NOTFOUND
-        assert (await forward.lookup("not an address")).outcome is Outcome.NOTFOUND
+        assert (await forward.lookup("github.com@example.net")).outcome is LookupOutcome.NOTFOUND
+        assert (await forward.lookup("not an address")).outcome is LookupOutcome.NOTFOUND
         back = await reverse.lookup(found.value)
-        assert back.outcome is Outcome.FOUND and back.value == "alice@bank.example"
+        assert back.outcome is LookupOutcome.FOUND and back.value == "alice@bank.example"
         assert (await reverse.lookup(found.value.upper())).value.lower() == "alice@bank.example"
         tampered = found.value.replace("=alice@", "=mallory@")
-        assert (await reverse.lookup(tampered)).outcome is Outcome.NOTFOUND
-        assert (await reverse.lookup("github.com@example.net")).outcome is Outcome.NOTFOUND
+        assert (await reverse.lookup(tampered)).outcome is LookupOutcome.NOTFOUND
+        assert (await reverse.lookup("github.com@example.net")).outcome is LookupOutcome.NOTFOUND
         # A domain added later is picked up by the background refresh.
         add_domain(database, "second.example")
-        assert (await forward.lookup("x@second.example")).outcome is Outcome.FOUND
+        assert (await forward.lookup("x@second.example")).outcome is LookupOutcome.FOUND
         await forward.start()
         try:
             for _ in range(200):
-                if (await forward.lookup("x@second.example")).outcome is Outcome.NOTFOUND:
+                if (await forward.lookup("x@second.example")).outcome is LookupOutcome.NOTFOUND:
                     break
                 await asyncio.sleep(0.02)
-            assert (await forward.lookup("x@second.example")).outcome is Outcome.NOTFOUND
+            assert (await forward.lookup("x@second.example")).outcome is LookupOutcome.NOTFOUND
         finally:
             await forward.close()
 
@@ -111,16 +111,16 @@ def test_forward_map_answers_temp_when_the_database_is_down(srs_settings, databa
     forward = srs_maps.SrsForwardMap(srs_maps.SrsRewriter(
         srs_maps.SrsConfig.from_settings(srs_settings)), domains)  # fmt: skip
     domains.refresh()
-    assert forward.lookup_fast("alice@bank.example").outcome is Outcome.FOUND
+    assert forward.lookup_fast("alice@bank.example").outcome is LookupOutcome.FOUND
     # The database goes away: refreshes fail, the old list serves until it is too old.
     domains.database = Database("postgresql+psycopg://nobody@127.0.0.1:1/none", timeout=1)
     with pytest.raises(Exception):  # noqa: B017 - any driver error
         domains.refresh()
     now[0] += 4
-    assert forward.lookup_fast("alice@bank.example").outcome is Outcome.FOUND
+    assert forward.lookup_fast("alice@bank.example").outcome is LookupOutcome.FOUND
     now[0] += 2
     decision = forward.lookup_fast("alice@bank.example")
-    assert decision.outcome is Outcome.TEMP, decision
+    assert decision.outcome is LookupOutcome.TEMP, decision
     # The reverse map needs no database at all.
     reverse = srs_maps.build_reverse(srs_settings, domains.database)
     srs = srs_maps.SrsRewriter(srs_maps.SrsConfig.from_settings(srs_settings)).forward(
@@ -143,13 +143,13 @@ def test_srs_domain_on_a_catch_all_domain_stays_closed(settings, database):
     valid = rewriter.forward("alice@bank.example")
     tampered = valid.replace("=alice@", "=mallory@")
     assert maps["srs_reverse"].lookup_fast(valid).value == "alice@bank.example"
-    assert maps["srs_reverse"].lookup_fast(tampered).outcome is Outcome.NOTFOUND
+    assert maps["srs_reverse"].lookup_fast(tampered).outcome is LookupOutcome.NOTFOUND
     for address in (tampered, tampered.upper()):
-        assert asyncio.run(maps["virtual"].lookup(address)).outcome is Outcome.NOTFOUND
+        assert asyncio.run(maps["virtual"].lookup(address)).outcome is LookupOutcome.NOTFOUND
     # Ordinary new addresses on the domain are still created by the catch-all...
-    assert asyncio.run(maps["virtual"].lookup("shop.example@example.net")).outcome is Outcome.FOUND
+    assert asyncio.run(maps["virtual"].lookup("shop.example@example.net")).outcome is LookupOutcome.FOUND
     # ... and the domain's own senders are not rewritten.
-    assert maps["srs_forward"].lookup_fast("shop.example@example.net").outcome is Outcome.NOTFOUND
+    assert maps["srs_forward"].lookup_fast("shop.example@example.net").outcome is LookupOutcome.NOTFOUND
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from aliasd.core.srs import SrsConfig, SrsRewriter
 from aliasd.postfix.config_lines import lookup_section, srs_section
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.databases import sqlite_database
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, smtp_reply_codes, swaks

@@ -83,14 +83,14 @@ def site(tmp_path_factory):
                 from_domain="bulk-mailer-with-a-long-name.example",
                 subject=f"Limited offer number {i} for our very best customers only",
                 at=now - dt.timedelta(days=i, hours=1))
-            outcome = events.Outcome(score=9.5, action="add header", is_spam=True)
+            outcome = events.AppliedVerdict(score=9.5, action="add header", is_spam=True)
             events.record_message(s, targets, facts, outcome)
     with db.session() as s:
         targets = events.find_aliases(s, [f"{LONG_SITE}@alice.example"], "+")
         events.record_message(s, targets, events.MessageFacts(
             envelope_sender=f"orders@{LONG_SITE}", from_domain=LONG_SITE,
             subject="Your order has shipped", at=now - dt.timedelta(hours=2)),
-            events.Outcome(score=0.1, action="no action", is_spam=False))
+            events.AppliedVerdict(score=0.1, action="no action", is_spam=False))
     app = make_app(settings)
     app.register_blueprint(_crash_blueprint())
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import select
 
 from aliasd.config import load_settings
-from aliasd.core.auth import LdapUnavailable, Outcome, authenticate, ldap_authenticate
+from aliasd.core.auth import LdapUnavailable, SignInOutcome, authenticate, ldap_authenticate
 from aliasd.models import LoginAttempt, User
 from tests.harness.net import free_port
 from tests.harness.slapd import (
@@ -144,7 +144,7 @@ def test_first_login_creates_user_later_logins_refresh(slapd, database, settings
     )
     with database.session() as s:
         result = authenticate(s, cfg, "alice", PEOPLE["alice"].password, "192.0.2.1")
-        assert result.outcome == Outcome.OK
+        assert result.outcome == SignInOutcome.OK
     with database.session() as s:
         user = s.scalar(select(User).where(User.username == "alice"))
         assert user.auth_source == "ldap"

@@ -12,7 +12,7 @@ import sys
 import pytest
 import requests
 
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.webapp import make_app
 

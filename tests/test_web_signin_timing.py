@@ -32,5 +32,5 @@ def test_every_refused_name_costs_one_hash(database, settings, hashed):
         hashed.clear()
         with database.session() as s:
             result = auth.authenticate(s, settings, name, "wrong password", "192.0.2.1")
-        assert result.outcome == auth.Outcome.BAD_CREDENTIALS, name
+        assert result.outcome == auth.SignInOutcome.BAD_CREDENTIALS, name
         assert len(hashed) == 1, name

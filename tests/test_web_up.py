@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from aliasd.config import load_settings
-from tests.conftest import settings_env
+from tests.harness.cli import settings_env
 from tests.harness.databases import sqlite_database
 from tests.harness.net import free_port, wait_for_port
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import click
 
 from aliasd.config import Settings, SettingsError, load_settings
-from aliasd.core.aliases import AliasdError
+from aliasd.core.errors import AliasdError
 from aliasd.db import Database, SchemaOutdated, get_database
 
 

@@ -12,8 +12,9 @@ from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
 from aliasd.core.addresses import AddressError, normalize_address
-from aliasd.core.aliases import AliasdError, create_user, record_change
+from aliasd.core.aliases import create_user, record_change
 from aliasd.core.auth import MAX_PASSWORD, is_rate_limited, record_failure
+from aliasd.core.errors import AliasdError
 from aliasd.core.passwords import hash_password, verify_password
 from aliasd.models import Alias, User
 

@@ -19,6 +19,13 @@ from aliasd.core.addresses import (
     parse_address,
     site_from_input,
 )
+from aliasd.core.errors import (
+    AddressRetired,
+    AliasdError,
+    AlreadyExists,
+    InvalidTransition,
+    NotFound,
+)
 from aliasd.models import (
     Alias,
     AliasChange,
@@ -29,26 +36,6 @@ from aliasd.models import (
     User,
     utcnow,
 )
-
-
-class AliasdError(Exception):
-    """A rule of the product was broken; the message is fit to show a user."""
-
-
-class NotFound(AliasdError):
-    pass
-
-
-class AlreadyExists(AliasdError):
-    pass
-
-
-class AddressRetired(AliasdError):
-    """The address was burned or deleted; it is never handed out again."""
-
-
-class InvalidTransition(AliasdError):
-    pass
 
 
 # --- change feed --------------------------------------------------------------------

@@ -18,7 +18,7 @@ from aliasd.core.addresses import domain_of
 from aliasd.models import Alias, SiteKnownSender, SiteLeak, UTCDateTime
 
 if TYPE_CHECKING:
-    from aliasd.core.events import AliasTarget, MessageFacts, Outcome  # noqa: F401
+    from aliasd.core.events import AliasTarget, AppliedVerdict, MessageFacts  # noqa: F401
 
 
 CLOCK_SKEW = dt.timedelta(minutes=5)
@@ -145,7 +145,7 @@ def record(
     conn: Connection,
     target: AliasTarget,
     event: dict,
-    outcome: Outcome,
+    outcome: AppliedVerdict,
     verdict: attribution.Attribution,
     at: dt.datetime,
 ) -> None:

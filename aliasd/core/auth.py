@@ -26,7 +26,7 @@ MAX_USERNAME = 255
 MAX_PASSWORD = 1024
 
 
-class Outcome(enum.StrEnum):
+class SignInOutcome(enum.StrEnum):
     OK = "ok"
     BAD_CREDENTIALS = "bad-credentials"
     RATE_LIMITED = "rate-limited"
@@ -35,13 +35,13 @@ class Outcome(enum.StrEnum):
 
 @dataclass
 class AuthResult:
-    outcome: Outcome
+    outcome: SignInOutcome
     user: User | None = None
     message: str = ""
 
     @property
     def ok(self) -> bool:
-        return self.outcome == Outcome.OK
+        return self.outcome == SignInOutcome.OK
 
 
 @dataclass
@@ -214,10 +214,10 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
     username = (username or "").strip()
     password = password or ""
     if not username or len(username) > MAX_USERNAME or len(password) > MAX_PASSWORD:
-        return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+        return AuthResult(SignInOutcome.BAD_CREDENTIALS, message="Wrong user name or password.")
     if is_rate_limited(session, settings, username, client):
         return AuthResult(
-            Outcome.RATE_LIMITED,
+            SignInOutcome.RATE_LIMITED,
             message="Too many failed sign-ins. Wait a few minutes and try again.",
         )
     user = session.scalar(select(User).where(User.username == username))
@@ -226,7 +226,7 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
             if needs_rehash(user.password_hash or ""):
                 user.password_hash = hash_password(password)
             user.last_login_at = utcnow()
-            return AuthResult(Outcome.OK, user)
+            return AuthResult(SignInOutcome.OK, user)
     elif not settings.ldap_uri:
         # Same work as for a real account, so timing does not tell which names exist
         # (unknown, or a directory user while LDAP is switched off).
@@ -236,13 +236,13 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
             identity = ldap_authenticate(settings, username, password)
         except LdapUnavailable:
             return AuthResult(
-                Outcome.UNAVAILABLE,
+                SignInOutcome.UNAVAILABLE,
                 message="The directory cannot be reached right now; try again later.",
             )
         if identity is not None:
             return _ldap_user(session, identity)
     record_failure(session, username, client)
-    return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+    return AuthResult(SignInOutcome.BAD_CREDENTIALS, message="Wrong user name or password.")
 
 
 _DUMMY: list[str] = []
@@ -259,7 +259,7 @@ def _ldap_user(session: Session, identity: LdapIdentity) -> AuthResult:
         mailbox = normalize_address(identity.mail)
     except AddressError:
         return AuthResult(
-            Outcome.BAD_CREDENTIALS,
+            SignInOutcome.BAD_CREDENTIALS,
             message="Your directory entry has no usable mail address; ask an administrator.",
         )
     user = session.scalar(select(User).where(User.username == identity.username))
@@ -268,9 +268,9 @@ def _ldap_user(session: Session, identity: LdapIdentity) -> AuthResult:
                            auth_source="ldap")
     elif user.auth_source != "ldap":
         # A local account of the same name is not taken over by the directory.
-        return AuthResult(Outcome.BAD_CREDENTIALS, message="Wrong user name or password.")
+        return AuthResult(SignInOutcome.BAD_CREDENTIALS, message="Wrong user name or password.")
     else:
         user.mailbox = mailbox
         user.is_admin = identity.is_admin
     user.last_login_at = utcnow()
-    return AuthResult(Outcome.OK, user)
+    return AuthResult(SignInOutcome.OK, user)

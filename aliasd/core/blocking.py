@@ -29,7 +29,6 @@ from sqlalchemy.orm import Session
 from aliasd.config import Settings
 from aliasd.core import protected_senders
 from aliasd.core.addresses import AddressError, normalize_domain
-from aliasd.core.aliases import AliasdError, NotFound
 from aliasd.core.block_protection import (
     covering,
     exempt_domains,
@@ -37,6 +36,7 @@ from aliasd.core.block_protection import (
     protected_domains,
     server_block_refusal,
 )
+from aliasd.core.errors import AliasdError, NotFound
 from aliasd.core.ordinary_mail import ordinary_header_matched, why_too_broad
 from aliasd.core.pcre_syntax import (  # noqa: F401 - re-exported: callers use blocking.*
     SENDER_HEADERS,

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass
 
 
-class Outcome(enum.Enum):
+class LookupOutcome(enum.Enum):
     FOUND = "found"
     NOTFOUND = "notfound"
     TEMP = "temp"  # try again later: Postfix defers (4xx), nothing is lost
@@ -16,14 +16,14 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    outcome: Outcome
+    outcome: LookupOutcome
     value: str = ""  # the result for FOUND, a reason otherwise
 
     @classmethod
     def found(cls, value: str) -> Decision:
         if not value:
             raise ValueError("a FOUND decision needs a non-empty value (Postfix rejects bare OK)")
-        return cls(Outcome.FOUND, value)
+        return cls(LookupOutcome.FOUND, value)
 
     @classmethod
     def notfound(cls) -> Decision:
@@ -31,11 +31,11 @@ class Decision:
 
     @classmethod
     def temp(cls, reason: str) -> Decision:
-        return cls(Outcome.TEMP, reason)
+        return cls(LookupOutcome.TEMP, reason)
 
     @classmethod
     def perm(cls, reason: str) -> Decision:
-        return cls(Outcome.PERM, reason)
+        return cls(LookupOutcome.PERM, reason)
 
 
-_NOTFOUND = Decision(Outcome.NOTFOUND)
+_NOTFOUND = Decision(LookupOutcome.NOTFOUND)

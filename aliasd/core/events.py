@@ -1,8 +1,7 @@
 """Mail events and the aggregates the report reads.
 
 The milter calls :func:`record_and_notify` once per message (:func:`record_message`
-does the writing): one ``MailEvent`` per alias
-the message was addressed to, the alias's counters, the per-site aggregates
+does the writing): one ``MailEvent`` per alias the message was addressed to, the alias's counters, the per-site aggregates
 (``SiteDay``, ``SiteSender``) that the spam-source report reads instead of scanning the
 events table, and what ``core.attribution`` decided about the sender (a learned known
 sender, or leak evidence in ``SiteLeak``). Counter and aggregate writes are single atomic statements (``x = x + 1``,
@@ -13,7 +12,6 @@ PostgreSQL and on SQLite without lost updates.
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -24,8 +22,9 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
-from aliasd.core import attribution_store
+from aliasd.core import attribution_store, blocking
 from aliasd.core.addresses import AddressError, domain_of, normalize_address
+from aliasd.core.report_site import report_site_of
 from aliasd.db import Database
 from aliasd.models import Alias, MailEvent, SiteDay, SiteSender, UTCDateTime, utcnow
 
@@ -48,9 +47,7 @@ class AliasTarget:
 
     @property
     def report_site(self) -> str:
-        """The key the report groups by: the alias's site, or the address itself when
-        the alias was never tied to a site (it still identifies who leaked it)."""
-        return self.site or self.address
+        return report_site_of(self.site, self.address)
 
 
 @dataclass(frozen=True)
@@ -71,7 +68,7 @@ class MessageFacts:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class AppliedVerdict:
     """The verdict as it was applied to the message."""
 
     score: float
@@ -204,7 +201,7 @@ def record_message(
     session: Session,
     targets: Sequence[AliasTarget],
     facts: MessageFacts,
-    outcome: Outcome,
+    outcome: AppliedVerdict,
     policy: attribution_store.AttributionPolicy | None = None,
 ) -> list[int]:
     """Record one event per alias and update counters and aggregates in ``session``.
@@ -285,7 +282,7 @@ def record_and_notify(
     settings: Settings,
     targets: Sequence[AliasTarget],
     facts: MessageFacts,
-    outcome: Outcome,
+    outcome: AppliedVerdict,
     *,
     attempts: int = 3,
 ) -> list[int]:
@@ -311,31 +308,19 @@ def record_and_notify(
     return ids
 
 
-# --- auto-block hook -----------------------------------------------------------------
-# HOOK: aliasd.core.blocking.after_spam_event(session, settings, event) decides whether
-# a spam event should block its sender (auto-block policy). It is owned by the blocklist
-# code and skipped while that module does not exist. It runs in its own transaction
-# after the event is committed, so a failing policy never loses the event itself.
-def _blocking_hook():
-    if importlib.util.find_spec("aliasd.core.blocking") is None:
-        return None
-    from aliasd.core import blocking
-
-    return getattr(blocking, "after_spam_event", None)
-
-
+# --- auto-block ------------------------------------------------------------------------
 def run_spam_hook(database: Database, settings: Settings, event_ids: Sequence[int]) -> None:
-    hook = _blocking_hook()
-    if hook is None:
-        return
+    """Let the auto-block policy (blocking.after_spam_event) judge each spam event, each
+    in its own transaction after the event is committed: a failing policy never loses
+    the event itself."""
     for event_id in event_ids:
         try:
             with database.session() as session:
                 event = session.get(MailEvent, event_id)
                 if event is not None:
-                    hook(session, settings, event)
+                    blocking.after_spam_event(session, settings, event)
         except Exception:  # the message is already handled; log and go on
-            log.exception("auto-block hook failed for mail event %s", event_id)
+            log.exception("auto-block policy failed for mail event %s", event_id)
 
 
 def _clip(value: str | None, limit: int) -> str | None:

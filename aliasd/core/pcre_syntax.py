@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from aliasd.core.aliases import AliasdError
+from aliasd.core.errors import AliasdError
 
 # The headers that name who sent a message. To:/Cc: are left out (they hold the user's own
 # alias), and so are Received: lines (relays and the recipient's own host appear there):

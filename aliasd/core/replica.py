@@ -28,15 +28,15 @@ from dataclasses import dataclass
 from sqlalchemy import func, or_, select
 
 from aliasd.core.addresses import AddressError, normalize_domain, parse_address
-from aliasd.core.decision import Decision, Outcome
+from aliasd.core.decision import Decision, LookupOutcome
 from aliasd.db import Database
 from aliasd.models import Alias, AliasChange, AliasState, CatchAllPolicy, Domain, User
 
 # NOTFOUND decisions that remember why (the reason is not sent to Postfix).
 _INACTIVE = {
-    AliasState.DISABLED.value: Decision(Outcome.NOTFOUND, "disabled"),
-    AliasState.BURNED.value: Decision(Outcome.NOTFOUND, "burned"),
-    AliasState.DELETED.value: Decision(Outcome.NOTFOUND, "deleted"),
+    AliasState.DISABLED.value: Decision(LookupOutcome.NOTFOUND, "disabled"),
+    AliasState.BURNED.value: Decision(LookupOutcome.NOTFOUND, "burned"),
+    AliasState.DELETED.value: Decision(LookupOutcome.NOTFOUND, "deleted"),
 }
 _NOTFOUND = Decision.notfound()
 _SRS_PREFIXES = ("srs0=", "srs1=")  # SRS-rewritten bounces; the SRS feature answers them

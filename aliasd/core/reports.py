@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from aliasd.core import leaks
 from aliasd.core.block_decision import Sender, blocked_for, load_blocklist
+from aliasd.core.report_site import report_site_of
 from aliasd.models import Alias, AliasState, SiteDay, SiteSender, User
 
 SAMPLE_SUBJECTS = 10
@@ -200,7 +201,7 @@ def ranking(
     )
     aliases: dict[tuple[int, str], list[str]] = {}
     for r in session.execute(alias_query):
-        aliases.setdefault((r.owner_id, r.site or r.address), []).append(r.state)
+        aliases.setdefault((r.owner_id, report_site_of(r.site, r.address)), []).append(r.state)
 
     out: list[SiteRow] = []
     for r, key in zip(rows, keys, strict=True):

@@ -11,8 +11,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aliasd.core.addresses import AddressError, normalize_address, normalize_domain
-from aliasd.core.aliases import AliasdError, NotFound
 from aliasd.core.block_protection import user_block_refusal
+from aliasd.core.errors import AliasdError, NotFound
 from aliasd.models import Alias, SenderBlock, utcnow
 
 MAX_BLOCKS_PER_USER = 5000

@@ -9,11 +9,12 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aliasd.core import leaks, protected_senders
 from aliasd.core.block_decision import BlockList, Sender, blocked_for, load_blocklist
+from aliasd.core.report_site import aliases_under
 from aliasd.core.reports import _as_date, _site_filter, period_start
 from aliasd.models import Alias, MailEvent, SiteDay, SiteLeak, SiteSender
 
@@ -79,7 +80,7 @@ def site_detail(
             select(Alias)
             .where(
                 Alias.owner_id == owner_id,
-                or_(Alias.site == site, and_(Alias.site.is_(None), Alias.address == site)),
+                aliases_under(site),
             )
             .order_by(Alias.address)
         )

@@ -11,7 +11,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aliasd.core.aliases import AliasdError, NotFound
+from aliasd.core.errors import AliasdError, NotFound
 from aliasd.models import ApiToken, User, utcnow
 
 TOKEN_PREFIX = "aliasd_"

@@ -6,7 +6,7 @@ than 100000 bytes; a value that does not fit is answered TEMP, never truncated."
 
 from __future__ import annotations
 
-from aliasd.core.decision import Decision, Outcome
+from aliasd.core.decision import Decision, LookupOutcome
 from aliasd.lookup.netstring import encode
 
 MAX_REPLY = 100_000  # Postfix's socketmap_max_reply default
@@ -36,14 +36,14 @@ def _clean(reason: str) -> bytes:
 def format_reply(decision: Decision) -> bytes:
     """The full netstring for a decision, within Postfix's reply limit."""
     outcome = decision.outcome
-    if outcome is Outcome.NOTFOUND:
+    if outcome is LookupOutcome.NOTFOUND:
         return NOTFOUND_REPLY
-    if outcome is Outcome.FOUND:
+    if outcome is LookupOutcome.FOUND:
         body = b"OK " + decision.value.encode("utf-8", "surrogateescape")
         if len(body) > MAX_REPLY:
             body = b"TEMP value too long for a socketmap reply"
         return encode(body)
-    word = b"TEMP " if outcome is Outcome.TEMP else b"PERM "
+    word = b"TEMP " if outcome is LookupOutcome.TEMP else b"PERM "
     return encode(word + _clean(decision.value))
 
 

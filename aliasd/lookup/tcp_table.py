@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from aliasd.core.decision import Decision, Outcome
+from aliasd.core.decision import Decision, LookupOutcome
 
 MAX_REPLY = 4096  # including the status code and the newline
 MAX_REQUEST = 4096
@@ -54,9 +54,9 @@ def _text(reason: str) -> bytes:
 
 def format_reply(decision: Decision) -> bytes:
     outcome = decision.outcome
-    if outcome is Outcome.NOTFOUND:
+    if outcome is LookupOutcome.NOTFOUND:
         return NOTFOUND_REPLY
-    if outcome is Outcome.FOUND:
+    if outcome is LookupOutcome.FOUND:
         reply = b"200 " + quote(decision.value.encode("utf-8", "surrogateescape")) + b"\n"
         if len(reply) > MAX_REPLY:
             return b"400 value too long for a tcp_table reply\n"

@@ -354,7 +354,7 @@ class MailPath:
     def _record(self, envelope: Envelope, targets: list[events.AliasTarget], verdict: Verdict) -> None:
         result = verdict.result
         if result is not None:
-            outcome = events.Outcome(
+            outcome = events.AppliedVerdict(
                 score=result.score,
                 action=str(Action.REJECT) if verdict.status == "reject" else str(result.action),
                 is_spam=result.is_spam,
@@ -362,10 +362,10 @@ class MailPath:
                 rejected=verdict.status != "accept",
             )
         elif verdict.status == "reject":  # refused by a block while the scan was skipped
-            outcome = events.Outcome(score=0.0, action=str(Action.REJECT), is_spam=False,
+            outcome = events.AppliedVerdict(score=0.0, action=str(Action.REJECT), is_spam=False,
                                      rejected=True)
         else:
-            outcome = events.Outcome(score=0.0, action=events.ACTION_SKIPPED, is_spam=False)
+            outcome = events.AppliedVerdict(score=0.0, action=events.ACTION_SKIPPED, is_spam=False)
         facts = events.MessageFacts(
             envelope_sender=envelope.sender,
             client_addr=envelope.client_addr,

@@ -82,7 +82,7 @@ def lookup_section(settings: Settings) -> Section | None:
 
 
 def blocklist_section(settings: Settings) -> Section:
-    """Sender blocks (issue 5): header_checks after DATA, and the same blocks as an access
+    """Sender blocks: header_checks after DATA, and the same blocks as an access
     map at MAIL FROM through lookupd."""
     lines = [f"header_checks = pcre:{settings.effective_blocklist_file}"]
     if settings.lookup_socketmap:
@@ -107,7 +107,7 @@ def _srs_domain_suffix(settings: Settings) -> str:
 
 
 def srs_section(settings: Settings) -> Section | None:
-    """SRS (issue 6): forwarded mail keeps passing SPF; bounces find the way back."""
+    """SRS: forwarded mail keeps passing SPF; bounces find the way back."""
     if not settings.srs_domain or not settings.lookup_socketmap:
         return None
     forward = postfix_table("socketmap", settings.lookup_socketmap, "srs_forward",
@@ -132,7 +132,7 @@ def srs_section(settings: Settings) -> Section | None:
 
 
 def milter_section(settings: Settings) -> Section | None:
-    from aliasd.milter.postfix import milter_section as build  # issue 4, owned there
+    from aliasd.milter.postfix import milter_section as build  # owned by the milter package
 
     return build(settings)
 

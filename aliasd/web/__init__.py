@@ -137,7 +137,7 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     app.register_blueprint(aliases.bp)
     app.register_blueprint(settings_bp.bp)
     app.register_blueprint(api.bp)
-    from aliasd.web import blocklist, reports  # spam-source report and blocklist (issue 5)
+    from aliasd.web import blocklist, reports  # spam-source report and blocklist
 
     app.register_blueprint(reports.bp)
     app.register_blueprint(blocklist.bp)

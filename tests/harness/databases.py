@@ -51,3 +51,13 @@ def sqlite_database(path: str) -> Database:
     db = Database(f"sqlite:///{path}")
     db.upgrade()
     return db
+
+
+def open_clean_database(engine_name: str, directory, request) -> Database:
+    """A database at schema head with no rows: a new SQLite file in ``directory``, or the
+    session's PostgreSQL database emptied. Module-scoped fixtures call it directly."""
+    if engine_name == "sqlite":
+        return sqlite_database(str(directory / "aliasd.db"))
+    pg = request.getfixturevalue("_postgres")
+    pg.clean()
+    return Database(pg.url)

@@ -9,7 +9,7 @@ from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, SubmitField
 from wtforms.validators import DataRequired, Length
 
-from aliasd.core.auth import Outcome, authenticate, prune_attempts
+from aliasd.core.auth import SignInOutcome, authenticate, prune_attempts
 from aliasd.web.context import client_address, db_session, settings
 from aliasd.web.permissions import current_user, login_required, public
 
@@ -51,7 +51,7 @@ def login():
         s = db_session()
         result = authenticate(s, settings(), form.username.data, form.password.data,
                               client_address())
-        if result.outcome == Outcome.BAD_CREDENTIALS:
+        if result.outcome == SignInOutcome.BAD_CREDENTIALS:
             prune_attempts(s, settings())
         s.commit()
         if result.ok and result.user is not None:
@@ -63,7 +63,7 @@ def login():
             nxt = _safe_next(request.args.get("next"))
             return redirect(request.script_root + nxt if nxt else url_for("aliases.index"))
         flash(result.message, "error")
-        status = {Outcome.RATE_LIMITED: 429, Outcome.UNAVAILABLE: 503}.get(result.outcome, 401)
+        status = {SignInOutcome.RATE_LIMITED: 429, SignInOutcome.UNAVAILABLE: 503}.get(result.outcome, 401)
     elif request.method == "POST":
         status = 400
     return render_template("auth/login.html", form=form), status

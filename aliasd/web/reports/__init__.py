@@ -21,7 +21,7 @@ from aliasd.core import (
     sender_blocks,
     site_report,
 )
-from aliasd.core.aliases import AliasdError
+from aliasd.core.errors import AliasdError
 from aliasd.models import User
 from aliasd.web.blocklist import flash_publish_outcome
 from aliasd.web.context import db_session, settings
