@@ -34,9 +34,9 @@ from sqlalchemy import select  # noqa: E402
 from aliasd.config import load_settings  # noqa: E402
 from aliasd.core import aliases as core  # noqa: E402
 from aliasd.db import Database  # noqa: E402
-from aliasd.milter.postfix import postfix_milter_settings  # noqa: E402
 from aliasd.models import User  # noqa: E402
 from aliasd.postfix.config_lines import postfix_table  # noqa: E402
+from aliasd.postfix.milter_lines import postfix_milter_settings  # noqa: E402
 from tests.harness.net import free_port, wait_for_port  # noqa: E402
 from tests.harness.postfix import PostfixInstance, postmap  # noqa: E402
 from tests.harness.rspamd import RspamdInstance  # noqa: E402

@@ -23,9 +23,9 @@ from sqlalchemy import select, update
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import Alias, BlockRule, User
 from aliasd.postfix.config_lines import postfix_table
+from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port

@@ -22,11 +22,11 @@ from sqlalchemy import select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import BlockRule, MailEvent
 from aliasd.postfix import header_checks as hc
 from aliasd.postfix import publisher
 from aliasd.postfix.config_lines import blocklist_section, postfix_table
+from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port

@@ -484,7 +484,7 @@ def test_past_the_connection_cap_with_every_connection_busy_a_new_one_is_closed(
 def test_connection_cap_follows_the_descriptor_limit():
     import resource
 
-    from aliasd.lookup.server import RESERVED_DESCRIPTORS, default_max_connections
+    from aliasd.lookup.descriptors import RESERVED_DESCRIPTORS, default_max_connections
 
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     assert default_max_connections() == soft - RESERVED_DESCRIPTORS

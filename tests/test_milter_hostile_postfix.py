@@ -20,8 +20,8 @@ import pytest
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.postfix.config_lines import postfix_table
+from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.hostile_mail import hostile_corpus, unclosed_style_lines, us_dollar_spaces

@@ -20,9 +20,9 @@ from sqlalchemy import select
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from aliasd.core import leaks
-from aliasd.milter.postfix import postfix_milter_settings
 from aliasd.models import Alias, BlockRule, MailEvent, SiteDay
 from aliasd.postfix.config_lines import postfix_table
+from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port

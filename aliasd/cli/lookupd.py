@@ -10,8 +10,9 @@ import click
 
 from aliasd.cli.common import echo_err, state
 from aliasd.listen import ListenSpec
+from aliasd.lookup.descriptors import raise_descriptor_limit
 from aliasd.lookup.registry import build_maps
-from aliasd.lookup.server import LookupServer, raise_descriptor_limit
+from aliasd.lookup.server import LookupServer
 
 
 @click.command("lookupd")

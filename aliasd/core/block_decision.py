@@ -31,7 +31,6 @@ identities the report shows. They exist only in the milter; Postfix never sees t
 
 from __future__ import annotations
 
-import email.utils
 import functools
 import logging
 import re
@@ -43,8 +42,8 @@ from dataclasses import dataclass, field
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from aliasd.core.addresses import AddressError, normalize_domain
 from aliasd.core.block_protection import covering
+from aliasd.core.block_sender import Sender, sender_address_of
 from aliasd.core.blocking import KIND_DOMAIN, SENDER_HEADERS, list_rules, rule_domain
 from aliasd.db import Database
 from aliasd.models import BlockRule, SenderBlock
@@ -60,98 +59,6 @@ _SENDER_HEADERS = frozenset(h.lower() for h in SENDER_HEADERS)
 # A host-name run as PCRE's ASCII \w sees it; the domain rule's end condition
 # (?![\w-]|\.[\w-]) makes a rule match exactly such a whole run (or a dot-suffix of it).
 _HOST_RUN = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")
-
-
-# --- the sender -----------------------------------------------------------------------
-def _domain(address: str | None) -> str | None:
-    if not address:
-        return None
-    text = address.strip()
-    if text.startswith("<") and text.endswith(">"):
-        text = text[1:-1]
-    domain = text.rpartition("@")[2]
-    if not domain or domain.startswith("["):
-        return None
-    try:
-        return normalize_domain(domain)
-    except AddressError:
-        return None
-
-
-def _address(address: str | None) -> str | None:
-    text = (address or "").strip().strip("<>").strip().lower()
-    return text if "@" in text else None
-
-
-@dataclass(frozen=True)
-class Sender:
-    """Who a message is from, as far as blocks care."""
-
-    envelope: str = ""  # MAIL FROM without <>; "" for the null sender
-    header_lines: tuple[str, ...] = ()  # logical "Name: value" lines, as header_checks sees them
-    from_address: str | None = None  # the first address of From:
-
-    @classmethod
-    def of_message(cls, envelope: str, headers: Iterable[tuple[str, str | bytes]]) -> Sender:
-        lines = []
-        from_address = None
-        for name, value in headers:
-            text = value.decode("latin-1") if isinstance(value, bytes) else value
-            text = re.sub(r"\r?\n", "\n", text).lstrip(" \t")
-            lines.append(f"{name}: {text}")
-            if from_address is None and name.lower() == "from":
-                from_address = _first_address(text)
-        return cls(envelope=envelope or "", header_lines=tuple(lines), from_address=from_address)
-
-    @classmethod
-    def of_raw_message(cls, envelope: str, raw: bytes) -> Sender:
-        return cls.of_message(envelope, split_headers(raw))
-
-    @classmethod
-    def of_domain(cls, domain: str) -> Sender:
-        """A sender known only by its domain (the report's rows): judged as the
-        sender_access map judges MAIL FROM, plus per-user and per-alias domain blocks."""
-        return cls(envelope="@" + domain)
-
-    @property
-    def envelope_domain(self) -> str | None:
-        return _domain(self.envelope)
-
-    @property
-    def from_domain(self) -> str | None:
-        return _domain(self.from_address)
-
-
-def _first_address(text: str) -> str | None:
-    try:
-        pairs = email.utils.getaddresses([text])
-    except Exception:  # noqa: BLE001 - garbled From: is simply no address
-        return None
-    for _name, addr in pairs:
-        found = _address(addr)
-        if found:
-            return found
-    return None
-
-
-def split_headers(raw: bytes, limit: int = 1_000_000) -> list[tuple[str, bytes]]:
-    """The header section of a raw message as (name, value) pairs, continuation lines
-    kept (joined by a newline). Lines without a colon are skipped, as Postfix does not
-    treat them as headers either."""
-    head = raw[:limit]
-    end = re.search(rb"\r?\n\r?\n", head)
-    if end is not None:
-        head = head[: end.start()]
-    headers: list[tuple[str, bytes]] = []
-    for line in re.split(rb"\r?\n", head):
-        if line[:1] in (b" ", b"\t") and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + b"\n" + line)
-            continue
-        name, colon, value = line.partition(b":")
-        if colon and name and not name[-1:].isspace():
-            headers.append((name.decode("latin-1"), value.lstrip(b" \t")))
-    return headers
 
 
 # --- the snapshot of every block ------------------------------------------------------
@@ -304,7 +211,7 @@ def _header_rule_hit(lines: tuple[str, ...], rules: list[_ServerRule]) -> _Serve
 def _personal_hit(blocks: dict[str, int] | None, sender: Sender) -> tuple[str, int] | None:
     if not blocks:
         return None
-    for address in (_address(sender.envelope), sender.from_address):
+    for address in (sender_address_of(sender.envelope), sender.from_address):
         if address and address in blocks:
             return address, blocks[address]
     for domain in (sender.envelope_domain, sender.from_domain):

@@ -5,34 +5,11 @@ SECTION_BUILDERS with a one-line edit; ``aliasd postfix-config`` prints them all
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from aliasd.config import Settings
 from aliasd.listen import ListenSpec
-
-
-@dataclass
-class Section:
-    name: str
-    comment: str  # one or more lines, printed as '# ...'
-    lines: list[str] = field(default_factory=list)  # main.cf lines; '#' lines are hints
-
-    def render(self) -> str:
-        head = "\n".join(f"# {line}" if line else "#" for line in self.comment.splitlines())
-        return "\n".join([f"# --- {self.name} ---", head, *self.lines])
-
-
-def postfix_socket_path(path: str, queue_directory: str | None) -> str:
-    """A unix socket path as main.cf should name it. Postfix daemons run in their queue
-    directory (chrooted to it in Debian's master.cf): a socket inside it is named relative
-    to it (``/var/spool/postfix/aliasd/milter.sock`` → ``aliasd/milter.sock``), which
-    resolves the same inside and outside the chroot; an absolute path would be looked up
-    under the jail by chrooted daemons."""
-    if queue_directory:
-        base = queue_directory.rstrip("/") + "/"
-        if path.startswith(base) and len(path) > len(base):
-            return path[len(base):]
-    return path
+from aliasd.postfix.milter_lines import milter_section
+from aliasd.postfix.section import Section, postfix_socket_path
 
 
 def postfix_table(kind: str, listen: str, map_name: str | None = None,
@@ -129,12 +106,6 @@ def srs_section(settings: Settings) -> Section | None:
             "recipient_canonical_classes = envelope_recipient, header_recipient",
         ],
     )
-
-
-def milter_section(settings: Settings) -> Section | None:
-    from aliasd.milter.postfix import milter_section as build  # owned by the milter package
-
-    return build(settings)
 
 
 SECTION_BUILDERS: list[Callable[[Settings], Section | None]] = [

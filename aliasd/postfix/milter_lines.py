@@ -7,6 +7,7 @@ import math
 
 from aliasd.config import Settings
 from aliasd.listen import ListenSpec
+from aliasd.postfix.section import Section, postfix_socket_path
 
 
 def postfix_milter_address(listen: str, queue_directory: str | None = None) -> str:
@@ -14,8 +15,6 @@ def postfix_milter_address(listen: str, queue_directory: str | None = None) -> s
     Postfix's queue directory when inside it (see postfix_socket_path)."""
     spec = ListenSpec.parse(listen)
     if spec.path:
-        from aliasd.postfix.config_lines import postfix_socket_path
-
         return "unix:" + postfix_socket_path(spec.path, queue_directory)
     return spec.postfix()
 
@@ -47,9 +46,7 @@ COMMENT = (
 )
 
 
-def milter_section(settings: Settings):
+def milter_section(settings: Settings) -> Section:
     """The "aliasd milter" section of ``aliasd postfix-config``."""
-    from aliasd.postfix.config_lines import Section
-
     lines = [f"{k} = {v}" for k, v in postfix_milter_settings(settings).items()]
     return Section("aliasd milter", COMMENT, lines)
