@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -43,7 +44,7 @@ class LookupConnection(asyncio.Protocol):
         self.queue: deque[tuple[LookupMap | None, str, bytes | None]] = deque()
         self.worker: asyncio.Task | None = None
         self.closing = False
-        self.last_request = self.loop.time()
+        self.last_request = time.monotonic()
         self.idle_timer: asyncio.TimerHandle | None = None
         self._pauses: set[str] = set()  # why reading is paused: "write", "queue"
 
@@ -98,7 +99,7 @@ class LookupConnection(asyncio.Protocol):
 
     # --- request handling -------------------------------------------------------------
     def submit(self, lookup_map: LookupMap, key: str) -> None:
-        self.last_request = self.loop.time()
+        self.last_request = time.monotonic()
         if self.worker is None:
             fast = getattr(lookup_map, "lookup_fast", None)
             if fast is not None:
@@ -116,7 +117,7 @@ class LookupConnection(asyncio.Protocol):
         self._start_worker()
 
     def reply(self, data: bytes) -> None:
-        self.last_request = self.loop.time()
+        self.last_request = time.monotonic()
         if self.worker is None:
             self.transport.write(data)  # type: ignore[union-attr]
         else:
@@ -165,7 +166,7 @@ class LookupConnection(asyncio.Protocol):
                     self._resume("queue")
         finally:
             self.worker = None
-            self.last_request = self.loop.time()
+            self.last_request = time.monotonic()
 
     @property
     def idle(self) -> bool:
@@ -179,7 +180,7 @@ class LookupConnection(asyncio.Protocol):
     def _idle_check(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        idle_for = self.loop.time() - self.last_request
+        idle_for = time.monotonic() - self.last_request
         if self.worker is None and idle_for >= self.server.idle_timeout:
             log.debug("closing idle connection")
             self.transport.close()
