@@ -5,6 +5,7 @@ nothing is read from the environment at import time."""
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 import types
@@ -127,6 +128,12 @@ class Settings:
     srs_max_age_days: int = 21
     srs_exclude_domains: list[str] = field(default_factory=list)
 
+    # replies through reverse aliases
+    reply_domain: str = ""  # empty: reverse aliases live on each alias's own domain
+    reply_mode: str = "preserve"  # preserve | rewrite, for domains that chose none
+    # Clients allowed to send as an alias's owner without SPF/DKIM/SMTP AUTH (CIDRs)
+    reply_trusted_networks: list[str] = field(default_factory=list)
+
     @property
     def effective_database_url(self) -> str:
         if self.database_url:
@@ -169,6 +176,15 @@ class Settings:
             raise SettingsError(
                 "attribution_learn_hours must be >= 0 and attribution_leak_senders >= 1"
             )
+        if self.reply_mode not in ("preserve", "rewrite"):
+            raise SettingsError("reply_mode must be 'preserve' or 'rewrite'")
+        for network in self.reply_trusted_networks:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"reply_trusted_networks: {network!r} is not an address or CIDR network"
+                ) from exc
         if self.attribution_affiliations_file:
             try:
                 Path(self.attribution_affiliations_file).read_text("utf-8")

@@ -72,6 +72,13 @@ class AliasOrigin(enum.StrEnum):
     CLI = "cli"
 
 
+class ReplyMode(enum.StrEnum):
+    """How forwarded mail carries its reverse alias."""
+
+    PRESERVE = "preserve"  # Reply-To: the reverse alias; From: and DKIM untouched
+    REWRITE = "rewrite"  # From: the reverse alias, signed with aliasd's key
+
+
 class CatchAllPolicy(enum.StrEnum):
     CREATE = "create"
     REJECT = "reject"
@@ -106,6 +113,7 @@ class Domain(Base):
     catch_all: Mapped[str] = mapped_column(String(16), default=CatchAllPolicy.REJECT.value)
     catch_all_regex: Mapped[str | None] = mapped_column(String(500))
     catch_all_max_per_hour: Mapped[int | None] = mapped_column(Integer)
+    reply_mode: Mapped[str | None] = mapped_column(String(16))  # None: preserve
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship(back_populates="domains")
@@ -129,6 +137,8 @@ class Alias(Base):
     state: Mapped[str] = mapped_column(String(16), default=AliasState.ACTIVE.value)
     origin: Mapped[str] = mapped_column(String(16), default=AliasOrigin.CLI.value)
     note: Mapped[str | None] = mapped_column(Text)
+    reply_mode: Mapped[str | None] = mapped_column(String(16))  # None: the domain's
+    reply_name: Mapped[str | None] = mapped_column(String(100))  # display name of replies
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -155,6 +165,32 @@ class AliasChange(Base):
     seq: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     address: Mapped[str | None] = mapped_column(String(320))
     changed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class ReverseAlias(Base):
+    """The address behind which one outside correspondent of one alias hides: mail to it
+    from the alias's owner goes out as the alias to the correspondent. Deleted ones stay
+    as tombstones (``deleted_at``) so their address is never answered again."""
+
+    __tablename__ = "reverse_aliases"
+    __table_args__ = (Index("ix_reverse_aliases_alias_correspondent", "alias_id", "correspondent"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    address: Mapped[str] = mapped_column(LowerString(320), unique=True)
+    alias_id: Mapped[int] = mapped_column(ForeignKey("aliases.id", ondelete="CASCADE"))
+    correspondent: Mapped[str] = mapped_column(LowerString(320))
+    correspondent_name: Mapped[str | None] = mapped_column(String(200))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    forwarded_count: Mapped[int] = mapped_column(Integer, default=0)  # correspondent → owner
+    sent_count: Mapped[int] = mapped_column(Integer, default=0)  # owner → correspondent
+    refused_count: Mapped[int] = mapped_column(Integer, default=0)  # strangers refused
+    last_refused_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_refused_sender: Mapped[str | None] = mapped_column(String(320))
+
+    alias: Mapped[Alias] = relationship()
 
 
 class ApiToken(Base):
@@ -389,6 +425,8 @@ __all__ = [
     "Domain",
     "LoginAttempt",
     "MailEvent",
+    "ReplyMode",
+    "ReverseAlias",
     "SenderBlock",
     "SiteDay",
     "SiteKnownSender",

@@ -33,6 +33,7 @@ from aliasd.models import (
     AliasState,
     CatchAllPolicy,
     Domain,
+    ReverseAlias,
     User,
     utcnow,
 )
@@ -294,6 +295,11 @@ def set_destinations(session: Session, alias: Alias, destinations: Sequence[str]
 def forget(session: Session, alias: Alias) -> None:
     """Remove an alias and its tombstone: the address may be created again."""
     address = alias.address
+    # Its reverse aliases go with it (ON DELETE CASCADE): lookupd must forget them too.
+    for reverse in session.scalars(
+        select(ReverseAlias.address).where(ReverseAlias.alias_id == alias.id)
+    ):
+        record_change(session, reverse)
     session.delete(alias)
     record_change(session, address)
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select
 
+from aliasd.core import reverse_aliases
 from aliasd.core.addresses import AddressError, normalize_domain, parse_address
 from aliasd.core.decision import Decision, LookupOutcome
 from aliasd.db import Database
@@ -39,7 +40,9 @@ _INACTIVE = {
     AliasState.DELETED.value: Decision(LookupOutcome.NOTFOUND, "deleted"),
 }
 _NOTFOUND = Decision.notfound()
-_SRS_PREFIXES = ("srs0=", "srs1=")  # SRS-rewritten bounces; the SRS feature answers them
+# SRS-rewritten bounces (the SRS feature answers them) and reverse aliases (in the table
+# or refused): never minted by a catch-all.
+_RESERVED_PREFIXES = ("srs0=", "srs1=", reverse_aliases.PREFIX)
 _FETCH_CHUNK = 500
 _MAX_GAP_SPAN = 1000
 # Without a successful sync for this long, read everything again instead of following
@@ -81,6 +84,7 @@ class Replica:
         delimiter: str = "+",
         max_staleness: float = 5.0,
         managed_reply: str = "managed",
+        reply_domain: str = "",
         gap_ttl: float = 60.0,
         max_gaps: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
@@ -89,6 +93,8 @@ class Replica:
         self.delimiter = delimiter
         self.max_staleness = max_staleness
         self.managed = Decision.found(managed_reply or "managed")
+        # Reverse aliases may live on a domain of their own, which no alias uses.
+        self.reply_domain = normalize_domain(reply_domain) if reply_domain else ""
         self.gap_ttl = gap_ttl
         self.max_gaps = max_gaps
         self.clock = clock
@@ -123,7 +129,9 @@ class Replica:
                     domain = self.domains.get(normalize_domain(key))
                 except AddressError:
                     return _NOTFOUND
-            return self.managed if domain is not None else _NOTFOUND
+            if domain is not None or (self.reply_domain and lowered == self.reply_domain):
+                return self.managed
+            return _NOTFOUND
         try:
             parsed = parse_address(key, self.delimiter)
         except AddressError:
@@ -137,7 +145,7 @@ class Replica:
             return hit
         if domain.catch_all != CatchAllPolicy.CREATE.value:
             return _NOTFOUND
-        if parsed.local.startswith(_SRS_PREFIXES):
+        if parsed.local.startswith(_RESERVED_PREFIXES):
             return _NOTFOUND
         if address in self.mailboxes or (
             parsed.extension is not None
@@ -251,8 +259,16 @@ class Replica:
                         )
                     )
                 }
+                # Reverse aliases at these addresses, and those of changed aliases
+                # (an alias disabled or re-pointed takes its reverse aliases along).
+                reverse = {
+                    address: (dests, state)
+                    for address, dests, state in reverse_aliases.lookup_rows(conn, chunk)
+                }
                 for address in chunk:
-                    dests, state = found.get(address, (None, None))
+                    dests, state = found.get(address) or reverse.get(address) or (None, None)
+                    self.apply_alias(address, dests, state)
+                for address, (dests, state) in reverse.items():
                     self.apply_alias(address, dests, state)
 
     def _reload(self) -> None:
@@ -291,6 +307,8 @@ class Replica:
                 select(Alias.address, Alias.destinations, Alias.state)
             )
             value = self.decision_for
+            for address, dests, state in reverse_aliases.lookup_rows(conn):
+                aliases[address] = value(dests, state)
             for n, (address, dests, state) in enumerate(result, 1):
                 aliases[address] = value(dests, state)
                 if n % 50_000 == 0 and self.loaded:

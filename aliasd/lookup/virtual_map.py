@@ -129,5 +129,6 @@ def build(settings: Settings, database: Database) -> VirtualMap:
         delimiter=settings.recipient_delimiter,
         max_staleness=settings.lookup_max_staleness,
         managed_reply=settings.lookup_managed_domain_reply,
+        reply_domain=settings.reply_domain,
     )
     return VirtualMap(replica, database, sync_interval=settings.lookup_sync_interval)
