@@ -121,6 +121,20 @@ class Settings:
     attribution_leak_senders: int = 4  # this many unrelated clean senders make "leaked", fewer "shared"
     attribution_affiliations_file: str = ""  # admin's extra "domain domain ..." groups
 
+    # DNS: every lookup (DKIM keys, SPF, DMARC, doctor) asks this resolver, "host" or
+    # "host:port"; empty: the system's resolver
+    dns_resolver: str = ""
+    dns_timeout: float = 5.0  # seconds per lookup in the mail path; past it: temperror
+
+    # mail authentication of forwarded mail
+    authserv_id: str = ""  # Authentication-Results authserv-id; empty: this host's name
+    mail_auth_enabled: bool = True  # DKIM/SPF/DMARC checks + Authentication-Results
+    arc_enabled: bool = True  # ARC-seal forwarded mail with the alias domain's key
+    dkim_selector: str = ""  # new keys' selector; empty: "aliasd" + year and month
+    dkim_ed25519: bool = False  # also sign/seal with an ed25519 key (second signature)
+    dkim_rotation_overlap_days: int = 7  # a rotated-out key stays published this long
+    dkim_keys_dir: str = ""  # empty: data_dir/dkim
+
     # SRS
     srs_domain: str = ""  # empty: SRS disabled
     srs_secrets: list[str] = field(default_factory=list)  # the first signs, all verify
@@ -139,6 +153,18 @@ class Settings:
         if self.database_url:
             return self.database_url
         return "sqlite:///" + str(Path(self.data_dir) / "aliasd.db")
+
+    @property
+    def effective_dkim_keys_dir(self) -> str:
+        return self.dkim_keys_dir or str(Path(self.data_dir) / "dkim")
+
+    @property
+    def effective_authserv_id(self) -> str:
+        if self.authserv_id:
+            return self.authserv_id
+        import socket
+
+        return socket.getfqdn() or socket.gethostname() or "localhost"
 
     @property
     def effective_blocklist_file(self) -> str:
@@ -170,6 +196,15 @@ class Settings:
                 SrsConfig.from_settings(self)
             except SrsConfigError as exc:
                 raise SettingsError(str(exc)) from exc
+        if self.dns_resolver:
+            from aliasd.mailauth.dns import parse_resolver_address
+
+            try:
+                parse_resolver_address(self.dns_resolver)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"dns_resolver must be 'host' or 'host:port', not {self.dns_resolver!r}"
+                ) from exc
         if self.autoblock_threshold < 1 or self.autoblock_period_hours < 1:
             raise SettingsError("autoblock_threshold and autoblock_period_hours must be >= 1")
         if self.attribution_learn_hours < 0 or self.attribution_leak_senders < 1:

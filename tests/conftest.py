@@ -13,6 +13,7 @@ from aliasd.config import Settings, load_settings
 from aliasd.db import Database
 from tests.harness.cli import run_cli_in_process, settings_env
 from tests.harness.databases import PostgresTestDatabase, open_clean_database
+from tests.harness.dns import DnsServer
 
 ENGINES = ["sqlite", "postgresql"]
 
@@ -50,6 +51,21 @@ def settings(database, tmp_path) -> Settings:
         # instance set "postfix -c DIR reload" themselves.
         blocklist_reload_command="",
     )
+
+
+@pytest.fixture
+def dns_server() -> Iterator[DnsServer]:
+    """The tests' own authoritative DNS server on 127.0.0.1 (UDP and TCP); add records
+    with ``dns_server.add(name, "TXT", value)``."""
+    server = DnsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def dns_settings(settings, dns_server) -> Settings:
+    """``settings`` whose DNS lookups all go to ``dns_server``."""
+    return settings.with_overrides(dns_resolver=dns_server.address)
 
 
 @pytest.fixture

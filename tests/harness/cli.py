@@ -18,6 +18,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["ALIASD_SECRET_KEY"] = settings.secret_key
     env["ALIASD_BLOCKLIST_FILE"] = settings.effective_blocklist_file
     env["ALIASD_BLOCKLIST_RELOAD_COMMAND"] = settings.blocklist_reload_command
+    # aliasd's DNS goes to the tests' own server (tests/harness/dns.py) when one is set
+    env["ALIASD_DNS_RESOLVER"] = settings.dns_resolver
     return env
 
 
