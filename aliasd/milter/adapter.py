@@ -14,6 +14,7 @@ import logging
 import Milter
 
 from aliasd.milter.processing import OWN_HEADERS, Envelope, MailPath
+from aliasd.milter.replies import apply_transform
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class AliasdMilter(Milter.Base):
     def envfrom(self, sender, *params):
         self._reset()
         self.env.sender = _strip_brackets(sender)
+        self.env.auth_authen = self.getsymval("{auth_authen}") or None
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -123,6 +125,8 @@ class AliasdMilter(Milter.Base):
             code, xcode, text = verdict.reply
             self.setreply(code, xcode, text.replace("%", "%%"))
             return Milter.REJECT if verdict.status == "reject" else Milter.TEMPFAIL
+        if verdict.transform is not None and verdict.transform.exclusive:
+            return apply_transform(self, verdict.transform, self._own_seen)  # a reply
         try:
             for rcpt in verdict.remove_recipients:  # recipients who blocked this sender
                 self.delrcpt(f"<{rcpt}>")
@@ -141,6 +145,8 @@ class AliasdMilter(Milter.Base):
                     self.addheader("Subject", verdict.new_subject)
         except Exception:  # header edits failed: deliver the message as it is
             log.exception("could not edit headers of queue id %s", env.queue_id)
+        if verdict.transform is not None:  # the reverse alias in forwarded mail
+            apply_transform(self, verdict.transform, {})
         return Milter.ACCEPT
 
     def abort(self):

@@ -31,6 +31,7 @@ from aliasd.core.block_decision import (
     server_block,
 )
 from aliasd.db import Database
+from aliasd.milter.replies import ReplyPath, Transform
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ class Envelope:
     recipients: list[str] = field(default_factory=list)  # original RCPT TO addresses
     client_addr: str | None = None
     helo: str | None = None
+    auth_authen: str | None = None  # SMTP AUTH login ({auth_authen}), None without
     queue_id: str | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)  # kept within the cap
     body: bytearray = field(default_factory=bytearray)  # kept within the cap
@@ -88,6 +90,7 @@ class Verdict:
     scanned: bool = True
     result: ScanResult | None = None
     event_ids: list[int] = field(default_factory=list)
+    transform: Transform | None = None  # reverse-alias edits (aliasd.milter.replies)
 
     def header(self, name: str) -> list[str]:
         return [v for n, v in self.add_headers if n.lower() == name.lower()]
@@ -146,6 +149,7 @@ class MailPath:
         self.database = database
         self._scanner = scanner
         self._scanner_lock = threading.Lock()
+        self.replies = ReplyPath(settings, database)
         # Blocks added on the web apply to the next message within a couple of seconds.
         self._blocklist = BlockListCache(database, ttl=2.0,
                                          max_staleness=max(settings.lookup_max_staleness, 30.0))
@@ -233,6 +237,10 @@ class MailPath:
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
+        outgoing = self.replies.outgoing(envelope)  # the owner writing as an alias
+        if outgoing is not None:
+            return Verdict(status=outgoing.status, reply=outgoing.reply, scanned=False,
+                           transform=outgoing.transform)
         timeout = self.settings.milter_timeout
         skip_reason: str | None = None
         result: ScanResult | None = None
@@ -270,6 +278,9 @@ class MailPath:
 
         if self._only_aliases(envelope, targets):
             verdict.add_headers.extend(self._alias_headers(targets))
+            if verdict.status == "accept" and len(targets) == 1 and not verdict.blocks:
+                verdict.transform = self.replies.forwarded(envelope, targets[0],
+                                                           verdict.new_subject)
         if targets:
             self._record(envelope, targets, verdict)
         return verdict

@@ -1,0 +1,270 @@
+"""The reverse-alias steps of the mail path, both directions.
+
+Outgoing: a message to a reverse alias is the owner replying (rewritten to come from the
+alias and sent to the correspondent) or anyone else (refused, 550, counted). Postfix
+resolves a live reverse alias to the alias's own destinations, so whatever happens
+without this step (milter down) lands back in the owner's mailbox: never at the
+correspondent, never bounced.
+
+Forwarded: mail from a correspondent to one alias gets the correspondent's reverse alias
+in Reply-To: (preserve) or From: (rewrite, DKIM-signed by aliasd).
+
+Faults: a reply is never sent half-done. Database or DNS trouble answers 451."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import Milter
+
+from aliasd.config import Settings
+from aliasd.core import reverse_aliases
+from aliasd.core.addresses import AddressError, domain_of, parse_address
+from aliasd.core.reply_auth import SenderFacts, may_send
+from aliasd.core.reply_headers import (
+    correspondent_of,
+    first,
+    first_address,
+    forward_preserve,
+    forward_rewrite,
+    reply_edits,
+    reply_to_is_signed,
+)
+from aliasd.db import Database
+from aliasd.milter import reply_signing
+
+log = logging.getLogger(__name__)
+
+HEADER_REPLY = "X-Aliasd-Reply"  # marks a message aliasd already sent as an alias (loops)
+_SIGNED = ("from", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
+           "reply-to", "mime-version", "content-type", "content-transfer-encoding")
+
+
+@dataclass
+class Transform:
+    """Milter edits beyond the scanner's headers. ``exclusive``: a reply; every edit must
+    apply or the message is deferred (a half-rewritten reply could reveal the owner)."""
+
+    change_headers: list[tuple[str, int, str]] = field(default_factory=list)
+    add_headers: list[tuple[str, str]] = field(default_factory=list)
+    insert_headers: list[tuple[str, str]] = field(default_factory=list)  # at the top
+    new_sender: str | None = None
+    remove_recipients: list[str] = field(default_factory=list)
+    add_recipients: list[str] = field(default_factory=list)
+    exclusive: bool = False
+
+
+@dataclass
+class Outcome:
+    """What the reply step decided: a refusal (status + reply) or a transform."""
+
+    status: str = "accept"  # accept | reject | tempfail
+    reply: tuple[str, str, str] | None = None
+    transform: Transform | None = None
+
+
+def _reject(code: str, xcode: str, text: str) -> Outcome:
+    return Outcome("reject" if code.startswith("5") else "tempfail", (code, xcode, text))
+
+
+def _final_message(headers: list[tuple[str, str]], body: bytes) -> bytes:
+    lines = [f"{n}: {v}".replace("\r\n", "\n").replace("\n", "\r\n") for n, v in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape") + body
+
+
+def _text_headers(raw: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
+    return [(n, v.decode("utf-8", "surrogateescape")) for n, v in raw]
+
+
+class ReplyPath:
+    def __init__(self, settings: Settings, database: Database) -> None:
+        self.settings = settings
+        self.database = database
+
+    # --- outgoing ----------------------------------------------------------------
+    def _reverse_like(self, recipients: list[str]) -> bool:
+        for rcpt in recipients:
+            try:
+                local = parse_address(rcpt, self.settings.recipient_delimiter).local
+            except AddressError:
+                continue
+            if reverse_aliases.is_reverse_local(local):
+                return True
+        return False
+
+    def outgoing(self, envelope) -> Outcome | None:
+        """None when no recipient is a reverse alias."""
+        if not self._reverse_like(envelope.recipients):
+            return None
+        try:
+            with self.database.session() as session:
+                found = [(r, reverse_aliases.resolve(session, r, self.settings.reply_mode))
+                         for r in envelope.recipients]
+                managed = reverse_aliases.managed_domains(session, self.settings.reply_domain)
+        except Exception as exc:
+            log.warning("reverse alias lookup failed: %s", exc)
+            return _reject("451", "4.3.0", "Temporary lookup failure, try again later")
+        targets = [(r, t) for r, t in found if t is not None]
+        if not targets:
+            return None  # not ours (Postfix refused unknown ones at RCPT already)
+        rcpt, target = targets[0]
+        if len(envelope.recipients) != 1:
+            return _reject("550", "5.5.3", "A message to a reverse alias must have it as "
+                           "its only recipient")
+        headers = _text_headers(envelope.headers)
+        author = first_address(first(headers, "From"))
+        facts = SenderFacts(
+            envelope_sender=envelope.sender,
+            from_address=author[1] if author else None,
+            client_addr=envelope.client_addr,
+            auth_authen=getattr(envelope, "auth_authen", None),
+        )
+        decision = may_send(target, facts, self.settings.reply_trusted_networks)
+        if not decision.allowed and decision.how.startswith("the owner's mail must"):
+            facts = self._authenticate(envelope, facts)  # DNS only when nothing else holds
+            if facts is None:
+                return _reject("451", "4.7.0", "Cannot check the sender's authentication "
+                               "now, try again later")
+            decision = may_send(target, facts, self.settings.reply_trusted_networks)
+        if not decision.allowed:
+            self._count(reverse_aliases.record_refused, target.id, envelope.sender)
+            log.info("reverse alias %s refused mail from <%s>: %s", target.address,
+                     envelope.sender, decision.how)
+            return _reject("550", "5.7.1", f"{decision.how.capitalize()}")
+        if first(headers, HEADER_REPLY) or domain_of(target.correspondent) in managed:
+            return _reject("550", "5.4.6", "Mail loop: this message was already sent "
+                           "through a reverse alias")
+        if envelope.truncated:
+            return _reject("552", "5.3.4", "A reply through a reverse alias may be at most "
+                           f"{self.settings.max_scan_size} bytes")
+        edits = reply_edits(
+            headers, alias_address=target.alias_address, alias_name=target.alias_reply_name,
+            correspondent=target.correspondent, correspondent_name=target.correspondent_name,
+            owner_addresses=target.owner_addresses() | {envelope.sender.lower()},
+        )
+        edits.add.append((HEADER_REPLY, "sent"))
+        final = edits.apply(headers)
+        try:
+            signature = self._sign(target.alias_domain, final, bytes(envelope.body))
+        except Exception as exc:
+            log.warning("DKIM signing for %s failed: %s", target.alias_domain, exc)
+            return _reject("451", "4.3.0", "Cannot sign the message now, try again later")
+        transform = Transform(
+            change_headers=edits.change, add_headers=edits.add,
+            insert_headers=[signature] if signature else [],
+            new_sender=target.alias_address, remove_recipients=[rcpt],
+            add_recipients=[target.correspondent], exclusive=True,
+        )
+        self._count(reverse_aliases.record_sent, target.id)
+        log.info("reply through %s sent as %s (%s)", target.address, target.alias_address,
+                 decision.how)
+        return Outcome(transform=transform)
+
+    def _authenticate(self, envelope, facts: SenderFacts) -> SenderFacts | None:
+        """SPF of the envelope sender and DKIM of the message, through aliasd's resolver;
+        None when DNS could not answer."""
+        try:
+            spf_ok, dkim_domains = reply_signing.verify_sender(
+                self.settings, envelope.client_addr, envelope.sender, envelope.helo,
+                envelope.raw_message())
+        except reply_signing.TemporaryFailure as exc:
+            log.warning("sender authentication deferred: %s", exc)
+            return None
+        return SenderFacts(
+            envelope_sender=facts.envelope_sender, from_address=facts.from_address,
+            client_addr=facts.client_addr, auth_authen=facts.auth_authen,
+            spf_pass_domain=domain_of(envelope.sender) if spf_ok else None,
+            dkim_pass_domains=frozenset(dkim_domains),
+        )
+
+    def _sign(self, domain: str, headers: list[tuple[str, str]], body: bytes) -> tuple[str, str] | None:
+        present = {n.lower() for n, _ in headers}
+        names = [h for h in _SIGNED if h in present]
+        return reply_signing.sign(self.settings, domain, _final_message(headers, body), names)
+
+    def _count(self, func, *args) -> None:
+        try:
+            with self.database.session() as session:
+                func(session, *args)
+        except Exception:  # the decision stands; only the counter misses it
+            log.exception("could not count reverse alias use")
+
+    # --- forwarded ----------------------------------------------------------------
+    def forwarded(self, envelope, target, new_subject: str | None) -> Transform | None:
+        """The reverse-alias edits of mail from a correspondent to one alias, or None."""
+        headers = _text_headers(envelope.headers)
+        correspondent = correspondent_of(headers)
+        if correspondent is None or not envelope.sender:
+            return None  # bounces and mail without an author have nobody to answer
+        try:
+            with self.database.session() as session:
+                from aliasd.models import Alias, Domain
+
+                alias = session.get(Alias, target.id)
+                if alias is None:
+                    return None
+                domain_mode = session.get(Domain, alias.domain_id).reply_mode
+                try:
+                    row = reverse_aliases.for_correspondent(
+                        session, alias, correspondent[1], name=correspondent[0],
+                        reply_domain=self.settings.reply_domain)
+                except reverse_aliases.ReverseAliasRefused:
+                    return None
+                if not row.enabled:
+                    return None
+                reverse_aliases.record_forwarded(session, row.id)
+                address = row.address
+                mode = reverse_aliases.effective_reply_mode(alias.reply_mode, domain_mode,
+                                                            self.settings.reply_mode)
+        except Exception as exc:
+            log.warning("reverse alias for %s not made: %s", target.address, exc)
+            return None
+        if mode == "preserve" and not reply_to_is_signed(headers):
+            edits = forward_preserve(headers, address, correspondent)
+            return Transform(change_headers=edits.change, add_headers=edits.add)
+        # Rewrite mode, or preserve where a signature covers Reply-To: (adding one would
+        # break it): From: becomes the reverse alias, signed by aliasd.
+        edits = forward_rewrite(headers, address, correspondent)
+        signature = None
+        if not envelope.truncated:
+            final = edits.apply(headers)
+            if new_subject is not None:
+                final = [(n, new_subject if n.lower() == "subject" else v) for n, v in final]
+            try:
+                signature = self._sign(address.rpartition("@")[2], final, bytes(envelope.body))
+            except Exception as exc:
+                log.warning("DKIM signing of forwarded mail failed: %s", exc)
+        if signature is None and mode == "preserve":
+            return None  # unsigned, a rewritten From: would fail DMARC: leave it as it is
+        return Transform(change_headers=edits.change, add_headers=edits.add,
+                         insert_headers=[signature] if signature else [])
+
+
+def apply_transform(ctx, transform: Transform, own_seen: dict[str, int]) -> int:
+    """Apply a transform through the milter context ``ctx``. For a reply (exclusive), any
+    failure defers the whole message; otherwise a failure leaves the message as it is."""
+    try:
+        if transform.exclusive:
+            for name, count in own_seen.items():
+                for index in range(count, 0, -1):
+                    ctx.chgheader(name, index, "")
+        for name, index, value in transform.change_headers:
+            ctx.chgheader(name, index, value)
+        for name, value in transform.add_headers:
+            ctx.addheader(name, value)
+        for name, value in transform.insert_headers:
+            ctx.addheader(name, value, 0)
+        if transform.new_sender:
+            ctx.chgfrom(f"<{transform.new_sender}>")
+        for rcpt in transform.remove_recipients:
+            ctx.delrcpt(f"<{rcpt}>")
+        for rcpt in transform.add_recipients:  # last: nothing is sent unless all else held
+            ctx.addrcpt(f"<{rcpt}>")
+    except Exception:
+        log.exception("could not apply reverse-alias edits")
+        if transform.exclusive:
+            ctx.setreply("451", "4.3.0", "Cannot rewrite the reply now, try again later")
+            return Milter.TEMPFAIL
+    return Milter.ACCEPT
+
