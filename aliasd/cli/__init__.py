@@ -12,6 +12,7 @@ from aliasd.cli import (
     aliases,
     blocklist,
     db,
+    dkim,
     domains,
     lookupd,
     milter,
@@ -33,5 +34,5 @@ def main(ctx: click.Context) -> None:
 
 
 for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up,
-                systemd):
+                systemd, dkim):
     _module.register(main)

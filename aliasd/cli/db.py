@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from aliasd.cli.common import state
+from aliasd.mailauth.provision import provision_all
 
 
 @click.group("db")
@@ -22,6 +23,8 @@ def upgrade(revision: str) -> None:
     except Exception as exc:
         raise click.ClickException(f"upgrade failed: {exc}") from exc
     click.echo(f"database at revision {database.current_revision()}")
+    for line in provision_all(state().settings, database):
+        click.echo(line)
 
 
 @db_group.command("current")

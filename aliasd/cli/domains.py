@@ -6,6 +6,7 @@ import click
 
 from aliasd.cli.common import fail_on_domain_errors, state
 from aliasd.core import aliases as core
+from aliasd.mailauth.provision import provision_domain
 from aliasd.models import CatchAllPolicy
 
 POLICIES = click.Choice([p.value for p in CatchAllPolicy])
@@ -32,7 +33,10 @@ def add(domain: str, owner: str, catch_all: str, catch_all_regex: str | None,
             session, domain, user, catch_all=catch_all,
             catch_all_regex=catch_all_regex, catch_all_max_per_hour=max_per_hour,
         )
-        click.echo(f"domain {created.name} added (owner {user.username}, catch-all {catch_all})")
+        name = created.name
+        click.echo(f"domain {name} added (owner {user.username}, catch-all {catch_all})")
+    provision_domain(state().settings, name)
+    click.echo(f"DNS records to publish: aliasd dns {name}")
 
 
 @domain_group.command("set")

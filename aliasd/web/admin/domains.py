@@ -7,11 +7,12 @@ from flask import abort, flash, redirect, render_template, request, url_for
 
 from aliasd.core import accounts
 from aliasd.core import aliases as core
+from aliasd.mailauth.provision import provision_domain
 from aliasd.models import Domain, User
 from aliasd.web.admin import bp
 from aliasd.web.admin.forms import DomainForm, NewDomainForm
 from aliasd.web.admin.profile import sentence
-from aliasd.web.context import db_session
+from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import admin_required
 
 
@@ -54,6 +55,7 @@ def domains_page():
                 catch_all_max_per_hour=form.max_per_hour.data,
             )
             s.commit()
+            provision_domain(settings(), domain.name)
             flash(f"Domain {domain.name} added; its catch-all is {domain.catch_all}.", "success")
             return redirect(url_for("admin.domain", domain_id=domain.id))
         except core.AliasdError as exc:
