@@ -152,7 +152,7 @@ class ReplyPath:
             return _reject("451", "4.3.0", "Cannot sign the message now, try again later")
         transform = Transform(
             change_headers=edits.change, add_headers=edits.add,
-            insert_headers=[signature] if signature else [],
+            insert_headers=signature,
             new_sender=target.alias_address, remove_recipients=[rcpt],
             add_recipients=[target.correspondent], exclusive=True,
         )
@@ -178,7 +178,8 @@ class ReplyPath:
             dkim_pass_domains=frozenset(dkim_domains),
         )
 
-    def _sign(self, domain: str, headers: list[tuple[str, str]], body: bytes) -> tuple[str, str] | None:
+    def _sign(self, domain: str, headers: list[tuple[str, str]], body: bytes
+              ) -> list[tuple[str, str]]:
         present = {n.lower() for n, _ in headers}
         names = [h for h in _SIGNED if h in present]
         return reply_signing.sign(self.settings, domain, _final_message(headers, body), names)
@@ -226,7 +227,7 @@ class ReplyPath:
         # Rewrite mode, or preserve where a signature covers Reply-To: (adding one would
         # break it): From: becomes the reverse alias, signed by aliasd.
         edits = forward_rewrite(headers, address, correspondent)
-        signature = None
+        signature: list[tuple[str, str]] = []
         if not envelope.truncated:
             final = edits.apply(headers)
             if new_subject is not None:
@@ -235,10 +236,10 @@ class ReplyPath:
                 signature = self._sign(address.rpartition("@")[2], final, bytes(envelope.body))
             except Exception as exc:
                 log.warning("DKIM signing of forwarded mail failed: %s", exc)
-        if signature is None and mode == "preserve":
+        if not signature and mode == "preserve":
             return None  # unsigned, a rewritten From: would fail DMARC: leave it as it is
         return Transform(change_headers=edits.change, add_headers=edits.add,
-                         insert_headers=[signature] if signature else [])
+                         insert_headers=signature)
 
 
 def apply_transform(ctx, transform: Transform, own_seen: dict[str, int]) -> int:

@@ -41,15 +41,20 @@ def verify_sender(settings: Settings, client_addr: str | None, sender: str, helo
 
 
 def sign(settings: Settings, domain: str, message: bytes, headers: list[str]
-         ) -> tuple[str, str] | None:
-    """The DKIM-Signature header (name, value) for ``message`` with ``domain``'s key, or
-    None when the domain has no key."""
+         ) -> list[tuple[str, str]]:
+    """The DKIM-Signature headers (name, value), one per key of ``domain``, for
+    ``message``; [] when the domain has no key."""
     from aliasd.mailauth.keys import dkim_sign
 
-    line = dkim_sign(settings, domain, message, [h.encode() for h in headers])
-    if not line:
-        return None
-    text = line.decode("ascii")
-    name, _, value = text.partition(":")
-    # One line for the milter: relaxed header canonicalisation ignores the folding.
-    return name.strip(), " ".join(value.split())
+    lines = dkim_sign(settings, domain, message, headers)
+    if not lines:
+        return []
+    out: list[tuple[str, str]] = []
+    for line in lines.decode("ascii").replace("\r\n", "\n").split("\n"):
+        if line[:1] in (" ", "\t") and out:
+            name, value = out[-1]
+            out[-1] = (name, value + " " + line.strip())  # relaxed canonicalisation unfolds
+        elif line.strip():
+            name, _, value = line.partition(":")
+            out.append((name.strip(), value.strip()))
+    return out

@@ -1,0 +1,219 @@
+"""Replies through reverse aliases, end to end: swaks → a real Postfix with aliasd's
+lookupd and milter → a capture server standing in for the owner's mailbox provider and
+for the correspondents' MX hosts. DKIM signatures are verified with dkimpy against the
+keys the tests' own DNS server publishes. One world per engine."""
+
+from __future__ import annotations
+
+import email
+import os
+import re
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import dkim
+import pytest
+from sqlalchemy import select
+
+from aliasd.config import load_settings
+from aliasd.core import aliases as core
+from aliasd.mailauth.dns import DkimDns
+from aliasd.mailauth.keys import signing_keys
+from aliasd.models import ReverseAlias
+from aliasd.postfix.config_lines import postfix_table
+from aliasd.postfix.milter_lines import postfix_milter_settings
+from tests.harness.cli import settings_env
+from tests.harness.databases import open_clean_database
+from tests.harness.dns import DnsServer
+from tests.harness.net import free_port, wait_for_port
+from tests.harness.postfix import CaptureServer, PostfixInstance, smtp_reply_codes, swaks
+from tests.harness.processes import start_logged, stop_process
+
+pytestmark = pytest.mark.postfix
+
+MAILBOX = "alice@real.example"
+ALIAS = "shop@example.net"
+REWRITE_ALIAS = "news@rewrite.example"
+REVERSE = re.compile(r"ra-[0-9a-f]{26}@[a-z.]+")
+
+
+class World:
+    pass
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def world(request, tmp_path_factory):
+    base = tmp_path_factory.mktemp(f"reply-{request.param}")
+    db = open_clean_database(request.param, base, request)
+    with db.session() as s:
+        alice = core.create_user(s, "alice", MAILBOX)
+        core.create_domain(s, "example.net", alice)
+        rewrite = core.create_domain(s, "rewrite.example", alice)
+        rewrite.reply_mode = "rewrite"
+        alias = core.create_alias(s, ALIAS, alice, site="shop.example")
+        alias.reply_name = "Shop Account"
+        core.create_alias(s, REWRITE_ALIAS, alice)
+    dns_server = DnsServer().start()
+    settings = load_settings(
+        environ={}, data_dir=str(base / "data"), database_url=db.url, env="development",
+        secret_key="test", milter_listen=f"127.0.0.1:{free_port()}",
+        dns_resolver=dns_server.address, reply_trusted_networks=["127.0.0.1/32"],
+    )
+    for domain in ("example.net", "rewrite.example"):
+        for key in signing_keys(settings, domain):  # made now, published by our DNS
+            dns_server.add(key.dns_name, "TXT", key.dns_txt())
+    env = settings_env(settings) | {
+        "ALIASD_MILTER_LISTEN": settings.milter_listen,
+        "ALIASD_DNS_RESOLVER": dns_server.address,
+        "ALIASD_REPLY_TRUSTED_NETWORKS": "127.0.0.1/32",
+        "ALIASD_BLOCKLIST_RELOAD_COMMAND": "true",
+    }
+    pf_dir = Path(tempfile.mkdtemp(prefix="aliasd-reply-pf-", dir="/tmp"))
+    os.chmod(pf_dir, 0o755)
+    milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
+    lookup_port = free_port()
+    lookupd = start_logged(
+        [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{lookup_port}",
+         "--tcp", ""], env, base / "lookupd.log")  # fmt: skip
+    table = postfix_table("socketmap", f"127.0.0.1:{lookup_port}", "virtual")
+    capture = CaptureServer()
+    capture.start()
+    main_cf = {"virtual_alias_domains": table, "virtual_alias_maps": table,
+               "recipient_delimiter": "+", **postfix_milter_settings(settings)}
+    postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
+    wait_for_port(lookup_port)
+    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+    postfix.start()
+    w = World()
+    w.db, w.settings, w.postfix, w.capture, w.base = db, settings, postfix, capture, base
+    yield w
+    for proc in (milter, lookupd):
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    postfix.stop()
+    capture.stop()
+    dns_server.stop()
+    for proc in (milter, lookupd):
+        stop_process(proc)
+    shutil.rmtree(pf_dir, ignore_errors=True)
+    db.dispose()
+
+
+def send(world, **kw):
+    # lookupd answers TEMP (451) until its replica has loaded; retry briefly.
+    deadline = time.monotonic() + 20
+    while True:
+        result = swaks(world.postfix.smtp_port, **kw)
+        codes = smtp_reply_codes(result.stdout)
+        if "451" not in codes or time.monotonic() > deadline:
+            return result
+        time.sleep(0.2)
+
+
+def header_block(data: bytes) -> str:
+    return data.split(b"\r\n\r\n", 1)[0].decode("utf-8", "replace")
+
+
+def dkim_domains(world, data: bytes) -> set[str]:
+    """d= of each signature dkimpy verifies against the keys our DNS server serves."""
+    verifier = dkim.DKIM(data)
+    count = header_block(data).lower().count("\ndkim-signature:") + \
+        header_block(data).lower().startswith("dkim-signature:")
+    found = set()
+    for index in range(count):
+        if verifier.verify(idx=index, dnsfunc=DkimDns(world.settings)):
+            found.add(verifier.domain.decode())
+    return found
+
+
+def correspondent_writes(world, marker: str, to: str = ALIAS,
+                         sender: str = "support@shop.example") -> email.message.Message:
+    data = (f"From: Shop Support <{sender}>\nTo: {to}\nSubject: order {marker}\n"
+            f"Message-ID: <{marker}@shop.example>\n\nYour order {marker} shipped.\n")
+    result = send(world, sender=sender, to=to, data=data)
+    assert result.returncode == 0, result.stdout
+    captured = world.capture.wait_for(lambda m: marker.encode() in m.data)
+    assert captured.rcpt_tos == [MAILBOX]
+    return email.message_from_bytes(captured.data), captured
+
+
+def test_forwarded_mail_carries_the_reverse_alias_and_the_owner_replies_as_the_alias(world):
+    forwarded, _ = correspondent_writes(world, "m1001")
+    # Preserve mode: From: untouched, the reverse alias in Reply-To:.
+    assert forwarded["From"] == "Shop Support <support@shop.example>"
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    assert reverse.endswith("@example.net")
+    assert "support at shop.example" in forwarded["Reply-To"]
+
+    reply = (
+        "Received: from laptop.real.example (laptop [10.9.8.7]) by smtp.real.example\n"
+        f"From: Alice Example <{MAILBOX}>\nTo: {forwarded['Reply-To']}\n"
+        "Cc: Alice <alice@real.example>\nSubject: Re: order m1001\n"
+        "Message-ID: <r2002@real.example>\nIn-Reply-To: <m1001@shop.example>\n"
+        "X-Originating-IP: [10.9.8.7]\nX-Mailer: TestMail 1.0\n"
+        "Disposition-Notification-To: alice@real.example\n\n"
+        "Thanks! (reply r2002)\n"
+    )
+    result = send(world, sender=MAILBOX, to=reverse, data=reply)
+    assert result.returncode == 0, result.stdout
+    out = world.capture.wait_for(lambda m: b"r2002)" in m.data)
+    assert out.rcpt_tos == ["support@shop.example"]
+    assert out.mail_from == ALIAS  # bounces come back to the alias, and on to Alice
+    msg = email.message_from_bytes(out.data)
+    assert msg["From"] == f'"Shop Account" <{ALIAS}>' or msg["From"] == f"Shop Account <{ALIAS}>"
+    assert "support@shop.example" in msg["To"]
+    assert msg["In-Reply-To"] == "<m1001@shop.example>"
+    assert msg["Message-ID"] == "<r2002@example.net>"  # kept, minus the owner's domain
+    headers = header_block(out.data).lower()
+    assert "real.example" not in headers and "10.9.8.7" not in headers, headers
+    assert msg["X-Mailer"] == "TestMail 1.0"
+    assert dkim_domains(world, out.data) == {"example.net"}
+
+    with world.db.session() as s:
+        row = s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse))
+        assert (row.forwarded_count, row.sent_count) == (1, 1)
+
+
+def test_a_stranger_writing_to_a_reverse_alias_is_refused_and_counted(world):
+    forwarded, _ = correspondent_writes(world, "m1003")
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    result = send(world, sender="mallory@evil.example", to=reverse,
+                  header={"From": "mallory@evil.example", "Subject": "relay m1004"})
+    assert result.returncode != 0 and "550" in smtp_reply_codes(result.stdout), result.stdout
+    # Claiming to be the owner in From: alone does not help either.
+    result = send(world, sender="mallory@evil.example", to=reverse,
+                  header={"From": MAILBOX, "Subject": "relay m1005"})
+    assert "550" in smtp_reply_codes(result.stdout), result.stdout
+    time.sleep(1)
+    assert not [m for m in world.capture.messages if b"relay m100" in m.data]
+    with world.db.session() as s:
+        row = s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse))
+        assert row.refused_count == 2
+        assert row.last_refused_sender == "mallory@evil.example"
+
+
+def test_malformed_or_deleted_reverse_aliases_are_refused_at_rcpt(world):
+    forwarded, _ = correspondent_writes(world, "m1006", sender="sales@shop.example")
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    from aliasd.core import reverse_aliases as ra
+
+    with world.db.session() as s:
+        ra.delete(s, s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse)))
+    time.sleep(1.5)  # lookupd follows the change feed
+    for address in (reverse, "ra-nothere@example.net", "ra-@example.net"):
+        result = send(world, sender=MAILBOX, to=address, header={"Subject": "x"})
+        assert "550" in smtp_reply_codes(result.stdout), (address, result.stdout)
+
+
+def test_rewrite_mode_delivers_a_dmarc_aligned_signed_from(world):
+    forwarded, captured = correspondent_writes(world, "m1007", to=REWRITE_ALIAS,
+                                               sender="editor@paper.example")
+    name, address = email.utils.parseaddr(forwarded["From"])
+    assert REVERSE.fullmatch(address) and address.endswith("@rewrite.example")
+    assert name == "Shop Support (editor at paper.example)"
+    # DMARC alignment: the From: domain is the domain of a signature that verifies.
+    assert "rewrite.example" in dkim_domains(world, captured.data)
