@@ -30,7 +30,13 @@ from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.dns import DnsServer
 from tests.harness.net import free_port, wait_for_port
-from tests.harness.postfix import CaptureServer, PostfixInstance, smtp_reply_codes, swaks
+from tests.harness.postfix import (
+    CaptureServer,
+    PostfixInstance,
+    postmap_query,
+    smtp_reply_codes,
+    swaks,
+)
 from tests.harness.processes import start_logged, stop_process
 
 pytestmark = pytest.mark.postfix
@@ -90,6 +96,7 @@ def world(request, tmp_path_factory):
     postfix.start()
     w = World()
     w.db, w.settings, w.postfix, w.capture, w.base = db, settings, postfix, capture, base
+    w.table = table
     yield w
     for proc in (milter, lookupd):
         if proc.poll() is None:
@@ -112,6 +119,14 @@ def send(world, **kw):
         if "451" not in codes or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
+
+
+def wait_known(world, address: str, found: bool = True) -> None:
+    """Until lookupd's replica has followed the change feed to ``address``."""
+    deadline = time.monotonic() + 10
+    while (postmap_query(address, world.table)[0] == 0) != found:
+        assert time.monotonic() < deadline, f"lookupd never saw {address}"
+        time.sleep(0.1)
 
 
 def header_block(data: bytes) -> str:
@@ -148,6 +163,7 @@ def test_forwarded_mail_carries_the_reverse_alias_and_the_owner_replies_as_the_a
     reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
     assert reverse.endswith("@example.net")
     assert "support at shop.example" in forwarded["Reply-To"]
+    wait_known(world, reverse)
 
     reply = (
         "Received: from laptop.real.example (laptop [10.9.8.7]) by smtp.real.example\n"
@@ -181,6 +197,7 @@ def test_forwarded_mail_carries_the_reverse_alias_and_the_owner_replies_as_the_a
 def test_a_stranger_writing_to_a_reverse_alias_is_refused_and_counted(world):
     forwarded, _ = correspondent_writes(world, "m1003")
     reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    wait_known(world, reverse)
     result = send(world, sender="mallory@evil.example", to=reverse,
                   header={"From": "mallory@evil.example", "Subject": "relay m1004"})
     assert result.returncode != 0 and "550" in smtp_reply_codes(result.stdout), result.stdout
@@ -203,7 +220,7 @@ def test_malformed_or_deleted_reverse_aliases_are_refused_at_rcpt(world):
 
     with world.db.session() as s:
         ra.delete(s, s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse)))
-    time.sleep(1.5)  # lookupd follows the change feed
+    wait_known(world, reverse, found=False)
     for address in (reverse, "ra-nothere@example.net", "ra-@example.net"):
         result = send(world, sender=MAILBOX, to=address, header={"Subject": "x"})
         assert "550" in smtp_reply_codes(result.stdout), (address, result.stdout)
