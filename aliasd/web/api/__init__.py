@@ -193,4 +193,5 @@ def simplelogin_random_new():
 
 
 from aliasd.web.api import blocks as _blocks  # noqa: E402,F401 - registers its routes
+from aliasd.web.api import contacts as _contacts  # noqa: E402,F401 - registers its routes
 from aliasd.web.api import sites  # noqa: E402,F401 - registers its routes
