@@ -81,3 +81,13 @@ def test_reply_settings_and_other_users_contacts(app, alias_ids):
     assert client.get(f"/api/aliases/{shop}/contacts", headers=bob).status_code == 404
     assert client.delete(f"/api/aliases/{shop}/contacts/{made['id']}",
                          headers=bob).status_code == 404
+
+
+def test_cli_write_to_prints_the_reverse_alias_and_lists_contacts(alias_ids, aliasd_cli):
+    out = aliasd_cli("alias", "write-to", "shop@alice.example", "friend@elsewhere.example",
+                     "--name", "A Friend").stdout.strip()
+    assert out.startswith("ra-") and out.endswith("@alice.example")
+    listed = aliasd_cli("alias", "contacts", "shop@alice.example").stdout
+    assert listed.split("\t")[:3] == [out, "friend@elsewhere.example", "yes"]
+    refused = aliasd_cli("alias", "write-to", "old@alice.example", "a@b.example", check=False)
+    assert refused.returncode != 0 and "burned" in refused.stderr + refused.stdout

@@ -199,3 +199,13 @@ def export(owner: str | None, include_all: bool, output: str) -> None:
 
 def register(group: click.Group) -> None:
     group.add_command(alias_group)
+
+
+def _add_contact_commands() -> None:
+    from aliasd.cli.contacts import contacts, write_to  # reverse aliases
+
+    alias_group.add_command(write_to)
+    alias_group.add_command(contacts)
+
+
+_add_contact_commands()
