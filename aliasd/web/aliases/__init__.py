@@ -138,6 +138,7 @@ def detail(alias_id: int):
         events=service.recent_events(s, alias), senders=service.sender_domains(s, alias),
         known=leaks.list_known_senders(s, alias.owner_id, alias.site) if alias.site else None,
         blocks=sender_blocks.list_blocks(s, alias.owner_id, alias_id=alias.id),
+        **contacts.page_context(alias),
     ), status
 
 
@@ -249,3 +250,6 @@ def _alias_or_404(alias_id: int):
         return service.alias_for(db_session(), current_user(), alias_id)
     except core.NotFound:
         abort(404)
+
+
+from aliasd.web.aliases import contacts  # noqa: E402 - registers its routes on bp

@@ -1,0 +1,113 @@
+"""An alias's contacts on its page: "write to someone", disable, enable, delete a
+reverse alias, and the alias's reply settings (display name, forwarding mode)."""
+
+from __future__ import annotations
+
+from flask import flash, redirect, url_for
+from flask_wtf import FlaskForm
+from wtforms import SelectField, StringField, SubmitField
+from wtforms.validators import DataRequired, Length, Optional
+
+from aliasd.core import aliases as core
+from aliasd.core import reverse_aliases as ra
+from aliasd.core.reply_headers import MAX_NAME, HeaderInjection, check_display_name
+from aliasd.web.aliases import ActionForm, _alias_or_404, bp
+from aliasd.web.context import db_session, settings
+from aliasd.web.permissions import login_required
+
+MODE_CHOICES = [("", "As the domain says"),
+                ("preserve", "Preserve: original From:, reverse alias in Reply-To:"),
+                ("rewrite", "Rewrite: From: the reverse alias, signed by aliasd")]
+
+
+class WriteToForm(FlaskForm):
+    correspondent = StringField("Their address", validators=[DataRequired(), Length(max=320)],
+                                render_kw={"placeholder": "someone@example.com",
+                                           "autocomplete": "off"})
+    name = StringField("Their name (optional)", validators=[Optional(), Length(max=MAX_NAME)])
+    write = SubmitField("Make the address to write to")
+
+
+class ReplySettingsForm(FlaskForm):
+    reply_name = StringField("Your name on mail sent as this alias",
+                             validators=[Optional(), Length(max=MAX_NAME)])
+    reply_mode = SelectField("How forwarded mail shows the reverse alias",
+                             choices=MODE_CHOICES, default="")
+    save_reply = SubmitField("Save reply settings")
+
+
+def page_context(alias) -> dict:
+    """What the alias page shows of its contacts."""
+    reply = ReplySettingsForm(prefix="reply")
+    reply.reply_name.data = alias.reply_name or ""
+    reply.reply_mode.data = alias.reply_mode or ""
+    contacts = ra.list_for_alias(db_session(), alias.id)
+    return {"contacts": contacts, "write_form": WriteToForm(prefix="write"),
+            "reply_form": reply, "refused_total": sum(c.refused_count for c in contacts)}
+
+
+def _back(alias_id: int):
+    return redirect(url_for("aliases.detail", alias_id=alias_id) + "#contacts")
+
+
+@bp.post("/aliases/<int:alias_id>/contacts")
+@login_required
+def write_to(alias_id: int):
+    s = db_session()
+    alias = _alias_or_404(alias_id)
+    form = WriteToForm(prefix="write")
+    if not form.validate_on_submit():
+        flash("Give the address you want to write to.", "error")
+        return _back(alias_id)
+    try:
+        name = check_display_name(form.name.data)
+        row = ra.write_to(s, alias, form.correspondent.data, name=name,
+                          reply_domain=settings().reply_domain)
+        s.commit()
+    except (core.AliasdError, HeaderInjection) as exc:
+        s.rollback()
+        flash(str(exc), "error")
+        return _back(alias_id)
+    flash(f"Write to {row.address} from your own mailbox: it reaches {row.correspondent} "
+          f"from {alias.address}.", "success")
+    return _back(alias_id)
+
+
+@bp.post("/aliases/<int:alias_id>/contacts/<int:contact_id>/<any(disable, enable, delete):action>")
+@login_required
+def contact_action(alias_id: int, contact_id: int, action: str):
+    ActionForm()  # CSRF is checked by CSRFProtect before we get here
+    s = db_session()
+    alias = _alias_or_404(alias_id)
+    try:
+        row = ra.get_for_alias(s, alias.id, contact_id)
+    except core.NotFound:
+        flash("No such contact.", "error")
+        return _back(alias_id)
+    if action == "delete":
+        ra.delete(s, row)
+    else:
+        ra.set_enabled(s, row, action == "enable")
+    s.commit()
+    flash(f"Contact {row.correspondent} {action}d.", "success")
+    return _back(alias_id)
+
+
+@bp.post("/aliases/<int:alias_id>/reply-settings")
+@login_required
+def reply_settings(alias_id: int):
+    s = db_session()
+    alias = _alias_or_404(alias_id)
+    form = ReplySettingsForm(prefix="reply")
+    if not form.validate_on_submit():
+        flash("Check the reply settings.", "error")
+        return _back(alias_id)
+    try:
+        alias.reply_name = check_display_name(form.reply_name.data)
+    except HeaderInjection as exc:
+        flash(str(exc), "error")
+        return _back(alias_id)
+    alias.reply_mode = form.reply_mode.data or None
+    s.commit()
+    flash("Reply settings saved.", "success")
+    return _back(alias_id)
