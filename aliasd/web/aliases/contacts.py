@@ -73,9 +73,25 @@ def write_to(alias_id: int):
     return _back(alias_id)
 
 
-@bp.post("/aliases/<int:alias_id>/contacts/<int:contact_id>/<any(disable, enable, delete):action>")
+@bp.post("/aliases/<int:alias_id>/contacts/<int:contact_id>/disable")
 @login_required
-def contact_action(alias_id: int, contact_id: int, action: str):
+def disable_contact(alias_id: int, contact_id: int):
+    return _contact_action(alias_id, contact_id, "disable")
+
+
+@bp.post("/aliases/<int:alias_id>/contacts/<int:contact_id>/enable")
+@login_required
+def enable_contact(alias_id: int, contact_id: int):
+    return _contact_action(alias_id, contact_id, "enable")
+
+
+@bp.post("/aliases/<int:alias_id>/contacts/<int:contact_id>/delete")
+@login_required
+def delete_contact(alias_id: int, contact_id: int):
+    return _contact_action(alias_id, contact_id, "delete")
+
+
+def _contact_action(alias_id: int, contact_id: int, action: str):
     ActionForm()  # CSRF is checked by CSRFProtect before we get here
     s = db_session()
     alias = _alias_or_404(alias_id)
