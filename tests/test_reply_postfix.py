@@ -234,3 +234,35 @@ def test_rewrite_mode_delivers_a_dmarc_aligned_signed_from(world):
     assert name == "Shop Support (editor at paper.example)"
     # DMARC alignment: the From: domain is the domain of a signature that verifies.
     assert "rewrite.example" in dkim_domains(world, captured.data)
+
+
+def test_preserve_mode_rewrites_when_a_signature_covers_reply_to(world):
+    """Adding Reply-To: would break a signature that oversigns it (rspamd's default), so
+    aliasd rewrites From: instead and signs the result itself."""
+    data = ("DKIM-Signature: v=1; a=rsa-sha256; d=shop.example; s=s1; c=relaxed/relaxed;\n"
+            " h=from:reply-to:subject:to; bh=AAAA; b=AAAA\n"
+            "From: Shop Support <support@shop.example>\nTo: shop@example.net\n"
+            "Subject: m1010\n\nSigned over Reply-To.\n")
+    result = send(world, sender="support@shop.example", to=ALIAS, data=data)
+    assert result.returncode == 0, result.stdout
+    captured = world.capture.wait_for(lambda m: b"m1010" in m.data)
+    msg = email.message_from_bytes(captured.data)
+    assert msg["Reply-To"] is None
+    assert REVERSE.search(msg["From"]) and "support at shop.example" in msg["From"]
+    assert "example.net" in dkim_domains(world, captured.data)
+
+
+def test_bounce_of_a_reply_comes_back_to_the_owner(world):
+    forwarded, _ = correspondent_writes(world, "m1011", sender="gone@shop.example")
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    wait_known(world, reverse)
+    world.capture.reject_rcpt = lambda addr: "550 5.1.1 no such user" if addr == "gone@shop.example" else None
+    try:
+        result = send(world, sender=MAILBOX, to=reverse,
+                      data=f"From: {MAILBOX}\nTo: {reverse}\nSubject: bounce m1012\n\nhello\n")
+        assert result.returncode == 0, result.stdout
+        bounce = world.capture.wait_for(
+            lambda m: m.rcpt_tos == [MAILBOX] and b"no such user" in m.data, timeout=30)
+    finally:
+        world.capture.reject_rcpt = lambda _addr: None
+    assert bounce.mail_from in ("", "<>")

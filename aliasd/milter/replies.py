@@ -203,8 +203,9 @@ class ReplyPath:
                 from aliasd.models import Alias, Domain
 
                 alias = session.get(Alias, target.id)
-                if alias is None:
-                    return None
+                if alias is None or correspondent[1].lower() in {
+                        *alias.destination_list, alias.owner.mailbox}:
+                    return None  # the owner writing to their own alias: nobody to hide
                 domain_mode = session.get(Domain, alias.domain_id).reply_mode
                 try:
                     row = reverse_aliases.for_correspondent(
