@@ -91,3 +91,19 @@ def test_cli_write_to_prints_the_reverse_alias_and_lists_contacts(alias_ids, ali
     assert listed.split("\t")[:3] == [out, "friend@elsewhere.example", "yes"]
     refused = aliasd_cli("alias", "write-to", "old@alice.example", "a@b.example", check=False)
     assert refused.returncode != 0 and "burned" in refused.stderr + refused.stdout
+
+
+def test_cli_reply_settings_and_domain_reply_mode(alias_ids, aliasd_cli, database):
+    aliasd_cli("alias", "reply-settings", "shop@alice.example", "--name", "Shop Me",
+               "--mode", "rewrite")
+    aliasd_cli("domain", "reply-mode", "alice.example", "rewrite")
+    refused = aliasd_cli("alias", "reply-settings", "shop@alice.example", "--name",
+                         "x\nBcc: y@z.example", check=False)
+    assert refused.returncode != 0
+    with database.session() as s:
+        alias = core.get_alias(s, "shop@alice.example")
+        assert (alias.reply_name, alias.reply_mode, alias.domain.reply_mode) == (
+            "Shop Me", "rewrite", "rewrite")
+    aliasd_cli("alias", "reply-settings", "shop@alice.example", "--mode", "default")
+    with database.session() as s:
+        assert core.get_alias(s, "shop@alice.example").reply_mode is None

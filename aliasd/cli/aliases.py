@@ -202,10 +202,11 @@ def register(group: click.Group) -> None:
 
 
 def _add_contact_commands() -> None:
-    from aliasd.cli.contacts import contacts, write_to  # reverse aliases
+    from aliasd.cli.contacts import contacts, reply_settings, write_to  # reverse aliases
 
     alias_group.add_command(write_to)
     alias_group.add_command(contacts)
+    alias_group.add_command(reply_settings)
 
 
 _add_contact_commands()

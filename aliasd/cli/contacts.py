@@ -40,3 +40,40 @@ def contacts(alias: str) -> None:
             click.echo("\t".join([row.address, row.correspondent, "yes" if row.enabled else "no",
                                   str(row.forwarded_count), str(row.sent_count),
                                   str(row.refused_count)]))
+
+
+MODES = click.Choice(["preserve", "rewrite", "default"])
+
+
+@click.command("reply-settings")
+@click.argument("alias")
+@click.option("--name", help="Display name of mail sent as the alias; empty removes it.")
+@click.option("--mode", type=MODES, help="How forwarded mail carries the reverse alias; "
+              "'default' follows the domain.")
+@fail_on_domain_errors
+def reply_settings(alias: str, name: str | None, mode: str | None) -> None:
+    """Set ALIAS's reply display name and forwarding mode."""
+    try:
+        checked = check_display_name(name) if name is not None else None
+    except HeaderInjection as exc:
+        raise AliasdError(str(exc)) from exc
+    with state().database().session() as session:
+        row = core.get_alias(session, alias)
+        if name is not None:
+            row.reply_name = checked
+        if mode is not None:
+            row.reply_mode = None if mode == "default" else mode
+        click.echo(f"{row.address}: name {row.reply_name or '-'}, mode {row.reply_mode or 'default'}")
+
+
+@click.command("reply-mode")
+@click.argument("domain")
+@click.argument("mode", type=MODES)
+@fail_on_domain_errors
+def domain_reply_mode(domain: str, mode: str) -> None:
+    """How forwarded mail to DOMAIN's aliases carries the reverse alias ('default':
+    the reply_mode setting)."""
+    with state().database().session() as session:
+        row = core.get_domain(session, domain)
+        row.reply_mode = None if mode == "default" else mode
+        click.echo(f"{row.name}: reply mode {row.reply_mode or 'default'}")

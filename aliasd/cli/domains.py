@@ -79,3 +79,12 @@ def list_domains() -> None:
 
 def register(group: click.Group) -> None:
     group.add_command(domain_group)
+
+
+def _add_reply_mode_command() -> None:
+    from aliasd.cli.contacts import domain_reply_mode  # reverse aliases
+
+    domain_group.add_command(domain_reply_mode)
+
+
+_add_reply_mode_command()
