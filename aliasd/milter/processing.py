@@ -31,6 +31,8 @@ from aliasd.core.block_decision import (
     server_block,
 )
 from aliasd.db import Database
+from aliasd.mailauth.verify import AuthResults
+from aliasd.milter import authstep
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class Verdict:
     scanned: bool = True
     result: ScanResult | None = None
     event_ids: list[int] = field(default_factory=list)
+    auth: AuthResults | None = None  # SPF/DKIM/DMARC/ARC of the incoming message
 
     def header(self, name: str) -> list[str]:
         return [v for n, v in self.add_headers if n.lower() == name.lower()]
@@ -238,6 +241,7 @@ class MailPath:
         result: ScanResult | None = None
         found: list[events.AliasTarget] = []
         blocks: dict[int, Block] = {}
+        auth_future = authstep.start(self.settings, envelope)
         future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks)
         try:
             result = future.result(timeout=timeout)
@@ -270,6 +274,7 @@ class MailPath:
 
         if self._only_aliases(envelope, targets):
             verdict.add_headers.extend(self._alias_headers(targets))
+        verdict.auth = authstep.finish(self.settings, auth_future, envelope, verdict, targets)
         if targets:
             self._record(envelope, targets, verdict)
         return verdict
@@ -374,6 +379,7 @@ class MailPath:
             subject=decode_header_text(envelope.first_header("Subject")),
             queue_id=envelope.queue_id,
             size=envelope.size,
+            **authstep.event_facts(verdict.auth),
         )
         # Aliases whose owner blocked the sender: recorded as refused, with the block named.
         kept = [t for t in targets if t.id not in verdict.blocks]
