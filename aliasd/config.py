@@ -135,9 +135,12 @@ class Settings:
     dkim_rotation_overlap_days: int = 7  # a rotated-out key stays published this long
     dkim_keys_dir: str = ""  # empty: data_dir/dkim
 
-    # SRS
-    srs_domain: str = ""  # empty: SRS disabled
-    srs_secrets: list[str] = field(default_factory=list)  # the first signs, all verify
+    # SRS: on unless srs_enabled is false. srs_domain empty: each managed domain is an
+    # SRS domain and forwarded mail is rewritten into the first one added
+    srs_enabled: bool = True
+    srs_domain: str = ""
+    # the first signs, all verify; empty: generated into data_dir/srs_secrets (0600)
+    srs_secrets: list[str] = field(default_factory=list)
     srs_hash_length: int = 4
     srs_max_age_days: int = 21
     srs_exclude_domains: list[str] = field(default_factory=list)
@@ -187,13 +190,12 @@ class Settings:
             )
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
-        if self.srs_domain and not self.srs_secrets:
-            raise SettingsError("srs_domain is set but srs_secrets is empty")
-        if self.srs_domain:
+        if self.srs_enabled:
             from aliasd.core.srs import SrsConfig, SrsConfigError  # local: core.srs uses Settings
 
             try:
-                SrsConfig.from_settings(self)
+                # without srs_secrets the generated ones apply: check the rest
+                SrsConfig.from_settings(self, secrets=self.srs_secrets or ["generated"])
             except SrsConfigError as exc:
                 raise SettingsError(str(exc)) from exc
         if self.dns_resolver:

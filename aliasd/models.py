@@ -248,6 +248,7 @@ class MailEvent(Base):
     queue_id: Mapped[str | None] = mapped_column(String(64))
     size: Mapped[int] = mapped_column(Integer, default=0)
     related_sender: Mapped[bool] = mapped_column(Boolean, default=True)  # sender matches the site
+    auth: Mapped[str | None] = mapped_column(String(200))  # "spf=pass dkim=pass dmarc=... arc=..."
 
 
 class SiteDay(Base):

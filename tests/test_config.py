@@ -45,7 +45,6 @@ def test_list_settings_from_the_environment_are_comma_separated():
         ({"ALIASD_ACTION_GREYLIST": "30"}, "thresholds must rise"),
         ({"ALIASD_RECIPIENT_DELIMITER": "ab"}, "recipient_delimiter"),
         ({"ALIASD_SCANNER_BACKEND": "spamassassin"}, "scanner_backend"),
-        ({"ALIASD_SRS_DOMAIN": "example.net"}, "srs_secrets"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(environ, message):

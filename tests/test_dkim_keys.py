@@ -25,7 +25,7 @@ def _publish(dns_server, key: keys.SigningKey) -> None:
 
 def test_adding_a_domain_creates_a_private_rsa_key(aliasd_cli, settings):
     aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
-    out = aliasd_cli("domain", "add", "mail.example", "--owner", "bob").stdout
+    out = aliasd_cli("domain", "add", "mail.example", "--owner", "bob").stderr
     assert "aliasd dns mail.example" in out
     (key,) = keys.signing_keys(settings, "mail.example")
     assert key.algorithm == keys.RSA and b"BEGIN RSA PRIVATE KEY" in key.private_key_pem
@@ -42,12 +42,12 @@ def test_db_upgrade_gives_existing_domains_keys_and_makes_the_srs_secret(aliasd_
     import shutil
 
     shutil.rmtree(settings.effective_dkim_keys_dir)
-    out = aliasd_cli("db", "upgrade").stdout
+    out = aliasd_cli("db", "upgrade").stderr
     assert "DKIM key" in out and "old.example" in out
     assert "SRS secret created" in out
     secret = os.path.join(settings.data_dir, "srs_secrets")
     assert stat.S_IMODE(os.stat(secret).st_mode) == 0o600
-    assert "SRS secret created" not in aliasd_cli("db", "upgrade").stdout  # only once
+    assert "SRS secret created" not in aliasd_cli("db", "upgrade").stderr  # only once
 
 
 def test_signature_verifies_with_the_published_record(tmp_path, dns_server):

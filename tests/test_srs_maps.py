@@ -49,8 +49,10 @@ def add_domain(database: Database, name: str) -> None:
         core.create_domain(session, name, owner)
 
 
-def test_maps_are_registered_only_when_srs_is_on(settings, srs_settings, database):
-    assert not {"srs_forward", "srs_reverse"} & set(build_maps(settings, database))
+def test_maps_are_registered_unless_srs_is_switched_off(settings, srs_settings, database):
+    off = settings.with_overrides(srs_enabled=False)
+    assert not {"srs_forward", "srs_reverse"} & set(build_maps(off, database))
+    assert {"srs_forward", "srs_reverse"} <= set(build_maps(settings, database))
     maps = build_maps(srs_settings, database)
     assert isinstance(maps["srs_forward"], srs_maps.SrsForwardMap)
     assert isinstance(maps["srs_reverse"], srs_maps.SrsReverseMap)
@@ -218,8 +220,11 @@ def test_postfix_config_prints_the_srs_lines(tmp_path):
         f"virtual_alias_domains = {table}:virtual, fwd.example.net",
     ):
         assert line in lines, (line, lines)
+    # by default (no SRS settings) the canonical maps are printed too, without a domain
     plain = run({})
-    assert "canonical" not in plain and "fwd.example.net" not in plain
+    assert f"sender_canonical_maps = {table}:srs_forward" in plain.splitlines()
+    assert "fwd.example.net" not in plain
+    assert "canonical" not in run({"ALIASD_SRS_ENABLED": "false"})
 
 
 def test_lookupd_refuses_bad_srs_settings_without_a_traceback(tmp_path):
@@ -232,3 +237,29 @@ def test_lookupd_refuses_bad_srs_settings_without_a_traceback(tmp_path):
     assert proc.returncode != 0
     assert "srs_hash_length must be between 4 and 27" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_without_srs_settings_the_first_managed_domain_signs_with_a_generated_secret(
+    settings, database
+):
+    import asyncio
+    import os
+    import stat
+
+    add_domain(database, "first.example")
+    add_domain(database, "second.example")
+    forward = srs_maps.build_forward(settings, database)
+    reverse = srs_maps.build_reverse(settings, database)
+    secret_file = os.path.join(settings.data_dir, "srs_secrets")
+    assert stat.S_IMODE(os.stat(secret_file).st_mode) == 0o600
+    asyncio.run(forward.refresh())
+    decision = forward.lookup_fast("news@shop.example")
+    assert decision.value.startswith("SRS0=") and decision.value.endswith("@first.example")
+    assert forward.lookup_fast("me@second.example").value == ""  # our own: kept
+    assert reverse.lookup_fast(decision.value).value == "news@shop.example"
+    # the same hash verifies at any of our domains; a forged one does not
+    other = decision.value.replace("@first.example", "@second.example")
+    assert reverse.lookup_fast(other).value == "news@shop.example"
+    forged = decision.value.replace("=news@", "=mallory@")
+    assert reverse.lookup_fast(forged).value == ""
+    assert reverse.lookup_fast("plain@first.example").value == ""

@@ -24,7 +24,7 @@ def upgrade(revision: str) -> None:
         raise click.ClickException(f"upgrade failed: {exc}") from exc
     click.echo(f"database at revision {database.current_revision()}")
     for line in provision_all(state().settings, database):
-        click.echo(line)
+        click.echo(line, err=True)  # notes; stdout stays the one revision line
 
 
 @db_group.command("current")

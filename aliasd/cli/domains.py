@@ -36,7 +36,7 @@ def add(domain: str, owner: str, catch_all: str, catch_all_regex: str | None,
         name = created.name
         click.echo(f"domain {name} added (owner {user.username}, catch-all {catch_all})")
     provision_domain(state().settings, name)
-    click.echo(f"DNS records to publish: aliasd dns {name}")
+    click.echo(f"DNS records to publish: aliasd dns {name}", err=True)
 
 
 @domain_group.command("set")

@@ -65,6 +65,8 @@ class MessageFacts:
     # The DKIM verifier's result: whether it ran, and the d= domains that verified.
     dkim_checked: bool = False
     dkim_pass_domains: tuple[str, ...] = ()
+    # SPF/DKIM/DMARC/ARC results in one line ("spf=pass dkim=pass dmarc=pass arc=none")
+    auth: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ def record_message(
         "symbols": outcome.symbols,
         "queue_id": _clip(facts.queue_id, 64),
         "size": facts.size,
+        "auth": _clip(facts.auth, 200),
     }
     spam = int(outcome.is_spam)
     ids: list[int] = []

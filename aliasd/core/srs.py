@@ -94,13 +94,16 @@ class SrsConfig:
     exclude_domains: tuple[str, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> SrsConfig | None:
-        """The SRS configuration, or None when SRS is switched off (no ``srs_domain``)."""
-        if not settings.srs_domain:
+    def from_settings(cls, settings: Settings, secrets: Iterable[str] | None = None
+                      ) -> SrsConfig | None:  # fmt: skip
+        """The SRS configuration. ``secrets`` (the generated ones when none are
+        configured) given: an empty ``srs_domain`` stays empty, meaning "each managed
+        domain is its own SRS domain". Without: None when no ``srs_domain`` is set."""
+        if not settings.srs_domain and secrets is None:
             return None
         return cls.build(
             domain=settings.srs_domain,
-            secrets=settings.srs_secrets,
+            secrets=settings.srs_secrets if secrets is None else secrets,
             hash_length=settings.srs_hash_length,
             max_age_days=settings.srs_max_age_days,
             exclude_domains=settings.srs_exclude_domains,
@@ -118,7 +121,7 @@ class SrsConfig:
     ) -> SrsConfig:
         """Validate and normalise; raises SrsConfigError with a clear message."""
         try:
-            norm_domain = normalize_domain(domain)
+            norm_domain = normalize_domain(domain) if domain else ""
         except AddressError as exc:
             raise SrsConfigError(f"srs_domain: {exc}") from exc
         secret_list = tuple(s for s in (str(x).strip() for x in secrets) if s)

@@ -34,6 +34,13 @@ FAULTS = Counter(
     ["kind"],
 )
 FAULT_KINDS = ("timeout", "database", "scanner", "internal")
+FORWARDED_AUTH = Counter(
+    "aliasd_milter_forwarded_auth",
+    "Messages forwarded to aliases, by the DMARC policy of their From: domain (reject, "
+    "quarantine, none, or 'absent') and whether a DKIM signature verified on arrival "
+    "(aliasd adds headers only, so one that verified here still verifies downstream).",
+    ["dmarc_policy", "dkim"],
+)
 
 
 class TimedScanner:
@@ -91,4 +98,7 @@ class MeasuredMailPath(MailPath):
         MESSAGES.labels(action).inc()
         if verdict.event_ids:
             EVENTS.inc(len(verdict.event_ids))
+        if verdict.auth is not None and verdict.status == "accept" and verdict.event_ids:
+            auth = verdict.auth
+            FORWARDED_AUTH.labels(auth.dmarc.policy or "absent", auth.dkim_summary).inc()
         return verdict

@@ -31,7 +31,9 @@ from aliasd.core.block_decision import (
     server_block,
 )
 from aliasd.db import Database
-from aliasd.milter.replies import ReplyPath, Transform
+from aliasd.mailauth.verify import AuthResults
+from aliasd.milter import authstep
+from aliasd.milter.replies import ReplyPath, Transform, transformed_envelope
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ class Verdict:
     scanned: bool = True
     result: ScanResult | None = None
     event_ids: list[int] = field(default_factory=list)
+    auth: AuthResults | None = None  # SPF/DKIM/DMARC/ARC of the incoming message
     transform: Transform | None = None  # reverse-alias edits (aliasd.milter.replies)
 
     def header(self, name: str) -> list[str]:
@@ -246,6 +249,7 @@ class MailPath:
         result: ScanResult | None = None
         found: list[events.AliasTarget] = []
         blocks: dict[int, Block] = {}
+        auth_future = authstep.start(self.settings, envelope)
         future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks)
         try:
             result = future.result(timeout=timeout)
@@ -281,6 +285,9 @@ class MailPath:
             if verdict.status == "accept" and len(targets) == 1 and not verdict.blocks:
                 verdict.transform = self.replies.forwarded(envelope, targets[0],
                                                            verdict.new_subject)
+        # Sealed as it will leave: with the reverse alias in Reply-To:/From: already.
+        sealed = transformed_envelope(envelope, verdict.transform)
+        verdict.auth = authstep.finish(self.settings, auth_future, sealed, verdict, targets)
         if targets:
             self._record(envelope, targets, verdict)
         return verdict
@@ -385,6 +392,7 @@ class MailPath:
             subject=decode_header_text(envelope.first_header("Subject")),
             queue_id=envelope.queue_id,
             size=envelope.size,
+            **authstep.event_facts(verdict.auth),
         )
         # Aliases whose owner blocked the sender: recorded as refused, with the block named.
         kept = [t for t in targets if t.id not in verdict.blocks]

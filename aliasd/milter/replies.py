@@ -13,6 +13,7 @@ Faults: a reply is never sent half-done. Database or DNS trouble answers 451."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ from aliasd.core import reverse_aliases
 from aliasd.core.addresses import AddressError, domain_of, parse_address
 from aliasd.core.reply_auth import SenderFacts, may_send
 from aliasd.core.reply_headers import (
+    HeaderEdits,
     correspondent_of,
     first,
     first_address,
@@ -167,7 +169,7 @@ class ReplyPath:
         try:
             spf_ok, dkim_domains = reply_signing.verify_sender(
                 self.settings, envelope.client_addr, envelope.sender, envelope.helo,
-                envelope.raw_message())
+                envelope.raw_message(), envelope.first_header("From"))
         except reply_signing.TemporaryFailure as exc:
             log.warning("sender authentication deferred: %s", exc)
             return None
@@ -241,6 +243,17 @@ class ReplyPath:
             return None  # unsigned, a rewritten From: would fail DMARC: leave it as it is
         return Transform(change_headers=edits.change, add_headers=edits.add,
                          insert_headers=signature)
+
+
+def transformed_envelope(envelope, transform: Transform | None):
+    """A copy of ``envelope`` whose headers carry ``transform``'s edits (what later steps,
+    the ARC seal, must see); ``envelope`` itself when there is none."""
+    if transform is None:
+        return envelope
+    edits = HeaderEdits(change=transform.change_headers, add=transform.add_headers)
+    headers = [*transform.insert_headers, *edits.apply(_text_headers(envelope.headers))]
+    return dataclasses.replace(
+        envelope, headers=[(n, v.encode("utf-8", "surrogateescape")) for n, v in headers])
 
 
 def apply_transform(ctx, transform: Transform, own_seen: dict[str, int]) -> int:

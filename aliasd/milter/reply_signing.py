@@ -5,11 +5,8 @@ resolver) and signing what aliasd sends as an alias (the per-domain keys of
 
 from __future__ import annotations
 
-import dkim
-
 from aliasd.config import Settings
-from aliasd.mailauth.dns import DkimDns, spf_lookup
-from aliasd.scanner.spf import check_spf
+from aliasd.mailauth.verify import authenticate
 
 
 class TemporaryFailure(Exception):
@@ -17,26 +14,16 @@ class TemporaryFailure(Exception):
 
 
 def verify_sender(settings: Settings, client_addr: str | None, sender: str, helo: str | None,
-                  message: bytes) -> tuple[bool, set[str]]:
-    """(SPF passed for the envelope sender, the d= domains of DKIM signatures that verify)."""
-    symbol = check_spf(client_addr, sender, helo, lookup=spf_lookup(settings),
-                       timeout=settings.dns_timeout)
-    spf_ok = symbol is not None and symbol.name == "R_SPF_ALLOW"
-    domains: set[str] = set()
-    dnsfunc = DkimDns(settings)
-    verifier = dkim.DKIM(message)
-    count = sum(1 for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
-                if line.lower().startswith(b"dkim-signature:"))
-    for index in range(count):
-        try:
-            if verifier.verify(idx=index, dnsfunc=dnsfunc):
-                domains.add(verifier.domain.decode("ascii", "replace").lower())
-        except dkim.DKIMException:
-            continue
-    if not spf_ok and not domains and dnsfunc.temporary_failure:
-        raise TemporaryFailure(dnsfunc.temporary_failure)
-    if symbol is not None and symbol.name == "R_SPF_DNSFAIL" and not domains:
-        raise TemporaryFailure("SPF: DNS failure")
+                  message: bytes, from_header: bytes | None = None) -> tuple[bool, set[str]]:
+    """(SPF passed for the envelope sender, the d= domains of DKIM signatures that
+    verify), from the same checks the milter runs on all incoming mail."""
+    results = authenticate(settings, message=message, sender=sender, client_addr=client_addr,
+                           helo=helo, from_header=from_header)
+    spf_ok = results.spf == "pass"
+    domains = {d.domain.lower() for d in results.dkim if d.result == "pass" and d.domain}
+    temporary = results.spf == "temperror" or any(d.result == "temperror" for d in results.dkim)
+    if not spf_ok and not domains and temporary:
+        raise TemporaryFailure("SPF or DKIM lookups did not answer")
     return spf_ok, domains
 
 

@@ -85,20 +85,22 @@ def _srs_domain_suffix(settings: Settings) -> str:
 
 def srs_section(settings: Settings) -> Section | None:
     """SRS: forwarded mail keeps passing SPF; bounces find the way back."""
-    if not settings.srs_domain or not settings.lookup_socketmap:
+    if not settings.srs_enabled or not settings.lookup_socketmap:
         return None
     forward = postfix_table("socketmap", settings.lookup_socketmap, "srs_forward",
                             settings.postfix_queue_directory)
     reverse = postfix_table("socketmap", settings.lookup_socketmap, "srs_reverse",
                             settings.postfix_queue_directory)
+    where = settings.srs_domain or "<the first managed domain>"
+    listed = (f"({settings.srs_domain} is listed in virtual_alias_domains above)"
+              if settings.srs_domain else "(the managed domains are virtual alias domains)")
     return Section(
         "aliasd SRS (Sender Rewriting Scheme)",
-        f"Forwarded mail leaves with envelope sender SRS0=...@{settings.srs_domain}, so SPF\n"
+        f"Forwarded mail leaves with envelope sender SRS0=...@{where}, so SPF\n"
         "passes at the destination; senders in aliasd's own domains and srs_exclude_domains\n"
         "are left alone. A bounce to a valid SRS address goes back to the original sender;\n"
-        f"forged or expired ones get 550 at RCPT ({settings.srs_domain} is listed in\n"
-        "virtual_alias_domains above for that). Publish an SPF record for that domain that\n"
-        "lists this host.",
+        f"forged or expired ones get 550 at RCPT {listed}.\n"
+        "`aliasd dns DOMAIN` prints the SPF record to publish. Off: srs_enabled = false.",
         [
             f"sender_canonical_maps = {forward}",
             "sender_canonical_classes = envelope_sender",

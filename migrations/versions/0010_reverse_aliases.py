@@ -2,13 +2,13 @@
 owner replies as the alias; reply mode per domain and per alias; reply display name
 
 Revision ID: 0010_reverse_aliases
-Revises: 0007_user_display_name
+Revises: 0011_mail_auth
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010_reverse_aliases"
-down_revision = "0007_user_display_name"
+down_revision = "0011_mail_auth"  # after the merged ws-deliver branch
 branch_labels = None
 depends_on = None
 

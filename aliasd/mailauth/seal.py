@@ -1,0 +1,69 @@
+"""ARC sealing (RFC 8617) of a forwarded message with dkimpy: our Authentication-Results
+become the ARC-Authentication-Results, then ARC-Message-Signature and ARC-Seal are made
+with the alias domain's RSA key. dkimpy picks ``i=`` (one past the highest instance on
+the message) and takes ``cv=`` from the ``arc=`` result in our Authentication-Results;
+a chain that failed is sealed ``cv=fail`` without the earlier sets, as RFC 8617 5.1.2
+says. Headers only: nothing here touches the body."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import dkim
+
+from aliasd.config import Settings
+from aliasd.mailauth import keys
+
+log = logging.getLogger(__name__)
+
+# What the ARC-Message-Signature covers: the originator's headers, never ones that a
+# later hop or aliasd itself adds or changes after sealing (Received, our X- headers).
+AMS_HEADERS = (
+    "from", "to", "cc", "subject", "date", "message-id", "reply-to", "in-reply-to",
+    "references", "mime-version", "content-type", "content-transfer-encoding",
+    "list-id", "list-unsubscribe", "list-unsubscribe-post",
+)  # fmt: skip
+
+
+def _split_fields(lines: list[bytes]) -> list[tuple[str, str]]:
+    """dkimpy's "Name: value\\r\\n" lines as (name, value) with "\\n\\t" folding, the
+    form libmilter's addheader takes."""
+    out = []
+    for line in lines:
+        text = line.decode("ascii", "replace")
+        name, _, value = text.partition(":")
+        value = re.sub(r"\r?\n", "\n", value.strip())
+        out.append((name.strip(), value))
+    return out
+
+
+def seal(settings: Settings, domain: str, message: bytes, ar_value: str) -> list[tuple[str, str]]:
+    """The new ARC set (three header fields, in the order to add them), or [] when the
+    message cannot be sealed (no RSA key, no From:, too many instances, bad input).
+
+    ``message`` is the message as it will leave (without our Authentication-Results);
+    ``ar_value`` is our Authentication-Results value, which carries ``arc=``."""
+    try:
+        key = next((k for k in keys.signing_keys(settings, domain) if k.algorithm == keys.RSA),
+                   None)  # fmt: skip
+    except (keys.DkimKeyError, OSError) as exc:
+        log.warning("no ARC seal for %s: %s", domain, exc)
+        return []
+    if key is None:
+        return []
+    head_end = message.find(b"\r\n\r\n")
+    head = message[: head_end if head_end >= 0 else len(message)].lower()
+    present = [h.encode() for h in AMS_HEADERS
+               if re.search(rb"(^|\n)" + re.escape(h.encode()) + rb"\s*:", head)]  # fmt: skip
+    if b"from" not in present:
+        return []
+    ar_line = b"Authentication-Results: " + ar_value.encode("ascii", "replace") + b"\r\n"
+    srv_id = ar_value.split(";", 1)[0].strip().lower().encode()
+    try:
+        lines = dkim.arc_sign(ar_line + message, key.selector.encode(), key.domain.encode(),
+                              key.private_key_pem, srv_id, include_headers=present)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - hostile chains: the message goes unsealed
+        log.info("no ARC seal for a message to %s: %s", domain, exc)
+        return []
+    return _split_fields(lines)

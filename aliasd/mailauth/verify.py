@@ -1,0 +1,206 @@
+"""The authentication of one incoming message: SPF of the envelope sender (pyspf, the
+scanner's own check), each DKIM signature (dkimpy), the ARC chain it already carries
+(dkimpy), and DMARC from those. All DNS goes through the configured resolver; a lookup
+that times out gives ``temperror`` for that method and nothing else: our checks never
+refuse or delay mail.
+
+The outcome is an RFC 8601 ``Authentication-Results`` header (built with ``authres``,
+the module dkimpy's ARC signer parses it with) and a short summary kept with the event."""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+from dataclasses import dataclass, field
+
+import authres
+import authres.arc
+import authres.dmarc
+import dkim
+
+from aliasd.config import Settings
+from aliasd.core.addresses import domain_of
+from aliasd.mailauth.dmarc import DmarcResult, evaluate
+from aliasd.mailauth.dns import DkimDns, spf_lookup
+from aliasd.scanner.spf import check_spf
+
+log = logging.getLogger(__name__)
+
+# A message may carry any number of signatures; past this many the rest are not
+# checked (each costs a DNS lookup and an RSA operation).
+MAX_SIGNATURES = 5
+_SPF_FROM_SYMBOL = {
+    "R_SPF_ALLOW": "pass", "R_SPF_FAIL": "fail", "R_SPF_SOFTFAIL": "softfail",
+    "R_SPF_NEUTRAL": "neutral", "R_SPF_NA": "none", "R_SPF_DNSFAIL": "temperror",
+    "R_SPF_PERMFAIL": "permerror",
+}  # fmt: skip
+
+
+class _QuietLogger(logging.LoggerAdapter):
+    """dkimpy logs every bad signature at ERROR; hostile mail is not our error."""
+
+    def error(self, msg, *args, **kwargs):
+        self.debug(msg, *args, **kwargs)
+
+
+_dkim_log = _QuietLogger(logging.getLogger("aliasd.mailauth.dkimpy"), {})
+
+
+@dataclass(frozen=True)
+class DkimResult:
+    result: str  # pass | fail | neutral | temperror | permerror
+    domain: str | None = None  # d=
+    selector: str | None = None  # s=
+    algorithm: str | None = None  # a=
+    reason: str = ""
+
+
+@dataclass
+class AuthResults:
+    spf: str = "none"
+    spf_mailfrom: str | None = None  # the identity SPF checked (address or helo name)
+    spf_domain: str | None = None
+    dkim: list[DkimResult] = field(default_factory=list)
+    arc: str = "none"  # none | pass | fail: the chain as it arrived
+    arc_reason: str = ""
+    arc_temperror: bool = False  # the chain could not be checked (DNS): do not seal
+    dmarc: DmarcResult = field(default_factory=lambda: DmarcResult("none", None))
+    checked: bool = True  # False: the message was too large to check
+
+    @property
+    def dkim_summary(self) -> str:
+        """``pass`` when any signature passed, else the first result, else ``none``."""
+        if any(d.result == "pass" for d in self.dkim):
+            return "pass"
+        return self.dkim[0].result if self.dkim else "none"
+
+    def summary(self) -> dict:
+        """What is kept with the event."""
+        return {"spf": self.spf, "dkim": self.dkim_summary,
+                "dkim_domains": [d.domain for d in self.dkim if d.result == "pass"],
+                "dmarc": self.dmarc.result, "dmarc_policy": self.dmarc.policy,
+                "from_domain": self.dmarc.from_domain, "arc": self.arc}  # fmt: skip
+
+    def event_text(self) -> str:
+        """One short line kept with the event: ``spf=pass dkim=fail dmarc=fail
+        (p=reject) arc=none``."""
+        dmarc = self.dmarc.result + (f" (p={self.dmarc.policy})" if self.dmarc.policy else "")
+        dkim_text = self.dkim_summary if self.checked else "none (not checked: too large)"
+        return f"spf={self.spf} dkim={dkim_text} dmarc={dmarc} arc={self.arc}"[:200]
+
+    def header(self, authserv_id: str) -> authres.AuthenticationResultsHeader:
+        results: list = []
+        if not self.checked:
+            results.append(authres.DKIMAuthenticationResult(
+                result="none", reason="message too large to check"))  # fmt: skip
+        for d in self.dkim or ([DkimResult("none")] if self.checked else []):
+            results.append(authres.DKIMAuthenticationResult(
+                result=d.result, reason=d.reason or None, header_d=d.domain,
+                header_s=d.selector, header_a=d.algorithm))  # fmt: skip
+        spf_kwargs = {"smtp_mailfrom": self.spf_mailfrom} if self.spf_mailfrom else {}
+        results.append(authres.SPFAuthenticationResult(result=self.spf, **spf_kwargs))
+        dm = self.dmarc
+        results.append(authres.dmarc.DMARCAuthenticationResult(
+            result=dm.result, reason=dm.reason or None, header_from=dm.from_domain,
+            policy=dm.policy))  # fmt: skip
+        results.append(authres.arc.ARCAuthenticationResult(result=self.arc))
+        return authres.core.AuthenticationResultsHeader(
+            authres.all_features(), authserv_id=authserv_id, results=results
+        )
+
+    def header_value(self, authserv_id: str) -> str:
+        return self.header(authserv_id).header_value()
+
+
+def _safe(value: bytes | None, limit: int = 64) -> str | None:
+    if not value:
+        return None
+    text = value.decode("ascii", "replace")
+    text = "".join(c for c in text if c.isalnum() or c in ".-_")
+    return text[:limit] or None
+
+
+def check_dkim(settings: Settings, message: bytes) -> list[DkimResult]:
+    """One result per DKIM-Signature (the first MAX_SIGNATURES)."""
+    try:
+        verifier = dkim.DKIM(message, logger=_dkim_log, timeout=int(settings.dns_timeout) or 1)
+    except Exception as exc:  # noqa: BLE001 - unparsable message: nothing verifies
+        return [DkimResult("permerror", reason=f"message cannot be parsed: {exc}"[:100])]
+    count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
+    results = []
+    for idx in range(min(count, MAX_SIGNATURES)):
+        dnsfunc = DkimDns(settings)
+        tags: dict = {}
+        try:
+            prep = verifier.verify_headerprep(idx)
+            if prep:
+                tags = prep[0]
+                ok = verifier.verify_sig(prep[0], prep[1], prep[2][idx], dnsfunc)
+            else:
+                ok = False
+        except dkim.DKIMException as exc:
+            # an altered body is a signature that does not verify; the rest is malformed
+            kind = "fail" if "body hash mismatch" in str(exc) else "permerror"
+            results.append(DkimResult(kind, _safe(tags.get(b"d")), _safe(tags.get(b"s")),
+                                      _safe(tags.get(b"a")), str(exc)[:100]))  # fmt: skip
+            continue
+        except Exception as exc:  # noqa: BLE001 - a dkimpy fault on hostile input
+            results.append(DkimResult("permerror", reason=f"unverifiable: {exc}"[:100]))
+            continue
+        d, s, a = _safe(tags.get(b"d")), _safe(tags.get(b"s")), _safe(tags.get(b"a"))
+        if ok:
+            results.append(DkimResult("pass", d, s, a))
+        elif dnsfunc.temporary_failure:
+            results.append(DkimResult("temperror", d, s, a, "key lookup timed out"))
+        else:
+            results.append(DkimResult("fail", d, s, a, "signature did not verify"))
+    return results
+
+
+def check_arc(settings: Settings, message: bytes) -> tuple[str, str, bool]:
+    """(cv, reason, temperror) of the ARC chain the message arrived with."""
+    if b"arc-seal" not in message[: message.find(b"\r\n\r\n") + 1 or len(message)].lower():
+        return "none", "", False
+    dnsfunc = DkimDns(settings)
+    try:
+        cv, _results, reason = dkim.arc_verify(
+            message, logger=_dkim_log, dnsfunc=dnsfunc, timeout=int(settings.dns_timeout) or 1
+        )
+    except Exception as exc:  # noqa: BLE001 - any malformed chain is a failed chain
+        return "fail", f"unverifiable chain: {exc}"[:100], dnsfunc.temporary_failure is not None
+    cv_text = cv.decode() if isinstance(cv, bytes) else str(cv)
+    reason_text = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+    return cv_text, reason_text[:100], dnsfunc.temporary_failure is not None
+
+
+def single_from_domain(from_header: bytes | None) -> str | None:
+    """The domain of the one From: address (DMARC needs exactly one)."""
+    if from_header is None:
+        return None
+    try:
+        pairs = email.utils.getaddresses([from_header.decode("utf-8", "replace")])
+    except Exception:  # noqa: BLE001
+        return None
+    addresses = [a for _n, a in pairs if a]
+    return domain_of(addresses[0]) if len(addresses) == 1 else None
+
+
+def authenticate(settings: Settings, *, message: bytes, sender: str, client_addr: str | None,
+                 helo: str | None, from_header: bytes | None,
+                 complete: bool = True) -> AuthResults:  # fmt: skip
+    """All checks of one message. ``complete`` False: the body was cut at the scan cap,
+    so signatures cannot be checked (SPF and the DMARC policy lookup still are)."""
+    res = AuthResults(checked=complete)
+    spf_sym = check_spf(client_addr, sender, helo, lookup=spf_lookup(settings),
+                        timeout=settings.dns_timeout)  # fmt: skip
+    if spf_sym is not None:
+        res.spf = _SPF_FROM_SYMBOL.get(spf_sym.name, "permerror")
+    res.spf_mailfrom = sender if "@" in sender else (helo or None)
+    res.spf_domain = domain_of(sender) if "@" in sender else (helo or None)
+    if complete:
+        res.dkim = check_dkim(settings, message)
+        res.arc, res.arc_reason, res.arc_temperror = check_arc(settings, message)
+    passes = [d.domain for d in res.dkim if d.result == "pass" and d.domain]
+    res.dmarc = evaluate(settings, single_from_domain(from_header), res.spf,
+                         res.spf_domain, passes)  # fmt: skip
+    return res

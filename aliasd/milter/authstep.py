@@ -1,0 +1,115 @@
+"""The mail path's authenticate and seal steps for the milter: the checks of
+:mod:`aliasd.mailauth.verify` run beside the scan (their DNS time overlaps the scan's
+work), and once the verdict stands the message gets our Authentication-Results and, when
+forwarded to an alias, an ARC set sealed with the alias domain's key.
+
+Never a refusal or a delay because of these checks: a fault or a timeout here leaves
+the message as it is, without the headers."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from typing import TYPE_CHECKING
+
+from aliasd.config import Settings
+from aliasd.core.addresses import domain_of
+from aliasd.mailauth import seal as arc_seal
+from aliasd.mailauth.verify import AuthResults, authenticate
+
+if TYPE_CHECKING:
+    from aliasd.core.events import AliasTarget
+    from aliasd.milter.processing import Envelope, Verdict
+
+log = logging.getLogger(__name__)
+
+HEADER_AR = "Authentication-Results"
+_pool: concurrent.futures.ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> concurrent.futures.ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = concurrent.futures.ThreadPoolExecutor(16, thread_name_prefix="mailauth")
+        return _pool
+
+
+def start(settings: Settings, envelope: Envelope) -> concurrent.futures.Future | None:
+    """Begin the checks of one message in the background (None when switched off)."""
+    if not settings.mail_auth_enabled:
+        return None
+    return _executor().submit(
+        authenticate, settings, message=envelope.raw_message(), sender=envelope.sender,
+        client_addr=envelope.client_addr, helo=envelope.helo,
+        from_header=envelope.first_header("From"), complete=not envelope.truncated,
+    )  # fmt: skip
+
+
+def _result(future: concurrent.futures.Future | None, settings: Settings) -> AuthResults | None:
+    if future is None:
+        return None
+    # every lookup is bounded by dns_timeout; a few run one after the other
+    try:
+        return future.result(timeout=settings.dns_timeout * 4 + 2)
+    except concurrent.futures.TimeoutError:
+        log.warning("mail authentication checks overran; message passes without them")
+    except Exception:  # noqa: BLE001
+        log.exception("mail authentication checks failed; message passes without them")
+    return None
+
+
+def _outgoing(envelope: Envelope, verdict: Verdict) -> bytes:
+    """The message as Postfix will pass it on: our header edits applied."""
+    headers = list(envelope.headers)
+    if verdict.new_subject is not None:
+        replaced = False
+        for i, (name, _value) in enumerate(headers):
+            if name.lower() == "subject":
+                headers[i] = (name, verdict.new_subject.encode("utf-8", "replace"))
+                replaced = True
+                break
+        if not replaced:
+            headers.append(("Subject", verdict.new_subject.encode("utf-8", "replace")))
+    headers += [(n, v.encode("utf-8", "replace")) for n, v in verdict.add_headers]
+    from aliasd.milter.processing import Envelope as _Envelope
+
+    return _Envelope(headers=headers, body=envelope.body).raw_message()
+
+
+def finish(settings: Settings, future: concurrent.futures.Future | None, envelope: Envelope,
+           verdict: Verdict, targets: list[AliasTarget]) -> AuthResults | None:  # fmt: skip
+    """Add Authentication-Results (and the ARC set) to an accepted message; returns the
+    results for the event (None when the checks did not run)."""
+    results = _result(future, settings)
+    if results is None or verdict.status != "accept":
+        return results
+    authserv_id = settings.effective_authserv_id
+    try:
+        ar_value = results.header_value(authserv_id)
+    except Exception:  # noqa: BLE001
+        log.exception("could not write Authentication-Results")
+        return results
+    seal_domain = domain_of(targets[0].address) if targets else None
+    if (settings.arc_enabled and seal_domain and results.checked
+            and not results.arc_temperror):  # fmt: skip
+        try:
+            arc_set = arc_seal.seal(settings, seal_domain, _outgoing(envelope, verdict), ar_value)
+        except Exception:  # noqa: BLE001
+            log.exception("ARC sealing failed; message passes unsealed")
+            arc_set = []
+        verdict.add_headers.extend(arc_set)
+    verdict.add_headers.append((HEADER_AR, ar_value))
+    return results
+
+
+def event_facts(results: AuthResults | None) -> dict:
+    """The MessageFacts fields that come from the checks."""
+    if results is None:
+        return {}
+    summary = results.summary()
+    return {"dkim_checked": results.checked,
+            "dkim_pass_domains": tuple(summary["dkim_domains"]),
+            "auth": results.event_text()}  # fmt: skip
