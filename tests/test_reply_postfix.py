@@ -157,7 +157,10 @@ def correspondent_writes(world, marker: str, to: str = ALIAS,
 
 
 def test_forwarded_mail_carries_the_reverse_alias_and_the_owner_replies_as_the_alias(world):
-    forwarded, _ = correspondent_writes(world, "m1001")
+    forwarded, captured = correspondent_writes(world, "m1001")
+    # The ARC set aliasd adds covers the message as it left, Reply-To: included.
+    cv, _results, reason = dkim.arc_verify(captured.data, dnsfunc=DkimDns(world.settings))
+    assert cv == dkim.CV_Pass, reason
     # Preserve mode: From: untouched, the reverse alias in Reply-To:.
     assert forwarded["From"] == "Shop Support <support@shop.example>"
     reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
