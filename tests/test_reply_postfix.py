@@ -26,6 +26,7 @@ from aliasd.mailauth.keys import signing_keys
 from aliasd.models import ReverseAlias
 from aliasd.postfix.config_lines import postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
+from aliasd.postfix.reply_lines import reply_section
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.dns import DnsServer
@@ -89,7 +90,9 @@ def world(request, tmp_path_factory):
     capture = CaptureServer()
     capture.start()
     main_cf = {"virtual_alias_domains": table, "virtual_alias_maps": table,
-               "recipient_delimiter": "+", **postfix_milter_settings(settings)}
+               "recipient_delimiter": "+", **postfix_milter_settings(settings),
+               # as `aliasd postfix-config` prints it
+               **dict(line.split(" = ", 1) for line in reply_section(settings).lines)}
     postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
     wait_for_port(lookup_port)
     wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
@@ -189,6 +192,8 @@ def test_forwarded_mail_carries_the_reverse_alias_and_the_owner_replies_as_the_a
     assert msg["Message-ID"] == "<r2002@example.net>"  # kept, minus the owner's domain
     headers = header_block(out.data).lower()
     assert "real.example" not in headers and "10.9.8.7" not in headers, headers
+    # Neither the owner's server (Postfix's own Received:) nor the reverse alias shows.
+    assert "received:" not in headers and "ra-" not in headers, headers
     assert msg["X-Mailer"] == "TestMail 1.0"
     assert dkim_domains(world, out.data) == {"example.net"}
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from aliasd.config import Settings
 from aliasd.listen import ListenSpec
 from aliasd.postfix.milter_lines import milter_section
+from aliasd.postfix.reply_lines import reply_section
 from aliasd.postfix.section import Section, postfix_socket_path
 
 
@@ -115,6 +116,7 @@ SECTION_BUILDERS: list[Callable[[Settings], Section | None]] = [
     milter_section,
     srs_section,
     blocklist_section,
+    reply_section,
 ]
 
 
