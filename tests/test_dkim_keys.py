@@ -94,3 +94,16 @@ def test_a_name_that_cannot_be_a_domain_gets_no_key(tmp_path):
     settings = load_settings(environ={}, data_dir=str(tmp_path))
     assert keys.dkim_sign(settings, "../etc", MESSAGE, ["from"]) is None
     assert not (tmp_path / "etc").exists()
+
+
+def test_srs_rotate_puts_a_new_secret_first_and_keeps_the_old_for_bounces(aliasd_cli, settings):
+    from aliasd.mailauth import srs_secret
+
+    aliasd_cli("db", "upgrade")
+    (first,) = srs_secret.read_secrets(settings)
+    assert "restart aliasd lookupd" in aliasd_cli("srs", "rotate").stdout
+    new = srs_secret.read_secrets(settings)
+    assert len(new) == 2 and new[1] == first and new[0] != first
+    configured = aliasd_cli("srs", "rotate", check=False,
+                            env_extra={"ALIASD_SRS_SECRETS": "from-config"})  # fmt: skip
+    assert configured.returncode == 1 and "rotate it there" in configured.stderr

@@ -150,3 +150,16 @@ def test_a_duplicated_arc_set_fails_the_chain(world):
                          if line.startswith(b"ARC-"))  # fmt: skip
     doubled = arc_lines + once
     assert _check(ours, doubled).arc == "fail"
+
+
+def test_results_header_parses_back_whatever_the_reasons_contain(world):
+    import authres
+
+    bank, ours, dns_server = world
+    dns_server.silent.add("_dmarc.bank.example")
+    tampered = _signed(bank).replace(b"ready", b"READY")
+    value = _check(ours, tampered).header_value("mx.alias.example")
+    parsed = authres.AuthenticationResultsHeader.parse("Authentication-Results: " + value)
+    assert [(r.method, r.result) for r in parsed.results] == [
+        ("dkim", "fail"), ("spf", "pass"), ("dmarc", "temperror"), ("arc", "none")
+    ]

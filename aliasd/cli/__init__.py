@@ -15,6 +15,7 @@ from aliasd.cli import (
     dkim,
     domains,
     lookupd,
+    mailauth,
     milter,
     postfix,
     scan,
@@ -34,5 +35,5 @@ def main(ctx: click.Context) -> None:
 
 
 for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up,
-                systemd, dkim):
+                systemd, dkim, mailauth):
     _module.register(main)

@@ -85,7 +85,8 @@ def evaluate(settings: Settings, from_domain: str | None, spf_result: str,
             record = _record_at(settings, org)
             policy_domain = org
     except DnsTemporaryError as exc:
-        return DmarcResult("temperror", from_domain, reason=str(exc)[:120])
+        return DmarcResult("temperror", from_domain, reason="DNS lookup failed: " + (
+            "timeout" if "Timeout" in str(exc) else "no answer"))
     if record is None:
         return DmarcResult("none", from_domain)
     policy = record.policy if policy_domain == from_domain else record.subdomain_policy

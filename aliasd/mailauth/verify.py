@@ -95,13 +95,13 @@ class AuthResults:
                 result="none", reason="message too large to check"))  # fmt: skip
         for d in self.dkim or ([DkimResult("none")] if self.checked else []):
             results.append(authres.DKIMAuthenticationResult(
-                result=d.result, reason=d.reason or None, header_d=d.domain,
+                result=d.result, reason=_reason(d.reason), header_d=d.domain,
                 header_s=d.selector, header_a=d.algorithm))  # fmt: skip
         spf_kwargs = {"smtp_mailfrom": self.spf_mailfrom} if self.spf_mailfrom else {}
         results.append(authres.SPFAuthenticationResult(result=self.spf, **spf_kwargs))
         dm = self.dmarc
         results.append(authres.dmarc.DMARCAuthenticationResult(
-            result=dm.result, reason=dm.reason or None, header_from=dm.from_domain,
+            result=dm.result, reason=_reason(dm.reason), header_from=dm.from_domain,
             policy=dm.policy))  # fmt: skip
         results.append(authres.arc.ARCAuthenticationResult(result=self.arc))
         return authres.core.AuthenticationResultsHeader(
@@ -110,6 +110,13 @@ class AuthResults:
 
     def header_value(self, authserv_id: str) -> str:
         return self.header(authserv_id).header_value()
+
+
+def _reason(text: str | None) -> str | None:
+    """A reason= value authres quotes correctly (it leaves any value with "@" bare)."""
+    if not text:
+        return None
+    return " ".join(text.replace("@", " at ").split())[:80]
 
 
 def _safe(value: bytes | None, limit: int = 64) -> str | None:
@@ -140,9 +147,10 @@ def check_dkim(settings: Settings, message: bytes) -> list[DkimResult]:
                 ok = False
         except dkim.DKIMException as exc:
             # an altered body is a signature that does not verify; the rest is malformed
-            kind = "fail" if "body hash mismatch" in str(exc) else "permerror"
-            results.append(DkimResult(kind, _safe(tags.get(b"d")), _safe(tags.get(b"s")),
-                                      _safe(tags.get(b"a")), str(exc)[:100]))  # fmt: skip
+            altered = "body hash mismatch" in str(exc)
+            results.append(DkimResult("fail" if altered else "permerror", _safe(tags.get(b"d")),
+                                      _safe(tags.get(b"s")), _safe(tags.get(b"a")),
+                                      "body hash mismatch" if altered else str(exc)[:80]))  # fmt: skip
             continue
         except Exception as exc:  # noqa: BLE001 - a dkimpy fault on hostile input
             results.append(DkimResult("permerror", reason=f"unverifiable: {exc}"[:100]))

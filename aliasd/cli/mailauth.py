@@ -1,0 +1,66 @@
+"""aliasd dns DOMAIN | srs rotate | doctor"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from aliasd.cli.common import state
+from aliasd.core import aliases as core
+from aliasd.mailauth import keys, records, srs_secret
+
+
+@click.command("dns")
+@click.argument("domain")
+def dns_command(domain: str) -> None:
+    """Print the DNS records DOMAIN needs, in zone-file format."""
+    settings = state().settings
+    with state().database().session() as session:
+        managed = {d.name for d in core.list_domains(session)}
+    name = domain.lower().rstrip(".")
+    if name not in managed:
+        raise click.ClickException(f"{domain} is not a managed domain")
+    try:
+        click.echo(records.zone_text(settings, name), nl=False)
+    except keys.DkimKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group("srs")
+def srs_group() -> None:
+    """SRS secrets."""
+
+
+@srs_group.command("rotate")
+def srs_rotate() -> None:
+    """Put a new SRS secret first; older ones keep verifying bounces. Restart lookupd."""
+    settings = state().settings
+    try:
+        values = srs_secret.rotate(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"new SRS secret in {srs_secret.secret_file(settings)} ({len(values)} kept); "
+               "restart aliasd lookupd to sign with it")  # fmt: skip
+
+
+@click.command("doctor")
+@click.option("--postfix-config", "postfix_dir", default=None,
+              help="Postfix configuration directory (default: postconf's own).")
+def doctor(postfix_dir: str | None) -> None:
+    """Check Postfix's configuration, aliasd's daemons and each domain's DNS."""
+    from aliasd.doctor import run_checks
+
+    failed = False
+    for check in run_checks(state().settings, state().database(check_schema=False), postfix_dir):
+        click.echo(check.line())
+        failed = failed or check.status == "fail"
+    sys.stdout.flush()
+    if failed:
+        raise SystemExit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(dns_command)
+    group.add_command(srs_group)
+    group.add_command(doctor)
