@@ -1,7 +1,7 @@
 """Replies through reverse aliases, end to end: swaks → a real Postfix with aliasd's
 lookupd and milter → a capture server standing in for the owner's mailbox provider and
 for the correspondents' MX hosts. DKIM signatures are verified with dkimpy against the
-keys the tests' own DNS server publishes. One world per engine."""
+keys `aliasd dns` prints, served by the tests' own DNS server. One world per engine."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,7 +23,6 @@ from sqlalchemy import select
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from aliasd.mailauth.dns import DkimDns
-from aliasd.mailauth.keys import signing_keys
 from aliasd.models import ReverseAlias
 from aliasd.postfix.config_lines import postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
@@ -70,15 +70,17 @@ def world(request, tmp_path_factory):
         secret_key="test", milter_listen=f"127.0.0.1:{free_port()}",
         dns_resolver=dns_server.address, reply_trusted_networks=["127.0.0.1/32"],
     )
-    for domain in ("example.net", "rewrite.example"):
-        for key in signing_keys(settings, domain):  # made now, published by our DNS
-            dns_server.add(key.dns_name, "TXT", key.dns_txt())
     env = settings_env(settings) | {
         "ALIASD_MILTER_LISTEN": settings.milter_listen,
         "ALIASD_DNS_RESOLVER": dns_server.address,
         "ALIASD_REPLY_TRUSTED_NETWORKS": "127.0.0.1/32",
         "ALIASD_BLOCKLIST_RELOAD_COMMAND": "true",
     }
+    for domain in ("example.net", "rewrite.example"):  # what the admin publishes
+        zone = subprocess.run([sys.executable, "-m", "aliasd", "dns", domain], env=env,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert zone.returncode == 0, zone.stderr
+        dns_server.add_zone_lines(zone.stdout)
     pf_dir = Path(tempfile.mkdtemp(prefix="aliasd-reply-pf-", dir="/tmp"))
     os.chmod(pf_dir, 0o755)
     milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
