@@ -95,13 +95,21 @@ class ReplyPath:
                 return True
         return False
 
+    def _base(self, rcpt: str) -> str:
+        """The address without its extension, as lookupd resolved it."""
+        try:
+            return str(parse_address(rcpt, self.settings.recipient_delimiter))
+        except AddressError:
+            return rcpt
+
     def outgoing(self, envelope) -> Outcome | None:
         """None when no recipient is a reverse alias."""
         if not self._reverse_like(envelope.recipients):
             return None
         try:
             with self.database.session() as session:
-                found = [(r, reverse_aliases.resolve(session, r, self.settings.reply_mode))
+                found = [(r, reverse_aliases.resolve(session, self._base(r),
+                                                     self.settings.reply_mode))
                          for r in envelope.recipients]
                 managed = reverse_aliases.managed_domains(session, self.settings.reply_domain)
         except Exception as exc:
