@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import Milter
 
@@ -35,6 +36,11 @@ from aliasd.core.reply_headers import (
 )
 from aliasd.db import Database
 from aliasd.milter import reply_signing
+from aliasd.models import Alias, Domain
+
+if TYPE_CHECKING:
+    from aliasd.core.events import AliasTarget
+    from aliasd.milter.processing import Envelope
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +108,7 @@ class ReplyPath:
         except AddressError:
             return rcpt
 
-    def outgoing(self, envelope) -> Outcome | None:
+    def outgoing(self, envelope: Envelope) -> Outcome | None:
         """None when no recipient is a reverse alias."""
         if not self._reverse_like(envelope.recipients):
             return None
@@ -171,7 +177,7 @@ class ReplyPath:
                  decision.how)
         return Outcome(transform=transform)
 
-    def _authenticate(self, envelope, facts: SenderFacts) -> SenderFacts | None:
+    def _authenticate(self, envelope: Envelope, facts: SenderFacts) -> SenderFacts | None:
         """SPF of the envelope sender and DKIM of the message, through aliasd's resolver;
         None when DNS could not answer."""
         try:
@@ -202,7 +208,8 @@ class ReplyPath:
             log.exception("could not count reverse alias use")
 
     # --- forwarded ----------------------------------------------------------------
-    def forwarded(self, envelope, target, new_subject: str | None) -> Transform | None:
+    def forwarded(self, envelope: Envelope, target: AliasTarget, new_subject: str | None
+                  ) -> Transform | None:
         """The reverse-alias edits of mail from a correspondent to one alias, or None."""
         headers = _text_headers(envelope.headers)
         correspondent = correspondent_of(headers)
@@ -210,8 +217,6 @@ class ReplyPath:
             return None  # bounces and mail without an author have nobody to answer
         try:
             with self.database.session() as session:
-                from aliasd.models import Alias, Domain
-
                 alias = session.get(Alias, target.id)
                 if alias is None or correspondent[1].lower() in {
                         *alias.destination_list, alias.owner.mailbox}:
@@ -253,7 +258,7 @@ class ReplyPath:
                          insert_headers=signature)
 
 
-def transformed_envelope(envelope, transform: Transform | None):
+def transformed_envelope(envelope: Envelope, transform: Transform | None) -> Envelope:
     """A copy of ``envelope`` whose headers carry ``transform``'s edits (what later steps,
     the ARC seal, must see); ``envelope`` itself when there is none."""
     if transform is None:
