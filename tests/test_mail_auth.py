@@ -163,3 +163,17 @@ def test_results_header_parses_back_whatever_the_reasons_contain(world):
     assert [(r.method, r.result) for r in parsed.results] == [
         ("dkim", "fail"), ("spf", "pass"), ("dmarc", "temperror"), ("arc", "none")
     ]
+
+
+def test_openssl_signing_gives_dkimpys_own_signature_bytes(tmp_path):
+    import hashlib
+
+    from dkim.crypto import parse_pem_private_key
+
+    from aliasd.mailauth import fastrsa
+
+    settings = load_settings(environ={}, data_dir=str(tmp_path))
+    (key,) = keys.signing_keys(settings, "alias.example")
+    pk = parse_pem_private_key(key.private_key_pem)
+    digest = hashlib.sha256(b"the canonicalized headers")
+    assert fastrsa.openssl_sign(digest, pk) == fastrsa._pure_python_sign(digest.copy(), pk)

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from aliasd.config import Settings
+from aliasd.mailauth import fastrsa  # noqa: F401 - OpenSSL signing for dkimpy
 
 RSA = "rsa-sha256"
 ED25519 = "ed25519-sha256"
