@@ -57,6 +57,9 @@ def resolver_for(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> dns.re
             except dns.resolver.NoResolverConfiguration:
                 res = dns.resolver.Resolver(configure=False)
                 res.nameservers = ["127.0.0.1"]
+        # Answers (and NXDOMAIN) are kept for their TTL: the same senders' SPF, DMARC and
+        # DKIM records come round again and again.
+        res.cache = dns.resolver.LRUCache(20_000)
         res.timeout = min(timeout, 2.0)
         res.lifetime = timeout
         # A test server or a local recursor answers both; without EDNS big TXT records
