@@ -91,6 +91,7 @@ class Verdict:
     result: ScanResult | None = None
     event_ids: list[int] = field(default_factory=list)
     auth: AuthResults | None = None  # SPF/DKIM/DMARC/ARC of the incoming message
+    remove_headers: list[tuple[str, int]] = field(default_factory=list)  # (name, occurrence)
 
     def header(self, name: str) -> list[str]:
         return [v for n, v in self.add_headers if n.lower() == name.lower()]
