@@ -193,3 +193,10 @@ def test_huge_headers_and_many_signatures_give_results_quickly(world):
     assert len(results.dkim) == 5  # the first five signatures only; the bank's is the ninth
     assert results.dmarc.result == "pass"  # SPF still aligns
     assert "dkim=" in results.header_value("mx.alias.example")
+
+
+def test_a_signature_whose_key_is_not_published_is_a_permerror(world):
+    bank, ours, dns_server = world
+    dns_server.remove("bank1._domainkey.bank.example")
+    results = _check(ours, _signed(bank))
+    assert (results.dkim[0].result, results.dkim[0].reason) == ("permerror", "no key for selector")

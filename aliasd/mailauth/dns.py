@@ -99,6 +99,7 @@ class DkimDns:
         self.settings = settings
         self.timeout = settings.dns_timeout
         self.temporary_failure: str | None = None
+        self.missing = False  # a lookup found no record at all
 
     def __call__(self, name: bytes | str, timeout: float = DEFAULT_TIMEOUT) -> bytes | None:
         import dkim
@@ -111,6 +112,7 @@ class DkimDns:
             raise dkim.DnsTimeoutError(str(exc)) from exc
         except (ValueError, dns.name.NameTooLong, dns.name.LabelTooLong):
             return None
+        self.missing = self.missing or not records
         return records[0] if records else None
 
 
