@@ -3,7 +3,10 @@ by side in one run, the same messages each time:
 
   hash       Postfix with a hash: virtual map and no milter (the floor)
   lookupd    aliasd lookupd (socketmap) and no milter (what the lookup costs)
-  aliasd     aliasd lookupd + aliasd milter with the bundled scanner (events recorded)
+  aliasd     aliasd lookupd + aliasd milter with the bundled scanner (events recorded),
+             SPF/DKIM/DMARC checks and ARC sealing on (the default); every DNS lookup
+             answered by a local DNS server (tests/harness/dns.py), never the network
+  aliasd-noauth  the same milter with mail_auth_enabled = arc_enabled = false
   rspamd     hash: map + Debian's rspamd 3.4 proxy worker as milter (milter = yes,
              self_scan, one process, no network checks) on 127.0.0.1
 
@@ -37,6 +40,7 @@ from aliasd.db import Database  # noqa: E402
 from aliasd.models import User  # noqa: E402
 from aliasd.postfix.config_lines import postfix_table  # noqa: E402
 from aliasd.postfix.milter_lines import postfix_milter_settings  # noqa: E402
+from tests.harness.dns import DnsServer  # noqa: E402
 from tests.harness.net import free_port, wait_for_port  # noqa: E402
 from tests.harness.postfix import PostfixInstance, postmap  # noqa: E402
 from tests.harness.rspamd import RspamdInstance  # noqa: E402
@@ -175,9 +179,16 @@ def main() -> None:
                 alice = core.create_user(s, "alice", MAILBOX)
                 core.create_domain(s, "example.net", alice)
                 core.create_alias(s, ALIAS, alice, site="github.com")
-        settings = load_settings(environ={}, data_dir=str(base / "data"), database_url=db_url)
+        dns = DnsServer(ttl=300).start()
+        settings = load_settings(environ={}, data_dir=str(base / "data"), database_url=db_url,
+                                 dns_resolver=dns.address)  # fmt: skip
+        from aliasd.mailauth import keys
+
+        for key in keys.signing_keys(settings, "example.net"):
+            dns.add(key.dns_name, "TXT", key.dns_txt())
         env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
         env.update(ALIASD_DATA_DIR=settings.data_dir, ALIASD_DATABASE_URL=db_url,
+                   ALIASD_DNS_RESOLVER=dns.address, ALIASD_AUTHSERV_ID="mx.example.net",
                    # The same 20 spam messages come round again and again: auto-block
                    # would block their senders after a few and the next setups' runs
                    # would stop at the first 550 (smtp-source gives up on a rejection).
@@ -199,7 +210,7 @@ def main() -> None:
 
         lookup_port = free_port()
         milter_port = free_port()
-        if only & {"lookupd", "aliasd", "aliasd-unix"}:
+        if only & {"lookupd", "aliasd", "aliasd-unix", "aliasd-noauth"}:
             procs.append(start([sys.executable, "-m", "aliasd", "lookupd", "--socketmap",
                                 f"127.0.0.1:{lookup_port}", "--tcp", ""], env,
                                base / "lookupd.log"))  # fmt: skip
@@ -209,6 +220,14 @@ def main() -> None:
                                 f"127.0.0.1:{milter_port}", "--log-level", "WARNING"], env,
                                base / "milter.log"))  # fmt: skip
             wait_for_port(milter_port)
+        noauth_port = free_port()
+        if "aliasd-noauth" in only:
+            procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
+                                f"127.0.0.1:{noauth_port}", "--log-level", "WARNING"],
+                               {**env, "ALIASD_MAIL_AUTH_ENABLED": "false",
+                                "ALIASD_ARC_ENABLED": "false"},
+                               base / "milter-noauth.log"))  # fmt: skip
+            wait_for_port(noauth_port)
         milter_sock = base / "milter.sock"
         if "aliasd-unix" in only:
             procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
@@ -228,6 +247,9 @@ def main() -> None:
         if "aliasd" in only:
             setups.append(("aliasd", {**lookup_map,
                                       **postfix_milter_settings(settings, f"127.0.0.1:{milter_port}")}))  # fmt: skip
+        if "aliasd-noauth" in only:
+            setups.append(("aliasd-noauth", {**lookup_map,
+                                             **postfix_milter_settings(settings, f"127.0.0.1:{noauth_port}")}))  # fmt: skip
         if "aliasd-unix" in only:
             setups.append(("aliasd-unix", {**lookup_map,
                                            **postfix_milter_settings(settings, f"unix:{milter_sock}")}))  # fmt: skip

@@ -169,7 +169,9 @@ def test_a_forged_signature_and_dns_that_never_answers_still_deliver(world):
     w = world
     message = _bank_message().replace(b"statement-1", b"statement-2")
     signature = keys.dkim_sign(w.bank, "bank.example", message, ["from", "subject"])
-    forged = signature + message.replace(b"is ready", b"is READY: pay here")
+    forged = (b"Authentication-Results: " + HOST.encode() + b"; dkim=pass header.d=paypal.example\r\n"
+              b"Authentication-Results: mx.elsewhere.example; spf=pass smtp.mailfrom=x@y.example\r\n"
+              + signature + message.replace(b"is ready", b"is READY: pay here"))
     w.dns.silent.add("_dmarc.bank.example")
     try:
         result = _send(w, forged.replace(b"stmt-1", b"stmt-forged"))
@@ -177,7 +179,14 @@ def test_a_forged_signature_and_dns_that_never_answers_still_deliver(world):
         w.dns.silent.discard("_dmarc.bank.example")
     assert result.returncode == 0, result.stdout
     msg = w.capture.wait_for(lambda m: b"stmt-forged" in m.data, timeout=60)
-    ar = " ".join(msg.header("Authentication-Results").split())
+    import email
+
+    results = email.message_from_bytes(msg.data).get_all("Authentication-Results")
+    # the sender's claim in our name is gone, another hop's results stay, ours are added
+    assert not any("paypal" in r for r in results), results
+    assert any(r.startswith("mx.elsewhere.example;") for r in results), results
+    assert b"paypal" not in msg.data
+    (ar,) = [" ".join(r.split()) for r in results if r.startswith(HOST)]
     assert 'dkim=fail reason="body hash mismatch" header.d=bank.example' in ar, ar
     assert "dmarc=temperror" in ar, ar
 

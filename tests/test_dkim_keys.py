@@ -107,3 +107,23 @@ def test_srs_rotate_puts_a_new_secret_first_and_keeps_the_old_for_bounces(aliasd
     configured = aliasd_cli("srs", "rotate", check=False,
                             env_extra={"ALIASD_SRS_SECRETS": "from-config"})  # fmt: skip
     assert configured.returncode == 1 and "rotate it there" in configured.stderr
+
+
+def test_keys_made_by_root_belong_to_the_data_directorys_owner(tmp_path):
+    """`aliasd domain add` in a root shell; the milter runs as the data dir's owner."""
+    import pwd
+
+    from aliasd.config import load_settings
+    from aliasd.mailauth import srs_secret
+
+    assert os.geteuid() == 0  # the test machine runs tests as root
+    nobody = pwd.getpwnam("nobody")
+    data = tmp_path / "data"
+    data.mkdir()
+    os.chown(data, nobody.pw_uid, nobody.pw_gid)
+    settings = load_settings(environ={}, data_dir=str(data))
+    keys.signing_keys(settings, "mail.example")
+    srs_secret.ensure_secret(settings)
+    made = [p for p in data.rglob("*") if not p.name.endswith(".lock")]
+    assert made and all(p.stat().st_uid == nobody.pw_uid for p in made), [
+        (str(p), p.stat().st_uid) for p in made]

@@ -163,3 +163,40 @@ def test_results_header_parses_back_whatever_the_reasons_contain(world):
     assert [(r.method, r.result) for r in parsed.results] == [
         ("dkim", "fail"), ("spf", "pass"), ("dmarc", "temperror"), ("arc", "none")
     ]
+
+
+def test_openssl_signing_gives_dkimpys_own_signature_bytes(tmp_path):
+    import hashlib
+
+    from dkim.crypto import parse_pem_private_key
+
+    from aliasd.mailauth import fastrsa
+
+    settings = load_settings(environ={}, data_dir=str(tmp_path))
+    (key,) = keys.signing_keys(settings, "alias.example")
+    pk = parse_pem_private_key(key.private_key_pem)
+    digest = hashlib.sha256(b"the canonicalized headers")
+    assert fastrsa.openssl_sign(digest, pk) == fastrsa._pure_python_sign(digest.copy(), pk)
+
+
+def test_huge_headers_and_many_signatures_give_results_quickly(world):
+    import time
+
+    bank, ours, _ = world
+    signed = _signed(bank)
+    junk_sig = b"DKIM-Signature: v=1; a=rsa-sha256; d=x.example; s=s; h=" + b"from:" * 20000
+    junk_sig += b"from; bh=AAAA; b=AAAA\r\n"
+    huge = b"X-Junk: " + b"a" * 200_000 + b"\r\n" + junk_sig * 8 + signed
+    started = time.monotonic()
+    results = _check(ours, huge)
+    assert time.monotonic() - started < 10
+    assert len(results.dkim) == 5  # the first five signatures only; the bank's is the ninth
+    assert results.dmarc.result == "pass"  # SPF still aligns
+    assert "dkim=" in results.header_value("mx.alias.example")
+
+
+def test_a_signature_whose_key_is_not_published_is_a_permerror(world):
+    bank, ours, dns_server = world
+    dns_server.remove("bank1._domainkey.bank.example")
+    results = _check(ours, _signed(bank))
+    assert (results.dkim[0].result, results.dkim[0].reason) == ("permerror", "no key for selector")

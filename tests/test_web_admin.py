@@ -106,6 +106,10 @@ def test_admin_adds_a_domain_with_catch_all_gate_and_cap(app, root, alice, datab
     assert domain.catch_all_regex == r"[a-z0-9.-]+\.[a-z]{2,}" and domain.owner_id == alice
     listing = client.get("/admin/domains").get_data(as_text=True)
     assert 'data-domain="shop.example"' in listing and "[a-z0-9.-]+" in listing
+    # and it has its DKIM key for ARC seals, as one added with `aliasd domain add`
+    from aliasd.mailauth import keys
+
+    assert keys.known_domains(app.config["ALIASD_SETTINGS"]) == ["shop.example"]
     # The catch-all now follows the new policy: gate and cap are core's, as for the CLI.
     with database.session() as s:
         dom = core.get_domain(s, "shop.example")

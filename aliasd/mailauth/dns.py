@@ -57,6 +57,9 @@ def resolver_for(settings: Settings, timeout: float = DEFAULT_TIMEOUT) -> dns.re
             except dns.resolver.NoResolverConfiguration:
                 res = dns.resolver.Resolver(configure=False)
                 res.nameservers = ["127.0.0.1"]
+        # Answers (and NXDOMAIN) are kept for their TTL: the same senders' SPF, DMARC and
+        # DKIM records come round again and again.
+        res.cache = dns.resolver.LRUCache(20_000)
         res.timeout = min(timeout, 2.0)
         res.lifetime = timeout
         # A test server or a local recursor answers both; without EDNS big TXT records
@@ -96,6 +99,7 @@ class DkimDns:
         self.settings = settings
         self.timeout = settings.dns_timeout
         self.temporary_failure: str | None = None
+        self.missing = False  # a lookup found no record at all
 
     def __call__(self, name: bytes | str, timeout: float = DEFAULT_TIMEOUT) -> bytes | None:
         import dkim
@@ -108,6 +112,7 @@ class DkimDns:
             raise dkim.DnsTimeoutError(str(exc)) from exc
         except (ValueError, dns.name.NameTooLong, dns.name.LabelTooLong):
             return None
+        self.missing = self.missing or not records
         return records[0] if records else None
 
 

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from aliasd.config import Settings
+from aliasd.mailauth import fastrsa  # noqa: F401 - OpenSSL signing for dkimpy
 
 RSA = "rsa-sha256"
 ED25519 = "ed25519-sha256"
@@ -109,7 +110,11 @@ def _locked(settings: Settings, domain: str) -> Iterator[Path]:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     with contextlib.suppress(OSError):
         os.chmod(directory.parent, 0o700)
-    with open(directory / ".lock", "a") as lock:
+    lock_path = directory / ".lock"
+    lock_path.touch(exist_ok=True)
+    for path in (directory.parent, directory, lock_path):
+        owned_like_data_dir(settings, path)
+    with open(lock_path, "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield directory
@@ -127,10 +132,24 @@ def _read_index(directory: Path) -> list[dict]:
     return list(data.get("keys", []))
 
 
-def _write_private(path: Path, data: bytes) -> None:
+def owned_like_data_dir(settings: Settings, path: Path) -> None:
+    """Give ``path`` the owner of the data directory: a root shell running ``aliasd
+    domain add`` must not leave key files the services' user (``aliasd``) cannot read."""
+    if os.geteuid() != 0:
+        return
+    try:
+        ref = os.stat(settings.data_dir)
+        os.chown(path, ref.st_uid, ref.st_gid)
+    except OSError:
+        pass
+
+
+def _write_private(path: Path, data: bytes, settings: Settings | None = None) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     try:
         os.fchmod(fd, 0o600)
+        if settings is not None:
+            owned_like_data_dir(settings, Path(tmp))
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         os.replace(tmp, path)
@@ -140,9 +159,9 @@ def _write_private(path: Path, data: bytes) -> None:
         raise
 
 
-def _write_index(directory: Path, entries: list[dict]) -> None:
+def _write_index(directory: Path, entries: list[dict], settings: Settings) -> None:
     text = json.dumps({"keys": entries}, indent=2, sort_keys=True) + "\n"
-    _write_private(directory / "keys.json", text.encode())
+    _write_private(directory / "keys.json", text.encode(), settings)
 
 
 def _generate_pem(algorithm: str) -> bytes:
@@ -177,7 +196,7 @@ def _new_entry(directory: Path, entries: list[dict], settings: Settings, algorit
         selector = f"{base}-{n}"
     alg_tag = "ed25519" if algorithm == ED25519 else "rsa"
     filename = f"{selector}.{alg_tag}.pem"
-    _write_private(directory / filename, _generate_pem(algorithm))
+    _write_private(directory / filename, _generate_pem(algorithm), settings)
     return {"selector": selector, "algorithm": algorithm, "file": filename,
             "created": now.isoformat(), "retire_after": None}  # fmt: skip
 
@@ -211,7 +230,7 @@ def ensure_keys(settings: Settings, domain: str) -> list[SigningKey]:
         ]
         if added:
             entries += added
-            _write_index(directory, entries)
+            _write_index(directory, entries, settings)
         return [_load(directory, name, e) for e in entries if not e.get("retire_after")
                 and e["algorithm"] in _wanted_algorithms(settings)]  # fmt: skip
 
@@ -241,7 +260,7 @@ def published_keys(settings: Settings, domain: str) -> list[SigningKey]:
             if until:
                 retiring.append(_load(directory, name, entry))
         if len(keep) != len(entries):
-            _write_index(directory, keep)
+            _write_index(directory, keep, settings)
     return signing + retiring
 
 
@@ -260,7 +279,7 @@ def rotate(settings: Settings, domain: str, overlap_days: int | None = None) -> 
         new = [_new_entry(directory, entries, settings, alg, now)
                for alg in _wanted_algorithms(settings)]  # fmt: skip
         entries += new
-        _write_index(directory, entries)
+        _write_index(directory, entries, settings)
         return [_load(directory, name, e) for e in new]
 
 

@@ -13,7 +13,10 @@ import re
 import dkim
 
 from aliasd.config import Settings
-from aliasd.mailauth import keys
+from aliasd.mailauth import (
+    fastrsa,  # noqa: F401 - OpenSSL signing for dkimpy
+    keys,
+)
 
 log = logging.getLogger(__name__)
 

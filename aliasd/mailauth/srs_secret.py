@@ -32,11 +32,14 @@ def read_secrets(settings: Settings) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _write(path: Path, values: list[str]) -> None:
+def _write(settings: Settings, path: Path, values: list[str]) -> None:
+    from aliasd.mailauth.keys import owned_like_data_dir
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".srs-")
     try:
         os.fchmod(fd, 0o600)
+        owned_like_data_dir(settings, Path(tmp))
         with os.fdopen(fd, "w") as fh:
             fh.write("".join(v + "\n" for v in values))
         os.replace(tmp, path)
@@ -65,7 +68,7 @@ def ensure_secret(settings: Settings) -> bool:
     with _locked(settings) as path:
         if read_secrets(settings):
             return False
-        _write(path, [secrets.token_urlsafe(32)])
+        _write(settings, path, [secrets.token_urlsafe(32)])
         return True
 
 
@@ -75,5 +78,5 @@ def rotate(settings: Settings) -> list[str]:
         raise ValueError("srs_secrets is set in the configuration: rotate it there")
     with _locked(settings) as path:
         values = [secrets.token_urlsafe(32), *read_secrets(settings)][:KEEP]
-        _write(path, values)
+        _write(settings, path, values)
         return values

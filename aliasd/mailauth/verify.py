@@ -160,6 +160,8 @@ def check_dkim(settings: Settings, message: bytes) -> list[DkimResult]:
             results.append(DkimResult("pass", d, s, a))
         elif dnsfunc.temporary_failure:
             results.append(DkimResult("temperror", d, s, a, "key lookup timed out"))
+        elif dnsfunc.missing:  # RFC 6376 6.1.2: no key record is a permanent error
+            results.append(DkimResult("permerror", d, s, a, "no key for selector"))
         else:
             results.append(DkimResult("fail", d, s, a, "signature did not verify"))
     return results

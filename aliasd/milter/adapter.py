@@ -136,6 +136,8 @@ class AliasdMilter(Milter.Base):
             for name, count in self._own_seen.items():
                 for index in range(count, 0, -1):  # from the last, so numbering holds
                     self.chgheader(name, index, "")
+            for name, index in sorted(verdict.remove_headers, key=lambda h: -h[1]):
+                self.chgheader(name, index, "")
             for name, value in verdict.add_headers:
                 self.addheader(name, value)
             if verdict.new_subject is not None:

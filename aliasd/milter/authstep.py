@@ -61,9 +61,34 @@ def _result(future: concurrent.futures.Future | None, settings: Settings) -> Aut
     return None
 
 
+def _claims_our_id(value: bytes, authserv_id: str) -> bool:
+    head = value.decode("ascii", "replace").split(";", 1)[0]
+    head = head.split("(", 1)[0].split()  # authserv-id, then maybe a version and comments
+    return bool(head) and head[0].lower() == authserv_id.lower()
+
+
+def forged_results(envelope: Envelope, authserv_id: str) -> list[tuple[str, int]]:
+    """Authentication-Results that arrived claiming to be ours (RFC 8601 5: remove them,
+    or a sender could write "dkim=pass" in our name), as (name, occurrence) to delete."""
+    out, seen = [], 0
+    for name, value in envelope.headers:
+        if name.lower() == HEADER_AR.lower():
+            seen += 1
+            if _claims_our_id(value, authserv_id):
+                out.append((name, seen))
+    return out
+
+
 def _outgoing(envelope: Envelope, verdict: Verdict) -> bytes:
     """The message as Postfix will pass it on: our header edits applied."""
-    headers = list(envelope.headers)
+    removed = {(n.lower(), i) for n, i in verdict.remove_headers}
+    headers, seen = [], 0
+    for name, value in envelope.headers:
+        if name.lower() == HEADER_AR.lower():
+            seen += 1
+            if (name.lower(), seen) in removed:
+                continue
+        headers.append((name, value))
     if verdict.new_subject is not None:
         replaced = False
         for i, (name, _value) in enumerate(headers):
@@ -87,6 +112,7 @@ def finish(settings: Settings, future: concurrent.futures.Future | None, envelop
     if results is None or verdict.status != "accept":
         return results
     authserv_id = settings.effective_authserv_id
+    verdict.remove_headers.extend(forged_results(envelope, authserv_id))
     try:
         ar_value = results.header_value(authserv_id)
     except Exception:  # noqa: BLE001

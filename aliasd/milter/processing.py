@@ -93,6 +93,7 @@ class Verdict:
     result: ScanResult | None = None
     event_ids: list[int] = field(default_factory=list)
     auth: AuthResults | None = None  # SPF/DKIM/DMARC/ARC of the incoming message
+    remove_headers: list[tuple[str, int]] = field(default_factory=list)  # (name, occurrence)
     transform: Transform | None = None  # reverse-alias edits (aliasd.milter.replies)
 
     def header(self, name: str) -> list[str]:

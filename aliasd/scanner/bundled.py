@@ -89,6 +89,10 @@ class BundledScanner:
         self.settings = settings
         self.db = database
         self.bayes = BayesStore(database)
+        if dns_lookup is None:  # the one configured resolver, as for every DNS lookup
+            from aliasd.mailauth.dns import spf_lookup
+
+            dns_lookup = spf_lookup(settings)
         self.dns_lookup = dns_lookup
         self._lock = threading.Lock()
         self._blocklist = BlockListCache(database, ttl=BLOCKLIST_TTL, server_only=True)

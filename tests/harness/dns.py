@@ -26,7 +26,9 @@ import dns.rrset
 
 from tests.harness.net import free_port
 
-TTL = 60
+# Answers are not cacheable by default: tests change records between messages and
+# aliasd's resolver caches for the TTL. A benchmark may pass a longer one.
+TTL = 0
 
 
 def _txt_rdata_text(value: str) -> str:
@@ -55,7 +57,8 @@ class DnsServer:
     """``server.add("example.com", "TXT", "v=spf1 -all")``; ``server.address`` is the
     ``host:port`` to give aliasd's ``dns_resolver``."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int | None = None, ttl: int = TTL) -> None:
+        self.ttl = ttl
         self.host = host
         self.port = port or free_port()
         self._records: dict[str, dict[str, list[str]]] = {}
@@ -125,10 +128,16 @@ class DnsServer:
             values = list(node.get(rtype, [])) if node else []
         if node is None:
             response.set_rcode(dns.rcode.NXDOMAIN)
+        if node is None or not values:
+            # an SOA in the authority section gives the negative answer its TTL (RFC 2308)
+            zone = dns.name.from_text(".".join(name.split(".")[-2:]) or ".")
+            response.authority.append(dns.rrset.from_text(
+                zone, self.ttl, "IN", "SOA",
+                f"ns.{zone} hostmaster.{zone} 1 3600 600 86400 {self.ttl}"))  # fmt: skip
             return response
         if values:
             texts = [_txt_rdata_text(v) if rtype == "TXT" else v for v in values]
-            rrset = dns.rrset.from_text_list(question.name, TTL, "IN", rtype, texts)
+            rrset = dns.rrset.from_text_list(question.name, self.ttl, "IN", rtype, texts)
             response.answer.append(rrset)
         return response
 
