@@ -1,0 +1,71 @@
+"""Tables of the quarantine and of learning from recent mail (imported by
+``aliasd.models`` so they share its metadata)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from aliasd.models import Base, UTCDateTime, utcnow
+
+
+class HoldState(enum.StrEnum):
+    HELD = "held"  # in Postfix's hold queue, waiting for a decision
+    RELEASED = "released"
+    DELETED = "deleted"
+    PURGED = "purged"  # deleted by the retention job
+
+
+class MessageSample(Base):
+    """A recent message as the milter scanned it (capped), kept for a few days so its
+    owner can say "this was spam" / "this was not spam" and the Bayes filter learns
+    from the very bytes it judged."""
+
+    __tablename__ = "message_samples"
+    __table_args__ = (
+        Index("ix_message_samples_alias_at", "alias_id", "at"),
+        Index("ix_message_samples_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    alias_id: Mapped[int | None] = mapped_column(ForeignKey("aliases.id", ondelete="SET NULL"))
+    alias_address: Mapped[str] = mapped_column(String(320))
+    queue_id: Mapped[str | None] = mapped_column(String(64))
+    envelope_sender: Mapped[str] = mapped_column(String(320), default="")
+    from_header: Mapped[str | None] = mapped_column(String(500))
+    subject: Mapped[str | None] = mapped_column(String(500))
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    symbols: Mapped[str] = mapped_column(Text, default="")
+    raw: Mapped[bytes | None] = mapped_column(LargeBinary)  # None once purged
+    learned_as: Mapped[str | None] = mapped_column(String(8))  # spam | ham
+
+
+class QuarantinedMessage(Base):
+    """A message the milter put in Postfix's hold queue. Postfix keeps the message;
+    this row says whose it is and why it was held."""
+
+    __tablename__ = "quarantined_messages"
+    __table_args__ = (Index("ix_quarantined_owner_state", "owner_id", "state"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    held_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    queue_id: Mapped[str] = mapped_column(String(64))
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    alias_id: Mapped[int | None] = mapped_column(ForeignKey("aliases.id", ondelete="SET NULL"))
+    alias_address: Mapped[str] = mapped_column(String(320))
+    envelope_sender: Mapped[str] = mapped_column(String(320), default="")
+    from_header: Mapped[str | None] = mapped_column(String(500))
+    subject: Mapped[str | None] = mapped_column(String(500))
+    score: Mapped[float] = mapped_column(Float, default=0.0)
+    symbols: Mapped[str] = mapped_column(Text, default="")
+    preview: Mapped[str] = mapped_column(Text, default="")  # plain text, sanitised
+    sample_id: Mapped[int | None] = mapped_column(
+        ForeignKey("message_samples.id", ondelete="SET NULL"))
+    state: Mapped[str] = mapped_column(String(16), default=HoldState.HELD.value)
+    decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    decided_by: Mapped[str | None] = mapped_column(String(255))
