@@ -86,6 +86,19 @@ class Settings:
     action_reject: float = 15.0
     subject_prefix: str = "***SPAM***"
     bayes_min_learns: int = 200
+
+    # quarantine: Postfix's hold queue keeps the message, aliasd the record (README)
+    quarantine_score: float = 0.0  # hold mail scoring this much (below reject); 0: off
+    quarantine_keep_days: int = 30  # held messages nobody decided on are deleted after this
+    quarantine_max_held: int = 10000  # held at most; past it senders get 451 (and a log alarm)
+    learn_keep_days: int = 3  # recent messages kept for "this was spam / not spam"; 0: none
+    learn_sample_max_bytes: int = 262_144  # of each message kept for learning
+    postfix_config_dir: str = ""  # passed as -c to postsuper/postqueue; empty: Postfix's default
+    postsuper_command: list[str] = field(default_factory=lambda: ["postsuper"])  # e.g. sudo -n ...
+    postqueue_command: list[str] = field(default_factory=lambda: ["postqueue"])
+    # one-click links in forwarded mail (disable alias, block sender); empty: none added
+    web_base_url: str = ""  # e.g. https://aliases.example.net
+    oneclick_max_age_days: int = 60
     spf_enabled: bool = False
 
     # blocklist (header_checks) and auto-block policy
@@ -152,6 +165,12 @@ class Settings:
             raise SettingsError(
                 "action thresholds must rise: greylist <= add_header <= rewrite_subject <= reject"
             )
+        if self.quarantine_score < 0 or (
+            self.quarantine_score and self.quarantine_score >= self.action_reject
+        ):
+            raise SettingsError("quarantine_score must be 0 (off) or below action_reject")
+        if self.quarantine_keep_days < 1 or self.learn_keep_days < 0:
+            raise SettingsError("quarantine_keep_days must be >= 1 and learn_keep_days >= 0")
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
         if self.srs_domain and not self.srs_secrets:

@@ -14,6 +14,7 @@ import logging
 import Milter
 
 from aliasd.milter.processing import OWN_HEADERS, Envelope, MailPath
+from aliasd.milter.review import QUARANTINE, TEMPFAIL_REPLY
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +142,13 @@ class AliasdMilter(Milter.Base):
                     self.addheader("Subject", verdict.new_subject)
         except Exception:  # header edits failed: deliver the message as it is
             log.exception("could not edit headers of queue id %s", env.queue_id)
+        if verdict.status == QUARANTINE:
+            try:  # Postfix's hold queue keeps it until released or deleted
+                self.quarantine(f"aliasd: held for review, score {verdict.result.score:.2f}")
+            except Exception:  # it cannot be held: the sender retries later
+                log.exception("could not hold queue id %s", env.queue_id)
+                self.setreply(*TEMPFAIL_REPLY)
+                return Milter.TEMPFAIL
         return Milter.ACCEPT
 
     def abort(self):

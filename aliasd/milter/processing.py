@@ -31,6 +31,8 @@ from aliasd.core.block_decision import (
     server_block,
 )
 from aliasd.db import Database
+from aliasd.milter import review
+from aliasd.milter.oneclick_headers import HEADERS as ONECLICK_HEADERS
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ HEADER_RESULT = "X-Spamd-Result"
 HEADER_SPAM = "X-Spam"
 # Headers aliasd vouches for: copies arriving from outside are removed so nobody can
 # forge "not spam" (or a different alias) into a user's filters.
-OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM)
+OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM, *ONECLICK_HEADERS)
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Envelope:
 class Verdict:
     """What to do with the message."""
 
-    status: str = "accept"  # accept | reject | tempfail
+    status: str = "accept"  # accept | reject | tempfail | quarantine (held, see review)
     reply: tuple[str, str, str] | None = None  # (code, enhanced code, text)
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     new_subject: str | None = None  # replaces (or adds) Subject:
@@ -270,8 +272,10 @@ class MailPath:
 
         if self._only_aliases(envelope, targets):
             verdict.add_headers.extend(self._alias_headers(targets))
+            review.before_record(self, verdict, envelope, targets)
         if targets:
             self._record(envelope, targets, verdict)
+            review.after_record(self, verdict, envelope, targets)
         return verdict
 
     def _apply_result(self, verdict: Verdict, envelope: Envelope, result: ScanResult) -> None:
@@ -356,7 +360,9 @@ class MailPath:
         if result is not None:
             outcome = events.AppliedVerdict(
                 score=result.score,
-                action=str(Action.REJECT) if verdict.status == "reject" else str(result.action),
+                action=str(Action.REJECT) if verdict.status == "reject"
+                else review.QUARANTINE if verdict.status == review.QUARANTINE
+                else str(result.action),
                 is_spam=result.is_spam,
                 symbols=result.spamd_result_header().partition("; ")[2],
                 rejected=verdict.status != "accept",
