@@ -16,6 +16,7 @@ from aliasd.cli import (
     lookupd,
     milter,
     postfix,
+    quarantine,
     scan,
     systemd,
     up,
@@ -33,5 +34,5 @@ def main(ctx: click.Context) -> None:
 
 
 for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up,
-                systemd):
+                systemd, quarantine):
     _module.register(main)

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
 from aliasd.core.errors import AliasdError, InvalidTransition, NotFound
+from aliasd.db import Database
 from aliasd.models import HoldState, MessageSample, QuarantinedMessage, User, utcnow
 
 log = logging.getLogger(__name__)
@@ -138,43 +139,44 @@ def _require_held(row: QuarantinedMessage) -> None:
         raise InvalidTransition(f"quarantined message {row.id} was already {row.state}{when}")
 
 
-def release(session: Session, queue: HoldQueueLike, row: QuarantinedMessage, *, actor: str,
-            learner: Learner | None = None) -> str | None:
-    """Deliver the held message; with ``learner``, teach the filter it was ham.
-    Returns the learning outcome (None when not asked)."""
+def release(session: Session, queue: HoldQueueLike, row: QuarantinedMessage, *,
+            actor: str) -> None:
+    """Deliver the held message (Postfix sends the file it accepted, unchanged)."""
     _require_held(row)
     if not queue.release(row.queue_id):
-        _decide(row, HoldState.PURGED, "postfix")
         raise InvalidTransition(
             f"quarantined message {row.id} (queue id {row.queue_id}) is no longer in "
             "Postfix's hold queue; nothing was delivered")
     _decide(row, HoldState.RELEASED, actor)
-    return _learn(session, row.sample_id, learner, is_spam=False)
 
 
-def delete(session: Session, queue: HoldQueueLike, row: QuarantinedMessage, *, actor: str,
-           learner: Learner | None = None) -> str | None:
-    """Delete the held message; with ``learner``, teach the filter it was spam."""
+def mark_gone(session: Session, row: QuarantinedMessage) -> None:
+    """Postfix no longer has the message (deleted outside aliasd): say so in the list."""
+    if row.state == HoldState.HELD.value:
+        _decide(row, HoldState.PURGED, "postfix")
+
+
+def delete(session: Session, queue: HoldQueueLike, row: QuarantinedMessage, *,
+           actor: str) -> None:
+    """Delete the held message."""
     _require_held(row)
-    outcome = _learn(session, row.sample_id, learner, is_spam=True)  # before the copy goes
     queue.delete(row.queue_id)  # already gone from Postfix: deleted is what was asked
     _decide(row, HoldState.DELETED, actor)
-    return outcome
 
 
-def _learn(session: Session, sample_id: int | None, learner: Learner | None, *,
-           is_spam: bool) -> str | None:
-    if learner is None:
-        return None
-    sample = session.get(MessageSample, sample_id) if sample_id else None
-    return learn_sample(sample, learner, is_spam=is_spam)
-
-
-def learn_sample(sample: MessageSample | None, learner: Learner, *, is_spam: bool) -> str:
-    if sample is None or sample.raw is None:
+def learn_from(database: Database, sample_id: int | None, learner: Learner, *,
+               is_spam: bool) -> str:
+    """Teach the filter from a kept message. Runs outside any open transaction of the
+    caller: the learner writes through its own connection (SQLite allows one writer)."""
+    with database.session() as session:
+        sample = session.get(MessageSample, sample_id) if sample_id else None
+        raw = sample.raw if sample is not None else None
+    if raw is None:
         raise InvalidTransition("the message's copy for learning was already purged")
-    outcome = str(learner(sample.raw, is_spam))
-    sample.learned_as = "spam" if is_spam else "ham"
+    outcome = str(learner(raw, is_spam))
+    with database.session() as session:
+        session.execute(update(MessageSample).where(MessageSample.id == sample_id)
+                        .values(learned_as="spam" if is_spam else "ham"))
     return outcome
 
 

@@ -1,0 +1,125 @@
+"""aliasd quarantine list | release | delete | purge: the hold queue's review at the
+shell (the web page offers the same per user)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from aliasd.cli.common import fail_on_domain_errors, state
+from aliasd.core import quarantine as core
+from aliasd.core.errors import InvalidTransition
+from aliasd.postfix.hold_queue import HoldQueue
+from aliasd.scanner import ScannerError, build_scanner
+
+
+def row_json(row) -> dict:
+    return {
+        "id": row.id,
+        "queue_id": row.queue_id,
+        "held_at": row.held_at.isoformat(),
+        "owner_id": row.owner_id,
+        "alias": row.alias_address,
+        "sender": row.envelope_sender,
+        "from": row.from_header,
+        "subject": row.subject,
+        "score": row.score,
+        "symbols": row.symbols,
+        "state": row.state,
+        "decided_at": row.decided_at.isoformat() if row.decided_at else None,
+        "decided_by": row.decided_by,
+    }
+
+
+def learner(settings, database) -> core.Learner:
+    scanner = build_scanner(settings, database)
+
+    def learn(raw: bytes, is_spam: bool) -> str:
+        try:
+            return str(scanner.learn(raw, is_spam))
+        except ScannerError as exc:
+            raise click.ClickException(str(exc)) from exc
+        finally:
+            close = getattr(scanner, "close", None)
+            if close:
+                close()
+
+    return learn
+
+
+@click.group("quarantine")
+def group() -> None:
+    """Messages held for review in Postfix's hold queue."""
+
+
+@group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array.")
+@click.option("--all", "show_all", is_flag=True, help="Also released, deleted and purged ones.")
+def list_cmd(as_json: bool, show_all: bool) -> None:
+    """List held messages (newest first)."""
+    db = state().database()
+    with db.session() as session:
+        rows = core.visible(session, None, state=None if show_all else "held")
+        data = [row_json(r) for r in rows]
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    if not data:
+        click.echo("no messages held")
+    for d in data:
+        click.echo(f"{d['id']:>6}  {d['held_at'][:16]}  {d['score']:6.2f}  {d['state']:<8}  "
+                   f"{d['alias']}  from {d['sender'] or '<>'}  {d['subject'] or ''}")
+
+
+def _decide(message_id: int, learn: bool, action, is_spam: bool) -> None:
+    st = state()
+    db = st.database()
+    try:
+        with db.session() as session:
+            row = core.get_for(session, message_id, None)
+            action(session, HoldQueue(st.settings), row, actor="cli")
+            verb, sample_id = row.state, row.sample_id
+    except InvalidTransition:
+        with db.session() as session:  # Postfix lost it: the list must say so
+            core.mark_gone(session, core.get_for(session, message_id, None))
+        raise
+    outcome = None
+    if learn:
+        outcome = core.learn_from(db, sample_id, learner(st.settings, db), is_spam=is_spam)
+    click.echo(f"quarantined message {message_id}: {verb}"
+               + (f" (learning: {outcome})" if outcome else ""))
+
+
+@group.command("release")
+@click.argument("message_id", type=int)
+@click.option("--learn-ham", is_flag=True, help="Also teach the filter it was not spam.")
+@fail_on_domain_errors
+def release(message_id: int, learn_ham: bool) -> None:
+    """Deliver a held message as it arrived."""
+    _decide(message_id, learn_ham, core.release, is_spam=False)
+
+
+@group.command("delete")
+@click.argument("message_id", type=int)
+@click.option("--learn-spam", is_flag=True, help="Also teach the filter it was spam.")
+@fail_on_domain_errors
+def delete(message_id: int, learn_spam: bool) -> None:
+    """Delete a held message."""
+    _decide(message_id, learn_spam, core.delete, is_spam=True)
+
+
+@group.command("purge")
+@fail_on_domain_errors
+def purge() -> None:
+    """Delete held messages past quarantine_keep_days and drop learning copies past
+    learn_keep_days (run daily, e.g. from the systemd timer or cron)."""
+    st = state()
+    with st.database().session() as session:
+        result = core.purge(session, HoldQueue(st.settings), st.settings)
+    click.echo(f"held messages deleted: {result.held_deleted}, "
+               f"learning copies dropped: {result.samples_dropped}")
+
+
+def register(main: click.Group) -> None:
+    main.add_command(group)
