@@ -13,24 +13,30 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
+import requests
+from sqlalchemy import select
+from werkzeug.serving import make_server
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
+from aliasd.models import Alias, User
 from tests.harness.cli import run_cli_in_process, settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process
+from tests.harness.webapp import PASSWORD, add_user, make_app
+from tests.test_web_browser import ARTIFACTS, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.postfix
 
 ALIAS = "github.com@example.net"
-MAILBOX = "alice@real.example"
-BASE_URL = "http://aliasd.test"
+MAILBOX = "alice@mailbox.example"  # tests.harness.webapp.add_user's
 
 
 class World:
@@ -57,10 +63,13 @@ class World:
 def world(request, tmp_path_factory):
     base = tmp_path_factory.mktemp(f"quarantine-{request.param}")
     db = open_clean_database(request.param, base, request)
+    alice = add_user(db, "alice", domain="example.net")
+    add_user(db, "bob", domain="bob.example")
     with db.session() as s:
-        alice = core.create_user(s, "alice", MAILBOX)
-        core.create_domain(s, "example.net", alice)
-        core.create_alias(s, ALIAS, alice, site="github.com")
+        core.create_alias(s, ALIAS, s.get(User, alice), site="github.com")
+        core.create_alias(s, "shop.example@example.net", s.get(User, alice), site="shop.example")
+    web_port = free_port()
+    base_url = f"http://127.0.0.1:{web_port}"
     pf_dir = Path(tempfile.mkdtemp(prefix="aliasd-quarantine-pf-", dir="/tmp"))
     os.chmod(pf_dir, 0o755)
     capture = CaptureServer()
@@ -83,7 +92,7 @@ def world(request, tmp_path_factory):
         ALIASD_BLOCKLIST_RELOAD_COMMAND="true",
         ALIASD_QUARANTINE_SCORE="5",
         ALIASD_POSTFIX_CONFIG_DIR=str(postfix.config_dir),
-        ALIASD_WEB_BASE_URL=BASE_URL,
+        ALIASD_WEB_BASE_URL=base_url,
     )
     milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
     lookupd = start_logged(
@@ -92,7 +101,14 @@ def world(request, tmp_path_factory):
     wait_for_port(lookup_port)
     wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
     postfix.start()
-    yield World(db, load_settings(environ=env), env, postfix, capture)
+    world = World(db, load_settings(environ=env), env, postfix, capture)
+    # The web app on the port the one-click links name, driving the same Postfix.
+    world.base_url = base_url
+    world.app = make_app(world.settings)
+    server = make_server("127.0.0.1", web_port, world.app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield world
+    server.shutdown()
     for proc in (milter, lookupd):
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -196,7 +212,118 @@ def test_clean_message_is_forwarded_with_one_click_headers(world):
     assert proc.returncode == 0, proc.stdout
     msg = world.capture.wait_for(lambda m: marker in m.text)
     disable = msg.header("X-Aliasd-Disable")
-    assert disable.startswith(f"<{BASE_URL}/oneclick/")
+    assert disable.startswith(f"<{world.base_url}/oneclick/")
     assert msg.header("List-Unsubscribe") == disable
     assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
-    assert msg.header("X-Aliasd-Block-Sender").startswith(f"<{BASE_URL}/oneclick/")
+    assert msg.header("X-Aliasd-Block-Sender").startswith(f"<{world.base_url}/oneclick/")
+
+
+def _alias_state(world: World, address: str = ALIAS) -> str:
+    with world.db.session() as s:
+        return s.scalar(select(Alias.state).where(Alias.address == address))
+
+
+def test_one_click_link_disables_the_alias_and_a_tampered_one_does_nothing(world):
+    marker = f"unsub{time.monotonic_ns()}"
+    proc = swaks(world.postfix.smtp_port, to="shop.example@example.net",
+                 sender="news@shop.example",
+                 header={"From": "news@shop.example", "Subject": f"News {marker}"},
+                 body="This week's offers.")
+    assert proc.returncode == 0, proc.stdout
+    msg = world.capture.wait_for(lambda m: marker in m.text)
+    url = msg.header("List-Unsubscribe").strip("<>")
+    assert msg.header("List-Unsubscribe") == msg.header("X-Aliasd-Disable")
+
+    token = url.rsplit("/", 1)[1]
+    flipped = token[:-3] + ("A" if token[-3] != "A" else "B") + token[-2:]
+    for bad in (url.rsplit("/", 1)[0] + "/" + flipped, world.base_url + "/oneclick/forged.x.y"):
+        page = requests.post(bad, data={"List-Unsubscribe": "One-Click"}, timeout=10)
+        assert page.status_code == 400 and "Nothing was done" in page.text
+        assert "not valid" in page.text
+    assert _alias_state(world, "shop.example@example.net") == "active"
+
+    shown = requests.get(url, timeout=10)  # a GET (link scanners) only shows the action
+    assert shown.status_code == 200 and "Disable the alias shop.example@example.net" in shown.text
+    assert _alias_state(world, "shop.example@example.net") == "active"
+
+    # RFC 8058: the mail client POSTs List-Unsubscribe=One-Click, no cookie, no CSRF token
+    done = requests.post(url, data={"List-Unsubscribe": "One-Click"}, timeout=10)
+    assert done.status_code == 200, done.text
+    assert "shop.example@example.net is disabled" in done.text
+    assert _alias_state(world, "shop.example@example.net") == "disabled"
+    # the lookup server's replica follows within its sync interval: then RCPT is refused
+    refused = _wait(lambda: "550 5.1.1" in (p := swaks(
+        world.postfix.smtp_port, to="shop.example@example.net", sender="news@shop.example",
+        body="more")).stdout and p)
+    assert refused.returncode != 0
+
+
+def test_expired_one_click_link_does_nothing(world):
+    from aliasd.core import oneclick
+
+    with world.db.session() as s:
+        alias_id = s.scalar(select(Alias.id).where(Alias.address == ALIAS))
+    token = oneclick.make_token(world.settings, oneclick.OneClick(oneclick.DISABLE, alias_id))
+    time.sleep(1.1)
+    strict = make_app(world.settings, oneclick_max_age_days=0)  # links live 0 days here
+    page = strict.test_client().post(f"/oneclick/{token}",
+                                     data={"List-Unsubscribe": "One-Click"})
+    assert page.status_code == 400
+    assert "this link has expired" in page.get_data(as_text=True)
+    assert _alias_state(world) == "active"
+
+
+def _sign_in(page, base: str, name: str) -> None:
+    page.goto(base + "/login")
+    page.get_by_label("User name").fill(name)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base + "/")
+
+
+@pytest.mark.browser
+def test_review_in_chromium_previews_safely_and_releases(world):
+    from playwright.sync_api import sync_playwright
+
+    marker = f"web{time.monotonic_ns()}"
+    html = (
+        "MIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n"
+        f"From: offers@deals.example\nTo: undisclosed-recipients:;\nX-Priority: 1\n"
+        f"Subject: CHEAP WATCHES TODAY {marker.upper()}\n\n"
+        f"<html><body><p>Hello <b>friend</b> {marker}</p>"
+        "<img src=\"http://203.0.113.9/track.png\"><script>alert(1)</script></body></html>\n"
+    )
+    proc = swaks(world.postfix.smtp_port, to=ALIAS, sender="offers@deals.example", data=html)
+    assert proc.returncode == 0, proc.stdout
+    [row] = _wait(lambda: [r for r in world.held() if marker.upper() in (r["subject"] or "")])
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            requested: list[str] = []
+            bob = browser.new_page()
+            _sign_in(bob, world.base_url, "bob")
+            bob.goto(world.base_url + "/quarantine/")
+            assert marker.upper() not in bob.content()  # not bob's
+            assert bob.goto(f"{world.base_url}/quarantine/{row['id']}").status == 404
+
+            page = browser.new_page()
+            page.on("request", lambda r: requested.append(r.url))
+            _sign_in(page, world.base_url, "alice")
+            page.get_by_role("link", name="Quarantine").click()
+            page.get_by_role("link", name=f"CHEAP WATCHES TODAY {marker.upper()}").click()
+            preview = page.locator("#preview").inner_text()
+            assert f"Hello friend {marker}" in preview
+            assert "<" not in preview and "alert" not in preview
+            assert "SUBJ_ALL_CAPS" in page.locator("#symbols").inner_text()
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "quarantine-message.png"), full_page=True)
+            page.get_by_role("button", name=f"Release message {row['id']}").click()
+            assert f"Released message {row['id']}." in page.locator(".messages").inner_text()
+            assert "learned it as not spam" in page.locator(".messages").inner_text()
+            assert all(u.startswith(world.base_url) for u in requested), requested
+        finally:
+            browser.close()
+    msg = world.capture.wait_for(lambda m: marker in m.text)
+    assert msg.rcpt_tos == [MAILBOX] and "203.0.113.9/track.png" in msg.text  # unchanged body
+    assert row["queue_id"] not in world.postfix_hold_queue()
