@@ -93,6 +93,9 @@ class Settings:
     quarantine_max_held: int = 10000  # held at most; past it senders get 451 (and a log alarm)
     learn_keep_days: int = 3  # recent messages kept for "this was spam / not spam"; 0: none
     learn_sample_max_bytes: int = 262_144  # of each message kept for learning
+    # spam@/ham@<domain> accept mail from the owner's mailbox when SMTP AUTH was used or
+    # the client is in these networks (the owner's submission server)
+    learn_trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     postfix_config_dir: str = ""  # passed as -c to postsuper/postqueue; empty: Postfix's default
     postsuper_command: list[str] = field(default_factory=lambda: ["postsuper"])  # e.g. sudo -n ...
     postqueue_command: list[str] = field(default_factory=lambda: ["postqueue"])

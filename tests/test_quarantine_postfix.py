@@ -327,3 +327,65 @@ def test_review_in_chromium_previews_safely_and_releases(world):
     msg = world.capture.wait_for(lambda m: marker in m.text)
     assert msg.rcpt_tos == [MAILBOX] and "203.0.113.9/track.png" in msg.text  # unchanged body
     assert row["queue_id"] not in world.postfix_hold_queue()
+
+
+def _learned_spam(world: World) -> int:
+    proc = world.cli("stat")
+    return int(re.search(r"BAYES_SPAM type: \w+; learned: (\d+)", proc.stdout).group(1))
+
+
+def _forward_as_attachment(sender: str, to: str, inner: bytes | None) -> bytes:
+    from email.message import EmailMessage
+
+    outer = EmailMessage()
+    outer["From"], outer["To"], outer["Subject"] = sender, to, "Fwd: missed spam"
+    outer.set_content("This one got through.")
+    if inner is not None:  # as mail clients attach a message: message/rfc822, 8bit
+        import email as email_pkg
+
+        outer.add_attachment(email_pkg.message_from_bytes(inner))
+    return outer.as_bytes()
+
+
+def _smtp(world: World, sender: str, to: str, raw: bytes) -> tuple[int, str]:
+    import smtplib
+
+    with smtplib.SMTP("127.0.0.1", world.postfix.smtp_port, timeout=60) as smtp:
+        try:
+            smtp.sendmail(sender, [to], raw)
+        except smtplib.SMTPDataError as exc:
+            return exc.smtp_code, exc.smtp_error.decode()
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            return code, text.decode()
+    return 250, ""
+
+
+def test_owner_forwarding_a_missed_spam_to_spam_at_domain_teaches_the_filter(world):
+    marker = f"fwd{time.monotonic_ns()}"
+    inner = (f"From: winner@lottery.example\nTo: {ALIAS}\nSubject: You won {marker}\n"
+             f"Message-ID: <{marker}@lottery.example>\n\n"
+             "Claim your prize of one million dollars now, send your bank details.\n").encode()
+    before = _learned_spam(world)
+    code, text = _smtp(world, MAILBOX, "spam@example.net",
+                       _forward_as_attachment(MAILBOX, "spam@example.net", inner))
+    assert code == 250, text
+    assert _learned_spam(world) == before + 1
+    time.sleep(0.5)
+    assert not [m for m in world.capture.messages if marker in m.text]  # consumed, not sent on
+
+
+def test_spam_at_domain_refuses_strangers_and_explains_a_missing_attachment(world):
+    inner = b"From: a@b.example\nSubject: x\n\nsome spam text here\n"
+    before = _learned_spam(world)
+    code, text = _smtp(world, "mallory@evil.example", "spam@example.net",
+                       _forward_as_attachment("mallory@evil.example", "spam@example.net", inner))
+    assert code == 550 and "Only the owner of example.net may write" in text
+    code, text = _smtp(world, MAILBOX, "ham@example.net",
+                       _forward_as_attachment(MAILBOX, "ham@example.net", None))
+    assert code == 550 and "no message attached" in text
+    broken = _forward_as_attachment(MAILBOX, "spam@example.net", b"").replace(
+        b"Content-Disposition", b"X-Nothing")
+    code, text = _smtp(world, MAILBOX, "spam@example.net", broken)
+    assert code == 550 and "empty or broken" in text, text
+    assert _learned_spam(world) == before

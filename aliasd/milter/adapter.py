@@ -13,6 +13,7 @@ import logging
 
 import Milter
 
+from aliasd.milter.learn_by_mail import DISCARD
 from aliasd.milter.processing import OWN_HEADERS, Envelope, MailPath
 from aliasd.milter.review import QUARANTINE, TEMPFAIL_REPLY
 
@@ -55,6 +56,7 @@ class AliasdMilter(Milter.Base):
     def envfrom(self, sender, *params):
         self._reset()
         self.env.sender = _strip_brackets(sender)
+        self.env.auth_user = self.getsymval("{auth_authen}") or None
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -120,6 +122,8 @@ class AliasdMilter(Milter.Base):
         env = self.env
         env.queue_id = self.getsymval("i") or None
         verdict = self.mailpath.process(env)
+        if verdict.status == DISCARD:  # addressed to the spam filter, and learned
+            return Milter.DISCARD
         if verdict.status in ("reject", "tempfail") and verdict.reply:
             code, xcode, text = verdict.reply
             self.setreply(code, xcode, text.replace("%", "%%"))

@@ -31,7 +31,7 @@ from aliasd.core.block_decision import (
     server_block,
 )
 from aliasd.db import Database
-from aliasd.milter import review
+from aliasd.milter import learn_by_mail, review
 from aliasd.milter.oneclick_headers import HEADERS as ONECLICK_HEADERS
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
@@ -54,6 +54,7 @@ class Envelope:
     recipients: list[str] = field(default_factory=list)  # original RCPT TO addresses
     client_addr: str | None = None
     helo: str | None = None
+    auth_user: str | None = None  # SMTP AUTH name ({auth_authen}), None when not used
     queue_id: str | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)  # kept within the cap
     body: bytearray = field(default_factory=bytearray)  # kept within the cap
@@ -235,6 +236,9 @@ class MailPath:
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
+        learning = learn_by_mail.handle(self, envelope)  # spam@ / ham@ of our domains
+        if learning is not None:
+            return learning
         timeout = self.settings.milter_timeout
         skip_reason: str | None = None
         result: ScanResult | None = None
