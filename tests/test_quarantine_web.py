@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import select
 
 from aliasd.core import aliases as core
 from aliasd.core import quarantine
@@ -132,3 +133,35 @@ def test_learning_mail_needs_smtp_auth_or_a_trusted_network():
     assert learn_address("SPAM@Example.NET").is_spam
     assert not learn_address("ham@example.net").is_spam
     assert learn_address("spam+x@example.net") is None and learn_address("spam") is None
+
+
+def test_a_user_sets_their_own_quarantine_score_on_the_page(world, database):
+    app, _ids = world
+    alice = signed_in(app, "alice")
+    token = page_token(alice, "/quarantine/")
+    page = alice.post("/quarantine/threshold", data={"score": "4.5", "csrf_token": token},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "Your mail scoring from 4.5 up to the reject score 15 is held here." in page
+    page = alice.post("/quarantine/threshold", data={"score": "99", "csrf_token": token},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "between 0 and the reject score 15" in page
+    alice.post("/quarantine/threshold", data={"score": "0", "csrf_token": token})
+    with database.session() as s:
+        assert s.scalar(select(User.quarantine_score).where(User.username == "alice")) == 0
+        assert s.scalar(select(User.quarantine_score).where(User.username == "bob")) is None
+
+
+def test_cli_sets_and_shows_a_users_quarantine_score(settings, database):
+    from tests.harness.cli import run_cli_in_process, settings_env
+
+    add_user(database, "carol")
+    env = settings_env(settings)
+    env["ALIASD_QUARANTINE_SCORE"] = "8"
+    shown = run_cli_in_process(env, ("quarantine", "threshold", "carol"))
+    assert shown.stdout.strip() == "carol: held from score 8 (server default)"
+    done = run_cli_in_process(env, ("quarantine", "threshold", "carol", "0"))
+    assert done.stdout.strip() == "carol: never held (own setting)"
+    bad = run_cli_in_process(env, ("quarantine", "threshold", "carol", "20"))
+    assert bad.returncode == 1 and "between 0 and the reject score 15" in bad.stderr
+    missing = run_cli_in_process(env, ("quarantine", "release", "424242"))
+    assert missing.returncode == 1 and "no quarantined message 424242" in missing.stderr

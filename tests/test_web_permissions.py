@@ -70,6 +70,7 @@ DECLARED = {
     "quarantine.show": "login",
     "quarantine.decide": "login",
     "quarantine.learn": "login",
+    "quarantine.threshold": "login",
     # one-click links from forwarded mail: the signed token is the permission
     "quarantine.oneclick_page": "public",
     "quarantine.oneclick_do": "public",

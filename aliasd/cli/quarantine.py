@@ -121,5 +121,33 @@ def purge() -> None:
                f"learning copies dropped: {result.samples_dropped}")
 
 
+@group.command("threshold")
+@click.argument("username")
+@click.argument("value", required=False)
+@fail_on_domain_errors
+def threshold(username: str, value: str | None) -> None:
+    """Show or set USERNAME's quarantine score: a number, 0 (never hold), or
+    'default' (the server's quarantine_score)."""
+    from aliasd.core.aliases import get_user
+
+    st = state()
+    with st.database().session() as session:
+        user = get_user(session, username)
+        if value is not None:
+            if value == "default":
+                number = None
+            else:
+                try:
+                    number = float(value)
+                except ValueError as exc:
+                    raise click.BadParameter("a number, 0 or 'default'") from exc
+            core.set_user_threshold(session, st.settings, user, number)
+        own = user.quarantine_score
+        used = core.effective_threshold(st.settings, own)
+    source = "server default" if own is None else "own setting"
+    click.echo(f"{username}: " + (f"held from score {used:g}" if used else "never held")
+               + f" ({source})")
+
+
 def register(main: click.Group) -> None:
     main.add_command(group)

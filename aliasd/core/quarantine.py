@@ -40,6 +40,15 @@ def effective_threshold(settings: Settings, user_score: float | None) -> float:
     return score
 
 
+def set_user_threshold(session: Session, settings: Settings, user: User,
+                       value: float | None) -> None:
+    """A user's own quarantine score: None follows the server, 0 never holds."""
+    if value is not None and (value < 0 or value >= settings.action_reject):
+        raise AliasdError(f"the quarantine score must be 0 (never hold) or between 0 and the "
+                          f"reject score {settings.action_reject:g}")
+    user.quarantine_score = value
+
+
 def holds(settings: Settings, score: float, user_score: float | None) -> bool:
     threshold = effective_threshold(settings, user_score)
     return bool(threshold) and threshold <= score < settings.action_reject

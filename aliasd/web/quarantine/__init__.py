@@ -46,8 +46,35 @@ def _learn(sample_id: int | None, is_spam: bool) -> str:
 @bp.get("/quarantine/")
 @login_required
 def index():
-    rows = core.visible(db_session(), current_user())
-    return render_template("quarantine/list.html", rows=rows, form=CsrfForm())
+    user = current_user()
+    rows = core.visible(db_session(), user)
+    return render_template("quarantine/list.html", rows=rows, form=CsrfForm(),
+                           own_score=user.quarantine_score,
+                           used=core.effective_threshold(settings(), user.quarantine_score),
+                           reject=settings().action_reject)
+
+
+@bp.post("/quarantine/threshold")
+@login_required
+def threshold():
+    """The signed-in user's own quarantine score (empty: the server's)."""
+    CsrfForm()
+    raw = (request.form.get("score") or "").strip()
+    s = db_session()
+    try:
+        value = float(raw) if raw else None
+    except ValueError:
+        flash("Enter a number, 0 to never hold mail, or nothing for the server's setting.",
+              "error")
+        return redirect(url_for("quarantine.index"))
+    try:
+        core.set_user_threshold(s, settings(), current_user(), value)
+        s.commit()
+        flash("Saved.", "success")
+    except AliasdError as exc:
+        s.rollback()
+        flash(str(exc), "error")
+    return redirect(url_for("quarantine.index"))
 
 
 @bp.get("/quarantine/<int:message_id>")
