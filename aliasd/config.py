@@ -96,6 +96,10 @@ class Settings:
     # spam@/ham@<domain> accept mail from the owner's mailbox when SMTP AUTH was used or
     # the client is in these networks (the owner's submission server)
     learn_trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # direct: the deciding process runs postsuper itself (needs root: the CLI as root);
+    # queued: the web app records the decision and touches data_dir/quarantine-requests,
+    # a root systemd path unit then runs `aliasd quarantine apply` (the shipped units)
+    quarantine_release_mode: str = "queued"
     postfix_config_dir: str = ""  # passed as -c to postsuper/postqueue; empty: Postfix's default
     postsuper_command: list[str] = field(default_factory=lambda: ["postsuper"])  # e.g. sudo -n ...
     postqueue_command: list[str] = field(default_factory=lambda: ["postqueue"])
@@ -150,6 +154,10 @@ class Settings:
         return "sqlite:///" + str(Path(self.data_dir) / "aliasd.db")
 
     @property
+    def quarantine_requests_file(self) -> str:
+        return str(Path(self.data_dir) / "quarantine-requests")
+
+    @property
     def effective_blocklist_file(self) -> str:
         return self.blocklist_file or str(Path(self.data_dir) / "header_checks")
 
@@ -174,6 +182,8 @@ class Settings:
             raise SettingsError("quarantine_score must be 0 (off) or below action_reject")
         if self.quarantine_keep_days < 1 or self.learn_keep_days < 0:
             raise SettingsError("quarantine_keep_days must be >= 1 and learn_keep_days >= 0")
+        if self.quarantine_release_mode not in ("direct", "queued"):
+            raise SettingsError("quarantine_release_mode must be 'direct' or 'queued'")
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
         if self.srs_domain and not self.srs_secrets:

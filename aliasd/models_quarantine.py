@@ -67,5 +67,8 @@ class QuarantinedMessage(Base):
     sample_id: Mapped[int | None] = mapped_column(
         ForeignKey("message_samples.id", ondelete="SET NULL"))
     state: Mapped[str] = mapped_column(String(16), default=HoldState.HELD.value)
+    # Asked for on the web, carried out by `aliasd quarantine apply` (as root):
+    # "release", "release+learn", "delete" or "delete+learn".
+    requested: Mapped[str | None] = mapped_column(String(16))
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(255))

@@ -93,6 +93,7 @@ def world(request, tmp_path_factory):
         ALIASD_QUARANTINE_SCORE="5",
         ALIASD_POSTFIX_CONFIG_DIR=str(postfix.config_dir),
         ALIASD_WEB_BASE_URL=base_url,
+        ALIASD_QUARANTINE_RELEASE_MODE="direct",  # the tests run as root, as postsuper wants
     )
     milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
     lookupd = start_logged(
@@ -389,3 +390,35 @@ def test_spam_at_domain_refuses_strangers_and_explains_a_missing_attachment(worl
     code, text = _smtp(world, MAILBOX, "spam@example.net", broken)
     assert code == 550 and "empty or broken" in text, text
     assert _learned_spam(world) == before
+
+
+def test_queued_release_from_the_web_is_carried_out_by_quarantine_apply(world):
+    from tests.harness.webapp import page_token, signed_in
+
+    marker = f"queued{time.monotonic_ns()}"
+    assert _send_suspicious(world, marker).returncode == 0
+    [row] = _wait(lambda: [r for r in world.held() if marker.upper() in (r["subject"] or "")])
+    _wait(lambda: row["queue_id"] in world.postfix_hold_queue())
+    Path(world.settings.data_dir).mkdir(parents=True, exist_ok=True)
+    wake = Path(world.settings.quarantine_requests_file)
+    wake.unlink(missing_ok=True)
+    app = make_app(world.settings, quarantine_release_mode="queued")  # as the web unit runs
+    alice = signed_in(app, "alice")
+    page = alice.post(f"/quarantine/{row['id']}/decide", follow_redirects=True, data={
+        "action": "release", "learn": "1", "csrf_token": page_token(alice, "/quarantine/")})
+    text = page.get_data(as_text=True)
+    assert f"Release of message {row['id']} requested" in text and "release requested" in text
+    assert wake.exists()  # what the root path unit watches
+    assert row["queue_id"] in world.postfix_hold_queue()  # nothing happened yet
+
+    before = _learned_ham(world)
+    proc = world.cli("quarantine", "apply")
+    assert proc.returncode == 0, proc.stderr
+    assert f"quarantined message {row['id']}: released (learning:" in proc.stdout
+    msg = world.capture.wait_for(lambda m: marker in m.text)
+    assert msg.rcpt_tos == [MAILBOX]
+    assert _learned_ham(world) == before + 1
+    [listed] = [r for r in json.loads(world.cli("quarantine", "list", "--all", "--json").stdout)
+                if r["id"] == row["id"]]
+    assert listed["state"] == "released" and listed["decided_by"] == "alice"
+    assert world.cli("quarantine", "apply").stdout == ""  # nothing left to do

@@ -7,9 +7,9 @@ import json
 
 import click
 
-from aliasd.cli.common import fail_on_domain_errors, state
+from aliasd.cli.common import echo_err, fail_on_domain_errors, state
 from aliasd.core import quarantine as core
-from aliasd.core.errors import InvalidTransition
+from aliasd.core.errors import AliasdError, InvalidTransition
 from aliasd.postfix.hold_queue import HoldQueue
 from aliasd.scanner import ScannerError, build_scanner
 
@@ -27,6 +27,7 @@ def row_json(row) -> dict:
         "score": row.score,
         "symbols": row.symbols,
         "state": row.state,
+        "requested": row.requested,
         "decided_at": row.decided_at.isoformat() if row.decided_at else None,
         "decided_by": row.decided_by,
     }
@@ -72,23 +73,33 @@ def list_cmd(as_json: bool, show_all: bool) -> None:
                    f"{d['alias']}  from {d['sender'] or '<>'}  {d['subject'] or ''}")
 
 
-def _decide(message_id: int, learn: bool, action, is_spam: bool) -> None:
-    st = state()
-    db = st.database()
+def carry_out(settings, db, message_id: int, action: str, learn: bool, actor: str) -> str:
+    """Release or delete one held message now (runs postsuper); what happened, as text.
+    Raises AliasdError (already decided, gone from Postfix, ...)."""
+    step = core.release if action == "release" else core.delete
     try:
         with db.session() as session:
             row = core.get_for(session, message_id, None)
-            action(session, HoldQueue(st.settings), row, actor="cli")
+            step(session, HoldQueue(settings), row, actor=actor)
+            row.requested = None
             verb, sample_id = row.state, row.sample_id
     except InvalidTransition:
         with db.session() as session:  # Postfix lost it: the list must say so
-            core.mark_gone(session, core.get_for(session, message_id, None))
+            row = core.get_for(session, message_id, None)
+            core.mark_gone(session, row)
+            row.requested = None
         raise
     outcome = None
     if learn:
-        outcome = core.learn_from(db, sample_id, learner(st.settings, db), is_spam=is_spam)
-    click.echo(f"quarantined message {message_id}: {verb}"
-               + (f" (learning: {outcome})" if outcome else ""))
+        outcome = core.learn_from(db, sample_id, learner(settings, db),
+                                  is_spam=action == "delete")
+    return f"quarantined message {message_id}: {verb}" + (
+        f" (learning: {outcome})" if outcome else "")
+
+
+def _decide(message_id: int, learn: bool, action: str) -> None:
+    st = state()
+    click.echo(carry_out(st.settings, st.database(), message_id, action, learn, "cli"))
 
 
 @group.command("release")
@@ -97,7 +108,7 @@ def _decide(message_id: int, learn: bool, action, is_spam: bool) -> None:
 @fail_on_domain_errors
 def release(message_id: int, learn_ham: bool) -> None:
     """Deliver a held message as it arrived."""
-    _decide(message_id, learn_ham, core.release, is_spam=False)
+    _decide(message_id, learn_ham, "release")
 
 
 @group.command("delete")
@@ -106,7 +117,27 @@ def release(message_id: int, learn_ham: bool) -> None:
 @fail_on_domain_errors
 def delete(message_id: int, learn_spam: bool) -> None:
     """Delete a held message."""
-    _decide(message_id, learn_spam, core.delete, is_spam=True)
+    _decide(message_id, learn_spam, "delete")
+
+
+@group.command("apply")
+def apply() -> None:
+    """Carry out releases and deletions asked for on the web (quarantine_release_mode =
+    queued); run as root by the aliasd-quarantine.path unit when they are asked for."""
+    st = state()
+    db = st.database()
+    with db.session() as session:
+        pending = [(r.id, r.requested, r.decided_by or "web") for r in core.requested(session)]
+    failed = 0
+    for message_id, request, actor in pending:
+        action, _, learn = request.partition("+")
+        try:
+            click.echo(carry_out(st.settings, db, message_id, action, bool(learn), actor))
+        except (AliasdError, click.ClickException) as exc:
+            failed += 1
+            echo_err(f"quarantined message {message_id}: {exc}")
+    if failed:
+        raise click.ClickException(f"{failed} of {len(pending)} requests failed")
 
 
 @group.command("purge")

@@ -173,6 +173,24 @@ def delete(session: Session, queue: HoldQueueLike, row: QuarantinedMessage, *,
     _decide(row, HoldState.DELETED, actor)
 
 
+REQUESTS = ("release", "release+learn", "delete", "delete+learn")
+
+
+def request_decision(row: QuarantinedMessage, request: str, actor: str) -> None:
+    """Record a decision for `aliasd quarantine apply` to carry out."""
+    if request not in REQUESTS:
+        raise AliasdError("choose release or delete")
+    _require_held(row)
+    row.requested = request
+    row.decided_by = actor[:255]
+
+
+def requested(session: Session) -> list[QuarantinedMessage]:
+    return list(session.scalars(select(QuarantinedMessage).where(
+        QuarantinedMessage.state == HoldState.HELD.value,
+        QuarantinedMessage.requested.is_not(None)).order_by(QuarantinedMessage.id)))
+
+
 def learn_from(database: Database, sample_id: int | None, learner: Learner, *,
                is_spam: bool) -> str:
     """Teach the filter from a kept message. Runs outside any open transaction of the

@@ -58,6 +58,7 @@ def upgrade() -> None:
         sa.Column("sample_id", _ID, sa.ForeignKey("message_samples.id", ondelete="SET NULL"),
                   nullable=True),
         sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("requested", sa.String(16), nullable=True),
         sa.Column("decided_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("decided_by", sa.String(255), nullable=True),
     )

@@ -4,6 +4,9 @@ forwarded mail links to. Rules live in aliasd.core.quarantine / aliasd.core.onec
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_wtf import FlaskForm
 
@@ -16,6 +19,7 @@ from aliasd.scanner import ScannerError, build_scanner
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item, public
 
+log = logging.getLogger(__name__)
 bp = Blueprint("quarantine", __name__)
 nav_item(bp, "Quarantine", "quarantine.index")
 
@@ -100,12 +104,39 @@ def decide(message_id: int):
         row = core.get_for(s, message_id, current_user())
     except NotFound:
         abort(404)
+    learn = request.form.get("learn") == "1"
+    if settings().quarantine_release_mode == "queued":
+        _request(s, row, action, learn)
+    else:
+        _carry_out(s, row, message_id, action, learn)
+    return redirect(url_for("quarantine.index"))
+
+
+def _request(s, row, action: str, learn: bool) -> None:
+    """Queued mode: record the decision; root's `aliasd quarantine apply` runs postsuper."""
+    try:
+        core.request_decision(row, action + ("+learn" if learn else ""), current_user().username)
+        s.commit()
+    except AliasdError as exc:
+        s.rollback()
+        flash(str(exc), "error")
+        return
+    try:
+        Path(settings().quarantine_requests_file).touch()  # wakes the systemd path unit
+    except OSError as exc:  # the periodic run still picks it up
+        log.warning("cannot touch %s: %s", settings().quarantine_requests_file, exc)
+    flash(f"{'Release' if action == 'release' else 'Deletion'} of message {row.id} requested; "
+          "it is carried out within a few seconds.", "success")
+
+
+def _carry_out(s, row, message_id: int, action: str, learn: bool) -> None:
+    """Direct mode: run postsuper from here (the web app must be allowed to)."""
     step = core.release if action == "release" else core.delete
     try:
         step(s, HoldQueue(settings()), row, actor=current_user().username)
         s.commit()
         done = f"{'Released' if action == 'release' else 'Deleted'} message {message_id}."
-        if request.form.get("learn") == "1":
+        if learn:
             outcome = _learn(row.sample_id, is_spam=action == "delete")
             done += f" The filter {outcome} it as {'spam' if action == 'delete' else 'not spam'}."
         flash(done, "success")
@@ -117,7 +148,6 @@ def decide(message_id: int):
     except AliasdError as exc:
         s.rollback()
         flash(str(exc), "error")
-    return redirect(url_for("quarantine.index"))
 
 
 @bp.post("/learn/<int:sample_id>")
