@@ -91,6 +91,8 @@ class Settings:
     quarantine_score: float = 0.0  # hold mail scoring this much (below reject); 0: off
     quarantine_keep_days: int = 30  # held messages nobody decided on are deleted after this
     quarantine_max_held: int = 10000  # held at most; past it senders get 451 (and a log alarm)
+    quarantine_digest: bool = False  # `aliasd quarantine digest` mails owners what was held
+    sendmail_command: list[str] = field(default_factory=lambda: ["/usr/sbin/sendmail", "-t", "-i"])
     learn_keep_days: int = 3  # recent messages kept for "this was spam / not spam"; 0: none
     learn_sample_max_bytes: int = 262_144  # of each message kept for learning
     # spam@/ham@<domain> accept mail from the owner's mailbox when SMTP AUTH was used or

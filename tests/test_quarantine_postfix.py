@@ -487,3 +487,20 @@ def test_released_and_forwarded_mail_keeps_a_valid_dkim_signature(world, dkim_ke
     oversigned = world.capture.wait_for(lambda m: over_marker in m.text)
     assert oversigned.header("List-Unsubscribe") is None  # adding it would break the signature
     assert oversigned.header("X-Aliasd-Disable") and _verifies(oversigned.data, txt)
+
+
+def test_daily_digest_mails_the_owner_what_is_held(world):
+    marker = f"digest{time.monotonic_ns()}"
+    assert _send_suspicious(world, marker).returncode == 0
+    _wait(lambda: [r for r in world.held() if marker.upper() in (r["subject"] or "")])
+    off = world.cli("quarantine", "digest")
+    assert off.returncode == 0 and "quarantine_digest is off: nothing sent" in off.stdout
+    env = dict(world.env, ALIASD_QUARANTINE_DIGEST="1", ALIASD_SENDMAIL_COMMAND=",".join(
+        ["sendmail", "-C", str(world.postfix.config_dir), "-t", "-i"]))
+    proc = run_cli_in_process(env, ("quarantine", "digest", "--hours", "1"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"digest sent to {MAILBOX}" in proc.stdout
+    digest = world.capture.wait_for(lambda m: "held for review" in (m.header("Subject") or "")
+                                    and marker.upper() in m.text)
+    assert digest.rcpt_tos == [MAILBOX] and digest.header("Auto-Submitted") == "auto-generated"
+    assert f"{ALIAS}" in digest.text and f"{world.base_url}/quarantine/" in digest.text
