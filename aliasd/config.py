@@ -86,6 +86,8 @@ class Settings:
     action_reject: float = 15.0
     subject_prefix: str = "***SPAM***"
     bayes_min_learns: int = 200
+    # what a user teaches from their mail counts for them only (global + own counts)
+    bayes_per_user: bool = False
 
     # quarantine: Postfix's hold queue keeps the message, aliasd the record (README)
     quarantine_score: float = 0.0  # hold mail scoring this much (below reject); 0: off

@@ -377,7 +377,13 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
-from aliasd.models_quarantine import HoldState, MessageSample, QuarantinedMessage  # noqa: E402
+from aliasd.models_quarantine import (  # noqa: E402
+    HoldState,
+    MessageSample,
+    QuarantinedMessage,
+    UserBayesLearned,
+    UserBayesToken,
+)
 
 __all__ = [
     "Alias",
@@ -404,5 +410,7 @@ __all__ = [
     "SiteLeakSummary",
     "SiteSender",
     "User",
+    "UserBayesLearned",
+    "UserBayesToken",
     "utcnow",
 ]

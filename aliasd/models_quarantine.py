@@ -6,7 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import enum
 
-from sqlalchemy import BigInteger, Float, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from aliasd.models import Base, UTCDateTime, utcnow
@@ -72,3 +82,29 @@ class QuarantinedMessage(Base):
     requested: Mapped[str | None] = mapped_column(String(16))
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class UserBayesToken(Base):
+    """A user's own Bayes token counts (``bayes_per_user``): added to the global counts
+    when that user's mail is classified, never seen for anyone else's."""
+
+    __tablename__ = "user_bayes_tokens"
+
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    token: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    spam: Mapped[int] = mapped_column(Integer, default=0)
+    ham: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class UserBayesLearned(Base):
+    """Which messages a user taught (by digest), so a repeat is a duplicate and the
+    other verdict moves the counts."""
+
+    __tablename__ = "user_bayes_learned"
+
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                          primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    is_spam: Mapped[bool] = mapped_column(Boolean)
+    learned_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -12,6 +12,7 @@ from aliasd.core import quarantine as core
 from aliasd.core.errors import AliasdError, InvalidTransition
 from aliasd.postfix.hold_queue import HoldQueue
 from aliasd.scanner import ScannerError, build_scanner
+from aliasd.scanner.user_bayes import learner_for
 
 
 def row_json(row) -> dict:
@@ -33,12 +34,13 @@ def row_json(row) -> dict:
     }
 
 
-def learner(settings, database) -> core.Learner:
+def learner(settings, database, owner_id: int | None = None) -> core.Learner:
     scanner = build_scanner(settings, database)
+    teach = learner_for(settings, database, owner_id, scanner.learn)
 
     def learn(raw: bytes, is_spam: bool) -> str:
         try:
-            return str(scanner.learn(raw, is_spam))
+            return teach(raw, is_spam)
         except ScannerError as exc:
             raise click.ClickException(str(exc)) from exc
         finally:
@@ -82,7 +84,7 @@ def carry_out(settings, db, message_id: int, action: str, learn: bool, actor: st
             row = core.get_for(session, message_id, None)
             step(session, HoldQueue(settings), row, actor=actor)
             row.requested = None
-            verb, sample_id = row.state, row.sample_id
+            verb, sample_id, owner_id = row.state, row.sample_id, row.owner_id
     except InvalidTransition:
         with db.session() as session:  # Postfix lost it: the list must say so
             row = core.get_for(session, message_id, None)
@@ -91,7 +93,7 @@ def carry_out(settings, db, message_id: int, action: str, learn: bool, actor: st
         raise
     outcome = None
     if learn:
-        outcome = core.learn_from(db, sample_id, learner(settings, db),
+        outcome = core.learn_from(db, sample_id, learner(settings, db, owner_id),
                                   is_spam=action == "delete")
     return f"quarantined message {message_id}: {verb}" + (
         f" (learning: {outcome})" if outcome else "")

@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from aliasd.core import learn_mailbox
 from aliasd.models import Domain
+from aliasd.scanner.user_bayes import learner_for
 
 if TYPE_CHECKING:
     from aliasd.milter.processing import Envelope, MailPath, Verdict
@@ -49,10 +50,13 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
                                                path.settings.learn_trusted_networks):
                 return _refuse("Only the owner's authenticated mailbox may write to "
                                "spam@ and ham@ (sign in to your mail server)")
+            owner_id = None
             for domain in domains:
-                if learn_mailbox.owner_for(session, envelope.sender, domain) is None:
+                owner = learn_mailbox.owner_for(session, envelope.sender, domain)
+                if owner is None:
                     return _refuse(f"Only the owner of {domain} may write to spam@ and ham@, "
                                    "from the mailbox aliasd forwards to")
+                owner_id = owner.id
     except Exception as exc:
         log.warning("learning mail: database unavailable: %s", exc)
         return _verdict("tempfail", ("451", "4.3.0", "Database unavailable; try again later"))
@@ -66,8 +70,12 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
     try:
         scanner = path.scanner()
         many = getattr(scanner, "learn_many", None)
-        outcomes = (many(extracted.messages, is_spam) if many
-                    else [scanner.learn(m, is_spam) for m in extracted.messages])
+        if path.settings.bayes_per_user:  # the owner's own counts
+            teach = learner_for(path.settings, path.database, owner_id, scanner.learn)
+            outcomes = [teach(m, is_spam) for m in extracted.messages]
+        else:
+            outcomes = (many(extracted.messages, is_spam) if many
+                        else [scanner.learn(m, is_spam) for m in extracted.messages])
     except Exception as exc:
         log.warning("learning mail: the filter failed: %s", exc)
         return _verdict("tempfail", ("451", "4.3.0", "The spam filter could not learn now; "

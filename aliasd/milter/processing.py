@@ -195,6 +195,7 @@ class MailPath:
             queue_id=envelope.queue_id,
             alias_site=next((t.site for t in targets if t.site), None),
             truncated=envelope.truncated,
+            owner_id=targets[0].owner_id if len({t.owner_id for t in targets}) == 1 else None,
         )
         try:
             result = scanner.scan(request)

@@ -1,5 +1,5 @@
 """Quarantine (held messages), recent message samples for learning, per-user
-quarantine score
+quarantine score and per-user Bayes counts
 
 Revision ID: 0009_quarantine
 Revises: 0007_user_display_name
@@ -64,9 +64,27 @@ def upgrade() -> None:
     )
     op.create_index("ix_quarantined_owner_state", "quarantined_messages", ["owner_id", "state"])
     op.create_index("ix_quarantined_messages_held_at", "quarantined_messages", ["held_at"])
+    op.create_table(
+        "user_bayes_tokens",
+        sa.Column("owner_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("token", sa.BigInteger(), primary_key=True, autoincrement=False),
+        sa.Column("spam", sa.Integer(), nullable=False),
+        sa.Column("ham", sa.Integer(), nullable=False),
+    )
+    op.create_table(
+        "user_bayes_learned",
+        sa.Column("owner_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("digest", sa.String(64), primary_key=True),
+        sa.Column("is_spam", sa.Boolean(), nullable=False),
+        sa.Column("learned_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("user_bayes_learned")
+    op.drop_table("user_bayes_tokens")
     op.drop_table("quarantined_messages")
     op.drop_table("message_samples")
     with op.batch_alter_table("users", schema=None) as batch_op:

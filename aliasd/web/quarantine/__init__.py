@@ -16,6 +16,7 @@ from aliasd.core.errors import AliasdError, InvalidTransition, NotFound
 from aliasd.db import get_database
 from aliasd.postfix.hold_queue import HoldQueue
 from aliasd.scanner import ScannerError, build_scanner
+from aliasd.scanner.user_bayes import learner_for
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item, public
 
@@ -34,11 +35,12 @@ def recent_messages_for_learning(alias) -> list:
     return core.recent_samples(db_session(), alias.id)
 
 
-def _learn(sample_id: int | None, is_spam: bool) -> str:
+def _learn(sample_id: int | None, owner_id: int, is_spam: bool) -> str:
     database = get_database(settings())
     scanner = build_scanner(settings(), database)
+    learn = learner_for(settings(), database, owner_id, scanner.learn)
     try:
-        return core.learn_from(database, sample_id, scanner.learn, is_spam=is_spam)
+        return core.learn_from(database, sample_id, learn, is_spam=is_spam)
     except ScannerError as exc:
         raise AliasdError(f"the filter could not learn it: {exc}") from exc
     finally:
@@ -137,7 +139,7 @@ def _carry_out(s, row, message_id: int, action: str, learn: bool) -> None:
         s.commit()
         done = f"{'Released' if action == 'release' else 'Deleted'} message {message_id}."
         if learn:
-            outcome = _learn(row.sample_id, is_spam=action == "delete")
+            outcome = _learn(row.sample_id, row.owner_id, is_spam=action == "delete")
             done += f" The filter {outcome} it as {'spam' if action == 'delete' else 'not spam'}."
         flash(done, "success")
     except InvalidTransition as exc:
@@ -162,10 +164,10 @@ def learn(sample_id: int):
         sample = core.sample_for(db_session(), sample_id, current_user())
     except NotFound:
         abort(404)
-    alias_id = sample.alias_id
+    alias_id, owner_id = sample.alias_id, sample.owner_id
     db_session().rollback()  # learning writes through its own connection
     try:
-        outcome = _learn(sample_id, is_spam=verdict == "spam")
+        outcome = _learn(sample_id, owner_id, is_spam=verdict == "spam")
         flash(f"The filter {outcome} this message as {'spam' if verdict == 'spam' else 'not spam'}.",
               "success")
     except AliasdError as exc:
