@@ -24,7 +24,7 @@ from werkzeug.serving import make_server
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.models import Alias, User
+from aliasd.models import Alias, MessageSample, User
 from tests.harness.cli import run_cli_in_process, settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.net import free_port, wait_for_port
@@ -217,6 +217,14 @@ def test_clean_message_is_forwarded_with_one_click_headers(world):
     assert msg.header("List-Unsubscribe") == disable
     assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
     assert msg.header("X-Aliasd-Block-Sender").startswith(f"<{world.base_url}/oneclick/")
+
+    def kept():  # the learning copy, written off the SMTP answer's path
+        with world.db.session() as s:
+            return s.scalar(select(MessageSample).where(
+                MessageSample.subject == f"Merged {marker}"))
+    sample = _wait(kept)
+    assert sample.alias_address == ALIAS and b"Your pull request was merged." in sample.raw
+    assert b"X-Aliasd-Disable" not in sample.raw  # what the sender sent, not what we added
 
 
 def _alias_state(world: World, address: str = ALIAS) -> str:

@@ -9,6 +9,8 @@ down, quarantine full, no queue id) is deferred with 451, so the sender retries.
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 from typing import TYPE_CHECKING
 
 from aliasd.core import quarantine
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"  # Verdict.status of a message to hold
+SAMPLE_QUEUE = 256  # learning copies waiting to be written; past it new ones are dropped
 TEMPFAIL_REPLY = ("451", "4.3.0", "Message could not be kept for review; try again later")
 
 
@@ -58,24 +61,63 @@ def after_record(path: MailPath, verdict: Verdict, envelope: Envelope,
                      or verdict.result is None):
         return
     seen = _seen(envelope, targets[0], verdict)
+    if not held:
+        # Off the SMTP answer's path: a copy for learning may be lost (queue full,
+        # crash, database down); only the chance to learn from that message goes.
+        _writer(path).put(seen)
+        return
     try:
         with path.database.session() as session:
-            if held:
-                row = quarantine.record_hold(session, settings, seen,
-                                             text_preview(seen.raw))
-                log.info("queue id %s held for review as quarantine id %s (score %.2f)",
-                         envelope.queue_id, row.id, seen.score)
-            else:
-                quarantine.keep_sample(session, settings, seen)
+            row = quarantine.record_hold(session, settings, seen, text_preview(seen.raw))
+            log.info("queue id %s held for review as quarantine id %s (score %.2f)",
+                     envelope.queue_id, row.id, seen.score)
     except quarantine.QuarantineFull as exc:
         log.error("ALARM: %s; deferring queue id %s", exc, envelope.queue_id)
         _defer(verdict)
     except Exception as exc:
-        if held:
-            log.warning("could not record held message %s: %s", envelope.queue_id, exc)
-            _defer(verdict)
-        else:  # only the chance to learn from it is lost
-            log.warning("could not keep a sample of %s: %s", envelope.queue_id, exc)
+        log.warning("could not record held message %s: %s", envelope.queue_id, exc)
+        _defer(verdict)
+
+
+class SampleWriter:
+    """Writes learning copies in a thread of its own, in the order they came."""
+
+    def __init__(self, path: MailPath) -> None:
+        self.path = path
+        self.pending: queue.Queue[quarantine.SeenMessage] = queue.Queue(SAMPLE_QUEUE)
+        self.thread = threading.Thread(target=self._run, name="aliasd-samples", daemon=True)
+        self.thread.start()
+
+    def put(self, seen: quarantine.SeenMessage) -> None:
+        try:
+            self.pending.put_nowait(seen)
+        except queue.Full:
+            log.info("learning copy of %s dropped: writer behind", seen.queue_id)
+
+    def _run(self) -> None:
+        while True:
+            seen = self.pending.get()
+            try:
+                with self.path.database.session() as session:
+                    quarantine.keep_sample(session, self.path.settings, seen)
+            except Exception as exc:
+                log.warning("could not keep a learning copy of %s: %s", seen.queue_id, exc)
+            finally:
+                self.pending.task_done()
+
+
+_writer_lock = threading.Lock()
+
+
+def _writer(path: MailPath) -> SampleWriter:
+    writer = getattr(path, "_sample_writer", None)
+    if writer is None:
+        with _writer_lock:
+            writer = getattr(path, "_sample_writer", None)
+            if writer is None:
+                writer = SampleWriter(path)
+                path._sample_writer = writer  # one per MailPath (per milter process)
+    return writer
 
 
 def _defer(verdict: Verdict) -> None:
