@@ -17,9 +17,9 @@ from sqlalchemy import (
     String,
     Text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from aliasd.models import Base, UTCDateTime, utcnow
+from aliasd.models import Base, User, UTCDateTime, utcnow
 
 
 class HoldState(enum.StrEnum):
@@ -82,6 +82,8 @@ class QuarantinedMessage(Base):
     requested: Mapped[str | None] = mapped_column(String(16))
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(255))
+
+    owner: Mapped[User] = relationship()
 
 
 class UserBayesToken(Base):
