@@ -164,5 +164,23 @@ def test_cli_sets_and_shows_a_users_quarantine_score(settings, database):
     assert done.stdout.strip() == "carol: never held (own setting)"
     bad = run_cli_in_process(env, ("quarantine", "threshold", "carol", "20"))
     assert bad.returncode == 1 and "between 0 and the reject score 15" in bad.stderr
+    listed = run_cli_in_process(env, ("quarantine", "list", "--user", "carol", "--json"))
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
+    nobody = run_cli_in_process(env, ("quarantine", "list", "--user", "nobody"))
+    assert nobody.returncode == 1 and "nobody" in nobody.stderr
     missing = run_cli_in_process(env, ("quarantine", "release", "424242"))
     assert missing.returncode == 1 and "no quarantined message 424242" in missing.stderr
+
+
+def test_cli_lists_one_users_held_messages(world, settings):
+    import json
+
+    from tests.harness.cli import run_cli_in_process, settings_env
+
+    env = settings_env(settings)
+    alice = run_cli_in_process(env, ("quarantine", "list", "--user", "alice", "--json"))
+    assert [r["subject"] for r in json.loads(alice.stdout)] == ["You won <b>big</b>"]
+    bob = run_cli_in_process(env, ("quarantine", "list", "--user", "bob", "--json"))
+    assert json.loads(bob.stdout) == []
+    text = run_cli_in_process(env, ("quarantine", "list"))
+    assert "x.com@alice.example  from winner@lottery.example  You won <b>big</b>" in text.stdout

@@ -59,11 +59,18 @@ def group() -> None:
 @group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="One JSON array.")
 @click.option("--all", "show_all", is_flag=True, help="Also released, deleted and purged ones.")
-def list_cmd(as_json: bool, show_all: bool) -> None:
+@click.option("--user", "username", help="Only this user's messages.")
+@fail_on_domain_errors
+def list_cmd(as_json: bool, show_all: bool, username: str | None) -> None:
     """List held messages (newest first)."""
+    from aliasd.core.aliases import get_user
+
     db = state().database()
     with db.session() as session:
-        rows = core.visible(session, None, state=None if show_all else "held")
+        owner = get_user(session, username) if username else None
+        rows = core.visible(session, owner, state=None if show_all else "held")
+        if owner is not None and owner.is_admin:  # an admin's own, not everyone's
+            rows = [r for r in rows if r.owner_id == owner.id]
         data = [row_json(r) for r in rows]
     if as_json:
         click.echo(json.dumps(data, indent=2))
