@@ -87,6 +87,30 @@ class Settings:
     action_reject: float = 15.0
     subject_prefix: str = "***SPAM***"
     bayes_min_learns: int = 200
+    # what a user teaches from their mail counts for them only (global + own counts)
+    bayes_per_user: bool = False
+
+    # quarantine: Postfix's hold queue keeps the message, aliasd the record (README)
+    quarantine_score: float = 0.0  # hold mail scoring this much (below reject); 0: off
+    quarantine_keep_days: int = 30  # held messages nobody decided on are deleted after this
+    quarantine_max_held: int = 10000  # held at most; past it senders get 451 (and a log alarm)
+    quarantine_digest: bool = False  # `aliasd quarantine digest` mails owners what was held
+    sendmail_command: list[str] = field(default_factory=lambda: ["/usr/sbin/sendmail", "-t", "-i"])
+    learn_keep_days: int = 3  # recent messages kept for "this was spam / not spam"; 0: none
+    learn_sample_max_bytes: int = 262_144  # of each message kept for learning
+    # spam@/ham@<domain> accept mail from the owner's mailbox when SMTP AUTH was used or
+    # the client is in these networks (the owner's submission server)
+    learn_trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    # direct: the deciding process runs postsuper itself (needs root: the CLI as root);
+    # queued: the web app records the decision and touches data_dir/quarantine-requests,
+    # a root systemd path unit then runs `aliasd quarantine apply` (the shipped units)
+    quarantine_release_mode: str = "queued"
+    postfix_config_dir: str = ""  # passed as -c to postsuper/postqueue; empty: Postfix's default
+    postsuper_command: list[str] = field(default_factory=lambda: ["postsuper"])  # e.g. sudo -n ...
+    postqueue_command: list[str] = field(default_factory=lambda: ["postqueue"])
+    # one-click links in forwarded mail (disable alias, block sender); empty: none added
+    web_base_url: str = ""  # e.g. https://aliases.example.net
+    oneclick_max_age_days: int = 60
     spf_enabled: bool = False
 
     # blocklist (header_checks) and auto-block policy
@@ -168,6 +192,8 @@ class Settings:
         import socket
 
         return socket.getfqdn() or socket.gethostname() or "localhost"
+    def quarantine_requests_file(self) -> str:
+        return str(Path(self.data_dir) / "quarantine-requests")
 
     @property
     def effective_blocklist_file(self) -> str:
@@ -188,6 +214,14 @@ class Settings:
             raise SettingsError(
                 "action thresholds must rise: greylist <= add_header <= rewrite_subject <= reject"
             )
+        if self.quarantine_score < 0 or (
+            self.quarantine_score and self.quarantine_score >= self.action_reject
+        ):
+            raise SettingsError("quarantine_score must be 0 (off) or below action_reject")
+        if self.quarantine_keep_days < 1 or self.learn_keep_days < 0:
+            raise SettingsError("quarantine_keep_days must be >= 1 and learn_keep_days >= 0")
+        if self.quarantine_release_mode not in ("direct", "queued"):
+            raise SettingsError("quarantine_release_mode must be 'direct' or 'queued'")
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
         if self.srs_enabled:

@@ -100,6 +100,9 @@ class User(Base):
     # Web sessions are signed cookies carrying the epoch they were made in; bumping it
     # (sign out everywhere, password change) ends every session made before.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Score from which this user's mail is held for review; None: the server's setting,
+    # 0: never held.
+    quarantine_score: Mapped[float | None] = mapped_column(Float)
 
     domains: Mapped[list[Domain]] = relationship(back_populates="owner")
 
@@ -411,6 +414,14 @@ class Counter(Base):
     value: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+from aliasd.models_quarantine import (  # noqa: E402
+    HoldState,
+    MessageSample,
+    QuarantinedMessage,
+    UserBayesLearned,
+    UserBayesToken,
+)
+
 __all__ = [
     "Alias",
     "AliasChange",
@@ -424,10 +435,13 @@ __all__ = [
     "CatchAllPolicy",
     "Counter",
     "Domain",
+    "HoldState",
     "LoginAttempt",
     "MailEvent",
     "ReplyMode",
     "ReverseAlias",
+    "MessageSample",
+    "QuarantinedMessage",
     "SenderBlock",
     "SiteDay",
     "SiteKnownSender",
@@ -435,5 +449,7 @@ __all__ = [
     "SiteLeakSummary",
     "SiteSender",
     "User",
+    "UserBayesLearned",
+    "UserBayesToken",
     "utcnow",
 ]

@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 UNITS = ["aliasd-web.service", "aliasd-lookupd.service", "aliasd-milter.service",
-         "aliasd-postfix-reload.service", "aliasd-postfix-reload.path"]
+         "aliasd-postfix-reload.service", "aliasd-postfix-reload.path", "aliasd-quarantine.path",
+         "aliasd-quarantine.service", "aliasd-quarantine-purge.service",
+         "aliasd-quarantine-purge.timer"]
 HARDENING = ["User=aliasd", "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
              "ProtectHome=yes", "CapabilityBoundingSet="]
 

@@ -18,6 +18,7 @@ from aliasd.cli import (
     mailauth,
     milter,
     postfix,
+    quarantine,
     scan,
     systemd,
     up,
@@ -35,5 +36,5 @@ def main(ctx: click.Context) -> None:
 
 
 for _module in (db, users, domains, aliases, milter, lookupd, postfix, blocklist, scan, up,
-                systemd, dkim, mailauth):
+                systemd, dkim, mailauth, quarantine):
     _module.register(main)

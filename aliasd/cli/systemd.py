@@ -22,6 +22,10 @@ INSTALL_PATHS = {
     "aliasd-milter.service": "/etc/systemd/system/aliasd-milter.service",
     "aliasd-postfix-reload.service": "/etc/systemd/system/aliasd-postfix-reload.service",
     "aliasd-postfix-reload.path": "/etc/systemd/system/aliasd-postfix-reload.path",
+    "aliasd-quarantine.path": "/etc/systemd/system/aliasd-quarantine.path",
+    "aliasd-quarantine.service": "/etc/systemd/system/aliasd-quarantine.service",
+    "aliasd-quarantine-purge.service": "/etc/systemd/system/aliasd-quarantine-purge.service",
+    "aliasd-quarantine-purge.timer": "/etc/systemd/system/aliasd-quarantine-purge.timer",
 }
 
 
@@ -48,7 +52,8 @@ def systemd(bin_dir: str, root: str | None) -> None:
             click.echo(content)
         click.echo("# then: systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload;\n"
                    "# systemctl enable --now aliasd-lookupd aliasd-milter aliasd-web "
-                   "aliasd-postfix-reload.path")
+                   "aliasd-postfix-reload.path aliasd-quarantine.path "
+                   "aliasd-quarantine-purge.timer")
         return
     for target, content in files.items():
         path = Path(root) / target.lstrip("/")

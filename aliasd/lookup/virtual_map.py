@@ -16,7 +16,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from aliasd.config import Settings
 from aliasd.core import aliases as core
-from aliasd.core.decision import Decision
+from aliasd.core.decision import Decision, LookupOutcome
+from aliasd.core.learn_mailbox import learn_address
 from aliasd.core.replica import CatchAllRequest, Replica
 from aliasd.db import Database
 from aliasd.lookup.background import BackgroundRefresh
@@ -41,12 +42,25 @@ class VirtualMap:
         )
 
     # --- LookupMap --------------------------------------------------------------------
-    def lookup_fast(self, key: str) -> Decision | None:
+    def _decide(self, key: str) -> Decision | CatchAllRequest:
         decision = self.replica.decide(key)
+        if isinstance(decision, Decision) and decision.outcome != LookupOutcome.NOTFOUND:
+            return decision
+        # spam@ / ham@ of a managed domain reach the milter, which learns or refuses;
+        # the address maps to itself, which ends Postfix's alias expansion.
+        learn = learn_address(key)
+        if learn is not None:
+            domain = self.replica.decide(learn.domain)
+            if isinstance(domain, Decision) and domain.outcome == LookupOutcome.FOUND:
+                return Decision.found(key.lower())
+        return decision
+
+    def lookup_fast(self, key: str) -> Decision | None:
+        decision = self._decide(key)
         return decision if isinstance(decision, Decision) else None
 
     async def lookup(self, key: str) -> Decision:
-        decision = self.replica.decide(key)
+        decision = self._decide(key)
         if isinstance(decision, Decision):
             return decision
         # Concurrent first mails to one new address share one database write. The write

@@ -13,8 +13,10 @@ import logging
 
 import Milter
 
+from aliasd.milter.learn_by_mail import DISCARD
 from aliasd.milter.processing import OWN_HEADERS, Envelope, MailPath
 from aliasd.milter.replies import apply_transform
+from aliasd.milter.review import QUARANTINE, TEMPFAIL_REPLY
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,8 @@ class AliasdMilter(Milter.Base):
         env = self.env
         env.queue_id = self.getsymval("i") or None
         verdict = self.mailpath.process(env)
+        if verdict.status == DISCARD:  # addressed to the spam filter, and learned
+            return Milter.DISCARD
         if verdict.status in ("reject", "tempfail") and verdict.reply:
             code, xcode, text = verdict.reply
             self.setreply(code, xcode, text.replace("%", "%%"))
@@ -149,6 +153,13 @@ class AliasdMilter(Milter.Base):
             log.exception("could not edit headers of queue id %s", env.queue_id)
         if verdict.transform is not None:  # the reverse alias in forwarded mail
             apply_transform(self, verdict.transform, {})
+        if verdict.status == QUARANTINE:
+            try:  # Postfix's hold queue keeps it until released or deleted
+                self.quarantine(f"aliasd: held for review, score {verdict.result.score:.2f}")
+            except Exception:  # it cannot be held: the sender retries later
+                log.exception("could not hold queue id %s", env.queue_id)
+                self.setreply(*TEMPFAIL_REPLY)
+                return Milter.TEMPFAIL
         return Milter.ACCEPT
 
     def abort(self):

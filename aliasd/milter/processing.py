@@ -32,7 +32,8 @@ from aliasd.core.block_decision import (
 )
 from aliasd.db import Database
 from aliasd.mailauth.verify import AuthResults
-from aliasd.milter import authstep
+from aliasd.milter import authstep, learn_by_mail, review
+from aliasd.milter.oneclick_headers import HEADERS as ONECLICK_HEADERS
 from aliasd.milter.replies import ReplyPath, Transform, transformed_envelope
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
@@ -44,7 +45,7 @@ HEADER_RESULT = "X-Spamd-Result"
 HEADER_SPAM = "X-Spam"
 # Headers aliasd vouches for: copies arriving from outside are removed so nobody can
 # forge "not spam" (or a different alias) into a user's filters.
-OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM)
+OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM, *ONECLICK_HEADERS)
 
 
 @dataclass
@@ -83,7 +84,7 @@ class Envelope:
 class Verdict:
     """What to do with the message."""
 
-    status: str = "accept"  # accept | reject | tempfail
+    status: str = "accept"  # accept | reject | tempfail | quarantine (held, see review)
     reply: tuple[str, str, str] | None = None  # (code, enhanced code, text)
     add_headers: list[tuple[str, str]] = field(default_factory=list)
     new_subject: str | None = None  # replaces (or adds) Subject:
@@ -200,6 +201,7 @@ class MailPath:
             queue_id=envelope.queue_id,
             alias_site=next((t.site for t in targets if t.site), None),
             truncated=envelope.truncated,
+            owner_id=targets[0].owner_id if len({t.owner_id for t in targets}) == 1 else None,
         )
         try:
             result = scanner.scan(request)
@@ -245,6 +247,9 @@ class MailPath:
         if outgoing is not None:
             return Verdict(status=outgoing.status, reply=outgoing.reply, scanned=False,
                            transform=outgoing.transform)
+        learning = learn_by_mail.handle(self, envelope)  # spam@ / ham@ of our domains
+        if learning is not None:
+            return learning
         timeout = self.settings.milter_timeout
         skip_reason: str | None = None
         result: ScanResult | None = None
@@ -283,6 +288,7 @@ class MailPath:
 
         if self._only_aliases(envelope, targets):
             verdict.add_headers.extend(self._alias_headers(targets))
+            review.before_record(self, verdict, envelope, targets)
             if verdict.status == "accept" and len(targets) == 1 and not verdict.blocks:
                 verdict.transform = self.replies.forwarded(envelope, targets[0],
                                                            verdict.new_subject)
@@ -291,6 +297,7 @@ class MailPath:
         verdict.auth = authstep.finish(self.settings, auth_future, sealed, verdict, targets)
         if targets:
             self._record(envelope, targets, verdict)
+            review.after_record(self, verdict, envelope, targets)
         return verdict
 
     def _apply_result(self, verdict: Verdict, envelope: Envelope, result: ScanResult) -> None:
@@ -375,7 +382,9 @@ class MailPath:
         if result is not None:
             outcome = events.AppliedVerdict(
                 score=result.score,
-                action=str(Action.REJECT) if verdict.status == "reject" else str(result.action),
+                action=str(Action.REJECT) if verdict.status == "reject"
+                else review.QUARANTINE if verdict.status == review.QUARANTINE
+                else str(result.action),
                 is_spam=result.is_spam,
                 symbols=result.spamd_result_header().partition("; ")[2],
                 rejected=verdict.status != "accept",

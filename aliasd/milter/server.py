@@ -61,7 +61,7 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
     # An exception escaping a callback continues the message: never lose mail.
     libmilter.set_exception_policy(libmilter.CONTINUE)
     libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.DELRCPT
-                      | libmilter.ADDRCPT | libmilter.CHGFROM)
+                      | libmilter.ADDRCPT | libmilter.CHGFROM | libmilter.QUARANTINE)
     libmilter.set_connect_callback(Milter.connect_callback)
     libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
     libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))

@@ -25,6 +25,7 @@ from aliasd.scanner.message import parse_message
 from aliasd.scanner.result import Action, ScanRequest, ScanResult, Symbol
 from aliasd.scanner.rules import SCORES, RuleContext, content_rules, header_rules, sym
 from aliasd.scanner.spf import DnsLookup, check_spf
+from aliasd.scanner.user_bayes import UserBayes, classify_for_owner
 
 BLOCKLIST_TTL = 5.0  # seconds a read of the block list is reused
 COUNTER_FLUSH = 2.0  # seconds between writes of the scanned-by-action counters
@@ -93,6 +94,7 @@ class BundledScanner:
             from aliasd.mailauth.dns import spf_lookup
 
             dns_lookup = spf_lookup(settings)
+        self.user_bayes = UserBayes(database)
         self.dns_lookup = dns_lookup
         self._lock = threading.Lock()
         self._blocklist = BlockListCache(database, ttl=BLOCKLIST_TTL, server_only=True)
@@ -126,7 +128,11 @@ class BundledScanner:
             if spf_sym:
                 symbols.append(spf_sym)
         try:
-            verdict = self.bayes.classify(pm, self.settings.bayes_min_learns)
+            if self.settings.bayes_per_user and request.owner_id is not None:
+                verdict = classify_for_owner(self.bayes, self.user_bayes, pm, request.owner_id,
+                                             self.settings.bayes_min_learns)
+            else:
+                verdict = self.bayes.classify(pm, self.settings.bayes_min_learns)
         except Exception as exc:  # database down: the milter passes the message unscanned
             raise ScannerError(f"bayes: {exc}") from exc
         if verdict is not None:

@@ -37,6 +37,7 @@ class ScanRequest:
     queue_id: str | None = None
     alias_site: str | None = None  # the site of the (first) alias, for ALIAS_SITE_MISMATCH
     truncated: bool = False  # the message was larger than max_scan_size
+    owner_id: int | None = None  # the aliases' owner when one user gets it (per-user Bayes)
 
 
 @dataclass

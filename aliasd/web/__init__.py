@@ -144,6 +144,10 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     from aliasd.web import admin  # domains and users
 
     app.register_blueprint(admin.bp)
+    from aliasd.web import quarantine  # held messages, learning, one-click links
+
+    app.register_blueprint(quarantine.bp)
+    quarantine.exempt_from_csrf(csrf)
     csrf.exempt(api.bp)  # token-authenticated only: no cookie, so no CSRF to forge
     from aliasd.web import metrics  # Prometheus: /metrics and per-request counters
 

@@ -1,14 +1,14 @@
 """reverse_aliases: one address per (alias, outside correspondent) through which the
 owner replies as the alias; reply mode per domain and per alias; reply display name
 
-Revision ID: 0010_reverse_aliases
-Revises: 0011_mail_auth
+Revision ID: 0009_reverse_aliases
+Revises: 0008_mail_auth
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010_reverse_aliases"
-down_revision = "0011_mail_auth"  # after the merged ws-deliver branch
+revision = "0009_reverse_aliases"
+down_revision = "0008_mail_auth"
 branch_labels = None
 depends_on = None
 

@@ -1,12 +1,12 @@
 """mail_events.auth: SPF/DKIM/DMARC/ARC results of the incoming message in one line
 
-Revision ID: 0011_mail_auth
+Revision ID: 0008_mail_auth
 Revises: 0007_user_display_name
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0011_mail_auth"
+revision = "0008_mail_auth"
 down_revision = "0007_user_display_name"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,94 @@
+"""One-click links carried in forwarded mail: a signed, expiring token (HMAC through
+itsdangerous, keyed by the server's secret key) naming exactly one action on one
+alias: disable it, or block one sender for it. Whoever holds the link may do that one
+thing without signing in, and nothing else; a forged, altered or expired token does
+nothing at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+
+from aliasd.config import Settings
+from aliasd.core import aliases as core_aliases
+from aliasd.core import sender_blocks
+from aliasd.core.errors import AliasdError
+from aliasd.models import Alias, AliasState
+
+SALT = "aliasd-oneclick-v1"
+DISABLE = "disable"
+BLOCK = "block"
+
+
+class LinkInvalid(AliasdError):
+    """The link was altered, forged or made with another key."""
+
+
+class LinkExpired(AliasdError):
+    pass
+
+
+@dataclass(frozen=True)
+class OneClick:
+    action: str  # DISABLE | BLOCK
+    alias_id: int
+    sender: str | None = None  # BLOCK: the sender address or domain to block
+
+
+def _serializer(settings: Settings) -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(settings.secret_key, salt=SALT)
+
+
+def make_token(settings: Settings, click: OneClick) -> str:
+    payload = {"a": click.action, "i": click.alias_id}
+    if click.sender:
+        payload["s"] = click.sender
+    return _serializer(settings).dumps(payload)
+
+
+def read_token(settings: Settings, token: str) -> OneClick:
+    """The action a token names; LinkInvalid / LinkExpired otherwise."""
+    try:
+        payload = _serializer(settings).loads(token, max_age=settings.oneclick_max_age_days * 86400)
+    except SignatureExpired as exc:
+        raise LinkExpired("this link has expired; sign in to manage the alias") from exc
+    except BadSignature as exc:
+        raise LinkInvalid("this link is not valid (altered or not made by this server)") from exc
+    if not isinstance(payload, dict) or payload.get("a") not in (DISABLE, BLOCK) \
+            or not isinstance(payload.get("i"), int):
+        raise LinkInvalid("this link is not valid")
+    return OneClick(payload["a"], payload["i"], payload.get("s"))
+
+
+def link(settings: Settings, click: OneClick) -> str | None:
+    """The URL of the one-click page, or None when ``web_base_url`` is not set."""
+    if not settings.web_base_url:
+        return None
+    return f"{settings.web_base_url.rstrip('/')}/oneclick/{make_token(settings, click)}"
+
+
+def describe(session: Session, click: OneClick) -> str:
+    alias = session.get(Alias, click.alias_id)
+    address = alias.address if alias else "(an alias that no longer exists)"
+    if click.action == DISABLE:
+        return f"Disable the alias {address}"
+    return f"Block {click.sender} for the alias {address}"
+
+
+def apply(session: Session, click: OneClick) -> str:
+    """Do what the link names; returns what was done, fit to show."""
+    alias = session.get(Alias, click.alias_id)
+    if alias is None or alias.state in (AliasState.DELETED.value, AliasState.BURNED.value):
+        raise AliasdError("this alias no longer exists")
+    if click.action == DISABLE:
+        if alias.state == AliasState.DISABLED.value:
+            return f"{alias.address} was already disabled"
+        core_aliases.set_state(session, alias, AliasState.DISABLED.value)
+        return f"{alias.address} is disabled: mail to it is now refused"
+    if not click.sender:
+        raise LinkInvalid("this link is not valid")
+    block = sender_blocks.add_block(session, alias.owner_id, click.sender, alias=alias,
+                                    note="one-click link in forwarded mail")
+    return f"{block.sender} is blocked for {alias.address}"

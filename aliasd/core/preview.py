@@ -1,0 +1,44 @@
+"""A safe plain-text preview of a message for review pages: text parts as they are,
+HTML reduced to its text by nh3 (the maintained Ammonia sanitiser) with every tag
+removed, so nothing a page shows can load remote content or run script."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import html
+import re
+
+import nh3
+
+PREVIEW_CHARS = 2000
+
+
+def _html_text(markup: str) -> str:
+    # Block-level ends become line breaks before the tags go.
+    markup = re.sub(r"(?i)<\s*(br|/p|/div|/tr|/li|/h\d)\b[^>]*>", "\n", markup)
+    text = nh3.clean(markup, tags=set(), clean_content_tags={"script", "style", "title", "head"})
+    return html.unescape(text)
+
+
+def text_preview(raw: bytes, limit: int = PREVIEW_CHARS) -> str:
+    """The first ``limit`` characters of the message's readable text (never raises)."""
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        plain: str | None = None
+        markup: str | None = None
+        for part in msg.walk():
+            if part.is_multipart() or part.get_content_disposition() == "attachment":
+                continue
+            ctype = part.get_content_type()
+            if ctype == "text/plain" and plain is None:
+                plain = part.get_content()
+            elif ctype == "text/html" and markup is None:
+                markup = part.get_content()
+        text = plain if plain is not None else _html_text(markup or "")
+    except Exception:  # a broken message still gets a (raw) preview
+        text = raw.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
+        text = _html_text(text)
+    text = "".join(c for c in text if c.isprintable() or c in "\n\t")
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    return text[:limit]

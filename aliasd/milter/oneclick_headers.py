@@ -1,0 +1,56 @@
+"""The one-click headers added to forwarded mail. Headers only, never the body, so
+the original DKIM signature still verifies; a header the signer covered even when
+absent (DKIM "oversigning", ``h=`` naming it) is not added, since adding it would
+break the signature."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from aliasd.config import Settings
+from aliasd.core import oneclick
+from aliasd.core.sender_blocks import SenderBlockError, normalize_sender
+
+if TYPE_CHECKING:
+    from aliasd.core.events import AliasTarget
+    from aliasd.milter.processing import Envelope
+
+HEADER_DISABLE = "X-Aliasd-Disable"
+HEADER_BLOCK = "X-Aliasd-Block-Sender"
+HEADERS = (HEADER_DISABLE, HEADER_BLOCK)
+
+
+def _signed_names(envelope: Envelope) -> set[str]:
+    names: set[str] = set()
+    for name, value in envelope.headers:
+        if name.lower() != "dkim-signature":
+            continue
+        text = re.sub(rb"\s+", b"", value).decode("ascii", "replace")
+        match = re.search(r"(?:^|;)h=([^;]*)", text)
+        if match:
+            names.update(n.lower() for n in match.group(1).split(":"))
+    return names
+
+
+def headers_for(settings: Settings, envelope: Envelope,
+                targets: list[AliasTarget]) -> list[tuple[str, str]]:
+    if not settings.web_base_url or len(targets) != 1:
+        return []  # one message to several aliases: a link would name only one
+    target = targets[0]
+    disable = oneclick.link(settings, oneclick.OneClick(oneclick.DISABLE, target.id))
+    out = [(HEADER_DISABLE, f"<{disable}>")]
+    try:
+        sender = normalize_sender(envelope.sender) if envelope.sender else None
+    except SenderBlockError:
+        sender = None
+    if sender:
+        block = oneclick.link(settings, oneclick.OneClick(oneclick.BLOCK, target.id, sender))
+        out.append((HEADER_BLOCK, f"<{block}>"))
+    signed = _signed_names(envelope)
+    if (envelope.first_header("List-Unsubscribe") is None
+            and not signed & {"list-unsubscribe", "list-unsubscribe-post"}):
+        # RFC 8058: a POST to this URL, with no further confirmation, disables the alias.
+        out.append(("List-Unsubscribe", f"<{disable}>"))
+        out.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    return out

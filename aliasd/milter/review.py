@@ -1,0 +1,143 @@
+"""The mail path's steps for review: decide whether a message is held in Postfix's
+hold queue (quarantine), add the one-click headers, and keep recent messages for
+"this was spam / not spam". Called by :class:`aliasd.milter.processing.MailPath`;
+no milter protocol here either.
+
+Nothing is lost: a message that should be held but cannot be recorded (database
+down, quarantine full, no queue id) is deferred with 451, so the sender retries."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import TYPE_CHECKING
+
+from aliasd.core import quarantine
+from aliasd.core.preview import text_preview
+from aliasd.milter import oneclick_headers
+
+if TYPE_CHECKING:
+    from aliasd.core.events import AliasTarget
+    from aliasd.milter.processing import Envelope, MailPath, Verdict
+
+log = logging.getLogger(__name__)
+
+QUARANTINE = "quarantine"  # Verdict.status of a message to hold
+SAMPLE_QUEUE = 256  # learning copies waiting to be written; past it new ones are dropped
+TEMPFAIL_REPLY = ("451", "4.3.0", "Message could not be kept for review; try again later")
+
+
+def before_record(path: MailPath, verdict: Verdict, envelope: Envelope,
+                  targets: list[AliasTarget]) -> None:
+    """Between scan and record: the hold decision and the one-click headers."""
+    owners = {t.owner_id for t in targets}
+    if (verdict.status == "accept" and verdict.result is not None and not verdict.blocks
+            and len(owners) == 1 and path.settings.action_reject > verdict.result.score):
+        _decide_hold(path, verdict, owners.pop())
+    if verdict.status == "accept" and len({t.owner_id for t in targets}) == 1:
+        verdict.add_headers.extend(oneclick_headers.headers_for(path.settings, envelope, targets))
+
+
+def _decide_hold(path: MailPath, verdict: Verdict, owner_id: int) -> None:
+    assert verdict.result is not None
+    try:
+        with path.database.session() as session:
+            user_score = quarantine.owners_scores(session, [owner_id]).get(owner_id)
+    except Exception as exc:  # a guess never holds mail: it goes on as scanned
+        log.warning("quarantine threshold unavailable: %s", exc)
+        return
+    if quarantine.holds(path.settings, verdict.result.score, user_score):
+        verdict.status = QUARANTINE
+        verdict.new_subject = None  # a released message keeps its own Subject
+
+
+def after_record(path: MailPath, verdict: Verdict, envelope: Envelope,
+                 targets: list[AliasTarget]) -> None:
+    """Keep the message for review or learning; defer it if it must be held but can't."""
+    settings = path.settings
+    held = verdict.status == QUARANTINE
+    if not held and (settings.learn_keep_days <= 0 or verdict.status != "accept"
+                     or verdict.result is None):
+        return
+    seen = _seen(envelope, targets[0], verdict)
+    if not held:
+        # Off the SMTP answer's path: a copy for learning may be lost (queue full,
+        # crash, database down); only the chance to learn from that message goes.
+        _writer(path).put(seen)
+        return
+    try:
+        with path.database.session() as session:
+            row = quarantine.record_hold(session, settings, seen, text_preview(seen.raw))
+            log.info("queue id %s held for review as quarantine id %s (score %.2f)",
+                     envelope.queue_id, row.id, seen.score)
+    except quarantine.QuarantineFull as exc:
+        log.error("ALARM: %s; deferring queue id %s", exc, envelope.queue_id)
+        _defer(verdict)
+    except Exception as exc:
+        log.warning("could not record held message %s: %s", envelope.queue_id, exc)
+        _defer(verdict)
+
+
+class SampleWriter:
+    """Writes learning copies in a thread of its own, in the order they came."""
+
+    def __init__(self, path: MailPath) -> None:
+        self.path = path
+        self.pending: queue.Queue[quarantine.SeenMessage] = queue.Queue(SAMPLE_QUEUE)
+        self.thread = threading.Thread(target=self._run, name="aliasd-samples", daemon=True)
+        self.thread.start()
+
+    def put(self, seen: quarantine.SeenMessage) -> None:
+        try:
+            self.pending.put_nowait(seen)
+        except queue.Full:
+            log.info("learning copy of %s dropped: writer behind", seen.queue_id)
+
+    def _run(self) -> None:
+        while True:
+            seen = self.pending.get()
+            try:
+                with self.path.database.session() as session:
+                    quarantine.keep_sample(session, self.path.settings, seen)
+            except Exception as exc:
+                log.warning("could not keep a learning copy of %s: %s", seen.queue_id, exc)
+            finally:
+                self.pending.task_done()
+
+
+_writer_lock = threading.Lock()
+
+
+def _writer(path: MailPath) -> SampleWriter:
+    writer = getattr(path, "_sample_writer", None)
+    if writer is None:
+        with _writer_lock:
+            writer = getattr(path, "_sample_writer", None)
+            if writer is None:
+                writer = SampleWriter(path)
+                path._sample_writer = writer  # one per MailPath (per milter process)
+    return writer
+
+
+def _defer(verdict: Verdict) -> None:
+    verdict.status = "tempfail"
+    verdict.reply = TEMPFAIL_REPLY
+
+
+def _seen(envelope: Envelope, target: AliasTarget, verdict: Verdict) -> quarantine.SeenMessage:
+    from aliasd.milter.processing import decode_header_text
+
+    result = verdict.result
+    return quarantine.SeenMessage(
+        owner_id=target.owner_id,
+        alias_id=target.id,
+        alias_address=target.address,
+        queue_id=envelope.queue_id,
+        envelope_sender=envelope.sender,
+        from_header=decode_header_text(envelope.first_header("From")),
+        subject=decode_header_text(envelope.first_header("Subject")),
+        score=result.score if result else 0.0,
+        symbols=result.spamd_result_header().partition("; ")[2] if result else "",
+        raw=envelope.raw_message(),
+    )

@@ -1,0 +1,186 @@
+"""Quarantine and learning pages through Flask's test client on SQLite and PostgreSQL:
+who sees which held message, learning from the alias page, and the retention purge.
+(Releasing through Postfix's hold queue: tests/test_quarantine_postfix.py.)"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select
+
+from aliasd.core import aliases as core
+from aliasd.core import quarantine
+from aliasd.models import MessageSample, QuarantinedMessage, User
+from aliasd.postfix.hold_queue import HoldQueue
+from aliasd.scanner import build_scanner
+from tests.harness.webapp import add_user, make_app, page_token, signed_in
+
+SPAM = (b"From: winner@lottery.example\r\nTo: x.com@alice.example\r\nSubject: You won\r\n"
+        b"Message-ID: <won@lottery.example>\r\n\r\nClaim your prize of one million dollars, "
+        b"send your bank details today.\r\n")
+
+
+@pytest.fixture
+def world(settings, database):
+    alice = add_user(database, "alice", domain="alice.example")
+    add_user(database, "bob", domain="bob.example")
+    add_user(database, "root", admin=True)
+    with database.session() as s:
+        alias = core.create_alias(s, "x.com@alice.example", s.get(User, alice), site="x.com")
+        seen = quarantine.SeenMessage(
+            owner_id=alice, alias_id=alias.id, alias_address=alias.address, queue_id="4XyZ1abcD",
+            envelope_sender="winner@lottery.example", from_header="winner@lottery.example",
+            subject="You won <b>big</b>", score=9.5, symbols="SUBJ_ALL_CAPS(3.00)[]", raw=SPAM)
+        held = quarantine.record_hold(s, settings, seen, "Claim your prize <script>x</script>")
+        sample = quarantine.keep_sample(s, settings, seen)
+        ids = {"alias": alias.id, "held": held.id, "sample": sample.id}
+    return make_app(settings), ids
+
+
+def test_each_user_sees_only_their_held_messages_and_admins_see_all(world, database):
+    app, ids = world
+    alice, bob, root = (signed_in(app, n) for n in ("alice", "bob", "root"))
+    page = alice.get("/quarantine/").get_data(as_text=True)
+    assert "You won &lt;b&gt;big&lt;/b&gt;" in page and "winner@lottery.example" in page
+    assert "You won" not in bob.get("/quarantine/").get_data(as_text=True)
+    admin_page = root.get("/quarantine/").get_data(as_text=True)
+    assert "You won" in admin_page and '<td data-label="Owner">alice</td>' in admin_page
+    shown = alice.get(f"/quarantine/{ids['held']}").get_data(as_text=True)
+    assert "Claim your prize &lt;script&gt;" in shown and "SUBJ_ALL_CAPS" in shown
+    assert bob.get(f"/quarantine/{ids['held']}").status_code == 404
+    token = page_token(bob, "/quarantine/")
+    refused = bob.post(f"/quarantine/{ids['held']}/decide",
+                       data={"action": "release", "csrf_token": token})
+    assert refused.status_code == 404
+    with database.session() as s:
+        assert s.get(QuarantinedMessage, ids["held"]).state == "held"
+
+
+def test_this_was_spam_on_the_alias_page_teaches_the_filter(world, settings, database):
+    app, ids = world
+    alice, bob = signed_in(app, "alice"), signed_in(app, "bob")
+    page = alice.get(f"/aliases/{ids['alias']}").get_data(as_text=True)
+    assert "Teach the spam filter" in page and "This was spam" in page
+    token = page_token(alice, f"/aliases/{ids['alias']}")
+    assert bob.post(f"/learn/{ids['sample']}", data={
+        "verdict": "spam", "csrf_token": page_token(bob, "/")}).status_code == 404
+    scanner = build_scanner(settings, database)
+    before = scanner.stats().get("bayes_learned_spam", 0)
+    done = alice.post(f"/learn/{ids['sample']}", data={"verdict": "spam", "csrf_token": token},
+                      follow_redirects=True)
+    assert "The filter learned this message as spam." in done.get_data(as_text=True)
+    assert scanner.stats().get("bayes_learned_spam", 0) == before + 1
+    with database.session() as s:
+        assert s.get(MessageSample, ids["sample"]).learned_as == "spam"
+    bad = alice.post(f"/learn/{ids['sample']}", data={"verdict": "maybe", "csrf_token": token})
+    assert bad.status_code == 400
+
+
+def test_purge_drops_old_learning_copies_but_keeps_those_of_held_messages(world, settings,
+                                                                          database):
+    _app, ids = world
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(days=settings.learn_keep_days + 1)
+    with database.session() as s:
+        result = quarantine.purge(s, HoldQueue(settings), settings, now=later)
+    assert result.samples_dropped == 1 and result.held_deleted == 0
+    with database.session() as s:
+        assert s.get(MessageSample, ids["sample"]).raw is None
+        held = s.get(QuarantinedMessage, ids["held"])
+        assert held.state == "held" and s.get(MessageSample, held.sample_id).raw == SPAM
+        # learning from a purged copy says so
+        with pytest.raises(quarantine.InvalidTransition, match="already purged"):
+            quarantine.learn_from(database, ids["sample"], lambda raw, spam: "learned",
+                                  is_spam=True)
+
+
+def test_quarantine_full_refuses_to_hold_more(settings, database):
+    alice = add_user(database, "alice", domain="alice.example")
+    tight = settings.with_overrides(quarantine_max_held=1)
+    with database.session() as s:
+        alias = core.create_alias(s, "y.com@alice.example", s.get(User, alice), site="y.com")
+        seen = quarantine.SeenMessage(alice, alias.id, alias.address, "5QWERTy1", "a@b.example",
+                                      None, "s", 7.0, "", b"Subject: s\r\n\r\nbody\r\n")
+        quarantine.record_hold(s, tight, seen, "body")
+        with pytest.raises(quarantine.QuarantineFull, match=r"quarantine full \(1 messages held\)"):
+            quarantine.record_hold(s, tight, seen, "body")
+
+
+def test_thresholds_hold_between_quarantine_and_reject_and_users_may_opt_out(settings):
+    s = settings.with_overrides(quarantine_score=6.0)
+    assert quarantine.holds(s, 6.0, None) and quarantine.holds(s, 14.9, None)
+    assert not quarantine.holds(s, 5.9, None) and not quarantine.holds(s, 15.0, None)
+    assert not quarantine.holds(s, 9.0, 0.0)  # the user turned it off
+    assert quarantine.holds(s, 4.0, 3.0)  # the user holds from 3
+    assert not quarantine.holds(settings, 9.0, None)  # off by default
+
+
+@pytest.mark.parametrize("bad", ["ALL", "all", "-d", "../x", "ABC DEF", ""])
+def test_hold_queue_refuses_anything_but_a_queue_id(settings, bad):
+    from aliasd.postfix.hold_queue import HoldQueueError
+
+    with pytest.raises(HoldQueueError, match="not a Postfix queue id"):
+        HoldQueue(settings).release(bad)
+
+
+def test_learning_mail_needs_smtp_auth_or_a_trusted_network():
+    from aliasd.core.learn_mailbox import authenticated, learn_address
+
+    nets = ["127.0.0.0/8", "2001:db8::/32"]
+    assert authenticated("127.0.0.1", None, nets) and authenticated("2001:db8::5", None, nets)
+    assert authenticated("198.51.100.7", "alice", nets)  # SMTP AUTH from anywhere
+    assert not authenticated("198.51.100.7", None, nets)
+    assert not authenticated(None, None, nets) and not authenticated("junk", None, nets)
+    assert learn_address("SPAM@Example.NET").is_spam
+    assert not learn_address("ham@example.net").is_spam
+    assert learn_address("spam+x@example.net") is None and learn_address("spam") is None
+
+
+def test_a_user_sets_their_own_quarantine_score_on_the_page(world, database):
+    app, _ids = world
+    alice = signed_in(app, "alice")
+    token = page_token(alice, "/quarantine/")
+    page = alice.post("/quarantine/threshold", data={"score": "4.5", "csrf_token": token},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "Your mail scoring from 4.5 up to the reject score 15 is held here." in page
+    page = alice.post("/quarantine/threshold", data={"score": "99", "csrf_token": token},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "between 0 and the reject score 15" in page
+    alice.post("/quarantine/threshold", data={"score": "0", "csrf_token": token})
+    with database.session() as s:
+        assert s.scalar(select(User.quarantine_score).where(User.username == "alice")) == 0
+        assert s.scalar(select(User.quarantine_score).where(User.username == "bob")) is None
+
+
+def test_cli_sets_and_shows_a_users_quarantine_score(settings, database):
+    from tests.harness.cli import run_cli_in_process, settings_env
+
+    add_user(database, "carol")
+    env = settings_env(settings)
+    env["ALIASD_QUARANTINE_SCORE"] = "8"
+    shown = run_cli_in_process(env, ("quarantine", "threshold", "carol"))
+    assert shown.stdout.strip() == "carol: held from score 8 (server default)"
+    done = run_cli_in_process(env, ("quarantine", "threshold", "carol", "0"))
+    assert done.stdout.strip() == "carol: never held (own setting)"
+    bad = run_cli_in_process(env, ("quarantine", "threshold", "carol", "20"))
+    assert bad.returncode == 1 and "between 0 and the reject score 15" in bad.stderr
+    listed = run_cli_in_process(env, ("quarantine", "list", "--user", "carol", "--json"))
+    assert listed.returncode == 0 and listed.stdout.strip() == "[]"
+    nobody = run_cli_in_process(env, ("quarantine", "list", "--user", "nobody"))
+    assert nobody.returncode == 1 and "nobody" in nobody.stderr
+    missing = run_cli_in_process(env, ("quarantine", "release", "424242"))
+    assert missing.returncode == 1 and "no quarantined message 424242" in missing.stderr
+
+
+def test_cli_lists_one_users_held_messages(world, settings):
+    import json
+
+    from tests.harness.cli import run_cli_in_process, settings_env
+
+    env = settings_env(settings)
+    alice = run_cli_in_process(env, ("quarantine", "list", "--user", "alice", "--json"))
+    assert [r["subject"] for r in json.loads(alice.stdout)] == ["You won <b>big</b>"]
+    bob = run_cli_in_process(env, ("quarantine", "list", "--user", "bob", "--json"))
+    assert json.loads(bob.stdout) == []
+    text = run_cli_in_process(env, ("quarantine", "list"))
+    assert "x.com@alice.example  from winner@lottery.example  You won <b>big</b>" in text.stdout
