@@ -87,6 +87,9 @@ class Settings:
     subject_prefix: str = "***SPAM***"
     bayes_min_learns: int = 200
     spf_enabled: bool = False
+    # Rule files or directories (SpamAssassin syntax) loaded after aliasd's own
+    # (aliasd/data/rules), e.g. "/usr/share/spamassassin" from Debian's spamassassin.
+    scanner_rules: list[str] = field(default_factory=list)
 
     # blocklist (header_checks) and auto-block policy
     blocklist_file: str = ""  # empty: data_dir/header_checks

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from aliasd.config import Settings
 from aliasd.core.block_decision import BlockListCache, Sender, server_block
 from aliasd.db import Database
+from aliasd.scanner import evidence, filerules
 from aliasd.scanner.base import LearnOutcome, ScannerError
 from aliasd.scanner.bayes import (
     C_LEARNED_HAM,
@@ -99,6 +100,7 @@ class BundledScanner:
         self._blocklist = BlockListCache(database, ttl=BLOCKLIST_TTL, server_only=True)
         self._pending: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
+        self.rules, self._own_rules = filerules.load(tuple(settings.scanner_rules))
         atexit.register(self._flush_quietly)
 
     # --- scanning -----------------------------------------------------------------
@@ -114,6 +116,10 @@ class BundledScanner:
         try:
             symbols.extend(header_rules(ctx))
             symbols.extend(content_rules(ctx))
+            symbols.extend(evidence.url_rules(pm))
+            symbols.extend(evidence.html_rules(pm))
+            symbols.extend(filerules.file_rule_symbols(
+                self.rules, self._own_rules, pm, request, {s.name for s in symbols} | set(SCORES)))
         except Exception as exc:  # noqa: BLE001 - a rule bug must not lose the message
             raise ScannerError(f"rule failed: {exc}") from exc
         if self.settings.spf_enabled:
