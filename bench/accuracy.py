@@ -33,6 +33,7 @@ from aliasd.scanner.result import ScanRequest  # noqa: E402
 
 ANCHORS = [("rspamd 3.4 rules + Bayes", 0.48, 90.8), ("SpamAssassin 4.0 rules + Bayes", 0.48, 95.0)]
 TARGET = (0.25, 96.0)
+EXTRA_RULES: list[str] = []  # --rules
 
 
 def main() -> int:
@@ -45,9 +46,13 @@ def main() -> int:
     ap.add_argument("--time", action="store_true",
                     help="learn easy-ham-1 + spam-1, scan easy-ham-2, hard-ham-1, spam-2")
     ap.add_argument("--logo", action="store_true", help="leave one group out, for each group")
+    ap.add_argument("--rules", action="append", default=[],
+                    help="extra rule file or directory (scanner_rules), e.g. /usr/share/spamassassin")
     ap.add_argument("--group", default="", help="with --logo: leave out only this group")
     ap.add_argument("--limit", type=int, default=0, help="scan at most this many per group (quick runs)")
     args = ap.parse_args()
+    global EXTRA_RULES
+    EXTRA_RULES = list(args.rules)
 
     samples = load()
     train, test = split(samples)
@@ -63,7 +68,7 @@ def main() -> int:
     url = args.db or f"sqlite:///{tmp}/bench.db"
     db = Database(url, timeout=60)
     db.upgrade()
-    settings = load_settings(environ={}, data_dir=tmp, database_url=url)
+    settings = load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES)
     scanner = BundledScanner(settings, db)
 
     t0 = time.perf_counter()
@@ -135,7 +140,7 @@ def fresh_scanner() -> tuple[BundledScanner, Database, str]:
     url = f"sqlite:///{tmp}/bench.db"
     db = Database(url, timeout=60)
     db.upgrade()
-    return BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url), db), db, tmp
+    return BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES), db), db, tmp
 
 
 def limited(samples: list, limit: int) -> list:
@@ -236,7 +241,7 @@ def cross_validate(train: list, dump_path: str = "") -> int:
         url = f"sqlite:///{tmp}/bench.db"
         db = Database(url, timeout=60)
         db.upgrade()
-        scanner = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url), db)
+        scanner = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES), db)
         learn(scanner, learn_set)
         for s in scan_set:
             r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))
