@@ -31,7 +31,10 @@ SHORTENERS = frozenset({
     "1url.com", "snipurl.com", "u.to", "clck.ru", "urlz.fr", "t2m.io", "soo.gd",
 })
 
-_ANCHOR = re2.compile(r"(?is)<a\s[^>]*?href\s*=\s*[\"']?([^\"'\s>]{1,1000})[^>]*>(.{0,500}?)</a")
+# the href of an <a> tag (read from the tag only: at most MAX_TAG characters)
+_HREF = re.compile(r"""\shref\s{0,20}=\s{0,20}["']?([^"'\s>]{1,1000})""", re.I)
+MAX_TAG = 2000
+MAX_ANCHOR_TEXT = 500
 _TAG = re.compile(r"<[^<>]{0,2000}>")
 # a host name or URL written as the anchor's text
 _TEXT_HOST = re.compile(r"^(?:https?://)?((?:[a-z0-9-]{1,63}\.){1,10}[a-z]{2,24})(?:[/:?#]\S{0,500})?$", re.I)
@@ -62,7 +65,7 @@ def url_rules(pm: ParsedMessage) -> Iterator[object]:
     if len(sites) >= MANY_DOMAINS:
         yield sym("URL_MANY_DOMAINS", str(len(sites)))
     markup = pm.html_raw[:HTML_SCAN]
-    odd = _obfuscated(markup + "\n" + pm.text_plain[:HTML_SCAN])
+    odd = _obfuscated(markup) or _obfuscated(pm.text_plain[:HTML_SCAN])
     if odd:
         yield sym("URL_OBFUSCATED", odd)
     if markup:
@@ -84,14 +87,31 @@ def _obfuscated(text: str) -> str | None:
     return None
 
 
+def _anchors(markup: str) -> Iterator[tuple[str, str]]:
+    """(href, inner markup) of the first MAX_ANCHORS links: found with str.find, each
+    tag and text read within a bounded window, so the cost is linear in the markup."""
+    low = markup.lower()
+    pos = 0
+    for _ in range(MAX_ANCHORS):
+        start = low.find("<a", pos)
+        if start < 0:
+            return
+        pos = start + 2
+        if pos >= len(low) or not low[pos].isspace():
+            continue
+        close = low.find(">", pos, pos + MAX_TAG)
+        if close < 0:
+            continue
+        m = _HREF.search(markup, pos - 1, close)
+        end = low.find("</a", close, close + MAX_ANCHOR_TEXT)
+        if m and end >= 0:
+            yield m.group(1), markup[close + 1 : end]
+            pos = end
+
+
 def _anchor_mismatch(markup: str) -> tuple[str, str] | None:
     """The first link whose text is a host name or URL of another site than it leads to."""
-    if "<a" not in markup.lower():
-        return None
-    for i, m in enumerate(_ANCHOR.finditer(markup)):
-        if i >= MAX_ANCHORS:
-            break
-        href, inner = m.group(1), m.group(2)
+    for href, inner in _anchors(markup):
         hm = _URL_AUTH.match(href)
         if not hm:
             continue
@@ -112,18 +132,19 @@ def html_rules(pm: ParsedMessage) -> Iterator[object]:
     markup = pm.html_raw[:HTML_SCAN]
     if not markup:
         return
-    hidden = _hidden_words(markup)
-    if hidden >= HIDDEN_WORDS:
-        yield sym("HTML_HIDDEN_TEXT", f"{hidden} words")
-    if _WHITE_FONT.search(markup) and not _DARK_BG.search(markup):
+    low = markup.lower()
+    if "display" in low or "visibility" in low or "font-size" in low:
+        hidden = _hidden_words(markup, low)
+        if hidden >= HIDDEN_WORDS:
+            yield sym("HTML_HIDDEN_TEXT", f"{hidden} words")
+    if "color" in low and _WHITE_FONT.search(markup) and not _DARK_BG.search(markup):
         yield sym("HTML_FONT_INVISIBLE")
 
 
-def _hidden_words(markup: str) -> int:
+def _hidden_words(markup: str, low: str) -> int:
     """Words inside elements styled to be invisible (up to the element's likely end:
     the next closing tag of its kind, at most 20,000 characters on)."""
     total = 0
-    low = markup.lower()
     for i, m in enumerate(_HIDDEN_OPEN.finditer(markup)):
         if i >= 200:
             break
