@@ -25,6 +25,6 @@ setup(
     ],
     package_dir=RESOURCE_DIRS,
     # Data files inside the package: templates, units, shipped lists (ordinary headers, ...).
-    package_data={"": ["*.html", "*.mako", "*.css", "*.js", "*.service", "*.path", "*.timer", "*.conf",
-                       "*.txt", "*.json", "*.toml", "*.csv"]},
+    package_data={"": ["*.html", "*.mako", "*.css", "*.js", "*.service", "*.path", "*.timer",
+                       "*.conf", "*.txt", "*.json", "*.toml", "*.csv", "*.cf"]},
 )

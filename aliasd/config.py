@@ -112,6 +112,9 @@ class Settings:
     web_base_url: str = ""  # e.g. https://aliases.example.net
     oneclick_max_age_days: int = 60
     spf_enabled: bool = False
+    # Rule files or directories (SpamAssassin syntax) loaded after aliasd's own
+    # (aliasd/data/rules), e.g. "/usr/share/spamassassin" from Debian's spamassassin.
+    scanner_rules: list[str] = field(default_factory=list)
 
     # blocklist (header_checks) and auto-block policy
     blocklist_file: str = ""  # empty: data_dir/header_checks

@@ -3,6 +3,8 @@
     python bench/accuracy.py            # learn the 80 %, scan the 20 %
     python bench/accuracy.py --tune     # learn/scan inside the 80 % only (for tuning)
     python bench/accuracy.py --cv       # 5-fold cross-validation inside the 80 % (for tuning)
+    python bench/accuracy.py --time     # learn the older groups, scan the newer ones
+    python bench/accuracy.py --logo     # leave one group out, five times
 
 Prints the false-positive rate on ham and spam recall at the default thresholds
 (spam = action 'add header' or worse), against the anchors the scanner is judged by."""
@@ -21,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from corpus import cv_folds, load, split, tuning_split  # noqa: E402
+from corpus import bucket, cv_folds, group_of, load, logo_splits, split, time_split, tuning_split  # noqa: E402
 
 from aliasd.config import load_settings  # noqa: E402
 from aliasd.db import Database  # noqa: E402
@@ -31,6 +33,7 @@ from aliasd.scanner.result import ScanRequest  # noqa: E402
 
 ANCHORS = [("rspamd 3.4 rules + Bayes", 0.48, 90.8), ("SpamAssassin 4.0 rules + Bayes", 0.48, 95.0)]
 TARGET = (0.25, 96.0)
+EXTRA_RULES: list[str] = []  # --rules
 
 
 def main() -> int:
@@ -40,19 +43,32 @@ def main() -> int:
     ap.add_argument("--dump", default="", help="write one JSON line per scanned message")
     ap.add_argument("--show", type=int, default=0, help="print this many misclassified names")
     ap.add_argument("--cv", action="store_true", help="5-fold cross-validation inside the 80 %%")
+    ap.add_argument("--time", action="store_true",
+                    help="learn easy-ham-1 + spam-1, scan easy-ham-2, hard-ham-1, spam-2")
+    ap.add_argument("--logo", action="store_true", help="leave one group out, for each group")
+    ap.add_argument("--rules", action="append", default=[],
+                    help="extra rule file or directory (scanner_rules), e.g. /usr/share/spamassassin")
+    ap.add_argument("--group", default="", help="with --logo: leave out only this group")
+    ap.add_argument("--limit", type=int, default=0, help="scan at most this many per group (quick runs)")
     args = ap.parse_args()
+    global EXTRA_RULES
+    EXTRA_RULES = list(args.rules)
 
     samples = load()
     train, test = split(samples)
     if args.cv:
-        return cross_validate(train)
+        return cross_validate(train, args.dump)
+    if args.time:
+        return time_shifted(samples, args)
+    if args.logo:
+        return leave_one_group_out(samples, args)
     if args.tune:
         train, test = tuning_split(train)
     tmp = tempfile.mkdtemp(prefix="aliasd-bench-")
     url = args.db or f"sqlite:///{tmp}/bench.db"
     db = Database(url, timeout=60)
     db.upgrade()
-    settings = load_settings(environ={}, data_dir=tmp, database_url=url)
+    settings = load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES)
     scanner = BundledScanner(settings, db)
 
     t0 = time.perf_counter()
@@ -119,18 +135,123 @@ def learn(scanner: BundledScanner, train: list) -> collections.Counter[str]:
     return outcomes
 
 
-def cross_validate(train: list) -> int:
+def fresh_scanner() -> tuple[BundledScanner, Database, str]:
+    tmp = tempfile.mkdtemp(prefix="aliasd-bench-")
+    url = f"sqlite:///{tmp}/bench.db"
+    db = Database(url, timeout=60)
+    db.upgrade()
+    return BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES), db), db, tmp
+
+
+def limited(samples: list, limit: int) -> list:
+    if not limit:
+        return samples
+    per: dict[str, list] = collections.defaultdict(list)
+    for s in samples:
+        per[group_of(s)].append(s)
+    return [s for group in per.values() for s in group[:limit]]
+
+
+def scan_groups(train: list, tests: dict[str, list], dump) -> dict[str, dict[str, tuple[int, int]]]:
+    """Learn ``train`` once, scan each named test set; per set and corpus group
+    (flagged, scanned)."""
+    scanner, db, tmp = fresh_scanner()
+    try:
+        learn(scanner, train)
+        scanner.bayes.load_snapshot()
+        out: dict[str, dict[str, tuple[int, int]]] = {}
+        for label, samples in tests.items():
+            per: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+            for s in samples:
+                r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))
+                per[group_of(s)][0] += r.is_spam
+                per[group_of(s)][1] += 1
+                if dump:
+                    v = scanner.bayes.classify(parse_message(s.raw), 1)
+                    dump.write(json.dumps({
+                        "set": label, "name": s.name, "spam": s.is_spam, "score": r.score,
+                        "p": v.probability if v else 0.5, "k": v.tokens_used if v else 0,
+                        "symbols": {x.name: x.score for x in r.symbols}}) + "\n")
+            out[label] = {g: (a, b) for g, (a, b) in sorted(per.items())}
+        return out
+    finally:
+        scanner.close()
+        db.dispose()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def print_groups(label: str, per: dict[str, tuple[int, int]]) -> None:
+    ham = [v for g, v in per.items() if "ham" in g]
+    spam = [v for g, v in per.items() if "spam" in g]
+    cells = []
+    for g, (flagged, n) in per.items():
+        if "ham" in g:
+            cells.append(f"{g} FP {100.0 * flagged / n:.2f}% ({flagged}/{n})")
+        else:
+            cells.append(f"{g} recall {100.0 * flagged / n:.1f}% ({flagged}/{n})")
+    total = []
+    if ham:
+        f, n = sum(a for a, _ in ham), sum(b for _, b in ham)
+        total.append(f"FP {100.0 * f / n:.2f}% ({f}/{n})")
+    if spam:
+        f, n = sum(a for a, _ in spam), sum(b for _, b in spam)
+        total.append(f"recall {100.0 * f / n:.1f}% ({f}/{n})")
+    print(f"{label}: {', '.join(total)}\n    " + "; ".join(cells))
+
+
+def time_shifted(samples: list, args) -> int:
+    """Learn the older groups, scan the newer: validation half (where constants may be
+    chosen) and report half (never used for a choice) printed apart."""
+    train, val, report = time_split(samples)
+    dump = open(args.dump, "w") if args.dump else None  # noqa: SIM115
+    t0 = time.perf_counter()
+    res = scan_groups(train, {"validation": limited(val, args.limit),
+                              "report": limited(report, args.limit)}, dump)
+    print(f"time-shifted: learned {len(train)} (easy-ham-1 + spam-1) in {time.perf_counter() - t0:.0f}s")
+    print_groups("  validation half (for choosing constants)", res["validation"])
+    print_groups("  report half (never tuned on)", res["report"])
+    both = {g: tuple(a + b for a, b in zip(res["validation"].get(g, (0, 0)), res["report"].get(g, (0, 0)),
+                                             strict=True)) for g in res["report"]}
+    print_groups("  all newer mail", both)
+    return 0
+
+
+def leave_one_group_out(samples: list, args) -> int:
+    dump = open(args.dump, "w") if args.dump else None  # noqa: SIM115
+    print("leave one group out: learn the other four groups, scan the one left out "
+          "(validation half | report half, by the hash time_split uses)")
+    for group, train, test in logo_splits(samples):
+        if args.group and group != args.group:
+            continue
+        val = [s for s in test if bucket(s.name, "time:") < 2]
+        report = [s for s in test if bucket(s.name, "time:") >= 2]
+        res = scan_groups(train, {"validation": limited(val, args.limit),
+                                  "report": limited(report, args.limit)}, dump)
+        print_groups(f"  {group} left out, validation", res["validation"])
+        print_groups(f"  {group} left out, report", res["report"])
+    return 0
+
+
+def cross_validate(train: list, dump_path: str = "") -> int:
     """Learn four folds of the 80 %, scan the fifth, five times; sum the errors."""
     fp = fn = hams = spams = 0
+    dump = open(dump_path, "w") if dump_path else None  # noqa: SIM115
     for learn_set, scan_set in cv_folds(train):
         tmp = tempfile.mkdtemp(prefix="aliasd-bench-cv-")
         url = f"sqlite:///{tmp}/bench.db"
         db = Database(url, timeout=60)
         db.upgrade()
-        scanner = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url), db)
+        scanner = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES), db)
         learn(scanner, learn_set)
         for s in scan_set:
-            spam = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from)).is_spam
+            r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))
+            spam = r.is_spam
+            if dump:
+                v = scanner.bayes.classify(parse_message(s.raw), 1)
+                dump.write(json.dumps({
+                    "set": "cv", "name": s.name, "spam": s.is_spam, "score": r.score,
+                    "p": v.probability if v else 0.5, "k": v.tokens_used if v else 0,
+                    "symbols": {x.name: x.score for x in r.symbols}}) + "\n")
             if s.is_spam:
                 spams += 1
                 fn += not spam

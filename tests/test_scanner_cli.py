@@ -94,3 +94,34 @@ def test_clear_errors(aliasd_cli, tmp_path):
     proc = aliasd_cli("learn-spam", "-q", str(tmp_path / "nope"), check=False)
     assert proc.returncode == 1
     assert "failed: 1" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def test_scan_many_inputs_in_one_run_text_and_json(aliasd_cli, tmp_path):
+    import json
+
+    maildir = make_maildir(tmp_path / "Inbox", HAM[:2])
+    mbox = make_mbox(tmp_path / "box.mbox", SPAM[:3])
+    plain = tmp_path / "dir"
+    plain.mkdir()
+    shutil.copy(MAIL / HAM[3], plain / "one.eml")
+    single = MAIL / SPAM[3]
+    proc = aliasd_cli("scan", "--json", str(single), str(maildir), str(mbox), str(plain), env_extra=ENV)
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == 1 + 2 + 3 + 1
+    assert rows[0]["file"] == str(single)
+    assert [r["file"] for r in rows[3:6]] == [f"{mbox}#1", f"{mbox}#2", f"{mbox}#3"]
+    for r in rows:
+        assert {"file", "action", "score", "is_spam", "symbols"} <= set(r)
+        assert isinstance(r["score"], float) and isinstance(r["is_spam"], bool)
+        assert all(set(v) == {"score", "options"} for v in r["symbols"].values())
+    pharmacy = rows[3]  # spam_pharmacy.eml, the first message of the mbox
+    assert "AL_PHARMA_SUBJ" in pharmacy["symbols"]
+
+    # text: one rspamc block per message, a blank line between blocks
+    proc = aliasd_cli("scan", str(mbox), str(tmp_path / "gone.eml"), check=False, env_extra=ENV)
+    assert proc.returncode == 1  # something could not be read; the rest was scanned
+    assert "cannot read" in proc.stderr and "gone.eml" in proc.stderr
+    blocks = proc.stdout.strip().split("\n\n")
+    assert len(blocks) == 3
+    assert all(b.splitlines()[0].startswith(f"Results for file: {mbox}#") for b in blocks)
+    assert all("Action: " in b and "Score: " in b for b in blocks)

@@ -1,9 +1,10 @@
 """aliasd learn-spam | learn-ham | scan | stat: the scanner from the command line,
-printing what rspamc prints."""
+printing what rspamc prints (``scan --json``: one JSON object per message, for scripts)."""
 
 from __future__ import annotations
 
 import collections
+import json
 import mailbox
 import sys
 import time
@@ -14,7 +15,7 @@ import click
 
 from aliasd.cli.common import echo_err, state
 from aliasd.scanner import LearnOutcome, ScannerError, ScanRequest, build_scanner
-from aliasd.scanner.result import Action
+from aliasd.scanner.result import Action, ScanResult
 
 LEARN_BATCH = 100  # messages per database transaction when learning
 
@@ -173,51 +174,85 @@ def learn_ham(paths: tuple[str, ...], quiet: bool) -> None:
 
 
 @click.command("scan")
-@click.argument("file", type=click.Path(allow_dash=True))
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--from", "envelope_from", default="", help="Envelope sender (MAIL FROM).")
 @click.option("--rcpt", multiple=True, help="Envelope recipient (RCPT TO); repeatable.")
 @click.option("--ip", "client_addr", default=None, help="Address of the sending client.")
 @click.option("--helo", default=None, help="HELO name of the sending client.")
 @click.option("--site", "alias_site", default=None, help="The site the alias was given to.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per message and line.")
 def scan(
-    file: str,
+    paths: tuple[str, ...],
     envelope_from: str,
     rcpt: tuple[str, ...],
     client_addr: str | None,
     helo: str | None,
     alias_site: str | None,
+    as_json: bool,
 ) -> None:
-    """Scan one message and print the result as rspamc does."""
-    if file == "-":
-        raw, label = sys.stdin.buffer.read(), "stdin"
-    else:
-        try:
-            raw, label = Path(file).read_bytes(), file
-        except OSError as exc:
-            raise click.ClickException(f"cannot read {file}: {exc.strerror or exc}") from exc
+    """Scan messages and print one result per message as rspamc does: files, '-' (standard
+    input), directories, Maildirs (cur/ and new/) and mbox files, in one run. Exits 1 when
+    some input could not be read (the rest is still scanned)."""
+    sources: list[Source] = []
+    problems: list[str] = []
+    files = tuple(p for p in paths if p != "-")
+    if "-" in paths:
+        data = sys.stdin.buffer.read()
+        sources.append(Source("stdin", lambda: data))
+    found, problems = collect(files) if files else ([], [])
+    sources.extend(found)
+    for problem in problems:
+        echo_err(f"warning: cannot read {problem}")
     st = state()
     settings = st.settings
     db = st.database() if settings.scanner_backend == "bundled" else None
     scanner = build_scanner(settings, db)
-    started = time.monotonic()
+    unreadable = len(problems)
     try:
-        result = scanner.scan(
-            ScanRequest(
-                message=raw,
-                envelope_from=envelope_from,
-                recipients=list(rcpt),
-                client_addr=client_addr,
-                helo=helo,
-                alias_site=alias_site,
-            )
-        )
-    except ScannerError as exc:
-        raise click.ClickException(f"scan failed: {exc}") from exc
+        for n, src in enumerate(sources):
+            try:
+                raw = src.load()
+            except OSError as exc:
+                echo_err(f"warning: {src.label}: cannot read: {exc.strerror or exc}")
+                unreadable += 1
+                continue
+            started = time.monotonic()
+            try:
+                result = scanner.scan(ScanRequest(
+                    message=raw, envelope_from=envelope_from, recipients=list(rcpt),
+                    client_addr=client_addr, helo=helo, alias_site=alias_site,
+                ))
+            except ScannerError as exc:
+                raise click.ClickException(f"scan failed: {exc}") from exc
+            elapsed = time.monotonic() - started
+            if as_json:
+                click.echo(json.dumps(_as_dict(src.label, result, elapsed)))
+            else:
+                if n:
+                    click.echo("")  # a blank line between blocks, as rspamc prints
+                _print_block(src.label, result, elapsed)
     finally:
         close = getattr(scanner, "close", None)
         if close:
             close()
-    elapsed = time.monotonic() - started
+    if unreadable:
+        raise SystemExit(1)
+
+
+def _as_dict(label: str, result: ScanResult, elapsed: float) -> dict:
+    return {
+        "file": label,
+        "action": result.action.value,
+        "score": result.score,
+        "required_score": result.required_score,
+        "is_spam": result.is_spam,
+        "symbols": {s.name: {"score": s.score, "options": list(s.options)} for s in result.symbols},
+        "message_id": result.message_id.strip("<>") if result.message_id else None,
+        "seconds": round(elapsed, 4),
+    }
+
+
+def _print_block(label: str, result: ScanResult, elapsed: float) -> None:
     click.echo(f"Results for file: {label} ({elapsed:.3f} seconds)")
     click.echo("[Metric: default]")
     click.echo(f"Action: {result.action.value}")

@@ -92,6 +92,7 @@ class ParsedMessage:
     text_plain: str = ""
     text_html: str = ""  # tags stripped
     html_raw_len: int = 0
+    html_raw: str = ""  # the HTML parts as written (first MAX_TEXT characters): HTML and URL evidence
     has_plain: bool = False
     has_html: bool = False
     attachments: list[str] = field(default_factory=list)  # content types of non-text parts
@@ -194,6 +195,7 @@ def _fill(pm: ParsedMessage) -> None:
 
     plain: list[str] = []
     htmls: list[str] = []
+    raw_htmls: list[str] = []
     size = 0
     for part in msg.walk():
         pm.parts += 1
@@ -219,6 +221,7 @@ def _fill(pm: ParsedMessage) -> None:
             else:
                 pm.has_html = True
                 pm.html_raw_len += len(text)
+                raw_htmls.append(text)
                 for href in _HREF.findall(text):
                     m = _URL_FULL.match(href)
                     if m:
@@ -230,6 +233,7 @@ def _fill(pm: ParsedMessage) -> None:
             pm.attachments.append(ctype)
     pm.text_plain = "\n".join(plain)[:MAX_TEXT]
     pm.text_html = "\n".join(htmls)[:MAX_TEXT]
+    pm.html_raw = "\n".join(raw_htmls)[:MAX_TEXT]
     for m in _URL_FULL.finditer(pm.text_plain):
         pm.url_hosts.append(m.group(1).lower())
         pm.url_paths.append(m.group(2) or "")

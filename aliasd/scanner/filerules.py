@@ -1,0 +1,77 @@
+"""The rules loaded from rule files (aliasd/scanner/rulefile.py) as scanner symbols:
+aliasd's own rule files always, extra files or directories from ``scanner_rules``
+(SpamAssassin's published rules, say). Loaded once per process per list of paths,
+with a startup report of what was loaded and what was skipped."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+
+from aliasd.scanner.message import ParsedMessage, decode_header_value
+from aliasd.scanner.result import ScanRequest, Symbol
+from aliasd.scanner.rulefile import HeaderView, RuleSet
+
+log = logging.getLogger(__name__)
+
+BUILTIN = Path(__file__).resolve().parent.parent / "data" / "rules"
+BODY_SCAN = 50_000  # characters of text the body rules read (SpamAssassin: body_part_scan_size)
+RAW_SCAN = 200_000  # characters of raw body and message the rawbody/full rules read
+MAX_URIS = 200
+# Rules from other files than aliasd's own count at this fraction of their score:
+# SpamAssassin's scores were fitted for its threshold of 5 alongside its network tests
+# and its own Bayes; here they add to rules and a Bayes of our own, against a
+# threshold of 6.
+EXTRA_WEIGHT = 1.0
+
+
+@functools.cache
+def load(paths: tuple[str, ...] = ()) -> tuple[RuleSet, frozenset[str]]:
+    """The rule set for these extra paths (aliasd's own first), and the names that came
+    from aliasd's own files. Logs what was loaded and skipped."""
+    own = RuleSet()
+    own.load_paths([BUILTIN])
+    own_names = frozenset(own.rules)
+    rules = RuleSet()
+    rules.load_paths([BUILTIN, *paths])
+    log.info("scanner rules: %s", rules.report.summary())
+    for warning in rules.report.warnings[:50]:
+        log.warning("rule file: %s", warning)
+    return rules, own_names
+
+
+def texts(pm: ParsedMessage) -> dict[str, str]:
+    """What each kind of rule reads, as SpamAssassin defines it: body is the subject and
+    the decoded text, paragraphs on lines of their own; rawbody the decoded parts with
+    their markup; uri one link a line; full the raw message."""
+    text = pm.text[:BODY_SCAN]
+    paragraphs = (" ".join(p.split()) for p in text.split("\n\n"))
+    body = (pm.subject or "") + "\n" + "\n".join(p for p in paragraphs if p)
+    uris = "\n".join(
+        f"http://{h}{p}" for h, p in zip(pm.url_hosts[:MAX_URIS], pm.url_paths[:MAX_URIS], strict=False)
+    )
+    return {
+        "body": body,
+        "rawbody": (pm.text_plain[:RAW_SCAN] + "\n" + pm.html_raw[:RAW_SCAN]),
+        "uri": uris,
+        "full": pm.raw[:RAW_SCAN].decode("latin-1"),
+    }
+
+
+def file_rule_symbols(
+    rules: RuleSet, own: frozenset[str], pm: ParsedMessage, request: ScanRequest, skip: set[str]
+) -> list[Symbol]:
+    """Symbols of the rules that hit, those named in ``skip`` (aliasd's built-in rules
+    of the same name own them) left out, sub-rules (``__``) and zero scores too."""
+    hits = rules.match(texts(pm), HeaderView(pm.msg, decode_header_value, request.envelope_from))
+    out: list[Symbol] = []
+    for name in hits:
+        if name.startswith("__") or name in skip:
+            continue
+        score = rules.score_of(name)
+        if name not in own:
+            score = round(score * EXTRA_WEIGHT, 3)
+        if score:
+            out.append(Symbol(name, score, (), rules.descriptions.get(name, "")))
+    return out

@@ -1,0 +1,380 @@
+"""Rule files in SpamAssassin's syntax (a subset): ``header``, ``body``, ``rawbody``,
+``uri``, ``full`` and ``meta`` rules with ``score`` and ``describe``. Both the rules
+shipped with aliasd (``aliasd/data/rules/*.cf``) and SpamAssassin's published rules
+(Debian's ``spamassassin`` package, ``/usr/share/spamassassin``) load through here.
+
+Patterns run on RE2, grouped in RE2 sets so each text is read once for all of its
+patterns, in time linear in the text whatever the pattern (Perl's and Python's
+backtracking engines are not). A line that does not parse, a pattern RE2 cannot
+compile (look-arounds, back-references), an ``eval:`` test (code in SpamAssassin's
+plugins) or a meta rule that depends on one of those is skipped with a reason; a
+broken file never stops the others from loading."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import re2
+
+log = logging.getLogger(__name__)
+
+KINDS = ("header", "body", "rawbody", "uri", "full", "meta")
+SET_CHUNK = 150  # patterns per RE2 set: a set's DFA has a memory budget; small sets stay in it
+SET_MAX_MEM = 32 << 20
+SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
+DEFAULT_SCORE = 1.0  # SpamAssassin's score for a rule without a score line
+# Pseudo-headers SpamAssassin computes from the relay chain; not computed here, so rules
+# on them are skipped rather than matched against an empty value.
+_PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays-")
+
+_PERL_RE = re.compile(r"^\s*(?:m?/(.*)/|m\{(.*)\}|m!(.*)!|m#(.*)#)([a-z]*)\s*$", re.S)
+_COMMENT = re.compile(r"(?<!\\)#.*")  # SpamAssassin: '#' starts a comment, '\#' is one
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,80}$")
+_UNSUPPORTED = re.compile(r"\(\?<?[=!]|\(\?>|\\[1-9]|\\[GZhHKRvVXCE]|\(\?[a-z]*x|\(\?\||[*+?}][+]")
+_META_TOKEN = re.compile(r"\s*(?:([A-Za-z_][A-Za-z0-9_]*)|(\d+(?:\.\d+)?)|(&&|\|\||[!<>=]=|[-+*/()<>!]))")
+
+
+@dataclass
+class Rule:
+    name: str
+    kind: str
+    pattern: str = ""  # RE2 syntax, flags inline
+    negate: bool = False  # header !~
+    header: str = ""  # header spec: "subject", "from:addr", "ALL", "exists:x-foo"
+    if_unset: str | None = None
+    expr: str = ""  # meta: a Python expression over rule names
+    deps: tuple[str, ...] = ()
+
+
+@dataclass
+class LoadReport:
+    files: int = 0
+    rules: int = 0  # rules that will run
+    skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (where, name, why)
+    warnings: list[str] = field(default_factory=list)  # lines that did not parse
+
+    def summary(self) -> str:
+        reasons: dict[str, int] = {}
+        for _, _, why in self.skipped:
+            key = why.split(":")[0]
+            reasons[key] = reasons.get(key, 0) + 1
+        why = ", ".join(f"{n} {r}" for r, n in sorted(reasons.items(), key=lambda x: -x[1]))
+        return (f"{self.rules} rules loaded from {self.files} files; {len(self.skipped)} skipped"
+                + (f" ({why})" if why else "") + f"; {len(self.warnings)} lines did not parse")
+
+
+def perl_to_re2(spec: str) -> str:
+    """``/pattern/flags`` (or m{...}, m!...!) as an RE2 pattern with inline flags.
+    Raises ValueError for what RE2 cannot do."""
+    m = _PERL_RE.match(spec)
+    if not m:
+        raise ValueError("not a /pattern/")
+    body = next(g for g in m.groups()[:4] if g is not None)
+    flags = m.group(5)
+    if "x" in flags:
+        raise ValueError("unsupported: /x flag")
+    if _UNSUPPORTED.search(body):
+        raise ValueError("unsupported: look-around, back-reference or Perl-only escape")
+    body = body.replace("\\/", "/").replace("\\z", "\\z")
+    # Perl allows {,n}; RE2 reads it literally either way: fine. \Z (end, before a
+    # final newline) is close enough to \z for one header or line.
+    inline = "".join(f for f in "ism" if f in flags)
+    return (f"(?{inline})" if inline else "") + body
+
+
+def _check_re2(pattern: str) -> str | None:
+    opts = re2.Options()
+    opts.log_errors = False
+    try:
+        re2.compile(pattern, opts)
+    except Exception as exc:  # noqa: BLE001 - re2 raises its own error types
+        return f"unsupported: {str(exc)[:80]}"
+    return None
+
+
+def _parse_score(values: list[str]) -> float:
+    nums = [float(v) for v in values if not v.startswith("#")]
+    if not nums:
+        raise ValueError("no score")
+    return nums[SCORE_SET] if len(nums) >= 4 else nums[0]
+
+
+def _meta_expr(text: str) -> tuple[str, tuple[str, ...]]:
+    """SpamAssassin's meta expression as Python: names stay names, && || ! become
+    and/or/not. Anything else in it is an error."""
+    out: list[str] = []
+    names: list[str] = []
+    pos = 0
+    text = text.strip()
+    while pos < len(text):
+        m = _META_TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise ValueError(f"bad meta expression near {text[pos:pos + 20]!r}")
+        pos = m.end()
+        name, num, op = m.groups()
+        if name:
+            names.append(name)
+            out.append(f"v_{name}")
+        elif num:
+            out.append(num)
+        else:
+            out.append({"&&": " and ", "||": " or ", "!": " not "}.get(op, op))
+    expr = "".join(out).strip()
+    compile(expr, "<meta>", "eval")  # raises SyntaxError on a broken expression
+    return expr, tuple(dict.fromkeys(names))
+
+
+class RuleSet:
+    """Loaded rules, their scores and descriptions, ready to match."""
+
+    def __init__(self) -> None:
+        self.rules: dict[str, Rule] = {}
+        self.scores: dict[str, float] = {}
+        self.descriptions: dict[str, str] = {}
+        self.report = LoadReport()
+        self._sets: dict[str, list[tuple[object, list[str]]]] = {}
+        self._headers: dict[str, list[Rule]] = {}
+        self._metas: list[tuple[str, object]] = []
+
+    # --- loading --------------------------------------------------------------------
+    def load_paths(self, paths: Iterable[str | Path]) -> RuleSet:
+        for path in paths:
+            p = Path(path)
+            files = sorted(p.glob("*.cf")) if p.is_dir() else [p]
+            for f in files:
+                try:
+                    text = f.read_bytes().decode("utf-8", "replace")
+                except OSError as exc:
+                    self.report.warnings.append(f"{f}: cannot read: {exc.strerror or exc}")
+                    continue
+                self.report.files += 1
+                self.load_text(text, str(f))
+        return self.compile()
+
+    def load_text(self, text: str, source: str = "<rules>") -> None:
+        for lineno, line in enumerate(text.splitlines(), 1):
+            line = _COMMENT.sub("", line).replace("\\#", "#").strip()
+            if not line:
+                continue
+            where = f"{source}:{lineno}"
+            try:
+                self._line(line, where)
+            except (ValueError, SyntaxError, IndexError) as exc:
+                self.report.warnings.append(f"{where}: {exc}")
+
+    def _line(self, line: str, where: str) -> None:
+        parts = line.split(None, 2)
+        directive = parts[0].lower()
+        if directive == "score":
+            if len(parts) < 3 or not _NAME.match(parts[1]):
+                raise ValueError("score needs a rule name and a number")
+            self.scores[parts[1]] = _parse_score(parts[2].split())
+            return
+        if directive == "describe":
+            if len(parts) >= 2:
+                self.descriptions[parts[1]] = parts[2] if len(parts) > 2 else ""
+            return
+        if directive not in KINDS:
+            return  # other configuration (tflags, lang, if/endif, report templates)
+        if len(parts) < 3 or not _NAME.match(parts[1]):
+            raise ValueError(f"{directive} needs a rule name and a test")
+        name, test = parts[1], parts[2].strip()
+        if test.startswith("eval:"):
+            self._skip(where, name, "eval: test (plugin code)")
+            return
+        if directive == "meta":
+            expr, deps = _meta_expr(test)
+            self.rules[name] = Rule(name, "meta", expr=expr, deps=deps)
+            return
+        rule = Rule(name, directive)
+        if directive == "header":
+            if test.startswith("exists:"):
+                rule.header = "exists:" + test[7:].strip().lower()
+                self.rules[name] = rule
+                return
+            m = re.match(r"^([\w:-]+)\s*([=!])~\s*(.+?)(?:\s+\[if-unset:\s*(.*)\])?$", test, re.S)
+            if not m:
+                raise ValueError("header rule is not 'Name =~ /pattern/'")
+            hname, op, spec, unset = m.groups()
+            low = hname.lower()
+            if low.startswith(_PSEUDO) or low.endswith(":raw") and low.startswith("x-spam"):
+                self._skip(where, name, f"unsupported: pseudo-header {hname}")
+                return
+            rule.header = hname if hname in ("ALL", "ToCc", "MESSAGEID", "EnvelopeFrom") else low
+            rule.negate = op == "!"
+            rule.if_unset = unset
+            test = spec
+        try:
+            rule.pattern = perl_to_re2(test)
+        except ValueError as exc:
+            self._skip(where, name, str(exc))
+            return
+        err = _check_re2(rule.pattern)
+        if err:
+            self._skip(where, name, err)
+            return
+        self.rules[name] = rule
+
+    def _skip(self, where: str, name: str, why: str) -> None:
+        self.report.skipped.append((where, name, why))
+        self.rules.pop(name, None)
+
+    def compile(self) -> RuleSet:
+        # metas whose dependencies are missing are disabled, as SpamAssassin does
+        changed = True
+        while changed:
+            changed = False
+            for name, rule in list(self.rules.items()):
+                if rule.kind == "meta":
+                    missing = [d for d in rule.deps if d not in self.rules]
+                    if missing:
+                        self._skip("meta", name, f"depends on a skipped or unknown rule: {missing[0]}")
+                        changed = True
+        by_kind: dict[str, list[Rule]] = {}
+        self._headers = {}
+        for rule in self.rules.values():
+            if rule.kind == "header":
+                self._headers.setdefault(rule.header, []).append(rule)
+            elif rule.kind != "meta":
+                by_kind.setdefault(rule.kind, []).append(rule)
+        self._sets = {kind: _build_sets(rules) for kind, rules in by_kind.items()}
+        self._header_re = {
+            r.name: re2.compile(r.pattern) for rules in self._headers.values() for r in rules
+            if r.pattern
+        }
+        self._metas = [(name, compile(self.rules[name].expr, name, "eval"))
+                       for name in _meta_order(self.rules)]
+        self.report.rules = len(self.rules)
+        return self
+
+    def score_of(self, name: str) -> float:
+        if name in self.scores:
+            return self.scores[name]
+        if name.startswith("__"):
+            return 0.0
+        return 0.01 if name.startswith("T_") else DEFAULT_SCORE
+
+    # --- matching -------------------------------------------------------------------
+    def match(self, texts: dict[str, str], headers: HeaderView) -> list[str]:
+        """Names of the rules that hit (sub-rules starting with __ included)."""
+        hits: set[str] = set()
+        for kind, sets in self._sets.items():
+            text = texts.get(kind, "")
+            if not text:
+                continue
+            for rset, names in sets:
+                for i in rset.Match(text) or ():  # None when nothing matched
+                    hits.add(names[i])
+        for spec, rules in self._headers.items():
+            if spec.startswith("exists:"):
+                if headers.exists(spec[7:]):
+                    hits.update(r.name for r in rules)
+                continue
+            value = headers.value(spec)
+            for r in rules:
+                v = value if value is not None else r.if_unset
+                if v is None:
+                    v = ""
+                found = self._header_re[r.name].search(v) is not None
+                if found != r.negate:
+                    hits.add(r.name)
+        env = {f"v_{n}": (n in hits) for n in self.rules}
+        for name, code in self._metas:
+            try:
+                value = eval(code, {"__builtins__": {}}, env)  # noqa: S307 - parsed above
+            except (ArithmeticError, TypeError):
+                value = False
+            env[f"v_{name}"] = value
+            if value:
+                hits.add(name)
+        return sorted(hits)
+
+
+def _build_sets(rules: list[Rule]) -> list[tuple[object, list[str]]]:
+    out = []
+    for i in range(0, len(rules), SET_CHUNK):
+        chunk = rules[i : i + SET_CHUNK]
+        opts = re2.Options()
+        opts.log_errors = False
+        opts.max_mem = SET_MAX_MEM
+        rset = re2.Set.SearchSet(opts)
+        names = []
+        for r in chunk:
+            rset.Add(r.pattern)
+            names.append(r.name)
+        rset.Compile()
+        out.append((rset, names))
+    return out
+
+
+def _meta_order(rules: dict[str, Rule]) -> list[str]:
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str, depth: int = 0) -> None:
+        if state.get(name) == 2 or depth > 50:
+            return
+        state[name] = 1
+        for d in rules[name].deps:
+            if rules.get(d) is not None and rules[d].kind == "meta" and state.get(d) != 1:
+                visit(d, depth + 1)
+        state[name] = 2
+        order.append(name)
+
+    for name, rule in rules.items():
+        if rule.kind == "meta":
+            visit(name)
+    return order
+
+
+class HeaderView:
+    """Header values as SpamAssassin's header rules see them."""
+
+    def __init__(self, msg, decode, envelope_from: str = "") -> None:
+        self._msg = msg
+        self._decode = decode
+        self._env = envelope_from
+        self._cache: dict[str, str | None] = {}
+
+    def exists(self, name: str) -> bool:
+        return self._msg.get(name) is not None
+
+    def value(self, spec: str) -> str | None:
+        if spec in self._cache:
+            return self._cache[spec]
+        v = self._value(spec)
+        self._cache[spec] = v
+        return v
+
+    def _value(self, spec: str) -> str | None:
+        import email.utils
+
+        if spec == "ALL":
+            return "\n".join(f"{k}: {self._decode(v)}" for k, v in self._msg.items()[:100]) + "\n"
+        if spec == "ToCc":
+            vals = [self._decode(v) for n in ("To", "Cc") for v in (self._msg.get_all(n) or [])]
+            return ", ".join(vals) if vals else None
+        if spec == "MESSAGEID":
+            vals = [str(v) for n in ("Message-ID", "Resent-Message-ID", "X-Message-ID")
+                    for v in (self._msg.get_all(n) or [])]
+            return "\n".join(vals) if vals else None
+        if spec == "EnvelopeFrom":
+            return self._env or None
+        name, _, mod = spec.partition(":")
+        vals = self._msg.get_all(name) or []
+        if not vals:
+            return None
+        if mod == "raw":
+            return "\n".join(str(v) for v in vals)[:8000]
+        text = "\n".join(self._decode(v) for v in vals)
+        if mod in ("addr", "name"):
+            try:
+                dname, addr = email.utils.parseaddr(text)
+            except Exception:  # noqa: BLE001
+                dname, addr = "", ""
+            return addr if mod == "addr" else dname
+        return text

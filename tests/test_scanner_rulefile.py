@@ -1,0 +1,144 @@
+"""Rule files in SpamAssassin's syntax: broken lines are skipped one by one with a
+warning, patterns RE2 cannot run and plugin tests are skipped with a reason, metas on
+skipped rules are disabled, patterns cannot backtrack, and SpamAssassin's own published
+rules (Debian's spamassassin package, installed by scripts/install-deps --test) load."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from aliasd.config import load_settings
+from aliasd.db import Database
+from aliasd.scanner import filerules
+from aliasd.scanner.bundled import BundledScanner
+from aliasd.scanner.message import decode_header_value, parse_message
+from aliasd.scanner.result import ScanRequest
+from aliasd.scanner.rulefile import HeaderView, RuleSet
+
+SA_RULES = Path("/usr/share/spamassassin")
+MAIL = Path(__file__).parent / "data" / "mail"
+
+RULES = r"""
+# a comment
+body   __CHEAP      /\bcheap\b/i
+body   __PILLS      /\b(?:pills|meds)\b/i
+meta   CHEAP_PILLS  __CHEAP && __PILLS
+score  CHEAP_PILLS  2.5
+describe CHEAP_PILLS Cheap pills
+header SUBJ_WIN     Subject =~ /\bwinner\b/i
+score  SUBJ_WIN     0 1.0 1.5 2.0
+header NO_LIST      List-Id !~ /./ [if-unset: ]
+header HAS_PRIO     exists:X-Priority
+uri    URI_TOP      /\.top\b/
+rawbody RAW_FONT    /<font\s/i
+body   BROKEN_RE    /(unclosed/
+body   LOOKAHEAD    /foo(?!bar)/
+body   PLUGIN       eval:check_something()
+meta   NEEDS_PLUGIN PLUGIN || __CHEAP
+meta   BAD_META     (__CHEAP &&
+score  CHEAP_PILLS  not-a-number
+body
+frobnicate this line
+header BAD_HEADER   Subject /nope/
+body   XFLAG        /a b c/x
+"""
+
+
+def view(raw: bytes) -> tuple[dict[str, str], HeaderView]:
+    pm = parse_message(raw)
+    return filerules.texts(pm), HeaderView(pm.msg, decode_header_value)
+
+
+def test_broken_lines_are_skipped_with_a_warning_and_the_rest_works():
+    rules = RuleSet()
+    rules.load_text(RULES, "test.cf")
+    rules.compile()
+    report = rules.report
+    warned = "\n".join(report.warnings)
+    # each broken line is named by file and line number
+    assert "test.cf:18:" in warned  # BAD_META
+    assert "test.cf:19:" in warned  # score not a number
+    assert "test.cf:20:" in warned  # 'body' alone
+    assert "test.cf:22:" in warned  # header without =~
+    assert "frobnicate" not in warned  # unknown directives are configuration: ignored
+    skipped = {name: why for _, name, why in report.skipped}
+    assert skipped["BROKEN_RE"].startswith("unsupported")
+    assert skipped["LOOKAHEAD"].startswith("unsupported")
+    assert skipped["PLUGIN"].startswith("eval")
+    assert skipped["NEEDS_PLUGIN"].startswith("depends on")
+    assert skipped["XFLAG"].startswith("unsupported")
+    assert set(rules.rules) == {"__CHEAP", "__PILLS", "CHEAP_PILLS", "SUBJ_WIN", "NO_LIST",
+                                "HAS_PRIO", "URI_TOP", "RAW_FONT"}
+    assert rules.score_of("CHEAP_PILLS") == 2.5  # the broken later score line changed nothing
+    assert rules.score_of("SUBJ_WIN") == 1.5  # of four scores, the one for Bayes without network
+    assert rules.score_of("HAS_PRIO") == 1.0  # no score line: SpamAssassin's default
+    assert "8 rules loaded" in report.summary() and "5 skipped" in report.summary()
+
+    raw = (b"From: a@shop.example\nTo: b@example.org\nSubject: You are a WINNER\n"
+           b"X-Priority: 1\nContent-Type: text/html\n\n"
+           b"<html><font size=2>Cheap MEDS at <a href='http://pills.example.top/x'>here</a>"
+           b"</font></html>\n")
+    assert rules.match(*view(raw)) == ["CHEAP_PILLS", "HAS_PRIO", "NO_LIST", "RAW_FONT",
+                                       "SUBJ_WIN", "URI_TOP", "__CHEAP", "__PILLS"]
+    ham = (MAIL / "ham_family.eml").read_bytes()
+    assert rules.match(*view(ham)) == ["NO_LIST"]
+
+
+def test_an_unreadable_rule_file_is_a_warning(tmp_path):
+    good = tmp_path / "good.cf"
+    good.write_text("body GOOD /hello/\n")
+    rules = RuleSet().load_paths([tmp_path / "missing.cf", good])
+    assert "cannot read" in rules.report.warnings[0]
+    assert set(rules.rules) == {"GOOD"}
+
+
+def test_pathological_patterns_run_in_linear_time():
+    rules = RuleSet()
+    rules.load_text("body NESTED /(a+)+$/\nbody PAIRS /(x+x+)+y/\nbody ALT /(a|aa)+b/\n")
+    rules.compile()
+    raw = b"Subject: a\n\n" + b"a" * 30_000 + b"!\n" + b"x" * 15_000 + b"\n"
+    started = time.perf_counter()
+    hits = rules.match(*view(raw))
+    assert time.perf_counter() - started < 1.0  # a backtracking engine takes years here
+    assert hits == []
+
+
+def test_the_startup_report_is_logged_and_rule_file_symbols_are_scored(tmp_path, caplog):
+    extra = tmp_path / "local.cf"
+    extra.write_text("body LOCAL_GARDEN /\\btomatoes\\b/i\nscore LOCAL_GARDEN 0.7\nbody BAD /(/\n"
+                     "header MISSING_MID exists:Message-ID\nscore MISSING_MID 9\n")
+    url = f"sqlite:///{tmp_path}/scan.db"
+    db = Database(url, timeout=30)
+    db.upgrade()
+    with caplog.at_level(logging.INFO, logger="aliasd.scanner.filerules"):
+        scanner = BundledScanner(load_settings(environ={}, data_dir=str(tmp_path), database_url=url,
+                                               scanner_rules=[str(extra)]), db)
+    assert any("scanner rules:" in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records)
+    result = scanner.scan(ScanRequest(message=(MAIL / "ham_family.eml").read_bytes()))
+    got = {s.name: s.score for s in result.symbols}
+    assert got["LOCAL_GARDEN"] == 0.7
+    # a rule file cannot take over a built-in rule's name
+    assert "MISSING_MID" not in got
+    scanner.close()
+    db.dispose()
+
+
+def test_spamassassins_published_rules_load_and_match():
+    rules = RuleSet().load_paths([SA_RULES])
+    report = rules.report
+    assert report.files > 50 and len(rules.rules) > 1000
+    assert not report.warnings, report.warnings[:5]
+    reasons = {why.split(":")[0] for _, _, why in report.skipped}
+    assert {"eval", "unsupported"} <= reasons
+    raw = (b"From: \"Pharmacy\" <deals@meds.example>\nTo: you@example.org\n"
+           b"Subject: Cheap Viagra and Cialis online\nMessage-ID: <1@meds.example>\n"
+           b"Date: Mon, 10 Jun 2024 11:00:00 +0000\n\nBuy viagra online without prescription.\n"
+           b"Click here to remove yourself from our list.\n")
+    hits = rules.match(*view(raw))
+    assert any(h.startswith(("DRUGS", "__DRUGS", "SUBJECT_DRUG")) for h in hits), hits
+    started = time.perf_counter()
+    for _ in range(20):
+        rules.match(*view((MAIL / "ham_github.eml").read_bytes()))
+    assert (time.perf_counter() - started) / 20 < 0.1
