@@ -195,6 +195,8 @@ class Settings:
         import socket
 
         return socket.getfqdn() or socket.gethostname() or "localhost"
+
+    @property
     def quarantine_requests_file(self) -> str:
         return str(Path(self.data_dir) / "quarantine-requests")
 
