@@ -100,7 +100,6 @@ class Settings:
     learn_sample_max_bytes: int = 262_144  # of each message kept for learning
     # spam@/ham@<domain> accept mail from the owner's mailbox when SMTP AUTH was used or
     # the client is in these networks (the owner's submission server)
-    learn_trusted_networks: list[str] = field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
     # direct: the deciding process runs postsuper itself (needs root: the CLI as root);
     # queued: the web app records the decision and touches data_dir/quarantine-requests,
     # a root systemd path unit then runs `aliasd quarantine apply` (the shipped units)

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from aliasd.milter.processing import MailPath
+from aliasd.milter.processing import Envelope, MailPath
 from aliasd.models import QuarantinedMessage, User
 from aliasd.scanner import Action, ScanResult, Symbol
 from tests import test_milter_processing as mail_path
+from tests.harness.quarantine_world import forward_as_attachment
 from tests.test_milter_processing import FixedScanner, envelope, events
 
 world = mail_path.world  # the same users, domains and aliases as the mail-path tests
@@ -75,4 +76,32 @@ def test_without_a_queue_id_the_message_is_deferred_not_forwarded(world, setting
     verdict = path.process(env)
     assert verdict.status == "tempfail" and verdict.reply[0] == "451"
     assert _held(world) == []
+    path.close()
+
+
+def _learning_mail(client_addr: str) -> Envelope:
+    raw = forward_as_attachment("alice@real.example", "spam@example.net",
+                                b"From: a@b.example\nSubject: pills\n\ncheap pills here\n")
+    message = Envelope(sender="alice@real.example", recipients=["spam@example.net"],
+                       client_addr=client_addr, helo="mail.real.example", queue_id="QID9")
+    head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    for line in head.decode().replace("\n ", " ").split("\n"):
+        name, _, value = line.partition(":")
+        message.headers.append((name, value.strip().encode()))
+    message.body = bytearray(body)
+    message.size = len(raw)
+    return message
+
+
+def test_mail_to_spam_at_domain_from_the_owner_needs_the_same_proof_as_a_reply(
+        world, dns_settings, dns_server):
+    """Spam@/ham@ learning follows the reply rule: the owner's mailbox alone is not
+    enough; SMTP AUTH, a trusted network, SPF or DKIM must prove it."""
+    path = MailPath(dns_settings, world)  # the bundled scanner learns
+    unproven = path.process(_learning_mail("198.51.100.7"))
+    assert unproven.status == "reject" and "authenticated" in unproven.reply[2]
+    dns_server.add("real.example", "TXT", "v=spf1 ip4:198.51.100.7 -all")
+    proven = path.process(_learning_mail("198.51.100.7"))
+    assert proven.reply is None or "authenticated" not in proven.reply[2]
+    assert proven.status == "discard"  # learned, and not sent on
     path.close()

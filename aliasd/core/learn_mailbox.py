@@ -3,15 +3,14 @@
 caught message to ``ham@<domain>``) and the filter learns it.
 
 Who may: the mail must come from a user's own mailbox address (envelope sender) for a
-domain they own or have aliases in, and be *authenticated*: SMTP AUTH, or a client in
-``learn_trusted_networks`` (the owner's own submission server). Anyone else is refused.
+domain they own or have aliases in, and be authenticated by the rule replies from an
+alias follow (``aliasd.core.reply_auth.owner_proof``). Anyone else is refused.
 """
 
 from __future__ import annotations
 
 import email
 import email.policy
-import ipaddress
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -36,25 +35,6 @@ def learn_address(address: str) -> LearnAddress | None:
     if local in LEARN_LOCALS and domain:
         return LearnAddress(LEARN_LOCALS[local], domain)
     return None
-
-
-def authenticated(client_addr: str | None, auth_authen: str | None,
-                  trusted_networks: list[str]) -> bool:
-    if auth_authen:
-        return True
-    if not client_addr:
-        return False
-    try:
-        addr = ipaddress.ip_address(client_addr)
-    except ValueError:
-        return False
-    for net in trusted_networks:
-        try:
-            if addr in ipaddress.ip_network(net, strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
 
 
 def owner_for(session: Session, sender: str, domain: str) -> User | None:

@@ -41,6 +41,26 @@ def in_networks(client_addr: str | None, networks: list[str]) -> bool:
     return False
 
 
+def owner_proof(facts: SenderFacts, trusted_networks: list[str]) -> str | None:
+    """How the mail is proven to come from the owner's mail server (for the log), or
+    None: SMTP AUTH on this Postfix, a trusted client network, SPF of the envelope
+    sender's domain, or DKIM of the From: domain. Replies through reverse aliases and
+    mail to spam@/ham@ are judged by this one rule."""
+    sender = (facts.envelope_sender or "").lower()
+    author = (facts.from_address or "").lower()
+    if facts.auth_authen:
+        return f"SMTP AUTH as {facts.auth_authen}"
+    if in_networks(facts.client_addr, trusted_networks):
+        return f"client {facts.client_addr} in reply_trusted_networks"
+    sender_domain = sender.rpartition("@")[2]
+    if facts.spf_pass_domain and facts.spf_pass_domain.lower() == sender_domain:
+        return f"SPF pass for {sender_domain}"
+    author_domain = author.rpartition("@")[2]
+    if author_domain and author_domain in {d.lower() for d in facts.dkim_pass_domains}:
+        return f"DKIM pass for {author_domain}"
+    return None
+
+
 def may_send(target: ReverseTarget, facts: SenderFacts, trusted_networks: list[str]
              ) -> SendDecision:
     """Allowed when the envelope sender and From: are the owner's (their mailbox or the
@@ -54,14 +74,7 @@ def may_send(target: ReverseTarget, facts: SenderFacts, trusted_networks: list[s
     author = (facts.from_address or "").lower()
     if sender not in owner or author not in owner:
         return SendDecision(False, "only the alias's owner may write to this address")
-    if facts.auth_authen:
-        return SendDecision(True, f"SMTP AUTH as {facts.auth_authen}")
-    if in_networks(facts.client_addr, trusted_networks):
-        return SendDecision(True, f"client {facts.client_addr} in reply_trusted_networks")
-    sender_domain = sender.rpartition("@")[2]
-    if facts.spf_pass_domain and facts.spf_pass_domain.lower() == sender_domain:
-        return SendDecision(True, f"SPF pass for {sender_domain}")
-    author_domain = author.rpartition("@")[2]
-    if author_domain in {d.lower() for d in facts.dkim_pass_domains}:
-        return SendDecision(True, f"DKIM pass for {author_domain}")
+    proof = owner_proof(facts, trusted_networks)
+    if proof is not None:
+        return SendDecision(True, proof)
     return SendDecision(False, "the owner's mail must be authenticated (SMTP AUTH, SPF or DKIM)")

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from aliasd.core import learn_mailbox
+from aliasd.milter import owner_auth
 from aliasd.models import Domain
 from aliasd.scanner.user_bayes import learner_for
 
@@ -46,10 +47,6 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
                 return None  # spam@ of someone else's domain: ordinary (outgoing) mail
             if not all(wanted) or len({w.is_spam for w in wanted}) != 1:
                 return _refuse("Send mail for the spam filter to spam@ or ham@ alone")
-            if not learn_mailbox.authenticated(envelope.client_addr, envelope.auth_authen,
-                                               path.settings.learn_trusted_networks):
-                return _refuse("Only the owner's authenticated mailbox may write to "
-                               "spam@ and ham@ (sign in to your mail server)")
             owner_id = None
             for domain in domains:
                 owner = learn_mailbox.owner_for(session, envelope.sender, domain)
@@ -60,6 +57,15 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
     except Exception as exc:
         log.warning("learning mail: database unavailable: %s", exc)
         return _verdict("tempfail", ("451", "4.3.0", "Database unavailable; try again later"))
+    try:  # the same proof as for replies from an alias
+        proven = owner_auth.proof(path.settings, envelope)
+    except owner_auth.TemporaryFailure as exc:
+        log.warning("learning mail: sender authentication deferred: %s", exc)
+        return _verdict("tempfail", ("451", "4.7.0", "Cannot check the sender's "
+                                     "authentication now, try again later"))
+    if proven is None:
+        return _refuse("Only the owner's authenticated mailbox may write to spam@ and ham@ "
+                       "(SMTP AUTH on this server, reply_trusted_networks, SPF or DKIM)")
     if envelope.truncated:
         return _verdict("reject", ("552", "5.3.4", "Message too big to learn; "
                                    f"the limit is {path.settings.max_scan_size} bytes"))

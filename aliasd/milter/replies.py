@@ -23,19 +23,18 @@ import Milter
 from aliasd.config import Settings
 from aliasd.core import reverse_aliases
 from aliasd.core.addresses import AddressError, domain_of, parse_address
-from aliasd.core.reply_auth import SenderFacts, may_send
+from aliasd.core.reply_auth import may_send
 from aliasd.core.reply_headers import (
     HeaderEdits,
     correspondent_of,
     first,
-    first_address,
     forward_preserve,
     forward_rewrite,
     reply_edits,
     reply_to_is_signed,
 )
 from aliasd.db import Database
-from aliasd.milter import reply_signing
+from aliasd.milter import owner_auth, reply_signing
 from aliasd.models import Alias, Domain
 
 if TYPE_CHECKING:
@@ -129,17 +128,13 @@ class ReplyPath:
             return _reject("550", "5.5.3", "A message to a reverse alias must have it as "
                            "its only recipient")
         headers = _text_headers(envelope.headers)
-        author = first_address(first(headers, "From"))
-        facts = SenderFacts(
-            envelope_sender=envelope.sender,
-            from_address=author[1] if author else None,
-            client_addr=envelope.client_addr,
-            auth_authen=getattr(envelope, "auth_authen", None),
-        )
+        facts = owner_auth.envelope_facts(envelope)
         decision = may_send(target, facts, self.settings.reply_trusted_networks)
         if not decision.allowed and decision.how.startswith("the owner's mail must"):
-            facts = self._authenticate(envelope, facts)  # DNS only when nothing else holds
-            if facts is None:
+            try:  # DNS only when nothing else holds
+                facts = owner_auth.with_dns_checks(self.settings, envelope, facts)
+            except owner_auth.TemporaryFailure as exc:
+                log.warning("sender authentication deferred: %s", exc)
                 return _reject("451", "4.7.0", "Cannot check the sender's authentication "
                                "now, try again later")
             decision = may_send(target, facts, self.settings.reply_trusted_networks)
@@ -176,23 +171,6 @@ class ReplyPath:
         log.info("reply through %s sent as %s (%s)", target.address, target.alias_address,
                  decision.how)
         return Outcome(transform=transform)
-
-    def _authenticate(self, envelope: Envelope, facts: SenderFacts) -> SenderFacts | None:
-        """SPF of the envelope sender and DKIM of the message, through aliasd's resolver;
-        None when DNS could not answer."""
-        try:
-            spf_ok, dkim_domains = reply_signing.verify_sender(
-                self.settings, envelope.client_addr, envelope.sender, envelope.helo,
-                envelope.raw_message(), envelope.first_header("From"))
-        except reply_signing.TemporaryFailure as exc:
-            log.warning("sender authentication deferred: %s", exc)
-            return None
-        return SenderFacts(
-            envelope_sender=facts.envelope_sender, from_address=facts.from_address,
-            client_addr=facts.client_addr, auth_authen=facts.auth_authen,
-            spf_pass_domain=domain_of(envelope.sender) if spf_ok else None,
-            dkim_pass_domains=frozenset(dkim_domains),
-        )
 
     def _sign(self, domain: str, headers: list[tuple[str, str]], body: bytes
               ) -> list[tuple[str, str]]:
