@@ -210,6 +210,22 @@ def _spf_check(settings, label, domain, spf, host, fix) -> Check:
     return Check("fail", f"{label} SPF", f"does not pass for {host} ({addresses[0]})", fix)
 
 
+def quarantine_check(settings: Settings, database: Database) -> Check:
+    """Past the cap senders get 451 until someone decides: fail there, warn at 90 %."""
+    from aliasd.core.quarantine import held_count
+
+    with database.session() as session:
+        held = held_count(session)
+    cap = settings.quarantine_max_held
+    detail = f"{held} of {cap} held"
+    fix = "review with `aliasd quarantine list`, or raise quarantine_max_held"
+    if held >= cap:
+        return Check("fail", "quarantine", detail + ": senders are deferred (451)", fix)
+    if held >= cap * 0.9:
+        return Check("warn", "quarantine", detail + ": nearly full", fix)
+    return Check("ok", "quarantine", detail)
+
+
 def run_checks(settings: Settings, database: Database, postfix_dir: str | None) -> Iterator[Check]:
     yield from postfix_checks(settings, postfix_dir)
     yield lookupd_check(settings)
@@ -225,6 +241,7 @@ def run_checks(settings: Settings, database: Database, postfix_dir: str | None) 
     except Exception as exc:  # noqa: BLE001 - a down database is one failed check
         yield Check("fail", "database", str(exc)[:200], "check database_url")
         return
+    yield quarantine_check(settings, database)
     if not domains:
         yield Check("warn", "domains", "no managed domain yet", "aliasd domain add DOMAIN --owner USER")
     for domain in domains:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from aliasd.doctor import quarantine_check
 from aliasd.milter.processing import Envelope, MailPath
 from aliasd.models import QuarantinedMessage, User
 from aliasd.scanner import Action, ScanResult, Symbol
@@ -65,6 +66,23 @@ def test_a_full_quarantine_defers_the_sender(world, settings, caplog):
     assert verdict.status == "tempfail"
     assert verdict.reply == ("451", "4.3.0", "Message could not be kept for review; try again later")
     assert "ALARM: quarantine full (0 messages held)" in caplog.text
+    path.close()
+
+
+def test_aliasd_doctor_warns_as_the_quarantine_fills_and_fails_when_full(world, settings):
+    full = settings.with_overrides(quarantine_score=5.0, quarantine_max_held=10)
+    assert quarantine_check(full, world).status == "ok"
+    path = MailPath(full, world, scanner=FixedScanner(HELD))
+    for n in range(10):
+        message = envelope()
+        message.queue_id = f"QID{n}"
+        assert path.process(message).status == "quarantine"
+        if n == 8:
+            nearly = quarantine_check(full, world)
+            assert nearly.status == "warn" and "9 of 10 held" in nearly.line()
+    check = quarantine_check(full, world)
+    assert check.status == "fail" and "senders are deferred (451)" in check.line()
+    assert "aliasd quarantine list" in check.line()
     path.close()
 
 

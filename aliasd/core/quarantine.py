@@ -82,13 +82,18 @@ def keep_sample(session: Session, settings: Settings, seen: SeenMessage) -> Mess
     return sample
 
 
+def held_count(session: Session) -> int:
+    """Messages in Postfix's hold queue waiting for a decision (what the cap counts)."""
+    return session.scalar(select(func.count()).select_from(QuarantinedMessage)
+                          .where(QuarantinedMessage.state == HoldState.HELD.value)) or 0
+
+
 def record_hold(session: Session, settings: Settings, seen: SeenMessage,
                 preview: str) -> QuarantinedMessage:
     """Record a message the milter is about to hold; raises QuarantineFull at the cap."""
     if not seen.queue_id:
         raise AliasdError("no queue id: the message cannot be found again")
-    held = session.scalar(select(func.count()).select_from(QuarantinedMessage)
-                          .where(QuarantinedMessage.state == HoldState.HELD.value))
+    held = held_count(session)
     if held >= settings.quarantine_max_held:
         raise QuarantineFull(f"quarantine full ({held} messages held)")
     sample = keep_sample(session, settings, seen)
