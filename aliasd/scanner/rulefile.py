@@ -12,6 +12,7 @@ broken file never stops the others from loading."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 from collections.abc import Iterable
@@ -201,7 +202,7 @@ class RuleSet:
                 raise ValueError("header rule is not 'Name =~ /pattern/'")
             hname, op, spec, unset = m.groups()
             low = hname.lower()
-            if low.startswith(_PSEUDO) or low.endswith(":raw") and low.startswith("x-spam"):
+            if low.startswith(_PSEUDO):
                 self._skip(where, name, f"unsupported: pseudo-header {hname}")
                 return
             rule.header = hname if hname in ("ALL", "ToCc", "MESSAGEID", "EnvelopeFrom") else low
@@ -351,8 +352,6 @@ class HeaderView:
         return v
 
     def _value(self, spec: str) -> str | None:
-        import email.utils
-
         if spec == "ALL":
             return "\n".join(f"{k}: {self._decode(v)}" for k, v in self._msg.items()[:100]) + "\n"
         if spec == "ToCc":
