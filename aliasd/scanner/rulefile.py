@@ -3,15 +3,16 @@
 shipped with aliasd (``aliasd/data/rules/*.cf``) and SpamAssassin's published rules
 (Debian's ``spamassassin`` package, ``/usr/share/spamassassin``) load through here.
 
-Patterns run on RE2, grouped in RE2 sets so each text is read once for all of its
-patterns, in time linear in the text whatever the pattern (Perl's and Python's
-backtracking engines are not). A line that does not parse, a pattern RE2 cannot
+Patterns are RE2 syntax and run through aliasd/scanner/multimatch.py (hyperscan, or RE2
+sets), each text read once for all of its patterns, in time linear in the text whatever
+the pattern (Perl's and Python's backtracking engines are not). A line that does not parse, a pattern RE2 cannot
 compile (look-arounds, back-references), an ``eval:`` test (code in SpamAssassin's
 plugins) or a meta rule that depends on one of those is skipped with a reason; a
 broken file never stops the others from loading."""
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import re
 from collections.abc import Iterable
@@ -20,11 +21,11 @@ from pathlib import Path
 
 import re2
 
+from aliasd.scanner.multimatch import PatternSet
+
 log = logging.getLogger(__name__)
 
 KINDS = ("header", "body", "rawbody", "uri", "full", "meta")
-SET_CHUNK = 150  # patterns per RE2 set: a set's DFA has a memory budget; small sets stay in it
-SET_MAX_MEM = 32 << 20
 SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
 DEFAULT_SCORE = 1.0  # SpamAssassin's score for a rule without a score line
 # Pseudo-headers SpamAssassin computes from the relay chain; not computed here, so rules
@@ -138,7 +139,9 @@ class RuleSet:
         self.report = LoadReport()
         self._sets: dict[str, list[tuple[object, list[str]]]] = {}
         self._headers: dict[str, list[Rule]] = {}
-        self._metas: list[tuple[str, object]] = []
+        self._header_sets: dict[str, tuple[PatternSet, list[Rule]]] = {}
+        self._absent: dict[str, list[str]] = {}
+        self._meta_fn = lambda hits: hits
 
     # --- loading --------------------------------------------------------------------
     def load_paths(self, paths: Iterable[str | Path]) -> RuleSet:
@@ -201,7 +204,7 @@ class RuleSet:
                 raise ValueError("header rule is not 'Name =~ /pattern/'")
             hname, op, spec, unset = m.groups()
             low = hname.lower()
-            if low.startswith(_PSEUDO) or low.endswith(":raw") and low.startswith("x-spam"):
+            if low.startswith(_PSEUDO):
                 self._skip(where, name, f"unsupported: pseudo-header {hname}")
                 return
             rule.header = hname if hname in ("ALL", "ToCc", "MESSAGEID", "EnvelopeFrom") else low
@@ -241,13 +244,22 @@ class RuleSet:
                 self._headers.setdefault(rule.header, []).append(rule)
             elif rule.kind != "meta":
                 by_kind.setdefault(rule.kind, []).append(rule)
-        self._sets = {kind: _build_sets(rules) for kind, rules in by_kind.items()}
-        self._header_re = {
-            r.name: re2.compile(r.pattern) for rules in self._headers.values() for r in rules
-            if r.pattern
-        }
-        self._metas = [(name, compile(self.rules[name].expr, name, "eval"))
-                       for name in _meta_order(self.rules)]
+        self._sets = {kind: (PatternSet([r.pattern for r in rules]), [r.name for r in rules])
+                      for kind, rules in by_kind.items()}
+        # Per header: one pattern set over its rules; what the rules say of an absent
+        # header ("" or their if-unset value) is the same for every message: worked out here.
+        self._header_sets = {}
+        self._absent = {}
+        for spec, rules in self._headers.items():
+            if spec.startswith("exists:"):
+                continue
+            self._header_sets[spec] = (
+                PatternSet([r.pattern for r in rules], prefer_hyperscan=len(rules) > 30), rules)
+            self._absent[spec] = [
+                r.name for r in rules
+                if (re2.search(r.pattern, r.if_unset or "") is not None) != r.negate
+            ]
+        self._meta_fn = _compile_metas(self.rules, _meta_order(self.rules))
         self.report.rules = len(self.rules)
         return self
 
@@ -262,53 +274,44 @@ class RuleSet:
     def match(self, texts: dict[str, str], headers: HeaderView) -> list[str]:
         """Names of the rules that hit (sub-rules starting with __ included)."""
         hits: set[str] = set()
-        for kind, sets in self._sets.items():
+        for kind, (pset, names) in self._sets.items():
             text = texts.get(kind, "")
-            if not text:
-                continue
-            for rset, names in sets:
-                for i in rset.Match(text) or ():  # None when nothing matched
-                    hits.add(names[i])
+            if text:
+                hits.update(names[i] for i in pset.match(text))
         for spec, rules in self._headers.items():
-            if spec.startswith("exists:"):
-                if headers.exists(spec[7:]):
-                    hits.update(r.name for r in rules)
-                continue
+            if spec.startswith("exists:") and headers.exists(spec[7:]):
+                hits.update(r.name for r in rules)
+        for spec, (pset, rules) in self._header_sets.items():
             value = headers.value(spec)
-            for r in rules:
-                v = value if value is not None else r.if_unset
-                if v is None:
-                    v = ""
-                found = self._header_re[r.name].search(v) is not None
-                if found != r.negate:
-                    hits.add(r.name)
-        env = {f"v_{n}": (n in hits) for n in self.rules}
-        for name, code in self._metas:
-            try:
-                value = eval(code, {"__builtins__": {}}, env)  # noqa: S307 - parsed above
-            except (ArithmeticError, TypeError):
-                value = False
-            env[f"v_{name}"] = value
-            if value:
-                hits.add(name)
+            if value is None:
+                hits.update(self._absent[spec])
+                continue
+            found = pset.match(value)
+            hits.update(r.name for i, r in enumerate(rules) if (i in found) != r.negate)
+        self._meta_fn(hits)
         return sorted(hits)
 
 
-def _build_sets(rules: list[Rule]) -> list[tuple[object, list[str]]]:
-    out = []
-    for i in range(0, len(rules), SET_CHUNK):
-        chunk = rules[i : i + SET_CHUNK]
-        opts = re2.Options()
-        opts.log_errors = False
-        opts.max_mem = SET_MAX_MEM
-        rset = re2.Set.SearchSet(opts)
-        names = []
-        for r in chunk:
-            rset.Add(r.pattern)
-            names.append(r.name)
-        rset.Compile()
-        out.append((rset, names))
-    return out
+def _compile_metas(rules: dict[str, Rule], order: list[str]):
+    """All metas as one Python function over the set of hits, in dependency order: one
+    call per message instead of an eval per meta. Only names the parser produced (rule
+    names, numbers, operators) are in the generated code."""
+    lines = ["def metas(h):"]
+    names = {d for n in order for d in rules[n].deps} | set(order)
+    for n in sorted(names - set(order)):
+        lines.append(f"    v_{n} = {n!r} in h")
+    for n in order:
+        lines.append("    try:")
+        lines.append(f"        v_{n} = bool({rules[n].expr})")
+        lines.append("    except (ArithmeticError, TypeError):")
+        lines.append(f"        v_{n} = False")
+        lines.append(f"    if v_{n}:")
+        lines.append(f"        h.add({n!r})")
+    lines.append("    return h")
+    namespace: dict = {"__builtins__": {"bool": bool, "ArithmeticError": ArithmeticError,
+                                        "TypeError": TypeError}}
+    exec(compile("\n".join(lines), "<metas>", "exec"), namespace)  # noqa: S102 - built above
+    return namespace["metas"]
 
 
 def _meta_order(rules: dict[str, Rule]) -> list[str]:
@@ -335,13 +338,20 @@ class HeaderView:
     """Header values as SpamAssassin's header rules see them."""
 
     def __init__(self, msg, decode, envelope_from: str = "") -> None:
-        self._msg = msg
+        self._items = msg.items()[:200]
         self._decode = decode
         self._env = envelope_from
         self._cache: dict[str, str | None] = {}
+        # one pass over the headers: every rule's lookup is then a dict access
+        self._by_name: dict[str, list[str]] = {}
+        for k, v in self._items:
+            self._by_name.setdefault(k.lower(), []).append(v)
 
     def exists(self, name: str) -> bool:
-        return self._msg.get(name) is not None
+        return name.lower() in self._by_name
+
+    def _all(self, name: str) -> list[str]:
+        return self._by_name.get(name.lower(), [])
 
     def value(self, spec: str) -> str | None:
         if spec in self._cache:
@@ -351,21 +361,19 @@ class HeaderView:
         return v
 
     def _value(self, spec: str) -> str | None:
-        import email.utils
-
         if spec == "ALL":
-            return "\n".join(f"{k}: {self._decode(v)}" for k, v in self._msg.items()[:100]) + "\n"
+            return "\n".join(f"{k}: {self._decode(v)}" for k, v in self._items[:100]) + "\n"
         if spec == "ToCc":
-            vals = [self._decode(v) for n in ("To", "Cc") for v in (self._msg.get_all(n) or [])]
+            vals = [self._decode(v) for n in ("to", "cc") for v in self._all(n)]
             return ", ".join(vals) if vals else None
         if spec == "MESSAGEID":
-            vals = [str(v) for n in ("Message-ID", "Resent-Message-ID", "X-Message-ID")
-                    for v in (self._msg.get_all(n) or [])]
+            vals = [str(v) for n in ("message-id", "resent-message-id", "x-message-id")
+                    for v in self._all(n)]
             return "\n".join(vals) if vals else None
         if spec == "EnvelopeFrom":
             return self._env or None
         name, _, mod = spec.partition(":")
-        vals = self._msg.get_all(name) or []
+        vals = self._all(name)
         if not vals:
             return None
         if mod == "raw":

@@ -10,6 +10,7 @@ import re
 
 import numpy as np
 
+from aliasd.scanner.markup import html_to_text
 from aliasd.scanner.message import ParsedMessage, decode_header_value
 
 # A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
@@ -121,6 +122,7 @@ def _meta(pm: ParsedMessage) -> list[str]:
     return meta
 
 
+_MARKUP = re.compile(r"<(?:html|body|font|table|td|div|p|br)\b[^<>]{0,200}>(?:[^<]{0,2000}<(?:html|body|font|table|td|tr|div|p|br)\b){2}", re.I)
 _RCVD_FROM = re.compile(r"^from\s+([\w.-]+)", re.I)
 _RCVD_IP = re.compile(r"\[(\d{1,3}\.\d{1,3})\.\d{1,3}\.\d{1,3}\]")
 _SHAPE_SUB = re.compile(r"[a-z]+|[A-Z]+|\d+")
@@ -140,7 +142,8 @@ def _shape(text: str) -> str:
 _SKIP_HEADERS = frozenset({
     # the subject's words are tokens of their own (s:, paired); the content type is the
     # MIME layout token; the date and Message-ID are shape tokens
-    "subject", "content-type", "date", "message-id", "received", "return-path", "x-loop", "errors-to", "sender", "delivered-to", "x-original-to", "content-length", "lines",
+    "subject", "content-type", "date", "delivery-date", "message-id", "received", "return-path",
+    "x-loop", "errors-to", "sender", "delivered-to", "x-original-to", "content-length", "lines",
     "status", "x-status", "x-keywords", "x-uid",
 })
 _SKIP_PREFIXES = ("x-spam", "x-aliasd", "x-rspamd", "x-virus")
@@ -174,7 +177,11 @@ def message_tokens(pm: ParsedMessage) -> np.ndarray:
     if subject:
         sw = ["s:" + w for w in words(subject, 40)]
         groups.append(_osb(_hashes(sw)))
-    body = words(pm.text)
+    text = pm.text
+    if _MARKUP.search(text[:5000]):
+        # HTML sent as text/plain (or without MIME): the words, not the tag names
+        text = html_to_text(text)
+    body = words(text)
     if body:
         groups.append(_osb(_hashes(body)))
     meta = _meta(pm)
