@@ -145,3 +145,14 @@ def test_spamassassins_published_rules_load_and_match():
     for _ in range(20):
         rules.match(*view((MAIL / "ham_github.eml").read_bytes()))
     assert (time.perf_counter() - started) / 20 < 0.1
+
+
+def test_rule_matching_is_thread_safe():
+    import concurrent.futures
+
+    rules = RuleSet().load_paths([SA_RULES])
+    raws = [p.read_bytes() for p in sorted(MAIL.glob("*.eml"))] * 10
+    expected = [rules.match(*view(r)) for r in raws]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: rules.match(*view(r)), raws))
+    assert got == expected
