@@ -5,6 +5,8 @@ hyperscan refuses runs on RE2 alone."""
 
 from __future__ import annotations
 
+import threading
+
 import re2
 
 try:  # a wheel with the library inside; optional so that a platform without it still scans
@@ -31,6 +33,8 @@ class PatternSet:
         """``prefer_hyperscan=False`` for a few patterns over short texts (one header):
         an RE2 set compiles in microseconds, a hyperscan database in milliseconds."""
         self._hs: list[tuple[object, list[int]]] = []
+        # a hyperscan scratch space serves one scan at a time: one per thread
+        self._local = threading.local()
         rest: list[int] = []
         if hyperscan is not None and prefer_hyperscan:
             # databases of HS_CHUNK patterns: compile time grows faster than the count
@@ -64,12 +68,15 @@ class PatternSet:
             return found
         if self._hs:
             data = text.encode("utf-8", "replace")
-            for db, ids in self._hs:
+            scratches = getattr(self._local, "scratches", None)
+            if scratches is None:
+                scratches = self._local.scratches = [hyperscan.Scratch(db) for db, _ in self._hs]
+            for (db, ids), scratch in zip(self._hs, scratches, strict=True):
                 def on_match(pattern_id: int, start: int, end: int, flags: int, context: object,
                              ids: list[int] = ids) -> None:
                     found.add(ids[pattern_id])
 
-                db.scan(data, match_event_handler=on_match)
+                db.scan(data, match_event_handler=on_match, scratch=scratch)
         for rset, ids in self._sets:
             for i in rset.Match(text) or ():  # None when nothing matched
                 found.add(ids[i])

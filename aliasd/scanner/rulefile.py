@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 KINDS = ("header", "body", "rawbody", "uri", "full", "meta")
 SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
-DEFAULT_SCORE = 1.0  # SpamAssassin's score for a rule without a score line
+# SpamAssassin's score for a rule without a score line: 1.0, -1.0 for a "nice" rule
+# (tflags nice: it marks ham). Debian's package ships most rules without their scores
+# (sa-update brings those), so most of its rules count 1.0 here.
+DEFAULT_SCORE = 1.0
 # Pseudo-headers SpamAssassin computes from the relay chain; not computed here, so rules
 # on them are skipped rather than matched against an empty value.
 _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays-")
@@ -136,6 +139,7 @@ class RuleSet:
         self.rules: dict[str, Rule] = {}
         self.scores: dict[str, float] = {}
         self.descriptions: dict[str, str] = {}
+        self.nice: set[str] = set()  # tflags nice: evidence of ham
         self.report = LoadReport()
         self._sets: dict[str, list[tuple[object, list[str]]]] = {}
         self._headers: dict[str, list[Rule]] = {}
@@ -176,6 +180,10 @@ class RuleSet:
             if len(parts) < 3 or not _NAME.match(parts[1]):
                 raise ValueError("score needs a rule name and a number")
             self.scores[parts[1]] = _parse_score(parts[2].split())
+            return
+        if directive == "tflags":
+            if len(parts) >= 3 and "nice" in parts[2].split():
+                self.nice.add(parts[1])
             return
         if directive == "describe":
             if len(parts) >= 2:
@@ -268,7 +276,9 @@ class RuleSet:
             return self.scores[name]
         if name.startswith("__"):
             return 0.0
-        return 0.01 if name.startswith("T_") else DEFAULT_SCORE
+        if name.startswith("T_"):
+            return 0.01
+        return -DEFAULT_SCORE if name in self.nice else DEFAULT_SCORE
 
     # --- matching -------------------------------------------------------------------
     def match(self, texts: dict[str, str], headers: HeaderView) -> list[str]:
