@@ -123,14 +123,23 @@ def test_hold_queue_refuses_anything_but_a_queue_id(settings, bad):
         HoldQueue(settings).release(bad)
 
 
-def test_learning_mail_needs_smtp_auth_or_a_trusted_network():
-    from aliasd.core.learn_mailbox import authenticated, learn_address
+def test_learning_mail_is_proven_like_a_reply_and_addressed_to_spam_or_ham_alone():
+    from aliasd.core.learn_mailbox import learn_address
+    from aliasd.core.reply_auth import SenderFacts, owner_proof
 
     nets = ["127.0.0.0/8", "2001:db8::/32"]
-    assert authenticated("127.0.0.1", None, nets) and authenticated("2001:db8::5", None, nets)
-    assert authenticated("198.51.100.7", "alice", nets)  # SMTP AUTH from anywhere
-    assert not authenticated("198.51.100.7", None, nets)
-    assert not authenticated(None, None, nets) and not authenticated("junk", None, nets)
+
+    def facts(client, auth=None, spf=None, dkim=()):
+        return SenderFacts("alice@real.example", "alice@real.example", client, auth, spf,
+                           frozenset(dkim))
+
+    assert owner_proof(facts("127.0.0.1"), nets) and owner_proof(facts("2001:db8::5"), nets)
+    assert owner_proof(facts("198.51.100.7", "alice"), nets)  # SMTP AUTH from anywhere
+    assert owner_proof(facts("198.51.100.7", spf="real.example"), [])
+    assert owner_proof(facts("198.51.100.7", dkim={"real.example"}), [])
+    assert owner_proof(facts("198.51.100.7", dkim={"other.example"}), []) is None
+    assert owner_proof(facts("198.51.100.7"), nets) is None
+    assert owner_proof(facts(None), nets) is None and owner_proof(facts("junk"), nets) is None
     assert learn_address("SPAM@Example.NET").is_spam
     assert not learn_address("ham@example.net").is_spam
     assert learn_address("spam+x@example.net") is None and learn_address("spam") is None
