@@ -1,0 +1,51 @@
+"""Upgrading a database at 0007 (before mail authentication, reverse aliases and
+quarantine) keeps every user, domain, alias and mail event, on SQLite (whose batch
+migrations rebuild tables) and PostgreSQL; the new columns start empty."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import text
+
+from aliasd.core.quarantine import held_count
+from tests.test_migration_leak_evidence import old_database  # noqa: F401 - the fixture
+
+T0 = dt.datetime(2026, 2, 1, 9, 0, tzinfo=dt.UTC)
+
+
+def test_upgrade_from_0007_keeps_every_row_and_the_new_columns_start_empty(old_database):  # noqa: F811
+    db = old_database
+    db.upgrade("0007_user_display_name")
+    with db.engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO users (id, username, mailbox, is_admin, auth_source, created_at) "
+            "VALUES (1, 'alice', 'alice@mailbox.example', false, 'local', :t)"), {"t": T0})
+        c.execute(text(
+            "INSERT INTO domains (id, name, owner_id, catch_all, created_at) "
+            "VALUES (1, 'example.net', 1, 'reject', :t)"), {"t": T0})
+        c.execute(text(
+            "INSERT INTO aliases (id, address, domain_id, owner_id, site, destinations, "
+            "state, origin, created_at, updated_at, forwarded_count, spam_count, "
+            "rejected_count) VALUES (1, 'shop@example.net', 1, 1, 'shop.example', "
+            "'alice@mailbox.example', 'active', 'web', :t, :t, 3, 2, 0)"), {"t": T0})
+        c.execute(text(
+            "INSERT INTO mail_events (at, alias_id, owner_id, alias_address, envelope_sender, "
+            "sender_domain, from_domain, subject, score, action, is_spam, symbols, size, "
+            "related_sender) VALUES (:t, 1, 1, 'shop@example.net', 'n@shop.example', "
+            "'shop.example', 'shop.example', 'Welcome', 0.1, 'no action', false, '', 100, "
+            "true)"), {"t": T0})
+    db.upgrade()
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT username, quarantine_score FROM users")).all() == [
+            ("alice", None)]
+        assert c.execute(text("SELECT name, reply_mode FROM domains")).all() == [
+            ("example.net", None)]
+        assert c.execute(text(
+            "SELECT address, forwarded_count, reply_mode, reply_name FROM aliases")).all() == [
+            ("shop@example.net", 3, None, None)]
+        assert c.execute(text("SELECT subject, auth FROM mail_events")).all() == [
+            ("Welcome", None)]
+        assert c.execute(text("SELECT count(*) FROM reverse_aliases")).scalar() == 0
+    with db.session() as session:
+        assert held_count(session) == 0
