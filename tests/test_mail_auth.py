@@ -179,6 +179,29 @@ def test_openssl_signing_gives_dkimpys_own_signature_bytes(tmp_path):
     assert fastrsa.openssl_sign(digest, pk) == fastrsa._pure_python_sign(digest.copy(), pk)
 
 
+def test_openssl_verification_agrees_with_dkimpys_own(tmp_path):
+    import hashlib
+
+    from dkim.crypto import parse_pem_private_key
+
+    from aliasd.mailauth import fastrsa
+
+    settings = load_settings(environ={}, data_dir=str(tmp_path))
+    (key,) = keys.signing_keys(settings, "alias.example")
+    pk = parse_pem_private_key(key.private_key_pem)
+    public = {"modulus": pk["modulus"], "publicExponent": pk["publicExponent"]}
+    for text in (b"one", b"two", b"three", b"four"):
+        digest = hashlib.sha256(text)
+        good = fastrsa._pure_python_sign(digest.copy(), pk)
+        bad = bytes([good[0] ^ 1]) + good[1:]
+        other = hashlib.sha256(text + b"!")
+        for sig, h in ((good, digest), (bad, digest), (good, other), (good[:-1], digest),
+                       (b"", digest), (good + b"\0", digest)):  # fmt: skip
+            assert fastrsa.openssl_verify(h.copy(), sig, public) == \
+                fastrsa._pure_python_verify(h.copy(), sig, public)
+        assert fastrsa.openssl_verify(digest.copy(), good, public)
+
+
 def test_huge_headers_and_many_signatures_give_results_quickly(world):
     import time
 

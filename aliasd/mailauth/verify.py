@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 from dataclasses import dataclass, field
 
 import authres
@@ -20,6 +21,7 @@ import dkim
 
 from aliasd.config import Settings
 from aliasd.core.addresses import domain_of
+from aliasd.mailauth import fastdkim, fastrsa  # noqa: F401 - faster dkimpy helpers
 from aliasd.mailauth.dmarc import DmarcResult, evaluate
 from aliasd.mailauth.dns import DkimDns, spf_lookup
 from aliasd.scanner.spf import check_spf
@@ -97,11 +99,12 @@ class AuthResults:
             results.append(authres.DKIMAuthenticationResult(
                 result=d.result, reason=_reason(d.reason), header_d=d.domain,
                 header_s=d.selector, header_a=d.algorithm))  # fmt: skip
-        spf_kwargs = {"smtp_mailfrom": self.spf_mailfrom} if self.spf_mailfrom else {}
+        mailfrom = _identity(self.spf_mailfrom)
+        spf_kwargs = {"smtp_mailfrom": mailfrom} if mailfrom else {}
         results.append(authres.SPFAuthenticationResult(result=self.spf, **spf_kwargs))
         dm = self.dmarc
         results.append(authres.dmarc.DMARCAuthenticationResult(
-            result=dm.result, reason=_reason(dm.reason), header_from=dm.from_domain,
+            result=dm.result, reason=_reason(dm.reason), header_from=_identity(dm.from_domain),
             policy=dm.policy))  # fmt: skip
         results.append(authres.arc.ARCAuthenticationResult(result=self.arc))
         return authres.core.AuthenticationResultsHeader(
@@ -109,14 +112,34 @@ class AuthResults:
         )
 
     def header_value(self, authserv_id: str) -> str:
-        return self.header(authserv_id).header_value()
+        header = self.header(authserv_id)
+        value = header.header_value()
+        fastdkim.remember_results(value, header)  # the seal reads it back
+        return value
 
 
 def _reason(text: str | None) -> str | None:
-    """A reason= value authres quotes correctly (it leaves any value with "@" bare)."""
+    """A reason= value authres quotes correctly and reads back the same: its parser
+    takes parentheses in a quoted string for comments, doubles escaped quotes and
+    leaves a value with "@" bare, so only plain characters are kept."""
     if not text:
         return None
-    return " ".join(text.replace("@", " at ").split())[:80]
+    text = _REASON_UNSAFE.sub(" ", text.replace("@", " at "))
+    return " ".join(text.split())[:80] or None
+
+
+def _identity(value: str | None) -> str | None:
+    """smtp.mailfrom= and header.from= only when authres writes them as a plain value
+    that reads back the same (a dot-atom address or domain), else left out."""
+    if value and _IDENTITY_OK.fullmatch(value):
+        return value
+    return None
+
+
+_REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 .,:_/=+-]")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOMAIN = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+_IDENTITY_OK = re.compile(rf"(?:{_ATOM}(?:\.{_ATOM})*@)?{_DOMAIN}")
 
 
 def _safe(value: bytes | None, limit: int = 64) -> str | None:
