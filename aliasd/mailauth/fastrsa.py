@@ -67,6 +67,10 @@ def cached_private_key(data: bytes) -> dict:
     return _parse_pem_private_key(data)
 
 
-dkim.RSASSA_PKCS1_v1_5_sign = openssl_sign
-dkim.RSASSA_PKCS1_v1_5_verify = openssl_verify
-dkim.parse_pem_private_key = cached_private_key
+SHIPPED = [  # (owner, attribute, dkimpy's own, ours)
+    (dkim, "RSASSA_PKCS1_v1_5_sign", _pure_python_sign, openssl_sign),
+    (dkim, "RSASSA_PKCS1_v1_5_verify", _pure_python_verify, openssl_verify),
+    (dkim, "parse_pem_private_key", _parse_pem_private_key, cached_private_key),
+]
+for _owner, _attribute, _theirs, _ours in SHIPPED:
+    setattr(_owner, _attribute, _ours)
