@@ -204,12 +204,15 @@ for owner, attribute, _theirs, ours in _SHIPPED:
 
 
 @contextlib.contextmanager
-def dkimpy_as_shipped() -> Iterator[None]:
-    """dkimpy's (and authres') own helpers back in place for a while, RSA included: what
-    the tests compare against and the bench measures. Not for use while mail flows."""
+def dkimpy_as_shipped(keep_openssl_signing: bool = False) -> Iterator[None]:
+    """dkimpy's (and authres') own helpers back in place for a while, RSA included unless
+    ``keep_openssl_signing``: what the tests compare against and the bench measures. Not
+    for use while mail flows."""
     from aliasd.mailauth import fastrsa
 
-    replaced = _SHIPPED + fastrsa.SHIPPED
+    rsa = [r for r in fastrsa.SHIPPED
+           if not (keep_openssl_signing and r[1] == "RSASSA_PKCS1_v1_5_sign")]  # fmt: skip
+    replaced = _SHIPPED + rsa
     for owner, attribute, theirs, _ours in replaced:
         setattr(owner, attribute, theirs)
     try:
