@@ -182,18 +182,24 @@ class DkimDns:
     no answer raises dkimpy's DnsTimeoutError and is remembered, so the caller can
     report ``temperror`` instead of ``fail``."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, memo: dict | None = None) -> None:
         self.settings = settings
         self.timeout = settings.dns_timeout
         self.temporary_failure: str | None = None
         self.missing = False  # a lookup found no record at all
+        # answers already had while checking this message (its ARC-Message-Signature
+        # and ARC-Seal usually name the same key): asked once even with a TTL of 0
+        self.memo = memo if memo is not None else {}
 
     def __call__(self, name: bytes | str, timeout: float = DEFAULT_TIMEOUT) -> bytes | None:
         import dkim
 
         text = name.decode("ascii", "replace") if isinstance(name, bytes) else name
         try:
-            records = txt(self.settings, text, min(timeout, self.timeout))
+            records = self.memo.get(text)
+            if records is None:
+                records = txt(self.settings, text, min(timeout, self.timeout))
+                self.memo[text] = records
         except DnsTemporaryError as exc:
             self.temporary_failure = str(exc)
             raise dkim.DnsTimeoutError(str(exc)) from exc

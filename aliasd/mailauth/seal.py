@@ -66,9 +66,9 @@ def seal_parts(settings: Settings, domain: str, head: bytes, body: bytes, ar_val
         return []
     if key is None:
         return []
-    lowered = head.lower()
-    present = [h.encode() for h in AMS_HEADERS
-               if re.search(rb"(^|\n)" + re.escape(h.encode()) + rb"\s*:", lowered)]  # fmt: skip
+    names = {line.partition(b":")[0].rstrip() for line in head.lower().split(b"\n")
+             if line[:1] not in (b" ", b"\t")}  # fmt: skip
+    present = [h.encode() for h in AMS_HEADERS if h.encode() in names]
     if b"from" not in present:
         return []
     ar_line = b"Authentication-Results: " + ar_value.encode("ascii", "replace") + b"\r\n"
