@@ -157,3 +157,47 @@ def test_forwarded_mail_from_a_reverse_alias_on_the_reply_domain_verifies_with_t
     verifier = dkim.DKIM(sent)
     assert verifier.verify(dnsfunc=DkimDns(settings))
     assert verifier.domain == REPLY.encode()
+
+
+def test_a_reply_through_a_reverse_alias_on_the_reply_domain_verifies_with_the_published_key(
+        replies_published, database):  # fmt: skip
+    """The owner answers a reverse alias on the reverse-alias domain: it goes out from
+    the alias, signed with the alias domain's key, which `aliasd dns` printed."""
+    import dkim
+
+    from aliasd.core import aliases as core
+    from aliasd.core import reverse_aliases
+    from aliasd.mailauth.dns import DkimDns
+    from aliasd.milter.processing import Envelope
+    from aliasd.milter.replies import ReplyPath
+
+    settings, _, _ = replies_published
+    settings = settings.with_overrides(reply_trusted_networks=["127.0.0.1/32"])
+    with database.session() as s:
+        alias = core.create_alias(s, "shop@mail.example", core.get_user(s, "bob"))
+        s.flush()
+        reverse = reverse_aliases.for_correspondent(s, alias, "support@shop.example",
+                                                    reply_domain=REPLY).address  # fmt: skip
+    assert reverse.endswith(f"@{REPLY}")
+    envelope = Envelope(
+        sender="bob@real.example", recipients=[reverse], client_addr="127.0.0.1",
+        helo="laptop.real.example",
+        headers=[("From", b"Bob <bob@real.example>"), ("To", reverse.encode()),
+                 ("Subject", b"Re: order 7"), ("Message-ID", b"<r7@real.example>")],
+        body=bytearray(b"Thanks!\r\n"), size=200,
+    )  # fmt: skip
+    outcome = ReplyPath(settings, database).outgoing(envelope)
+    assert outcome is not None and outcome.status == "accept", outcome
+    transform = outcome.transform
+    assert transform.new_sender == "shop@mail.example"
+    assert transform.add_recipients == ["support@shop.example"]
+    # the message as it leaves: signature on top, our header edits applied
+    from aliasd.core.reply_headers import HeaderEdits
+
+    headers = HeaderEdits(change=transform.change_headers, add=transform.add_headers).apply(
+        [(n, v.decode()) for n, v in envelope.headers])  # fmt: skip
+    headers = [*transform.insert_headers, *headers]
+    sent = ("".join(f"{n}: {v}\r\n" for n, v in headers) + "\r\n").encode() + b"Thanks!\r\n"
+    verifier = dkim.DKIM(sent)
+    assert verifier.verify(dnsfunc=DkimDns(settings)), sent
+    assert verifier.domain == b"mail.example"
