@@ -59,6 +59,8 @@ def test_an_unreachable_resolver_is_a_warning(published, dns_server):
 def test_dns_for_an_unmanaged_domain_is_refused(aliasd_cli):
     proc = aliasd_cli("dns", "elsewhere.example", check=False)
     assert proc.returncode == 1 and "not a managed domain" in proc.stderr
+    proc = aliasd_cli("dns", check=False)
+    assert proc.returncode == 1 and "no managed domain yet" in proc.stderr
 
 
 # --- the reverse-alias domain (reply_domain) -------------------------------------------

@@ -20,6 +20,8 @@ def dns_command(domain: str | None) -> None:
     with state().database().session() as session:
         wanted = records.dns_domains(settings, [d.name for d in core.list_domains(session)])
     names = wanted
+    if domain is None and not names:
+        raise click.ClickException("no managed domain yet: aliasd domain add DOMAIN --owner USER")
     if domain is not None:
         names = [domain.lower().rstrip(".")]
         if names[0] not in wanted:
