@@ -1,7 +1,8 @@
 """``aliasd doctor``: is this installation wired the way aliasd expects? Postfix's live
 configuration (through ``postconf``) against the lines ``aliasd postfix-config`` prints,
-lookupd and the milter answering, the blocklist reload command, and each managed
-domain's DNS (through the configured resolver) against ``aliasd dns``. Each check is
+lookupd and the milter answering, the blocklist reload command, and the DNS of each
+managed domain and of the reverse-alias domain (through the configured resolver)
+against ``aliasd dns``. Each check is
 one line: ok, warn or fail, with the fix. Nothing here changes anything."""
 
 from __future__ import annotations
@@ -244,5 +245,5 @@ def run_checks(settings: Settings, database: Database, postfix_dir: str | None) 
     yield quarantine_check(settings, database)
     if not domains:
         yield Check("warn", "domains", "no managed domain yet", "aliasd domain add DOMAIN --owner USER")
-    for domain in domains:
+    for domain in records.dns_domains(settings, domains):  # with the reverse-alias domain
         yield from domain_checks(settings, domain)

@@ -127,3 +127,19 @@ def test_keys_made_by_root_belong_to_the_data_directorys_owner(tmp_path):
     made = [p for p in data.rglob("*") if not p.name.endswith(".lock")]
     assert made and all(p.stat().st_uid == nobody.pw_uid for p in made), [
         (str(p), p.stat().st_uid) for p in made]
+
+
+def test_a_rotation_or_a_key_file_replaced_by_hand_is_used_at_once(tmp_path):
+    from aliasd.config import load_settings
+
+    settings = load_settings(environ={}, data_dir=str(tmp_path))
+    (first,) = keys.signing_keys(settings, "kept.example")
+    assert keys.signing_keys(settings, "kept.example") == [first]  # kept between calls
+    (rotated,) = keys.rotate(settings, "kept.example")
+    assert keys.signing_keys(settings, "kept.example") == [rotated]
+    # an admin restores another key file under the same name (cp -p: the backup's time)
+    path = Path(settings.effective_dkim_keys_dir) / "kept.example" / f"{rotated.selector}.rsa.pem"
+    path.write_bytes(first.private_key_pem)
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    (now,) = keys.signing_keys(settings, "kept.example")
+    assert now.private_key_pem == first.private_key_pem

@@ -179,6 +179,29 @@ def test_openssl_signing_gives_dkimpys_own_signature_bytes(tmp_path):
     assert fastrsa.openssl_sign(digest, pk) == fastrsa._pure_python_sign(digest.copy(), pk)
 
 
+def test_openssl_verification_agrees_with_dkimpys_own(tmp_path):
+    import hashlib
+
+    from dkim.crypto import parse_pem_private_key
+
+    from aliasd.mailauth import fastrsa
+
+    settings = load_settings(environ={}, data_dir=str(tmp_path))
+    (key,) = keys.signing_keys(settings, "alias.example")
+    pk = parse_pem_private_key(key.private_key_pem)
+    public = {"modulus": pk["modulus"], "publicExponent": pk["publicExponent"]}
+    for text in (b"one", b"two", b"three", b"four"):
+        digest = hashlib.sha256(text)
+        good = fastrsa._pure_python_sign(digest.copy(), pk)
+        bad = bytes([good[0] ^ 1]) + good[1:]
+        other = hashlib.sha256(text + b"!")
+        for sig, h in ((good, digest), (bad, digest), (good, other), (good[:-1], digest),
+                       (b"", digest), (good + b"\0", digest)):  # fmt: skip
+            assert fastrsa.openssl_verify(h.copy(), sig, public) == \
+                fastrsa._pure_python_verify(h.copy(), sig, public)
+        assert fastrsa.openssl_verify(digest.copy(), good, public)
+
+
 def test_huge_headers_and_many_signatures_give_results_quickly(world):
     import time
 
@@ -200,3 +223,42 @@ def test_a_signature_whose_key_is_not_published_is_a_permerror(world):
     dns_server.remove("bank1._domainkey.bank.example")
     results = _check(ours, _signed(bank))
     assert (results.dkim[0].result, results.dkim[0].reason) == ("permerror", "no key for selector")
+
+
+def test_a_two_megabyte_hostile_body_is_checked_and_sealed_like_any_other(world):
+    """Whitespace runs and empty lines by the million: the signature still verifies,
+    the seal verifies (checked by dkimpy's own helpers), the original DKIM stays."""
+    from aliasd.mailauth import fastdkim
+
+    bank, ours, _ = world
+    message = _message() + b"a \t " * 400_000 + b"\r\n" * 200_000
+    signed = _signed(bank, message)
+    results = _check(ours, signed)
+    assert results.checked and results.dkim_summary == "pass"
+    sealed = _seal(ours, signed)
+    with fastdkim.dkimpy_as_shipped():
+        assert _arc(ours, sealed)[0] == b"pass"
+        assert dkim.verify(sealed, dnsfunc=DkimDns(ours))
+
+
+def test_past_the_size_bound_signatures_are_not_checked_and_the_header_says_so(world,
+                                                                              monkeypatch):  # fmt: skip
+    from aliasd.mailauth import verify
+
+    bank, ours, _ = world
+    monkeypatch.setattr(verify, "MAX_CHECKED_MESSAGE", 10_000)
+    results = _check(ours, _signed(bank, _message() + b"x" * 20_000 + b"\r\n"))
+    assert not results.checked and results.dkim == []
+    assert results.spf == "pass" and results.dmarc.result == "pass"  # SPF still aligns
+    assert 'dkim=none reason="message too large to check"' in results.header_value("mx.a.example")
+    assert results.event_text().startswith("spf=pass dkim=none (not checked: too large)")
+
+
+def test_an_arc_chain_longer_than_the_bound_fails_without_being_checked(world):
+    bank, ours, _ = world
+    once = _seal(ours, _signed(bank))
+    arc_lines = [line for line in once.split(b"\r\n") if line.startswith(b"ARC-Seal:")]
+    padded = b"".join(arc_lines[0].replace(b"i=1;", f"i={n};".encode()) + b"\r\n"
+                      for n in range(2, 13)) + once  # fmt: skip
+    results = _check(ours, padded)
+    assert results.arc == "fail" and "more than 10 ARC sets" in results.arc_reason

@@ -6,7 +6,7 @@ import click
 
 from aliasd.cli.common import state
 from aliasd.core import aliases as core
-from aliasd.mailauth import keys
+from aliasd.mailauth import keys, records
 
 
 @click.group("dkim")
@@ -15,13 +15,16 @@ def dkim_group() -> None:
 
 
 def _managed_domains() -> list[str]:
+    """Managed domains and the reverse-alias domain: each signs with keys of its own."""
     with state().database().session() as session:
-        return [d.name for d in core.list_domains(session)]
+        names = [d.name for d in core.list_domains(session)]
+    return records.dns_domains(state().settings, names)
 
 
 @dkim_group.command("list")
 def list_keys() -> None:
-    """Each managed domain's keys: selector, algorithm, created, state."""
+    """Each managed domain's keys (and the reverse-alias domain's): selector,
+    algorithm, created, state."""
     settings = state().settings
     for domain in _managed_domains():
         try:
@@ -39,7 +42,8 @@ def list_keys() -> None:
 @click.option("--overlap-days", type=click.IntRange(min=0), default=None,
               help="Days the old key stays published (default: dkim_rotation_overlap_days).")
 def rotate(domain: str, overlap_days: int | None) -> None:
-    """New keys for DOMAIN; the old ones stay published for the overlap period."""
+    """New keys for DOMAIN (a managed domain or the reverse-alias domain); the old ones
+    stay published for the overlap period."""
     settings = state().settings
     if domain.lower().rstrip(".") not in _managed_domains():
         raise click.ClickException(f"{domain} is not a managed domain")

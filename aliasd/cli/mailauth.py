@@ -12,17 +12,22 @@ from aliasd.mailauth import keys, records, srs_secret
 
 
 @click.command("dns")
-@click.argument("domain")
-def dns_command(domain: str) -> None:
-    """Print the DNS records DOMAIN needs, in zone-file format."""
+@click.argument("domain", required=False)
+def dns_command(domain: str | None) -> None:
+    """Print the DNS records DOMAIN needs, in zone-file format; without DOMAIN, those
+    of every managed domain and of the reverse-alias domain (reply_domain)."""
     settings = state().settings
     with state().database().session() as session:
-        managed = {d.name for d in core.list_domains(session)}
-    name = domain.lower().rstrip(".")
-    if name not in managed:
-        raise click.ClickException(f"{domain} is not a managed domain")
+        wanted = records.dns_domains(settings, [d.name for d in core.list_domains(session)])
+    names = wanted
+    if domain is None and not names:
+        raise click.ClickException("no managed domain yet: aliasd domain add DOMAIN --owner USER")
+    if domain is not None:
+        names = [domain.lower().rstrip(".")]
+        if names[0] not in wanted:
+            raise click.ClickException(f"{domain} is not a managed domain")
     try:
-        click.echo(records.zone_text(settings, name), nl=False)
+        click.echo("\n".join(records.zone_text(settings, n) for n in names), nl=False)
     except keys.DkimKeyError as exc:
         raise click.ClickException(str(exc)) from exc
 

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,10 +236,42 @@ def ensure_keys(settings: Settings, domain: str) -> list[SigningKey]:
                 and e["algorithm"] in _wanted_algorithms(settings)]  # fmt: skip
 
 
+# Signing keys as last read, per (keys dir, domain, algorithms): every forwarded message
+# is sealed, and reading the index and the key file (under the lock) each time cost more
+# than the seal's RSA signature. A rotation or a new key rewrites keys.json (a new file,
+# by rename), and a key file replaced by hand changes too: either sends the next caller
+# back to the files.
+_signing_cache: dict[tuple[str, str, tuple[str, ...]], tuple[tuple, list[SigningKey]]] = {}
+_signing_lock = threading.Lock()
+
+
+def _file_name(key: SigningKey) -> str:
+    return f"{key.selector}.{'ed25519' if key.algorithm == ED25519 else 'rsa'}.pem"
+
+
+def _stamp(settings: Settings, domain: str, keys: list[SigningKey]) -> tuple | None:
+    directory = _domain_dir(settings, domain)
+    try:
+        stats = [os.stat(directory / name) for name in ["keys.json", *map(_file_name, keys)]]
+    except OSError:
+        return None
+    return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)
+
+
 def signing_keys(settings: Settings, domain: str) -> list[SigningKey]:
     """Keys to sign and seal with now, RSA first (generated on first use)."""
-    keys = ensure_keys(settings, domain)
-    return sorted(keys, key=lambda k: k.algorithm != RSA)
+    name = _check_domain(domain)
+    cache_key = (settings.effective_dkim_keys_dir, name, tuple(_wanted_algorithms(settings)))
+    with _signing_lock:
+        cached = _signing_cache.get(cache_key)
+    if cached is not None and cached[0] == _stamp(settings, name, cached[1]):
+        return list(cached[1])
+    keys = sorted(ensure_keys(settings, name), key=lambda k: k.algorithm != RSA)
+    stamp = _stamp(settings, name, keys)
+    if stamp is not None:
+        with _signing_lock:
+            _signing_cache[cache_key] = (stamp, keys)
+    return list(keys)
 
 
 def published_keys(settings: Settings, domain: str) -> list[SigningKey]:

@@ -9,7 +9,7 @@ import logging
 
 from aliasd.config import Settings
 from aliasd.db import Database
-from aliasd.mailauth import keys
+from aliasd.mailauth import keys, records
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,8 @@ def provision_domain(settings: Settings, domain: str) -> list[keys.SigningKey]:
 
 
 def provision_all(settings: Settings, database: Database) -> list[str]:
-    """Keys for every managed domain and the SRS secret; lines saying what was made."""
+    """Keys for every managed domain (and the reverse-alias domain) and the SRS secret;
+    lines saying what was made."""
     from sqlalchemy import select
 
     from aliasd.mailauth import srs_secret
@@ -37,7 +38,7 @@ def provision_all(settings: Settings, database: Database) -> list[str]:
     with database.engine.connect() as conn:
         names = list(conn.scalars(select(Domain.name).order_by(Domain.id)))
     before = set(keys.known_domains(settings))
-    for name in names:
+    for name in records.dns_domains(settings, names):
         made = provision_domain(settings, name)
         if made and name not in before:
             lines.append(f"DKIM key {made[0].selector} created for {name}")

@@ -14,6 +14,7 @@ import dkim
 
 from aliasd.config import Settings
 from aliasd.mailauth import (
+    fastdkim,
     fastrsa,  # noqa: F401 - OpenSSL signing for dkimpy
     keys,
 )
@@ -41,12 +42,22 @@ def _split_fields(lines: list[bytes]) -> list[tuple[str, str]]:
     return out
 
 
-def seal(settings: Settings, domain: str, message: bytes, ar_value: str) -> list[tuple[str, str]]:
+def seal(settings: Settings, domain: str, message: bytes, ar_value: str,
+         timestamp: int | None = None) -> list[tuple[str, str]]:  # fmt: skip
     """The new ARC set (three header fields, in the order to add them), or [] when the
     message cannot be sealed (no RSA key, no From:, too many instances, bad input).
 
     ``message`` is the message as it will leave (without our Authentication-Results);
     ``ar_value`` is our Authentication-Results value, which carries ``arc=``."""
+    head, body = fastdkim.split_message(message)
+    return seal_parts(settings, domain, head, body or b"", ar_value, timestamp)
+
+
+def seal_parts(settings: Settings, domain: str, head: bytes, body: bytes, ar_value: str,
+               timestamp: int | None = None) -> list[tuple[str, str]]:  # fmt: skip
+    """:func:`seal` of a message given as its header block (each field ending in a line
+    end) and its body with CRLF line ends, as verification parsed it: only the header
+    block is parsed here, and the body's canonical form computed then is reused."""
     try:
         key = next((k for k in keys.signing_keys(settings, domain) if k.algorithm == keys.RSA),
                    None)  # fmt: skip
@@ -55,17 +66,19 @@ def seal(settings: Settings, domain: str, message: bytes, ar_value: str) -> list
         return []
     if key is None:
         return []
-    head_end = message.find(b"\r\n\r\n")
-    head = message[: head_end if head_end >= 0 else len(message)].lower()
-    present = [h.encode() for h in AMS_HEADERS
-               if re.search(rb"(^|\n)" + re.escape(h.encode()) + rb"\s*:", head)]  # fmt: skip
+    names = {line.partition(b":")[0].rstrip() for line in head.lower().split(b"\n")
+             if line[:1] not in (b" ", b"\t")}  # fmt: skip
+    present = [h.encode() for h in AMS_HEADERS if h.encode() in names]
     if b"from" not in present:
         return []
     ar_line = b"Authentication-Results: " + ar_value.encode("ascii", "replace") + b"\r\n"
     srv_id = ar_value.split(";", 1)[0].strip().lower().encode()
     try:
-        lines = dkim.arc_sign(ar_line + message, key.selector.encode(), key.domain.encode(),
-                              key.private_key_pem, srv_id, include_headers=present)  # fmt: skip
+        # dkim.arc_sign, with the body handed over instead of parsed again
+        signer = dkim.ARC(ar_line + head + b"\r\n", signature_algorithm=b"rsa-sha256")
+        signer.body = body
+        lines = signer.sign(key.selector.encode(), key.domain.encode(), key.private_key_pem,
+                            srv_id, include_headers=present, timestamp=timestamp)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - hostile chains: the message goes unsealed
         log.info("no ARC seal for a message to %s: %s", domain, exc)
         return []

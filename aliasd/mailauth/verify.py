@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import re
 from dataclasses import dataclass, field
 
 import authres
@@ -20,6 +21,7 @@ import dkim
 
 from aliasd.config import Settings
 from aliasd.core.addresses import domain_of
+from aliasd.mailauth import fastdkim, fastrsa  # noqa: F401 - faster dkimpy helpers
 from aliasd.mailauth.dmarc import DmarcResult, evaluate
 from aliasd.mailauth.dns import DkimDns, spf_lookup
 from aliasd.scanner.spf import check_spf
@@ -29,6 +31,13 @@ log = logging.getLogger(__name__)
 # A message may carry any number of signatures; past this many the rest are not
 # checked (each costs a DNS lookup and an RSA operation).
 MAX_SIGNATURES = 5
+# RFC 8617 allows 50 ARC sets; each one checked hashes the whole body again. Real chains
+# are a few hops long; a longer one is reported failed without the work.
+MAX_ARC_SETS = 10
+# Signatures are checked on bodies up to this size. The work is linear and mostly in C
+# (about 5 ms of GIL per 2 MB, see bench/mail_auth_cost.py); the milter hands over at
+# most max_scan_size (2 MB by default), so this only bounds a raised max_scan_size.
+MAX_CHECKED_MESSAGE = 8 * 1024 * 1024
 _SPF_FROM_SYMBOL = {
     "R_SPF_ALLOW": "pass", "R_SPF_FAIL": "fail", "R_SPF_SOFTFAIL": "softfail",
     "R_SPF_NEUTRAL": "neutral", "R_SPF_NA": "none", "R_SPF_DNSFAIL": "temperror",
@@ -66,6 +75,9 @@ class AuthResults:
     arc_temperror: bool = False  # the chain could not be checked (DNS): do not seal
     dmarc: DmarcResult = field(default_factory=lambda: DmarcResult("none", None))
     checked: bool = True  # False: the message was too large to check
+    # the body as checked (CRLF line ends): the seal hashes the same bytes, so the
+    # canonical form computed here is reused there
+    body: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def dkim_summary(self) -> str:
@@ -97,11 +109,12 @@ class AuthResults:
             results.append(authres.DKIMAuthenticationResult(
                 result=d.result, reason=_reason(d.reason), header_d=d.domain,
                 header_s=d.selector, header_a=d.algorithm))  # fmt: skip
-        spf_kwargs = {"smtp_mailfrom": self.spf_mailfrom} if self.spf_mailfrom else {}
+        mailfrom = _identity(self.spf_mailfrom)
+        spf_kwargs = {"smtp_mailfrom": mailfrom} if mailfrom else {}
         results.append(authres.SPFAuthenticationResult(result=self.spf, **spf_kwargs))
         dm = self.dmarc
         results.append(authres.dmarc.DMARCAuthenticationResult(
-            result=dm.result, reason=_reason(dm.reason), header_from=dm.from_domain,
+            result=dm.result, reason=_reason(dm.reason), header_from=_identity(dm.from_domain),
             policy=dm.policy))  # fmt: skip
         results.append(authres.arc.ARCAuthenticationResult(result=self.arc))
         return authres.core.AuthenticationResultsHeader(
@@ -109,14 +122,34 @@ class AuthResults:
         )
 
     def header_value(self, authserv_id: str) -> str:
-        return self.header(authserv_id).header_value()
+        header = self.header(authserv_id)
+        value = header.header_value()
+        fastdkim.remember_results(value, header)  # the seal reads it back
+        return value
 
 
 def _reason(text: str | None) -> str | None:
-    """A reason= value authres quotes correctly (it leaves any value with "@" bare)."""
+    """A reason= value authres quotes correctly and reads back the same: its parser
+    takes parentheses in a quoted string for comments, doubles escaped quotes and
+    leaves a value with "@" bare, so only plain characters are kept."""
     if not text:
         return None
-    return " ".join(text.replace("@", " at ").split())[:80]
+    text = _REASON_UNSAFE.sub(" ", text.replace("@", " at "))
+    return " ".join(text.split())[:80] or None
+
+
+def _identity(value: str | None) -> str | None:
+    """smtp.mailfrom= and header.from= only when authres writes them as a plain value
+    that reads back the same (a dot-atom address or domain), else left out."""
+    if value and _IDENTITY_OK.fullmatch(value):
+        return value
+    return None
+
+
+_REASON_UNSAFE = re.compile(r"[^A-Za-z0-9 .,:_/=+-]")
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOMAIN = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+_IDENTITY_OK = re.compile(rf"(?:{_ATOM}(?:\.{_ATOM})*@)?{_DOMAIN}")
 
 
 def _safe(value: bytes | None, limit: int = 64) -> str | None:
@@ -127,16 +160,24 @@ def _safe(value: bytes | None, limit: int = 64) -> str | None:
     return text[:limit] or None
 
 
-def check_dkim(settings: Settings, message: bytes) -> list[DkimResult]:
-    """One result per DKIM-Signature (the first MAX_SIGNATURES)."""
+def _verifier(settings: Settings, message: bytes) -> dkim.DKIM:
+    """The message parsed once, for every signature and the ARC chain."""
+    return dkim.DKIM(message, logger=_dkim_log, timeout=int(settings.dns_timeout) or 1)
+
+
+def check_dkim(settings: Settings, message: bytes | dkim.DKIM,
+               memo: dict | None = None) -> list[DkimResult]:  # fmt: skip
+    """One result per DKIM-Signature (the first MAX_SIGNATURES). ``memo``: key records
+    already looked up for this message."""
+    memo = {} if memo is None else memo
     try:
-        verifier = dkim.DKIM(message, logger=_dkim_log, timeout=int(settings.dns_timeout) or 1)
+        verifier = message if isinstance(message, dkim.DKIM) else _verifier(settings, message)
     except Exception as exc:  # noqa: BLE001 - unparsable message: nothing verifies
         return [DkimResult("permerror", reason=f"message cannot be parsed: {exc}"[:100])]
     count = sum(1 for name, _ in verifier.headers if name.lower() == b"dkim-signature")
     results = []
     for idx in range(min(count, MAX_SIGNATURES)):
-        dnsfunc = DkimDns(settings)
+        dnsfunc = DkimDns(settings, memo)
         tags: dict = {}
         try:
             prep = verifier.verify_headerprep(idx)
@@ -167,15 +208,32 @@ def check_dkim(settings: Settings, message: bytes) -> list[DkimResult]:
     return results
 
 
-def check_arc(settings: Settings, message: bytes) -> tuple[str, str, bool]:
+def check_arc(settings: Settings, message: bytes | dkim.DKIM,
+              memo: dict | None = None) -> tuple[str, str, bool]:  # fmt: skip
     """(cv, reason, temperror) of the ARC chain the message arrived with."""
-    if b"arc-seal" not in message[: message.find(b"\r\n\r\n") + 1 or len(message)].lower():
+    if isinstance(message, dkim.DKIM):
+        headers, body = message.headers, message.body
+    else:
+        head = message[: message.find(b"\r\n\r\n") + 1 or len(message)].lower()
+        if b"arc-seal" not in head:
+            return "none", "", False
+        try:
+            headers, body = fastdkim.parse_message(message)
+        except Exception as exc:  # noqa: BLE001 - any malformed chain is a failed chain
+            return "fail", f"unverifiable chain: {exc}"[:100], False
+    seals = sum(1 for name, _ in headers if name.lower() == b"arc-seal")
+    if seals == 0:
         return "none", "", False
-    dnsfunc = DkimDns(settings)
+    if seals > MAX_ARC_SETS:
+        return "fail", f"more than {MAX_ARC_SETS} ARC sets: not checked", False
+    dnsfunc = DkimDns(settings, memo)
+    # dkimpy's arc_verify, on the headers and body parsed already
+    arc = dkim.ARC(None, logger=_dkim_log, timeout=int(settings.dns_timeout) or 1)
+    arc.headers, arc.body = list(headers), body
     try:
-        cv, _results, reason = dkim.arc_verify(
-            message, logger=_dkim_log, dnsfunc=dnsfunc, timeout=int(settings.dns_timeout) or 1
-        )
+        cv, _results, reason = arc.verify(dnsfunc=dnsfunc)
+    except dkim.DKIMException as exc:
+        cv, reason = dkim.CV_Fail, str(exc)
     except Exception as exc:  # noqa: BLE001 - any malformed chain is a failed chain
         return "fail", f"unverifiable chain: {exc}"[:100], dnsfunc.temporary_failure is not None
     cv_text = cv.decode() if isinstance(cv, bytes) else str(cv)
@@ -199,17 +257,26 @@ def authenticate(settings: Settings, *, message: bytes, sender: str, client_addr
                  helo: str | None, from_header: bytes | None,
                  complete: bool = True) -> AuthResults:  # fmt: skip
     """All checks of one message. ``complete`` False: the body was cut at the scan cap,
-    so signatures cannot be checked (SPF and the DMARC policy lookup still are)."""
-    res = AuthResults(checked=complete)
+    so signatures cannot be checked (SPF and the DMARC policy lookup still are); the same
+    past MAX_CHECKED_MESSAGE bytes."""
+    res = AuthResults(checked=complete and len(message) <= MAX_CHECKED_MESSAGE)
     spf_sym = check_spf(client_addr, sender, helo, lookup=spf_lookup(settings),
                         timeout=settings.dns_timeout)  # fmt: skip
     if spf_sym is not None:
         res.spf = _SPF_FROM_SYMBOL.get(spf_sym.name, "permerror")
     res.spf_mailfrom = sender if "@" in sender else (helo or None)
     res.spf_domain = domain_of(sender) if "@" in sender else (helo or None)
-    if complete:
-        res.dkim = check_dkim(settings, message)
-        res.arc, res.arc_reason, res.arc_temperror = check_arc(settings, message)
+    if res.checked:
+        try:
+            verifier = _verifier(settings, message)
+        except Exception as exc:  # noqa: BLE001 - unparsable message: nothing verifies
+            res.dkim = [DkimResult("permerror", reason=f"message cannot be parsed: {exc}"[:100])]
+            res.arc, res.arc_reason, res.arc_temperror = check_arc(settings, message)
+        else:
+            res.body = verifier.body
+            memo: dict = {}
+            res.dkim = check_dkim(settings, verifier, memo)
+            res.arc, res.arc_reason, res.arc_temperror = check_arc(settings, verifier, memo)
     passes = [d.domain for d in res.dkim if d.result == "pass" and d.domain]
     res.dmarc = evaluate(settings, single_from_domain(from_header), res.spf,
                          res.spf_domain, passes)  # fmt: skip

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from aliasd.config import Settings
 from aliasd.core.addresses import domain_of
+from aliasd.mailauth import fastdkim
 from aliasd.mailauth import seal as arc_seal
 from aliasd.mailauth.verify import AuthResults, authenticate
 
@@ -79,8 +80,9 @@ def forged_results(envelope: Envelope, authserv_id: str) -> list[tuple[str, int]
     return out
 
 
-def _outgoing(envelope: Envelope, verdict: Verdict) -> bytes:
-    """The message as Postfix will pass it on: our header edits applied."""
+def _outgoing_head(envelope: Envelope, verdict: Verdict) -> bytes:
+    """The header block as Postfix will pass it on (our header edits applied), each
+    field ending in CRLF; the body is not copied."""
     removed = {(n.lower(), i) for n, i in verdict.remove_headers}
     headers, seen = [], 0
     for name, value in envelope.headers:
@@ -101,7 +103,7 @@ def _outgoing(envelope: Envelope, verdict: Verdict) -> bytes:
     headers += [(n, v.encode("utf-8", "replace")) for n, v in verdict.add_headers]
     from aliasd.milter.processing import Envelope as _Envelope
 
-    return _Envelope(headers=headers, body=envelope.body).raw_message()
+    return _Envelope(headers=headers, body=bytearray()).raw_message()[:-2]
 
 
 def finish(settings: Settings, future: concurrent.futures.Future | None, envelope: Envelope,
@@ -121,8 +123,12 @@ def finish(settings: Settings, future: concurrent.futures.Future | None, envelop
     seal_domain = domain_of(targets[0].address) if targets else None
     if (settings.arc_enabled and seal_domain and results.checked
             and not results.arc_temperror):  # fmt: skip
+        # the body verification parsed (CRLF line ends): its canonical form is reused
+        body = results.body if results.body is not None else \
+            fastdkim.normalise_line_ends(bytes(envelope.body))
         try:
-            arc_set = arc_seal.seal(settings, seal_domain, _outgoing(envelope, verdict), ar_value)
+            arc_set = arc_seal.seal_parts(settings, seal_domain,
+                                          _outgoing_head(envelope, verdict), body, ar_value)
         except Exception:  # noqa: BLE001
             log.exception("ARC sealing failed; message passes unsealed")
             arc_set = []
