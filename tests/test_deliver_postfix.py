@@ -1,7 +1,8 @@
 """Forwarding that arrives, through a real Postfix wired only with ``aliasd postfix-config``'s
 lines, real ``aliasd lookupd`` and ``aliasd milter``, the tests' own DNS server serving
 what ``aliasd dns`` printed, and a capture SMTP server standing in for the owner's
-mailbox provider. No SRS or DKIM settings: the defaults must do it."""
+mailbox provider. No SRS or DKIM settings: the defaults must do it (only
+``web_base_url``, for the one-click headers, and ``dkim_ed25519``, for a second key)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ pytestmark = pytest.mark.postfix
 
 HOST = "mx.example.net"
 ALIAS = "github.com@example.net"
+WEB = "https://aliases.example.net"
 
 
 def _bank_message() -> bytes:
@@ -72,12 +74,15 @@ def world(tmp_path_factory):
         secret_key="test", dns_resolver=dns_server.address, authserv_id=HOST,
         lookup_socketmap=f"127.0.0.1:{free_port()}", lookup_tcp="",
         milter_listen=f"127.0.0.1:{free_port()}", blocklist_reload_command="true",
+        web_base_url=WEB, dkim_ed25519=True,
     )  # fmt: skip
     env = settings_env(settings) | {
         "ALIASD_AUTHSERV_ID": HOST,
         "ALIASD_LOOKUP_SOCKETMAP": settings.lookup_socketmap,
         "ALIASD_LOOKUP_TCP": "",
         "ALIASD_MILTER_LISTEN": settings.milter_listen,
+        "ALIASD_WEB_BASE_URL": WEB,
+        "ALIASD_DKIM_ED25519": "true",
     }
     upgrade = subprocess.run([sys.executable, "-m", "aliasd", "db", "upgrade"], env=env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -109,7 +114,7 @@ def world(tmp_path_factory):
     w = World()
     w.settings, w.env, w.dns, w.capture, w.postfix, w.bank = (
         settings, env, dns_server, capture, postfix, bank)
-    w.database, w.zone, w.base = database, zone.stdout, base
+    w.database, w.zone, w.base, w.milter = database, zone.stdout, base, milter
     try:
         for listen in (settings.lookup_socketmap, settings.milter_listen):
             wait_for_port(int(listen.rsplit(":", 1)[1]), timeout=30)
@@ -118,7 +123,7 @@ def world(tmp_path_factory):
     finally:
         postfix.stop()
         capture.stop()
-        for proc in (milter, lookupd):
+        for proc in (w.milter, lookupd):
             stop_process(proc)
         dns_server.stop()
         database.dispose()
@@ -135,6 +140,18 @@ def _send(w: World, data: bytes) -> subprocess.CompletedProcess:
         time.sleep(0.2)
 
 
+def _signatures(data: bytes, dnsfunc) -> list[tuple[dict, bool]]:
+    """Each DKIM-Signature's tags, top first, and whether dkimpy verifies it."""
+    import email
+
+    verifier = dkim.DKIM(data)
+    out = []
+    for index, value in enumerate(email.message_from_bytes(data).get_all("DKIM-Signature")):
+        tags = dict(t.strip().split("=", 1) for t in "".join(value.split()).split(";") if "=" in t)
+        out.append((tags, verifier.verify(idx=index, dnsfunc=dnsfunc)))
+    return out
+
+
 def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(world):
     w = world
     message = _bank_message()
@@ -147,8 +164,9 @@ def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(w
     assert re.match(r"^SRS0=[^=]+=[A-Z2-7]{2}=bank\.example=alerts@example\.net$", msg.mail_from)
     data = msg.data
     dnsfunc = DkimDns(w.settings)
+    signatures = _signatures(data, dnsfunc)
     # the original signature survives forwarding: aliasd changed headers only
-    assert dkim.verify(data, dnsfunc=dnsfunc)
+    assert [ok for tags, ok in signatures if tags["d"] == "bank.example"] == [True]
     # the ARC set verifies with the key `aliasd dns` printed (served by our DNS)
     cv, _results, reason = dkim.arc_verify(data, dnsfunc=dnsfunc)
     assert cv == b"pass", reason
@@ -162,7 +180,80 @@ def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(w
         assert part in " ".join(ar.split()), ar
     with w.database.session() as s:
         event = s.scalars(select(MailEvent).order_by(MailEvent.id.desc())).first()
-    assert event.auth == "spf=pass dkim=pass dmarc=pass (p=reject) arc=none"
+    assert event.auth == "spf=pass dkim=pass dmarc=pass (p=reject) arc=none signed=example.net"
+
+
+def test_one_click_headers_arrive_under_a_dkim_signature_of_the_alias_domain(world):
+    """RFC 8058 section 4 (and Gmail) want a valid DKIM signature over List-Unsubscribe
+    and List-Unsubscribe-Post before offering one-click: aliasd signs with the alias
+    domain's keys (RSA and ed25519), which `aliasd dns` printed; the bank's own signature
+    and the ARC chain, whose AMS covers every DKIM-Signature, keep verifying."""
+    w = world
+    message = _bank_message().replace(b"stmt-1", b"stmt-oneclick")
+    signature = keys.dkim_sign(w.bank, "bank.example", message,
+                               ["from", "to", "subject", "date", "message-id"])  # fmt: skip
+    result = _send(w, signature + message)
+    assert result.returncode == 0, result.stdout + result.stderr
+    msg = w.capture.wait_for(lambda m: b"stmt-oneclick" in m.data, timeout=30)
+    data = msg.data
+    assert msg.header("List-Unsubscribe").startswith(f"<{WEB}/oneclick/")
+    assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert "ra-" in msg.header("Reply-To")  # the reverse alias, added before signing
+    dnsfunc = DkimDns(w.settings)
+    signatures = _signatures(data, dnsfunc)
+    ours = [(tags, ok) for tags, ok in signatures if tags["d"] == "example.net"]
+    assert sorted(tags["a"] for tags, _ in ours) == ["ed25519-sha256", "rsa-sha256"]
+    published = {line.split("._domainkey")[0] for line in w.zone.splitlines()
+                 if "._domainkey.example.net." in line}
+    for tags, ok in ours:
+        assert ok, tags  # against the records `aliasd dns` printed
+        assert tags["s"] in published and tags["c"] == "relaxed/relaxed"
+        signed = tags["h"].lower().split(":")
+        assert {"from", "to", "subject", "date", "message-id", "reply-to", "list-unsubscribe",
+                "list-unsubscribe-post"} <= set(signed), signed
+    assert [ok for tags, ok in signatures if tags["d"] == "bank.example"] == [True]
+    # ours on top, as RFC 6376 5.6 asks (above the sender's)
+    assert [tags["d"] for tags, _ in signatures] == ["example.net", "example.net", "bank.example"]
+    cv, _results, reason = dkim.arc_verify(data, dnsfunc=dnsfunc)
+    assert cv == b"pass", reason
+    ams = email_header(data, "ARC-Message-Signature")
+    assert ams.lower().count("dkim-signature") == 3, ams  # RFC 8617 4.1.2
+
+    # the signature can fail: a changed List-Unsubscribe no longer verifies
+    tampered = data.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <x")
+    assert not any(ok for tags, ok in _signatures(tampered, dnsfunc) if tags["d"] == "example.net")
+
+
+def email_header(data: bytes, name: str) -> str:
+    import email
+
+    return " ".join(email.message_from_bytes(data)[name].split())
+
+
+def test_with_forward_dkim_sign_off_forwarded_mail_is_not_signed_but_still_sealed(world):
+    w = world
+    port = int(w.settings.milter_listen.rsplit(":", 1)[1])
+    stop_process(w.milter)
+    w.milter = start_logged([sys.executable, "-m", "aliasd", "milter"],
+                            w.env | {"ALIASD_FORWARD_DKIM_SIGN": "false"}, w.base / "milter2.log")
+    try:
+        wait_for_port(port, timeout=30)
+        message = _bank_message().replace(b"stmt-1", b"stmt-unsigned")
+        signature = keys.dkim_sign(w.bank, "bank.example", message, ["from", "subject"])
+        result = _send(w, signature + message)
+        assert result.returncode == 0, result.stdout + result.stderr
+        msg = w.capture.wait_for(lambda m: b"stmt-unsigned" in m.data, timeout=30)
+    finally:
+        stop_process(w.milter)
+        w.milter = start_logged([sys.executable, "-m", "aliasd", "milter"], w.env,
+                                w.base / "milter3.log")  # fmt: skip
+        wait_for_port(port, timeout=30)
+    dnsfunc = DkimDns(w.settings)
+    assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert [(tags["d"], ok) for tags, ok in _signatures(msg.data, dnsfunc)] == [
+        ("bank.example", True)]
+    cv, _results, reason = dkim.arc_verify(msg.data, dnsfunc=dnsfunc)
+    assert cv == b"pass", reason
 
 
 def test_a_forged_signature_and_dns_that_never_answers_still_deliver(world):
