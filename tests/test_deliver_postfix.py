@@ -148,7 +148,11 @@ def _signatures(data: bytes, dnsfunc) -> list[tuple[dict, bool]]:
     out = []
     for index, value in enumerate(email.message_from_bytes(data).get_all("DKIM-Signature")):
         tags = dict(t.strip().split("=", 1) for t in "".join(value.split()).split(";") if "=" in t)
-        out.append((tags, verifier.verify(idx=index, dnsfunc=dnsfunc)))
+        try:
+            ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
+        except dkim.DKIMException:  # an altered body or a malformed signature
+            ok = False
+        out.append((tags, ok))
     return out
 
 
