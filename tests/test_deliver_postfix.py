@@ -37,6 +37,7 @@ pytestmark = pytest.mark.postfix
 HOST = "mx.example.net"
 ALIAS = "github.com@example.net"
 WEB = "https://aliases.example.net"
+REWRITE_ALIAS = "news@rewrite.example"
 
 
 def _bank_message() -> bytes:
@@ -69,6 +70,8 @@ def world(tmp_path_factory):
         owner = core.create_user(session, "alice", "alice@real.example")
         core.create_domain(session, "example.net", owner)
         core.create_alias(session, ALIAS, owner, site="github.com")
+        core.create_domain(session, "rewrite.example", owner).reply_mode = "rewrite"
+        core.create_alias(session, REWRITE_ALIAS, owner)
     settings = load_settings(
         environ={}, data_dir=str(data_dir), database_url=database.url, env="development",
         secret_key="test", dns_resolver=dns_server.address, authserv_id=HOST,
@@ -92,6 +95,10 @@ def world(tmp_path_factory):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert zone.returncode == 0, zone.stderr
     dns_server.add_zone_lines(zone.stdout)
+    rewrite_zone = subprocess.run([sys.executable, "-m", "aliasd", "dns", "rewrite.example"],
+                                  env=env, capture_output=True, text=True, timeout=120)
+    assert rewrite_zone.returncode == 0, rewrite_zone.stderr
+    dns_server.add_zone_lines(rewrite_zone.stdout)
     dns_server.add(HOST, "A", "127.0.0.1")
     # The original sender: signs with its own key, SPF lists the sending host, p=reject.
     bank = load_settings(environ={}, data_dir=str(base / "bank"), dkim_selector="bank2026")
@@ -130,10 +137,10 @@ def world(tmp_path_factory):
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _send(w: World, data: bytes) -> subprocess.CompletedProcess:
+def _send(w: World, data: bytes, to: str = ALIAS) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + 15
     while True:  # lookupd says TEMP until it has read the domains once
-        result = swaks(w.postfix.smtp_port, to=ALIAS, sender="alerts@bank.example",
+        result = swaks(w.postfix.smtp_port, to=to, sender="alerts@bank.example",
                        data=data.decode().replace("\r\n", "\n"))  # fmt: skip
         if "451" not in smtp_reply_codes(result.stdout) or time.monotonic() > deadline:
             return result
@@ -226,6 +233,29 @@ def test_one_click_headers_arrive_under_a_dkim_signature_of_the_alias_domain(wor
     # the signature can fail: a changed List-Unsubscribe no longer verifies
     tampered = data.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <x")
     assert not any(ok for tags, ok in _signatures(tampered, dnsfunc) if tags["d"] == "example.net")
+
+
+def test_rewrite_mode_signatures_and_ours_are_all_covered_by_a_valid_arc_seal(world):
+    """Rewrite mode: From: becomes the reverse alias, signed by aliasd (RSA and ed25519);
+    aliasd's one-click signatures (the same two keys) go above them. The seal's AMS
+    covers all five DKIM-Signatures in the order they arrive in."""
+    w = world
+    message = _bank_message().replace(b"stmt-1", b"stmt-rewrite").replace(
+        ALIAS.encode(), REWRITE_ALIAS.encode())
+    signature = keys.dkim_sign(w.bank, "bank.example", message, ["from", "subject"])
+    result = _send(w, signature + message, to=REWRITE_ALIAS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    msg = w.capture.wait_for(lambda m: b"stmt-rewrite" in m.data, timeout=30)
+    assert "ra-" in msg.header("From") and msg.header("List-Unsubscribe-Post")
+    dnsfunc = DkimDns(w.settings)
+    signatures = _signatures(msg.data, dnsfunc)
+    ours = [(tags["a"], ok, "list-unsubscribe" in tags["h"].lower())
+            for tags, ok in signatures if tags["d"] == "rewrite.example"]
+    assert sorted(ours) == [("ed25519-sha256", True, False), ("ed25519-sha256", True, True),
+                            ("rsa-sha256", True, False), ("rsa-sha256", True, True)], ours
+    cv, _results, reason = dkim.arc_verify(msg.data, dnsfunc=dnsfunc)
+    assert cv == b"pass", reason
+    assert email_header(msg.data, "ARC-Message-Signature").lower().count("dkim-signature") == 5
 
 
 def email_header(data: bytes, name: str) -> str:

@@ -128,6 +128,7 @@ def _sign(settings: Settings, envelope: Envelope, verdict: Verdict, domain: str 
     logged and kept with the event's authentication summary)."""
     if not (settings.forward_dkim_sign and domain and one_click_added(verdict.add_headers)):
         return []
+    fields: list[tuple[str, str]] = []
     try:
         fields = signing.forward_signature(settings, domain, _outgoing_head(envelope, verdict),
                                            _body(envelope, results))  # fmt: skip
@@ -145,7 +146,7 @@ def _sign(settings: Settings, envelope: Envelope, verdict: Verdict, domain: str 
         verdict.transform.insert_headers.extend(reversed(fields))
     if results is not None:
         results.signed = note
-    return fields if note == domain else []
+    return fields
 
 
 def finish(settings: Settings, future: concurrent.futures.Future | None, envelope: Envelope,
