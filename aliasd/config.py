@@ -156,6 +156,9 @@ class Settings:
     authserv_id: str = ""  # Authentication-Results authserv-id; empty: this host's name
     mail_auth_enabled: bool = True  # DKIM/SPF/DMARC checks + Authentication-Results
     arc_enabled: bool = True  # ARC-seal forwarded mail with the alias domain's key
+    # DKIM-sign forwarded mail that carries aliasd's one-click headers (RFC 8058 wants a
+    # signature over List-Unsubscribe and List-Unsubscribe-Post) with the alias domain's key
+    forward_dkim_sign: bool = True
     dkim_selector: str = ""  # new keys' selector; empty: "aliasd" + year and month
     dkim_ed25519: bool = False  # also sign/seal with an ed25519 key (second signature)
     dkim_rotation_overlap_days: int = 7  # a rotated-out key stays published this long

@@ -1,7 +1,8 @@
 """Forwarding that arrives, through a real Postfix wired only with ``aliasd postfix-config``'s
 lines, real ``aliasd lookupd`` and ``aliasd milter``, the tests' own DNS server serving
 what ``aliasd dns`` printed, and a capture SMTP server standing in for the owner's
-mailbox provider. No SRS or DKIM settings: the defaults must do it."""
+mailbox provider. No SRS or DKIM settings: the defaults must do it (only
+``web_base_url``, for the one-click headers, and ``dkim_ed25519``, for a second key)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ pytestmark = pytest.mark.postfix
 
 HOST = "mx.example.net"
 ALIAS = "github.com@example.net"
+WEB = "https://aliases.example.net"
+REWRITE_ALIAS = "news@rewrite.example"
 
 
 def _bank_message() -> bytes:
@@ -67,17 +70,22 @@ def world(tmp_path_factory):
         owner = core.create_user(session, "alice", "alice@real.example")
         core.create_domain(session, "example.net", owner)
         core.create_alias(session, ALIAS, owner, site="github.com")
+        core.create_domain(session, "rewrite.example", owner).reply_mode = "rewrite"
+        core.create_alias(session, REWRITE_ALIAS, owner)
     settings = load_settings(
         environ={}, data_dir=str(data_dir), database_url=database.url, env="development",
         secret_key="test", dns_resolver=dns_server.address, authserv_id=HOST,
         lookup_socketmap=f"127.0.0.1:{free_port()}", lookup_tcp="",
         milter_listen=f"127.0.0.1:{free_port()}", blocklist_reload_command="true",
+        web_base_url=WEB, dkim_ed25519=True,
     )  # fmt: skip
     env = settings_env(settings) | {
         "ALIASD_AUTHSERV_ID": HOST,
         "ALIASD_LOOKUP_SOCKETMAP": settings.lookup_socketmap,
         "ALIASD_LOOKUP_TCP": "",
         "ALIASD_MILTER_LISTEN": settings.milter_listen,
+        "ALIASD_WEB_BASE_URL": WEB,
+        "ALIASD_DKIM_ED25519": "true",
     }
     upgrade = subprocess.run([sys.executable, "-m", "aliasd", "db", "upgrade"], env=env,
                              capture_output=True, text=True, timeout=120)  # fmt: skip
@@ -87,6 +95,10 @@ def world(tmp_path_factory):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert zone.returncode == 0, zone.stderr
     dns_server.add_zone_lines(zone.stdout)
+    rewrite_zone = subprocess.run([sys.executable, "-m", "aliasd", "dns", "rewrite.example"],
+                                  env=env, capture_output=True, text=True, timeout=120)
+    assert rewrite_zone.returncode == 0, rewrite_zone.stderr
+    dns_server.add_zone_lines(rewrite_zone.stdout)
     dns_server.add(HOST, "A", "127.0.0.1")
     # The original sender: signs with its own key, SPF lists the sending host, p=reject.
     bank = load_settings(environ={}, data_dir=str(base / "bank"), dkim_selector="bank2026")
@@ -109,7 +121,7 @@ def world(tmp_path_factory):
     w = World()
     w.settings, w.env, w.dns, w.capture, w.postfix, w.bank = (
         settings, env, dns_server, capture, postfix, bank)
-    w.database, w.zone, w.base = database, zone.stdout, base
+    w.database, w.zone, w.base, w.milter = database, zone.stdout, base, milter
     try:
         for listen in (settings.lookup_socketmap, settings.milter_listen):
             wait_for_port(int(listen.rsplit(":", 1)[1]), timeout=30)
@@ -118,21 +130,37 @@ def world(tmp_path_factory):
     finally:
         postfix.stop()
         capture.stop()
-        for proc in (milter, lookupd):
+        for proc in (w.milter, lookupd):
             stop_process(proc)
         dns_server.stop()
         database.dispose()
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _send(w: World, data: bytes) -> subprocess.CompletedProcess:
+def _send(w: World, data: bytes, to: str = ALIAS) -> subprocess.CompletedProcess:
     deadline = time.monotonic() + 15
     while True:  # lookupd says TEMP until it has read the domains once
-        result = swaks(w.postfix.smtp_port, to=ALIAS, sender="alerts@bank.example",
+        result = swaks(w.postfix.smtp_port, to=to, sender="alerts@bank.example",
                        data=data.decode().replace("\r\n", "\n"))  # fmt: skip
         if "451" not in smtp_reply_codes(result.stdout) or time.monotonic() > deadline:
             return result
         time.sleep(0.2)
+
+
+def _signatures(data: bytes, dnsfunc) -> list[tuple[dict, bool]]:
+    """Each DKIM-Signature's tags, top first, and whether dkimpy verifies it."""
+    import email
+
+    verifier = dkim.DKIM(data)
+    out = []
+    for index, value in enumerate(email.message_from_bytes(data).get_all("DKIM-Signature")):
+        tags = dict(t.strip().split("=", 1) for t in "".join(value.split()).split(";") if "=" in t)
+        try:
+            ok = verifier.verify(idx=index, dnsfunc=dnsfunc)
+        except dkim.DKIMException:  # an altered body or a malformed signature
+            ok = False
+        out.append((tags, ok))
+    return out
 
 
 def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(world):
@@ -147,8 +175,9 @@ def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(w
     assert re.match(r"^SRS0=[^=]+=[A-Z2-7]{2}=bank\.example=alerts@example\.net$", msg.mail_from)
     data = msg.data
     dnsfunc = DkimDns(w.settings)
+    signatures = _signatures(data, dnsfunc)
     # the original signature survives forwarding: aliasd changed headers only
-    assert dkim.verify(data, dnsfunc=dnsfunc)
+    assert [ok for tags, ok in signatures if tags["d"] == "bank.example"] == [True]
     # the ARC set verifies with the key `aliasd dns` printed (served by our DNS)
     cv, _results, reason = dkim.arc_verify(data, dnsfunc=dnsfunc)
     assert cv == b"pass", reason
@@ -162,7 +191,103 @@ def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(w
         assert part in " ".join(ar.split()), ar
     with w.database.session() as s:
         event = s.scalars(select(MailEvent).order_by(MailEvent.id.desc())).first()
-    assert event.auth == "spf=pass dkim=pass dmarc=pass (p=reject) arc=none"
+    assert event.auth == "spf=pass dkim=pass dmarc=pass (p=reject) arc=none signed=example.net"
+
+
+def test_one_click_headers_arrive_under_a_dkim_signature_of_the_alias_domain(world):
+    """RFC 8058 section 4 (and Gmail) want a valid DKIM signature over List-Unsubscribe
+    and List-Unsubscribe-Post before offering one-click: aliasd signs with the alias
+    domain's keys (RSA and ed25519), which `aliasd dns` printed; the bank's own signature
+    and the ARC chain, whose AMS covers every DKIM-Signature, keep verifying."""
+    w = world
+    message = _bank_message().replace(b"stmt-1", b"stmt-oneclick")
+    signature = keys.dkim_sign(w.bank, "bank.example", message,
+                               ["from", "to", "subject", "date", "message-id"])  # fmt: skip
+    result = _send(w, signature + message)
+    assert result.returncode == 0, result.stdout + result.stderr
+    msg = w.capture.wait_for(lambda m: b"stmt-oneclick" in m.data, timeout=30)
+    data = msg.data
+    assert msg.header("List-Unsubscribe").startswith(f"<{WEB}/oneclick/")
+    assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert "ra-" in msg.header("Reply-To")  # the reverse alias, added before signing
+    dnsfunc = DkimDns(w.settings)
+    signatures = _signatures(data, dnsfunc)
+    ours = [(tags, ok) for tags, ok in signatures if tags["d"] == "example.net"]
+    assert sorted(tags["a"] for tags, _ in ours) == ["ed25519-sha256", "rsa-sha256"]
+    published = {line.split("._domainkey")[0] for line in w.zone.splitlines()
+                 if "._domainkey.example.net." in line}
+    for tags, ok in ours:
+        assert ok, tags  # against the records `aliasd dns` printed
+        assert tags["s"] in published and tags["c"] == "relaxed/relaxed"
+        signed = tags["h"].lower().split(":")
+        assert {"from", "to", "subject", "date", "message-id", "reply-to", "list-unsubscribe",
+                "list-unsubscribe-post"} <= set(signed), signed
+    assert [ok for tags, ok in signatures if tags["d"] == "bank.example"] == [True]
+    # ours on top, as RFC 6376 5.6 asks (above the sender's)
+    assert [tags["d"] for tags, _ in signatures] == ["example.net", "example.net", "bank.example"]
+    cv, _results, reason = dkim.arc_verify(data, dnsfunc=dnsfunc)
+    assert cv == b"pass", reason
+    ams = email_header(data, "ARC-Message-Signature")
+    assert ams.lower().count("dkim-signature") == 3, ams  # RFC 8617 4.1.2
+
+    # the signature can fail: a changed List-Unsubscribe no longer verifies
+    tampered = data.replace(b"List-Unsubscribe: <", b"List-Unsubscribe: <x")
+    assert not any(ok for tags, ok in _signatures(tampered, dnsfunc) if tags["d"] == "example.net")
+
+
+def test_rewrite_mode_signatures_and_ours_are_all_covered_by_a_valid_arc_seal(world):
+    """Rewrite mode: From: becomes the reverse alias, signed by aliasd (RSA and ed25519);
+    aliasd's one-click signatures (the same two keys) go above them. The seal's AMS
+    covers all five DKIM-Signatures in the order they arrive in."""
+    w = world
+    message = _bank_message().replace(b"stmt-1", b"stmt-rewrite").replace(
+        ALIAS.encode(), REWRITE_ALIAS.encode())
+    signature = keys.dkim_sign(w.bank, "bank.example", message, ["from", "subject"])
+    result = _send(w, signature + message, to=REWRITE_ALIAS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    msg = w.capture.wait_for(lambda m: b"stmt-rewrite" in m.data, timeout=30)
+    assert "ra-" in msg.header("From") and msg.header("List-Unsubscribe-Post")
+    dnsfunc = DkimDns(w.settings)
+    signatures = _signatures(msg.data, dnsfunc)
+    ours = [(tags["a"], ok, "list-unsubscribe" in tags["h"].lower())
+            for tags, ok in signatures if tags["d"] == "rewrite.example"]
+    assert sorted(ours) == [("ed25519-sha256", True, False), ("ed25519-sha256", True, True),
+                            ("rsa-sha256", True, False), ("rsa-sha256", True, True)], ours
+    cv, _results, reason = dkim.arc_verify(msg.data, dnsfunc=dnsfunc)
+    assert cv == b"pass", reason
+    assert email_header(msg.data, "ARC-Message-Signature").lower().count("dkim-signature") == 5
+
+
+def email_header(data: bytes, name: str) -> str:
+    import email
+
+    return " ".join(email.message_from_bytes(data)[name].split())
+
+
+def test_with_forward_dkim_sign_off_forwarded_mail_is_not_signed_but_still_sealed(world):
+    w = world
+    port = int(w.settings.milter_listen.rsplit(":", 1)[1])
+    stop_process(w.milter)
+    w.milter = start_logged([sys.executable, "-m", "aliasd", "milter"],
+                            w.env | {"ALIASD_FORWARD_DKIM_SIGN": "false"}, w.base / "milter2.log")
+    try:
+        wait_for_port(port, timeout=30)
+        message = _bank_message().replace(b"stmt-1", b"stmt-unsigned")
+        signature = keys.dkim_sign(w.bank, "bank.example", message, ["from", "subject"])
+        result = _send(w, signature + message)
+        assert result.returncode == 0, result.stdout + result.stderr
+        msg = w.capture.wait_for(lambda m: b"stmt-unsigned" in m.data, timeout=30)
+    finally:
+        stop_process(w.milter)
+        w.milter = start_logged([sys.executable, "-m", "aliasd", "milter"], w.env,
+                                w.base / "milter3.log")  # fmt: skip
+        wait_for_port(port, timeout=30)
+    dnsfunc = DkimDns(w.settings)
+    assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
+    assert [(tags["d"], ok) for tags, ok in _signatures(msg.data, dnsfunc)] == [
+        ("bank.example", True)]
+    cv, _results, reason = dkim.arc_verify(msg.data, dnsfunc=dnsfunc)
+    assert cv == b"pass", reason
 
 
 def test_a_forged_signature_and_dns_that_never_answers_still_deliver(world):

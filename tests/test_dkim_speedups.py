@@ -13,7 +13,7 @@ import dkim.canonicalization as canon
 import pytest
 
 from aliasd.config import load_settings
-from aliasd.mailauth import fastdkim, keys, seal
+from aliasd.mailauth import fastdkim, keys, seal, signing
 from aliasd.mailauth.dmarc import DmarcResult
 from aliasd.mailauth.verify import AuthResults, DkimResult
 
@@ -110,4 +110,51 @@ def test_a_seal_from_the_parsed_parts_is_dkimpys_seal_of_the_whole_message(tmp_p
                 key.selector.encode(), key.domain.encode(), key.private_key_pem,
                 b"mx.example.net", include_headers=[n.encode() for n in names],
                 timestamp=1_700_000_000)  # fmt: skip
-        assert ours == seal._split_fields(theirs)
+        assert ours == signing.header_fields(theirs)
+
+
+@pytest.mark.parametrize("algorithm", [keys.RSA, keys.ED25519])
+def test_a_forward_signature_from_the_parsed_parts_is_dkimpys_signature(tmp_path, monkeypatch,
+                                                                        algorithm):
+    import time
+
+    settings = load_settings(environ={}, data_dir=str(tmp_path), dkim_ed25519=True)
+    key = next(k for k in keys.signing_keys(settings, "alias.example") if k.algorithm == algorithm)
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000)
+    head = (b"From: Bank <a@bank.example>\r\nTo: x@alias.example\r\nSubject:  folded\r\n\tline\r\n"
+            b"List-Unsubscribe: <https://aliases.example/oneclick/t>\r\n"
+            b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
+    for body in (b"Statement \t ready.  \r\n\r\n" * 2000, b"short\r\n", b""):
+        fields = signing.forward_signature(settings, "alias.example", head, body)
+        ours = [v for n, v in fields if f"a={algorithm};" in v.replace(" ", "")]
+        with fastdkim.dkimpy_as_shipped():
+            theirs = dkim.sign(head + b"\r\n" + body, key.selector.encode(), b"alias.example",
+                               key.dkimpy_private_key(), canonicalize=(b"relaxed", b"relaxed"),
+                               signature_algorithm=algorithm.encode(),
+                               include_headers=[b"from", b"to", b"subject", b"list-unsubscribe",
+                                                b"list-unsubscribe-post", b"list-unsubscribe",
+                                                b"list-unsubscribe-post"])  # fmt: skip
+        assert [v for _n, v in signing.header_fields([theirs])] == ours
+
+
+def test_a_kept_bodys_digest_is_its_sha256_computed_once():
+    import hashlib
+
+    fastdkim.forget_bodies()
+    body = b"Statement \t ready.  \r\n" * 5000
+    canonical = fastdkim._memo.get(canon.Relaxed, body)
+    assert fastdkim._memo.kept(canonical) and not fastdkim._memo.kept(canonical[:-1] + canonical[-1:])
+    expected = hashlib.sha256(canonical).digest()
+    assert fastdkim.KeptBodySha256(canonical).digest() == expected
+    assert fastdkim._memo._digests[id(canonical)][1] == expected  # kept for the next one
+    mixed = fastdkim.KeptBodySha256()
+    mixed.update(canonical)
+    copied = mixed.copy()
+    mixed.update(b"tail")
+    assert mixed.digest() == hashlib.sha256(canonical + b"tail").digest()
+    assert copied.digest() == expected
+    small = fastdkim.KeptBodySha256(b"abc")
+    assert small.digest() == hashlib.sha256(b"abc").digest() and small.name == "sha256"
+    fastdkim.forget_bodies()
+    assert not fastdkim._memo.kept(canonical)  # forgotten: hashed as it comes
+    assert fastdkim.KeptBodySha256(canonical).digest() == expected

@@ -327,21 +327,12 @@ def known_domains(settings: Settings) -> list[str]:
 def dkim_sign(settings: Settings, domain: str, message_bytes: bytes,
               headers_to_sign: Sequence[str]) -> bytes | None:  # fmt: skip
     """DKIM-Signature header line(s) for the message, one per signing key, each ending
-    in CRLF; None when the domain cannot sign (bad name, unreadable key, message that
-    dkimpy refuses). Never raises for a bad message: signing is best effort."""
-    import dkim
+    in CRLF (relaxed/simple); None when the domain cannot sign (bad name, unreadable key,
+    message that dkimpy refuses). Never raises for a bad message: signing is best effort.
+    The signing itself is :mod:`aliasd.mailauth.signing`'s."""
+    from aliasd.mailauth import signing
 
     try:
-        keys = signing_keys(settings, domain)
-    except (DkimKeyError, OSError):
+        return b"".join(signing.sign_message(settings, domain, message_bytes, headers_to_sign))
+    except signing.Unsigned:
         return None
-    include = [h.encode() if isinstance(h, str) else h for h in headers_to_sign]
-    lines = []
-    for key in keys:
-        try:
-            signer = dkim.DKIM(message_bytes, signature_algorithm=key.algorithm.encode())
-            lines.append(signer.sign(key.selector.encode(), key.domain.encode(),
-                                     key.dkimpy_private_key(), include_headers=include))  # fmt: skip
-        except (dkim.DKIMException, ValueError, TypeError):
-            continue
-    return b"".join(lines) or None

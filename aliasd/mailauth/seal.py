@@ -8,7 +8,6 @@ says. Headers only: nothing here touches the body."""
 from __future__ import annotations
 
 import logging
-import re
 
 import dkim
 
@@ -18,6 +17,7 @@ from aliasd.mailauth import (
     fastrsa,  # noqa: F401 - OpenSSL signing for dkimpy
     keys,
 )
+from aliasd.mailauth.signing import header_fields, header_names
 
 log = logging.getLogger(__name__)
 
@@ -28,18 +28,10 @@ AMS_HEADERS = (
     "references", "mime-version", "content-type", "content-transfer-encoding",
     "list-id", "list-unsubscribe", "list-unsubscribe-post",
 )  # fmt: skip
-
-
-def _split_fields(lines: list[bytes]) -> list[tuple[str, str]]:
-    """dkimpy's "Name: value\\r\\n" lines as (name, value) with "\\n\\t" folding, the
-    form libmilter's addheader takes."""
-    out = []
-    for line in lines:
-        text = line.decode("ascii", "replace")
-        name, _, value = text.partition(":")
-        value = re.sub(r"\r?\n", "\n", value.strip())
-        out.append((name.strip(), value))
-    return out
+# RFC 8617 4.1.2: the AMS SHOULD cover the DKIM-Signatures present (aliasd's own on
+# forwarded mail included, which is why signing comes before sealing). Past this many a
+# message is hostile and they are left out rather than making h= that long.
+MAX_SEALED_SIGNATURES = 16
 
 
 def seal(settings: Settings, domain: str, message: bytes, ar_value: str,
@@ -66,20 +58,24 @@ def seal_parts(settings: Settings, domain: str, head: bytes, body: bytes, ar_val
         return []
     if key is None:
         return []
-    names = {line.partition(b":")[0].rstrip() for line in head.lower().split(b"\n")
-             if line[:1] not in (b" ", b"\t")}  # fmt: skip
+    all_names = header_names(head)
+    names = set(all_names)
     present = [h.encode() for h in AMS_HEADERS if h.encode() in names]
     if b"from" not in present:
         return []
+    signatures = all_names.count(b"dkim-signature")
+    if signatures <= MAX_SEALED_SIGNATURES:
+        present += [b"dkim-signature"] * signatures  # each one, bottom up
     ar_line = b"Authentication-Results: " + ar_value.encode("ascii", "replace") + b"\r\n"
     srv_id = ar_value.split(";", 1)[0].strip().lower().encode()
     try:
         # dkim.arc_sign, with the body handed over instead of parsed again
         signer = dkim.ARC(ar_line + head + b"\r\n", signature_algorithm=b"rsa-sha256")
+        signer.should_not_sign.discard(b"dkim-signature")  # dkimpy's DKIM default, not ARC's
         signer.body = body
         lines = signer.sign(key.selector.encode(), key.domain.encode(), key.private_key_pem,
                             srv_id, include_headers=present, timestamp=timestamp)  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - hostile chains: the message goes unsealed
         log.info("no ARC seal for a message to %s: %s", domain, exc)
         return []
-    return _split_fields(lines)
+    return header_fields(lines)

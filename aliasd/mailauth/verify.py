@@ -78,6 +78,9 @@ class AuthResults:
     # the body as checked (CRLF line ends): the seal hashes the same bytes, so the
     # canonical form computed here is reused there
     body: bytes | None = field(default=None, repr=False, compare=False)
+    # aliasd's own DKIM signature on the forwarded message: the d= domain, "none (why)",
+    # or "" when none was wanted (no one-click headers, or switched off)
+    signed: str = ""
 
     @property
     def dkim_summary(self) -> str:
@@ -95,10 +98,14 @@ class AuthResults:
 
     def event_text(self) -> str:
         """One short line kept with the event: ``spf=pass dkim=fail dmarc=fail
-        (p=reject) arc=none``."""
+        (p=reject) arc=none``, then ``signed=example.net`` (or ``signed=none (why)``)
+        when aliasd signed the forwarded message (or could not)."""
         dmarc = self.dmarc.result + (f" (p={self.dmarc.policy})" if self.dmarc.policy else "")
         dkim_text = self.dkim_summary if self.checked else "none (not checked: too large)"
-        return f"spf={self.spf} dkim={dkim_text} dmarc={dmarc} arc={self.arc}"[:200]
+        text = f"spf={self.spf} dkim={dkim_text} dmarc={dmarc} arc={self.arc}"
+        if self.signed:
+            text += f" signed={self.signed}"
+        return text[:200]
 
     def header(self, authserv_id: str) -> authres.AuthenticationResultsHeader:
         results: list = []

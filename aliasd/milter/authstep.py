@@ -1,7 +1,10 @@
-"""The mail path's authenticate and seal steps for the milter: the checks of
+"""The mail path's authenticate, sign and seal steps for the milter: the checks of
 :mod:`aliasd.mailauth.verify` run beside the scan (their DNS time overlaps the scan's
 work), and once the verdict stands the message gets our Authentication-Results and, when
-forwarded to an alias, an ARC set sealed with the alias domain's key.
+forwarded to an alias, an ARC set sealed with the alias domain's key. Forwarded mail
+carrying our one-click headers is first DKIM-signed with the same domain's keys, over
+the headers as they leave, so that the ARC-Message-Signature covers that signature too
+(RFC 8617 4.1.2 asks the AMS to cover the DKIM-Signatures present).
 
 Never a refusal or a delay because of these checks: a fault or a timeout here leaves
 the message as it is, without the headers."""
@@ -15,9 +18,11 @@ from typing import TYPE_CHECKING
 
 from aliasd.config import Settings
 from aliasd.core.addresses import domain_of
-from aliasd.mailauth import fastdkim
+from aliasd.mailauth import fastdkim, signing
 from aliasd.mailauth import seal as arc_seal
 from aliasd.mailauth.verify import AuthResults, authenticate
+from aliasd.milter.oneclick_headers import one_click_added
+from aliasd.milter.replies import Transform
 
 if TYPE_CHECKING:
     from aliasd.core.events import AliasTarget
@@ -106,12 +111,55 @@ def _outgoing_head(envelope: Envelope, verdict: Verdict) -> bytes:
     return _Envelope(headers=headers, body=bytearray()).raw_message()[:-2]
 
 
+def _body(envelope: Envelope, results: AuthResults | None) -> bytes | None:
+    """The whole body with CRLF line ends, as verification parsed it when it did (its
+    canonical forms are then shared); None when the milter did not keep all of it."""
+    if results is not None and results.body is not None:
+        return results.body
+    if envelope.truncated or (results is not None and not results.checked):
+        return None
+    return fastdkim.normalise_line_ends(bytes(envelope.body))
+
+
+def _sign(settings: Settings, envelope: Envelope, verdict: Verdict, domain: str | None,
+          results: AuthResults | None) -> list[tuple[str, str]]:  # fmt: skip
+    """aliasd's DKIM-Signature(s) for a forwarded message with our one-click headers, put
+    at the top of the header block; [] when not wanted or not possible (the reason is
+    logged and kept with the event's authentication summary)."""
+    if not (settings.forward_dkim_sign and domain and one_click_added(verdict.add_headers)):
+        return []
+    fields: list[tuple[str, str]] = []
+    try:
+        fields = signing.forward_signature(settings, domain, _outgoing_head(envelope, verdict),
+                                           _body(envelope, results))  # fmt: skip
+    except signing.Unsigned as exc:
+        note = f"none ({exc})"
+        log.info("queue id %s forwarded unsigned: %s", envelope.queue_id, exc)
+    except Exception as exc:  # noqa: BLE001 - never a refusal because of our signature
+        note = f"none (signing failed: {type(exc).__name__})"
+        log.exception("DKIM signing of forwarded mail failed; message passes unsigned")
+    else:
+        note = domain
+        if verdict.transform is None:
+            verdict.transform = Transform()
+        # inserted at the top one after the other: reversed, the first one ends up first
+        verdict.transform.insert_headers.extend(reversed(fields))
+    if results is not None:
+        results.signed = note
+    return fields
+
+
 def finish(settings: Settings, future: concurrent.futures.Future | None, envelope: Envelope,
            verdict: Verdict, targets: list[AliasTarget]) -> AuthResults | None:  # fmt: skip
-    """Add Authentication-Results (and the ARC set) to an accepted message; returns the
-    results for the event (None when the checks did not run)."""
+    """DKIM-sign (one-click headers) and add Authentication-Results (and the ARC set) to
+    an accepted message; returns the results for the event (None when the checks did not
+    run)."""
     results = _result(future, settings)
-    if results is None or verdict.status != "accept":
+    if verdict.status != "accept":
+        return results
+    alias_domain = domain_of(targets[0].address) if targets else None
+    signed = _sign(settings, envelope, verdict, alias_domain, results)
+    if results is None:
         return results
     authserv_id = settings.effective_authserv_id
     verdict.remove_headers.extend(forged_results(envelope, authserv_id))
@@ -120,15 +168,16 @@ def finish(settings: Settings, future: concurrent.futures.Future | None, envelop
     except Exception:  # noqa: BLE001
         log.exception("could not write Authentication-Results")
         return results
-    seal_domain = domain_of(targets[0].address) if targets else None
-    if (settings.arc_enabled and seal_domain and results.checked
+    if (settings.arc_enabled and alias_domain and results.checked
             and not results.arc_temperror):  # fmt: skip
         # the body verification parsed (CRLF line ends): its canonical form is reused
         body = results.body if results.body is not None else \
             fastdkim.normalise_line_ends(bytes(envelope.body))
+        # our signature sits above the rest, as apply_transform inserts it
+        head = b"".join(f"{n}: {v}\n".replace("\n", "\r\n").encode("ascii", "replace")
+                        for n, v in signed) + _outgoing_head(envelope, verdict)  # fmt: skip
         try:
-            arc_set = arc_seal.seal_parts(settings, seal_domain,
-                                          _outgoing_head(envelope, verdict), body, ar_value)
+            arc_set = arc_seal.seal_parts(settings, alias_domain, head, body, ar_value)
         except Exception:  # noqa: BLE001
             log.exception("ARC sealing failed; message passes unsealed")
             arc_set = []

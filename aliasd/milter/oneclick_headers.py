@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 HEADER_DISABLE = "X-Aliasd-Disable"
 HEADER_BLOCK = "X-Aliasd-Block-Sender"
 HEADERS = (HEADER_DISABLE, HEADER_BLOCK)
+ONE_CLICK_POST = ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click")
 
 
 def _signed_names(envelope: Envelope) -> set[str]:
@@ -52,5 +53,11 @@ def headers_for(settings: Settings, envelope: Envelope,
             and not signed & {"list-unsubscribe", "list-unsubscribe-post"}):
         # RFC 8058: a POST to this URL, with no further confirmation, disables the alias.
         out.append(("List-Unsubscribe", f"<{disable}>"))
-        out.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+        out.append(ONE_CLICK_POST)
     return out
+
+
+def one_click_added(added: list[tuple[str, str]]) -> bool:
+    """Whether ``added`` (a verdict's new headers) carries our RFC 8058 pair, which a
+    DKIM signature must cover before a mail client offers one-click."""
+    return ONE_CLICK_POST in added

@@ -242,7 +242,9 @@ def transformed_envelope(envelope: Envelope, transform: Transform | None) -> Env
     if transform is None:
         return envelope
     edits = HeaderEdits(change=transform.change_headers, add=transform.add_headers)
-    headers = [*transform.insert_headers, *edits.apply(_text_headers(envelope.headers))]
+    # apply_transform inserts each at the top in turn: the last one ends up first
+    headers = [*reversed(transform.insert_headers),
+               *edits.apply(_text_headers(envelope.headers))]
     return dataclasses.replace(
         envelope, headers=[(n, v.encode("utf-8", "surrogateescape")) for n, v in headers])
 
