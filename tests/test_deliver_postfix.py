@@ -186,6 +186,13 @@ def test_forwarded_mail_arrives_with_srs_sender_arc_seal_and_the_original_dkim(w
     assert (tags[b"i"], tags[b"cv"], tags[b"d"]) == (b"1", b"none", b"example.net")
     ar = msg.header("Authentication-Results")
     assert ar and ar.startswith(HOST + ";"), ar
+    # trace fields sit on top, newest first, above the original message's headers
+    names = [line.split(b":", 1)[0].lower()
+             for line in data.split(b"\r\n\r\n", 1)[0].split(b"\r\n") if line[:1] not in b" \t"]
+    ours = [b"arc-seal", b"arc-message-signature", b"arc-authentication-results",
+            b"authentication-results"]
+    assert [names.index(n) for n in ours] == sorted(names.index(n) for n in ours)
+    assert names.index(b"authentication-results") < names.index(b"subject")
     for part in ("dkim=pass header.d=bank.example", "spf=pass smtp.mailfrom=alerts@bank.example",
                  "dmarc=pass header.from=bank.example policy.dmarc=reject", "arc=none"):
         assert part in " ".join(ar.split()), ar

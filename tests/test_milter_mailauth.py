@@ -54,8 +54,10 @@ def test_forwarded_message_gets_results_a_seal_and_is_counted(path, database):
     (ar,) = verdict.header("Authentication-Results")
     assert ar.startswith("mx.aliasd.test; dkim=none")
     assert "dmarc=pass header.from=github.com policy.dmarc=quarantine" in ar
-    names = [n for n, _ in verdict.add_headers]
-    assert {"ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results"} <= set(names)
+    # trace fields on top, newest first: each insert lands above the ones before it
+    top = [n for n, _ in reversed(verdict.transform.insert_headers)]
+    assert top[:4] == ["ARC-Seal", "ARC-Message-Signature", "ARC-Authentication-Results",
+                       "Authentication-Results"]
     # the first Authentication-Results claimed our name: removed; the upstream one stays
     assert verdict.remove_headers == [("Authentication-Results", 1)]
     assert _count("quarantine", "none") == before + 1

@@ -181,8 +181,14 @@ def finish(settings: Settings, future: concurrent.futures.Future | None, envelop
         except Exception:  # noqa: BLE001
             log.exception("ARC sealing failed; message passes unsealed")
             arc_set = []
-        verdict.add_headers.extend(arc_set)
-    verdict.add_headers.append((HEADER_AR, ar_value))
+    else:
+        arc_set = []
+    # Trace fields go on top, newest first (RFC 8601 section 5, RFC 8617 section 4.1):
+    # ARC-Seal, ARC-Message-Signature, ARC-Authentication-Results, Authentication-Results,
+    # then our DKIM-Signature. Each insert lands at the top, so the last one ends up first.
+    if verdict.transform is None:
+        verdict.transform = Transform()
+    verdict.transform.insert_headers.extend([(HEADER_AR, ar_value), *reversed(arc_set)])
     return results
 
 

@@ -98,7 +98,11 @@ class Verdict:
     transform: Transform | None = None  # reverse-alias edits (aliasd.milter.replies)
 
     def header(self, name: str) -> list[str]:
-        return [v for n, v in self.add_headers if n.lower() == name.lower()]
+        """The values of ``name`` this verdict adds, at the bottom or at the top."""
+        added = list(self.add_headers)
+        if self.transform is not None:
+            added += self.transform.insert_headers
+        return [v for n, v in added if n.lower() == name.lower()]
 
 
 class _Skip(Exception):
