@@ -146,7 +146,13 @@ _SKIP_HEADERS = frozenset({
     "x-loop", "errors-to", "sender", "delivered-to", "x-original-to", "content-length", "lines",
     "status", "x-status", "x-keywords", "x-uid",
 })
-_SKIP_PREFIXES = ("x-spam", "x-aliasd", "x-rspamd", "x-virus")
+# Mailing-list software's headers name the list, and a list known from learned ham made
+# spam sent through it look like ham (part of the newer spam came through lists learned
+# as ham). Their words are no tokens; that the headers are there still is (hn:). On the
+# validation halves: leave-spam-2-out 380 -> 391 of 560, time-shifted 497 -> 518 of 560,
+# no more easy ham flagged (--logo, --time, SpamAssassin's rules on).
+_SKIP_PREFIXES = ("x-spam", "x-aliasd", "x-rspamd", "x-virus", "list-", "x-beenthere", "x-mailman",
+                  "precedence", "x-mailing-list", "mailing-list")
 _DIGITS = re.compile(r"\d")
 
 
