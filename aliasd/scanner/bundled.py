@@ -182,6 +182,8 @@ class BundledScanner:
             blocklist = self._blocklist.get()
         except Exception as exc:
             raise ScannerError(f"block list: {exc}") from exc
+        if not (blocklist.envelope_domains or blocklist.header_domains or blocklist.header_rules):
+            return None  # no server-wide rule: no need to read the sender out of the message
         block = server_block(blocklist, Sender.of_raw_message(request.envelope_from or "",
                                                               request.message))
         if block is None:
