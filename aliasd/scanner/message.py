@@ -105,6 +105,7 @@ class ParsedMessage:
     bad_7bit: bool = False  # a text part declared 7bit carries 8-bit bytes
     missing_charset: bool = False  # a text part with 8-bit bytes and no charset
     parse_truncated: bool = False  # the MIME parser read only a prefix (parse_input)
+    _first: dict[str, tuple[str, object]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def from_domain(self) -> str | None:
@@ -113,8 +114,17 @@ class ParsedMessage:
         return self.from_addr.rpartition("@")[2].strip().strip(">").lower() or None
 
     def header(self, name: str) -> str | None:
-        value = self.msg.get(name)
-        return None if value is None else decode_header_value(value)
+        """The first ``name`` header, decoded (``Message.get`` walks every header and
+        re-parses it on each call; rules ask for a dozen)."""
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for k, v in self.msg.raw_items():
+                first.setdefault(k.lower(), (k, v))
+        found = first.get(name.lower())
+        if found is None:
+            return None
+        return decode_header_value(self.msg.policy.header_fetch_parse(*found))
 
     @property
     def text(self) -> str:
