@@ -40,6 +40,27 @@ MAX_HTML_TAGS = 400  # tags looked at per message for Bayes structure tokens
 _WS = re.compile(r"\s+")
 
 
+# The common shapes of an address header: "Name" <a@b>, Name <a@b>, <a@b>, a@b. Read
+# directly (email.utils.parseaddr is pure Python and costs more than all of a message's
+# header rules); anything else (comments, groups, quoted pairs, several addresses) goes
+# through parseaddr.
+_SIMPLE_ADDR = re.compile(r'^(?:"([^"\\]{0,200})"|([^"<>@,;:()\\]{0,200}?))?\s{0,20}<([^<>\s@,;:()"\[\]]{1,200}@[^<>\s@,;:()"\[\]]{1,200})>$'
+                          r'|^([^<>\s@,;:()"\[\]]{1,200}@[^<>\s@,;:()"\[\]]{1,200})$')
+
+
+def parse_address(text: str) -> tuple[str, str]:
+    """(display name, address) as ``email.utils.parseaddr`` gives them."""
+    m = _SIMPLE_ADDR.match(text.strip())
+    if m:
+        if m.group(4):
+            return "", m.group(4)
+        return (m.group(1) if m.group(1) is not None else (m.group(2) or "").strip()), m.group(3)
+    try:
+        return email.utils.parseaddr(text)
+    except Exception:  # noqa: BLE001 - garbled header: no address
+        return "", ""
+
+
 def decode_header_value(raw: object) -> str:
     """RFC 2047 decoding that never raises: bad charsets and encodings degrade to
     replacement characters."""
@@ -49,6 +70,8 @@ def decode_header_value(raw: object) -> str:
         raw = str(raw)
     text = str(raw)[:MAX_HEADER_VALUE]
     if "=?" not in text:
+        if "\n" not in text and "\t" not in text and "  " not in text and "\r" not in text:
+            return text.strip()  # nothing to fold (most headers): no regex pass
         return _WS.sub(" ", text).strip()
     try:
         parts = email.header.decode_header(text)
@@ -190,10 +213,7 @@ def _fill(pm: ParsedMessage) -> None:
     pm.subject = pm.header("Subject") if "subject" in pm.header_names else None
     pm.from_raw = pm.header("From") if "from" in pm.header_names else None
     if pm.from_raw:
-        try:
-            name, addr = email.utils.parseaddr(pm.from_raw)
-        except Exception:  # noqa: BLE001
-            name, addr = "", ""
+        name, addr = parse_address(pm.from_raw)
         pm.from_name, pm.from_addr = name, addr.lower()
     pm.to_raw = pm.header("To") if "to" in pm.header_names else None
     pm.date_raw = pm.header("Date") if "date" in pm.header_names else None

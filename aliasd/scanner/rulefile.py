@@ -12,7 +12,6 @@ broken file never stops the others from loading."""
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 from collections.abc import Iterable
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import re2
 
+from aliasd.scanner.message import parse_address
 from aliasd.scanner.multimatch import PatternSet
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ class RuleSet:
         self._header_sets: dict[str, tuple[PatternSet, list[Rule]]] = {}
         self._absent: dict[str, list[str]] = {}
         self._negated: dict[str, list[str]] = {}
+        self._exists: list[tuple[str, tuple[str, ...]]] = []
+        self._header_plan: list[tuple] = []
         self._meta_fn = lambda hits: hits
 
     # --- loading --------------------------------------------------------------------
@@ -277,6 +279,12 @@ class RuleSet:
                 r.name for r in rules
                 if (re2.search(r.pattern, r.if_unset or "") is not None) != r.negate
             ]
+        self._exists = [(spec[7:], tuple(r.name for r in rules))
+                        for spec, rules in self._headers.items() if spec.startswith("exists:")]
+        self._header_plan = [
+            (spec, pset, tuple(r.name for r in rules), frozenset(self._negated[spec]),
+             tuple(self._absent[spec]))
+            for spec, (pset, rules) in self._header_sets.items()]
         live_rules = {n: r for n, r in self.rules.items() if n in live}
         self._meta_fn = _compile_metas(live_rules, _meta_order(live_rules))
         self.report.rules = len(self.rules)
@@ -316,19 +324,20 @@ class RuleSet:
             text = texts.get(kind, "")
             if text:
                 hits.update(names[i] for i in pset.match(text))
-        for spec, rules in self._headers.items():
-            if spec.startswith("exists:") and headers.exists(spec[7:]):
-                hits.update(r.name for r in rules)
-        for spec, (pset, rules) in self._header_sets.items():
+        present = headers.names
+        for name, names in self._exists:
+            if name in present:
+                hits.update(names)
+        for spec, pset, names, negated, absent in self._header_plan:
             value = headers.value(spec)
             if value is None:
-                hits.update(self._absent[spec])
+                hits.update(absent)
                 continue
             found = pset.match(value)
-            if found:
-                hits.update(r.name for i, r in enumerate(rules) if (i in found) != r.negate)
+            if negated:  # rules that hit when their pattern does not
+                hits.update(n for i, n in enumerate(names) if (i in found) != (n in negated))
             else:
-                hits.update(self._negated[spec])
+                hits.update(names[i] for i in found)
         self._meta_fn(hits)
         return sorted(hits)
 
@@ -394,6 +403,11 @@ class HeaderView:
     def exists(self, name: str) -> bool:
         return name.lower() in self._by_name
 
+    @property
+    def names(self) -> dict[str, list[int]]:
+        """The message's header names, lower-cased (as keys)."""
+        return self._by_name
+
     def _text(self, i: int) -> str:
         text = self._decoded[i]
         if text is None:
@@ -436,10 +450,7 @@ class HeaderView:
             return text
         pair = self._cache.get(name + ":pair")
         if pair is None:
-            try:
-                dname, addr = email.utils.parseaddr(text)
-            except Exception:  # noqa: BLE001
-                dname, addr = "", ""
+            dname, addr = parse_address(text)
             self._cache[name + ":pair"] = pair = f"{dname}\0{addr}"
         dname, _, addr = pair.partition("\0")
         return addr if mod == "addr" else dname
