@@ -43,7 +43,7 @@ def load(paths: tuple[str, ...] = ()) -> tuple[RuleSet, frozenset[str]]:
     return rules, own_names
 
 
-def texts(pm: ParsedMessage) -> dict[str, str]:
+def texts(pm: ParsedMessage) -> dict[str, str | bytes]:
     """What each kind of rule reads, as SpamAssassin defines it: body is the subject and
     the decoded text, paragraphs on lines of their own; rawbody the decoded parts with
     their markup; uri one link a line; full the raw message."""
@@ -57,7 +57,7 @@ def texts(pm: ParsedMessage) -> dict[str, str]:
         "body": body,
         "rawbody": (pm.text_plain[:RAW_SCAN] + "\n" + pm.html_raw[:RAW_SCAN]),
         "uri": uris,
-        "full": pm.raw[:RAW_SCAN].decode("latin-1"),
+        "full": pm.raw[:RAW_SCAN],  # bytes: as SpamAssassin reads it, and no copy to re-encode
     }
 
 

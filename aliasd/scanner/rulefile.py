@@ -317,7 +317,7 @@ class RuleSet:
         return -DEFAULT_SCORE if name in self.nice else DEFAULT_SCORE
 
     # --- matching -------------------------------------------------------------------
-    def match(self, texts: dict[str, str], headers: HeaderView) -> list[str]:
+    def match(self, texts: dict[str, str | bytes], headers: HeaderView) -> list[str]:
         """Names of the rules that hit (sub-rules starting with __ included)."""
         hits: set[str] = set()
         for kind, (pset, names) in self._sets.items():

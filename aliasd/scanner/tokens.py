@@ -33,8 +33,10 @@ _word_hashes: dict[str, int] = {}
 
 
 def _hashes(ws: list[str]) -> np.ndarray:
-    get = _word_hashes.get
-    return np.array([get(w) or _h(w) for w in ws], dtype=np.uint64)
+    vals = list(map(_word_hashes.get, ws))  # map: the lookups run in C
+    if None in vals:
+        vals = [_h(w) if v is None else v for v, w in zip(vals, ws, strict=True)]
+    return np.array(vals, dtype=np.uint64)
 
 
 def _h(word: str) -> int:
