@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.header
 import email.utils
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -59,6 +60,15 @@ def parse_address(text: str) -> tuple[str, str]:
         return email.utils.parseaddr(text)
     except Exception:  # noqa: BLE001 - garbled header: no address
         return "", ""
+
+
+def header_items(msg: Message, limit: int) -> list[tuple[str, object]]:
+    """``msg.items()[:limit]`` without its per-header policy call where it changes
+    nothing: compat32 hands an ASCII value back as it is (only 8-bit values become
+    Header objects)."""
+    fetch = msg.policy.header_fetch_parse
+    return [(k, v if isinstance(v, str) and v.isascii() else fetch(k, v))
+            for k, v in itertools.islice(msg.raw_items(), limit)]
 
 
 def decode_header_value(raw: object) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import re2
 
-from aliasd.scanner.message import parse_address
+from aliasd.scanner.message import header_items, parse_address
 from aliasd.scanner.multimatch import PatternSet
 
 log = logging.getLogger(__name__)
@@ -351,10 +351,13 @@ def _compile_metas(rules: dict[str, Rule], order: list[str]):
     for n in sorted(names - set(order)):
         lines.append(f"    v_{n} = {n!r} in h")
     for n in order:
-        lines.append("    try:")
-        lines.append(f"        v_{n} = bool({rules[n].expr})")
-        lines.append("    except (ArithmeticError, TypeError):")
-        lines.append(f"        v_{n} = False")
+        if "/" not in rules[n].expr:  # and, or, not, + - * and comparisons of bools cannot raise
+            lines.append(f"    v_{n} = bool({rules[n].expr})")
+        else:
+            lines.append("    try:")
+            lines.append(f"        v_{n} = bool({rules[n].expr})")
+            lines.append("    except (ArithmeticError, TypeError):")
+            lines.append(f"        v_{n} = False")
         lines.append(f"    if v_{n}:")
         lines.append(f"        h.add({n!r})")
     lines.append("    return h")
@@ -390,7 +393,7 @@ class HeaderView:
     and forms (``From``, ``From:addr``, ``From:name``, ``ALL``) read it."""
 
     def __init__(self, msg, decode, envelope_from: str = "") -> None:
-        self._items = msg.items()[:200]
+        self._items = header_items(msg, 200)
         self._decode = decode
         self._env = envelope_from
         self._cache: dict[str, str | None] = {}

@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from aliasd.scanner.markup import html_to_text
-from aliasd.scanner.message import ParsedMessage, decode_header_value
+from aliasd.scanner.message import ParsedMessage, decode_header_value, header_items
 
 # A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
 # next four; here that was worse: every telling phrase then fills up to nine of the 40
@@ -164,7 +164,7 @@ def header_words(pm: ParsedMessage) -> list[str]:
     with many digits (queue ids, serials) are dropped: unique per message, they only
     bloat the table."""
     out: list[str] = []
-    for name, value in pm.msg.items()[:60]:
+    for name, value in header_items(pm.msg, 60):
         n = name.lower()
         if n in _SKIP_HEADERS or n.startswith(_SKIP_PREFIXES) or len(n) > 40:
             continue
