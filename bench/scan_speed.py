@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="timed passes over the test split")
     ap.add_argument("--rules", action="append", default=[],
                     help="extra rule file or directory for the bundled scanner (scanner_rules)")
+    ap.add_argument("--spamassassin", choices=("off", "content", "all"), default="content",
+                    help="SpamAssassin's rules from /usr/share/spamassassin (scanner_spamassassin)")
     args = ap.parse_args()
     samples = load()
     train, test = split(samples)
@@ -56,7 +58,8 @@ def main() -> int:
     db = Database(url, timeout=60)
     db.upgrade()
     bundled = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url,
-                                           scanner_rules=args.rules), db)
+                                           scanner_rules=args.rules,
+                                           scanner_spamassassin=args.spamassassin), db)
     for is_spam in (True, False):
         batch = [s.raw for s in train if s.is_spam is is_spam]
         for i in range(0, len(batch), 500):

@@ -120,7 +120,8 @@ class BundledScanner:
         self._blocklist = BlockListCache(database, ttl=BLOCKLIST_TTL, server_only=True)
         self._pending: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
-        self.rules, self._own_rules = filerules.load(tuple(settings.scanner_rules))
+        self.rules, self._own_rules = filerules.load(
+            tuple(settings.scanner_rules), settings.scanner_spamassassin_dir, settings.scanner_spamassassin)
         atexit.register(self._flush_quietly)
 
     # --- scanning -----------------------------------------------------------------

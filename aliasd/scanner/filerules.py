@@ -28,15 +28,30 @@ MAX_URIS = 200
 EXTRA_WEIGHT = 0.75
 
 
+SPAMASSASSIN_MODES = ("off", "content", "all")
+
+
 @functools.cache
-def load(paths: tuple[str, ...] = ()) -> tuple[RuleSet, frozenset[str]]:
-    """The rule set for these extra paths (aliasd's own first), and the names that came
-    from aliasd's own files. Logs what was loaded and skipped."""
+def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
+         spamassassin: str = "off") -> tuple[RuleSet, frozenset[str]]:
+    """The rule set: aliasd's own files, SpamAssassin's directory (``content``: its
+    body, rawbody, uri and full rules and the metas over them; ``all``: its header
+    rules too), then the extra ``paths``; and the names that came from aliasd's own
+    files. Logs what was loaded and skipped."""
     own = RuleSet()
     own.load_paths([BUILTIN])
     own_names = frozenset(own.rules)
     rules = RuleSet()
-    rules.load_paths([BUILTIN, *paths])
+    rules.add_paths([BUILTIN])
+    if spamassassin != "off" and spamassassin_dir:
+        if Path(spamassassin_dir).is_dir():
+            rules.add_paths([spamassassin_dir],
+                            skip_kinds=frozenset({"header"}) if spamassassin == "content" else frozenset())
+        else:
+            log.info("scanner rules: no SpamAssassin rules at %s (Debian: apt install spamassassin)",
+                     spamassassin_dir)
+    rules.add_paths(paths)
+    rules.compile()
     log.info("scanner rules: %s", rules.report.summary())
     for warning in rules.report.warnings[:50]:
         log.warning("rule file: %s", warning)

@@ -144,6 +144,7 @@ class RuleSet:
         self.descriptions: dict[str, str] = {}
         self.nice: set[str] = set()  # tflags nice: evidence of ham
         self.report = LoadReport()
+        self._skip_kinds: frozenset[str] = frozenset()
         self._sets: dict[str, list[tuple[object, list[str]]]] = {}
         self._headers: dict[str, list[Rule]] = {}
         self._header_sets: dict[str, tuple[PatternSet, list[Rule]]] = {}
@@ -155,6 +156,19 @@ class RuleSet:
 
     # --- loading --------------------------------------------------------------------
     def load_paths(self, paths: Iterable[str | Path]) -> RuleSet:
+        self.add_paths(paths)
+        return self.compile()
+
+    def add_paths(self, paths: Iterable[str | Path], *, skip_kinds: frozenset[str] = frozenset()) -> None:
+        """Read rule files (a directory: its ``*.cf``) without compiling; rules of the
+        kinds in ``skip_kinds`` are skipped with a reason."""
+        self._skip_kinds = skip_kinds
+        try:
+            self._add_paths(paths)
+        finally:
+            self._skip_kinds = frozenset()
+
+    def _add_paths(self, paths: Iterable[str | Path]) -> None:
         for path in paths:
             p = Path(path)
             files = sorted(p.glob("*.cf")) if p.is_dir() else [p]
@@ -166,7 +180,6 @@ class RuleSet:
                     continue
                 self.report.files += 1
                 self.load_text(text, str(f))
-        return self.compile()
 
     def load_text(self, text: str, source: str = "<rules>") -> None:
         for lineno, line in enumerate(text.splitlines(), 1):
@@ -200,6 +213,9 @@ class RuleSet:
         if len(parts) < 3 or not _NAME.match(parts[1]):
             raise ValueError(f"{directive} needs a rule name and a test")
         name, test = parts[1], parts[2].strip()
+        if directive in self._skip_kinds:
+            self._skip(where, name, f"off: {directive} rules not loaded from here")
+            return
         if test.startswith("eval:"):
             self._skip(where, name, "eval: test (plugin code)")
             return
