@@ -61,8 +61,8 @@ def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
             log.info("scanner rules: no SpamAssassin rules at %s (Debian: apt install spamassassin)",
                      spamassassin_dir)
     rules.add_paths(paths)
-    full_weight -= {n for n in full_weight if n not in rules.rules}
     rules.compile()
+    full_weight &= set(rules.rules)  # what compile disabled (metas on skipped rules) is gone
     log.info("scanner rules: %s", rules.report.summary())
     for warning in rules.report.warnings[:50]:
         log.warning("rule file: %s", warning)
