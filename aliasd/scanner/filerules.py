@@ -1,7 +1,8 @@
 """The rules loaded from rule files (aliasd/scanner/rulefile.py) as scanner symbols:
-aliasd's own rule files always, extra files or directories from ``scanner_rules``
-(SpamAssassin's published rules, say). Loaded once per process per list of paths,
-with a startup report of what was loaded and what was skipped."""
+aliasd's own rule files always, SpamAssassin's published rules where installed
+(``scanner_spamassassin``), extra files or directories from ``scanner_rules``. Loaded
+once per process per combination, with a startup report of what was loaded and what
+was skipped."""
 
 from __future__ import annotations
 
