@@ -191,3 +191,10 @@ def test_scanner_spamassassin_setting_is_checked(tmp_path):
     with pytest.raises(SettingsError, match="scanner_spamassassin"):
         load_settings(environ={}, data_dir=str(tmp_path), scanner_spamassassin="everything")
     assert load_settings(environ={}, data_dir=str(tmp_path)).scanner_spamassassin == "content"
+
+
+def test_naming_spamassassins_directory_in_scanner_rules_loads_it_once_with_header_rules():
+    rules, _ = filerules.load((str(SA_RULES) + "/",), str(SA_RULES), "content")
+    assert any(r.kind == "header" and r.name not in set(filerules.load()[0].rules)
+               for r in rules.rules.values())
+    assert rules.report.files == len(list(SA_RULES.glob("*.cf"))) + 1  # and aliasd's own file

@@ -48,6 +48,11 @@ def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
 
     Also returns the rules that count at their full score: aliasd's own and, in
     ``content`` mode, SpamAssassin's; the others count EXTRA_WEIGHT of theirs."""
+    if spamassassin_dir and any(_same_path(p, spamassassin_dir) for p in paths):
+        # scanner_rules naming SpamAssassin's directory (how it was switched on before
+        # scanner_spamassassin existed): all of its rules, read once
+        paths = tuple(p for p in paths if not _same_path(p, spamassassin_dir))
+        spamassassin = "all"
     rules = RuleSet()
     rules.add_paths([BUILTIN])
     full_weight = set(rules.rules)
@@ -68,6 +73,13 @@ def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
     for warning in rules.report.warnings[:50]:
         log.warning("rule file: %s", warning)
     return rules, frozenset(full_weight)
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
 
 
 def texts(pm: ParsedMessage) -> dict[str, str | bytes]:
