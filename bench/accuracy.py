@@ -5,6 +5,7 @@
     python bench/accuracy.py --cv       # 5-fold cross-validation inside the 80 % (for tuning)
     python bench/accuracy.py --time     # learn the older groups, scan the newer ones
     python bench/accuracy.py --logo     # leave one group out, five times
+    ... --spamassassin off|content|all  # SpamAssassin's rules (default: content, as the scanner)
 
 Prints the false-positive rate on ham and spam recall at the default thresholds
 (spam = action 'add header' or worse), against the anchors the scanner is judged by."""
