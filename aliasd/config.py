@@ -114,6 +114,11 @@ class Settings:
     # Rule files or directories (SpamAssassin syntax) loaded after aliasd's own
     # (aliasd/data/rules), e.g. "/usr/share/spamassassin" from Debian's spamassassin.
     scanner_rules: list[str] = field(default_factory=list)
+    # SpamAssassin's published rules (Debian's spamassassin package), when installed:
+    # "content" its body, rawbody, uri and full rules (one hyperscan pass; the default),
+    # "all" its header rules too (slower: README), "off" none.
+    scanner_spamassassin: str = "content"
+    scanner_spamassassin_dir: str = "/usr/share/spamassassin"
 
     # blocklist (header_checks) and auto-block policy
     blocklist_file: str = ""  # empty: data_dir/header_checks
@@ -231,6 +236,8 @@ class Settings:
             raise SettingsError("quarantine_release_mode must be 'direct' or 'queued'")
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
+        if self.scanner_spamassassin not in ("off", "content", "all"):
+            raise SettingsError("scanner_spamassassin must be 'off', 'content' or 'all'")
         if self.srs_enabled:
             from aliasd.core.srs import SrsConfig, SrsConfigError  # local: core.srs uses Settings
 

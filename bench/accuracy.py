@@ -5,6 +5,7 @@
     python bench/accuracy.py --cv       # 5-fold cross-validation inside the 80 % (for tuning)
     python bench/accuracy.py --time     # learn the older groups, scan the newer ones
     python bench/accuracy.py --logo     # leave one group out, five times
+    ... --spamassassin off|content|all  # SpamAssassin's rules (default: content, as the scanner)
 
 Prints the false-positive rate on ham and spam recall at the default thresholds
 (spam = action 'add header' or worse), against the anchors the scanner is judged by."""
@@ -34,6 +35,7 @@ from aliasd.scanner.result import ScanRequest  # noqa: E402
 ANCHORS = [("rspamd 3.4 rules + Bayes", 0.48, 90.8), ("SpamAssassin 4.0 rules + Bayes", 0.48, 95.0)]
 TARGET = (0.25, 96.0)
 EXTRA_RULES: list[str] = []  # --rules
+SA_MODE = "content"  # --spamassassin
 
 
 def main() -> int:
@@ -48,11 +50,14 @@ def main() -> int:
     ap.add_argument("--logo", action="store_true", help="leave one group out, for each group")
     ap.add_argument("--rules", action="append", default=[],
                     help="extra rule file or directory (scanner_rules), e.g. /usr/share/spamassassin")
+    ap.add_argument("--spamassassin", choices=("off", "content", "all"), default="content",
+                    help="SpamAssassin's rules from /usr/share/spamassassin (scanner_spamassassin)")
     ap.add_argument("--group", default="", help="with --logo: leave out only this group")
     ap.add_argument("--limit", type=int, default=0, help="scan at most this many per group (quick runs)")
     args = ap.parse_args()
-    global EXTRA_RULES
+    global EXTRA_RULES, SA_MODE
     EXTRA_RULES = list(args.rules)
+    SA_MODE = args.spamassassin
 
     samples = load()
     train, test = split(samples)
@@ -68,7 +73,8 @@ def main() -> int:
     url = args.db or f"sqlite:///{tmp}/bench.db"
     db = Database(url, timeout=60)
     db.upgrade()
-    settings = load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES)
+    settings = load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES,
+                                         scanner_spamassassin=SA_MODE)
     scanner = BundledScanner(settings, db)
 
     t0 = time.perf_counter()
@@ -140,7 +146,8 @@ def fresh_scanner() -> tuple[BundledScanner, Database, str]:
     url = f"sqlite:///{tmp}/bench.db"
     db = Database(url, timeout=60)
     db.upgrade()
-    return BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES), db), db, tmp
+    return BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES,
+                                         scanner_spamassassin=SA_MODE), db), db, tmp
 
 
 def limited(samples: list, limit: int) -> list:
@@ -241,7 +248,8 @@ def cross_validate(train: list, dump_path: str = "") -> int:
         url = f"sqlite:///{tmp}/bench.db"
         db = Database(url, timeout=60)
         db.upgrade()
-        scanner = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES), db)
+        scanner = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url, scanner_rules=EXTRA_RULES,
+                                         scanner_spamassassin=SA_MODE), db)
         learn(scanner, learn_set)
         for s in scan_set:
             r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))

@@ -1,12 +1,14 @@
 """Scan speed: the bundled scanner in one process vs Debian's rspamd (/checkv2, one
 normal worker, no network checks) on the same messages, in the same run.
 
-    python bench/scan_speed.py [--rounds N]
+    python bench/scan_speed.py [--rounds N] [--spamassassin off|content|all]
 
 Both learn the same 80 % of the SpamAssassin corpus (rspamd through its controller,
-Bayes in a private redis), then scan the other 20 %, one message at a time, in a loop
-(rspamd over one kept-alive HTTP connection). Prints messages/s and the ratio; the
-rspamd figures also give its FP rate/recall on the same split for comparison."""
+Bayes in a private redis), then scan the other 20 %, one message at a time (rspamd over
+one kept-alive HTTP connection). The bundled scanner and rspamd rules-only take turns,
+N passes each, and each is rated by its best pass (the machine's load moves; taking
+turns exposes both to the same). Prints messages/s and the ratio; the rspamd figures
+also give its FP rate/recall on the same split for comparison."""
 
 from __future__ import annotations
 
@@ -44,9 +46,12 @@ def rates(results, samples) -> tuple[float, float]:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=2, help="timed passes over the test split")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="timed passes over the test split (bundled and rspamd rules-only in turns)")
     ap.add_argument("--rules", action="append", default=[],
                     help="extra rule file or directory for the bundled scanner (scanner_rules)")
+    ap.add_argument("--spamassassin", choices=("off", "content", "all"), default="content",
+                    help="SpamAssassin's rules from /usr/share/spamassassin (scanner_spamassassin)")
     args = ap.parse_args()
     samples = load()
     train, test = split(samples)
@@ -56,7 +61,8 @@ def main() -> int:
     db = Database(url, timeout=60)
     db.upgrade()
     bundled = BundledScanner(load_settings(environ={}, data_dir=tmp, database_url=url,
-                                           scanner_rules=args.rules), db)
+                                           scanner_rules=args.rules,
+                                           scanner_spamassassin=args.spamassassin), db)
     for is_spam in (True, False):
         batch = [s.raw for s in train if s.is_spam is is_spam]
         for i in range(0, len(batch), 500):
@@ -66,43 +72,53 @@ def main() -> int:
     t_snapshot = time.perf_counter() - t0
     requests_ = [ScanRequest(message=s.raw, envelope_from=s.envelope_from) for s in test]
 
-    def timed(scan) -> tuple[float, list]:
-        # the first pass gives the verdicts, every pass counts for the time
-        elapsed, results = 0.0, []
-        for rnd in range(args.rounds):
-            t0 = time.perf_counter()
-            out = [scan(r) for r in requests_]
-            elapsed += time.perf_counter() - t0
-            if rnd == 0:
-                results = out
-        return len(requests_) * args.rounds / elapsed, results
+    def one_pass(scan) -> tuple[float, list]:
+        t0 = time.perf_counter()
+        out = [scan(r) for r in requests_]
+        return len(requests_) / (time.perf_counter() - t0), out
 
+    # The bundled scanner and rspamd rules-only take turns, pass after pass, and each
+    # keeps its best pass: the machine's load (other jobs) moves from minute to minute,
+    # and taking turns exposes both to the same load; the best pass is the least
+    # disturbed one of each.
     rows = []
-    rows.append(("aliasd bundled (rules + Bayes)", *timed(bundled.scan)))
+    learn_note = ""
+    with RspamdInstance(min_learns=200, bayes=False) as rspamd:
+        rs = RspamdScanner(load_settings(
+            environ={}, data_dir=tmp, scanner_backend="rspamd", rspamd_url=rspamd.url,
+            rspamd_controller_url=rspamd.controller_url, rspamd_password=rspamd.password,
+        ))
+        for r in requests_[:50]:  # warm-up
+            rs.scan(r)
+        best = {"bundled": (0.0, []), "rspamd": (0.0, [])}
+        for _ in range(args.rounds):
+            for key, scan in (("bundled", bundled.scan), ("rspamd", rs.scan)):
+                rate, out = one_pass(scan)
+                if rate > best[key][0]:
+                    best[key] = (rate, best[key][1] or out)
+        rows.append(("aliasd bundled (rules + Bayes)", *best["bundled"]))
+        rows.append(("rspamd /checkv2 rules, no Bayes", *best["rspamd"]))
     bundled.close()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    learn_note = ""
-    for bayes in (False, True):
-        with RspamdInstance(min_learns=200, bayes=bayes) as rspamd:
-            rs = RspamdScanner(load_settings(
-                environ={}, data_dir=tmp, scanner_backend="rspamd", rspamd_url=rspamd.url,
-                rspamd_controller_url=rspamd.controller_url, rspamd_password=rspamd.password,
-            ))
-            if bayes:
-                t0 = time.perf_counter()
-                session = requests.Session()
-                for s in train:
-                    session.post(
-                        rspamd.controller_url + ("/learnspam" if s.is_spam else "/learnham"),
-                        data=s.raw, headers={"Password": rspamd.password}, timeout=60,
-                    )
-                learn_note = f", rspamd learn {time.perf_counter() - t0:.0f}s"
-            for r in requests_[:50]:  # warm-up
-                rs.scan(r)
-            label = "rspamd /checkv2 rules + Bayes (redis)" if bayes else "rspamd /checkv2 rules, no Bayes"
-            rows.append((label, *timed(rs.scan)))
+    with RspamdInstance(min_learns=200, bayes=True) as rspamd:
+        rs = RspamdScanner(load_settings(
+            environ={}, data_dir=tmp, scanner_backend="rspamd", rspamd_url=rspamd.url,
+            rspamd_controller_url=rspamd.controller_url, rspamd_password=rspamd.password,
+        ))
+        t0 = time.perf_counter()
+        session = requests.Session()
+        for s in train:
+            session.post(
+                rspamd.controller_url + ("/learnspam" if s.is_spam else "/learnham"),
+                data=s.raw, headers={"Password": rspamd.password}, timeout=60,
+            )
+        learn_note = f", rspamd learn {time.perf_counter() - t0:.0f}s"
+        for r in requests_[:50]:  # warm-up
+            rs.scan(r)
+        rate, out = max((one_pass(rs.scan) for _ in range(args.rounds)), key=lambda x: x[0])
+        rows.append(("rspamd /checkv2 rules + Bayes (redis)", rate, out))
 
-    print(f"messages: {len(requests_)} (the 20 % split) x {args.rounds} rounds, one at a time; "
+    print(f"messages: {len(requests_)} (the 20 % split), best of {args.rounds} passes each, one at a time; "
           f"learned {len(train)} (bundled snapshot load {t_snapshot:.1f}s{learn_note})")
     for label, rate, results in rows:
         fp, rec = rates(results, test)

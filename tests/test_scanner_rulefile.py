@@ -140,7 +140,10 @@ def test_spamassassins_published_rules_load_and_match():
            b"Date: Mon, 10 Jun 2024 11:00:00 +0000\n\nBuy viagra online without prescription.\n"
            b"Click here to remove yourself from our list.\n")
     hits = rules.match(*view(raw))
-    assert any(h.startswith(("DRUGS", "__DRUGS", "SUBJECT_DRUG")) for h in hits), hits
+    assert any(h.startswith(("DRUG", "SUBJECT_DRUG")) for h in hits), hits
+    # sub-rules no scored rule reads are not run (they change no score)
+    assert report.unused > 500 and "__HAS_SENDER" in rules.rules
+    assert "__HAS_SENDER" not in rules.match(*view(b"Sender: x@example.org\n" + raw))
     started = time.perf_counter()
     for _ in range(20):
         rules.match(*view((MAIL / "ham_github.eml").read_bytes()))
@@ -156,3 +159,42 @@ def test_rule_matching_is_thread_safe():
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         got = list(pool.map(lambda r: rules.match(*view(r)), raws))
     assert got == expected
+
+
+def test_spamassassin_content_mode_loads_no_header_rules_and_counts_them_in_full():
+    rules, full = filerules.load((), str(SA_RULES), "content")
+    own = set(filerules.load()[0].rules)
+    kinds = {r.kind for r in rules.rules.values() if r.name not in own}
+    assert "header" not in kinds and {"body", "uri", "rawbody", "meta"} <= kinds
+    assert any(why.startswith("off") for _, _, why in rules.report.skipped)
+    # SpamAssassin's content rules and aliasd's own count their whole score
+    assert "AL_PHARMA" in full and "DRUG_ED_ONLINE" in full
+    everything, full_all = filerules.load((), str(SA_RULES), "all")
+    assert any(r.kind == "header" for r in everything.rules.values())
+    assert "DRUG_ED_ONLINE" not in full_all  # with its header rules, SpamAssassin's weigh less
+    off, _ = filerules.load((), str(SA_RULES), "off")
+    assert set(off.rules) == own
+
+
+def test_a_missing_spamassassin_directory_leaves_aliasds_own_rules(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="aliasd.scanner.filerules"):
+        rules, _ = filerules.load((), str(tmp_path / "nowhere"), "content")
+    assert "no SpamAssassin rules at" in caplog.text
+    assert set(rules.rules) == set(filerules.load()[0].rules)
+
+
+def test_scanner_spamassassin_setting_is_checked(tmp_path):
+    import pytest
+
+    from aliasd.config import SettingsError
+
+    with pytest.raises(SettingsError, match="scanner_spamassassin"):
+        load_settings(environ={}, data_dir=str(tmp_path), scanner_spamassassin="everything")
+    assert load_settings(environ={}, data_dir=str(tmp_path)).scanner_spamassassin == "content"
+
+
+def test_naming_spamassassins_directory_in_scanner_rules_loads_it_once_with_header_rules():
+    rules, _ = filerules.load((str(SA_RULES) + "/",), str(SA_RULES), "content")
+    assert any(r.kind == "header" and r.name not in set(filerules.load()[0].rules)
+               for r in rules.rules.values())
+    assert rules.report.files == len(list(SA_RULES.glob("*.cf"))) + 1  # and aliasd's own file

@@ -74,6 +74,20 @@ def bayes_symbol(verdict: BayesVerdict) -> Symbol | None:
     return sym("BAYES_HAM", option, score=round(full * frac, 2))
 
 
+def no_veto(bayes: Symbol, rules_score: float, settings: Settings) -> Symbol:
+    """BAYES_HAM counts 0 when the rules alone mark the message spam. Bayes learned on
+    older mail is often sure that new spam is ham (spam sent through mailing lists it
+    learned as ham, prose-like spam), and its -3 took back what several rules agreed
+    on; rules alone reach the add-header threshold on almost no ham. On the validation
+    halves, with the default rules: leave-spam-2-out 375 -> 404 of 560 caught,
+    time-shifted 513 -> 517; ham flagged the same there, and one more hard ham (a
+    newsletter with invisible text and no MIME-Version) in 3,310 ham in cross-validation
+    (9 -> 10). Capping BAYES_HAM at -0.5 or -1 instead kept a third to a half of the gain."""
+    if bayes.name != "BAYES_HAM" or rules_score < settings.action_add_header:
+        return bayes
+    return Symbol(bayes.name, 0.0, (*bayes.options, "rules agree on spam"), bayes.description)
+
+
 def action_for(score: float, settings: Settings) -> Action:
     if score >= settings.action_reject:
         return Action.REJECT
@@ -106,7 +120,8 @@ class BundledScanner:
         self._blocklist = BlockListCache(database, ttl=BLOCKLIST_TTL, server_only=True)
         self._pending: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
-        self.rules, self._own_rules = filerules.load(tuple(settings.scanner_rules))
+        self.rules, self._own_rules = filerules.load(
+            tuple(settings.scanner_rules), settings.scanner_spamassassin_dir, settings.scanner_spamassassin)
         atexit.register(self._flush_quietly)
 
     # --- scanning -----------------------------------------------------------------
@@ -149,7 +164,7 @@ class BundledScanner:
         if verdict is not None:
             bayes = bayes_symbol(verdict)
             if bayes is not None:
-                symbols.append(bayes)
+                symbols.append(no_veto(bayes, sum(s.score for s in symbols), self.settings))
         score = round(sum(s.score for s in symbols), 2)
         action = action_for(score, self.settings)
         self._count(SCAN_COUNTER_PREFIX + action.value)
@@ -168,6 +183,8 @@ class BundledScanner:
             blocklist = self._blocklist.get()
         except Exception as exc:
             raise ScannerError(f"block list: {exc}") from exc
+        if not (blocklist.envelope_domains or blocklist.header_domains or blocklist.header_rules):
+            return None  # no server-wide rule: no need to read the sender out of the message
         block = server_block(blocklist, Sender.of_raw_message(request.envelope_from or "",
                                                               request.message))
         if block is None:

@@ -38,7 +38,10 @@ MAX_ANCHOR_TEXT = 500
 _TAG = re.compile(r"<[^<>]{0,2000}>")
 # a host name or URL written as the anchor's text
 _TEXT_HOST = re.compile(r"^(?:https?://)?((?:[a-z0-9-]{1,63}\.){1,10}[a-z]{2,24})(?:[/:?#]\S{0,500})?$", re.I)
-_URL_AUTH = re2.compile(r"(?i)https?://([^/\s\"'<>?#]{1,300})")
+# Python's re here: a literal, then one bounded class, cannot backtrack more than 300
+# characters a match, and its finditer costs a fraction of the RE2 wrapper's per match.
+# The class is RE2's \s spelled out, so it finds what the RE2 pattern found.
+_URL_AUTH = re.compile(r"https?://([^/\t\n\f\r \"'<>?#]{1,300})", re.I)
 _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]{1,8}|\d{8,10}|0\d{1,3}(?:\.0?\d{1,3}){3})$", re.I)
 # text the reader does not see: display:none, visibility:hidden, font-size 0-2px, or
 # <font size=1> or smaller is tiny but legible; only < 3px counts

@@ -9,6 +9,7 @@ from __future__ import annotations
 import email.header
 import email.utils
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass, field
 from email.message import Message
@@ -40,6 +41,36 @@ MAX_HTML_TAGS = 400  # tags looked at per message for Bayes structure tokens
 _WS = re.compile(r"\s+")
 
 
+# The common shapes of an address header: "Name" <a@b>, Name <a@b>, <a@b>, a@b. Read
+# directly (email.utils.parseaddr is pure Python and costs more than all of a message's
+# header rules); anything else (comments, groups, quoted pairs, several addresses) goes
+# through parseaddr.
+_SIMPLE_ADDR = re.compile(r'^(?:"([^"\\]{0,200})"|([^"<>@,;:()\\]{0,200}?))?\s{0,20}<([^<>\s@,;:()"\[\]]{1,200}@[^<>\s@,;:()"\[\]]{1,200})>$'
+                          r'|^([^<>\s@,;:()"\[\]]{1,200}@[^<>\s@,;:()"\[\]]{1,200})$')
+
+
+def parse_address(text: str) -> tuple[str, str]:
+    """(display name, address) as ``email.utils.parseaddr`` gives them."""
+    m = _SIMPLE_ADDR.match(text.strip())
+    if m:
+        if m.group(4):
+            return "", m.group(4)
+        return (m.group(1) if m.group(1) is not None else (m.group(2) or "").strip()), m.group(3)
+    try:
+        return email.utils.parseaddr(text)
+    except Exception:  # noqa: BLE001 - garbled header: no address
+        return "", ""
+
+
+def header_items(msg: Message, limit: int) -> list[tuple[str, object]]:
+    """``msg.items()[:limit]`` without its per-header policy call where it changes
+    nothing: compat32 hands an ASCII value back as it is (only 8-bit values become
+    Header objects)."""
+    fetch = msg.policy.header_fetch_parse
+    return [(k, v if isinstance(v, str) and v.isascii() else fetch(k, v))
+            for k, v in itertools.islice(msg.raw_items(), limit)]
+
+
 def decode_header_value(raw: object) -> str:
     """RFC 2047 decoding that never raises: bad charsets and encodings degrade to
     replacement characters."""
@@ -49,6 +80,8 @@ def decode_header_value(raw: object) -> str:
         raw = str(raw)
     text = str(raw)[:MAX_HEADER_VALUE]
     if "=?" not in text:
+        if "\n" not in text and "\t" not in text and "  " not in text and "\r" not in text:
+            return text.strip()  # nothing to fold (most headers): no regex pass
         return _WS.sub(" ", text).strip()
     try:
         parts = email.header.decode_header(text)
@@ -105,6 +138,7 @@ class ParsedMessage:
     bad_7bit: bool = False  # a text part declared 7bit carries 8-bit bytes
     missing_charset: bool = False  # a text part with 8-bit bytes and no charset
     parse_truncated: bool = False  # the MIME parser read only a prefix (parse_input)
+    _first: dict[str, tuple[str, object]] | None = field(default=None, repr=False, compare=False)
 
     @property
     def from_domain(self) -> str | None:
@@ -113,8 +147,17 @@ class ParsedMessage:
         return self.from_addr.rpartition("@")[2].strip().strip(">").lower() or None
 
     def header(self, name: str) -> str | None:
-        value = self.msg.get(name)
-        return None if value is None else decode_header_value(value)
+        """The first ``name`` header, decoded (``Message.get`` walks every header and
+        re-parses it on each call; rules ask for a dozen)."""
+        first = self._first
+        if first is None:
+            first = self._first = {}
+            for k, v in self.msg.raw_items():
+                first.setdefault(k.lower(), (k, v))
+        found = first.get(name.lower())
+        if found is None:
+            return None
+        return decode_header_value(self.msg.policy.header_fetch_parse(*found))
 
     @property
     def text(self) -> str:
@@ -180,10 +223,7 @@ def _fill(pm: ParsedMessage) -> None:
     pm.subject = pm.header("Subject") if "subject" in pm.header_names else None
     pm.from_raw = pm.header("From") if "from" in pm.header_names else None
     if pm.from_raw:
-        try:
-            name, addr = email.utils.parseaddr(pm.from_raw)
-        except Exception:  # noqa: BLE001
-            name, addr = "", ""
+        name, addr = parse_address(pm.from_raw)
         pm.from_name, pm.from_addr = name, addr.lower()
     pm.to_raw = pm.header("To") if "to" in pm.header_names else None
     pm.date_raw = pm.header("Date") if "date" in pm.header_names else None

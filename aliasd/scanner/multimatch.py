@@ -14,7 +14,7 @@ try:  # a wheel with the library inside; optional so that a platform without it 
 except ImportError:  # pragma: no cover - hyperscan is a dependency; this is the fallback
     hyperscan = None
 
-HS_CHUNK = 60
+HS_CHUNK = 200  # patterns per hyperscan database (SpamAssassin's live body rules: one)
 SET_CHUNK = 150  # patterns per RE2 set: a set's DFA has a memory budget; small sets stay in it
 SET_MAX_MEM = 32 << 20
 
@@ -62,12 +62,13 @@ class PatternSet:
     def engine(self) -> str:
         return "hyperscan" if self._hs else "re2"
 
-    def match(self, text: str) -> set[int]:
+    def match(self, text: str | bytes) -> set[int]:
+        """``text`` as bytes is matched as it is (the raw message); as str, UTF-8."""
         found: set[int] = set()
         if not text:
             return found
         if self._hs:
-            data = text.encode("utf-8", "replace")
+            data = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
             scratches = getattr(self._local, "scratches", None)
             if scratches is None:
                 scratches = self._local.scratches = [hyperscan.Scratch(db) for db, _ in self._hs]
@@ -77,6 +78,8 @@ class PatternSet:
                     found.add(ids[pattern_id])
 
                 db.scan(data, match_event_handler=on_match, scratch=scratch)
+        if self._sets and isinstance(text, bytes):
+            text = text.decode("latin-1")
         for rset, ids in self._sets:
             for i in rset.Match(text) or ():  # None when nothing matched
                 found.add(ids[i])

@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from aliasd.scanner.markup import html_to_text
-from aliasd.scanner.message import ParsedMessage, decode_header_value
+from aliasd.scanner.message import ParsedMessage, decode_header_value, header_items
 
 # A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
 # next four; here that was worse: every telling phrase then fills up to nine of the 40
@@ -33,8 +33,10 @@ _word_hashes: dict[str, int] = {}
 
 
 def _hashes(ws: list[str]) -> np.ndarray:
-    get = _word_hashes.get
-    return np.array([get(w) or _h(w) for w in ws], dtype=np.uint64)
+    vals = list(map(_word_hashes.get, ws))  # map: the lookups run in C
+    if None in vals:
+        vals = [_h(w) if v is None else v for v, w in zip(vals, ws, strict=True)]
+    return np.array(vals, dtype=np.uint64)
 
 
 def _h(word: str) -> int:
@@ -146,7 +148,13 @@ _SKIP_HEADERS = frozenset({
     "x-loop", "errors-to", "sender", "delivered-to", "x-original-to", "content-length", "lines",
     "status", "x-status", "x-keywords", "x-uid",
 })
-_SKIP_PREFIXES = ("x-spam", "x-aliasd", "x-rspamd", "x-virus")
+# Mailing-list software's headers name the list, and a list known from learned ham made
+# spam sent through it look like ham (part of the newer spam came through lists learned
+# as ham). Their words are no tokens; that the headers are there still is (hn:). On the
+# validation halves: leave-spam-2-out 380 -> 391 of 560, time-shifted 497 -> 518 of 560,
+# no more easy ham flagged (--logo, --time, SpamAssassin's rules on).
+_SKIP_PREFIXES = ("x-spam", "x-aliasd", "x-rspamd", "x-virus", "list-", "x-beenthere", "x-mailman",
+                  "precedence", "x-mailing-list", "mailing-list")
 _DIGITS = re.compile(r"\d")
 
 
@@ -156,7 +164,7 @@ def header_words(pm: ParsedMessage) -> list[str]:
     with many digits (queue ids, serials) are dropped: unique per message, they only
     bloat the table."""
     out: list[str] = []
-    for name, value in pm.msg.items()[:60]:
+    for name, value in header_items(pm.msg, 60):
         n = name.lower()
         if n in _SKIP_HEADERS or n.startswith(_SKIP_PREFIXES) or len(n) > 40:
             continue
