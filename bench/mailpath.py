@@ -161,6 +161,7 @@ def main() -> None:
     ap.add_argument("--sessions", default="1,4")
     ap.add_argument("--database-url", default="", help="default: a SQLite file in a temp dir")
     ap.add_argument("--only", default="hash,lookupd,aliasd,rspamd,aliasd-unix,rspamd-unix")
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for a look")
     args = ap.parse_args()
     sessions_list = [int(x) for x in args.sessions.split(",")]
     only = set(args.only.split(","))
@@ -296,7 +297,10 @@ def main() -> None:
             rspamd.stop()
         for proc in procs:
             stop(proc)
-        shutil.rmtree(base, ignore_errors=True)
+        if args.keep:
+            print(f"  logs kept in {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -40,12 +40,19 @@ class World:
         self.db, self.settings, self.postfix, self.capture = db, settings, postfix, capture
         self.milter, self.base, self.env = milter, base, env
 
-    def events(self, **where) -> list[MailEvent]:
-        with self.db.session() as s:
-            query = select(MailEvent).order_by(MailEvent.id)
-            for key, value in where.items():
-                query = query.where(getattr(MailEvent, key) == value)
-            return list(s.scalars(query))
+    def events(self, *, wait: float = 5.0, **where) -> list[MailEvent]:
+        """The events matching ``where``; the milter commits them just after answering
+        Postfix, so this waits up to ``wait`` seconds for the first to appear."""
+        deadline = time.monotonic() + wait
+        query = select(MailEvent).order_by(MailEvent.id)
+        for key, value in where.items():
+            query = query.where(getattr(MailEvent, key) == value)
+        while True:
+            with self.db.session() as s:
+                rows = list(s.scalars(query))
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
 
     def alias(self) -> Alias:
         with self.db.session() as s:
@@ -341,4 +348,4 @@ def test_milter_stopped_default_action_accepts(world):
     msg = _captured(world, marker)
     assert msg.rcpt_tos == [MAILBOX]
     assert msg.header("X-Spamd-Result") is None and msg.header("X-Aliasd-Alias") is None
-    assert world.events(subject=marker) == []
+    assert world.events(subject=marker, wait=1.0) == []
