@@ -7,6 +7,8 @@ by side in one run, the same messages each time:
              SPF/DKIM/DMARC checks and ARC sealing on (the default); every DNS lookup
              answered by a local DNS server (tests/harness/dns.py), never the network
   aliasd-noauth  the same milter with mail_auth_enabled = arc_enabled = false
+  aliasd-1w  (on request) the full milter in one process (--workers 1), to compare with
+             the default of one worker process per CPU
   rspamd     hash: map + Debian's rspamd 3.4 proxy worker as milter (milter = yes,
              self_scan, one process, no network checks) on 127.0.0.1
 
@@ -211,7 +213,7 @@ def main() -> None:
 
         lookup_port = free_port()
         milter_port = free_port()
-        if only & {"lookupd", "aliasd", "aliasd-unix", "aliasd-noauth"}:
+        if only & {"lookupd", "aliasd", "aliasd-unix", "aliasd-noauth", "aliasd-1w"}:
             procs.append(start([sys.executable, "-m", "aliasd", "lookupd", "--socketmap",
                                 f"127.0.0.1:{lookup_port}", "--tcp", ""], env,
                                base / "lookupd.log"))  # fmt: skip
@@ -229,6 +231,12 @@ def main() -> None:
                                 "ALIASD_ARC_ENABLED": "false"},
                                base / "milter-noauth.log"))  # fmt: skip
             wait_for_port(noauth_port)
+        onew_port = free_port()
+        if "aliasd-1w" in only:
+            procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
+                                f"127.0.0.1:{onew_port}", "--workers", "1",
+                                "--log-level", "WARNING"], env, base / "milter-1w.log"))
+            wait_for_port(onew_port)
         milter_sock = base / "milter.sock"
         if "aliasd-unix" in only:
             procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
@@ -251,6 +259,9 @@ def main() -> None:
         if "aliasd-noauth" in only:
             setups.append(("aliasd-noauth", {**lookup_map,
                                              **postfix_milter_settings(settings, f"127.0.0.1:{noauth_port}")}))  # fmt: skip
+        if "aliasd-1w" in only:
+            setups.append(("aliasd-1w", {**lookup_map,
+                                         **postfix_milter_settings(settings, f"127.0.0.1:{onew_port}")}))  # fmt: skip
         if "aliasd-unix" in only:
             setups.append(("aliasd-unix", {**lookup_map,
                                            **postfix_milter_settings(settings, f"unix:{milter_sock}")}))  # fmt: skip

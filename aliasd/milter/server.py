@@ -53,6 +53,36 @@ def set_nodelay_on_listener(port: int) -> bool:
     return done
 
 
+def set_listener_nonblocking(where: ListenSpec) -> bool:
+    """Make this process's listening socket non-blocking, for workers sharing it.
+
+    libmilter waits in select() and then accept()s; with several processes on one
+    socket all wake for a connection, one gets it, and a blocking accept() would hold
+    the others until the next connection (deaf to SIGTERM meanwhile). Non-blocking, the
+    losers get EAGAIN, which libmilter skips. Accepted sockets do not inherit the flag."""
+    done = False
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+                        socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    continue
+                bound = sock.getsockname()
+                if (where.path and sock.family == socket.AF_UNIX and bound == where.path) or (
+                        not where.path and sock.family in (socket.AF_INET, socket.AF_INET6)
+                        and bound[1] == where.port):
+                    os.set_blocking(fd, False)
+                    done = True
+            except OSError:
+                continue
+    return done
+
+
 def worker_count(settings: Settings, workers: int | None = None) -> int:
     """How many milter processes: the argument, else the setting; 0 means one per CPU."""
     wanted = settings.milter_workers if workers is None else workers
@@ -98,6 +128,8 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
         finally:
             mailpath.close()
         return
+    if not set_listener_nonblocking(where):
+        log.warning("could not make the milter socket non-blocking; workers may stall")
     _supervise(count, mailpath, database, where.path)
 
 
