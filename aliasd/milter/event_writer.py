@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.exc import OperationalError
 
 from aliasd.config import Settings
-from aliasd.core import attribution_store, events, sender_blocks
+from aliasd.core import attribution_store, events, reverse_aliases, sender_blocks
 from aliasd.db import Database
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,7 @@ class Record:
     facts: events.MessageFacts
     block_hits: tuple[int, ...] = ()
     queue_id: str | None = None
+    forwarded_reverse_id: int | None = None  # the reverse alias put in the forwarded copy
 
     @property
     def event_count(self) -> int:
@@ -70,6 +71,8 @@ def write_records(database: Database, settings: Settings, records: Sequence[Reco
                             spam_ids += new
                     if record.block_hits:
                         sender_blocks.record_hits(session, list(record.block_hits))
+                    if record.forwarded_reverse_id is not None:
+                        reverse_aliases.record_forwarded(session, record.forwarded_reverse_id)
             break
         except OperationalError:
             if attempt == attempts:

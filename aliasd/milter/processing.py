@@ -462,6 +462,8 @@ class MailPath:
         record = event_writer.Record(
             parts=tuple(parts), facts=facts, queue_id=envelope.queue_id,
             block_hits=tuple(sorted({b.id for b in verdict.blocks.values() if not b.server_wide})),
+            forwarded_reverse_id=verdict.transform.forwarded_reverse_id
+            if verdict.transform is not None and verdict.status == "accept" else None,
         )
         writer = self._event_writer()
         if writer is not None:  # off the SMTP answer: committed in batches
