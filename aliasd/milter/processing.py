@@ -46,6 +46,8 @@ HEADER_RESULT = "X-Spamd-Result"
 HEADER_SPAM = "X-Spam"
 # Headers aliasd vouches for: copies arriving from outside are removed so nobody can
 # forge "not spam" (or a different alias) into a user's filters.
+# Messages from this size on are processed one at a time per milter process.
+BIG_MESSAGE = 512 * 1024
 OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM, *ONECLICK_HEADERS)
 
 
@@ -167,6 +169,7 @@ class MailPath:
         self._background_events = background_events
         self._writer: event_writer.EventWriter | None = None
         self._writer_lock = threading.Lock()
+        self._big_turn = threading.Lock()
         # Scans run here so a slow scan can be abandoned at the deadline.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="aliasd-scan"
@@ -190,6 +193,7 @@ class MailPath:
         self._writer = None
         self._writer_lock = threading.Lock()
         self._scanner_lock = threading.Lock()
+        self._big_turn = threading.Lock()
 
     def _event_writer(self) -> event_writer.EventWriter | None:
         if not self._background_events:
@@ -281,6 +285,19 @@ class MailPath:
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
+        if envelope.size < BIG_MESSAGE:
+            return self._process(envelope)
+        # Large messages take turns: their parsing, hashing and signing hold the GIL,
+        # and several at once would starve every small message of this process. The
+        # wait is bounded so a queue of them never outlasts Postfix's patience.
+        got = self._big_turn.acquire(timeout=self.settings.milter_timeout / 2)
+        try:
+            return self._process(envelope)
+        finally:
+            if got:
+                self._big_turn.release()
+
+    def _process(self, envelope: Envelope) -> Verdict:
         outgoing = self.replies.outgoing(envelope)  # the owner writing as an alias
         if outgoing is not None:
             return Verdict(status=outgoing.status, reply=outgoing.reply, scanned=False,
