@@ -2,9 +2,9 @@
 writer thread commits the queue in batches, one transaction per batch.
 
 What a crash can lose: the events still in the queue, never mail (the verdict was given
-and applied before the events were queued). The writer takes whatever is queued as soon
-as it is idle, so at ordinary load the queue holds the messages of the last transaction
-(a few milliseconds); it is bounded (``max_queue`` messages) so a stalled database
+and applied before the events were queued). The writer wakes when a record arrives, lets
+more gather for ``GATHER_SECONDS`` (50 ms) and commits them together, so the queue holds
+about the last 50 ms of messages plus one transaction's time; it is bounded (``max_queue`` messages) so a stalled database
 cannot make it grow without end: past the bound new records are dropped, counted and
 logged. ``flush`` waits until everything queued so far is committed; ``close`` flushes
 (the milter calls it on SIGTERM).
@@ -32,6 +32,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUE = 2000  # messages waiting; past it new records are dropped (and counted)
 MAX_BATCH = 200  # messages per transaction
+# How long the writer lets records gather before a commit: waking it for every message
+# costs the milter's threads a GIL hand-off each time, and a bigger batch is cheaper.
+GATHER_SECONDS = 0.05
 
 
 @dataclass(frozen=True)
@@ -92,11 +95,13 @@ class EventWriter:
     """The writer thread of one milter process."""
 
     def __init__(self, database: Database, settings: Settings, *, max_queue: int = MAX_QUEUE,
-                 max_batch: int = MAX_BATCH,
+                 max_batch: int = MAX_BATCH, gather: float = GATHER_SECONDS,
                  on_lost: Callable[[int], None] | None = None) -> None:
         self.database = database
         self.settings = settings
         self.max_batch = max_batch
+        self.gather = gather
+        self._hurry = threading.Event()  # a flush or close is waiting: no gathering
         self.on_lost = on_lost  # called with the number of events that never reached the db
         self._queue: queue.Queue[Record | _Flush | None] = queue.Queue(max_queue)
         self._closed = False
@@ -124,6 +129,7 @@ class EventWriter:
             self._queue.put(marker, timeout=timeout)
         except queue.Full:
             return False
+        self._hurry.set()
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> None:
@@ -134,12 +140,17 @@ class EventWriter:
         self._closed = True
         with contextlib.suppress(queue.Full):
             self._queue.put(None, timeout=1.0)
+        self._hurry.set()
         self._thread.join(timeout)
 
     # --- the thread ------------------------------------------------------------------
     def _run(self) -> None:
         while True:
             item = self._queue.get()
+            if (isinstance(item, Record) and self.gather > 0
+                    and self._queue.qsize() < self.max_batch):
+                self._hurry.wait(self.gather)
+            self._hurry.clear()
             batch: list[Record] = []
             markers: list[_Flush] = []
             stop = False
