@@ -121,13 +121,12 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
         mailpath.scanner()
     except Exception as exc:  # noqa: BLE001 - each message says so again, and passes
         log.warning("scanner not ready: %s", exc)
-    if not os.environ.get("GC_NOFREEZE"):
-        # The scanner's tables are some 100,000 objects that live as long as the process:
-        # kept out of the collector, a full collection no longer walks them (it took
-        # 120-230 ms, stalling whichever message was in flight), and the workers no
-        # longer dirty the pages they share with the supervisor by collecting them.
-        gc.collect()
-        gc.freeze()
+    # The scanner's tables are some 100,000 objects that live as long as the process:
+    # kept out of the collector, a full collection no longer walks them (it took 120-230
+    # ms, stalling whichever message was in flight), and the workers no longer dirty the
+    # pages they share with the supervisor by collecting them.
+    gc.collect()
+    gc.freeze()
     log.info("aliasd milter listening on %s (%d worker%s)", spec, count,
              "" if count == 1 else "s")
     if count == 1:
