@@ -9,6 +9,8 @@ by side in one run, the same messages each time:
   aliasd-noauth  the same milter with mail_auth_enabled = arc_enabled = false
   aliasd-1w  (on request) the full milter in one process (--workers 1), to compare with
              the default of one worker process per CPU
+  aliasd-tree  (with --compare-tree DIR) the full milter run from another checkout of
+             aliasd (e.g. ``git worktree add DIR <commit>``): before/after in one run
   rspamd     hash: map + Debian's rspamd 3.4 proxy worker as milter (milter = yes,
              self_scan, one process, no network checks) on 127.0.0.1
 
@@ -193,6 +195,8 @@ def main() -> None:
     ap.add_argument("--only", default="hash,lookupd,aliasd,aliasd-noauth,rspamd,aliasd-unix,"
                                       "rspamd-unix")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for a look")
+    ap.add_argument("--compare-tree", default="",
+                    help="another aliasd checkout whose milter runs as setup aliasd-tree")
     args = ap.parse_args()
     sessions_list = [int(x) for x in args.sessions.split(",")]
     only = set(args.only.split(","))
@@ -270,6 +274,16 @@ def main() -> None:
                                 "--log-level", "WARNING"], env, base / "milter-1w.log"))
             milter_pids["aliasd-1w"] = procs[-1].pid
             wait_for_port(onew_port)
+        tree_port = free_port()
+        if args.compare_tree:
+            tree = str(Path(args.compare_tree).resolve())
+            tree_env = {**env, "PYTHONPATH": tree}
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "aliasd", "milter", "--listen", f"127.0.0.1:{tree_port}",
+                 "--log-level", "WARNING"], env=tree_env, cwd=tree,
+                stdout=open(base / "milter-tree.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115
+            milter_pids["aliasd-tree"] = procs[-1].pid
+            wait_for_port(tree_port)
         milter_sock = base / "milter.sock"
         if "aliasd-unix" in only:
             procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
@@ -293,6 +307,9 @@ def main() -> None:
         if "aliasd-noauth" in only:
             setups.append(("aliasd-noauth", {**lookup_map,
                                              **postfix_milter_settings(settings, f"127.0.0.1:{noauth_port}")}))  # fmt: skip
+        if args.compare_tree:
+            setups.append(("aliasd-tree", {**lookup_map,
+                                           **postfix_milter_settings(settings, f"127.0.0.1:{tree_port}")}))  # fmt: skip
         if "aliasd-1w" in only:
             setups.append(("aliasd-1w", {**lookup_map,
                                          **postfix_milter_settings(settings, f"127.0.0.1:{onew_port}")}))  # fmt: skip
