@@ -108,7 +108,9 @@ def world(request, tmp_path_factory):
     )
     milter_cmd = [sys.executable, "-m", "aliasd", "milter"]
     milter = start_logged(milter_cmd, env, base / "milter.log")
-    unix_milter = start_logged([*milter_cmd, "--listen", f"unix:{unix_sock}"], env, base / "unix.log")
+    # the unix-socket milter runs in one process (--workers 1), the others one per CPU
+    unix_milter = start_logged([*milter_cmd, "--listen", f"unix:{unix_sock}", "--workers", "1"],
+                               env, base / "unix.log")
     dead_milter = start_logged([*milter_cmd, "--listen", dead_listen], dead_env, base / "dead.log")
     lookup_port = free_port()
     lookupd = start_logged(
@@ -335,6 +337,37 @@ def test_bobs_block_of_gmail_refuses_bobs_mail_not_alices(world):
     with world.db.session() as s:
         bobs = s.scalar(select(Alias).where(Alias.address == "news@bob.example"))
         assert (bobs.rejected_count, bobs.forwarded_count) == (2, 0)
+
+
+def _workers(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def test_a_crashed_worker_is_replaced_and_mail_is_still_scanned(world):
+    """The milter's workers share one socket; one that dies (here SIGKILL, as a crash
+    would) is replaced by the supervisor and every message is still scanned."""
+    workers = _workers(world.milter.pid)
+    if len(workers) < 2:
+        pytest.skip("one CPU: the milter runs a single process")
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = _workers(world.milter.pid)
+        if len(now) == len(workers) and workers[0] not in now:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"worker not replaced: {workers} -> {_workers(world.milter.pid)}")
+    assert world.milter.poll() is None
+    for i in range(6):  # several connections: each worker gets some
+        marker = f"respawn-{i}-{time.monotonic_ns()}"
+        sent = world.send(to=ALIAS, sender="noreply@github.com", header={"Subject": marker})
+        assert sent.returncode == 0, sent.stdout
+        assert _captured(world, marker).header("X-Spamd-Result").startswith("default: ")
+    assert "ended (signal 9); starting another" in (world.base / "milter.log").read_text()
 
 
 def test_milter_stopped_default_action_accepts(world):
