@@ -76,6 +76,7 @@ class Settings:
     # milter and scanner
     milter_listen: str = "127.0.0.1:10033"
     milter_timeout: float = 20.0  # scan budget per message; past it the message passes unscanned
+    milter_workers: int = 0  # milter processes sharing the socket; 0: one per CPU
     max_scan_size: int = 2_000_000  # bytes of body scanned in full
     scanner_backend: str = "bundled"  # bundled | rspamd
     rspamd_url: str = "http://127.0.0.1:11333"
@@ -234,6 +235,8 @@ class Settings:
             raise SettingsError("quarantine_keep_days must be >= 1 and learn_keep_days >= 0")
         if self.quarantine_release_mode not in ("direct", "queued"):
             raise SettingsError("quarantine_release_mode must be 'direct' or 'queued'")
+        if self.milter_workers < 0:
+            raise SettingsError("milter_workers must be >= 0 (0: one per CPU)")
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
         if self.scanner_spamassassin not in ("off", "content", "all"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import start_http_server
+from prometheus_client import REGISTRY, start_http_server
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +25,11 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
-def serve_metrics(listen: str) -> tuple[str, int]:
-    """Serve the default registry's metrics on ``listen`` from a daemon thread; returns
-    the bound (host, port)."""
+def serve_metrics(listen: str, registry=None) -> tuple[str, int]:
+    """Serve ``registry``'s metrics (default: the default registry) on ``listen`` from a
+    daemon thread; returns the bound (host, port)."""
     host, port = parse_listen(listen)
-    server, _thread = start_http_server(port, addr=host)
+    server, _thread = start_http_server(port, addr=host, registry=registry or REGISTRY)
     bound = server.server_address[:2]
     log.info("metrics on http://%s:%s/metrics", *bound)
     return bound[0], bound[1]

@@ -165,9 +165,13 @@ def test_autoblock_rejects_the_next_message_in_postfix(world):
         proc = world.send_spam("promo@massmail.example", "News <news@massmail.example>",
                                f"{marker}-{i}")
         assert proc.returncode == 0, proc.stdout
-    with world.db.session() as s:
-        spam = s.scalars(select(MailEvent).where(MailEvent.subject.like(f"%{marker}%"))).all()
-        assert len(spam) == 3 and all(e.is_spam for e in spam)
+    def spam_events():  # committed by the milter's writer just after each answer
+        with world.db.session() as s:
+            found = s.scalars(select(MailEvent).where(MailEvent.subject.like(f"%{marker}%"))).all()
+        return found if len(found) == 3 else None
+
+    spam = wait_for(spam_events, what="three spam events")
+    assert all(e.is_spam for e in spam)
     # The milter's spam hook added the rule and rewrote the table after its commit.
     rule = wait_for(lambda: next((r for r in world.rules() if r.value == "massmail.example"),
                                  None), what="auto-block rule")  # fmt: skip

@@ -40,12 +40,19 @@ class World:
         self.db, self.settings, self.postfix, self.capture = db, settings, postfix, capture
         self.milter, self.base, self.env = milter, base, env
 
-    def events(self, **where) -> list[MailEvent]:
-        with self.db.session() as s:
-            query = select(MailEvent).order_by(MailEvent.id)
-            for key, value in where.items():
-                query = query.where(getattr(MailEvent, key) == value)
-            return list(s.scalars(query))
+    def events(self, *, wait: float = 5.0, **where) -> list[MailEvent]:
+        """The events matching ``where``; the milter commits them just after answering
+        Postfix, so this waits up to ``wait`` seconds for the first to appear."""
+        deadline = time.monotonic() + wait
+        query = select(MailEvent).order_by(MailEvent.id)
+        for key, value in where.items():
+            query = query.where(getattr(MailEvent, key) == value)
+        while True:
+            with self.db.session() as s:
+                rows = list(s.scalars(query))
+            if rows or time.monotonic() > deadline:
+                return rows
+            time.sleep(0.05)
 
     def alias(self) -> Alias:
         with self.db.session() as s:
@@ -101,7 +108,9 @@ def world(request, tmp_path_factory):
     )
     milter_cmd = [sys.executable, "-m", "aliasd", "milter"]
     milter = start_logged(milter_cmd, env, base / "milter.log")
-    unix_milter = start_logged([*milter_cmd, "--listen", f"unix:{unix_sock}"], env, base / "unix.log")
+    # the unix-socket milter runs in one process (--workers 1), the others one per CPU
+    unix_milter = start_logged([*milter_cmd, "--listen", f"unix:{unix_sock}", "--workers", "1"],
+                               env, base / "unix.log")
     dead_milter = start_logged([*milter_cmd, "--listen", dead_listen], dead_env, base / "dead.log")
     lookup_port = free_port()
     lookupd = start_logged(
@@ -330,6 +339,37 @@ def test_bobs_block_of_gmail_refuses_bobs_mail_not_alices(world):
         assert (bobs.rejected_count, bobs.forwarded_count) == (2, 0)
 
 
+def _workers(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        found += [int(p) for p in task.read_text().split()]
+    return found
+
+
+def test_a_crashed_worker_is_replaced_and_mail_is_still_scanned(world):
+    """The milter's workers share one socket; one that dies (here SIGKILL, as a crash
+    would) is replaced by the supervisor and every message is still scanned."""
+    workers = _workers(world.milter.pid)
+    if len(workers) < 2:
+        pytest.skip("one CPU: the milter runs a single process")
+    os.kill(workers[0], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        now = _workers(world.milter.pid)
+        if len(now) == len(workers) and workers[0] not in now:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"worker not replaced: {workers} -> {_workers(world.milter.pid)}")
+    assert world.milter.poll() is None
+    for i in range(6):  # several connections: each worker gets some
+        marker = f"respawn-{i}-{time.monotonic_ns()}"
+        sent = world.send(to=ALIAS, sender="noreply@github.com", header={"Subject": marker})
+        assert sent.returncode == 0, sent.stdout
+        assert _captured(world, marker).header("X-Spamd-Result").startswith("default: ")
+    assert "ended (signal 9); starting another" in (world.base / "milter.log").read_text()
+
+
 def test_milter_stopped_default_action_accepts(world):
     """Last in the module: stop the milter; milter_default_action = accept delivers."""
     assert world.postfix.postconf_value("milter_default_action") == "accept"
@@ -341,4 +381,4 @@ def test_milter_stopped_default_action_accepts(world):
     msg = _captured(world, marker)
     assert msg.rcpt_tos == [MAILBOX]
     assert msg.header("X-Spamd-Result") is None and msg.header("X-Aliasd-Alias") is None
-    assert world.events(subject=marker) == []
+    assert world.events(subject=marker, wait=1.0) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 
@@ -18,9 +19,13 @@ from aliasd.listen import ListenError, ListenSpec
 @click.option("--log-level", default="INFO", show_default=True)
 @click.option("--metrics", "metrics_listen",
               help="HOST:PORT for Prometheus /metrics (default: setting milter_metrics; '' disables).")
-def milter_command(listen: str | None, log_level: str, metrics_listen: str | None) -> None:
+@click.option("--workers", type=click.IntRange(min=0),
+              help="Milter processes sharing the socket (default: setting milter_workers; "
+                   "0: one per CPU).")
+def milter_command(listen: str | None, log_level: str, metrics_listen: str | None,
+                   workers: int | None) -> None:
     """Run the milter Postfix calls for every message (smtpd_milters)."""
-    from aliasd.milter.server import serve
+    from aliasd.milter.server import serve, worker_count
 
     logging.basicConfig(
         level=log_level.upper(), format="aliasd-milter %(levelname)s %(name)s: %(message)s"
@@ -36,17 +41,43 @@ def milter_command(listen: str | None, log_level: str, metrics_listen: str | Non
     database = cli.service_database("messages pass unscanned until it is back")
     mailpath = None
     metrics_listen = settings.milter_metrics if metrics_listen is None else metrics_listen
+    count = worker_count(settings, workers)
     if metrics_listen:
+        registry = None
+        if count > 1:  # each worker counts in files; /metrics adds them up
+            registry = _multiprocess_registry()
         from aliasd.metrics import MetricsListenError, serve_metrics
         from aliasd.milter.metrics import MeasuredMailPath
 
         try:
-            host, port = serve_metrics(metrics_listen)
+            host, port = serve_metrics(metrics_listen, registry)
         except (MetricsListenError, OSError) as exc:
             raise click.BadParameter(str(exc), param_hint="--metrics") from exc
         logging.getLogger(__name__).info("metrics on http://%s:%s/metrics", host, port)
-        mailpath = MeasuredMailPath(settings, database)
-    serve(settings, database, listen, mailpath)
+        mailpath = MeasuredMailPath(settings, database, background_events=True)
+    serve(settings, database, listen, mailpath, count)
+
+
+def _multiprocess_registry():
+    """prometheus-client's multiprocess mode, chosen before the milter's metrics exist:
+    the workers write their values under PROMETHEUS_MULTIPROC_DIR (a fresh directory
+    unless one is given), the /metrics endpoint of this process sums them."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from prometheus_client import CollectorRegistry, multiprocess, values
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        directory = tempfile.mkdtemp(prefix="aliasd-milter-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        parent = os.getpid()
+        atexit.register(lambda: os.getpid() == parent
+                        and shutil.rmtree(directory, ignore_errors=True))
+    values.ValueClass = values.get_value_class()  # in case prometheus_client was imported
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    return registry
 
 
 def register(group: click.Group) -> None:

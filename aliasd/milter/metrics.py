@@ -26,7 +26,15 @@ PROCESS_SECONDS = Histogram(
     "Time from end of data to the verdict (alias lookup, scan, event records).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
-EVENTS = Counter("aliasd_milter_events_written", "Mail events recorded (one per alias reached).")
+EVENTS = Counter(
+    "aliasd_milter_events_written",
+    "Mail events recorded (one per alias reached), counted when handed to the writer.",
+)
+EVENTS_LOST = Counter(
+    "aliasd_milter_events_lost",
+    "Mail events the writer could not commit (database down, queue full): the messages "
+    "passed, only their statistics are missing.",
+)
 FAULTS = Counter(
     "aliasd_milter_faults",
     "Messages passed unscanned because of a fault, by kind (timeout, database, scanner, "
@@ -78,6 +86,9 @@ class MeasuredMailPath(MailPath):
             timed = self._timed = TimedScanner(inner)
         return timed
 
+    def _events_lost(self, count: int) -> None:
+        EVENTS_LOST.inc(count)
+
     def process(self, envelope: Envelope) -> Verdict:
         started = time.perf_counter()
         try:
@@ -96,9 +107,9 @@ class MeasuredMailPath(MailPath):
         else:
             action = "not_alias"
         MESSAGES.labels(action).inc()
-        if verdict.event_ids:
-            EVENTS.inc(len(verdict.event_ids))
-        if verdict.auth is not None and verdict.status == "accept" and verdict.event_ids:
+        if verdict.events_recorded:
+            EVENTS.inc(verdict.events_recorded)
+        if verdict.auth is not None and verdict.status == "accept" and verdict.events_recorded:
             auth = verdict.auth
             FORWARDED_AUTH.labels(auth.dmarc.policy or "absent", auth.dkim_summary).inc()
         return verdict

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 
 from aliasd.config import Settings
-from aliasd.core import events, sender_blocks
+from aliasd.core import events
 from aliasd.core.addresses import AddressError, domain_of, normalize_address
 from aliasd.core.block_decision import (
     Block,
@@ -32,9 +32,10 @@ from aliasd.core.block_decision import (
 )
 from aliasd.db import Database
 from aliasd.mailauth.verify import AuthResults
-from aliasd.milter import authstep, learn_by_mail, review
+from aliasd.milter import authstep, event_writer, learn_by_mail, review
 from aliasd.milter.oneclick_headers import HEADERS as ONECLICK_HEADERS
 from aliasd.milter.replies import ReplyPath, Transform, transformed_envelope
+from aliasd.models import utcnow
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ HEADER_RESULT = "X-Spamd-Result"
 HEADER_SPAM = "X-Spam"
 # Headers aliasd vouches for: copies arriving from outside are removed so nobody can
 # forge "not spam" (or a different alias) into a user's filters.
+# Messages from this size on are processed one at a time per milter process.
+BIG_MESSAGE = 512 * 1024
 OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM, *ONECLICK_HEADERS)
 
 
@@ -92,7 +95,8 @@ class Verdict:
     blocks: dict[int, Block] = field(default_factory=dict)  # alias id → the block refusing it
     scanned: bool = True
     result: ScanResult | None = None
-    event_ids: list[int] = field(default_factory=list)
+    event_ids: list[int] = field(default_factory=list)  # when written at once (no writer)
+    events_recorded: int = 0  # events written, or queued for the writer
     auth: AuthResults | None = None  # SPF/DKIM/DMARC/ARC of the incoming message
     remove_headers: list[tuple[str, int]] = field(default_factory=list)  # (name, occurrence)
     transform: Transform | None = None  # reverse-alias edits (aliasd.milter.replies)
@@ -153,6 +157,7 @@ class MailPath:
         scanner=None,
         *,
         max_workers: int = 64,
+        background_events: bool = False,
     ) -> None:
         self.settings = settings
         self.database = database
@@ -162,13 +167,50 @@ class MailPath:
         # Blocks added on the web apply to the next message within a couple of seconds.
         self._blocklist = BlockListCache(database, ttl=2.0,
                                          max_staleness=max(settings.lookup_max_staleness, 30.0))
+        # The milter records events in a writer thread (batched commits, off the SMTP
+        # answer), started with the first message so each milter process has its own;
+        # without one (tests, tools) each message is written before process returns.
+        self._background_events = background_events
+        self._writer: event_writer.EventWriter | None = None
+        self._writer_lock = threading.Lock()
+        self._big_turn = threading.Lock()
         # Scans run here so a slow scan can be abandoned at the deadline.
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_workers, thread_name_prefix="aliasd-scan"
         )
 
     def close(self) -> None:
+        """Stop: events still queued are written first."""
         self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._writer is not None:
+            self._writer.close()
+
+    def flush_events(self, timeout: float = 10.0) -> bool:
+        """Wait until the events of every message processed so far are committed."""
+        return self._writer.flush(timeout) if self._writer is not None else True
+
+    def after_fork(self) -> None:
+        """In a freshly forked milter process: threads do not survive a fork, so the
+        pools and the writer start anew, and no database connection is shared."""
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=self._pool._max_workers, thread_name_prefix="aliasd-scan")
+        self._writer = None
+        self._writer_lock = threading.Lock()
+        self._scanner_lock = threading.Lock()
+        self._big_turn = threading.Lock()
+
+    def _event_writer(self) -> event_writer.EventWriter | None:
+        if not self._background_events:
+            return None
+        if self._writer is None:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = event_writer.EventWriter(self.database, self.settings,
+                                                            on_lost=self._events_lost)
+        return self._writer
+
+    def _events_lost(self, count: int) -> None:
+        """Events that never reached the database (hook for metrics)."""
 
     # --- the pieces ------------------------------------------------------------------
     def scanner(self):
@@ -247,6 +289,19 @@ class MailPath:
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
+        if envelope.size < BIG_MESSAGE:
+            return self._process(envelope)
+        # Large messages take turns: their parsing, hashing and signing hold the GIL,
+        # and several at once would starve every small message of this process. The
+        # wait is bounded so a queue of them never outlasts Postfix's patience.
+        got = self._big_turn.acquire(timeout=self.settings.milter_timeout / 2)
+        try:
+            return self._process(envelope)
+        finally:
+            if got:
+                self._big_turn.release()
+
+    def _process(self, envelope: Envelope) -> Verdict:
         outgoing = self.replies.outgoing(envelope)  # the owner writing as an alias
         if outgoing is not None:
             return Verdict(status=outgoing.status, reply=outgoing.reply, scanned=False,
@@ -406,31 +461,38 @@ class MailPath:
             subject=decode_header_text(envelope.first_header("Subject")),
             queue_id=envelope.queue_id,
             size=envelope.size,
+            at=utcnow(),  # when it arrived, not when the writer got to it
             **authstep.event_facts(verdict.auth),
         )
         # Aliases whose owner blocked the sender: recorded as refused, with the block named.
-        kept = [t for t in targets if t.id not in verdict.blocks]
+        kept = tuple(t for t in targets if t.id not in verdict.blocks)
         by_block: dict[Block, list[events.AliasTarget]] = {}
         for target in targets:
             if target.id in verdict.blocks:
                 by_block.setdefault(verdict.blocks[target.id], []).append(target)
+        parts: list[tuple[tuple[events.AliasTarget, ...], events.AppliedVerdict]] = []
+        if kept:
+            parts.append((kept, outcome))
+        for block, blocked_targets in by_block.items():
+            refused = dataclasses.replace(
+                outcome, action=str(Action.REJECT), rejected=True,
+                symbols="; ".join(filter(None, [
+                    outcome.symbols, f"SENDER_BLOCKED(0.00)[{block.scope} {block.id}]"])),
+            )  # fmt: skip
+            parts.append((tuple(blocked_targets), refused))
+        record = event_writer.Record(
+            parts=tuple(parts), facts=facts, queue_id=envelope.queue_id,
+            block_hits=tuple(sorted({b.id for b in verdict.blocks.values() if not b.server_wide})),
+            forwarded_reverse_id=verdict.transform.forwarded_reverse_id
+            if verdict.transform is not None and verdict.status == "accept" else None,
+        )
+        writer = self._event_writer()
+        if writer is not None:  # off the SMTP answer: committed in batches
+            if writer.submit(record):
+                verdict.events_recorded = record.event_count
+            return
         try:
-            if kept:
-                verdict.event_ids = events.record_and_notify(
-                    self.database, self.settings, kept, facts, outcome
-                )
-            for block, blocked_targets in by_block.items():
-                refused = dataclasses.replace(
-                    outcome, action=str(Action.REJECT), rejected=True,
-                    symbols="; ".join(filter(None, [
-                        outcome.symbols, f"SENDER_BLOCKED(0.00)[{block.scope} {block.id}]"])),
-                )  # fmt: skip
-                verdict.event_ids += events.record_and_notify(
-                    self.database, self.settings, blocked_targets, facts, refused
-                )
-            personal = sorted({b.id for b in verdict.blocks.values() if not b.server_wide})
-            if personal:
-                with self.database.session() as session:
-                    sender_blocks.record_hits(session, personal)
+            verdict.event_ids = event_writer.write_records(self.database, self.settings, [record])
+            verdict.events_recorded = len(verdict.event_ids)
         except Exception:  # the verdict stands; only the statistics miss this message
             log.exception("could not record mail events for queue id %s", envelope.queue_id)

@@ -60,6 +60,9 @@ class Transform:
     remove_recipients: list[str] = field(default_factory=list)
     add_recipients: list[str] = field(default_factory=list)
     exclusive: bool = False
+    # The reverse alias whose forwarded counter this message moves; counted with the
+    # message's events (off the SMTP answer), not here.
+    forwarded_reverse_id: int | None = None
 
 
 @dataclass
@@ -208,7 +211,7 @@ class ReplyPath:
                     return None
                 if not row.enabled:
                     return None
-                reverse_aliases.record_forwarded(session, row.id)
+                reverse_id = row.id
                 address = row.address
                 mode = reverse_aliases.effective_reply_mode(alias.reply_mode, domain_mode,
                                                             self.settings.reply_mode)
@@ -217,7 +220,8 @@ class ReplyPath:
             return None
         if mode == "preserve" and not reply_to_is_signed(headers):
             edits = forward_preserve(headers, address, correspondent)
-            return Transform(change_headers=edits.change, add_headers=edits.add)
+            return Transform(change_headers=edits.change, add_headers=edits.add,
+                             forwarded_reverse_id=reverse_id)
         # Rewrite mode, or preserve where a signature covers Reply-To: (adding one would
         # break it): From: becomes the reverse alias, signed by aliasd.
         edits = forward_rewrite(headers, address, correspondent)
@@ -233,7 +237,7 @@ class ReplyPath:
         if not signature and mode == "preserve":
             return None  # unsigned, a rewritten From: would fail DMARC: leave it as it is
         return Transform(change_headers=edits.change, add_headers=edits.add,
-                         insert_headers=signature)
+                         insert_headers=signature, forwarded_reverse_id=reverse_id)
 
 
 def transformed_envelope(envelope: Envelope, transform: Transform | None) -> Envelope:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from aliasd.core import quarantine
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUARANTINE = "quarantine"  # Verdict.status of a message to hold
+GATHER_SECONDS = 0.05  # learning copies gather this long before one transaction
 SAMPLE_QUEUE = 256  # learning copies waiting to be written; past it new ones are dropped
 TEMPFAIL_REPLY = ("451", "4.3.0", "Message could not be kept for review; try again later")
 
@@ -96,14 +98,25 @@ class SampleWriter:
 
     def _run(self) -> None:
         while True:
-            seen = self.pending.get()
+            batch = [self.pending.get()]
+            # Let copies gather and write them in one transaction: waking for every
+            # message would cost the milter's threads a GIL hand-off each time.
+            time.sleep(GATHER_SECONDS)
+            while len(batch) < SAMPLE_QUEUE:
+                try:
+                    batch.append(self.pending.get_nowait())
+                except queue.Empty:
+                    break
             try:
                 with self.path.database.session() as session:
-                    quarantine.keep_sample(session, self.path.settings, seen)
+                    for seen in batch:
+                        quarantine.keep_sample(session, self.path.settings, seen)
             except Exception as exc:
-                log.warning("could not keep a learning copy of %s: %s", seen.queue_id, exc)
+                log.warning("could not keep %d learning copies (%s): %s", len(batch),
+                            batch[0].queue_id, exc)
             finally:
-                self.pending.task_done()
+                for _ in batch:
+                    self.pending.task_done()
 
 
 _writer_lock = threading.Lock()

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
+import signal
 import socket
+import threading
+import time
 
 import Milter
 import milter as libmilter
@@ -50,13 +54,93 @@ def set_nodelay_on_listener(port: int) -> bool:
     return done
 
 
+def set_listener_nonblocking(where: ListenSpec) -> bool:
+    """Make this process's listening socket non-blocking, for workers sharing it.
+
+    libmilter waits in select() and then accept()s; with several processes on one
+    socket all wake for a connection, one gets it, and a blocking accept() would hold
+    the others until the next connection (deaf to SIGTERM meanwhile). Non-blocking, the
+    losers get EAGAIN, which libmilter skips. Accepted sockets do not inherit the flag."""
+    done = False
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            sock = socket.socket(fileno=os.dup(fd))
+        except OSError:
+            continue
+        with sock:
+            try:
+                if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+                        socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+                    continue
+                bound = sock.getsockname()
+                if (where.path and sock.family == socket.AF_UNIX and bound == where.path) or (
+                        not where.path and sock.family in (socket.AF_INET, socket.AF_INET6)
+                        and bound[1] == where.port):
+                    os.set_blocking(fd, False)
+                    done = True
+            except OSError:
+                continue
+    return done
+
+
+def worker_count(settings: Settings, workers: int | None = None) -> int:
+    """How many milter processes: the argument, else the setting; 0 means one per CPU."""
+    wanted = settings.milter_workers if workers is None else workers
+    if wanted <= 0:
+        wanted = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") \
+            else (os.cpu_count() or 1)
+    return max(1, wanted)
+
+
 def serve(settings: Settings, database: Database, listen: str | None = None,
-          mailpath: MailPath | None = None) -> None:
-    """Serve until SIGTERM/SIGINT (libmilter handles those signals)."""
+          mailpath: MailPath | None = None, workers: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT.
+
+    With one worker, this process serves (libmilter handles the signals). With more,
+    this process opens the socket, loads the scanner, and forks the workers, which all
+    accept on the inherited socket (libmilter keeps a socket already open): the GIL
+    allows one process one core, and most of a message's work is Python. The scanner's
+    tables are built before the fork, so the workers share those pages."""
     where = ListenSpec.parse(listen or settings.milter_listen)
     spec = where.libmilter()
-    mailpath = mailpath or MailPath(settings, database)
+    count = worker_count(settings, workers)
+    mailpath = mailpath or MailPath(settings, database, background_events=True)
     AliasdMilter.mailpath = mailpath
+    _register(spec)
+    if where.path:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where.path)
+    libmilter.opensocket(True)
+    if where.path:
+        # Postfix's smtpd runs as user postfix and must be able to connect.
+        os.chmod(where.path, 0o666)
+    elif not set_nodelay_on_listener(where.port):
+        log.warning("could not set TCP_NODELAY on the milter socket (port %s)", where.port)
+    try:  # built now, not at the first message (and before a fork, to be shared)
+        mailpath.scanner()
+    except Exception as exc:  # noqa: BLE001 - each message says so again, and passes
+        log.warning("scanner not ready: %s", exc)
+    # The scanner's tables are some 100,000 objects that live as long as the process:
+    # kept out of the collector, a full collection no longer walks them (it took 120-230
+    # ms, stalling whichever message was in flight), and the workers no longer dirty the
+    # pages they share with the supervisor by collecting them.
+    gc.collect()
+    gc.freeze()
+    log.info("aliasd milter listening on %s (%d worker%s)", spec, count,
+             "" if count == 1 else "s")
+    if count == 1:
+        try:
+            libmilter.main()
+        finally:
+            mailpath.close()
+        return
+    if not set_listener_nonblocking(where):
+        log.warning("could not make the milter socket non-blocking; workers may stall")
+    _supervise(count, mailpath, database, where.path)
+
+
+def _register(spec: str) -> None:
     Milter.factory = AliasdMilter
     # An exception escaping a callback continues the message: never lose mail.
     libmilter.set_exception_policy(libmilter.CONTINUE)
@@ -81,17 +165,88 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
         unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
         negotiate=Milter.negotiate_callback,
     )
-    if where.path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(where.path)
-    libmilter.opensocket(True)
-    if where.path:
-        # Postfix's smtpd runs as user postfix and must be able to connect.
-        os.chmod(where.path, 0o666)
-    elif not set_nodelay_on_listener(where.port):
-        log.warning("could not set TCP_NODELAY on the milter socket (port %s)", where.port)
-    log.info("aliasd milter listening on %s", spec)
+
+
+def _end_with_parent(parent: int) -> None:
+    """SIGTERM this worker when the supervisor dies, even by SIGKILL: a worker left
+    behind would go on answering Postfix from an unsupervised process (Linux only)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _child(mailpath: MailPath, parent: int) -> None:
+    """A worker: serve on the inherited socket until SIGTERM, write the queued events."""
+    code = 0
     try:
-        libmilter.main()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _end_with_parent(parent)
+        mailpath.after_fork()
+        libmilter.main()  # libmilter's own thread takes SIGTERM/SIGINT from here on
+    except BaseException:  # noqa: BLE001 - the parent starts another
+        log.exception("milter worker failed")
+        code = 1
     finally:
-        mailpath.close()
+        try:
+            mailpath.close()
+        finally:
+            logging.shutdown()
+            os._exit(code)  # never run the parent's cleanup (atexit, the unix socket)
+
+
+def _supervise(count: int, mailpath: MailPath, database: Database, path: str | None) -> None:
+    """Fork ``count`` workers, start a new one when one dies, and stop them all (each
+    flushing its events) on SIGTERM/SIGINT."""
+    stopping = threading.Event()
+    children: dict[int, float] = {}  # pid -> start time
+
+    def spawn() -> None:
+        database.dispose()  # a connection must never be shared across processes
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:
+            _child(mailpath, parent)
+        children[pid] = time.monotonic()
+
+    def on_signal(signum, _frame) -> None:
+        stopping.set()
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    for _ in range(count):
+        spawn()
+    try:
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            except InterruptedError:
+                continue
+            started = children.pop(pid, None)
+            if started is None or stopping.is_set():
+                continue
+            log.warning("milter worker %d ended (%s); starting another", pid,
+                        _status_text(status))
+            if time.monotonic() - started < 1.0:
+                time.sleep(1.0)  # a worker dying at once must not spin the CPU
+            if not stopping.is_set():
+                spawn()
+    finally:
+        if path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+
+def _status_text(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
