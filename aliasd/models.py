@@ -149,6 +149,8 @@ class Alias(Base):
     forwarded_count: Mapped[int] = mapped_column(Integer, default=0)
     spam_count: Mapped[int] = mapped_column(Integer, default=0)
     rejected_count: Mapped[int] = mapped_column(Integer, default=0)
+    # held for review now (Postfix's hold queue): neither forwarded nor rejected until decided
+    held_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_mail_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     owner: Mapped[User] = relationship()

@@ -49,3 +49,32 @@ def test_upgrade_from_0007_keeps_every_row_and_the_new_columns_start_empty(old_d
         assert c.execute(text("SELECT count(*) FROM reverse_aliases")).scalar() == 0
     with db.session() as session:
         assert held_count(session) == 0
+
+
+def test_upgrade_moves_messages_still_held_from_rejected_to_held(old_database):  # noqa: F811
+    """Before aliases counted held mail apart, a held message counted as rejected: those
+    still held move to the held count; decided ones keep their history."""
+    db = old_database
+    db.upgrade("0010_quarantine")
+    with db.engine.begin() as c:
+        c.execute(text(
+            "INSERT INTO users (id, username, mailbox, is_admin, auth_source, created_at) "
+            "VALUES (1, 'alice', 'alice@mailbox.example', false, 'local', :t)"), {"t": T0})
+        c.execute(text(
+            "INSERT INTO domains (id, name, owner_id, catch_all, created_at) "
+            "VALUES (1, 'example.net', 1, 'reject', :t)"), {"t": T0})
+        c.execute(text(
+            "INSERT INTO aliases (id, address, domain_id, owner_id, site, destinations, "
+            "state, origin, created_at, updated_at, forwarded_count, spam_count, "
+            "rejected_count) VALUES (1, 'shop@example.net', 1, 1, 'shop.example', "
+            "'alice@mailbox.example', 'active', 'web', :t, :t, 3, 4, 4)"), {"t": T0})
+        for queue_id, state in (("AAA1", "held"), ("AAA2", "held"), ("AAA3", "released")):
+            c.execute(text(
+                "INSERT INTO quarantined_messages (held_at, queue_id, owner_id, alias_id, "
+                "alias_address, envelope_sender, score, symbols, preview, state) VALUES "
+                "(:t, :q, 1, 1, 'shop@example.net', 'x@spam.example', 9.5, '', '', :s)"),
+                {"t": T0, "q": queue_id, "s": state})
+    db.upgrade()
+    with db.engine.connect() as c:
+        assert c.execute(text(
+            "SELECT forwarded_count, rejected_count, held_count FROM aliases")).one() == (3, 2, 2)

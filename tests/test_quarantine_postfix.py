@@ -39,8 +39,16 @@ def world(request, tmp_path_factory):
         yield w
 
 
+def _alias_counts(world) -> tuple[int, int, int]:
+    """(forwarded, rejected, held) as the alias pages show them."""
+    with world.db.session() as s:
+        a = s.scalars(select(Alias).where(Alias.address == ALIAS)).one()
+        return a.forwarded_count, a.rejected_count, a.held_count
+
+
 def test_suspicious_message_is_held_listed_and_released_as_ham(world):
     marker = f"held{time.monotonic_ns()}"
+    forwarded, rejected, held = _alias_counts(world)
     proc = send_suspicious(world, marker)
     assert proc.returncode == 0, proc.stdout + proc.stderr  # 250: accepted from the sender
     [row] = wait(lambda: [r for r in world.held() if marker.upper() in (r["subject"] or "")])
@@ -49,6 +57,8 @@ def test_suspicious_message_is_held_listed_and_released_as_ham(world):
     assert row["queue_id"] in wait(world.postfix_hold_queue)
     time.sleep(1.0)  # would it be forwarded? it must not
     assert not [m for m in world.capture.messages if marker in m.text]
+    # held: neither forwarded nor rejected (yet)
+    assert _alias_counts(world) == (forwarded, rejected, held + 1)
 
     before = learned_ham(world)
     proc = world.cli("quarantine", "release", str(row["id"]), "--learn-ham")
@@ -61,6 +71,7 @@ def test_suspicious_message_is_held_listed_and_released_as_ham(world):
     assert msg.header("X-Aliasd-Alias") == f"{ALIAS} (site github.com)"
     assert learned_ham(world) == before + 1
     assert row["queue_id"] not in world.postfix_hold_queue()
+    assert _alias_counts(world) == (forwarded + 1, rejected, held)  # released: forwarded
 
     again = world.cli("quarantine", "release", str(row["id"]))
     assert again.returncode == 1

@@ -78,6 +78,7 @@ class AppliedVerdict:
     is_spam: bool
     symbols: str = ""  # "SYM(score)[opts]; ..." as in X-Spamd-Result
     rejected: bool = False  # refused (5xx or 4xx): not forwarded
+    held: bool = False  # held for review: forwarded only if released
 
 
 def find_aliases(
@@ -137,6 +138,7 @@ class _Statements:
             .values(
                 forwarded_count=al.forwarded_count + bindparam("b_fwd"),
                 rejected_count=al.rejected_count + bindparam("b_rej"),
+                held_count=al.held_count + bindparam("b_held"),
                 spam_count=al.spam_count + bindparam("b_spam"),
                 last_mail_at=at,
                 # the mail path's counters must not look like a configuration change
@@ -255,8 +257,9 @@ def record_message(
             stmts.alias,
             {
                 "b_id": target.id,
-                "b_fwd": 0 if outcome.rejected else 1,
+                "b_fwd": 0 if outcome.rejected or outcome.held else 1,
                 "b_rej": 1 if outcome.rejected else 0,
+                "b_held": 1 if outcome.held and not outcome.rejected else 0,
                 "b_spam": spam,
                 "b_at": at,
             },

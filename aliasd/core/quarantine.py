@@ -14,13 +14,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import case, func, select, update
+from sqlalchemy.orm import Session, object_session
 
 from aliasd.config import Settings
 from aliasd.core.errors import AliasdError, InvalidTransition, NotFound
 from aliasd.db import Database
-from aliasd.models import HoldState, MessageSample, QuarantinedMessage, User, utcnow
+from aliasd.models import Alias, HoldState, MessageSample, QuarantinedMessage, User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +145,19 @@ def _decide(row: QuarantinedMessage, state: HoldState, actor: str) -> None:
     row.state = state.value
     row.decided_at = utcnow()
     row.decided_by = actor[:255]
+    _settle_alias_counters(row, delivered=state is HoldState.RELEASED)
+
+
+def _settle_alias_counters(row: QuarantinedMessage, *, delivered: bool) -> None:
+    """The alias no longer holds this message; a released one counts as forwarded."""
+    session = object_session(row)
+    if session is None or row.alias_id is None:
+        return
+    counts = Alias.__table__.c
+    session.execute(update(Alias.__table__).where(counts.id == row.alias_id).values(
+        held_count=case((counts.held_count > 0, counts.held_count - 1), else_=0),
+        forwarded_count=counts.forwarded_count + (1 if delivered else 0),
+        updated_at=counts.updated_at))
 
 
 def _require_held(row: QuarantinedMessage) -> None:

@@ -446,7 +446,8 @@ class MailPath:
                 else str(result.action),
                 is_spam=result.is_spam,
                 symbols=result.spamd_result_header().partition("; ")[2],
-                rejected=verdict.status != "accept",
+                rejected=verdict.status in ("reject", "tempfail"),
+                held=verdict.status == review.QUARANTINE,
             )
         elif verdict.status == "reject":  # refused by a block while the scan was skipped
             outcome = events.AppliedVerdict(score=0.0, action=str(Action.REJECT), is_spam=False,

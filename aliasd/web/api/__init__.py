@@ -37,6 +37,7 @@ def alias_json(alias: Alias) -> dict[str, Any]:
         "forwarded": alias.forwarded_count,
         "spam": alias.spam_count,
         "rejected": alias.rejected_count,
+        "held": alias.held_count,
         "last_mail_at": when(alias.last_mail_at),
     }
 
