@@ -13,15 +13,15 @@ from collections.abc import Callable
 
 import re2
 
-from aliasd.scanner.markup import strip_blocks, unescape
 from aliasd.scanner.message import ParsedMessage
 
 HTML_SCAN = 200_000  # characters of HTML markup measured
+MADIFF_SCAN = 100_000  # characters of each alternative's rendered text compared
+_WORD = re.compile(r"\w")
 MAX_COMMENTS = 200
 MAX_TAG = 2000
 _CALL = re.compile(r"^eval:([a-z_][a-z0-9_]{0,60})\((.{0,400})\)\s*$", re.I | re.S)
 _ARG = re.compile(r"""\s*(?:'((?:[^'\\]|\\.){0,400})'|"((?:[^"\\]|\\.){0,400})"|([^,'"\s]{1,60}))\s*(?:,|$)""", re.S)
-_TAG = re.compile(r"<[^<>]{0,2000}>")
 _EXPR = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 _ASCII_CHARSET = re.compile(r"(?:us-ascii|ansi_x3\.4-1968|iso-ir-6|ansi_x3\.4-1986|iso_646\.irv:1991|"
                             r"ascii|iso646-us|us|ibm367|cp367|csascii)")
@@ -48,9 +48,10 @@ class Facts:
         return self.pm.html_raw[:HTML_SCAN]
 
     def html_length(self) -> int:
-        """SpamAssassin's HTML ``length``: characters of text between the tags (style
-        and script blocks left out, entities decoded)."""
-        return self._get("length", lambda: len(unescape(_TAG.sub("", strip_blocks(self.markup)))))  # type: ignore[return-value]
+        """SpamAssassin's HTML ``length``: characters of the HTML as written, markup
+        included (HTML.pm adds up the text it is given to parse). Over all HTML parts
+        together: SpamAssassin tests each part, and mail with two HTML parts is rare."""
+        return self.pm.html_raw_len
 
     def comments(self) -> list[str]:
         """HTML comments, ``<!--`` to ``-->`` (HTML::Parser's comments, also ``<!x>``
@@ -133,6 +134,41 @@ class Facts:
                     out["count_" + kind] += 1
                     out["count_all"] += 1
         return out
+
+    def madiff(self) -> tuple[float, int, int]:
+        """BodyEval's (madiff, madiff_html, madiff_text): of the words (containing a
+        word character) of an alternative's HTML, the share (%) its text parts do not
+        carry as often, and the distinct words of its HTML and text parts."""
+        return self._get("madiff", self._madiff)  # type: ignore[return-value]
+
+    def _madiff(self) -> tuple[float, int, int]:
+        diff, n_html, n_text = 0.0, 0, 0
+        for i, alt in enumerate(self.pm.msg.walk()):
+            if i >= 200:
+                break
+            if alt.get_content_type() != "multipart/alternative":
+                continue
+            html: dict[str, int] = {}
+            text: dict[str, int] = {}
+            for j, part in enumerate(alt.walk()):
+                if j >= 200:
+                    break
+                rendered = self.pm.rendered.get(id(part))
+                if rendered is None:
+                    continue
+                into = html if part.get_content_type() == "text/html" else text
+                for w in rendered[:MADIFF_SCAN].split():
+                    if _WORD.search(w):
+                        into[w] = into.get(w, 0) + 1
+                if into is html and not html and "img" in self.pm.html_tags:
+                    html["\n"] = 1
+            orig = len(html)
+            if not orig:
+                continue
+            n_html, n_text = orig, len(text)
+            left = sum(1 for k, v in html.items() if not (k in text and v - text[k] < 1))
+            diff = max(diff, left / orig * 100)
+        return diff, n_html, n_text
 
     def body_length(self) -> int:
         raw = self.pm.raw
@@ -225,6 +261,16 @@ def _image_count(f: Facts, kind: str, lo: float, hi: float | None = None) -> boo
     return n >= lo and not (hi is not None and n > hi)
 
 
+def _madiff(f: Facts, lo: float, hi: str) -> bool:
+    diff = f.madiff()[0]
+    return (lo == 0 or diff > lo) and (hi == "undef" or diff <= float(hi))
+
+
+def _madiff_count(f: Facts, ratio: float, min_html: float) -> bool:
+    _, n_html, n_text = f.madiff()
+    return n_html > min_html and n_text / n_html > ratio
+
+
 _MIME_KEYS = ("mime_base64_count", "mime_qp_count", "mime_attachment", "mime_base64_encoded_text",
               "mime_bad_iso_charset")
 
@@ -264,6 +310,10 @@ def _prepare(name: str, args: list) -> tuple[Callable[..., bool], tuple] | None:
         return _body_length, (_num(args[0]),)
     if name == "image_count" and n in (2, 3) and args[0] in ("gif", "png", "jpeg", "all"):
         return _image_count, (args[0], *(_num(a) for a in args[1:]))
+    if name == "multipart_alternative_difference" and n == 2:
+        return _madiff, (_num(args[0]), "undef" if args[1] == "undef" else str(_num(args[1])))
+    if name == "multipart_alternative_difference_count" and n == 2:
+        return _madiff_count, (_num(args[0]), _num(args[1]))
     return None
 
 
