@@ -185,3 +185,16 @@ def test_hostile_markup_and_mime_are_measured_in_bounded_time():
         found = set(RS.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
         assert time.perf_counter() - started < 1.0
         assert "HTML_MSG" in found
+
+
+def test_a_link_around_an_image_in_short_html_fires_and_a_text_link_does_not():
+    rs = RuleSet()
+    rs.load_text("body LINK_IMAGE eval:html_text_match('anchor', '<img>')\nscore LINK_IMAGE 1\n")
+    rs.compile()
+
+    def linked(raw: bytes) -> bool:
+        pm = parse_message(raw)
+        return "LINK_IMAGE" in rs.match({}, HeaderView(pm.msg, decode_header_value), Facts(pm))
+
+    assert linked(html('<a href="http://x.example/"><IMG SRC="http://x.example/a.gif"></a>'))
+    assert not linked(html('<a href="http://x.example/">the minutes</a> <img src="a.gif">'))

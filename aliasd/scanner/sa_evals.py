@@ -13,11 +13,15 @@ from collections.abc import Callable
 
 import re2
 
+from aliasd.scanner.evidence import anchors
+from aliasd.scanner.markup import unescape
 from aliasd.scanner.message import ParsedMessage
 
 HTML_SCAN = 200_000  # characters of HTML markup measured
 MADIFF_SCAN = 100_000  # characters of each alternative's rendered text compared
 _WORD = re.compile(r"\w")
+_IMG = re.compile(r"<img\b[^<>]{0,2000}>", re.I)
+_ANY_TAG = re.compile(r"<[^<>]{0,2000}>")
 MAX_COMMENTS = 200
 MAX_TAG = 2000
 _CALL = re.compile(r"^eval:([a-z_][a-z0-9_]{0,60})\((.{0,400})\)\s*$", re.I | re.S)
@@ -80,6 +84,13 @@ class Facts:
             out.append(markup[p:end][:MAX_TAG])
             pos = end
         return out
+
+    def anchor_texts(self) -> list[str]:
+        """The text of each link, an image in it written ``<img>`` and a newline (HTML.pm),
+        from the anchors evidence.py finds (bounded in number and length)."""
+        return self._get("anchors", lambda: [
+            unescape(_ANY_TAG.sub("", _IMG.sub("\0", inner))).replace("\0", "<img>\n")
+            for _, inner in anchors(self.markup)])  # type: ignore[return-value]
 
     def tag_balance(self, tag: str) -> int:
         """Open minus closing tags of a name, never below 0 (HTML.pm's ``inside``)."""
@@ -229,7 +240,8 @@ def _html_tag_balance(f: Facts, tag: str, expr: tuple) -> bool:
 
 
 def _html_text_match(f: Facts, what: str, pattern: object) -> bool:
-    return any(pattern.search(c) for c in f.comments())  # type: ignore[attr-defined]
+    texts = f.comments() if what == "comment" else f.anchor_texts()
+    return any(pattern.search(c) for c in texts)  # type: ignore[attr-defined]
 
 
 def _mime_html(f: Facts) -> bool:
@@ -290,14 +302,14 @@ def _prepare(name: str, args: list) -> tuple[Callable[..., bool], tuple] | None:
         return _html_image_only, (_num(args[0]), _num(args[1]))
     if name == "html_tag_balance" and n == 2 and re.fullmatch(r"[a-z0-9]{1,20}", str(args[0]), re.I):
         return _html_tag_balance, (str(args[0]).lower(), _check_expr(str(args[1])))
-    if name == "html_text_match" and n == 2 and args[0] == "comment":
+    if name == "html_text_match" and n == 2 and args[0] in ("comment", "anchor"):
         opts = re2.Options()
         opts.log_errors = False
         try:
             pattern = re2.compile(str(args[1]), opts)
         except Exception:  # noqa: BLE001 - look-arounds and the like: not implemented
             return None
-        return _html_text_match, ("comment", pattern)
+        return _html_text_match, (args[0], pattern)
     if name == "check_for_mime_html" and n == 0:
         return _mime_html, ()
     if name == "check_for_mime_html_only" and n == 0:
