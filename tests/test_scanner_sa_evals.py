@@ -169,6 +169,8 @@ def test_spamassassins_rules_load_their_implemented_eval_tests(caplog):
     evals = {name for name, rule in rs.rules.items() if rule.kind == "eval"}
     assert {"HTML_IMAGE_ONLY_16", "MPART_ALT_DIFF", "MIME_HTML_ONLY", "HTML_MESSAGE"} <= evals
     assert "HTML_SHORT_CENTER" in rs.rules  # a meta over two of them
+    assert "HTML_IMAGE_ONLY_24" not in rs.rules  # implemented, left out: it flagged ham
+    assert "HTML_IMAGE_ONLY_24 left out (1)" in rs.report.skipped_evals()
     assert evals <= full_weight
     assert "eval: tests not implemented (rules): check_uridnsbl" in caplog.text
 

@@ -22,7 +22,7 @@ import re2
 
 from aliasd.scanner.message import header_items, parse_address
 from aliasd.scanner.multimatch import PatternSet
-from aliasd.scanner.sa_evals import EvalTest, Facts, parse_eval
+from aliasd.scanner.sa_evals import LEFT_OUT, EvalTest, Facts, parse_eval
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +78,14 @@ class LoadReport:
     def skipped_evals(self) -> str:
         """The ``eval:`` tests still skipped, by test name, most rules first."""
         counts: dict[str, int] = {}
-        for _, _, why in self.skipped:
-            if why.startswith("eval:"):
+        for _, name, why in self.skipped:
+            if why.startswith("eval: left out"):
+                key = f"{name} left out"
+            elif why.startswith("eval:"):
                 key = why.rpartition(": ")[2]
-                counts[key] = counts.get(key, 0) + 1
+            else:
+                continue
+            counts[key] = counts.get(key, 0) + 1
         return ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
 
 
@@ -232,6 +236,8 @@ class RuleSet:
             found = parse_eval(test) if directive in ("body", "rawbody", "uri", "full") else "eval: header test"
             if isinstance(found, str):
                 self._skip(where, name, found)
+            elif name in LEFT_OUT:
+                self._skip(where, name, f"eval: left out: {LEFT_OUT[name]}")
             else:
                 self.rules[name] = Rule(name, "eval", test=found)
             return

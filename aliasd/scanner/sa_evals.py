@@ -24,6 +24,13 @@ _IMG = re.compile(r"<img\b[^<>]{0,2000}>", re.I)
 _ANY_TAG = re.compile(r"<[^<>]{0,2000}>")
 MAX_COMMENTS = 200
 MAX_TAG = 2000
+# Rules whose test is implemented but which stay off: chosen on validation (cross-validation
+# inside the 80 %, the validation halves of --time and --logo), where each flagged ham.
+LEFT_OUT = {
+    # image-only HTML of 2,000-2,400 characters: a hard ham (a shop's newsletter) crossed
+    # the threshold in cross-validation; the other image-only ranges flagged none
+    "HTML_IMAGE_ONLY_24": "flagged ham on validation",
+}
 _CALL = re.compile(r"^eval:([a-z_][a-z0-9_]{0,60})\((.{0,400})\)\s*$", re.I | re.S)
 _ARG = re.compile(r"""\s*(?:'((?:[^'\\]|\\.){0,400})'|"((?:[^"\\]|\\.){0,400})"|([^,'"\s]{1,60}))\s*(?:,|$)""", re.S)
 _EXPR = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
