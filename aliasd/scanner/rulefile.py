@@ -233,7 +233,7 @@ class RuleSet:
             self._skip(where, name, f"off: {directive} rules not loaded from here")
             return
         if test.startswith("eval:"):
-            found = parse_eval(test) if directive in ("body", "rawbody", "uri", "full") else "eval: header test"
+            found = parse_eval(test) if directive in ("body", "rawbody", "uri", "full") else "eval: not implemented: header tests"
             if isinstance(found, str):
                 self._skip(where, name, found)
             elif name in LEFT_OUT:
