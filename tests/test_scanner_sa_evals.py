@@ -34,6 +34,7 @@ body SHORT_BODY      eval:check_body_length('128')
 body ONE_GIF         eval:image_count('gif','1','1')
 body ALT_DIFF        eval:multipart_alternative_difference('99', '100')
 body ALT_DIFF_COUNT  eval:multipart_alternative_difference_count('3', '1')
+body TITLE_LONG      eval:html_title_subject_ratio('3.5')
 body NOT_HERE        eval:check_stock_info('2')
 meta SHORT_CENTER    HTML_SHORT && TAG_CENTER
 """
@@ -176,7 +177,7 @@ def test_spamassassins_rules_load_their_implemented_eval_tests(caplog):
 
 
 def test_hostile_markup_and_mime_are_measured_in_bounded_time():
-    bad = ("<!--" * 40_000 + "<!x" * 20_000 + "<head" * 30_000 + "<center>" * 10_000
+    bad = ("<title>" * 20_000 + "<!--" * 40_000 + "<!x" * 20_000 + "<head" * 30_000 + "<center>" * 10_000
            + "<img src=a>" * 5_000)
     gifs = [b"Content-Type: image/gif\nContent-Transfer-Encoding: base64\n\n" + b"A" * 50_000] * 150
     texts = [b"Content-Type: text/plain\n\n" + (" ".join(f"w{i}" for i in range(5_000))).encode(),
@@ -200,3 +201,10 @@ def test_a_link_around_an_image_in_short_html_fires_and_a_text_link_does_not():
 
     assert linked(html('<a href="http://x.example/"><IMG SRC="http://x.example/a.gif"></a>'))
     assert not linked(html('<a href="http://x.example/">the minutes</a> <img src="a.gif">'))
+
+
+def test_a_title_much_longer_than_the_subject_fires():
+    long_title = "<html><head><title>" + "Great offers on everything you need " * 2 + "</title></head>"
+    assert "TITLE_LONG" in hits(html(long_title + "<body>hi</body></html>"))  # subject "hello"
+    assert "TITLE_LONG" not in hits(html("<html><head><title>hello there</title></head><body>hi</body></html>"))
+    assert "TITLE_LONG" not in hits(html("<p>no title</p>"))

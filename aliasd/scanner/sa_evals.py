@@ -99,6 +99,29 @@ class Facts:
             unescape(_ANY_TAG.sub("", _IMG.sub("\0", inner))).replace("\0", "<img>\n")
             for _, inner in anchors(self.markup)])  # type: ignore[return-value]
 
+    def titles(self) -> list[str]:
+        """The text of each ``<title>`` element (up to its closing tag, at most MAX_TAG
+        characters on), found with str.find."""
+        return self._get("titles", self._titles)  # type: ignore[return-value]
+
+    def _titles(self) -> list[str]:
+        markup = self.markup
+        low = markup.lower() if "<title" in markup.lower() else ""
+        out, pos = [], 0
+        while low and len(out) < MAX_COMMENTS:
+            p = low.find("<title", pos)
+            if p < 0:
+                break
+            gt = low.find(">", p, p + MAX_TAG)
+            if gt < 0:
+                pos = p + 6
+                continue
+            end = low.find("</title", gt, gt + MAX_TAG)
+            text = markup[gt + 1:end if end >= 0 else gt + 1 + MAX_TAG]
+            out.append(unescape(_ANY_TAG.sub("", text)))
+            pos = end if end >= 0 else gt + 1
+        return out
+
     def tag_balance(self, tag: str) -> int:
         """Open minus closing tags of a name, never below 0 (HTML.pm's ``inside``)."""
         def compute() -> int:
@@ -251,6 +274,13 @@ def _html_text_match(f: Facts, what: str, pattern: object) -> bool:
     return any(pattern.search(c) for c in texts)  # type: ignore[attr-defined]
 
 
+def _title_subject_ratio(f: Facts, ratio: float) -> bool:
+    subject = f.pm.subject or ""
+    if not subject:
+        return False
+    return any(len(t) / len(subject) > ratio for t in f.titles() if t)
+
+
 def _mime_html(f: Facts) -> bool:
     return f.pm.content_type == "text/html" or f.mime()["mime_body_html_count"] > 0
 
@@ -317,6 +347,8 @@ def _prepare(name: str, args: list) -> tuple[Callable[..., bool], tuple] | None:
         except Exception:  # noqa: BLE001 - look-arounds and the like: not implemented
             return None
         return _html_text_match, (args[0], pattern)
+    if name == "html_title_subject_ratio" and n == 1:
+        return _title_subject_ratio, (_num(args[0]),)
     if name == "check_for_mime_html" and n == 0:
         return _mime_html, ()
     if name == "check_for_mime_html_only" and n == 0:
