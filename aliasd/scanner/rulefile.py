@@ -7,8 +7,8 @@ Patterns are RE2 syntax and run through aliasd/scanner/multimatch.py (hyperscan,
 sets), each text read once for all of its patterns, in time linear in the text whatever
 the pattern (Perl's and Python's backtracking engines are not). A line that does not parse, a pattern RE2 cannot
 compile (look-arounds, back-references), an ``eval:`` test (code in SpamAssassin's
-plugins) or a meta rule that depends on one of those is skipped with a reason; a
-broken file never stops the others from loading."""
+plugins) that aliasd/scanner/sa_evals.py does not compute, or a meta rule that depends on
+one of those is skipped with a reason; a broken file never stops the others from loading."""
 
 from __future__ import annotations
 
