@@ -90,7 +90,7 @@ def _obfuscated(text: str) -> str | None:
     return None
 
 
-def _anchors(markup: str) -> Iterator[tuple[str, str]]:
+def anchors(markup: str) -> Iterator[tuple[str, str]]:
     """(href, inner markup) of the first MAX_ANCHORS links: found with str.find, each
     tag and text read within a bounded window, so the cost is linear in the markup."""
     low = markup.lower()
@@ -114,7 +114,7 @@ def _anchors(markup: str) -> Iterator[tuple[str, str]]:
 
 def _anchor_mismatch(markup: str) -> tuple[str, str] | None:
     """The first link whose text is a host name or URL of another site than it leads to."""
-    for href, inner in _anchors(markup):
+    for href, inner in anchors(markup):
         hm = _URL_AUTH.match(href)
         if not hm:
             continue

@@ -13,6 +13,7 @@ from pathlib import Path
 from aliasd.scanner.message import ParsedMessage, decode_header_value
 from aliasd.scanner.result import ScanRequest, Symbol
 from aliasd.scanner.rulefile import HeaderView, RuleSet
+from aliasd.scanner.sa_evals import Facts
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,8 @@ def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
     rules.compile()
     full_weight &= set(rules.rules)  # what compile disabled (metas on skipped rules) is gone
     log.info("scanner rules: %s", rules.report.summary())
+    if rules.report.skipped_evals():
+        log.info("scanner rules: eval: tests not implemented (rules): %s", rules.report.skipped_evals())
     for warning in rules.report.warnings[:50]:
         log.warning("rule file: %s", warning)
     return rules, frozenset(full_weight)
@@ -105,7 +108,7 @@ def file_rule_symbols(
 ) -> list[Symbol]:
     """Symbols of the rules that hit, those named in ``skip`` (aliasd's built-in rules
     of the same name own them) left out, sub-rules (``__``) and zero scores too."""
-    hits = rules.match(texts(pm), HeaderView(pm.msg, decode_header_value, request.envelope_from))
+    hits = rules.match(texts(pm), HeaderView(pm.msg, decode_header_value, request.envelope_from), Facts(pm))
     out: list[Symbol] = []
     for name in hits:
         if name.startswith("__") or name in skip:

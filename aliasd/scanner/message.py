@@ -138,6 +138,9 @@ class ParsedMessage:
     bad_7bit: bool = False  # a text part declared 7bit carries 8-bit bytes
     missing_charset: bool = False  # a text part with 8-bit bytes and no charset
     parse_truncated: bool = False  # the MIME parser read only a prefix (parse_input)
+    # rendered text of each text/plain and text/html part, by id() of the part (SpamAssassin's
+    # multipart_alternative_difference compares the parts of an alternative)
+    rendered: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     _first: dict[str, tuple[str, object]] | None = field(default=None, repr=False, compare=False)
 
     @property
@@ -258,6 +261,7 @@ def _fill(pm: ParsedMessage) -> None:
             if ctype == "text/plain":
                 pm.has_plain = True
                 plain.append(text)
+                pm.rendered[id(part)] = text
             else:
                 pm.has_html = True
                 pm.html_raw_len += len(text)
@@ -269,6 +273,7 @@ def _fill(pm: ParsedMessage) -> None:
                         pm.url_paths.append(m.group(2) or "")
                 _html_tags(pm, text)
                 htmls.append(html_to_text(text))
+                pm.rendered[id(part)] = htmls[-1]
         elif part is not msg or not ctype.startswith("text/"):
             pm.attachments.append(ctype)
     pm.text_plain = "\n".join(plain)[:MAX_TEXT]

@@ -7,8 +7,8 @@ Patterns are RE2 syntax and run through aliasd/scanner/multimatch.py (hyperscan,
 sets), each text read once for all of its patterns, in time linear in the text whatever
 the pattern (Perl's and Python's backtracking engines are not). A line that does not parse, a pattern RE2 cannot
 compile (look-arounds, back-references), an ``eval:`` test (code in SpamAssassin's
-plugins) or a meta rule that depends on one of those is skipped with a reason; a
-broken file never stops the others from loading."""
+plugins) that aliasd/scanner/sa_evals.py does not compute, or a meta rule that depends on
+one of those is skipped with a reason; a broken file never stops the others from loading."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ import re2
 
 from aliasd.scanner.message import header_items, parse_address
 from aliasd.scanner.multimatch import PatternSet
+from aliasd.scanner.sa_evals import LEFT_OUT, EvalTest, Facts, parse_eval
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Rule:
     if_unset: str | None = None
     expr: str = ""  # meta: a Python expression over rule names
     deps: tuple[str, ...] = ()
+    test: EvalTest | None = None  # kind "eval": SpamAssassin's eval: test (aliasd/scanner/sa_evals.py)
 
 
 @dataclass
@@ -72,6 +74,19 @@ class LoadReport:
                 + (f" ({why})" if why else "") + f"; {len(self.warnings)} lines did not parse"
                 + (f"; {self.unused} loaded rules not run (no score, no meta reads them)"
                    if self.unused else ""))
+
+    def skipped_evals(self) -> str:
+        """The ``eval:`` tests still skipped, by test name, most rules first."""
+        counts: dict[str, int] = {}
+        for _, name, why in self.skipped:
+            if why.startswith("eval: left out"):
+                key = f"{name} left out"
+            elif why.startswith("eval:"):
+                key = why.rpartition(": ")[2]
+            else:
+                continue
+            counts[key] = counts.get(key, 0) + 1
+        return ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
 
 
 def perl_to_re2(spec: str) -> str:
@@ -152,6 +167,7 @@ class RuleSet:
         self._negated: dict[str, list[str]] = {}
         self._exists: list[tuple[str, tuple[str, ...]]] = []
         self._header_plan: list[tuple] = []
+        self._evals: list[tuple[str, EvalTest]] = []
         self._meta_fn = lambda hits: hits
 
     # --- loading --------------------------------------------------------------------
@@ -217,7 +233,13 @@ class RuleSet:
             self._skip(where, name, f"off: {directive} rules not loaded from here")
             return
         if test.startswith("eval:"):
-            self._skip(where, name, "eval: test (plugin code)")
+            found = parse_eval(test) if directive in ("body", "rawbody", "uri", "full") else "eval: not implemented: header tests"
+            if isinstance(found, str):
+                self._skip(where, name, found)
+            elif name in LEFT_OUT:
+                self._skip(where, name, f"eval: left out: {LEFT_OUT[name]}")
+            else:
+                self.rules[name] = Rule(name, "eval", test=found)
             return
         if directive == "meta":
             expr, deps = _meta_expr(test)
@@ -271,11 +293,14 @@ class RuleSet:
         self.report.unused = len(self.rules) - len(live)
         by_kind: dict[str, list[Rule]] = {}
         self._headers = {}
+        self._evals = []
         for rule in self.rules.values():
             if rule.name not in live:
                 continue
             if rule.kind == "header":
                 self._headers.setdefault(rule.header, []).append(rule)
+            elif rule.kind == "eval":
+                self._evals.append((rule.name, rule.test))
             elif rule.kind != "meta":
                 by_kind.setdefault(rule.kind, []).append(rule)
         self._sets = {kind: (PatternSet([r.pattern for r in rules]), [r.name for r in rules])
@@ -333,9 +358,13 @@ class RuleSet:
         return -DEFAULT_SCORE if name in self.nice else DEFAULT_SCORE
 
     # --- matching -------------------------------------------------------------------
-    def match(self, texts: dict[str, str | bytes], headers: HeaderView) -> list[str]:
-        """Names of the rules that hit (sub-rules starting with __ included)."""
+    def match(self, texts: dict[str, str | bytes], headers: HeaderView,
+              facts: Facts | None = None) -> list[str]:
+        """Names of the rules that hit (sub-rules starting with __ included); ``eval:``
+        tests run when the message's ``facts`` are given."""
         hits: set[str] = set()
+        if facts is not None:
+            hits.update(name for name, test in self._evals if test(facts))
         for kind, (pset, names) in self._sets.items():
             text = texts.get(kind, "")
             if text:
