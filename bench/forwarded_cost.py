@@ -11,7 +11,10 @@ checkout, e.g. ``git archive <commit> | tar -x -C DIR``) the same measurements r
 that code too, rounds interleaved, side by side in one run.
 
     python bench/forwarded_cost.py [--messages 2000] [--rounds 3] [--compare-tree DIR]
-                                   [--database-url URL]
+                                   [--database-url POSTGRESQL_ADMIN_URL]
+
+SQLite by default (a file per run); with ``--database-url`` each run creates its own
+PostgreSQL database on that server and drops it afterwards.
 """
 
 from __future__ import annotations
@@ -70,8 +73,9 @@ def worker(root: str, url: str, messages: int) -> dict[str, float]:
     from aliasd.milter.processing import MailPath
     from aliasd.milter.replies import ReplyPath
 
+    admin_url = url
     with tempfile.TemporaryDirectory() as tmp:
-        url = url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        url = _fresh_database(admin_url) if admin_url else f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = load_settings(environ={}, database_url=url, data_dir=tmp,
                                  env="development", secret_key="bench", learn_keep_days=0)
         db = Database(url)
@@ -105,11 +109,32 @@ def worker(root: str, url: str, messages: int) -> dict[str, float]:
             lambda i: mail.process(envelopes[i]), n, counter)
         mail.close()
         db.dispose()
-        if url.startswith("postgresql"):  # leave the shared database as it was
-            from aliasd.models import Base
-
-            Base.metadata.drop_all(Database(url).engine)
+        if admin_url:
+            _drop_database(admin_url, url)
     return out
+
+
+def _fresh_database(admin_url: str) -> str:
+    """A new, empty PostgreSQL database on the server of ``admin_url`` (each run its own)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_fwd_{os.getpid()}"
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    engine.dispose()
+    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(admin_url: str, url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
+    engine.dispose()
 
 
 def main() -> None:
@@ -145,9 +170,13 @@ def main() -> None:
         for name in trees:
             med = statistics.median(r[step] for r in results[name])
             meds.append(med)
-            cells.append(f"{med:14.0f}{results[name][0][step + '_sql']:6.1f}")
+            cells.append(f"{med:14.1f}{results[name][0][step + '_sql']:6.1f}")
         ratio = f"   {meds[0] / meds[1]:.2f}x" if len(meds) == 2 else ""
         print(f"{step:10}" + "".join(cells) + ratio)
+    for name in trees:  # the spread between rounds says how noisy the run was
+        print(f"{name} per round: " + "; ".join(
+            " ".join(f"{step} {r[step]:.0f}" for step in ("forwarded", "process"))
+            for r in results[name]))
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ writes do, so each lookupd learns of a new, disabled or deleted reverse alias.""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, and_, exists, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -193,6 +194,24 @@ class ForwardFacts:
         return {self.owner_mailbox, *self.destinations}
 
 
+@functools.cache
+def _forward_query():
+    """Built once: building the expression cost more than running it on SQLite."""
+    return (
+        select(Alias.destinations, Alias.reply_mode, User.mailbox, Domain.reply_mode,
+               exists().where(Domain.name == bindparam("domain")), ReverseAlias.id,
+               ReverseAlias.address, ReverseAlias.enabled, ReverseAlias.correspondent_name)
+        .join(User, Alias.owner_id == User.id)
+        .join(Domain, Alias.domain_id == Domain.id)
+        .outerjoin(ReverseAlias, and_(ReverseAlias.alias_id == Alias.id,
+                                      ReverseAlias.correspondent == bindparam("correspondent"),
+                                      ReverseAlias.deleted_at.is_(None)))
+        .where(Alias.id == bindparam("alias_id"))
+        .order_by(ReverseAlias.id)
+        .limit(1)
+    )
+
+
 def forward_facts(session: Session, alias_id: int, correspondent: str, *,
                   reply_domain: str = "", default_mode: str = "preserve"
                   ) -> ForwardFacts | None:
@@ -204,19 +223,8 @@ def forward_facts(session: Session, alias_id: int, correspondent: str, *,
     except AddressError:
         correspondent = ""
     domain = domain_of(correspondent)
-    row = session.execute(
-        select(Alias.destinations, Alias.reply_mode, User.mailbox, Domain.reply_mode,
-               _in_domains(domain), ReverseAlias.id, ReverseAlias.address,
-               ReverseAlias.enabled, ReverseAlias.correspondent_name)
-        .join(User, Alias.owner_id == User.id)
-        .join(Domain, Alias.domain_id == Domain.id)
-        .outerjoin(ReverseAlias, and_(ReverseAlias.alias_id == Alias.id,
-                                      ReverseAlias.correspondent == correspondent,
-                                      ReverseAlias.deleted_at.is_(None)))
-        .where(Alias.id == alias_id)
-        .order_by(ReverseAlias.id)
-        .limit(1)
-    ).first()
+    row = session.connection().execute(_forward_query(), {  # Core: no ORM layer to pass
+        "alias_id": alias_id, "correspondent": correspondent, "domain": domain or ""}).first()
     if row is None:
         return None
     dests, alias_mode, mailbox, domain_mode, in_domains, rid, raddress, renabled, rname = row
