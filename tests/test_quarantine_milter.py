@@ -51,6 +51,24 @@ def test_below_the_score_or_with_the_owner_opted_out_it_is_forwarded(world, sett
     path.close()
 
 
+def test_a_users_threshold_change_applies_within_the_ttl(world, settings, monkeypatch):
+    import time
+
+    from aliasd.milter import review
+
+    monkeypatch.setattr(review, "THRESHOLD_TTL", 0.2)
+    path = MailPath(settings.with_overrides(quarantine_score=10.0), world,
+                    scanner=FixedScanner(HELD))
+    assert path.process(envelope()).status == "accept"
+    with world.session() as s:
+        s.scalar(select(User).where(User.username == "alice")).quarantine_score = 5.0
+    time.sleep(0.25)
+    message = envelope()
+    message.queue_id = "QID2"
+    assert path.process(message).status == "quarantine"
+    path.close()
+
+
 def test_aliases_of_two_owners_are_not_held(world, settings):
     path = MailPath(settings.with_overrides(quarantine_score=5.0), world,
                     scanner=FixedScanner(HELD))

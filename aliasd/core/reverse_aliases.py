@@ -8,11 +8,12 @@ writes do, so each lookupd learns of a new, disabled or deleted reverse alias.""
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -95,6 +96,15 @@ def managed_domains(session: Session, reply_domain: str) -> set[str]:
     return names
 
 
+def _own_domain(domain: str | None, reply_domain: str, in_domains: bool) -> bool:
+    """Whether ``domain`` is one of aliasd's own (``in_domains``: in the domains table)."""
+    return in_domains or bool(reply_domain and domain == normalize_domain(reply_domain))
+
+
+def _in_domains(domain: str | None):
+    return exists().where(Domain.name == (domain or ""))
+
+
 def for_correspondent(
     session: Session,
     alias: Alias,
@@ -110,7 +120,8 @@ def for_correspondent(
         correspondent = normalize_address(correspondent)
     except AddressError as exc:
         raise ReverseAliasRefused(f"correspondent: {exc}") from exc
-    if domain_of(correspondent) in managed_domains(session, reply_domain):
+    domain = domain_of(correspondent)
+    if _own_domain(domain, reply_domain, bool(session.scalar(select(_in_domains(domain))))):
         raise ReverseAliasRefused(
             f"{correspondent} is on one of aliasd's own domains: replies would loop"
         )
@@ -165,6 +176,67 @@ def _clean_name(name: str | None) -> str | None:
 
 
 # --- reading ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ForwardFacts:
+    """What forwarding mail from a correspondent to an alias needs, read in one query:
+    ``reverse_*`` describe the correspondent's existing reverse alias (None: none yet)."""
+
+    destinations: tuple[str, ...]
+    owner_mailbox: str
+    reply_mode: str
+    refused: bool  # no reverse alias may exist for this correspondent (own domain, bad)
+    reverse_id: int | None
+    reverse_address: str | None
+    reverse_enabled: bool
+    reverse_named: bool
+
+    def owner_addresses(self) -> set[str]:
+        return {self.owner_mailbox, *self.destinations}
+
+
+@functools.cache
+def _forward_query():
+    """Built once: building the expression cost more than running it on SQLite."""
+    return (
+        select(Alias.destinations, Alias.reply_mode, User.mailbox, Domain.reply_mode,
+               exists().where(Domain.name == bindparam("domain")), ReverseAlias.id,
+               ReverseAlias.address, ReverseAlias.enabled, ReverseAlias.correspondent_name)
+        .join(User, Alias.owner_id == User.id)
+        .join(Domain, Alias.domain_id == Domain.id)
+        .outerjoin(ReverseAlias, and_(ReverseAlias.alias_id == Alias.id,
+                                      ReverseAlias.correspondent == bindparam("correspondent"),
+                                      ReverseAlias.deleted_at.is_(None)))
+        .where(Alias.id == bindparam("alias_id"))
+        .order_by(ReverseAlias.id)
+        .limit(1)
+    )
+
+
+def forward_facts(session: Session, alias_id: int, correspondent: str, *,
+                  reply_domain: str = "", default_mode: str = "preserve"
+                  ) -> ForwardFacts | None:
+    """The alias (None: gone), its owner, reply mode and the live reverse alias
+    :func:`for_correspondent` would return for ``correspondent`` if one exists. Creating
+    one, or naming a nameless one, stays :func:`for_correspondent`'s job."""
+    try:
+        correspondent = normalize_address(correspondent)
+    except AddressError:
+        correspondent = ""
+    domain = domain_of(correspondent)
+    row = session.connection().execute(_forward_query(), {  # Core: no ORM layer to pass
+        "alias_id": alias_id, "correspondent": correspondent, "domain": domain or ""}).first()
+    if row is None:
+        return None
+    dests, alias_mode, mailbox, domain_mode, in_domains, rid, raddress, renabled, rname = row
+    return ForwardFacts(
+        destinations=tuple(d for d in dests.split(",") if d), owner_mailbox=mailbox,
+        reply_mode=effective_reply_mode(alias_mode, domain_mode, default_mode),
+        refused=not correspondent or _own_domain(domain, reply_domain, bool(in_domains)),
+        reverse_id=rid, reverse_address=raddress, reverse_enabled=bool(renabled),
+        reverse_named=bool(rname),
+    )
+
+
 def resolve(session: Session, address: str, default_mode: str = "preserve") -> ReverseTarget | None:
     """The live or disabled reverse alias at ``address`` (None: none, or deleted)."""
     try:

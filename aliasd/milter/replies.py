@@ -35,7 +35,7 @@ from aliasd.core.reply_headers import (
 )
 from aliasd.db import Database
 from aliasd.milter import owner_auth, reply_signing
-from aliasd.models import Alias, Domain
+from aliasd.models import Alias
 
 if TYPE_CHECKING:
     from aliasd.core.events import AliasTarget
@@ -189,6 +189,39 @@ class ReplyPath:
             log.exception("could not count reverse alias use")
 
     # --- forwarded ----------------------------------------------------------------
+    def _reverse_for(self, target: AliasTarget, correspondent: tuple[str, str]
+                     ) -> tuple[int, str, str] | None:
+        """(reverse alias id, its address, reply mode) for mail from ``correspondent``
+        to ``target``, or None when it gets none. A correspondent with a reverse alias
+        costs one query; a new one (or a first name for it) goes through
+        :func:`reverse_aliases.for_correspondent`, which owns that rule."""
+        name, address = correspondent
+        with self.database.session() as session:
+            facts = reverse_aliases.forward_facts(
+                session, target.id, address, reply_domain=self.settings.reply_domain,
+                default_mode=self.settings.reply_mode)
+            if facts is None or address.lower() in facts.owner_addresses():
+                return None  # the owner writing to their own alias: nobody to hide
+            if facts.refused:
+                return None
+            if facts.reverse_id is not None and (facts.reverse_named or not name):
+                if not facts.reverse_enabled:
+                    return None
+                assert facts.reverse_address is not None
+                return facts.reverse_id, facts.reverse_address, facts.reply_mode
+            alias = session.get(Alias, target.id)
+            if alias is None:
+                return None
+            try:
+                row = reverse_aliases.for_correspondent(
+                    session, alias, address, name=name,
+                    reply_domain=self.settings.reply_domain)
+            except reverse_aliases.ReverseAliasRefused:
+                return None
+            if not row.enabled:
+                return None
+            return row.id, row.address, facts.reply_mode
+
     def forwarded(self, envelope: Envelope, target: AliasTarget, new_subject: str | None
                   ) -> Transform | None:
         """The reverse-alias edits of mail from a correspondent to one alias, or None."""
@@ -197,27 +230,13 @@ class ReplyPath:
         if correspondent is None or not envelope.sender:
             return None  # bounces and mail without an author have nobody to answer
         try:
-            with self.database.session() as session:
-                alias = session.get(Alias, target.id)
-                if alias is None or correspondent[1].lower() in {
-                        *alias.destination_list, alias.owner.mailbox}:
-                    return None  # the owner writing to their own alias: nobody to hide
-                domain_mode = session.get(Domain, alias.domain_id).reply_mode
-                try:
-                    row = reverse_aliases.for_correspondent(
-                        session, alias, correspondent[1], name=correspondent[0],
-                        reply_domain=self.settings.reply_domain)
-                except reverse_aliases.ReverseAliasRefused:
-                    return None
-                if not row.enabled:
-                    return None
-                reverse_id = row.id
-                address = row.address
-                mode = reverse_aliases.effective_reply_mode(alias.reply_mode, domain_mode,
-                                                            self.settings.reply_mode)
+            found = self._reverse_for(target, correspondent)
         except Exception as exc:
             log.warning("reverse alias for %s not made: %s", target.address, exc)
             return None
+        if found is None:
+            return None
+        reverse_id, address, mode = found
         if mode == "preserve" and not reply_to_is_signed(headers):
             edits = forward_preserve(headers, address, correspondent)
             return Transform(change_headers=edits.change, add_headers=edits.add,

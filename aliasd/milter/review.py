@@ -20,6 +20,7 @@ from aliasd.milter import oneclick_headers
 
 if TYPE_CHECKING:
     from aliasd.core.events import AliasTarget
+    from aliasd.db import Database
     from aliasd.milter.processing import Envelope, MailPath, Verdict
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ QUARANTINE = "quarantine"  # Verdict.status of a message to hold
 GATHER_SECONDS = 0.05  # learning copies gather this long before one transaction
 SAMPLE_QUEUE = 256  # learning copies waiting to be written; past it new ones are dropped
 TEMPFAIL_REPLY = ("451", "4.3.0", "Message could not be kept for review; try again later")
+# A user's quarantine_score is remembered this long per milter process (like the block
+# list's 2 s): a change on the web or CLI applies to mail within it. 0: read every time.
+THRESHOLD_TTL = 2.0
+THRESHOLD_OWNERS = 4096  # owners remembered at most; past it the memory starts over
 
 
 def before_record(path: MailPath, verdict: Verdict, envelope: Envelope,
@@ -44,8 +49,7 @@ def before_record(path: MailPath, verdict: Verdict, envelope: Envelope,
 def _decide_hold(path: MailPath, verdict: Verdict, owner_id: int) -> None:
     assert verdict.result is not None
     try:
-        with path.database.session() as session:
-            user_score = quarantine.owners_scores(session, [owner_id]).get(owner_id)
+        user_score = _thresholds(path).get(path.database, owner_id)
     except Exception as exc:  # a guess never holds mail: it goes on as scanned
         log.warning("quarantine threshold unavailable: %s", exc)
         return
@@ -79,6 +83,33 @@ def after_record(path: MailPath, verdict: Verdict, envelope: Envelope,
     except Exception as exc:
         log.warning("could not record held message %s: %s", envelope.queue_id, exc)
         _defer(verdict)
+
+
+class ThresholdCache:
+    """Remembers :func:`quarantine.owners_scores`' answer per owner for ``ttl`` seconds;
+    the decision stays :func:`quarantine.holds`'. A read that fails is not remembered
+    and raises, as an uncached one would."""
+
+    def __init__(self, ttl: float = THRESHOLD_TTL, max_owners: int = THRESHOLD_OWNERS
+                 ) -> None:
+        self.ttl = ttl
+        self.max_owners = max_owners
+        self._scores: dict[int, tuple[float | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, database: Database, owner_id: int) -> float | None:
+        now = time.monotonic()
+        known = self._scores.get(owner_id)
+        if known is not None and now - known[1] < self.ttl:
+            return known[0]
+        with database.session() as session:
+            score = quarantine.owners_scores(session, [owner_id]).get(owner_id)
+        if self.ttl > 0:
+            with self._lock:
+                if len(self._scores) >= self.max_owners:
+                    self._scores.clear()
+                self._scores[owner_id] = (score, now)  # aged from before the read
+        return score
 
 
 class SampleWriter:
@@ -120,6 +151,17 @@ class SampleWriter:
 
 
 _writer_lock = threading.Lock()
+
+
+def _thresholds(path: MailPath) -> ThresholdCache:
+    cache = getattr(path, "_threshold_cache", None)
+    if cache is None:
+        with _writer_lock:
+            cache = getattr(path, "_threshold_cache", None)
+            if cache is None:
+                cache = ThresholdCache(THRESHOLD_TTL)
+                path._threshold_cache = cache  # one per MailPath (per milter process)
+    return cache
 
 
 def _writer(path: MailPath) -> SampleWriter:
