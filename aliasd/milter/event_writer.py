@@ -4,29 +4,27 @@ writer thread commits the queue in batches, one transaction per batch.
 What a crash can lose: the events still in the queue, never mail (the verdict was given
 and applied before the events were queued). The writer wakes when a record arrives, lets
 more gather for ``GATHER_SECONDS`` (50 ms) and commits them together, so the queue holds
-about the last 50 ms of messages plus one transaction's time; it is bounded (``max_queue`` messages) so a stalled database
-cannot make it grow without end: past the bound new records are dropped, counted and
-logged. ``flush`` waits until everything queued so far is committed; ``close`` flushes
-(the milter calls it on SIGTERM).
+about the last 50 ms of messages plus one transaction's time; it is bounded (``MAX_QUEUE``
+messages): past the bound new records are dropped, counted and logged (the thread and its
+queue: :class:`aliasd.milter.batch_writer.BatchWriter`). ``close`` flushes (the milter
+calls it on SIGTERM).
 
 After a batch is committed, the auto-block hook judges its spam events, each in its own
 transaction as before (a failing policy never loses the events)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from sqlalchemy.exc import OperationalError
 
 from aliasd.config import Settings
 from aliasd.core import attribution_store, events, reverse_aliases, sender_blocks
 from aliasd.db import Database
+from aliasd.milter.batch_writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
@@ -86,120 +84,24 @@ def write_records(database: Database, settings: Settings, records: Sequence[Reco
     return ids
 
 
-@dataclass
-class _Flush:
-    done: threading.Event = field(default_factory=threading.Event)
-
-
-class EventWriter:
-    """The writer thread of one milter process."""
+class EventWriter(BatchWriter[Record]):
+    """The event writer thread of one milter process."""
 
     def __init__(self, database: Database, settings: Settings, *, max_queue: int = MAX_QUEUE,
                  max_batch: int = MAX_BATCH, gather: float = GATHER_SECONDS,
                  on_lost: Callable[[int], None] | None = None) -> None:
         self.database = database
         self.settings = settings
-        self.max_batch = max_batch
-        self.gather = gather
-        self._hurry = threading.Event()  # a flush or close is waiting: no gathering
-        self.on_lost = on_lost  # called with the number of events that never reached the db
-        self._queue: queue.Queue[Record | _Flush | None] = queue.Queue(max_queue)
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="aliasd-events", daemon=True)
-        self._thread.start()
+        self.on_events_lost = on_lost  # called with the number of events never written
+        super().__init__(self._write_records, name="aliasd-events", max_queue=max_queue,
+                         max_batch=max_batch, gather=gather, on_lost=self._records_lost)
 
-    def submit(self, record: Record) -> bool:
-        """Queue ``record``; never blocks. False when it was dropped (queue full, closed)."""
-        if self._closed:
-            self._lost([record], "writer closed")
-            return False
-        try:
-            self._queue.put_nowait(record)
-        except queue.Full:
-            self._lost([record], "writer behind (queue full)")
-            return False
-        return True
+    def _write_records(self, records: list[Record]) -> None:
+        write_records(self.database, self.settings, records)
 
-    def flush(self, timeout: float = 10.0) -> bool:
-        """Wait until everything queued before this call is committed (or given up)."""
-        if not self._thread.is_alive():
-            return self._queue.empty()
-        marker = _Flush()
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
-        self._hurry.set()
-        return marker.done.wait(timeout)
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
-        if self._closed:
-            return
-        self.flush(timeout)
-        self._closed = True
-        with contextlib.suppress(queue.Full):
-            self._queue.put(None, timeout=1.0)
-        self._hurry.set()
-        self._thread.join(timeout)
-
-    # --- the thread ------------------------------------------------------------------
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if (isinstance(item, Record) and self.gather > 0
-                    and self._queue.qsize() < self.max_batch):
-                self._hurry.wait(self.gather)
-            self._hurry.clear()
-            batch: list[Record] = []
-            markers: list[_Flush] = []
-            stop = False
-            while True:  # take all that is waiting, up to a batch
-                if item is None:
-                    stop = True
-                elif isinstance(item, _Flush):
-                    markers.append(item)
-                else:
-                    batch.append(item)
-                if len(batch) >= self.max_batch:
-                    break
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-            if batch:
-                self._write(batch)
-            for marker in markers:
-                marker.done.set()
-            if stop:
-                return
-
-    def _write(self, batch: list[Record]) -> None:
-        try:
-            write_records(self.database, self.settings, batch)
-            return
-        except Exception as exc:  # noqa: BLE001 - judged below, record by record
-            if len(batch) == 1:
-                log.warning("could not record mail events for queue id %s: %s",
-                            batch[0].queue_id, exc)
-                self._lost(batch, "database")
-                return
-            log.warning("could not record a batch of %d messages (%s); trying each alone",
-                        len(batch), exc)
-        for record in batch:  # one bad record must not take the others with it
-            try:
-                write_records(self.database, self.settings, [record])
-            except Exception as exc:  # noqa: BLE001 - the verdict stood; only statistics
-                log.warning("could not record mail events for queue id %s: %s",
-                            record.queue_id, exc)
-                self._lost([record], "database")
-
-    def _lost(self, records: Sequence[Record], why: str) -> None:
+    def _records_lost(self, records: Sequence[Record], why: str) -> None:
         count = sum(r.event_count for r in records)
-        if why != "database":
-            log.warning("%d mail event(s) not recorded: %s", count, why)
-        if self.on_lost is not None and count:
-            try:
-                self.on_lost(count)
-            except Exception:  # noqa: BLE001 - a metrics hook never stops the writer
-                log.exception("event loss hook failed")
+        queue_ids = ", ".join(str(r.queue_id) for r in records[:5])
+        log.warning("%d mail event(s) not recorded (queue id %s): %s", count, queue_ids, why)
+        if self.on_events_lost is not None and count:
+            self.on_events_lost(count)

@@ -18,7 +18,9 @@ import email.utils
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from aliasd.config import Settings
 from aliasd.core import events
@@ -39,6 +41,8 @@ from aliasd.models import utcnow
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HEADER_ALIAS = "X-Aliasd-Alias"
 HEADER_SCAN = "X-Aliasd-Scan"
@@ -171,8 +175,8 @@ class MailPath:
         # answer), started with the first message so each milter process has its own;
         # without one (tests, tools) each message is written before process returns.
         self._background_events = background_events
-        self._writer: event_writer.EventWriter | None = None
-        self._writer_lock = threading.Lock()
+        self._per_process: dict[str, Any] = {}  # see per_process
+        self._per_process_lock = threading.Lock()
         self._big_turn = threading.Lock()
         # Scans run here so a slow scan can be abandoned at the deadline.
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -182,32 +186,42 @@ class MailPath:
     def close(self) -> None:
         """Stop: events still queued are written first."""
         self._pool.shutdown(wait=False, cancel_futures=True)
-        if self._writer is not None:
-            self._writer.close()
+        for kept in list(self._per_process.values()):
+            if hasattr(kept, "close"):
+                kept.close()
 
     def flush_events(self, timeout: float = 10.0) -> bool:
         """Wait until the events of every message processed so far are committed."""
-        return self._writer.flush(timeout) if self._writer is not None else True
+        writer = self._per_process.get("events")
+        return writer.flush(timeout) if writer is not None else True
+
+    def per_process(self, name: str, make: Callable[[], T]) -> T:
+        """The object ``name`` of this milter process, made by ``make`` on first use:
+        writer threads, caches. Closed (when it has ``close``) with the mail path, and
+        made anew in a forked worker, since threads do not survive a fork."""
+        kept = self._per_process.get(name)
+        if kept is None:
+            with self._per_process_lock:
+                kept = self._per_process.get(name)
+                if kept is None:
+                    kept = self._per_process[name] = make()
+        return kept
 
     def after_fork(self) -> None:
         """In a freshly forked milter process: threads do not survive a fork, so the
         pools and the writer start anew, and no database connection is shared."""
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=self._pool._max_workers, thread_name_prefix="aliasd-scan")
-        self._writer = None
-        self._writer_lock = threading.Lock()
+        self._per_process = {}
+        self._per_process_lock = threading.Lock()
         self._scanner_lock = threading.Lock()
         self._big_turn = threading.Lock()
 
     def _event_writer(self) -> event_writer.EventWriter | None:
         if not self._background_events:
             return None
-        if self._writer is None:
-            with self._writer_lock:
-                if self._writer is None:
-                    self._writer = event_writer.EventWriter(self.database, self.settings,
-                                                            on_lost=self._events_lost)
-        return self._writer
+        return self.per_process("events", lambda: event_writer.EventWriter(
+            self.database, self.settings, on_lost=self._events_lost))
 
     def _events_lost(self, count: int) -> None:
         """Events that never reached the database (hook for metrics)."""

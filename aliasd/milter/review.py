@@ -9,14 +9,15 @@ down, quarantine full, no queue id) is deferred with 451, so the sender retries.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from aliasd.core import quarantine
 from aliasd.core.preview import text_preview
 from aliasd.milter import oneclick_headers
+from aliasd.milter.batch_writer import BatchWriter
 
 if TYPE_CHECKING:
     from aliasd.core.events import AliasTarget
@@ -70,7 +71,7 @@ def after_record(path: MailPath, verdict: Verdict, envelope: Envelope,
     if not held:
         # Off the SMTP answer's path: a copy for learning may be lost (queue full,
         # crash, database down); only the chance to learn from that message goes.
-        _writer(path).put(seen)
+        _writer(path).submit(seen)
         return
     try:
         with path.database.session() as session:
@@ -112,67 +113,27 @@ class ThresholdCache:
         return score
 
 
-class SampleWriter:
-    """Writes learning copies in a thread of its own, in the order they came."""
-
-    def __init__(self, path: MailPath) -> None:
-        self.path = path
-        self.pending: queue.Queue[quarantine.SeenMessage] = queue.Queue(SAMPLE_QUEUE)
-        self.thread = threading.Thread(target=self._run, name="aliasd-samples", daemon=True)
-        self.thread.start()
-
-    def put(self, seen: quarantine.SeenMessage) -> None:
-        try:
-            self.pending.put_nowait(seen)
-        except queue.Full:
-            log.info("learning copy of %s dropped: writer behind", seen.queue_id)
-
-    def _run(self) -> None:
-        while True:
-            batch = [self.pending.get()]
-            # Let copies gather and write them in one transaction: waking for every
-            # message would cost the milter's threads a GIL hand-off each time.
-            time.sleep(GATHER_SECONDS)
-            while len(batch) < SAMPLE_QUEUE:
-                try:
-                    batch.append(self.pending.get_nowait())
-                except queue.Empty:
-                    break
-            try:
-                with self.path.database.session() as session:
-                    for seen in batch:
-                        quarantine.keep_sample(session, self.path.settings, seen)
-            except Exception as exc:
-                log.warning("could not keep %d learning copies (%s): %s", len(batch),
-                            batch[0].queue_id, exc)
-            finally:
-                for _ in batch:
-                    self.pending.task_done()
+def _keep_samples(path: MailPath, batch: list[quarantine.SeenMessage]) -> None:
+    with path.database.session() as session:
+        for seen in batch:
+            quarantine.keep_sample(session, path.settings, seen)
 
 
-_writer_lock = threading.Lock()
+def _samples_lost(batch: Sequence[quarantine.SeenMessage], why: str) -> None:
+    log.info("%d learning cop%s not kept (%s): %s", len(batch),
+             "y" if len(batch) == 1 else "ies", batch[0].queue_id, why)
+
+
+def _writer(path: MailPath) -> BatchWriter[quarantine.SeenMessage]:
+    """Learning copies are written in a thread of their own, in the order they came."""
+    return path.per_process("learning copies", lambda: BatchWriter(
+        lambda batch: _keep_samples(path, batch), name="aliasd-samples",
+        max_queue=SAMPLE_QUEUE, max_batch=SAMPLE_QUEUE, gather=GATHER_SECONDS,
+        on_lost=_samples_lost))
 
 
 def _thresholds(path: MailPath) -> ThresholdCache:
-    cache = getattr(path, "_threshold_cache", None)
-    if cache is None:
-        with _writer_lock:
-            cache = getattr(path, "_threshold_cache", None)
-            if cache is None:
-                cache = ThresholdCache(THRESHOLD_TTL)
-                path._threshold_cache = cache  # one per MailPath (per milter process)
-    return cache
-
-
-def _writer(path: MailPath) -> SampleWriter:
-    writer = getattr(path, "_sample_writer", None)
-    if writer is None:
-        with _writer_lock:
-            writer = getattr(path, "_sample_writer", None)
-            if writer is None:
-                writer = SampleWriter(path)
-                path._sample_writer = writer  # one per MailPath (per milter process)
-    return writer
+    return path.per_process("quarantine thresholds", lambda: ThresholdCache(THRESHOLD_TTL))
 
 
 def _defer(verdict: Verdict) -> None:

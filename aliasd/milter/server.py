@@ -10,6 +10,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import Milter
 import milter as libmilter
@@ -25,14 +26,9 @@ log = logging.getLogger(__name__)
 MILTER_NAME = "aliasd"
 
 
-def set_nodelay_on_listener(port: int) -> bool:
-    """Set TCP_NODELAY on this process's listening socket for ``port``.
-
-    libmilter creates and accepts the sockets itself and never disables Nagle's
-    algorithm; several small replies at end of message then wait for Postfix's
-    delayed ACK (~40 ms each). Linux copies TCP_NODELAY from a listening socket to
-    every accepted one, so setting it once on the listener covers all connections."""
-    done = False
+def _listeners() -> Iterator[tuple[int, socket.socket]]:
+    """This process's listening stream sockets (libmilter opens its own and keeps no
+    handle for us): each as its fd and a duplicate, closed after the caller's turn."""
     for name in os.listdir("/proc/self/fd"):
         fd = int(name)
         try:
@@ -41,16 +37,37 @@ def set_nodelay_on_listener(port: int) -> bool:
             continue
         with sock:
             try:
-                if (
-                    sock.family in (socket.AF_INET, socket.AF_INET6)
-                    and sock.type == socket.SOCK_STREAM
-                    and sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-                    and sock.getsockname()[1] == port
-                ):
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    done = True
+                listening = sock.type == socket.SOCK_STREAM and sock.getsockopt(
+                    socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
             except OSError:
                 continue
+            if listening:
+                yield fd, sock
+
+
+def _bound_to(sock: socket.socket, where: ListenSpec) -> bool:
+    try:
+        bound = sock.getsockname()
+    except OSError:
+        return False
+    if where.path:
+        return sock.family == socket.AF_UNIX and bound == where.path
+    return sock.family in (socket.AF_INET, socket.AF_INET6) and bound[1] == where.port
+
+
+def set_nodelay_on_listener(port: int) -> bool:
+    """Set TCP_NODELAY on this process's listening socket for ``port``.
+
+    libmilter creates and accepts the sockets itself and never disables Nagle's
+    algorithm; several small replies at end of message then wait for Postfix's
+    delayed ACK (~40 ms each). Linux copies TCP_NODELAY from a listening socket to
+    every accepted one, so setting it once on the listener covers all connections."""
+    done = False
+    for _fd, sock in _listeners():
+        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getsockname()[1] == port:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                done = True
     return done
 
 
@@ -61,27 +78,11 @@ def set_listener_nonblocking(where: ListenSpec) -> bool:
     socket all wake for a connection, one gets it, and a blocking accept() would hold
     the others until the next connection (deaf to SIGTERM meanwhile). Non-blocking, the
     losers get EAGAIN, which libmilter skips. Accepted sockets do not inherit the flag."""
-    done = False
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        with sock:
-            try:
-                if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
-                        socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
-                    continue
-                bound = sock.getsockname()
-                if (where.path and sock.family == socket.AF_UNIX and bound == where.path) or (
-                        not where.path and sock.family in (socket.AF_INET, socket.AF_INET6)
-                        and bound[1] == where.port):
-                    os.set_blocking(fd, False)
-                    done = True
-            except OSError:
-                continue
-    return done
+    for fd, sock in _listeners():
+        if _bound_to(sock, where):
+            os.set_blocking(fd, False)
+            return True
+    return False
 
 
 def worker_count(settings: Settings, workers: int | None = None) -> int:
