@@ -14,21 +14,27 @@ from tests.test_migration_leak_evidence import old_database  # noqa: F401 - the 
 T0 = dt.datetime(2026, 2, 1, 9, 0, tzinfo=dt.UTC)
 
 
+def _alice_with_a_shop_alias(c, *, forwarded: int, spam: int, rejected: int) -> None:
+    """User alice, her domain example.net and alias shop@example.net (id 1 each)."""
+    c.execute(text(
+        "INSERT INTO users (id, username, mailbox, is_admin, auth_source, created_at) "
+        "VALUES (1, 'alice', 'alice@mailbox.example', false, 'local', :t)"), {"t": T0})
+    c.execute(text(
+        "INSERT INTO domains (id, name, owner_id, catch_all, created_at) "
+        "VALUES (1, 'example.net', 1, 'reject', :t)"), {"t": T0})
+    c.execute(text(
+        "INSERT INTO aliases (id, address, domain_id, owner_id, site, destinations, "
+        "state, origin, created_at, updated_at, forwarded_count, spam_count, "
+        "rejected_count) VALUES (1, 'shop@example.net', 1, 1, 'shop.example', "
+        "'alice@mailbox.example', 'active', 'web', :t, :t, :f, :s, :r)"),
+        {"t": T0, "f": forwarded, "s": spam, "r": rejected})
+
+
 def test_upgrade_from_0007_keeps_every_row_and_the_new_columns_start_empty(old_database):  # noqa: F811
     db = old_database
     db.upgrade("0007_user_display_name")
     with db.engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO users (id, username, mailbox, is_admin, auth_source, created_at) "
-            "VALUES (1, 'alice', 'alice@mailbox.example', false, 'local', :t)"), {"t": T0})
-        c.execute(text(
-            "INSERT INTO domains (id, name, owner_id, catch_all, created_at) "
-            "VALUES (1, 'example.net', 1, 'reject', :t)"), {"t": T0})
-        c.execute(text(
-            "INSERT INTO aliases (id, address, domain_id, owner_id, site, destinations, "
-            "state, origin, created_at, updated_at, forwarded_count, spam_count, "
-            "rejected_count) VALUES (1, 'shop@example.net', 1, 1, 'shop.example', "
-            "'alice@mailbox.example', 'active', 'web', :t, :t, 3, 2, 0)"), {"t": T0})
+        _alice_with_a_shop_alias(c, forwarded=3, spam=2, rejected=0)
         c.execute(text(
             "INSERT INTO mail_events (at, alias_id, owner_id, alias_address, envelope_sender, "
             "sender_domain, from_domain, subject, score, action, is_spam, symbols, size, "
@@ -57,17 +63,7 @@ def test_upgrade_moves_messages_still_held_from_rejected_to_held(old_database): 
     db = old_database
     db.upgrade("0010_quarantine")
     with db.engine.begin() as c:
-        c.execute(text(
-            "INSERT INTO users (id, username, mailbox, is_admin, auth_source, created_at) "
-            "VALUES (1, 'alice', 'alice@mailbox.example', false, 'local', :t)"), {"t": T0})
-        c.execute(text(
-            "INSERT INTO domains (id, name, owner_id, catch_all, created_at) "
-            "VALUES (1, 'example.net', 1, 'reject', :t)"), {"t": T0})
-        c.execute(text(
-            "INSERT INTO aliases (id, address, domain_id, owner_id, site, destinations, "
-            "state, origin, created_at, updated_at, forwarded_count, spam_count, "
-            "rejected_count) VALUES (1, 'shop@example.net', 1, 1, 'shop.example', "
-            "'alice@mailbox.example', 'active', 'web', :t, :t, 3, 4, 4)"), {"t": T0})
+        _alice_with_a_shop_alias(c, forwarded=3, spam=4, rejected=4)
         for queue_id, state in (("AAA1", "held"), ("AAA2", "held"), ("AAA3", "released")):
             c.execute(text(
                 "INSERT INTO quarantined_messages (held_at, queue_id, owner_id, alias_id, "
