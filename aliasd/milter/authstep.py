@@ -122,7 +122,7 @@ def _body(envelope: Envelope, results: AuthResults | None) -> bytes | None:
 
 
 def _sign(settings: Settings, envelope: Envelope, verdict: Verdict, domain: str | None,
-          results: AuthResults | None) -> list[tuple[str, str]]:  # fmt: skip
+          results: AuthResults | None, head: bytes) -> list[tuple[str, str]]:  # fmt: skip
     """aliasd's DKIM-Signature(s) for a forwarded message with our one-click headers, put
     at the top of the header block; [] when not wanted or not possible (the reason is
     logged and kept with the event's authentication summary)."""
@@ -130,8 +130,7 @@ def _sign(settings: Settings, envelope: Envelope, verdict: Verdict, domain: str 
         return []
     fields: list[tuple[str, str]] = []
     try:
-        fields = signing.forward_signature(settings, domain, _outgoing_head(envelope, verdict),
-                                           _body(envelope, results))  # fmt: skip
+        fields = signing.forward_signature(settings, domain, head, _body(envelope, results))
     except signing.Unsigned as exc:
         note = f"none ({exc})"
         log.info("queue id %s forwarded unsigned: %s", envelope.queue_id, exc)
@@ -158,11 +157,13 @@ def finish(settings: Settings, future: concurrent.futures.Future | None, envelop
     if verdict.status != "accept":
         return results
     alias_domain = domain_of(targets[0].address) if targets else None
-    signed = _sign(settings, envelope, verdict, alias_domain, results)
+    authserv_id = settings.effective_authserv_id
+    if results is not None:
+        verdict.remove_headers.extend(forged_results(envelope, authserv_id))
+    head = _outgoing_head(envelope, verdict)  # as it leaves: what is signed and sealed
+    signed = _sign(settings, envelope, verdict, alias_domain, results, head)
     if results is None:
         return results
-    authserv_id = settings.effective_authserv_id
-    verdict.remove_headers.extend(forged_results(envelope, authserv_id))
     try:
         ar_value = results.header_value(authserv_id)
     except Exception:  # noqa: BLE001
@@ -175,7 +176,7 @@ def finish(settings: Settings, future: concurrent.futures.Future | None, envelop
             fastdkim.normalise_line_ends(bytes(envelope.body))
         # our signature sits above the rest, as apply_transform inserts it
         head = b"".join(f"{n}: {v}\n".replace("\n", "\r\n").encode("ascii", "replace")
-                        for n, v in signed) + _outgoing_head(envelope, verdict)  # fmt: skip
+                        for n, v in signed) + head  # fmt: skip
         try:
             arc_set = arc_seal.seal_parts(settings, alias_domain, head, body, ar_value)
         except Exception:  # noqa: BLE001
