@@ -57,7 +57,8 @@ class MilterConnection(asyncio.Protocol):
         self.frames: collections.deque[tuple[bytes, bytes]] = collections.deque()
         self.busy: asyncio.Future | None = None  # the message being processed
         self.actions = 0
-        self.no_reply = 0
+        # Commands answered "continue" (all of them until negotiation says otherwise).
+        self.answered = frozenset(protocol.NO_REPLY_FLAG)
         self.macros: dict[bytes, dict[str, str]] = {}
         self.peer = "?"
         self._idle: asyncio.TimerHandle | None = None
@@ -108,15 +109,18 @@ class MilterConnection(asyncio.Protocol):
 
     def _handle(self, command: bytes, data: bytes) -> None:
         session = self.session
-        if command == protocol.SMFIC_MACRO:
+        if command == protocol.SMFIC_HEADER:  # the most frequent, first
+            name, sep, value = data.partition(b"\0")
+            if not sep:
+                raise ProtocolError("header without a value")
+            session.header(name, value[:-1] if value[-1:] == b"\0" else value)
+        elif command == protocol.SMFIC_MACRO:
             stage, values = protocol.parse_macros(data)
             if stage == protocol.SMFIC_MAIL:  # a new message: its macros start afresh
                 for later in _STAGES[_STAGES.index(protocol.SMFIC_MAIL):]:
                     self.macros.pop(later, None)
             self.macros[stage] = values
             return
-        if command == protocol.SMFIC_HEADER:
-            session.header(*protocol.parse_header(data))
         elif command == protocol.SMFIC_BODY:
             session.body(data)
         elif command == protocol.SMFIC_BODYEOB:
@@ -154,7 +158,7 @@ class MilterConnection(asyncio.Protocol):
             return
         elif command != protocol.SMFIC_UNKNOWN:
             raise ProtocolError("unknown command")
-        if not self.no_reply & protocol.NO_REPLY_FLAG.get(command, 0):
+        if command in self.answered:
             self.transport.write(_CONTINUE)
 
     def _negotiate(self, offer: protocol.Negotiation) -> None:
@@ -163,8 +167,8 @@ class MilterConnection(asyncio.Protocol):
         version = min(offer.version, protocol.VERSION)
         self.actions = WANTED_ACTIONS & offer.actions
         wanted = WANTED_PROTOCOL & offer.protocol
-        # Steps that are neither sent nor answered are left as Postfix offered them.
-        self.no_reply = wanted
+        self.answered = frozenset(command for command, flag in protocol.NO_REPLY_FLAG.items()
+                                  if not wanted & flag)
         self.transport.write(protocol.negotiation_reply(version, self.actions, wanted))
 
     def macro(self, name: str) -> str | None:

@@ -9,7 +9,6 @@ so Postfix's milter8.c and this module can be read side by side.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 VERSION = 6
@@ -103,37 +102,50 @@ class ProtocolError(ValueError):
 
 
 class FrameReader:
-    """Cuts a byte stream into (command, data) frames."""
+    """Cuts a byte stream into (command, data) frames. A frame split over many reads is
+    joined once, when it is complete (no copying per read)."""
 
     def __init__(self, max_frame: int = MAX_FRAME) -> None:
-        self._buffer = bytearray()
         self._max_frame = max_frame
+        self._pieces: list[bytes] = []
+        self._have = 0
+        self._need = 4  # bytes before the next frame can be cut
 
-    def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
-        buffer = self._buffer
-        buffer += data
+    def feed(self, data: bytes) -> list[tuple[bytes, bytes]]:
+        if self._pieces:
+            self._pieces.append(data)
+            self._have += len(data)
+            if self._have < self._need:
+                return []
+            data = b"".join(self._pieces)
+            self._pieces = []
+        frames = []
+        unpack = _LENGTH.unpack_from
         start = 0
-        end = len(buffer)
-        try:
-            while end - start >= 4:
-                (length,) = _LENGTH.unpack_from(buffer, start)
-                if length < 1:
-                    raise ProtocolError("empty frame")
-                if length > self._max_frame:
-                    raise ProtocolError(f"frame of {length} bytes (limit {self._max_frame})")
-                if end - start - 4 < length:
-                    break
-                command = bytes(buffer[start + 4:start + 5])
-                payload = bytes(buffer[start + 5:start + 4 + length])
-                start += 4 + length
-                yield command, payload
-        finally:
-            del buffer[:start]
+        end = len(data)
+        while end - start >= 4:
+            (length,) = unpack(data, start)
+            if length < 1 or length > self._max_frame:
+                raise ProtocolError("empty frame" if length < 1 else
+                                    f"frame of {length} bytes (limit {self._max_frame})")
+            stop = start + 4 + length
+            if stop > end:
+                break
+            frames.append((data[start + 4:start + 5], data[start + 5:stop]))
+            start = stop
+        if start < end:
+            rest = data[start:]
+            self._pieces = [rest]
+            self._have = len(rest)
+            self._need = 4 + unpack(rest)[0] if len(rest) >= 4 else 4
+        else:
+            self._have = 0
+        return frames
 
     @property
     def pending(self) -> int:
         """Bytes of an incomplete frame held back."""
-        return len(self._buffer)
+        return self._have if self._pieces else 0
 
 
 def frame(command: bytes, data: bytes = b"") -> bytes:
