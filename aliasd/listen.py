@@ -1,5 +1,5 @@
 """Where a daemon listens: ``HOST:PORT``, ``[IPv6]:PORT`` or ``unix:/path``, one parser
-for lookupd and the milter, and the words Postfix and libmilter use for the same place."""
+for lookupd and the milter, and the words Postfix uses for the same place."""
 
 from __future__ import annotations
 
@@ -47,12 +47,6 @@ class ListenSpec:
             return f"unix:{self.path}"
         host = f"[{self.host}]" if self.is_ipv6 else self.host
         return f"{host}:{self.port}"
-
-    def libmilter(self) -> str:
-        """libmilter's connection spec: ``inet:PORT@HOST``, ``inet6:PORT@HOST``, ``unix:PATH``."""
-        if self.path:
-            return f"unix:{self.path}"
-        return f"{'inet6' if self.is_ipv6 else 'inet'}:{self.port}@{self.host}"
 
     def postfix(self) -> str:
         """How Postfix names it in smtpd_milters and socketmap tables: ``inet:HOST:PORT``

@@ -266,7 +266,7 @@ def test_listen_spec_parsing():
     assert ListenSpec.parse("[::1]:25") == ListenSpec(host="::1", port=25)
     assert ListenSpec.parse("unix:/run/a.sock") == ListenSpec(path="/run/a.sock")
     assert ListenSpec.parse("[::1]:25").postfix() == "inet:[::1]:25"
-    assert ListenSpec.parse("local:/run/a.sock").libmilter() == "unix:/run/a.sock"
+    assert ListenSpec.parse("local:/run/a.sock") == ListenSpec(path="/run/a.sock")
     for bad in ("nonsense", "host:port", "unix:", "unix:relative", ":25", "1.2.3.4:99999"):
         with pytest.raises(ValueError):
             ListenSpec.parse(bad)

@@ -147,7 +147,7 @@ def world(request, tmp_path_factory):
     w.unix_sock = unix_sock
     yield w
     procs = [milter, unix_milter, dead_milter, lookupd]
-    for proc in procs:  # stop them together: libmilter takes a few seconds to wind down
+    for proc in procs:  # stop them together, each finishes its messages in flight
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     postfix.stop()
@@ -337,6 +337,61 @@ def test_bobs_block_of_gmail_refuses_bobs_mail_not_alices(world):
     with world.db.session() as s:
         bobs = s.scalar(select(Alias).where(Alias.address == "news@bob.example"))
         assert (bobs.rejected_count, bobs.forwarded_count) == (2, 0)
+
+
+def _milter_client(world: World):
+    import socket
+
+    host, port = world.settings.milter_listen.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    return sock
+
+
+def _closed_by_milter(sock) -> bool:
+    """True when the milter ends the connection (EOF or reset) within the timeout."""
+    try:
+        while True:
+            if not sock.recv(65536):
+                return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_malformed_milter_frames_end_that_connection_and_no_other(world):
+    """Garbage on the milter port (a huge length, an empty frame, an unknown command, a
+    frame cut off by a disconnect) closes that connection; the milter lives on and the
+    next message from Postfix is scanned."""
+    from aliasd.milter import protocol
+
+    offer = protocol.frame(b"O", (6).to_bytes(4, "big") + (0x1FF).to_bytes(4, "big")
+                           + (0x1FFFFF).to_bytes(4, "big"))
+    sock = _milter_client(world)
+    sock.sendall(offer)
+    reply = sock.recv(17)
+    assert reply[4:5] == b"O" and int.from_bytes(reply[5:9], "big") == 6
+    granted = int.from_bytes(reply[13:17], "big")
+    assert granted & protocol.SMFIP_NR_HDR and not granted & protocol.SMFIP_NR_DATA
+    sock.sendall(b"\xff\xff\xff\xffB")  # 4 GB claimed
+    assert _closed_by_milter(sock)
+    sock.close()
+    for garbage in (b"\0\0\0\0", offer + protocol.frame(b"Z", b"junk"),
+                    offer + protocol.frame(b"C", b"no family")):
+        sock = _milter_client(world)
+        sock.sendall(garbage)
+        assert _closed_by_milter(sock), garbage
+        sock.close()
+    sock = _milter_client(world)
+    sock.sendall(offer + (100).to_bytes(4, "big") + b"L" + b"Subject\0")  # then gone
+    sock.close()
+    marker = f"after-garbage-{time.monotonic_ns()}"
+    sent = world.send(to=ALIAS, sender="noreply@github.com", header={"Subject": marker})
+    assert sent.returncode == 0, sent.stdout
+    assert _captured(world, marker).header("X-Spamd-Result").startswith("default: ")
+    log = (world.base / "milter.log").read_text()
+    assert "malformed frame: frame of 4294967295 bytes" in log
+    assert "malformed b'Z' command: unknown command" in log
 
 
 def _workers(pid: int) -> list[int]:

@@ -1,6 +1,6 @@
 """The milter's processing (lookup → scan within budget → verdict → events) with the
-real bundled scanner on both engines, plus its fault paths, and the pymilter adapter
-driven callback by callback (the MTA side recorded by a small context object).
+real bundled scanner on both engines, plus its fault paths, and the milter adapter
+driven step by step (its edits decoded from the frames it would send).
 The end-to-end path through a real Postfix is in test_milter_postfix.py."""
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import threading
 import time
 
-import Milter
 import pytest
 from sqlalchemy import func, select
 
@@ -19,9 +18,11 @@ from aliasd.core.decision import Decision
 from aliasd.core.replica import Replica
 from aliasd.db import Database
 from aliasd.listen import ListenSpec
+from aliasd.milter import protocol
 from aliasd.milter.adapter import AliasdMilter
+from aliasd.milter.edits import ACCEPT, REJECT, MessageEdits
 from aliasd.milter.processing import Envelope, MailPath
-from aliasd.milter.server import set_nodelay_on_listener
+from aliasd.milter.server import open_listener
 from aliasd.models import Alias, BlockRule, MailEvent
 from aliasd.postfix import header_checks as hc
 from aliasd.scanner import Action, ScannerError, ScanResult, Symbol
@@ -219,51 +220,48 @@ def test_database_down_passes_unscanned(settings):
 
 
 # --- the adapter ------------------------------------------------------------------------
-class RecordingCtx:
-    """The MTA side of libmilter's context: records what the milter asks for."""
+class RecordedEdits(MessageEdits):
+    """Edits as Postfix would read them: the frames decoded back."""
 
     def __init__(self):
-        self.priv = None
-        self.reply = None
-        self.added: list[tuple[str, str]] = []
-        self.changed: list[tuple[str, int, str]] = []
+        super().__init__(0xFFFF)
 
-    def getpriv(self):
-        return self.priv
+    def _decoded(self):
+        for raw in self.frames:
+            code, data = raw[4:5], raw[5:]
+            if code in (protocol.SMFIR_CHGHEADER, protocol.SMFIR_INSHEADER):
+                index = int.from_bytes(data[:4], "big")
+                name, value = protocol.strings(data[4:])
+                yield code, (name.decode(), index, value.decode())
+            elif code == protocol.SMFIR_ADDHEADER:
+                name, value = protocol.strings(data)
+                yield code, (name.decode(), value.decode())
 
-    def setpriv(self, priv):
-        self.priv = priv
+    @property
+    def added(self):
+        return [v for c, v in self._decoded() if c == protocol.SMFIR_ADDHEADER]
 
-    def getsymval(self, name):
-        return "QADAPT" if name == "i" else None
-
-    def setreply(self, code, xcode, *msg):
-        self.reply = (code, xcode, *msg)
-
-    def addheader(self, name, value, idx):
-        self.added.append((name, value))
-
-    def chgheader(self, name, idx, value):
-        self.changed.append((name, idx, value))
+    @property
+    def changed(self):
+        return [v for c, v in self._decoded() if c == protocol.SMFIR_CHGHEADER]
 
 
 def drive(settings, db, headers: list[tuple[str, bytes]], body_chunks: list[bytes], scanner=None):
-    AliasdMilter.mailpath = MailPath(settings, db, scanner=scanner)
-    m = AliasdMilter()
-    ctx = RecordingCtx()
-    m._setctx(ctx)
-    assert m.connect("client.example", 2, ("192.0.2.5", 4321)) == Milter.CONTINUE
+    mailpath = MailPath(settings, db, scanner=scanner)
+    m = AliasdMilter(mailpath)
+    edits = RecordedEdits()
+    m.connect("192.0.2.5")
     m.hello("client.example")
-    m.envfrom_bytes(b"<x@spam\xff.example>", b"SIZE=100")
-    m.envrcpt_bytes(b"<GitHub.com@example.net>")
+    m.envfrom(b"<x@spam\xff.example>")
+    m.envrcpt(b"<GitHub.com@example.net>")
     for name, value in headers:
-        m.header_bytes(name, value)
+        m.header(name.encode(), value)
     m.eoh()
     for chunk in body_chunks:
         m.body(chunk)
-    rc = m.eom()
-    AliasdMilter.mailpath.close()
-    return m, ctx, rc
+    rc = m.eom("QADAPT", edits)
+    mailpath.close()
+    return m, edits, rc
 
 
 def test_adapter_applies_verdict_and_strips_forged_headers(world, settings):
@@ -275,14 +273,14 @@ def test_adapter_applies_verdict_and_strips_forged_headers(world, settings):
         ("x-spam", b"no again"),
         ("X-Aliasd-Alias", b"forged"),
     ]
-    m, ctx, rc = drive(settings, world, headers, [b"body\r\n"], FixedScanner(result))
-    assert rc == Milter.ACCEPT
-    assert ("X-Spam", 2, "") in ctx.changed and ("X-Spam", 1, "") in ctx.changed
-    assert ctx.changed.index(("X-Spam", 2, "")) < ctx.changed.index(("X-Spam", 1, ""))
-    assert ("X-Aliasd-Alias", 1, "") in ctx.changed
-    assert ("Subject", 1, "***SPAM*** hello") in ctx.changed
-    assert ("X-Spam", "Yes") in ctx.added
-    assert ("X-Aliasd-Alias", "github.com@example.net (site github.com)") in ctx.added
+    m, edits, rc = drive(settings, world, headers, [b"body\r\n"], FixedScanner(result))
+    assert rc == ACCEPT
+    assert ("X-Spam", 2, "") in edits.changed and ("X-Spam", 1, "") in edits.changed
+    assert edits.changed.index(("X-Spam", 2, "")) < edits.changed.index(("X-Spam", 1, ""))
+    assert ("X-Aliasd-Alias", 1, "") in edits.changed
+    assert ("Subject", 1, "***SPAM*** hello") in edits.changed
+    assert ("X-Spam", "Yes") in edits.added
+    assert ("X-Aliasd-Alias", "github.com@example.net (site github.com)") in edits.added
     [ev] = events(world)
     assert ev.queue_id == "QADAPT" and ev.client_addr == "192.0.2.5"
     assert ev.helo == "client.example" and ev.envelope_sender.startswith("x@spam")
@@ -290,9 +288,10 @@ def test_adapter_applies_verdict_and_strips_forged_headers(world, settings):
 
 def test_adapter_rejects_with_text(world, settings):
     result = ScanResult(score=20.0, required_score=15.0, action=Action.REJECT)
-    m, ctx, rc = drive(settings, world, [("Subject", b"x")], [b"b"], FixedScanner(result))
-    assert rc == Milter.REJECT
-    assert ctx.reply == ("550", "5.7.1", "Message rejected as spam (score 20.00 / 15.00)")
+    m, edits, rc = drive(settings, world, [("Subject", b"x")], [b"b"], FixedScanner(result))
+    assert rc == REJECT
+    assert edits.encode(rc) == protocol.frame(
+        protocol.SMFIR_REPLYCODE, b"550 5.7.1 Message rejected as spam (score 20.00 / 15.00)\0")
 
 
 def test_adapter_survives_junk_and_truncates_big_messages(world, settings):
@@ -309,9 +308,9 @@ def test_adapter_survives_junk_and_truncates_big_messages(world, settings):
     body = [b"--never-closed\r\nContent-Type: text/plain\r\n\r\n\x00\x01\xff junk\r\n" * 50] + [
         b"Z" * 65_536
     ] * 3
-    m, ctx, rc = drive(settings, world, headers, body)
-    assert rc == Milter.ACCEPT
-    added = dict(ctx.added)
+    m, edits, rc = drive(settings, world, headers, body)
+    assert rc == ACCEPT
+    added = dict(edits.added)
     assert added["X-Spamd-Result"].startswith("default: ")
     scan = added["X-Aliasd-Scan"]
     assert scan.startswith("truncated (scanned the first 20000 of ")
@@ -322,28 +321,32 @@ def test_adapter_survives_junk_and_truncates_big_messages(world, settings):
     assert ev.size == total
 
 
-def test_listen_specs_and_nodelay_inherited_by_accepted_sockets():
+def test_listen_specs_and_the_listening_sockets(tmp_path):
+    import os
     import socket
+    import stat
 
-    def libmilter_spec(text):
-        return ListenSpec.parse(text).libmilter()
-
-    assert libmilter_spec("127.0.0.1:10033") == "inet:10033@127.0.0.1"
-    assert libmilter_spec("[::1]:25") == "inet6:25@::1"
-    assert libmilter_spec("unix:/run/aliasd/milter.sock") == "unix:/run/aliasd/milter.sock"
+    assert ListenSpec.parse("127.0.0.1:10033") == ListenSpec(host="127.0.0.1", port=10033)
+    assert ListenSpec.parse("[::1]:25") == ListenSpec(host="::1", port=25)
+    assert ListenSpec.parse("unix:/run/aliasd/milter.sock").path == "/run/aliasd/milter.sock"
     for bad in ("localhost", "unix:relative", "1.2.3.4:99999", ":25"):
         with pytest.raises(ValueError):
-            libmilter_spec(bad)
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen()
+            ListenSpec.parse(bad)
+    # TCP: accepted sockets inherit TCP_NODELAY (small replies never wait for an ACK)
+    listener = open_listener(ListenSpec(host="127.0.0.1", port=free_port()))
     port = listener.getsockname()[1]
-    assert set_nodelay_on_listener(port) is True
     client = socket.create_connection(("127.0.0.1", port))
+    listener.setblocking(True)
     accepted, _ = listener.accept()
     assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
     for s in (accepted, client, listener):
         s.close()
+    # unix: a stale socket file is replaced, and Postfix's user may connect
+    path = tmp_path / "milter.sock"
+    path.write_text("stale")
+    listener = open_listener(ListenSpec(path=str(path)))
+    assert stat.S_ISSOCK(os.stat(path).st_mode) and stat.S_IMODE(os.stat(path).st_mode) == 0o666
+    listener.close()
 
 
 def test_postfix_config_documents_the_milter_and_its_default_action(tmp_path):

@@ -57,7 +57,7 @@ def header_names(head: bytes) -> list[bytes]:
 
 def header_fields(lines: Sequence[bytes]) -> list[tuple[str, str]]:
     """dkimpy's "Name: value\\r\\n" lines as (name, value) with "\\n\\t" folding, the
-    form libmilter's addheader takes."""
+    form a milter's add-header edit takes."""
     out = []
     for line in lines:
         text = line.decode("ascii", "replace")

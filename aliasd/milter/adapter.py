@@ -1,19 +1,15 @@
-"""The pymilter adapter: milter callbacks collect an Envelope, ``eom`` hands it to
-:class:`~aliasd.milter.processing.MailPath` and applies the verdict. Nothing else.
-
-pymilter wraps libmilter, the reference implementation of the milter protocol that
-sendmail ships and that most production milters (OpenDKIM, OpenDMARC, ...) use; it
-negotiates protocol 6 with Postfix, including "no reply" steps, so only DATA and
-end-of-message cost a round trip.
+"""The milter adapter: the MTA's steps collect an Envelope, end of message hands it to
+:class:`~aliasd.milter.processing.MailPath` and turns the verdict into edits and a
+decision (:mod:`aliasd.milter.edits`). Nothing else: the protocol is
+:mod:`aliasd.milter.connection`'s.
 """
 
 from __future__ import annotations
 
 import logging
 
-import Milter
-
-from aliasd.milter.learn_by_mail import DISCARD
+from aliasd.milter.edits import ACCEPT, DISCARD, REJECT, TEMPFAIL, MessageEdits
+from aliasd.milter.learn_by_mail import DISCARD as LEARNED
 from aliasd.milter.processing import OWN_HEADERS, Envelope, MailPath
 from aliasd.milter.replies import apply_transform
 from aliasd.milter.review import QUARANTINE, TEMPFAIL_REPLY
@@ -23,12 +19,11 @@ log = logging.getLogger(__name__)
 _OWN_LOWER = {h.lower(): h for h in OWN_HEADERS}
 
 
-class AliasdMilter(Milter.Base):
-    """One instance per SMTP connection (libmilter runs each in its own thread)."""
+class AliasdMilter:
+    """One per milter connection (one SMTP session); its steps arrive in order."""
 
-    mailpath: MailPath  # set on the class by aliasd.milter.server before serving
-
-    def __init__(self) -> None:
+    def __init__(self, mailpath: MailPath) -> None:
+        self.mailpath = mailpath
         self.client_addr: str | None = None
         self.helo: str | None = None
         self._reset()
@@ -40,50 +35,31 @@ class AliasdMilter(Milter.Base):
         self._has_subject = False
 
     # --- SMTP envelope ----------------------------------------------------------------
-    @Milter.noreply
-    def connect(self, hostname, family, hostaddr):
-        if isinstance(hostaddr, tuple) and hostaddr:
-            self.client_addr = str(hostaddr[0])
-        elif hostaddr:
-            self.client_addr = str(hostaddr)
-        return Milter.CONTINUE
+    def connect(self, address: str | None) -> None:
+        """The client's IP address (None for a unix socket or an unknown peer)."""
+        self.client_addr = address or None
 
-    @Milter.noreply
-    def hello(self, hostname):
-        self.helo = str(hostname)[:255]
-        return Milter.CONTINUE
+    def hello(self, hostname: str) -> None:
+        self.helo = hostname[:255]
 
-    @Milter.noreply
-    def envfrom(self, sender, *params):
+    def envfrom(self, sender: bytes, auth_authen: str | None = None) -> None:
         self._reset()
         self.env.sender = _strip_brackets(sender)
-        self.env.auth_authen = self.getsymval("{auth_authen}") or None
-        return Milter.CONTINUE
+        self.env.auth_authen = auth_authen or None
 
-    @Milter.noreply
-    def envrcpt(self, rcpt, *params):
+    def envrcpt(self, rcpt: bytes) -> None:
         self.env.recipients.append(_strip_brackets(rcpt))
-        return Milter.CONTINUE
-
-    def data(self):
-        # Answered on purpose (not "no reply", not skipped): otherwise Postfix sends the
-        # DATA-stage macros without expecting a reply, the next packet waits behind
-        # Nagle's algorithm for our delayed ACK, and every message stalls ~40 ms.
-        return Milter.CONTINUE
 
     # --- content --------------------------------------------------------------------
-    @Milter.noreply
-    @Milter.decode("bytes")
-    def header(self, name, value):
+    def header(self, raw_name: bytes, value: bytes) -> None:
         env = self.env
-        name = name if isinstance(name, str) else name.decode("ascii", "replace")
-        value = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+        name = raw_name.decode("ascii", "replace")
         env.size += len(name) + len(value) + 4
         lname = name.lower()
         if lname in _OWN_LOWER:
             # Remembered by occurrence number so eom can delete them; not scanned.
             self._own_seen[_OWN_LOWER[lname]] = self._own_seen.get(_OWN_LOWER[lname], 0) + 1
-            return Milter.CONTINUE
+            return
         if lname == "subject":
             self._has_subject = True
         cost = len(name) + len(value) + 4
@@ -92,15 +68,11 @@ class AliasdMilter(Milter.Base):
             self._kept += cost
         else:
             env.truncated = True
-        return Milter.CONTINUE
 
-    @Milter.noreply
-    def eoh(self):
+    def eoh(self) -> None:
         self.env.size += 2
-        return Milter.CONTINUE
 
-    @Milter.noreply
-    def body(self, chunk):
+    def body(self, chunk: bytes) -> None:
         env = self.env
         env.size += len(chunk)
         room = self.mailpath.settings.max_scan_size - self._kept
@@ -110,68 +82,64 @@ class AliasdMilter(Milter.Base):
             self._kept += len(piece)
         if len(chunk) > max(room, 0):
             env.truncated = True
-        return Milter.CONTINUE
 
-    def eom(self):
+    def eom(self, queue_id: str | None, edits: MessageEdits) -> str:
+        """Process the message; its edits go to ``edits``; returns the decision."""
         try:
-            return self._eom()
+            return self._eom(queue_id, edits)
         except Exception:  # a fault must never lose or bounce mail
             log.exception("milter end-of-message failed; accepting unscanned")
-            return Milter.ACCEPT
+            edits.discard_edits()
+            return ACCEPT
 
-    def _eom(self):
+    def _eom(self, queue_id: str | None, edits: MessageEdits) -> str:
         env = self.env
-        env.queue_id = self.getsymval("i") or None
+        env.queue_id = queue_id or None
         verdict = self.mailpath.process(env)
-        if verdict.status == DISCARD:  # addressed to the spam filter, and learned
-            return Milter.DISCARD
+        if verdict.status == LEARNED:  # addressed to the spam filter, and learned
+            return DISCARD
         if verdict.status in ("reject", "tempfail") and verdict.reply:
-            code, xcode, text = verdict.reply
-            self.setreply(code, xcode, text.replace("%", "%%"))
-            return Milter.REJECT if verdict.status == "reject" else Milter.TEMPFAIL
+            edits.set_reply(*verdict.reply)
+            return REJECT if verdict.status == "reject" else TEMPFAIL
         if verdict.transform is not None and verdict.transform.exclusive:
-            return apply_transform(self, verdict.transform, self._own_seen)  # a reply
+            return apply_transform(edits, verdict.transform, self._own_seen)  # a reply
         try:
             for rcpt in verdict.remove_recipients:  # recipients who blocked this sender
-                self.delrcpt(f"<{rcpt}>")
+                edits.delete_recipient(f"<{rcpt}>")
         except Exception:  # cannot drop them: they get the message, as before the block
             log.exception("could not remove recipients of queue id %s", env.queue_id)
         try:
             for name, count in self._own_seen.items():
                 for index in range(count, 0, -1):  # from the last, so numbering holds
-                    self.chgheader(name, index, "")
+                    edits.change_header(name, index, "")
             for name, index in sorted(verdict.remove_headers, key=lambda h: -h[1]):
-                self.chgheader(name, index, "")
+                edits.change_header(name, index, "")
             for name, value in verdict.add_headers:
-                self.addheader(name, value)
+                edits.add_header(name, value)
             if verdict.new_subject is not None:
                 if self._has_subject:
-                    self.chgheader("Subject", 1, verdict.new_subject)
+                    edits.change_header("Subject", 1, verdict.new_subject)
                 else:
-                    self.addheader("Subject", verdict.new_subject)
+                    edits.add_header("Subject", verdict.new_subject)
         except Exception:  # header edits failed: deliver the message as it is
             log.exception("could not edit headers of queue id %s", env.queue_id)
         if verdict.transform is not None:  # the reverse alias in forwarded mail
-            apply_transform(self, verdict.transform, {})
+            apply_transform(edits, verdict.transform, {})
         if verdict.status == QUARANTINE:
             try:  # Postfix's hold queue keeps it until released or deleted
-                self.quarantine(f"aliasd: held for review, score {verdict.result.score:.2f}")
+                edits.quarantine(f"aliasd: held for review, score {verdict.result.score:.2f}")
             except Exception:  # it cannot be held: the sender retries later
                 log.exception("could not hold queue id %s", env.queue_id)
-                self.setreply(*TEMPFAIL_REPLY)
-                return Milter.TEMPFAIL
-        return Milter.ACCEPT
+                edits.set_reply(*TEMPFAIL_REPLY)
+                return TEMPFAIL
+        return ACCEPT
 
-    def abort(self):
+    def abort(self) -> None:
         self._reset()
-        return Milter.CONTINUE
-
-    def close(self):
-        return Milter.CONTINUE
 
 
-def _strip_brackets(address) -> str:
-    text = address if isinstance(address, str) else bytes(address).decode("utf-8", "replace")
+def _strip_brackets(address: bytes) -> str:
+    text = address.decode("utf-8", "replace")
     text = text.strip()
     if text.startswith("<") and text.endswith(">"):
         text = text[1:-1]

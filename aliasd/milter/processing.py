@@ -1,6 +1,6 @@
 """What the milter does with one message, without any milter protocol in sight:
 look up the aliases, scan within the time budget, decide the headers and the SMTP
-reply, record the events. The pymilter adapter (``aliasd.milter.adapter``) only
+reply, record the events. The milter adapter (``aliasd.milter.adapter``) only
 collects an :class:`Envelope` and applies the :class:`Verdict`.
 
 Faults never lose mail: a database or scanner failure, or a scan that overruns

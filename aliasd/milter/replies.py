@@ -18,8 +18,6 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import Milter
-
 from aliasd.config import Settings
 from aliasd.core import reverse_aliases
 from aliasd.core.addresses import AddressError, domain_of, parse_address
@@ -35,6 +33,7 @@ from aliasd.core.reply_headers import (
 )
 from aliasd.db import Database
 from aliasd.milter import owner_auth, reply_signing
+from aliasd.milter.edits import ACCEPT, TEMPFAIL, MessageEdits
 from aliasd.models import Alias
 
 if TYPE_CHECKING:
@@ -272,30 +271,29 @@ def transformed_envelope(envelope: Envelope, transform: Transform | None) -> Env
         envelope, headers=[(n, v.encode("utf-8", "surrogateescape")) for n, v in headers])
 
 
-def apply_transform(ctx, transform: Transform, own_seen: dict[str, int]) -> int:
-    """Apply a transform through the milter context ``ctx``. For a reply (exclusive), any
-    failure defers the whole message; otherwise a failure leaves the message as it is."""
+def apply_transform(edits: MessageEdits, transform: Transform, own_seen: dict[str, int]) -> str:
+    """Apply a transform as milter edits. For a reply (exclusive), any failure defers the
+    whole message; otherwise a failure leaves the message as it is."""
     try:
         if transform.exclusive:
             for name, count in own_seen.items():
                 for index in range(count, 0, -1):
-                    ctx.chgheader(name, index, "")
+                    edits.change_header(name, index, "")
         for name, index, value in transform.change_headers:
-            ctx.chgheader(name, index, value)
+            edits.change_header(name, index, value)
         for name, value in transform.add_headers:
-            ctx.addheader(name, value)
+            edits.add_header(name, value)
         for name, value in transform.insert_headers:
-            ctx.addheader(name, value, 0)
+            edits.insert_header(0, name, value)
         if transform.new_sender:
-            ctx.chgfrom(f"<{transform.new_sender}>")
+            edits.change_sender(f"<{transform.new_sender}>")
         for rcpt in transform.remove_recipients:
-            ctx.delrcpt(f"<{rcpt}>")
+            edits.delete_recipient(f"<{rcpt}>")
         for rcpt in transform.add_recipients:  # last: nothing is sent unless all else held
-            ctx.addrcpt(f"<{rcpt}>")
+            edits.add_recipient(f"<{rcpt}>")
     except Exception:
         log.exception("could not apply reverse-alias edits")
         if transform.exclusive:
-            ctx.setreply("451", "4.3.0", "Cannot rewrite the reply now, try again later")
-            return Milter.TEMPFAIL
-    return Milter.ACCEPT
-
+            edits.set_reply("451", "4.3.0", "Cannot rewrite the reply now, try again later")
+            return TEMPFAIL
+    return ACCEPT

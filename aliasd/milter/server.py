@@ -1,7 +1,11 @@
-"""Running the milter: listen on ``HOST:PORT`` or ``unix:/path`` through libmilter."""
+"""Running the milter: listen on ``HOST:PORT`` or ``unix:/path``, one asyncio event loop
+per process (:mod:`aliasd.milter.connection` speaks the protocol), and with several
+workers a supervisor that forks them onto one shared socket."""
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import gc
 import logging
@@ -10,79 +14,44 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Iterator
-
-import Milter
-import milter as libmilter
 
 from aliasd.config import Settings
 from aliasd.db import Database
 from aliasd.listen import ListenSpec
 from aliasd.milter.adapter import AliasdMilter
+from aliasd.milter.connection import MilterConnection
 from aliasd.milter.processing import MailPath
 
 log = logging.getLogger(__name__)
 
-MILTER_NAME = "aliasd"
+BACKLOG = 128
+# Threads per process for the end of messages (each mostly waits on its scan, the
+# database or DNS); more concurrent messages than this wait their turn.
+EOM_THREADS = 64
+# How long a stopping worker lets messages in flight finish before it closes.
+STOP_GRACE = 30.0
 
 
-def _listeners() -> Iterator[tuple[int, socket.socket]]:
-    """This process's listening stream sockets (libmilter opens its own and keeps no
-    handle for us): each as its fd and a duplicate, closed after the caller's turn."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        try:
-            sock = socket.socket(fileno=os.dup(fd))
-        except OSError:
-            continue
-        with sock:
-            try:
-                listening = sock.type == socket.SOCK_STREAM and sock.getsockopt(
-                    socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
-            except OSError:
-                continue
-            if listening:
-                yield fd, sock
-
-
-def _bound_to(sock: socket.socket, where: ListenSpec) -> bool:
-    try:
-        bound = sock.getsockname()
-    except OSError:
-        return False
+def open_listener(where: ListenSpec) -> socket.socket:
+    """The listening socket: TCP with TCP_NODELAY inherited by accepted sockets, or a
+    unix socket Postfix's smtpd (user postfix) may connect to."""
     if where.path:
-        return sock.family == socket.AF_UNIX and bound == where.path
-    return sock.family in (socket.AF_INET, socket.AF_INET6) and bound[1] == where.port
-
-
-def set_nodelay_on_listener(port: int) -> bool:
-    """Set TCP_NODELAY on this process's listening socket for ``port``.
-
-    libmilter creates and accepts the sockets itself and never disables Nagle's
-    algorithm; several small replies at end of message then wait for Postfix's
-    delayed ACK (~40 ms each). Linux copies TCP_NODELAY from a listening socket to
-    every accepted one, so setting it once on the listener covers all connections."""
-    done = False
-    for _fd, sock in _listeners():
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and sock.getsockname()[1] == port:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                done = True
-    return done
-
-
-def set_listener_nonblocking(where: ListenSpec) -> bool:
-    """Make this process's listening socket non-blocking, for workers sharing it.
-
-    libmilter waits in select() and then accept()s; with several processes on one
-    socket all wake for a connection, one gets it, and a blocking accept() would hold
-    the others until the next connection (deaf to SIGTERM meanwhile). Non-blocking, the
-    losers get EAGAIN, which libmilter skips. Accepted sockets do not inherit the flag."""
-    for fd, sock in _listeners():
-        if _bound_to(sock, where):
-            os.set_blocking(fd, False)
-            return True
-    return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(where.path)
+        os.chmod(where.path, 0o666)
+    else:
+        family = socket.AF_INET6 if where.is_ipv6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind((where.host, where.port))
+    sock.listen(BACKLOG)
+    # Shared by the workers: all wake for a connection, one accepts it, the others
+    # must get EAGAIN rather than block.
+    sock.setblocking(False)
+    return sock
 
 
 def worker_count(settings: Settings, workers: int | None = None) -> int:
@@ -98,26 +67,14 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
           mailpath: MailPath | None = None, workers: int | None = None) -> None:
     """Serve until SIGTERM/SIGINT.
 
-    With one worker, this process serves (libmilter handles the signals). With more,
-    this process opens the socket, loads the scanner, and forks the workers, which all
-    accept on the inherited socket (libmilter keeps a socket already open): the GIL
-    allows one process one core, and most of a message's work is Python. The scanner's
-    tables are built before the fork, so the workers share those pages."""
+    With one worker, this process serves. With more, this process opens the socket,
+    loads the scanner, and forks the workers, which all accept on the inherited socket:
+    the GIL allows one process one core, and most of a message's work is Python. The
+    scanner's tables are built before the fork, so the workers share those pages."""
     where = ListenSpec.parse(listen or settings.milter_listen)
-    spec = where.libmilter()
     count = worker_count(settings, workers)
     mailpath = mailpath or MailPath(settings, database, background_events=True)
-    AliasdMilter.mailpath = mailpath
-    _register(spec)
-    if where.path:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(where.path)
-    libmilter.opensocket(True)
-    if where.path:
-        # Postfix's smtpd runs as user postfix and must be able to connect.
-        os.chmod(where.path, 0o666)
-    elif not set_nodelay_on_listener(where.port):
-        log.warning("could not set TCP_NODELAY on the milter socket (port %s)", where.port)
+    listener = open_listener(where)
     try:  # built now, not at the first message (and before a fork, to be shared)
         mailpath.scanner()
     except Exception as exc:  # noqa: BLE001 - each message says so again, and passes
@@ -128,44 +85,67 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
     # pages they share with the supervisor by collecting them.
     gc.collect()
     gc.freeze()
-    log.info("aliasd milter listening on %s (%d worker%s)", spec, count,
+    log.info("aliasd milter listening on %s (%d worker%s)", where, count,
              "" if count == 1 else "s")
-    if count == 1:
-        try:
-            libmilter.main()
-        finally:
-            mailpath.close()
-        return
-    if not set_listener_nonblocking(where):
-        log.warning("could not make the milter socket non-blocking; workers may stall")
-    _supervise(count, mailpath, database, where.path)
+    try:
+        if count == 1:
+            try:
+                run_worker(listener, mailpath)
+            finally:
+                mailpath.close()
+            return
+        _supervise(count, listener, mailpath, database)
+    finally:
+        listener.close()
+        if where.path:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(where.path)
 
 
-def _register(spec: str) -> None:
-    Milter.factory = AliasdMilter
-    # An exception escaping a callback continues the message: never lose mail.
-    libmilter.set_exception_policy(libmilter.CONTINUE)
-    libmilter.set_flags(libmilter.ADDHDRS | libmilter.CHGHDRS | libmilter.DELRCPT
-                      | libmilter.ADDRCPT | libmilter.CHGFROM | libmilter.QUARANTINE)
-    libmilter.set_connect_callback(Milter.connect_callback)
-    libmilter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    libmilter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    libmilter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    libmilter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    libmilter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    libmilter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    libmilter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    libmilter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    libmilter.set_close_callback(Milter.close_callback)
-    libmilter.setconn(spec)
-    libmilter.settimeout(600)
-    libmilter.setbacklog(128)
-    libmilter.register(
-        MILTER_NAME,
-        data=lambda ctx: ctx.getpriv().data(),
-        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
-        negotiate=Milter.negotiate_callback,
-    )
+def run_worker(listener: socket.socket, mailpath: MailPath) -> None:
+    """Serve connections on ``listener`` in this process until SIGTERM/SIGINT, then let
+    the messages in flight finish (up to STOP_GRACE)."""
+    factory = _loop_factory()
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(_serve_connections(listener, mailpath))
+
+
+async def _serve_connections(listener: socket.socket, mailpath: MailPath) -> None:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    executor = concurrent.futures.ThreadPoolExecutor(
+        max_workers=EOM_THREADS, thread_name_prefix="aliasd-milter")
+    active: set[MilterConnection] = set()
+
+    def connection() -> MilterConnection:
+        return MilterConnection(lambda: AliasdMilter(mailpath), executor, active)
+
+    if listener.family == socket.AF_UNIX:
+        server = await loop.create_unix_server(connection, sock=listener)
+    else:
+        server = await loop.create_server(connection, sock=listener)
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        deadline = loop.time() + STOP_GRACE
+        while any(c.busy is not None for c in active) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(active):
+            if conn.transport is not None:
+                conn.transport.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _loop_factory():
+    """uvloop when installed (as lookupd uses it), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 def _end_with_parent(parent: int) -> None:
@@ -180,7 +160,7 @@ def _end_with_parent(parent: int) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def _child(mailpath: MailPath, parent: int) -> None:
+def _child(listener: socket.socket, mailpath: MailPath, parent: int) -> None:
     """A worker: serve on the inherited socket until SIGTERM, write the queued events."""
     code = 0
     try:
@@ -188,7 +168,7 @@ def _child(mailpath: MailPath, parent: int) -> None:
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         _end_with_parent(parent)
         mailpath.after_fork()
-        libmilter.main()  # libmilter's own thread takes SIGTERM/SIGINT from here on
+        run_worker(listener, mailpath)
     except BaseException:  # noqa: BLE001 - the parent starts another
         log.exception("milter worker failed")
         code = 1
@@ -200,7 +180,8 @@ def _child(mailpath: MailPath, parent: int) -> None:
             os._exit(code)  # never run the parent's cleanup (atexit, the unix socket)
 
 
-def _supervise(count: int, mailpath: MailPath, database: Database, path: str | None) -> None:
+def _supervise(count: int, listener: socket.socket, mailpath: MailPath,
+               database: Database) -> None:
     """Fork ``count`` workers, start a new one when one dies, and stop them all (each
     flushing its events) on SIGTERM/SIGINT."""
     stopping = threading.Event()
@@ -211,7 +192,7 @@ def _supervise(count: int, mailpath: MailPath, database: Database, path: str | N
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:
-            _child(mailpath, parent)
+            _child(listener, mailpath, parent)
         children[pid] = time.monotonic()
 
     def on_signal(signum, _frame) -> None:
@@ -224,27 +205,22 @@ def _supervise(count: int, mailpath: MailPath, database: Database, path: str | N
     signal.signal(signal.SIGINT, on_signal)
     for _ in range(count):
         spawn()
-    try:
-        while children:
-            try:
-                pid, status = os.wait()
-            except ChildProcessError:
-                break
-            except InterruptedError:
-                continue
-            started = children.pop(pid, None)
-            if started is None or stopping.is_set():
-                continue
-            log.warning("milter worker %d ended (%s); starting another", pid,
-                        _status_text(status))
-            if time.monotonic() - started < 1.0:
-                time.sleep(1.0)  # a worker dying at once must not spin the CPU
-            if not stopping.is_set():
-                spawn()
-    finally:
-        if path:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        started = children.pop(pid, None)
+        if started is None or stopping.is_set():
+            continue
+        log.warning("milter worker %d ended (%s); starting another", pid,
+                    _status_text(status))
+        if time.monotonic() - started < 1.0:
+            time.sleep(1.0)  # a worker dying at once must not spin the CPU
+        if not stopping.is_set():
+            spawn()
 
 
 def _status_text(status: int) -> str:
