@@ -59,6 +59,9 @@ STAGES = [
     ("  [auth thread] verify", "aliasd.milter.authstep", None, "authenticate"),
     ("  review before", "aliasd.milter.review", None, "before_record"),
     ("  forwarded (reverse alias)", "aliasd.milter.replies", "ReplyPath", "forwarded"),
+    ("    reverse alias facts", "aliasd.core.reverse_aliases", None, "forward_facts"),
+    ("    new or named reverse alias", "aliasd.core.reverse_aliases", None,
+     "for_correspondent"),
     ("  transformed envelope", "aliasd.milter.processing", None, "transformed_envelope"),
     ("  auth finish", "aliasd.milter.authstep", None, "finish"),
     ("    wait for verify", "aliasd.milter.authstep", None, "_result"),
@@ -66,6 +69,8 @@ STAGES = [
     ("    ARC seal", "aliasd.mailauth.seal", None, "seal_parts"),
     ("  record (queue events)", "aliasd.milter.processing", "MailPath", "_record"),
     ("  review after", "aliasd.milter.review", None, "after_record"),
+    ("    held: preview", "aliasd.milter.review", None, "text_preview"),
+    ("    held: record", "aliasd.core.quarantine", None, "record_hold"),
 ]
 
 
