@@ -105,9 +105,10 @@ _ALIAS_ROWS = (
 )  # fmt: skip
 
 
-def alias_rows(connection: Connection, addresses: Iterable[str]) -> dict[str, AliasTarget]:
+def alias_rows(connection: Connection | Session,
+               addresses: Iterable[str]) -> dict[str, AliasTarget]:  # fmt: skip
     """The aliases at ``addresses`` (lower case), by address; absent ones are left out.
-    A Core statement built once: the ORM layer cost more than the query."""
+    A Core statement built once: building it per message cost more than the query."""
     wanted = sorted(set(addresses))
     if not wanted:
         return {}
@@ -137,7 +138,8 @@ def find_aliases(
     candidates = alias_candidates(recipients, delimiter)
     if not candidates:
         return []
-    rows = alias_rows(session.connection(), (a for pair in candidates for a in pair))
+    # through the session: what it has pending is flushed first, as for any query
+    rows = alias_rows(session, (a for pair in candidates for a in pair))
     return targets_for(candidates, dict(rows))
 
 
