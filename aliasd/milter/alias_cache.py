@@ -49,7 +49,7 @@ class AliasCache:
                 elif address not in found and address not in missing:
                     missing.append(address)
         if missing:
-            with database.engine.connect() as connection:
+            with database.reading() as connection:
                 rows = events.alias_rows(connection, missing)
             for address in missing:
                 found[address] = rows.get(address)
