@@ -83,7 +83,10 @@ class Database:
         sees what is committed when it runs): no BEGIN and no COMMIT or ROLLBACK, whose
         round trips cost PostgreSQL more than a small query. Not for writes."""
         with self.engine.connect() as connection:
-            yield connection.execution_options(isolation_level="AUTOCOMMIT")
+            # SQLite's driver begins no transaction for a read anyway, and switching it
+            # to autocommit and back costs a PRAGMA each time.
+            yield connection if self.is_sqlite else \
+                connection.execution_options(isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         self.engine.dispose()
