@@ -7,7 +7,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,6 +76,17 @@ class Database:
             raise
         finally:
             session.close()
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads that need no transaction around them (each statement
+        sees what is committed when it runs): no BEGIN and no COMMIT or ROLLBACK, whose
+        round trips cost PostgreSQL more than a small query. Not for writes."""
+        with self.engine.connect() as connection:
+            # SQLite's driver begins no transaction for a read anyway, and switching it
+            # to autocommit and back costs a PRAGMA each time.
+            yield connection if self.is_sqlite else \
+                connection.execution_options(isolation_level="AUTOCOMMIT")
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -81,12 +82,9 @@ class AppliedVerdict:
     held: bool = False  # held for review: forwarded only if released
 
 
-def find_aliases(
-    session: Session, recipients: Iterable[str], delimiter: str
-) -> list[AliasTarget]:
-    """The aliases behind the original RCPT addresses (extension stripped, lower case),
-    in recipient order without duplicates. Unparseable or unknown recipients (postmaster,
-    mail to other domains) are simply not aliases."""
+def alias_candidates(recipients: Iterable[str], delimiter: str) -> list[tuple[str, str]]:
+    """(exact, without extension) lower-case addresses of each parseable recipient, in
+    recipient order: the addresses :func:`find_aliases` looks for."""
     # As lookupd resolves them: the exact address first (an imported alias may contain
     # the delimiter, ``info+shop@…``), then without the extension.
     candidates: list[tuple[str, str]] = []
@@ -97,23 +95,52 @@ def find_aliases(
         except AddressError:
             continue
         candidates.append((exact, base))
-    if not candidates:
-        return []
-    wanted = {a for pair in candidates for a in pair}
-    rows = session.execute(
-        select(Alias.id, Alias.address, Alias.owner_id, Alias.site, Alias.state).where(
-            Alias.address.in_(wanted)
-        )
-    ).all()
-    by_address = {row.address: row for row in rows}
+    return candidates
+
+
+_ALIAS_ROWS = (
+    select(Alias.__table__.c.id, Alias.__table__.c.address, Alias.__table__.c.owner_id,
+           Alias.__table__.c.site, Alias.__table__.c.state)
+    .where(Alias.__table__.c.address.in_(bindparam("addresses", expanding=True)))
+)  # fmt: skip
+
+
+def alias_rows(connection: Connection | Session,
+               addresses: Iterable[str]) -> dict[str, AliasTarget]:  # fmt: skip
+    """The aliases at ``addresses`` (lower case), by address; absent ones are left out.
+    A Core statement built once: building it per message cost more than the query."""
+    wanted = sorted(set(addresses))
+    if not wanted:
+        return {}
+    return {r.address: AliasTarget(r.id, r.address, r.owner_id, r.site, r.state)
+            for r in connection.execute(_ALIAS_ROWS, {"addresses": wanted})}  # fmt: skip
+
+
+def targets_for(candidates: Sequence[tuple[str, str]],
+                by_address: dict[str, AliasTarget | None]) -> list[AliasTarget]:
+    """The alias of each candidate pair (the exact address first), without duplicates."""
     targets: list[AliasTarget] = []
     seen: set[str] = set()
     for exact, base in candidates:
-        r = by_address.get(exact) or by_address.get(base)
-        if r is not None and r.address not in seen:
-            seen.add(r.address)
-            targets.append(AliasTarget(r.id, r.address, r.owner_id, r.site, r.state))
+        target = by_address.get(exact) or by_address.get(base)
+        if target is not None and target.address not in seen:
+            seen.add(target.address)
+            targets.append(target)
     return targets
+
+
+def find_aliases(
+    session: Session, recipients: Iterable[str], delimiter: str
+) -> list[AliasTarget]:
+    """The aliases behind the original RCPT addresses (extension stripped, lower case),
+    in recipient order without duplicates. Unparseable or unknown recipients (postmaster,
+    mail to other domains) are simply not aliases."""
+    candidates = alias_candidates(recipients, delimiter)
+    if not candidates:
+        return []
+    # through the session: what it has pending is flushed first, as for any query
+    rows = alias_rows(session, (a for pair in candidates for a in pair))
+    return targets_for(candidates, dict(rows))
 
 
 class _Statements:

@@ -39,6 +39,13 @@ def text_preview(raw: bytes, limit: int = PREVIEW_CHARS) -> str:
     except Exception:  # a broken message still gets a (raw) preview
         text = raw.split(b"\r\n\r\n", 1)[-1].decode("utf-8", "replace")
         text = _html_text(text)
+    # Cleaning only removes and shortens, so a head that is still longer than ``limit``
+    # once cleaned starts the same as the whole text cleaned: long messages are not
+    # walked character by character to the end for 2000 characters.
+    head = _clean(text[: limit * 4]) if len(text) > limit * 4 else ""
+    return (head if len(head) > limit else _clean(text))[:limit]
+
+
+def _clean(text: str) -> str:
     text = "".join(c for c in text if c.isprintable() or c in "\n\t")
-    text = re.sub(r"\n{3,}", "\n\n", text).strip()
-    return text[:limit]
+    return re.sub(r"\n{3,}", "\n\n", text).strip()

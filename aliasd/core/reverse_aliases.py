@@ -212,7 +212,7 @@ def _forward_query():
     )
 
 
-def forward_facts(session: Session, alias_id: int, correspondent: str, *,
+def forward_facts(session: Session | Connection, alias_id: int, correspondent: str, *,
                   reply_domain: str = "", default_mode: str = "preserve"
                   ) -> ForwardFacts | None:
     """The alias (None: gone), its owner, reply mode and the live reverse alias
@@ -223,7 +223,8 @@ def forward_facts(session: Session, alias_id: int, correspondent: str, *,
     except AddressError:
         correspondent = ""
     domain = domain_of(correspondent)
-    row = session.connection().execute(_forward_query(), {  # Core: no ORM layer to pass
+    connection = session.connection() if isinstance(session, Session) else session
+    row = connection.execute(_forward_query(), {  # Core: no ORM layer to pass
         "alias_id": alias_id, "correspondent": correspondent, "domain": domain or ""}).first()
     if row is None:
         return None

@@ -250,9 +250,11 @@ def _file_name(key: SigningKey) -> str:
 
 
 def _stamp(settings: Settings, domain: str, keys: list[SigningKey]) -> tuple | None:
-    directory = _domain_dir(settings, domain)
+    # Plain strings, not Path objects: this runs for every signature and seal.
+    directory = os.path.join(settings.effective_dkim_keys_dir, _check_domain(domain))
     try:
-        stats = [os.stat(directory / name) for name in ["keys.json", *map(_file_name, keys)]]
+        stats = [os.stat(os.path.join(directory, name))
+                 for name in ["keys.json", *map(_file_name, keys)]]  # fmt: skip
     except OSError:
         return None
     return tuple((st.st_ino, st.st_mtime_ns, st.st_size) for st in stats)

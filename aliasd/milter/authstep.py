@@ -43,12 +43,15 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
-def start(settings: Settings, envelope: Envelope) -> concurrent.futures.Future | None:
-    """Begin the checks of one message in the background (None when switched off)."""
+def start(settings: Settings, envelope: Envelope,
+          raw: bytes | None = None) -> concurrent.futures.Future | None:  # fmt: skip
+    """Begin the checks of one message in the background (None when switched off);
+    ``raw``: the message as :meth:`Envelope.raw_message` gives it, when made already."""
     if not settings.mail_auth_enabled:
         return None
     return _executor().submit(
-        authenticate, settings, message=envelope.raw_message(), sender=envelope.sender,
+        authenticate, settings, message=raw if raw is not None else envelope.raw_message(),
+        sender=envelope.sender,
         client_addr=envelope.client_addr, helo=envelope.helo,
         from_header=envelope.first_header("From"), complete=not envelope.truncated,
     )  # fmt: skip

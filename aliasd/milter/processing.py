@@ -35,6 +35,7 @@ from aliasd.core.block_decision import (
 from aliasd.db import Database
 from aliasd.mailauth.verify import AuthResults
 from aliasd.milter import authstep, event_writer, learn_by_mail, review
+from aliasd.milter.alias_cache import ALIAS_TTL, AliasCache
 from aliasd.milter.oneclick_headers import HEADERS as ONECLICK_HEADERS
 from aliasd.milter.replies import ReplyPath, Transform, transformed_envelope
 from aliasd.models import utcnow
@@ -52,6 +53,7 @@ HEADER_SPAM = "X-Spam"
 # forge "not spam" (or a different alias) into a user's filters.
 # Messages from this size on are processed one at a time per milter process.
 BIG_MESSAGE = 512 * 1024
+_LINE_END = re.compile(rb"\r?\n")
 OWN_HEADERS = (HEADER_ALIAS, HEADER_SCAN, HEADER_RESULT, HEADER_SPAM, *ONECLICK_HEADERS)
 
 
@@ -73,10 +75,11 @@ class Envelope:
     def raw_message(self) -> bytes:
         parts = []
         for name, value in self.headers:
-            value = re.sub(rb"\r?\n", b"\r\n", value)
+            if b"\n" in value:  # folded: every line end becomes CRLF
+                value = _LINE_END.sub(b"\r\n", value)
             parts.append(name.encode("ascii", "replace") + b": " + value + b"\r\n")
         parts.append(b"\r\n")
-        parts.append(bytes(self.body))
+        parts.append(self.body)
         return b"".join(parts)
 
     def first_header(self, name: str) -> bytes | None:
@@ -153,6 +156,9 @@ def _fold(value: str) -> str:
 
 class MailPath:
     """Shared by every milter connection of one process (thread-safe)."""
+
+    # An alias deleted or created on the web applies to mail within this (seconds).
+    alias_ttl: float = ALIAS_TTL
 
     def __init__(
         self,
@@ -236,24 +242,27 @@ class MailPath:
                     self._scanner = build_scanner(self.settings, self.database)
         return self._scanner
 
+    def aliases(self) -> AliasCache:
+        """This process's alias lookup (answers kept ``ALIAS_TTL`` seconds)."""
+        return self.per_process("aliases", lambda: AliasCache(self.alias_ttl))
+
     def _lookup(self, envelope: Envelope) -> list[events.AliasTarget]:
         try:
-            with self.database.session() as session:
-                return events.find_aliases(
-                    session, envelope.recipients, self.settings.recipient_delimiter
-                )
+            return self.aliases().find(self.database, envelope.recipients,
+                                       self.settings.recipient_delimiter)
         except Exception as exc:
             log.warning("alias lookup failed: %s", exc)
             raise _Skip("database unavailable") from exc
 
-    def _scan(self, envelope: Envelope, targets: list[events.AliasTarget]) -> ScanResult:
+    def _scan(self, envelope: Envelope, targets: list[events.AliasTarget],
+              raw: bytes | None = None) -> ScanResult:
         try:
             scanner = self.scanner()
         except Exception as exc:
             log.warning("scanner unavailable: %s", exc)
             raise _Skip(f"scanner unavailable: {type(exc).__name__}") from exc
         request = ScanRequest(
-            message=envelope.raw_message(),
+            message=raw if raw is not None else envelope.raw_message(),
             envelope_from=envelope.sender,
             recipients=list(envelope.recipients),
             client_addr=envelope.client_addr,
@@ -290,7 +299,8 @@ class MailPath:
         return decided
 
     def _lookup_and_scan(
-        self, envelope: Envelope, found: list[events.AliasTarget], blocks: dict[int, Block]
+        self, envelope: Envelope, found: list[events.AliasTarget], blocks: dict[int, Block],
+        raw: bytes | None = None,
     ) -> ScanResult | None:
         # ``found`` and ``blocks`` are filled before scanning, so the caller knows the
         # aliases (to name them and record the event) and the blocks even when the scan
@@ -299,7 +309,7 @@ class MailPath:
         if not found:
             return None
         blocks.update(self._blocks(envelope, found))
-        return self._scan(envelope, found)
+        return self._scan(envelope, found, raw)
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
@@ -328,8 +338,9 @@ class MailPath:
         result: ScanResult | None = None
         found: list[events.AliasTarget] = []
         blocks: dict[int, Block] = {}
-        auth_future = authstep.start(self.settings, envelope)
-        future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks)
+        raw = envelope.raw_message()  # made once: checks, scan and review share it
+        auth_future = authstep.start(self.settings, envelope, raw)
+        future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks, raw)
         try:
             result = future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:
@@ -370,7 +381,7 @@ class MailPath:
         verdict.auth = authstep.finish(self.settings, auth_future, sealed, verdict, targets)
         if targets:
             self._record(envelope, targets, verdict)
-            review.after_record(self, verdict, envelope, targets)
+            review.after_record(self, verdict, envelope, targets, raw)
         return verdict
 
     def _apply_result(self, verdict: Verdict, envelope: Envelope, result: ScanResult) -> None:

@@ -195,19 +195,20 @@ class ReplyPath:
         costs one query; a new one (or a first name for it) goes through
         :func:`reverse_aliases.for_correspondent`, which owns that rule."""
         name, address = correspondent
-        with self.database.session() as session:
+        with self.database.reading() as connection:  # a read, without a transaction
             facts = reverse_aliases.forward_facts(
-                session, target.id, address, reply_domain=self.settings.reply_domain,
+                connection, target.id, address, reply_domain=self.settings.reply_domain,
                 default_mode=self.settings.reply_mode)
-            if facts is None or address.lower() in facts.owner_addresses():
-                return None  # the owner writing to their own alias: nobody to hide
-            if facts.refused:
+        if facts is None or address.lower() in facts.owner_addresses():
+            return None  # the owner writing to their own alias: nobody to hide
+        if facts.refused:
+            return None
+        if facts.reverse_id is not None and (facts.reverse_named or not name):
+            if not facts.reverse_enabled:
                 return None
-            if facts.reverse_id is not None and (facts.reverse_named or not name):
-                if not facts.reverse_enabled:
-                    return None
-                assert facts.reverse_address is not None
-                return facts.reverse_id, facts.reverse_address, facts.reply_mode
+            assert facts.reverse_address is not None
+            return facts.reverse_id, facts.reverse_address, facts.reply_mode
+        with self.database.session() as session:
             alias = session.get(Alias, target.id)
             if alias is None:
                 return None

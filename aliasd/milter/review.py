@@ -60,14 +60,15 @@ def _decide_hold(path: MailPath, verdict: Verdict, owner_id: int) -> None:
 
 
 def after_record(path: MailPath, verdict: Verdict, envelope: Envelope,
-                 targets: list[AliasTarget]) -> None:
-    """Keep the message for review or learning; defer it if it must be held but can't."""
+                 targets: list[AliasTarget], raw: bytes | None = None) -> None:
+    """Keep the message for review or learning; defer it if it must be held but can't.
+    ``raw``: the message as :meth:`Envelope.raw_message` gives it, when made already."""
     settings = path.settings
     held = verdict.status == QUARANTINE
     if not held and (settings.learn_keep_days <= 0 or verdict.status != "accept"
                      or verdict.result is None):
         return
-    seen = _seen(envelope, targets[0], verdict)
+    seen = _seen(envelope, targets[0], verdict, raw)
     if not held:
         # Off the SMTP answer's path: a copy for learning may be lost (queue full,
         # crash, database down); only the chance to learn from that message goes.
@@ -115,8 +116,7 @@ class ThresholdCache:
 
 def _keep_samples(path: MailPath, batch: list[quarantine.SeenMessage]) -> None:
     with path.database.session() as session:
-        for seen in batch:
-            quarantine.keep_sample(session, path.settings, seen)
+        quarantine.keep_samples(session, path.settings, batch)
 
 
 def _samples_lost(batch: Sequence[quarantine.SeenMessage], why: str) -> None:
@@ -141,7 +141,8 @@ def _defer(verdict: Verdict) -> None:
     verdict.reply = TEMPFAIL_REPLY
 
 
-def _seen(envelope: Envelope, target: AliasTarget, verdict: Verdict) -> quarantine.SeenMessage:
+def _seen(envelope: Envelope, target: AliasTarget, verdict: Verdict,
+          raw: bytes | None = None) -> quarantine.SeenMessage:
     from aliasd.milter.processing import decode_header_text
 
     result = verdict.result
@@ -155,5 +156,5 @@ def _seen(envelope: Envelope, target: AliasTarget, verdict: Verdict) -> quaranti
         subject=decode_header_text(envelope.first_header("Subject")),
         score=result.score if result else 0.0,
         symbols=result.spamd_result_header().partition("; ")[2] if result else "",
-        raw=envelope.raw_message(),
+        raw=raw if raw is not None else envelope.raw_message(),
     )
