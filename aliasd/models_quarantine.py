@@ -60,7 +60,9 @@ class QuarantinedMessage(Base):
     this row says whose it is and why it was held."""
 
     __tablename__ = "quarantined_messages"
-    __table_args__ = (Index("ix_quarantined_owner_state", "owner_id", "state"),)
+    # ix_quarantined_state: the cap counts held rows among the released and deleted ones.
+    __table_args__ = (Index("ix_quarantined_owner_state", "owner_id", "state"),
+                      Index("ix_quarantined_state", "state"))
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     held_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -41,3 +41,25 @@ def test_other_schema_revision_asks_for_upgrade(tmp_path):
         conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
     with pytest.raises(SchemaOutdated, match="at revision 0000_older.*run 'aliasd db upgrade'"):
         db.require_current_schema()
+
+
+def test_counting_held_messages_reads_only_the_held_ones(tmp_path):
+    """The quarantine cap is checked for every held message; released and deleted rows
+    pile up for ever, so the count goes through the state index, not the whole table."""
+    from aliasd.core import quarantine
+
+    db = Database(f"sqlite:///{tmp_path}/q.db")
+    db.upgrade()
+    with db.session() as s:
+        captured = []
+        conn = s.connection()
+        from sqlalchemy import event
+
+        event.listen(conn, "before_cursor_execute",
+                     lambda _c, _cur, statement, params, *_: captured.append((statement, params)))
+        assert quarantine.held_count(s) == 0
+        statement, params = captured[-1]
+        plan = " ".join(str(row) for row in conn.exec_driver_sql(
+            f"EXPLAIN QUERY PLAN {statement}", params))
+    assert "ix_quarantined_state" in plan, plan
+    db.dispose()
