@@ -75,6 +75,18 @@ def test_only_the_most_significant_tokens_are_combined():
     assert v.probability < 0.01
 
 
+def test_sales_tokens_outweigh_forty_ordinary_words_that_ham_also_uses():
+    # Prose spam about a topic learned ham discusses: 40 ordinary words never seen in
+    # spam, and many more tokens seen mostly in spam. The 40 ham-like words alone
+    # would call it ham; the combined evidence calls it spam.
+    ordinary = (40, 0, 30)
+    sales = (100, 40, 2)
+    assert combine(*stats(ordinary), N, N).probability < 0.01
+    v = combine(*stats(ordinary, sales), N, N)
+    assert v.tokens_used == 140
+    assert v.probability > 0.9
+
+
 def test_class_sizes_are_normalised():
     # 10 of 100 spam vs 10 of 10,000 ham: a spam token although counts are equal
     spam, ham = stats((20, 10, 10))

@@ -40,7 +40,7 @@ SCAN_COUNTER_PREFIX = "scanned:"
 #   Bayes alone;
 # - BAYES_HAM below 0.5, down to -3.0 at BAYES_HAM_FULL (0.1).
 # Bayes says nothing with fewer than BAYES_MIN_TOKENS significant tokens: a handful of
-# tokens is too little evidence either way (almost every real message has 40). 12 since
+# tokens is too little evidence either way (almost every real message has dozens). 12 since
 # Received lines and repeated header facts stopped being tokens (a message has fewer);
 # in cross-validation 12 and 15 flag the same ham.
 # The sure threshold was chosen where new spam is: learning every group but the newer

@@ -14,7 +14,7 @@ from aliasd.scanner.markup import html_to_text
 from aliasd.scanner.message import ParsedMessage, decode_header_value, header_items
 
 # A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
-# next four; here that was worse: every telling phrase then fills up to nine of the 40
+# next four; here that was worse: every telling phrase then fills up to nine of the
 # tokens the chi-square combines (which assumes independent evidence), so one quoted
 # list footer or one pitch sentence decided alone. With a window of 2, 5-fold
 # cross-validation inside the benchmark's learn set missed half as much spam at the
@@ -83,7 +83,7 @@ def _meta(pm: ParsedMessage) -> list[str]:
     """Structure tokens: things Bayes learns from beyond words. Each piece of evidence
     enters once: the subject, From, X-Mailer, Reply-To and the top content type are
     already header words (``name:word``), so they get no token of their own here
-    (counted twice, one fact would fill two of the 40 combined tokens)."""
+    (counted twice, one fact would fill two of the combined tokens)."""
     meta: list[str] = []
     if pm.attachments:
         meta.extend("att:" + a for a in pm.attachments[:10])
