@@ -160,6 +160,21 @@ def memory(pid: int) -> str:
             f"{hwm / 1024:.0f} MB), PSS {pss / 1024:.0f} MB")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of the milter's processes (supervisor and live workers)."""
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        pids += [int(p) for p in task.read_text().split()]
+    total = 0
+    for p in pids:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def measure(name: str, base: Path, main_cf: dict[str, str], files, total, sessions_list,
             sink_port: int, milter_pid: int | None = None) -> dict[int, float]:
     pf = PostfixInstance(base / f"pf-{name}", relay_port=sink_port, main_cf={
@@ -174,9 +189,13 @@ def measure(name: str, base: Path, main_cf: dict[str, str], files, total, sessio
         run_smtp_source(pf.smtp_port, files[:4], 8, 2)  # warm up processes and caches
         results = {}
         for sessions in sessions_list:
+            cpu_before = cpu_seconds(milter_pid) if milter_pid is not None else 0.0
             results[sessions] = run_smtp_source(pf.smtp_port, files, total, sessions)
             if milter_pid is not None:
-                print(f"   {name} milter after {sessions} session(s): {memory(milter_pid)}")
+                sent = max(1, total // len(files)) * len(files)
+                cpu = (cpu_seconds(milter_pid) - cpu_before) / sent * 1e3
+                print(f"   {name} milter after {sessions} session(s): {memory(milter_pid)}; "
+                      f"CPU {cpu:.2f} ms per message")
         log = pf.maillog()
         if "warning: milter" in log:
             print(f"   {name}: Postfix reported milter warnings:",
