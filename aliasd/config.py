@@ -5,8 +5,10 @@ nothing is read from the environment at import time."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import os
+import socket
 import tomllib
 import types
 import typing
@@ -28,6 +30,20 @@ def _default_data_dir() -> str:
     base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
     return os.path.join(base, "aliasd")
 
+
+
+@functools.lru_cache(maxsize=1)
+def this_host_name() -> str:
+    """This host's fully qualified name, or failing that its plain name: never "localhost"
+    when the host has a name of its own (getfqdn answers "localhost" where /etc/hosts maps
+    the host name to 127.0.0.1 first). Looked up once: it is asked for every message."""
+    fqdn = socket.getfqdn()
+    if "." in fqdn and not fqdn.lower().startswith("localhost"):
+        return fqdn
+    name = socket.gethostname()
+    if name and not name.lower().startswith("localhost"):
+        return name
+    return fqdn or "localhost"
 
 @dataclass
 class Settings:
@@ -198,11 +214,7 @@ class Settings:
 
     @property
     def effective_authserv_id(self) -> str:
-        if self.authserv_id:
-            return self.authserv_id
-        import socket
-
-        return socket.getfqdn() or socket.gethostname() or "localhost"
+        return self.authserv_id or this_host_name()
 
     @property
     def quarantine_requests_file(self) -> str:

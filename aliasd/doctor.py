@@ -227,8 +227,20 @@ def quarantine_check(settings: Settings, database: Database) -> Check:
     return Check("ok", "quarantine", detail)
 
 
+def host_name_check(settings: Settings) -> Check:
+    """The name Authentication-Results, MX and SPF give this host must be fully qualified:
+    an MX record cannot point at a bare host name."""
+    host = records.mail_host(settings)
+    source = "authserv_id" if settings.authserv_id else "this host's name (authserv_id unset)"
+    if "." in host and not host.startswith("localhost"):
+        return Check("ok", "host name", f"{host}, from {source}")
+    return Check("warn", "host name", f"{host!r}, from {source}, is not a fully qualified name",
+                 "set authserv_id to this MX host's name, e.g. mx.example.net")
+
+
 def run_checks(settings: Settings, database: Database, postfix_dir: str | None) -> Iterator[Check]:
     yield from postfix_checks(settings, postfix_dir)
+    yield host_name_check(settings)
     yield lookupd_check(settings)
     yield milter_check(settings)
     yield reload_check(settings)

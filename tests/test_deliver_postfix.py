@@ -336,6 +336,7 @@ def test_doctor_is_content_with_this_setup_and_fails_naming_smtpd_milters_withou
     assert ok.returncode == 0, ok.stdout + ok.stderr
     assert "ok   smtpd_milters" in ok.stdout and "ok   dns example.net DKIM" in ok.stdout
     assert "ok   milter" in ok.stdout and "ok   lookupd" in ok.stdout
+    assert f"ok   host name: {HOST}, from authserv_id" in ok.stdout
     milters = w.postfix.postconf_value("smtpd_milters")
     subprocess.run(["postconf", "-c", str(w.postfix.config_dir), "-X", "smtpd_milters"],
                    check=True)  # fmt: skip

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from aliasd.doctor import domain_checks
+from aliasd.doctor import domain_checks, host_name_check
 
 HOST = "mx.aliasd.test"
 
@@ -203,3 +203,10 @@ def test_a_reply_through_a_reverse_alias_on_the_reply_domain_verifies_with_the_p
     verifier = dkim.DKIM(sent)
     assert verifier.verify(dnsfunc=DkimDns(settings)), sent
     assert verifier.domain == b"mail.example"
+
+
+def test_doctor_warns_when_mx_and_spf_would_name_a_bare_host(dns_settings):
+    bare = host_name_check(dns_settings.with_overrides(authserv_id="vm"))
+    assert bare.status == "warn" and "'vm'" in bare.detail and "authserv_id" in bare.fix
+    named = host_name_check(dns_settings.with_overrides(authserv_id=HOST))
+    assert named.status == "ok" and HOST in named.detail
