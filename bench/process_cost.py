@@ -24,8 +24,10 @@ With ``--compare-tree DIR`` (another checkout, e.g. ``git worktree add /tmp/base
 the same run is made from that code too, rounds interleaved, side by side.
 
     python bench/process_cost.py [--files 40] [--passes 5] [--rounds 3]
-                                 [--compare-tree DIR] [--profile]
+                                 [--compare-tree DIR] [--profile] [--spf]
                                  [--database-url POSTGRESQL_ADMIN_URL]
+
+``--spf`` turns the scanner's SPF symbols on too (``spf_enabled``, off by default).
 
 SQLite by default (a file per run); with ``--database-url`` each run creates its own
 PostgreSQL database on that server and drops it afterwards.
@@ -57,6 +59,7 @@ STAGES = [
     ("  [pool] blocks", "aliasd.milter.processing", "MailPath", "_blocks"),
     ("  [pool] scan", None, None, "scan"),
     ("  [auth thread] verify", "aliasd.milter.authstep", None, "authenticate"),
+    ("  [either thread] SPF (pyspf)", "spf", None, "check2"),
     ("  review before", "aliasd.milter.review", None, "before_record"),
     ("  forwarded (reverse alias)", "aliasd.milter.replies", "ReplyPath", "forwarded"),
     ("    reverse alias facts", "aliasd.core.reverse_aliases", None, "forward_facts"),
@@ -208,7 +211,8 @@ def _publish_and_sign(dns, base: Path, samples):
     return out
 
 
-def worker(root: str, url: str, files: int, passes: int, profile: bool) -> dict:
+def worker(root: str, url: str, files: int, passes: int, profile: bool,
+           spf: bool = False) -> dict:
     sys.path.insert(0, root)
     from aliasd.config import load_settings
     from aliasd.core import aliases as core
@@ -227,7 +231,8 @@ def worker(root: str, url: str, files: int, passes: int, profile: bool) -> dict:
         settings = load_settings(
             environ={}, database_url=url, data_dir=str(base / "data"), env="development",
             secret_key="bench", dns_resolver=dns.address, authserv_id="mx.example.net",
-            web_base_url="https://aliases.example.net", autoblock_enabled=False)
+            web_base_url="https://aliases.example.net", autoblock_enabled=False,
+            spf_enabled=spf)
         for key in keys.signing_keys(settings, "example.net"):
             dns.add(key.dns_name, "TXT", key.dns_txt())
         samples = _publish_and_sign(dns, base, _corpus(files))
@@ -352,11 +357,12 @@ def main() -> None:
     ap.add_argument("--compare-tree", default="")
     ap.add_argument("--database-url", default="")
     ap.add_argument("--profile", action="store_true", help="cProfile this tree's runs")
+    ap.add_argument("--spf", action="store_true", help="spf_enabled: the scanner's SPF too")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.database_url, args.files, args.passes,
-                                args.profile)))
+                                args.profile, args.spf)))
         return
     trees = {"this": str(ROOT)}
     if args.compare_tree:
@@ -369,8 +375,12 @@ def main() -> None:
                    "--passes", str(args.passes), "--database-url", args.database_url]
             if args.profile and name == "this":
                 cmd.append("--profile")
-            out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root,
+            if args.spf:
+                cmd.append("--spf")
+            out = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
                                  env={**os.environ, "PYTHONPATH": root})
+            if out.returncode != 0:
+                sys.exit(f"{name} tree's run failed ({out.returncode}):\n{out.stderr[-3000:]}")
             results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
     load = os.getloadavg()
     first = results["this"][0]
@@ -390,16 +400,16 @@ def main() -> None:
     row("mean", [statistics.fmean(t for r in results[n] for t in r["times"]) for n in names])
     row("p90", [statistics.quantiles([t for r in results[n] for t in r["times"]], n=10)[-1]
                 for n in names])
-    print("stages (ms per message, mean over rounds; calls per message for this tree)")
+    print("stages (ms per message, mean over rounds; calls per message, each tree)")
     for label, *_ in STAGES:
         values = [statistics.fmean(r["stages"].get(label, 0.0) for r in results[n])
                   for n in names]
-        calls = results["this"][0]["calls"].get(label, 0.0)
+        calls = " / ".join(f"{results[n][0]['calls'].get(label, 0.0):.2f}" for n in names)
         if any(values):
             ratio = f"  {values[0] / values[1]:9.2f}" if len(values) == 2 and values[1] else \
                 ("" if len(values) == 1 else "          ")
             print(f"{label:34}" + "".join(f"{v:10.3f}" for v in values) + ratio
-                  + f"  ({calls:.2f} calls)")
+                  + f"  ({calls} calls)")
     for name in names:  # the spread between rounds says how noisy the run was
         print(f"{name} median per round: " + ", ".join(
             f"{statistics.median(r['times']):.3f}" for r in results[name]))

@@ -75,3 +75,40 @@ def test_switched_off_adds_nothing(path):
     ))  # fmt: skip
     assert verdict.header("Authentication-Results") == [] and verdict.auth is None
     assert not [n for n, _ in verdict.add_headers if n.startswith("ARC-")]
+
+
+def test_spf_is_evaluated_once_for_the_checks_and_the_scanner(path, monkeypatch):
+    import spf as pyspf
+
+    evaluations = []
+    real_check2 = pyspf.check2
+
+    def counted(*args, **kwargs):
+        evaluations.append(kwargs.get("s"))
+        return real_check2(*args, **kwargs)
+
+    monkeypatch.setattr(pyspf, "check2", counted)
+    path.settings = path.settings.with_overrides(spf_enabled=True)
+    verdicts = [path.process(Envelope(
+        sender=sender, recipients=["github.com@example.net"], client_addr=client,
+        helo="mail.github.com", queue_id=f"Q{i}", headers=list(MESSAGE),
+        body=bytearray(b"It was merged.\r\n"), size=300,
+    )) for i, (sender, client) in enumerate([("noreply@github.com", "192.0.2.1"),
+                                              ("other@github.com", "198.51.100.9")])]  # fmt: skip
+    assert evaluations == ["noreply@github.com", "other@github.com"]  # one per message
+    # both still get their own answer: the scanner's symbol and our header
+    passed, failed = verdicts
+    assert "R_SPF_ALLOW(" in passed.header("X-Spamd-Result")[0]
+    assert "spf=pass smtp.mailfrom=noreply@github.com" in passed.header(
+        "Authentication-Results")[0]
+    assert "R_SPF_FAIL(" in failed.header("X-Spamd-Result")[0]
+    assert "spf=fail smtp.mailfrom=other@github.com" in failed.header(
+        "Authentication-Results")[0]
+    # without the checks the scanner evaluates SPF alone, as before
+    path.settings = path.settings.with_overrides(mail_auth_enabled=False)
+    path.process(Envelope(
+        sender="noreply@github.com", recipients=["github.com@example.net"],
+        client_addr="192.0.2.1", helo="mail.github.com", queue_id="Q3",
+        headers=list(MESSAGE), body=bytearray(b"x\r\n"), size=100,
+    ))  # fmt: skip
+    assert len(evaluations) == 3

@@ -34,7 +34,7 @@ def world(settings, database):
             subject="You won <b>big</b>", score=9.5, symbols="SUBJ_ALL_CAPS(3.00)[]", raw=SPAM)
         held = quarantine.record_hold(s, settings, seen, "Claim your prize <script>x</script>")
         sample = quarantine.keep_sample(s, settings, seen)
-        ids = {"alias": alias.id, "held": held.id, "sample": sample.id}
+        ids = {"alias": alias.id, "held": held, "sample": sample.id}
     return make_app(settings), ids
 
 
@@ -104,6 +104,35 @@ def test_quarantine_full_refuses_to_hold_more(settings, database):
         quarantine.record_hold(s, tight, seen, "body")
         with pytest.raises(quarantine.QuarantineFull, match=r"quarantine full \(1 messages held\)"):
             quarantine.record_hold(s, tight, seen, "body")
+
+
+def test_a_hold_records_the_row_and_its_learning_copy(settings, database):
+    alice = add_user(database, "alice", domain="alice.example")
+    small = settings.with_overrides(learn_sample_max_bytes=20)
+    with database.session() as s:
+        alias = core.create_alias(s, "z.com@alice.example", s.get(User, alice), site="z.com")
+        seen = quarantine.SeenMessage(alice, alias.id, alias.address, "6ABCdef1", "a@b.example",
+                                      "F" * 600, "S" * 600, 7.5, "X(1.00)[]", SPAM)
+        first = quarantine.record_hold(s, small, seen, "the preview")
+        second = quarantine.record_hold(s, small, seen, "another")
+        alias_id = alias.id
+    assert isinstance(first, int) and second > first
+    with database.session() as s:
+        row = s.get(QuarantinedMessage, first)
+        sample = s.get(MessageSample, row.sample_id)
+        assert (row.queue_id, row.owner_id, row.alias_id, row.alias_address) == (
+            "6ABCdef1", alice, alias_id, "z.com@alice.example")
+        assert (row.envelope_sender, row.from_header, row.subject) == (
+            "a@b.example", "F" * 500, "S" * 500)
+        assert (row.score, row.symbols, row.preview, row.state) == (
+            7.5, "X(1.00)[]", "the preview", "held")
+        assert row.held_at is not None and row.requested is None and row.decided_at is None
+        assert (sample.owner_id, sample.alias_id, sample.alias_address, sample.queue_id) == (
+            alice, alias_id, "z.com@alice.example", "6ABCdef1")
+        assert (sample.envelope_sender, sample.from_header, sample.subject, sample.score,
+                sample.symbols) == ("a@b.example", "F" * 500, "S" * 500, 7.5, "X(1.00)[]")
+        assert sample.raw == SPAM[:20] and sample.at is not None and sample.learned_as is None
+        assert s.get(QuarantinedMessage, second).sample_id != row.sample_id
 
 
 def test_thresholds_hold_between_quarantine_and_reject_and_users_may_opt_out(settings):

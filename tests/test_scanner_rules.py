@@ -186,3 +186,28 @@ def test_mime_and_content_rules():
         assert name not in clean, name
     html_no_mime = b"From: a@b.example\nContent-Type: text/html\n\n<p>hello</p>\n"
     assert "MISSING_MIME_VERSION" in symbols(html_no_mime)
+
+
+def test_shared_spf_is_evaluated_once_per_timeout_across_threads():
+    import threading
+
+    from aliasd.scanner.spf import SharedSpf
+
+    asked = []
+
+    def lookup(name, qtype, *args, **kwargs):
+        asked.append((name, qtype))
+        return zone_lookup(ZONE)(name, qtype, *args, **kwargs)
+
+    shared = SharedSpf("192.0.2.1", "a@example.org", "mail.example.org", lookup=lookup)
+    alone = check_spf("192.0.2.1", "a@example.org", "mail.example.org", lookup=zone_lookup(ZONE))
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(shared(5.0))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert got == [alone] * 4
+    first = list(asked)
+    assert first and shared(5.0) == alone and asked == first  # answered from the evaluation
+    assert shared(2.0) == alone and asked == first * 2  # another timeout: asked again

@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import authres
@@ -24,6 +25,7 @@ from aliasd.core.addresses import domain_of
 from aliasd.mailauth import fastdkim, fastrsa  # noqa: F401 - faster dkimpy helpers
 from aliasd.mailauth.dmarc import DmarcResult, evaluate
 from aliasd.mailauth.dns import DkimDns, spf_lookup
+from aliasd.scanner.result import Symbol
 from aliasd.scanner.spf import check_spf
 
 log = logging.getLogger(__name__)
@@ -261,14 +263,19 @@ def single_from_domain(from_header: bytes | None) -> str | None:
 
 
 def authenticate(settings: Settings, *, message: bytes, sender: str, client_addr: str | None,
-                 helo: str | None, from_header: bytes | None,
-                 complete: bool = True) -> AuthResults:  # fmt: skip
+                 helo: str | None, from_header: bytes | None, complete: bool = True,
+                 spf: Callable[[float], Symbol | None] | None = None) -> AuthResults:  # fmt: skip
     """All checks of one message. ``complete`` False: the body was cut at the scan cap,
     so signatures cannot be checked (SPF and the DMARC policy lookup still are); the same
-    past MAX_CHECKED_MESSAGE bytes."""
+    past MAX_CHECKED_MESSAGE bytes. ``spf``: the message's SPF evaluation shared with the
+    scanner (:class:`aliasd.scanner.spf.SharedSpf` over the same envelope and resolver),
+    asked with ``dns_timeout``; without it SPF is checked here."""
     res = AuthResults(checked=complete and len(message) <= MAX_CHECKED_MESSAGE)
-    spf_sym = check_spf(client_addr, sender, helo, lookup=spf_lookup(settings),
-                        timeout=settings.dns_timeout)  # fmt: skip
+    if spf is not None:
+        spf_sym = spf(settings.dns_timeout)
+    else:
+        spf_sym = check_spf(client_addr, sender, helo, lookup=spf_lookup(settings),
+                            timeout=settings.dns_timeout)  # fmt: skip
     if spf_sym is not None:
         res.spf = _SPF_FROM_SYMBOL.get(spf_sym.name, "permerror")
     res.spf_mailfrom = sender if "@" in sender else (helo or None)

@@ -20,9 +20,11 @@ from aliasd.config import Settings
 from aliasd.core.addresses import domain_of
 from aliasd.mailauth import fastdkim, signing
 from aliasd.mailauth import seal as arc_seal
+from aliasd.mailauth.dns import spf_lookup
 from aliasd.mailauth.verify import AuthResults, authenticate
 from aliasd.milter.oneclick_headers import one_click_added
 from aliasd.milter.replies import Transform
+from aliasd.scanner.spf import SharedSpf
 
 if TYPE_CHECKING:
     from aliasd.core.events import AliasTarget
@@ -43,17 +45,28 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
         return _pool
 
 
-def start(settings: Settings, envelope: Envelope,
-          raw: bytes | None = None) -> concurrent.futures.Future | None:  # fmt: skip
+def shared_spf(settings: Settings, envelope: Envelope) -> SharedSpf | None:
+    """The message's one SPF evaluation, for the checks and the scanner both, when both
+    want it (``mail_auth_enabled`` and ``spf_enabled``); None otherwise: whoever checks
+    SPF alone checks it as before."""
+    if not (settings.mail_auth_enabled and settings.spf_enabled):
+        return None
+    return SharedSpf(envelope.client_addr, envelope.sender, envelope.helo,
+                     lookup=spf_lookup(settings))  # fmt: skip
+
+
+def start(settings: Settings, envelope: Envelope, raw: bytes | None = None,
+          spf: SharedSpf | None = None) -> concurrent.futures.Future | None:  # fmt: skip
     """Begin the checks of one message in the background (None when switched off);
-    ``raw``: the message as :meth:`Envelope.raw_message` gives it, when made already."""
+    ``raw``: the message as :meth:`Envelope.raw_message` gives it, when made already;
+    ``spf``: the evaluation shared with the scanner (:func:`shared_spf`)."""
     if not settings.mail_auth_enabled:
         return None
     return _executor().submit(
         authenticate, settings, message=raw if raw is not None else envelope.raw_message(),
         sender=envelope.sender,
         client_addr=envelope.client_addr, helo=envelope.helo,
-        from_header=envelope.first_header("From"), complete=not envelope.truncated,
+        from_header=envelope.first_header("From"), complete=not envelope.truncated, spf=spf,
     )  # fmt: skip
 
 

@@ -40,6 +40,7 @@ from aliasd.milter.oneclick_headers import HEADERS as ONECLICK_HEADERS
 from aliasd.milter.replies import ReplyPath, Transform, transformed_envelope
 from aliasd.models import utcnow
 from aliasd.scanner.result import Action, ScanRequest, ScanResult
+from aliasd.scanner.spf import SharedSpf
 
 log = logging.getLogger(__name__)
 
@@ -255,7 +256,7 @@ class MailPath:
             raise _Skip("database unavailable") from exc
 
     def _scan(self, envelope: Envelope, targets: list[events.AliasTarget],
-              raw: bytes | None = None) -> ScanResult:
+              raw: bytes | None = None, spf: SharedSpf | None = None) -> ScanResult:
         try:
             scanner = self.scanner()
         except Exception as exc:
@@ -271,6 +272,7 @@ class MailPath:
             alias_site=next((t.site for t in targets if t.site), None),
             truncated=envelope.truncated,
             owner_id=targets[0].owner_id if len({t.owner_id for t in targets}) == 1 else None,
+            spf=spf,
         )
         try:
             result = scanner.scan(request)
@@ -300,7 +302,7 @@ class MailPath:
 
     def _lookup_and_scan(
         self, envelope: Envelope, found: list[events.AliasTarget], blocks: dict[int, Block],
-        raw: bytes | None = None,
+        raw: bytes | None = None, spf: SharedSpf | None = None,
     ) -> ScanResult | None:
         # ``found`` and ``blocks`` are filled before scanning, so the caller knows the
         # aliases (to name them and record the event) and the blocks even when the scan
@@ -309,7 +311,7 @@ class MailPath:
         if not found:
             return None
         blocks.update(self._blocks(envelope, found))
-        return self._scan(envelope, found, raw)
+        return self._scan(envelope, found, raw, spf)
 
     # --- the whole message -----------------------------------------------------------
     def process(self, envelope: Envelope) -> Verdict:
@@ -339,8 +341,9 @@ class MailPath:
         found: list[events.AliasTarget] = []
         blocks: dict[int, Block] = {}
         raw = envelope.raw_message()  # made once: checks, scan and review share it
-        auth_future = authstep.start(self.settings, envelope, raw)
-        future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks, raw)
+        spf = authstep.shared_spf(self.settings, envelope)  # evaluated once for both
+        auth_future = authstep.start(self.settings, envelope, raw, spf)
+        future = self._pool.submit(self._lookup_and_scan, envelope, found, blocks, raw, spf)
         try:
             result = future.result(timeout=timeout)
         except concurrent.futures.TimeoutError:

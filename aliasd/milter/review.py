@@ -76,9 +76,9 @@ def after_record(path: MailPath, verdict: Verdict, envelope: Envelope,
         return
     try:
         with path.database.session() as session:
-            row = quarantine.record_hold(session, settings, seen, text_preview(seen.raw))
+            held_id = quarantine.record_hold(session, settings, seen, text_preview(seen.raw))
             log.info("queue id %s held for review as quarantine id %s (score %.2f)",
-                     envelope.queue_id, row.id, seen.score)
+                     envelope.queue_id, held_id, seen.score)
     except quarantine.QuarantineFull as exc:
         log.error("ALARM: %s; deferring queue id %s", exc, envelope.queue_id)
         _defer(verdict)

@@ -110,6 +110,9 @@ class BundledScanner:
         self.settings = settings
         self.db = database
         self.bayes = BayesStore(database)
+        # An injected lookup (tests) is asked itself; the configured resolver is the
+        # one a request's shared SPF evaluation asks too.
+        self._injected_lookup = dns_lookup is not None
         if dns_lookup is None:  # the one configured resolver, as for every DNS lookup
             from aliasd.mailauth.dns import spf_lookup
 
@@ -144,13 +147,12 @@ class BundledScanner:
         except Exception as exc:  # noqa: BLE001 - a rule bug must not lose the message
             raise ScannerError(f"rule failed: {exc}") from exc
         if self.settings.spf_enabled:
-            spf_sym = check_spf(
-                request.client_addr,
-                request.envelope_from,
-                request.helo,
-                lookup=self.dns_lookup,
-                timeout=min(5.0, self.settings.milter_timeout / 2),
-            )
+            timeout = min(5.0, self.settings.milter_timeout / 2)
+            if request.spf is not None and not self._injected_lookup:
+                spf_sym = request.spf(timeout)  # the milter's one evaluation, shared
+            else:
+                spf_sym = check_spf(request.client_addr, request.envelope_from,
+                                    request.helo, lookup=self.dns_lookup, timeout=timeout)
             if spf_sym:
                 symbols.append(spf_sym)
         try:

@@ -5,6 +5,7 @@ follows from thresholds."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -38,6 +39,11 @@ class ScanRequest:
     alias_site: str | None = None  # the site of the (first) alias, for ALIAS_SITE_MISMATCH
     truncated: bool = False  # the message was larger than max_scan_size
     owner_id: int | None = None  # the aliases' owner when one user gets it (per-user Bayes)
+    # The envelope's SPF as R_SPF_* (given a timeout), when the caller evaluates it once
+    # for the mail-auth checks too (aliasd.scanner.spf.SharedSpf); None: the scanner
+    # checks SPF itself (when spf_enabled).
+    spf: Callable[[float], Symbol | None] | None = field(default=None, repr=False,
+                                                         compare=False)
 
 
 @dataclass

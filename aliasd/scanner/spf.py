@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import spf as pyspf
 
@@ -112,3 +113,31 @@ def check_spf(
         _local.lookup = None
     name = _RESULT_SYMBOLS.get(str(result).lower(), "R_SPF_PERMFAIL")
     return sym(name, domain, str(explanation)[:80]) if explanation else sym(name, domain)
+
+
+@dataclass
+class SharedSpf:
+    """One message's SPF, evaluated once for everyone who asks: the mail-auth checks and
+    the bundled scanner's R_SPF_* symbol ask the same question of the same resolver.
+    Each caller gives its own timeout, as when it checked alone; another timeout is
+    another evaluation (with the defaults both are 5 s). Thread-safe: the checks and
+    the scan run in threads of their own, and the one asking second waits for the
+    first one's answer instead of asking DNS again."""
+
+    client_addr: str | None
+    envelope_from: str
+    helo: str | None
+    lookup: DnsLookup | None = None
+    _results: dict[float, Symbol | None] = field(default_factory=dict, repr=False)
+    _locks: dict[float, threading.Lock] = field(default_factory=dict, repr=False)
+    _guard: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __call__(self, timeout: float = 5.0) -> Symbol | None:
+        with self._guard:
+            lock = self._locks.setdefault(timeout, threading.Lock())
+        with lock:
+            if timeout not in self._results:
+                self._results[timeout] = check_spf(self.client_addr, self.envelope_from,
+                                                   self.helo, lookup=self.lookup,
+                                                   timeout=timeout)  # fmt: skip
+            return self._results[timeout]
