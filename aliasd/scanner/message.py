@@ -120,7 +120,8 @@ class ParsedMessage:
     to_raw: str | None = None
     date_raw: str | None = None
     message_id: str | None = None
-    received: list[str] = field(default_factory=list)
+    received_count: int = 0  # Received headers
+    top_received: str | None = None  # the topmost one, decoded (the others are not read)
     content_type: str = "text/plain"
     text_plain: str = ""
     text_html: str = ""  # tags stripped
@@ -232,7 +233,8 @@ def _fill(pm: ParsedMessage) -> None:
     pm.date_raw = pm.header("Date") if "date" in pm.header_names else None
     mid = msg.get("Message-ID")
     pm.message_id = str(mid)[:MAX_HEADER_VALUE].strip() if mid is not None else None
-    pm.received = [decode_header_value(v) for v in (msg.get_all("Received") or [])]
+    pm.received_count = pm.header_names.count("received")
+    pm.top_received = pm.header("Received") if pm.received_count else None
     pm.content_type = msg.get_content_type()
     pm.defects = len(msg.defects)
 

@@ -163,18 +163,18 @@ def received_time(pm: ParsedMessage) -> dt.datetime | None:
     """When our side received the message: the date of the topmost Received header.
     Dates are judged against it, not the clock, so replayed/archived mail is judged as
     it was when it arrived."""
-    for value in pm.received[:1]:
-        _, sep, stamp = value.rpartition(";")
-        if not sep:
-            return None
-        try:
-            when = email.utils.parsedate_to_datetime(stamp.strip())
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is not None and when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return when
-    return None
+    if pm.top_received is None:
+        return None
+    _, sep, stamp = pm.top_received.rpartition(";")
+    if not sep:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(stamp.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when
 
 
 def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
@@ -195,7 +195,7 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("MISSING_TO")
     elif "undisclosed" in (pm.to_raw or "").lower():
         yield sym("R_UNDISC_RCPT")
-    if not pm.received:
+    if not pm.received_count:
         yield sym("RCVD_COUNT_ZERO")
 
     yield from _date_rules(ctx)

@@ -106,14 +106,6 @@ def _meta(pm: ParsedMessage) -> list[str]:
     # Which headers are present says much about the software that wrote the message
     # (SpamAssassin's Bayes and SpamBayes tokenize headers the same way).
     meta.extend({"hn:" + n for n in pm.header_names if len(n) <= 40})
-    for value in pm.received[:0]:
-        m = _RCVD_FROM.search(value)
-        if m:
-            host = m.group(1).lower().rstrip(".")
-            meta.append("rcvd:" + ".".join(host.split(".")[-2:]))
-        ip = _RCVD_IP.search(value)
-        if ip:
-            meta.append("rcvdip:" + ip.group(1))
     mid = pm.message_id or ""
     if "@" in mid:
         right = mid.rpartition("@")[2].strip("> ").lower()
@@ -125,8 +117,6 @@ def _meta(pm: ParsedMessage) -> list[str]:
 
 
 _MARKUP = re.compile(r"<(?:html|body|font|table|td|div|p|br)\b[^<>]{0,200}>(?:[^<]{0,2000}<(?:html|body|font|table|td|tr|div|p|br)\b){2}", re.I)
-_RCVD_FROM = re.compile(r"^from\s+([\w.-]+)", re.I)
-_RCVD_IP = re.compile(r"\[(\d{1,3}\.\d{1,3})\.\d{1,3}\.\d{1,3}\]")
 _SHAPE_SUB = re.compile(r"[a-z]+|[A-Z]+|\d+")
 
 
