@@ -3,14 +3,16 @@
     python bench/scan_identical.py [--passes N] [--compare-tree PATH] [--cache DIR]
 
 Learns the 80 % of the SpamAssassin corpus (bench/corpus.py), then scans the other 20 %
-one message at a time, N passes, and prints messages/s of the best pass. The clock the
+one message at a time, N passes, and prints messages/s of the best pass, by wall time and
+by the process's CPU time (steadier when other jobs share the machine). The clock the
 scanner reads is fixed (2026-01-01 UTC), so the date rules give the same options run
 after run.
 
 With ``--compare-tree PATH`` (e.g. ``git worktree add --detach /tmp/base main``) the same
-runs in a second process importing ``aliasd`` from PATH: both learn the same messages,
-then their passes take turns (the order swapped each round, so both see the same load)
-and each is rated by its best pass. Prints how many messages got another action, score
+runs in two processes started alike, one importing ``aliasd`` from this checkout, one
+from PATH (string hashing seeded alike): both learn the same messages, then their passes
+take turns (the order swapped each round, so both see the same load) and each is rated
+by its best pass. Prints how many messages got another action, score
 or list of symbols (name, score, options, in order) there, and both rates side by side.
 Exits 1 when any message differs."""
 
@@ -95,17 +97,18 @@ class Side:
         for r in self.requests[:50]:  # warm-up (caches, lazily compiled patterns)
             self.scanner.scan(r)
 
-    def one_pass(self) -> float:
+    def one_pass(self) -> tuple[float, float]:
+        """(messages per second of wall time, per second of this process's CPU time)."""
         scan = self.scanner.scan
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = [scan(r) for r in self.requests]
-        rate = len(self.requests) / (time.perf_counter() - t0)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         if self.verdicts is None:
             # through JSON, as the other side's come: tuples become lists on both sides
             self.verdicts = json.loads(json.dumps([
                 [r.action.value, r.score, [[s.name, s.score, list(s.options)] for s in r.symbols]]
                 for r in out]))
-        return rate
+        return len(self.requests) / wall, len(self.requests) / cpu
 
     def close(self) -> None:
         self.scanner.close()
@@ -127,7 +130,7 @@ def serve(args: argparse.Namespace) -> int:
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "pass":
-            out.write(json.dumps({"rate": side.one_pass()}) + "\n")
+            out.write(json.dumps({"rates": side.one_pass()}) + "\n")
         elif cmd == "verdicts":
             out.write(json.dumps({"names": side.names, "verdicts": side.verdicts}) + "\n")
         else:
@@ -137,63 +140,84 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+class Child:
+    """A side in a process of its own (``--serve``), spoken to over its stdin/stdout."""
+
+    def __init__(self, args: argparse.Namespace, tree: str) -> None:
+        argv = [sys.executable, str(Path(__file__).resolve()), "--serve", "--tree", tree,
+                "--cache", args.cache, "--spamassassin", args.spamassassin, "--limit", str(args.limit)]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # --tree decides
+        env["PYTHONHASHSEED"] = "0"  # the same set and dict layouts on both sides
+        self.tree = tree
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+
+    def read(self) -> dict:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise SystemExit(f"the process scanning with {self.tree} ended (exit {self.proc.wait()})")
+        return json.loads(line)
+
+    def ask(self, cmd: str) -> dict:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self.read()
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def best(rates: list[tuple[float, float]]) -> tuple[float, float]:
+    return max(w for w, _ in rates), max(c for _, c in rates)
+
+
 def main() -> int:
     args = _args()
     if args.serve:
         return serve(args)
-    child = None
-    if args.compare_tree:
-        argv = [sys.executable, str(Path(__file__).resolve()), "--serve", "--tree", args.compare_tree,
-                "--cache", args.cache, "--spamassassin", args.spamassassin, "--limit", str(args.limit)]
-        # both sides learn at once (two processes); PYTHONPATH must not pick the tree
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        child = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
     t0 = time.perf_counter()
-    side = Side(args)
-
-    def ask(cmd: str) -> dict:
-        assert child is not None and child.stdin is not None and child.stdout is not None
-        child.stdin.write(cmd + "\n")
-        child.stdin.flush()
-        line = child.stdout.readline()
-        if not line:
-            raise SystemExit(f"the compared tree's process ended (exit {child.wait()})")
-        return json.loads(line)
-
-    if child is not None:
-        assert child.stdout is not None
-        ready = json.loads(child.stdout.readline() or "{}")
-        if ready.get("ready") != len(side.requests):
-            raise SystemExit(f"the compared tree did not start: {ready}")
-    print(f"learned and ready in {time.perf_counter() - t0:.0f}s; scanning {len(side.requests)} messages "
+    if not args.compare_tree:
+        side = Side(args)
+        rates = [side.one_pass() for _ in range(args.passes)]
+        print(f"{len(side.requests)} messages (the 20 % split), best of {args.passes} passes, clock fixed at "
+              f"{FIXED_NOW:%Y-%m-%d}: {best(rates)[0]:.1f} msg/s, {best(rates)[1]:.1f} msg per CPU second; "
+              f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs")
+        side.close()
+        return 0
+    # Both trees in processes of their own, started the same way (neither runs in this
+    # one), learning at the same time; then their passes take turns.
+    sides = [Child(args, args.tree), Child(args, args.compare_tree)]
+    ready = [c.read() for c in sides]
+    if ready[0].get("ready") != ready[1].get("ready"):
+        raise SystemExit(f"the two trees did not start alike: {ready}")
+    print(f"learned and ready in {time.perf_counter() - t0:.0f}s; scanning {ready[0]['ready']} messages "
           f"(the 20 % split), best of {args.passes} passes, clock fixed at {FIXED_NOW:%Y-%m-%d}; "
           f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs", flush=True)
-    best_here = best_there = 0.0
+    rates: list[list[tuple[float, float]]] = [[], []]
     for i in range(args.passes):
-        for who in (("here", "there") if i % 2 == 0 else ("there", "here")):
-            if who == "here":
-                best_here = max(best_here, side.one_pass())
-            elif child is not None:
-                best_there = max(best_there, ask("pass")["rate"])
-    print(f"this tree  {side.tree}: {best_here:7.1f} msg/s")
-    status = 0
-    if child is not None:
-        theirs = ask("verdicts")
-        assert child.stdin is not None
-        child.stdin.close()
-        child.wait()
-        if theirs["names"] != side.names:
-            raise SystemExit("the two trees scanned different messages")
-        differ = [n for n, a, b in zip(side.names, side.verdicts or [], theirs["verdicts"], strict=True) if a != b]
-        print(f"other tree {args.compare_tree}: {best_there:7.1f} msg/s")
-        print(f"speed ratio this / other: {best_here / best_there:.3f}x")
-        print(f"messages with another action, score or symbols: {len(differ)} of {len(side.names)}")
-        for name in differ[:10]:
-            print(f"  {name}")
-        status = 1 if differ else 0
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            rates[k].append(tuple(sides[k].ask("pass")["rates"]))
+    verdicts = [c.ask("verdicts") for c in sides]
+    for c in sides:
+        c.close()
+    if verdicts[0]["names"] != verdicts[1]["names"]:
+        raise SystemExit("the two trees scanned different messages")
+    names = verdicts[0]["names"]
+    differ = [n for n, a, b in zip(names, verdicts[0]["verdicts"], verdicts[1]["verdicts"], strict=True)
+              if a != b]
+    for label, c, r in (("this tree ", sides[0], rates[0]), ("other tree", sides[1], rates[1])):
+        print(f"{label} {ready[sides.index(c)]['tree']}: {best(r)[0]:7.1f} msg/s, "
+              f"{best(r)[1]:7.1f} msg per CPU second")
+    print(f"speed ratio this / other: {best(rates[0])[0] / best(rates[1])[0]:.3f}x wall time, "
+          f"{best(rates[0])[1] / best(rates[1])[1]:.3f}x CPU time")
+    print(f"messages with another action, score or symbols: {len(differ)} of {len(names)}")
+    for name in differ[:10]:
+        print(f"  {name}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
-    side.close()
-    return status
+    return 1 if differ else 0
 
 
 if __name__ == "__main__":
