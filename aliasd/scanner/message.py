@@ -71,6 +71,21 @@ def header_items(msg: Message, limit: int) -> list[tuple[str, object]]:
             for k, v in itertools.islice(msg.raw_items(), limit)]
 
 
+def names_charset(part: Message) -> bool:
+    """Whether the part's Content-Type could carry a charset parameter. Where it cannot
+    (multipart containers, most attachments), ``get_param("charset")`` and
+    ``get_content_charset()`` give their default without parsing the parameters, the
+    costly part: every spelling of the parameter (``charset*``, ``charset*0*``, a bare
+    ``charset``) holds the word."""
+    ctype = part.get("content-type")
+    return ctype is not None and "charset" in str(ctype).lower()
+
+
+def content_charset(part: Message) -> str | None:
+    """``part.get_content_charset()``."""
+    return part.get_content_charset() if names_charset(part) else None
+
+
 def decode_header_value(raw: object) -> str:
     """RFC 2047 decoding that never raises: bad charsets and encodings degrade to
     replacement characters."""
@@ -313,7 +328,7 @@ def _check_8bit(pm: ParsedMessage, part: Message) -> None:
         return
     if cte in ("7bit", "") and "content-transfer-encoding" in {k.lower() for k in part}:
         pm.bad_7bit = True
-    if part.get_param("charset") is None:
+    if not names_charset(part) or part.get_param("charset") is None:
         pm.missing_charset = True
 
 
@@ -327,7 +342,7 @@ def _part_text(part: Message) -> str:
         return raw if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return str(payload)
-    return _decode_bytes(payload[: MAX_TEXT * 2], part.get_content_charset())
+    return _decode_bytes(payload[: MAX_TEXT * 2], content_charset(part))
 
 
 _TRACE_HEADERS = re.compile(

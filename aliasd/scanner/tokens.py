@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from aliasd.scanner.markup import html_to_text
-from aliasd.scanner.message import ParsedMessage, decode_header_value, header_items
+from aliasd.scanner.message import ParsedMessage, content_charset, decode_header_value, header_items
 
 # A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
 # next four; here that was worse: every telling phrase then fills up to nine of the
@@ -87,7 +87,8 @@ def _meta(pm: ParsedMessage) -> list[str]:
     meta: list[str] = []
     if pm.attachments:
         meta.extend("att:" + a for a in pm.attachments[:10])
-    for charset in {str(c).lower() for c in pm.msg.get_charsets() if c}:
+    # Message.get_charsets(), without parsing parameters that name no charset
+    for charset in {str(c).lower() for c in map(content_charset, pm.msg.walk()) if c}:
         meta.append("charset:" + charset)
     for host, path in zip(pm.url_hosts[:50], pm.url_paths[:50], strict=False):
         labels = host.split(".")
