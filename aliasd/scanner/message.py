@@ -307,13 +307,14 @@ def _fill(pm: ParsedMessage) -> None:
 def _html_tags(pm: ParsedMessage, markup: str) -> None:
     """Tag and tag.attribute names of the first tags: how the HTML was written (fonts,
     colours, tables, images) tells mass mailers from people better than its words."""
-    for i, m in enumerate(_HTML_TAG.finditer(markup)):
-        if i >= MAX_HTML_TAGS:
-            break
-        tag = m.group(1).lower()
-        pm.html_tags.add(tag)
-        for attr in _HTML_ATTR.findall(m.group(2)):
-            pm.html_tags.add(tag + "." + attr.lower())
+    tags = pm.html_tags
+    # each distinct tag as written once: mail repeats the same <td ...> and <font ...>
+    for name, attrs in {m.groups() for m in itertools.islice(_HTML_TAG.finditer(markup), MAX_HTML_TAGS)}:
+        tag = name.lower()
+        tags.add(tag)
+        if "=" in attrs:
+            for attr in _HTML_ATTR.findall(attrs):
+                tags.add(tag + "." + attr.lower())
 
 
 def _check_8bit(pm: ParsedMessage, part: Message) -> None:
