@@ -176,7 +176,10 @@ class ParsedMessage:
         found = first.get(name.lower())
         if found is None:
             return None
-        return decode_header_value(self.msg.policy.header_fetch_parse(*found))
+        k, v = found
+        if not (isinstance(v, str) and v.isascii()):  # as header_items: ASCII comes back as it is
+            v = self.msg.policy.header_fetch_parse(k, v)
+        return decode_header_value(v)
 
     @property
     def text(self) -> str:

@@ -162,10 +162,11 @@ def header_words(pm: ParsedMessage) -> list[str]:
         text = decode_header_value(value)
         if n == "received":
             text = text.rpartition(";")[0] or text
-        for w in words(text, 20):
-            if len(_DIGITS.findall(w)) > 3 and "." not in w:
-                continue
-            out.append(n + ":" + w)
+        ws = words(text, 20)
+        if len(_DIGITS.findall(text)) > 3:  # else no word has more than 3 digits: none to drop
+            ws = [w for w in ws if "." in w or len(_DIGITS.findall(w)) <= 3]
+        prefix = n + ":"
+        out.extend([prefix + w for w in ws])
     return out
 
 
