@@ -158,6 +158,7 @@ class ParsedMessage:
     # multipart_alternative_difference compares the parts of an alternative)
     rendered: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     _first: dict[str, tuple[str, object]] | None = field(default=None, repr=False, compare=False)
+    _charsets: dict[int, str | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def from_domain(self) -> str | None:
@@ -180,6 +181,14 @@ class ParsedMessage:
         if not (isinstance(v, str) and v.isascii()):  # as header_items: ASCII comes back as it is
             v = self.msg.policy.header_fetch_parse(k, v)
         return decode_header_value(v)
+
+    def charset(self, part: Message) -> str | None:
+        """``part.get_content_charset()`` of one of this message's parts, parsed once
+        (the text is decoded with it, Bayes learns it)."""
+        key = id(part)
+        if key not in self._charsets:
+            self._charsets[key] = content_charset(part)
+        return self._charsets[key]
 
     @property
     def text(self) -> str:
@@ -276,7 +285,7 @@ def _fill(pm: ParsedMessage) -> None:
             if size > MAX_TEXT:
                 continue
             _check_8bit(pm, part)
-            text = _part_text(part)
+            text = _part_text(part, pm.charset(part))
             size += len(text)
             if ctype == "text/plain":
                 pm.has_plain = True
@@ -336,7 +345,7 @@ def _check_8bit(pm: ParsedMessage, part: Message) -> None:
         pm.missing_charset = True
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message, charset: str | None) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001 - broken transfer encoding
@@ -346,7 +355,7 @@ def _part_text(part: Message) -> str:
         return raw if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return str(payload)
-    return _decode_bytes(payload[: MAX_TEXT * 2], content_charset(part))
+    return _decode_bytes(payload[: MAX_TEXT * 2], charset)
 
 
 _TRACE_HEADERS = re.compile(

@@ -11,7 +11,7 @@ import re
 import numpy as np
 
 from aliasd.scanner.markup import html_to_text
-from aliasd.scanner.message import ParsedMessage, content_charset, decode_header_value, header_items
+from aliasd.scanner.message import ParsedMessage, decode_header_value, header_items
 
 # A word and the one that follows it. rspamd's OSB tokenizer pairs each word with the
 # next four; here that was worse: every telling phrase then fills up to nine of the
@@ -35,12 +35,10 @@ _word_hashes: dict[str, int] = {}
 
 
 def _hashes(ws: list[str]) -> np.ndarray:
-    vals = list(map(_word_hashes.get, ws))  # map: the lookups run in C
-    try:
-        return np.array(vals, dtype=np.uint64)
+    try:  # map: the lookups run in C, straight into the array
+        return np.fromiter(map(_word_hashes.get, ws), dtype=np.uint64, count=len(ws))
     except TypeError:  # a word not seen before (None): hash it
-        vals = [_h(w) if v is None else v for v, w in zip(vals, ws, strict=True)]
-        return np.array(vals, dtype=np.uint64)
+        return np.array([_h(w) for w in ws], dtype=np.uint64)
 
 
 def _h(word: str) -> int:
@@ -87,8 +85,8 @@ def _meta(pm: ParsedMessage) -> list[str]:
     meta: list[str] = []
     if pm.attachments:
         meta.extend("att:" + a for a in pm.attachments[:10])
-    # Message.get_charsets(), without parsing parameters that name no charset
-    for charset in {str(c).lower() for c in map(content_charset, pm.msg.walk()) if c}:
+    # Message.get_charsets(), from the charsets _fill already read
+    for charset in {str(c).lower() for c in map(pm.charset, pm.msg.walk()) if c}:
         meta.append("charset:" + charset)
     for host, path in zip(pm.url_hosts[:50], pm.url_paths[:50], strict=False):
         labels = host.split(".")
