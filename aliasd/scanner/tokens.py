@@ -22,11 +22,9 @@ from aliasd.scanner.message import ParsedMessage, decode_header_value, header_it
 # so statistics learned before keep their meaning.
 WINDOW = 2
 MAX_WORDS = 1500  # body words tokenized per message: enough to classify, bounded cost
-MAX_LEN = 24  # longer words become one shape token; words are at least 2 characters (_WORD)
+MIN_LEN, MAX_LEN = 2, 24
 
-# Two or more characters, or a currency sign or "!"; a lone letter or digit is matched
-# (so that it is not the start of a word) but not captured: findall gives "" for it.
-_WORD = re.compile(r"([^\W_][\w$€£%'.-]*[^\W_]|[$€£!])|[^\W_]", re.UNICODE)
+_WORD = re.compile(r"[^\W_][\w$€£%'.-]*[^\W_]|[^\W_]|[$€£!]", re.UNICODE)
 _C1 = np.uint64(0x9E3779B97F4A7C15)
 _C2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _C3 = np.uint64(0x165667B19E3779F9)
@@ -55,13 +53,17 @@ def _h(word: str) -> int:
 
 def words(text: str, limit: int = MAX_WORDS) -> list[str]:
     """Lower-cased words; over-long runs (base64, hashes) become one shape token."""
-    # words average well under 16 characters: no need to scan further than this.
-    # A single letter or digit matches outside the group, as "" (dropped by filter):
-    # the matches are the same, and the common case needs no Python loop.
-    found = list(filter(None, _WORD.findall(text[: limit * 16].lower())))[:limit]
-    if found and max(map(len, found)) > MAX_LEN:
-        found = [w if len(w) <= MAX_LEN else "long:" + w[:4] for w in found]
-    return found
+    # words average well under 16 characters: no need to scan further than this
+    found = _WORD.findall(text[: limit * 16].lower())
+    out = [
+        w if len(w) <= MAX_LEN else "long:" + w[:4]
+        for w in found
+        if len(w) >= MIN_LEN or w in _SYMBOLS
+    ]
+    return out[:limit]
+
+
+_SYMBOLS = frozenset("$€£!")
 
 
 def _osb(hashes: np.ndarray) -> np.ndarray:
@@ -160,11 +162,10 @@ def header_words(pm: ParsedMessage) -> list[str]:
         text = decode_header_value(value)
         if n == "received":
             text = text.rpartition(";")[0] or text
-        ws = words(text, 20)
-        if len(_DIGITS.findall(text)) > 3:  # else no word has more than 3 digits: none to drop
-            ws = [w for w in ws if "." in w or len(_DIGITS.findall(w)) <= 3]
-        prefix = n + ":"
-        out.extend([prefix + w for w in ws])
+        for w in words(text, 20):
+            if len(_DIGITS.findall(w)) > 3 and "." not in w:
+                continue
+            out.append(n + ":" + w)
     return out
 
 
