@@ -1,7 +1,8 @@
 """HTML as the scanner reads it: its text without tags, style and script blocks.
 
-One forward pass with ``str.find`` and memoised look-aheads, so the time is linear in
-the markup whatever it holds: unclosed ``<style>`` tags, a ``<`` without ``>``, comments
+One forward pass with ``str.find`` and memoised look-aheads (tags: one regex pass where
+no tag holds a second ``<``, as in almost all HTML), so the time is linear in the markup
+whatever it holds: unclosed ``<style>`` tags, a ``<`` without ``>``, comments
 that never end. (A backreference regex such as ``<(style|script)\\b.*?</\\1\\s*>`` searches
 to the end of the text from every unclosed tag: quadratic, minutes of CPU for 600 KB.)
 
@@ -25,6 +26,11 @@ _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrst
 # the digits (and raises past 4,300 of them); they are shortened to the same value first.
 _LONG_CHARREF = re2.compile(r"&#(?:([xX])([0-9a-fA-F]{8,})|([0-9]{8,}))")
 _WS_RUN = re.compile(r"\s*")
+# A '<' followed by another before any '>' (possessive: each character read once).
+_LT_TWICE = re.compile(r"<[^<>]*+<")
+# A tag without '<' inside: the characters it may hold stop at the next '<', so each is
+# read once whether or not a '>' follows within MAX_TAG.
+_TAG = re.compile(r"<[^<>]{0," + str(MAX_TAG) + "}+>")
 
 
 def _is_word(ch: str) -> bool:
@@ -97,6 +103,12 @@ def strip_blocks(markup: str) -> str:
 
 def strip_tags(text: str) -> str:
     """Replace each tag (``<`` … ``>`` within ``MAX_TAG`` characters) with a space."""
+    # Almost all HTML has no '<' between a '<' and its '>': then every tag is a '<', no
+    # other '<' and a '>' within MAX_TAG, and one regex pass finds them. When no '<' is
+    # left after it, there was none.
+    stripped = _TAG.sub(" ", text)
+    if "<" not in stripped or _LT_TWICE.search(text) is None:
+        return stripped
     out: list[str] = []
     gt = _NextFinder(text, ">")
     emitted = pos = 0

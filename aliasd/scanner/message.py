@@ -71,6 +71,21 @@ def header_items(msg: Message, limit: int) -> list[tuple[str, object]]:
             for k, v in itertools.islice(msg.raw_items(), limit)]
 
 
+def names_charset(part: Message) -> bool:
+    """Whether the part's Content-Type could carry a charset parameter. Where it cannot
+    (multipart containers, most attachments), ``get_param("charset")`` and
+    ``get_content_charset()`` give their default without parsing the parameters, the
+    costly part: every spelling of the parameter (``charset*``, ``charset*0*``, a bare
+    ``charset``) holds the word."""
+    ctype = part.get("content-type")
+    return ctype is not None and "charset" in str(ctype).lower()
+
+
+def content_charset(part: Message) -> str | None:
+    """``part.get_content_charset()``."""
+    return part.get_content_charset() if names_charset(part) else None
+
+
 def decode_header_value(raw: object) -> str:
     """RFC 2047 decoding that never raises: bad charsets and encodings degrade to
     replacement characters."""
@@ -120,7 +135,8 @@ class ParsedMessage:
     to_raw: str | None = None
     date_raw: str | None = None
     message_id: str | None = None
-    received: list[str] = field(default_factory=list)
+    received_count: int = 0  # Received headers
+    top_received: str | None = None  # the topmost one, decoded (the others are not read)
     content_type: str = "text/plain"
     text_plain: str = ""
     text_html: str = ""  # tags stripped
@@ -142,6 +158,7 @@ class ParsedMessage:
     # multipart_alternative_difference compares the parts of an alternative)
     rendered: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     _first: dict[str, tuple[str, object]] | None = field(default=None, repr=False, compare=False)
+    _charsets: dict[int, str | None] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def from_domain(self) -> str | None:
@@ -160,7 +177,18 @@ class ParsedMessage:
         found = first.get(name.lower())
         if found is None:
             return None
-        return decode_header_value(self.msg.policy.header_fetch_parse(*found))
+        k, v = found
+        if not (isinstance(v, str) and v.isascii()):  # as header_items: ASCII comes back as it is
+            v = self.msg.policy.header_fetch_parse(k, v)
+        return decode_header_value(v)
+
+    def charset(self, part: Message) -> str | None:
+        """``part.get_content_charset()`` of one of this message's parts, parsed once
+        (the text is decoded with it, Bayes learns it)."""
+        key = id(part)
+        if key not in self._charsets:
+            self._charsets[key] = content_charset(part)
+        return self._charsets[key]
 
     @property
     def text(self) -> str:
@@ -232,7 +260,8 @@ def _fill(pm: ParsedMessage) -> None:
     pm.date_raw = pm.header("Date") if "date" in pm.header_names else None
     mid = msg.get("Message-ID")
     pm.message_id = str(mid)[:MAX_HEADER_VALUE].strip() if mid is not None else None
-    pm.received = [decode_header_value(v) for v in (msg.get_all("Received") or [])]
+    pm.received_count = pm.header_names.count("received")
+    pm.top_received = pm.header("Received") if pm.received_count else None
     pm.content_type = msg.get_content_type()
     pm.defects = len(msg.defects)
 
@@ -256,7 +285,7 @@ def _fill(pm: ParsedMessage) -> None:
             if size > MAX_TEXT:
                 continue
             _check_8bit(pm, part)
-            text = _part_text(part)
+            text = _part_text(part, pm.charset(part))
             size += len(text)
             if ctype == "text/plain":
                 pm.has_plain = True
@@ -290,13 +319,14 @@ def _fill(pm: ParsedMessage) -> None:
 def _html_tags(pm: ParsedMessage, markup: str) -> None:
     """Tag and tag.attribute names of the first tags: how the HTML was written (fonts,
     colours, tables, images) tells mass mailers from people better than its words."""
-    for i, m in enumerate(_HTML_TAG.finditer(markup)):
-        if i >= MAX_HTML_TAGS:
-            break
-        tag = m.group(1).lower()
-        pm.html_tags.add(tag)
-        for attr in _HTML_ATTR.findall(m.group(2)):
-            pm.html_tags.add(tag + "." + attr.lower())
+    tags = pm.html_tags
+    # each distinct tag as written once: mail repeats the same <td ...> and <font ...>
+    for name, attrs in {m.groups() for m in itertools.islice(_HTML_TAG.finditer(markup), MAX_HTML_TAGS)}:
+        tag = name.lower()
+        tags.add(tag)
+        if "=" in attrs:
+            for attr in _HTML_ATTR.findall(attrs):
+                tags.add(tag + "." + attr.lower())
 
 
 def _check_8bit(pm: ParsedMessage, part: Message) -> None:
@@ -311,11 +341,11 @@ def _check_8bit(pm: ParsedMessage, part: Message) -> None:
         return
     if cte in ("7bit", "") and "content-transfer-encoding" in {k.lower() for k in part}:
         pm.bad_7bit = True
-    if part.get_param("charset") is None:
+    if not names_charset(part) or part.get_param("charset") is None:
         pm.missing_charset = True
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message, charset: str | None) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001 - broken transfer encoding
@@ -325,7 +355,7 @@ def _part_text(part: Message) -> str:
         return raw if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return str(payload)
-    return _decode_bytes(payload[: MAX_TEXT * 2], part.get_content_charset())
+    return _decode_bytes(payload[: MAX_TEXT * 2], charset)
 
 
 _TRACE_HEADERS = re.compile(

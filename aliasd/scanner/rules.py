@@ -163,18 +163,18 @@ def received_time(pm: ParsedMessage) -> dt.datetime | None:
     """When our side received the message: the date of the topmost Received header.
     Dates are judged against it, not the clock, so replayed/archived mail is judged as
     it was when it arrived."""
-    for value in pm.received[:1]:
-        _, sep, stamp = value.rpartition(";")
-        if not sep:
-            return None
-        try:
-            when = email.utils.parsedate_to_datetime(stamp.strip())
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-        if when is not None and when.tzinfo is None:
-            when = when.replace(tzinfo=dt.UTC)
-        return when
-    return None
+    if pm.top_received is None:
+        return None
+    _, sep, stamp = pm.top_received.rpartition(";")
+    if not sep:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(stamp.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return when
 
 
 def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
@@ -195,7 +195,7 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("MISSING_TO")
     elif "undisclosed" in (pm.to_raw or "").lower():
         yield sym("R_UNDISC_RCPT")
-    if not pm.received:
+    if not pm.received_count:
         yield sym("RCVD_COUNT_ZERO")
 
     yield from _date_rules(ctx)
@@ -278,6 +278,22 @@ def content_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("OPT_IN_CLAIM", m.group(0).lower())
 
 
+_ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
+_ASCII_UPPER = bytes(range(65, 91))
+
+
+def _shouting(sample: str) -> bool:
+    """More than 200 letters, more than half of them capitals."""
+    if sample.isascii():
+        # the same counts as str.isalpha/str.isupper, deleting bytes in C instead of
+        # calling a method per character
+        data = sample.encode("ascii")
+        letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
+        return letters > 200 and len(data) - len(data.translate(None, _ASCII_UPPER)) > 0.5 * letters
+    letters = sum(map(str.isalpha, sample))  # map: the per-character loop stays in C
+    return letters > 200 and sum(map(str.isupper, sample)) > 0.5 * letters
+
+
 def _trait_rules(pm: ParsedMessage, text: str) -> Iterator[Symbol]:
     """Common spam traits beyond the header checks."""
     fee = {m.lower() for m in _ADVANCE_FEE.findall(text)}
@@ -296,9 +312,7 @@ def _trait_rules(pm: ParsedMessage, text: str) -> Iterator[Symbol]:
         yield sym("FREEMAIL_REPLYTO_NEQ_FROM", reply_domain)
     if any(t.startswith("text/") and t.endswith("/base64") for t in pm.part_types):
         yield sym("MIME_BASE64_TEXT")
-    sample = text[:5000]
-    letters = sum(map(str.isalpha, sample))  # map: the per-character loop stays in C
-    if letters > 200 and sum(map(str.isupper, sample)) > 0.5 * letters:
+    if _shouting(text[:5000]):
         yield sym("BODY_SHOUTING")
     if pm.has_html and "img" in pm.html_tags and len(text.split()) < 40:
         yield sym("HTML_IMAGE_ONLY")

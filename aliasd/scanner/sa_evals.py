@@ -15,7 +15,7 @@ import re2
 
 from aliasd.scanner.evidence import anchors
 from aliasd.scanner.markup import unescape
-from aliasd.scanner.message import ParsedMessage
+from aliasd.scanner.message import ParsedMessage, names_charset
 
 HTML_SCAN = 200_000  # characters of HTML markup measured
 MADIFF_SCAN = 100_000  # characters of each alternative's rendered text compared
@@ -36,6 +36,8 @@ _ARG = re.compile(r"""\s*(?:'((?:[^'\\]|\\.){0,400})'|"((?:[^"\\]|\\.){0,400})"|
 _EXPR = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 _ASCII_CHARSET = re.compile(r"(?:us-ascii|ansi_x3\.4-1968|iso-ir-6|ansi_x3\.4-1986|iso_646\.irv:1991|"
                             r"ascii|iso646-us|us|ibm367|cp367|csascii)")
+_ISO_CHARSET = re.compile(r"iso-\S+-\S+\b")
+_GOOD_ISO_CHARSET = re.compile(r"iso-(?:8859-\d{1,2}|2022-(?:jp|kr))\b")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
@@ -146,7 +148,7 @@ class Facts:
             ctype = part.get_content_type()
             cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()[:40]
             cd = str(part.get("Content-Disposition", "")).strip().lower()[:200]
-            charset = str(part.get_param("charset") or "").lower()[:60] if part.get("Content-Type") else ""
+            charset = str(part.get_param("charset") or "").lower()[:60] if names_charset(part) else ""
             if ctype == "text/html":
                 out["mime_body_html_count"] += 1
             elif ctype.startswith("text"):
@@ -161,7 +163,7 @@ class Facts:
                     and (not charset or _ASCII_CHARSET.search(charset))
                     and not cd.startswith(("attachment", "inline"))):
                 out["mime_base64_encoded_text"] = 1
-            if re.search(r"iso-\S+-\S+\b", charset) and not re.search(r"iso-(?:8859-\d{1,2}|2022-(?:jp|kr))\b", charset):
+            if "iso-" in charset and _ISO_CHARSET.search(charset) and not _GOOD_ISO_CHARSET.search(charset):
                 out["mime_bad_iso_charset"] = 1
             if part.is_multipart():
                 continue

@@ -33,10 +33,10 @@ _word_hashes: dict[str, int] = {}
 
 
 def _hashes(ws: list[str]) -> np.ndarray:
-    vals = list(map(_word_hashes.get, ws))  # map: the lookups run in C
-    if None in vals:
-        vals = [_h(w) if v is None else v for v, w in zip(vals, ws, strict=True)]
-    return np.array(vals, dtype=np.uint64)
+    try:  # map: the lookups run in C, straight into the array
+        return np.fromiter(map(_word_hashes.get, ws), dtype=np.uint64, count=len(ws))
+    except TypeError:  # a word not seen before (None): hash it
+        return np.array([_h(w) for w in ws], dtype=np.uint64)
 
 
 def _h(word: str) -> int:
@@ -87,7 +87,8 @@ def _meta(pm: ParsedMessage) -> list[str]:
     meta: list[str] = []
     if pm.attachments:
         meta.extend("att:" + a for a in pm.attachments[:10])
-    for charset in {str(c).lower() for c in pm.msg.get_charsets() if c}:
+    # Message.get_charsets(), from the charsets _fill already read
+    for charset in {str(c).lower() for c in map(pm.charset, pm.msg.walk()) if c}:
         meta.append("charset:" + charset)
     for host, path in zip(pm.url_hosts[:50], pm.url_paths[:50], strict=False):
         labels = host.split(".")
@@ -106,14 +107,6 @@ def _meta(pm: ParsedMessage) -> list[str]:
     # Which headers are present says much about the software that wrote the message
     # (SpamAssassin's Bayes and SpamBayes tokenize headers the same way).
     meta.extend({"hn:" + n for n in pm.header_names if len(n) <= 40})
-    for value in pm.received[:0]:
-        m = _RCVD_FROM.search(value)
-        if m:
-            host = m.group(1).lower().rstrip(".")
-            meta.append("rcvd:" + ".".join(host.split(".")[-2:]))
-        ip = _RCVD_IP.search(value)
-        if ip:
-            meta.append("rcvdip:" + ip.group(1))
     mid = pm.message_id or ""
     if "@" in mid:
         right = mid.rpartition("@")[2].strip("> ").lower()
@@ -125,8 +118,6 @@ def _meta(pm: ParsedMessage) -> list[str]:
 
 
 _MARKUP = re.compile(r"<(?:html|body|font|table|td|div|p|br)\b[^<>]{0,200}>(?:[^<]{0,2000}<(?:html|body|font|table|td|tr|div|p|br)\b){2}", re.I)
-_RCVD_FROM = re.compile(r"^from\s+([\w.-]+)", re.I)
-_RCVD_IP = re.compile(r"\[(\d{1,3}\.\d{1,3})\.\d{1,3}\.\d{1,3}\]")
 _SHAPE_SUB = re.compile(r"[a-z]+|[A-Z]+|\d+")
 
 
