@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+from scratch_database import drop_database, fresh_database
+
 ROOT = Path(__file__).resolve().parent.parent
 CORRESPONDENTS = 50
 ALIAS = "shop.example@example.net"
@@ -75,7 +77,7 @@ def worker(root: str, url: str, messages: int) -> dict[str, float]:
 
     admin_url = url
     with tempfile.TemporaryDirectory() as tmp:
-        url = _fresh_database(admin_url) if admin_url else f"sqlite:///{Path(tmp) / 'bench.db'}"
+        url = fresh_database(admin_url, "bench_fwd") if admin_url else f"sqlite:///{Path(tmp) / 'bench.db'}"
         settings = load_settings(environ={}, database_url=url, data_dir=tmp,
                                  env="development", secret_key="bench", learn_keep_days=0)
         db = Database(url)
@@ -110,31 +112,9 @@ def worker(root: str, url: str, messages: int) -> dict[str, float]:
         mail.close()
         db.dispose()
         if admin_url:
-            _drop_database(admin_url, url)
+            drop_database(admin_url, url)
     return out
 
-
-def _fresh_database(admin_url: str) -> str:
-    """A new, empty PostgreSQL database on the server of ``admin_url`` (each run its own)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_fwd_{os.getpid()}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def main() -> None:

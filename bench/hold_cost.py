@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from scratch_database import drop_database, fresh_database
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,7 +34,7 @@ def worker(admin_url: str, holds: int) -> list[float]:
     from aliasd.db import Database
 
     with tempfile.TemporaryDirectory() as tmp:
-        url = _fresh_database(admin_url) if admin_url else f"sqlite:///{tmp}/bench.db"
+        url = fresh_database(admin_url, "bench_hold") if admin_url else f"sqlite:///{tmp}/bench.db"
         settings = load_settings(environ={}, database_url=url, data_dir=f"{tmp}/data",
                                  env="development", secret_key="bench",
                                  quarantine_max_held=10**9)  # fmt: skip
@@ -55,30 +57,9 @@ def worker(admin_url: str, holds: int) -> list[float]:
                 times.append((time.perf_counter() - t0) * 1000)
         db.dispose()
         if admin_url:
-            _drop_database(admin_url, url)
+            drop_database(admin_url, url)
     return times
 
-
-def _fresh_database(admin_url: str) -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_hold_{os.getpid()}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def main() -> None:

@@ -46,6 +46,8 @@ import threading
 import time
 from pathlib import Path
 
+from scratch_database import drop_database, fresh_database
+
 ROOT = Path(__file__).resolve().parent.parent
 ALIAS = "shop@example.net"
 CLIENT = "192.0.2.10"
@@ -227,7 +229,7 @@ def worker(root: str, url: str, files: int, passes: int, profile: bool,
     dns = DnsServer(ttl=300).start()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        url = _fresh_database(admin_url) if admin_url else f"sqlite:///{base / 'bench.db'}"
+        url = fresh_database(admin_url, "bench_process") if admin_url else f"sqlite:///{base / 'bench.db'}"
         settings = load_settings(
             environ={}, database_url=url, data_dir=str(base / "data"), env="development",
             secret_key="bench", dns_resolver=dns.address, authserv_id="mx.example.net",
@@ -268,7 +270,7 @@ def worker(root: str, url: str, files: int, passes: int, profile: bool,
             authstep._pool.shutdown(wait=True)
         db.dispose()
         if admin_url:
-            _drop_database(admin_url, url)
+            drop_database(admin_url, url)
     dns.stop()
     n = len(times)
     out = {"times": [t * 1000 for t in times], "statuses": statuses,
@@ -325,28 +327,6 @@ def _profile_summary(profiles: list, messages: int, top: int = 45) -> str:
     stats.sort_stats("cumulative").print_stats(top)
     return stream.getvalue()
 
-
-def _fresh_database(admin_url: str) -> str:
-    """A new, empty PostgreSQL database on the server of ``admin_url`` (each run its own)."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"bench_process_{os.getpid()}"
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    engine.dispose()
-    return make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(admin_url: str, url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.execute(text(f'DROP DATABASE "{make_url(url).database}" WITH (FORCE)'))
-    engine.dispose()
 
 
 def main() -> None:
