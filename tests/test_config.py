@@ -65,23 +65,17 @@ def test_unknown_key_or_broken_toml_file_is_reported(tmp_path):
         load_settings(environ={"ALIASD_CONFIG": str(tmp_path / "missing.toml")})
 
 
-def test_default_authserv_id_is_the_host_name_not_localhost(monkeypatch):
-    # /etc/hosts mapping the host's name to 127.0.0.1 makes getfqdn() answer "localhost"
-    monkeypatch.setattr(config_module.socket, "getfqdn", lambda: "localhost")
-    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "mx1")
+@pytest.mark.parametrize(("fqdn", "host", "expected"), [
+    ("mx1.example.net", "mx1", "mx1.example.net"),  # the fully qualified name first
+    ("localhost", "mx1", "mx1"),  # /etc/hosts mapping the name to 127.0.0.1 says localhost
+    ("localhost.localdomain", "", "localhost.localdomain"),  # nothing better known
+])
+def test_default_authserv_id_is_this_hosts_own_name(monkeypatch, fqdn, host, expected):
+    monkeypatch.setattr(config_module.socket, "getfqdn", lambda: fqdn)
+    monkeypatch.setattr(config_module.socket, "gethostname", lambda: host)
     config_module.this_host_name.cache_clear()
     try:
-        assert config_module.Settings().effective_authserv_id == "mx1"
-    finally:
-        config_module.this_host_name.cache_clear()
-
-
-def test_default_authserv_id_prefers_the_fully_qualified_name(monkeypatch):
-    monkeypatch.setattr(config_module.socket, "getfqdn", lambda: "mx1.example.net")
-    monkeypatch.setattr(config_module.socket, "gethostname", lambda: "mx1")
-    config_module.this_host_name.cache_clear()
-    try:
-        assert config_module.Settings().effective_authserv_id == "mx1.example.net"
+        assert config_module.Settings().effective_authserv_id == expected
         assert config_module.Settings(authserv_id="mail.example.org").effective_authserv_id == (
             "mail.example.org")
     finally:
