@@ -83,22 +83,26 @@ class Snapshot:
     def lookup(self, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         spam = np.zeros(len(tokens), dtype=np.float64)
         ham = np.zeros(len(tokens), dtype=np.float64)
-        if len(self.tokens) == 0 or len(tokens) == 0:
+        n = len(self.tokens)
+        if n == 0 or len(tokens) == 0:
             return spam, ham
         bucket = (tokens >> self._shift) + self._offset
         cand = self._starts[bucket]
         end = self._starts[bucket + 1]
-        pending = np.nonzero(cand < end)[0]
-        while len(pending):
-            idx = cand[pending]
-            hit = self.tokens[idx] == tokens[pending]
-            if hit.any():
-                where, at = pending[hit], idx[hit]
-                spam[where] = self.spam[at]
-                ham[where] = self.ham[at]
-            pending = pending[~hit]
-            cand[pending] += 1
-            pending = pending[cand[pending] < end[pending]]
+        # One probe at the start of each token's bucket settles most tokens (an empty
+        # bucket's start lies in another bucket, whose tokens cannot be equal); the
+        # few in buckets of two or more that it misses get one binary search together,
+        # cheaper than probing on along the buckets in a loop.
+        idx = np.minimum(cand, n - 1)
+        hit = self.tokens[idx] == tokens
+        rest = np.nonzero((cand + 1 < end) & ~hit)[0]
+        if len(rest):
+            found = np.minimum(np.searchsorted(self.tokens, tokens[rest]), n - 1)
+            idx[rest] = found
+            hit[rest] = self.tokens[found] == tokens[rest]
+        at = idx[hit]
+        spam[hit] = self.spam[at]
+        ham[hit] = self.ham[at]
         return spam, ham
 
 
