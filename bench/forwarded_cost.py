@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,8 +30,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from scratch_database import drop_database, fresh_database
+from tree_runs import run_worker, trees
 
-ROOT = Path(__file__).resolve().parent.parent
 CORRESPONDENTS = 50
 ALIAS = "shop.example@example.net"
 
@@ -116,7 +115,6 @@ def worker(root: str, url: str, messages: int) -> dict[str, float]:
     return out
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=2000)
@@ -128,32 +126,26 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.worker, args.database_url, args.messages)))
         return
-    trees = {"this": str(ROOT)}
-    if args.compare_tree:
-        trees["other"] = str(Path(args.compare_tree).resolve())
-    results: dict[str, list[dict[str, float]]] = {name: [] for name in trees}
+    roots = trees(args.compare_tree)
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in roots}
     for _ in range(args.rounds):
-        for name, root in trees.items():
-            out = subprocess.run(
-                [sys.executable, __file__, "--worker", root, "--messages", str(args.messages),
-                 "--database-url", args.database_url],
-                check=True, capture_output=True, text=True, cwd=root,
-                env={**os.environ, "PYTHONPATH": root})
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+        for name, root in roots.items():
+            results[name].append(run_worker(__file__, name, root, [
+                "--messages", str(args.messages), "--database-url", args.database_url]))
     print(f"load average {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f}; "
           f"{args.messages} messages, {args.rounds} rounds; medians of per-round medians")
-    print(f"{'':10}" + "".join(f"{name + ' µs':>14}{'SQL':>6}" for name in trees)
-          + ("   this/other" if len(trees) == 2 else ""))
+    print(f"{'':10}" + "".join(f"{name + ' µs':>14}{'SQL':>6}" for name in roots)
+          + ("   this/other" if len(roots) == 2 else ""))
     for step in ("forwarded", "threshold", "process"):
         cells = []
         meds = []
-        for name in trees:
+        for name in roots:
             med = statistics.median(r[step] for r in results[name])
             meds.append(med)
             cells.append(f"{med:14.1f}{results[name][0][step + '_sql']:6.1f}")
         ratio = f"   {meds[0] / meds[1]:.2f}x" if len(meds) == 2 else ""
         print(f"{step:10}" + "".join(cells) + ratio)
-    for name in trees:  # the spread between rounds says how noisy the run was
+    for name in roots:  # the spread between rounds says how noisy the run was
         print(f"{name} per round: " + "; ".join(
             " ".join(f"{step} {r[step]:.0f}" for step in ("forwarded", "process"))
             for r in results[name]))

@@ -16,15 +16,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from scratch_database import drop_database, fresh_database
-
-ROOT = Path(__file__).resolve().parent.parent
+from tree_runs import run_worker, trees
 
 
 def worker(admin_url: str, holds: int) -> list[float]:
@@ -61,7 +58,6 @@ def worker(admin_url: str, holds: int) -> list[float]:
     return times
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--holds", type=int, default=200, help="holds per run")
@@ -73,20 +69,13 @@ def main() -> None:
     if args.worker:
         print(json.dumps(worker(args.database_url, args.holds)))
         return
-    trees = {"this": str(ROOT)}
-    if args.compare_tree:
-        trees["other"] = str(Path(args.compare_tree).resolve())
-    times: dict[str, list[float]] = {name: [] for name in trees}
+    roots = trees(args.compare_tree)
+    times: dict[str, list[float]] = {name: [] for name in roots}
     load_before = os.getloadavg()
     for _ in range(args.rounds):
-        for name, root in trees.items():
-            cmd = [sys.executable, __file__, "--worker", root, "--holds", str(args.holds),
-                   "--database-url", args.database_url]
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
-                                 env={**os.environ, "PYTHONPATH": root})
-            if out.returncode != 0:
-                sys.exit(f"{name} tree's run failed ({out.returncode}):\n{out.stderr[-3000:]}")
-            times[name] += json.loads(out.stdout.strip().splitlines()[-1])
+        for name, root in roots.items():
+            times[name] += run_worker(__file__, name, root, [
+                "--holds", str(args.holds), "--database-url", args.database_url])
     load = os.getloadavg()
     print(f"load average {load_before[0]:.2f} before, {load[0]:.2f} after; "
           f"{args.holds} holds x {args.rounds} rounds per tree")

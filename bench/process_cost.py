@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,6 +46,7 @@ import time
 from pathlib import Path
 
 from scratch_database import drop_database, fresh_database
+from tree_runs import run_worker, trees
 
 ROOT = Path(__file__).resolve().parent.parent
 ALIAS = "shop@example.net"
@@ -344,30 +344,24 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.database_url, args.files, args.passes,
                                 args.profile, args.spf)))
         return
-    trees = {"this": str(ROOT)}
-    if args.compare_tree:
-        trees["other"] = str(Path(args.compare_tree).resolve())
-    results: dict[str, list[dict]] = {name: [] for name in trees}
+    roots = trees(args.compare_tree)
+    results: dict[str, list[dict]] = {name: [] for name in roots}
     load_before = os.getloadavg()
     for _ in range(args.rounds):
-        for name, root in trees.items():
-            cmd = [sys.executable, __file__, "--worker", root, "--files", str(args.files),
-                   "--passes", str(args.passes), "--database-url", args.database_url]
+        for name, root in roots.items():
+            argv = ["--files", str(args.files), "--passes", str(args.passes),
+                    "--database-url", args.database_url]
             if args.profile and name == "this":
-                cmd.append("--profile")
+                argv.append("--profile")
             if args.spf:
-                cmd.append("--spf")
-            out = subprocess.run(cmd, capture_output=True, text=True, cwd=root,
-                                 env={**os.environ, "PYTHONPATH": root})
-            if out.returncode != 0:
-                sys.exit(f"{name} tree's run failed ({out.returncode}):\n{out.stderr[-3000:]}")
-            results[name].append(json.loads(out.stdout.strip().splitlines()[-1]))
+                argv.append("--spf")
+            results[name].append(run_worker(__file__, name, root, argv))
     load = os.getloadavg()
     first = results["this"][0]
     print(f"load average {load_before[0]:.2f} before, {load[0]:.2f} {load[1]:.2f} "
           f"{load[2]:.2f} after; {args.files} corpus messages x {args.passes} passes, "
           f"{args.rounds} rounds; verdicts per round: {first['statuses']}")
-    names = list(trees)
+    names = list(roots)
     print(f"{'ms per message':34}" + "".join(f"{n:>10}" for n in names)
           + ("  this/other" if len(names) == 2 else ""))
 
