@@ -31,6 +31,14 @@ def _default_data_dir() -> str:
     return os.path.join(base, "aliasd")
 
 
+def _is_localhost(name: str) -> bool:
+    return name.lower().startswith("localhost")
+
+
+def is_qualified_host_name(name: str) -> bool:
+    """A name an MX record may point at: dotted, and not one of localhost's names."""
+    return "." in name and not _is_localhost(name)
+
 
 @functools.lru_cache(maxsize=1)
 def this_host_name() -> str:
@@ -38,12 +46,13 @@ def this_host_name() -> str:
     when the host has a name of its own (getfqdn answers "localhost" where /etc/hosts maps
     the host name to 127.0.0.1 first). Looked up once: it is asked for every message."""
     fqdn = socket.getfqdn()
-    if "." in fqdn and not fqdn.lower().startswith("localhost"):
+    if is_qualified_host_name(fqdn):
         return fqdn
     name = socket.gethostname()
-    if name and not name.lower().startswith("localhost"):
+    if name and not _is_localhost(name):
         return name
     return fqdn or "localhost"
+
 
 @dataclass
 class Settings:

@@ -16,7 +16,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from aliasd.config import Settings
+from aliasd.config import Settings, is_qualified_host_name
 from aliasd.db import Database
 from aliasd.listen import ListenSpec
 from aliasd.mailauth import dns as adns
@@ -232,7 +232,7 @@ def host_name_check(settings: Settings) -> Check:
     an MX record cannot point at a bare host name."""
     host = records.mail_host(settings)
     source = "authserv_id" if settings.authserv_id else "this host's name (authserv_id unset)"
-    if "." in host and not host.startswith("localhost"):
+    if is_qualified_host_name(host):
         return Check("ok", "host name", f"{host}, from {source}")
     return Check("warn", "host name", f"{host!r}, from {source}, is not a fully qualified name",
                  "set authserv_id to this MX host's name, e.g. mx.example.net")

@@ -81,11 +81,6 @@ def names_charset(part: Message) -> bool:
     return ctype is not None and "charset" in str(ctype).lower()
 
 
-def content_charset(part: Message) -> str | None:
-    """``part.get_content_charset()``."""
-    return part.get_content_charset() if names_charset(part) else None
-
-
 def decode_header_value(raw: object) -> str:
     """RFC 2047 decoding that never raises: bad charsets and encodings degrade to
     replacement characters."""
@@ -187,7 +182,7 @@ class ParsedMessage:
         (the text is decoded with it, Bayes learns it)."""
         key = id(part)
         if key not in self._charsets:
-            self._charsets[key] = content_charset(part)
+            self._charsets[key] = part.get_content_charset() if names_charset(part) else None
         return self._charsets[key]
 
     @property
