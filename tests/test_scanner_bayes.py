@@ -268,3 +268,34 @@ def test_spf_setting_switches_the_check(settings, database):
     assert "R_SPF_ALLOW" in on.scan(request).symbol_names()
     on.close()
     off.close()
+
+
+def html_mail(body: str) -> bytes:
+    """A colleague's mail (headers as learned ham has them) with an HTML body."""
+    head = mail("ham_colleague.eml").split(b"\nMIME-Version:")[0]
+    return head + (b"\nMIME-Version: 1.0\nContent-Type: text/html; charset=utf-8\n\n<html><body>"
+                   + body.encode() + b"</body></html>\n")
+
+
+def test_padding_hidden_from_the_reader_does_not_pull_bayes_to_ham(scanner):
+    """Word salad: spam hides the ordinary words of people's mail where the reader does
+    not see them. Bayes learns those words apart from the visible ones, so the padding
+    cannot vote with the learned ham's words."""
+    for name in SPAM:
+        scanner.learn(mail(name), True)
+    for name in HAM:
+        scanner.learn(mail(name), False)
+    pitch = "Best prices on viagra and cialis! No prescription needed, order now and save up to 80%"
+    padding = " ".join(parse_message(mail(name)).text for name in HAM)
+
+    def p(body: str) -> float:
+        verdict = scanner.bayes.classify(parse_message(html_mail(body)), 2)
+        assert verdict is not None
+        return verdict.probability
+
+    alone = p(f"<p>{pitch}</p>")
+    shown = p(f"<p>{pitch}</p><p>{padding}</p>")
+    hidden = p(f'<p>{pitch}</p><div style="display:none">{padding}</div>')
+    tiny = p(f'<p>{pitch}</p><span style="font-size:1px">{padding}</span>')
+    assert shown < 0.5 < alone  # read by the reader, the ham's words do count
+    assert hidden > 0.5 and tiny > 0.5  # hidden, they are not the ham's words

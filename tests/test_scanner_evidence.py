@@ -96,3 +96,13 @@ def test_evidence_on_huge_hostile_html_is_bounded():
     started = time.perf_counter()
     symbols(raw)
     assert time.perf_counter() - started < 2.0
+
+
+def test_hidden_text_nested_in_hidden_text_is_set_apart_once():
+    from aliasd.scanner.markup import html_to_text, invisible, split_invisible
+
+    markup = ('<p>shown</p><div style="display:none">one <span style="font-size:0">two</span> '
+              'three</div><p>also shown</p>')
+    visible, hidden = split_invisible(markup, invisible(markup).styled)
+    assert html_to_text(visible).split() == ["shown", "also", "shown"]
+    assert html_to_text(hidden).split() == ["one", "two", "three"]

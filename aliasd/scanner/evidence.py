@@ -13,8 +13,6 @@ import functools
 import re
 from collections.abc import Iterator
 
-import re2
-
 from aliasd.core.addresses import registrable_domain
 from aliasd.scanner.message import ParsedMessage
 from aliasd.scanner.rules import sym
@@ -43,17 +41,6 @@ _TEXT_HOST = re.compile(r"^(?:https?://)?((?:[a-z0-9-]{1,63}\.){1,10}[a-z]{2,24}
 # The class is RE2's \s spelled out, so it finds what the RE2 pattern found.
 _URL_AUTH = re.compile(r"https?://([^/\t\n\f\r \"'<>?#]{1,300})", re.I)
 _NUMERIC_HOST = re.compile(r"^(?:0x[0-9a-f]{1,8}|\d{8,10}|0\d{1,3}(?:\.0?\d{1,3}){3})$", re.I)
-# text the reader does not see: display:none, visibility:hidden, font-size 0-2px, or
-# <font size=1> or smaller is tiny but legible; only < 3px counts
-_HIDDEN_OPEN = re2.compile(
-    r"(?i)<(?:div|span|p|font|td|table)\b[^>]*?style\s*=\s*[\"'][^\"']*?"
-    r"(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[0-2](?:\.\d+)?\s*(?:px|pt)\b|"
-    r"font-size\s*:\s*0\b)[^>]*>"
-)
-_WHITE_FONT = re2.compile(r"(?i)<font\b[^>]{0,500}?color\s*=\s*[\"']?\s*(?:#?f{6}|#fff\b|white)[^>]{0,500}>")
-_DARK_BG = re2.compile(r"(?i)bgcolor\s*=\s*[\"']?\s*(?:#?(?:[0-7][0-9a-f]){3}\b|black|navy)|background(?:-color)?\s*:\s*(?:#[0-7]|black)")
-
-
 @functools.lru_cache(maxsize=4096)
 def _site(host: str) -> str:
     return registrable_domain(host) or host
@@ -132,28 +119,15 @@ def _anchor_mismatch(markup: str) -> tuple[str, str] | None:
 
 
 def html_rules(pm: ParsedMessage) -> Iterator[object]:
-    markup = pm.html_raw[:HTML_SCAN]
-    if not markup:
+    if not pm.html_raw:
         return
-    low = markup.lower()
-    if "display" in low or "visibility" in low or "font-size" in low:
-        hidden = _hidden_words(markup, low)
-        if hidden >= HIDDEN_WORDS:
-            yield sym("HTML_HIDDEN_TEXT", f"{hidden} words")
-    if "color" in low and _WHITE_FONT.search(markup) and not _DARK_BG.search(markup):
+    invisible = pm.invisible
+    hidden = _words_in(pm.html_raw, invisible.styled)
+    if hidden >= HIDDEN_WORDS:
+        yield sym("HTML_HIDDEN_TEXT", f"{hidden} words")
+    if invisible.white:
         yield sym("HTML_FONT_INVISIBLE")
 
 
-def _hidden_words(markup: str, low: str) -> int:
-    """Words inside elements styled to be invisible (up to the element's likely end:
-    the next closing tag of its kind, at most 20,000 characters on)."""
-    total = 0
-    for i, m in enumerate(_HIDDEN_OPEN.finditer(markup)):
-        if i >= 200:
-            break
-        tag = re.match(r"<(\w+)", m.group(0))
-        name = tag.group(1).lower() if tag else "div"
-        end = low.find("</" + name, m.end(), m.end() + 20_000)
-        chunk = markup[m.end() : end if end >= 0 else m.end() + 2000]
-        total += len(_TAG.sub(" ", chunk).split())
-    return total
+def _words_in(markup: str, spans: list[tuple[int, int]]) -> int:
+    return sum(len(_TAG.sub(" ", markup[start:end]).split()) for start, end in spans)

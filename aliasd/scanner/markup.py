@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import re
+from typing import NamedTuple
 
 import re2
 
@@ -150,3 +151,74 @@ def html_to_text(markup: str) -> str:
     """The readable text of an HTML part: blocks and tags become spaces, entities are
     decoded."""
     return unescape(strip_tags(strip_blocks(markup)))
+
+
+# Text the reader does not see. Styled away: display:none, visibility:hidden, a font of
+# 0-2 px (<font size=1> is tiny but legible: not counted). Or white text where nothing in
+# the markup gives a dark background. Spam pads itself with such text to feed word
+# counters ordinary words; the rules and Bayes both ask this one place.
+HIDDEN_SCAN = 200_000  # characters of markup looked at
+MAX_HIDDEN_ELEMENTS = 200
+_HIDDEN_REACH = 20_000  # an element's text runs to its closing tag at most this far
+_HIDDEN_UNCLOSED = 2_000  # and this far when no closing tag follows
+_HIDDEN_OPEN = re2.compile(
+    r"(?i)<(?:div|span|p|font|td|table)\b[^>]*?style\s*=\s*[\"'][^\"']*?"
+    r"(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*[0-2](?:\.\d+)?\s*(?:px|pt)\b|"
+    r"font-size\s*:\s*0\b)[^>]*>"
+)
+_WHITE_FONT = re2.compile(r"(?i)<font\b[^>]{0,500}?color\s*=\s*[\"']?\s*(?:#?f{6}|#fff\b|white)[^>]{0,500}>")
+_DARK_BG = re2.compile(
+    r"(?i)bgcolor\s*=\s*[\"']?\s*(?:#?(?:[0-7][0-9a-f]){3}\b|black|navy)|background(?:-color)?\s*:\s*(?:#[0-7]|black)"
+)
+_TAG_NAME = re.compile(r"<(\w+)")
+
+Span = tuple[int, int]
+
+
+class Invisible(NamedTuple):
+    """Where a markup's invisible text lies: (start, end) of each element's content."""
+
+    styled: list[Span]  # display:none, visibility:hidden, 0-2 px fonts
+    white: list[Span]  # white fonts, no dark background anywhere
+
+
+def invisible(markup: str) -> Invisible:
+    """The invisible elements among the first ``HIDDEN_SCAN`` characters of ``markup``."""
+    markup = markup[:HIDDEN_SCAN]
+    low = markup.translate(_ASCII_LOWER)
+    styled: list[Span] = []
+    if "display" in low or "visibility" in low or "font-size" in low:
+        styled = _element_spans(_HIDDEN_OPEN.finditer(markup), low)
+    white: list[Span] = []
+    if "color" in low and _WHITE_FONT.search(markup) and not _DARK_BG.search(markup):
+        white = _element_spans(_WHITE_FONT.finditer(markup), low)
+    return Invisible(styled, white)
+
+
+def _element_spans(openers, low: str) -> list[Span]:
+    spans: list[Span] = []
+    for i, m in enumerate(openers):
+        if i >= MAX_HIDDEN_ELEMENTS:
+            break
+        tag = _TAG_NAME.match(m.group(0))
+        name = tag.group(1).lower() if tag else "div"
+        end = low.find("</" + name, m.end(), m.end() + _HIDDEN_REACH)
+        spans.append((m.end(), end if end >= 0 else min(len(low), m.end() + _HIDDEN_UNCLOSED)))
+    return spans
+
+
+def split_invisible(markup: str, spans: list[Span]) -> tuple[str, str]:
+    """(the markup without the spans, the spans' markup); spans may overlap (an
+    element hidden inside another)."""
+    visible: list[str] = []
+    hidden: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        if end <= pos:
+            continue
+        start = max(start, pos)
+        visible.append(markup[pos:start])
+        hidden.append(markup[start:end])
+        pos = end
+    visible.append(markup[pos:])
+    return " ".join(visible), " ".join(hidden)

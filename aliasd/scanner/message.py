@@ -16,7 +16,7 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-from aliasd.scanner.markup import html_to_text
+from aliasd.scanner.markup import Invisible, html_to_text, invisible
 
 MAX_TEXT = 300_000  # characters of decoded text kept per message (Bayes, content rules)
 MAX_PARTS = 200  # MIME parts walked; bombs with thousands of parts stop here
@@ -154,6 +154,7 @@ class ParsedMessage:
     rendered: dict[int, str] = field(default_factory=dict, repr=False, compare=False)
     _first: dict[str, tuple[str, object]] | None = field(default=None, repr=False, compare=False)
     _charsets: dict[int, str | None] = field(default_factory=dict, repr=False, compare=False)
+    _invisible: Invisible | None = field(default=None, repr=False, compare=False)
 
     @property
     def from_domain(self) -> str | None:
@@ -184,6 +185,13 @@ class ParsedMessage:
         if key not in self._charsets:
             self._charsets[key] = part.get_content_charset() if names_charset(part) else None
         return self._charsets[key]
+
+    @property
+    def invisible(self) -> Invisible:
+        """Where the HTML's invisible text lies (found once: the rules and Bayes ask)."""
+        if self._invisible is None:
+            self._invisible = invisible(self.html_raw)
+        return self._invisible
 
     @property
     def text(self) -> str:
