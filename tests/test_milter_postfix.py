@@ -126,6 +126,8 @@ def world(request, tmp_path_factory):
         "virtual_alias_domains": table,
         "virtual_alias_maps": table,
         "recipient_delimiter": "+",
+        # the tests play a client from elsewhere with XCLIENT (address and name)
+        "smtpd_authorized_xclient_hosts": "127.0.0.1",
         **postfix_milter_settings(settings),
     }
     postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
@@ -189,6 +191,24 @@ def test_clean_message_arrives_with_headers_and_is_recorded(world):
     assert event.size > 100 and "MIME_GOOD" in event.symbols
     alias = world.alias()
     assert alias.forwarded_count >= 1 and alias.last_mail_at is not None
+
+
+def test_a_client_without_reverse_dns_counts_against_the_message(world):
+    """Postfix names a client "unknown" when its address has no verified reverse-DNS
+    name: the milter hears that and the scanner adds RDNS_NONE; a named client does not
+    get it. (XCLIENT plays a client from a public address, as from elsewhere.)"""
+    results = {}
+    for name in ("[UNAVAILABLE]", "mail.shop-sender.example"):
+        marker = f"rdns-{time.monotonic_ns()}"
+        proc = world.send(to=ALIAS, sender="news@shop.example",
+                          header={"From": "news@shop.example", "Subject": f"Newsletter {marker}"},
+                          extra=["--xclient-addr", "83.12.44.9", "--xclient-name", name])  # fmt: skip
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        results[name] = _captured(world, marker).header("X-Spamd-Result")
+        [event] = world.events(subject=f"Newsletter {marker}")
+        assert event.client_addr == "83.12.44.9"
+    assert "RDNS_NONE(1.20)[83.12.44.9]" in results["[UNAVAILABLE]"]
+    assert "RDNS_NONE" not in results["mail.shop-sender.example"]
 
 
 def test_blocklisted_spam_is_rejected_with_text_and_counted(world):

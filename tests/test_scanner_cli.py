@@ -116,6 +116,12 @@ def test_scan_many_inputs_in_one_run_text_and_json(aliasd_cli, tmp_path):
         assert all(set(v) == {"score", "options"} for v in r["symbols"].values())
     pharmacy = rows[3]  # spam_pharmacy.eml, the first message of the mbox
     assert "AL_PHARMA_SUBJ" in pharmacy["symbols"]
+    # its Received header: handed over from an address without a reverse-DNS name
+    assert pharmacy["symbols"]["RDNS_NONE"]["options"] == ["83.12.44.9"]
+    # the client as the MTA named it (--ip, --hostname) decides over the headers
+    named = aliasd_cli("scan", "--json", "--ip", "83.12.44.9", "--hostname", "mail.example.ru",
+                       str(MAIL / "spam_pharmacy.eml"), env_extra=ENV)
+    assert "RDNS_NONE" not in json.loads(named.stdout)["symbols"]
 
     # text: one rspamc block per message, a blank line between blocks
     proc = aliasd_cli("scan", str(mbox), str(tmp_path / "gone.eml"), check=False, env_extra=ENV)

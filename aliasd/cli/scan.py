@@ -178,6 +178,8 @@ def learn_ham(paths: tuple[str, ...], quiet: bool) -> None:
 @click.option("--from", "envelope_from", default="", help="Envelope sender (MAIL FROM).")
 @click.option("--rcpt", multiple=True, help="Envelope recipient (RCPT TO); repeatable.")
 @click.option("--ip", "client_addr", default=None, help="Address of the sending client.")
+@click.option("--hostname", "client_name", default=None,
+              help="The MTA's name for the client ('unknown': no reverse DNS).")
 @click.option("--helo", default=None, help="HELO name of the sending client.")
 @click.option("--site", "alias_site", default=None, help="The site the alias was given to.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message and line.")
@@ -186,6 +188,7 @@ def scan(
     envelope_from: str,
     rcpt: tuple[str, ...],
     client_addr: str | None,
+    client_name: str | None,
     helo: str | None,
     alias_site: str | None,
     as_json: bool,
@@ -220,7 +223,8 @@ def scan(
             try:
                 result = scanner.scan(ScanRequest(
                     message=raw, envelope_from=envelope_from, recipients=list(rcpt),
-                    client_addr=client_addr, helo=helo, alias_site=alias_site,
+                    client_addr=client_addr, client_name=client_name, helo=helo,
+                    alias_site=alias_site,
                 ))
             except ScannerError as exc:
                 raise click.ClickException(f"scan failed: {exc}") from exc

@@ -25,19 +25,23 @@ class AliasdMilter:
     def __init__(self, mailpath: MailPath) -> None:
         self.mailpath = mailpath
         self.client_addr: str | None = None
+        self.client_name: str | None = None
         self.helo: str | None = None
         self._reset()
 
     def _reset(self) -> None:
-        self.env = Envelope(client_addr=self.client_addr, helo=self.helo)
+        self.env = Envelope(client_addr=self.client_addr, client_name=self.client_name,
+                            helo=self.helo)
         self._kept = 0  # bytes kept for scanning (headers + body)
         self._own_seen: dict[str, int] = {}  # forged copies of our headers, per name
         self._has_subject = False
 
     # --- SMTP envelope ----------------------------------------------------------------
-    def connect(self, address: str | None) -> None:
-        """The client's IP address (None for a unix socket or an unknown peer)."""
+    def connect(self, address: str | None, hostname: str | None = None) -> None:
+        """The client's IP address (None for a unix socket or an unknown peer) and the
+        MTA's name for it (Postfix: "unknown" without a verified reverse-DNS name)."""
         self.client_addr = address or None
+        self.client_name = hostname[:255] if hostname else None
 
     def hello(self, hostname: str) -> None:
         self.helo = hostname[:255]

@@ -142,7 +142,8 @@ class MilterConnection(asyncio.Protocol):
             return  # never answered
         elif command == protocol.SMFIC_CONNECT:
             connect = protocol.parse_connect(data)
-            session.connect(connect.address if connect.family in ("4", "6") else None)
+            session.connect(connect.address if connect.family in ("4", "6") else None,
+                            connect.hostname)
         elif command == protocol.SMFIC_HELO:
             helo = protocol.strings(data)
             session.hello(helo[0].decode("utf-8", "replace") if helo else "")

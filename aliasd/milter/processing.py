@@ -65,6 +65,7 @@ class Envelope:
     sender: str = ""  # MAIL FROM without <>; "" for the null sender
     recipients: list[str] = field(default_factory=list)  # original RCPT TO addresses
     client_addr: str | None = None
+    client_name: str | None = None  # the MTA's name for the client ("unknown": none)
     helo: str | None = None
     auth_authen: str | None = None  # SMTP AUTH login ({auth_authen}), None without
     queue_id: str | None = None
@@ -267,6 +268,7 @@ class MailPath:
             envelope_from=envelope.sender,
             recipients=list(envelope.recipients),
             client_addr=envelope.client_addr,
+            client_name=envelope.client_name,
             helo=envelope.helo,
             queue_id=envelope.queue_id,
             alias_site=next((t.site for t in targets if t.site), None),

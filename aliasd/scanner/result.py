@@ -34,6 +34,9 @@ class ScanRequest:
     envelope_from: str = ""  # "" for the null sender <>
     recipients: list[str] = field(default_factory=list)  # original RCPT TO addresses
     client_addr: str | None = None
+    # the MTA's name for the client (Postfix: its verified reverse-DNS name, or
+    # "unknown"); None when the caller does not know it
+    client_name: str | None = None
     helo: str | None = None
     queue_id: str | None = None
     alias_site: str | None = None  # the site of the (first) alias, for ALIAS_SITE_MISMATCH

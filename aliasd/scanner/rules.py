@@ -15,6 +15,7 @@ import re2
 from aliasd.core import attribution
 from aliasd.core.addresses import domain_of
 from aliasd.scanner.message import ParsedMessage
+from aliasd.scanner.relays import client_relay
 from aliasd.scanner.result import ScanRequest, Symbol
 
 # name: (score, description)
@@ -55,6 +56,8 @@ SCORES: dict[str, tuple[float, str]] = {
     "HTML_IMAGE_ONLY": (2.5, "HTML with images and hardly any text"),
     "REMOVE_BY_MAILTO": (2.0, "Removal by mailto:?subject=remove without List-Unsubscribe"),
     "STOCK_PITCH": (2.5, "Penny-stock promotion (OTCBB, strong buy, ...)"),
+    # SpamAssassin's score for it (without network tests, with Bayes), not tuned here
+    "RDNS_NONE": (1.2, "Handed over by a host with no reverse-DNS name"),
     "FORGED_MUA_OUTLOOK": (1.0, "X-Mailer claims a Windows Outlook that always adds X-MimeOLE, which is missing"),
     # URL and HTML evidence (evidence.py); scores from hits in validation (bench/accuracy.py
     # --cv and the validation halves of --time and --logo): links to many sites and
@@ -197,6 +200,10 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("R_UNDISC_RCPT")
     if not pm.received_count:
         yield sym("RCVD_COUNT_ZERO")
+    relay = client_relay(req.client_addr, req.client_name, req.helo,
+                         pm.msg.get_all("received") or () if pm.received_count else ())  # fmt: skip
+    if relay is not None and relay.rdns == "":
+        yield sym("RDNS_NONE", relay.ip)
 
     yield from _date_rules(ctx)
 
