@@ -30,6 +30,10 @@ from aliasd.scanner.rules import RuleContext, header_rules
      Relay("192.0.2.44", "mail.example.org", "smtp.example.org")),
     ("from [203.0.113.9] (helo=friend) by mx.example.net with smtp (Exim 4.96) id 1qX",
      Relay("203.0.113.9", "", "friend")),
+    ("from [203.0.113.9] (port=51234 helo=friend) by mx.example.net with esmtp (Exim 4.96)",
+     Relay("203.0.113.9", "", "friend")),
+    ("from mail.example.org ([192.0.2.44]:40112) by mx.example.net with esmtps (Exim 4.96)",
+     Relay("192.0.2.44", "mail.example.org", "mail.example.org")),
     # qmail: "unknown" when the address has no name
     ("from unknown (HELO bulk) (203.0.113.80) by mail.example.com with SMTP; 2 Aug 2002",
      Relay("203.0.113.80", "", "bulk")),

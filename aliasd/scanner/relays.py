@@ -24,10 +24,10 @@ _IP = r"(?:" + _IPV4 + r"|(?:IPv6:)?[0-9a-fA-F:]{2,39}(?::" + _IPV4 + r")?)"
 # from HELO (RDNS [IP]) / (ident@RDNS [IP]) / ([IP]): Postfix and sendmail
 _BRACKETED = re.compile(r"^from\s+(\S{1,255})\s+\((?:[^()\[\]@\s]{1,64}@)?([^\s()\[\]]{0,255})\s*\[(" + _IP + r")\]",
                         re.I)
-# Exim: from RDNS ([IP] helo=HELO) / from RDNS ([IP]) / from [IP] (helo=HELO)
-_EXIM_NAMED = re.compile(r"^from\s+([^\s\[\]()]{1,255})\s+\(\[(" + _IP + r")\](?::\d{1,5})?(?:\s+helo=(\S{1,255}?))?\)",
-                         re.I)
-_EXIM_BARE = re.compile(r"^from\s+\[(" + _IP + r")\](?::\d{1,5})?\s+\((?:helo=(\S{1,255}?))?\)", re.I)
+# Exim: from RDNS ([IP] helo=HELO) / from RDNS ([IP]:port) / from [IP] (port=N helo=HELO)
+_EXIM_NAMED = re.compile(r"^from\s+([^\s\[\]()]{1,255})\s+\(\[(" + _IP + r")\][^()]{0,300}\)", re.I)
+_EXIM_BARE = re.compile(r"^from\s+\[(" + _IP + r")\](?::\d{1,5})?\s+\([^()]{0,300}\)", re.I)
+_EXIM_HELO = re.compile(r"\bhelo=([^\s()]{1,255})", re.I)
 # qmail: from RDNS (HELO HELO) (IP) / from RDNS (IP) / from unknown (HELO x) (IP)
 _QMAIL = re.compile(r"^from\s+(\S{1,255})\s+(?:\(HELO\s+(\S{1,255})\)\s+)?\((?:[^()@\s]{1,64}@)?(" + _IPV4 + r")\)",
                     re.I)
@@ -64,13 +64,13 @@ def parse_received(value: str) -> Relay | None:
     if not text.lower().startswith("from ") or _MICROSOFT.search(text):
         return None
     if _EXIM.search(text):
-        m = _EXIM_BARE.match(text)
-        if m:
-            return Relay(m.group(1), "", m.group(2) or "")
-        m = _EXIM_NAMED.match(text)
-        if m:
-            return Relay(m.group(2), m.group(1), m.group(3) or m.group(1))
-        return None
+        m = _EXIM_BARE.match(text) or _EXIM_NAMED.match(text)
+        if m is None:
+            return None
+        helo = _EXIM_HELO.search(m.group(0))
+        if m.re is _EXIM_BARE:
+            return Relay(m.group(1), "", helo.group(1) if helo else "")
+        return Relay(m.group(2), m.group(1), helo.group(1) if helo else m.group(1))
     m = _BRACKETED.match(text)
     if m:
         helo, rdns, ip = m.groups()
