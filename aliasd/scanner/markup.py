@@ -176,22 +176,24 @@ Span = tuple[int, int]
 
 
 class Invisible(NamedTuple):
-    """Where a markup's invisible text lies: (start, end) of each element's content."""
+    """Where a markup's invisible text lies: (start, end) of each hidden element's
+    content, and whether it has white text (only that: Bayes keeps white text's words,
+    see tokens.py, so where it lies is never needed)."""
 
     styled: list[Span]  # display:none, visibility:hidden, 0-2 px fonts
-    white: list[Span]  # white fonts, no dark background anywhere
+    white: bool  # white fonts, no dark background anywhere
 
 
 def invisible(markup: str) -> Invisible:
     """The invisible elements among the first ``HIDDEN_SCAN`` characters of ``markup``."""
     markup = markup[:HIDDEN_SCAN]
-    low = markup.translate(_ASCII_LOWER)
+    low = markup.lower()
+    if len(low) != len(markup):  # 'İ' and a few others lengthen: keep the indices valid
+        low = markup.translate(_ASCII_LOWER)
     styled: list[Span] = []
     if "display" in low or "visibility" in low or "font-size" in low:
         styled = _element_spans(_HIDDEN_OPEN.finditer(markup), low)
-    white: list[Span] = []
-    if "color" in low and _WHITE_FONT.search(markup) and not _DARK_BG.search(markup):
-        white = _element_spans(_WHITE_FONT.finditer(markup), low)
+    white = "color" in low and _WHITE_FONT.search(markup) is not None and not _DARK_BG.search(markup)
     return Invisible(styled, white)
 
 

@@ -61,9 +61,10 @@ def parse_received(value: str) -> Relay | None:
     """The connecting relay of one Received header (unfolded), or None when its format
     is not one read here or it names no address."""
     text = " ".join(value[:MAX_RECEIVED_TEXT].split())
-    if not text.lower().startswith("from ") or _MICROSOFT.search(text):
+    low = text.lower()
+    if not low.startswith("from ") or ("microsoft" in low and _MICROSOFT.search(text)):
         return None
-    if _EXIM.search(text):
+    if "exim" in low and _EXIM.search(text):
         m = _EXIM_BARE.match(text) or _EXIM_NAMED.match(text)
         if m is None:
             return None
