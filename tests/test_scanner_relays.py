@@ -67,13 +67,13 @@ def test_the_handing_relay_is_the_topmost_with_a_public_address():
 def test_the_connection_decides_when_the_mta_names_a_public_client():
     # (documentation addresses such as 198.51.100.0/24 are not public: real ones here)
     headers = ["from pc-83-12 (unknown [83.12.44.9]) by mx.example.net (Postfix)"]
-    named = client_relay("194.125.145.45", "mail.shop.example", "mail.shop.example", headers)
+    named = client_relay("194.125.145.45", "mail.shop.example", "mail.shop.example", lambda: headers)
     assert named == Relay("194.125.145.45", "mail.shop.example", "mail.shop.example")
-    assert client_relay("194.125.145.45", "unknown", "x", headers).rdns == ""
-    assert client_relay("194.125.145.45", "[194.125.145.45]", "x", headers).rdns == ""
-    assert client_relay("194.125.145.45", None, "x", headers) is None  # not named: not known
+    assert client_relay("194.125.145.45", "unknown", "x", lambda: headers).rdns == ""
+    assert client_relay("194.125.145.45", "[194.125.145.45]", "x", lambda: headers).rdns == ""
+    assert client_relay("194.125.145.45", None, "x", lambda: headers) is None  # not named: not known
     # a local injection or an internal relay: the headers say who handed it over
-    assert client_relay("127.0.0.1", "localhost", "x", headers) == Relay("83.12.44.9", "", "pc-83-12")
+    assert client_relay("127.0.0.1", "localhost", "x", lambda: headers) == Relay("83.12.44.9", "", "pc-83-12")
 
 
 def symbols(raw: bytes, **request) -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 MAX_RECEIVED = 20  # Received headers read from the top
@@ -87,19 +87,20 @@ def parse_received(value: str) -> Relay | None:
 
 
 def client_relay(client_addr: str | None, client_name: str | None, helo: str | None,
-                 received: Iterable[str]) -> Relay | None:
+                 received: Callable[[], Iterable[str]]) -> Relay | None:
     """The relay that handed the message over: the SMTP client itself when it connected
     from a public address and the MTA named it (Postfix's client name, "unknown" when
     the address has no verified reverse-DNS name); otherwise, as for stored mail or a
     client on a private address (a local injection, an internal relay), the Received
-    headers'. A public client the MTA did not name: not known."""
+    headers' (``received()``, read only then). A public client the MTA did not name:
+    not known."""
     if client_addr:
         public = _public(client_addr)
         if public:
             if client_name is None:
                 return None
             return Relay(client_addr, "" if _no_name(client_name) else client_name, helo or "")
-    return handing_relay(received)
+    return handing_relay(received())
 
 
 def handing_relay(received: Iterable[str]) -> Relay | None:

@@ -201,7 +201,7 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
     if not pm.received_count:
         yield sym("RCVD_COUNT_ZERO")
     relay = client_relay(req.client_addr, req.client_name, req.helo,
-                         pm.msg.get_all("received") or () if pm.received_count else ())  # fmt: skip
+                         lambda: pm.msg.get_all("received") or [])
     if relay is not None and relay.rdns == "":
         yield sym("RDNS_NONE", relay.ip)
 
