@@ -1,6 +1,7 @@
-"""Which relay handed a message over, and whether it had a reverse-DNS name (RDNS_NONE):
-from the SMTP connection when the MTA names the client, from the Received headers of
-stored mail. Pure: no database."""
+"""The relays a message passed outside this side: which one handed it over and whether it
+had a reverse-DNS name (RDNS_NONE), from the SMTP connection when the MTA names the client,
+from the Received headers of stored mail; the chain as SpamAssassin's header rules read it.
+Pure: no database."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import time
 import pytest
 
 from aliasd.scanner.message import parse_message
-from aliasd.scanner.relays import Relay, client_relay, handing_relay, parse_received
+from aliasd.scanner.relays import (
+    Relay,
+    external_relays,
+    parse_received,
+    read_hops,
+    spamassassin_relays,
+)
 from aliasd.scanner.result import ScanRequest
 from aliasd.scanner.rules import RuleContext, header_rules
 
@@ -44,9 +51,18 @@ from aliasd.scanner.rules import RuleContext, header_rules
      Relay("127.0.0.1", None, "phobos")),
     ("from EXCH01 ([10.1.2.3]) by EXCH02 with Microsoft SMTPSVC(6.0.3790.4675)", None),
     ("(qmail 12345 invoked by uid 0); 2 Aug 2002", None),
+    # an authenticated submission says so
+    ("from [192.168.1.20] (dsl-84.example [84.1.2.3]) (Authenticated sender: ann@example.org)"
+     " by smtp.example.org (Postfix) with ESMTPSA id 4F1",
+     Relay("84.1.2.3", "dsl-84.example", "[192.168.1.20]", "ESMTPSA")),
 ])  # fmt: skip
 def test_received_formats_are_read_for_the_relay_and_its_name(received, relay):
     assert parse_received(received) == relay
+
+
+def handing(headers: list[str]) -> Relay | None:
+    relays = external_relays(None, None, None, lambda: read_hops(headers))
+    return relays[0] if relays else None
 
 
 def test_the_handing_relay_is_the_topmost_with_a_public_address():
@@ -58,22 +74,35 @@ def test_the_handing_relay_is_the_topmost_with_a_public_address():
         "from pc-83-12 (unknown [83.12.44.9]) by int-mx1.corp.example (8.11.6/8.11.6) with SMTP",
         "from spoofed.example (mail.bank.example [198.51.100.1]) by pc-83-12",  # the spammer's own
     ]
-    assert handing_relay(chain) == Relay("83.12.44.9", "", "pc-83-12")
+    assert handing(chain) == Relay("83.12.44.9", "", "pc-83-12")
     # a hop not understood on the way: the relay is not known, nothing is judged
-    assert handing_relay(["from EXCH01 ([198.51.100.3]) by EXCH02 with Microsoft SMTPSVC", *chain]) is None
-    assert handing_relay(chain[:2]) is None  # only local hops
+    assert handing(["from EXCH01 ([198.51.100.3]) by EXCH02 with Microsoft SMTPSVC", *chain]) is None
+    assert handing(chain[:2]) is None  # only local hops
+    # below it, the hops it recorded itself, as far as they are read (the unreadable left out)
+    assert external_relays(None, None, None, lambda: read_hops(chain))[1:] == [
+        Relay("198.51.100.1", "mail.bank.example", "spoofed.example")]
 
 
 def test_the_connection_decides_when_the_mta_names_a_public_client():
     # (documentation addresses such as 198.51.100.0/24 are not public: real ones here)
     headers = ["from pc-83-12 (unknown [83.12.44.9]) by mx.example.net (Postfix)"]
-    named = client_relay("194.125.145.45", "mail.shop.example", "mail.shop.example", lambda: headers)
-    assert named == Relay("194.125.145.45", "mail.shop.example", "mail.shop.example")
-    assert client_relay("194.125.145.45", "unknown", "x", lambda: headers).rdns == ""
-    assert client_relay("194.125.145.45", "[194.125.145.45]", "x", lambda: headers).rdns == ""
-    assert client_relay("194.125.145.45", None, "x", lambda: headers) is None  # not named: not known
+    named = external_relays("194.125.145.45", "mail.shop.example", "mail.shop.example", lambda: read_hops(headers))
+    # the client first, then what its message's headers record
+    assert named == [Relay("194.125.145.45", "mail.shop.example", "mail.shop.example"),
+                     Relay("83.12.44.9", "", "pc-83-12")]
+    assert external_relays("194.125.145.45", "unknown", "x", lambda: read_hops(headers))[0].rdns == ""
+    assert external_relays("194.125.145.45", "[194.125.145.45]", "x", lambda: read_hops(headers))[0].rdns == ""
+    assert external_relays("194.125.145.45", None, "x", lambda: read_hops(headers)) == []  # not named: not known
     # a local injection or an internal relay: the headers say who handed it over
-    assert client_relay("127.0.0.1", "localhost", "x", lambda: headers) == Relay("83.12.44.9", "", "pc-83-12")
+    assert external_relays("127.0.0.1", "localhost", "x", lambda: read_hops(headers)) == [Relay("83.12.44.9", "", "pc-83-12")]
+
+
+def test_the_chain_is_written_as_spamassassin_rules_read_it():
+    chain = [Relay("83.12.44.9", "", "pc-83-12"), Relay("84.1.2.3", "dsl-84.example", "x", "ESMTPSA")]
+    assert spamassassin_relays(chain) == (
+        "[ ip=83.12.44.9 rdns= helo=pc-83-12 by= ident= envfrom= intl=0 id= auth= msa=0 ] "
+        "[ ip=84.1.2.3 rdns=dsl-84.example helo=x by= ident= envfrom= intl=0 id= auth=ESMTPSA msa=0 ]")
+    assert spamassassin_relays([]) == ""
 
 
 def symbols(raw: bytes, **request) -> dict:

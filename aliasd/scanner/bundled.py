@@ -143,7 +143,8 @@ class BundledScanner:
             symbols.extend(evidence.url_rules(pm))
             symbols.extend(evidence.html_rules(pm))
             symbols.extend(filerules.file_rule_symbols(
-                self.rules, self._own_rules, pm, request, {s.name for s in symbols} | set(SCORES)))
+                self.rules, self._own_rules, pm, request, {s.name for s in symbols} | set(SCORES),
+                lambda: ctx.relays, lambda: ctx.relay_counts))
         except Exception as exc:  # noqa: BLE001 - a rule bug must not lose the message
             raise ScannerError(f"rule failed: {exc}") from exc
         if self.settings.spf_enabled:

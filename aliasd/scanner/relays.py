@@ -1,8 +1,10 @@
-"""The relay that handed a message to this side, read from its Received headers: the
-topmost one whose connecting address is public (the hops above it are this side's own:
-a local delivery, fetchmail, a relay on a private address), and the reverse-DNS name
-the receiving MTA recorded for it ("" when it found none), as SpamAssassin's relay
-parser reads it for RDNS_NONE.
+"""The relays a message passed before it reached this side, newest first, read from its
+Received headers: from the topmost one whose connecting address is public (the hops above
+it are this side's own: a local delivery, fetchmail, a relay on a private address) down,
+each with the reverse-DNS name the receiving MTA recorded for it ("" when it found none),
+as SpamAssassin's relay parser reads them: the first is the relay that handed the message
+over (RDNS_NONE), and the chain is SpamAssassin's ``X-Spam-Relays-External`` pseudo-header
+that its header rules read (dynamic-looking names, HELO forms).
 
 Only the formats whose reverse-DNS part is unambiguous are read: Postfix and sendmail
 (``from HELO (RDNS [IP])``, ``(unknown [IP])`` or ``([IP])`` without a name), Exim
@@ -12,6 +14,7 @@ servers record no name at all) the relay is not known, and no rule judges it."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Callable, Iterable
@@ -35,6 +38,10 @@ _QMAIL = re.compile(r"^from\s+(\S{1,255})\s+(?:\(HELO\s+(\S{1,255})\)\s+)?\((?:[
 _PICKUP = re.compile(r"^from\s+(\S{1,255})\s+\[(" + _IP + r")\]\s", re.I)
 _EXIM = re.compile(r"\bwith\s+\S*\s*\(Exim\b|\(Exim\s+\d", re.I)
 _MICROSOFT = re.compile(r"Microsoft\s+SMTP", re.I)
+# SpamAssassin's Received.pm: an authenticated hop says so in its protocol, or Postfix
+# names the authenticated sender
+_AUTH_PROTOCOL = re.compile(r"\bwith\s+(ESMTPA|ESMTPSA|LMTPA|LMTPSA|ASMTP|HTTPA)\b", re.I)
+_POSTFIX_AUTH = re.compile(r"\(Authenticated sender:\s*[^()\s]{1,300}\)\s+by\s+\S+\s+\(Postfix\)", re.I)
 
 
 @dataclass(frozen=True)
@@ -43,8 +50,10 @@ class Relay:
     rdns: str | None  # the reverse-DNS name the receiving MTA recorded; "" for none,
     # None when the format records none either way (a local pick-up)
     helo: str
+    auth: str = ""  # how the relay authenticated to the receiving MTA ("" when it did not)
 
 
+@functools.lru_cache(maxsize=4096)
 def _public(ip: str) -> bool | None:
     try:
         addr = ipaddress.ip_address(ip.removeprefix("IPv6:"))
@@ -61,6 +70,14 @@ def parse_received(value: str) -> Relay | None:
     """The connecting relay of one Received header (unfolded), or None when its format
     is not one read here or it names no address."""
     text = " ".join(value[:MAX_RECEIVED_TEXT].split())
+    relay = _connecting(text)
+    if relay is None or not ("with" in text and (_AUTH_PROTOCOL.search(text) or _POSTFIX_AUTH.search(text))):
+        return relay
+    m = _AUTH_PROTOCOL.search(text)
+    return Relay(relay.ip, relay.rdns, relay.helo, m.group(1) if m else "Postfix")
+
+
+def _connecting(text: str) -> Relay | None:
     low = text.lower()
     if not low.startswith("from ") or ("microsoft" in low and _MICROSOFT.search(text)):
         return None
@@ -86,37 +103,83 @@ def parse_received(value: str) -> Relay | None:
     return None
 
 
-def client_relay(client_addr: str | None, client_name: str | None, helo: str | None,
-                 received: Callable[[], Iterable[str]]) -> Relay | None:
-    """The relay that handed the message over: the SMTP client itself when it connected
-    from a public address and the MTA named it (Postfix's client name, "unknown" when
-    the address has no verified reverse-DNS name); otherwise, as for stored mail or a
-    client on a private address (a local injection, an internal relay), the Received
-    headers' (``received()``, read only then). A public client the MTA did not name:
-    not known."""
-    if client_addr:
-        public = _public(client_addr)
-        if public:
-            if client_name is None:
-                return None
-            return Relay(client_addr, "" if _no_name(client_name) else client_name, helo or "")
-    return handing_relay(received())
+Hop = tuple[Relay | None, bool | None]  # a Received "from" header: its relay, and whether public
 
 
-def handing_relay(received: Iterable[str]) -> Relay | None:
-    """The topmost relay with a public address among the Received headers (top first);
-    None when a header on the way is not understood or none is public."""
+def read_hops(received: Iterable[object]) -> list[Hop]:
+    """The first MAX_RECEIVED Received headers (top first) that name a connecting relay
+    ("from ..."), each read once: its relay (None: a format not read here) and whether
+    its address is public (None: not an address). Lines without one ("(qmail 123
+    invoked by uid 0)", "by host with local") are left out."""
+    out: list[Hop] = []
     for i, value in enumerate(received):
         if i >= MAX_RECEIVED:
-            return None
-        if value.lstrip()[:5].lower() != "from ":
-            continue  # "(qmail 123 invoked by uid 0)", "by host with local": no relay
-        relay = parse_received(value)
-        if relay is None:
-            return None
-        public = _public(relay.ip)
-        if public is None:
-            return None
+            break
+        text = value if isinstance(value, str) else str(value)  # 8-bit ones come as Header objects
+        if text.lstrip()[:5].lower() != "from ":
+            continue
+        relay = parse_received(text)
+        out.append((relay, _public(relay.ip) if relay is not None else None))
+    return out
+
+
+def external_relays(client_addr: str | None, client_name: str | None, helo: str | None,
+                    hops: Callable[[], list[Hop]]) -> list[Relay]:
+    """The relays outside this side, newest first; the first handed the message over.
+
+    The SMTP client itself comes first when it connected from a public address and the
+    MTA named it (Postfix's client name, "unknown" when the address has no verified
+    reverse-DNS name), followed by the hops its message's Received headers record
+    (``hops()``, see read_hops). Otherwise, as for stored mail or a client on a private
+    address (a local injection, an internal relay), the chain starts at the topmost
+    Received header with a public address. Empty when the first relay is not known: a
+    public client the MTA did not name, a header on the way in a format not read here.
+    Later hops in such a format are left out, as SpamAssassin leaves out the Received
+    headers it cannot parse."""
+    if client_addr and _public(client_addr):
+        if client_name is None:
+            return []
+        first = Relay(client_addr, "" if _no_name(client_name) else client_name, helo or "")
+        return [first, *_older(hops())]
+    found = hops()
+    for i, (relay, public) in enumerate(found):
+        if relay is None or public is None:
+            return []
         if public:
-            return relay if relay.rdns is not None else None
-    return None
+            return [relay, *_older(found[i + 1:])] if relay.rdns is not None else []
+    return []
+
+
+def _older(hops: list[Hop]) -> list[Relay]:
+    """The hops recorded below the first external relay, those parsed here."""
+    return [relay for relay, public in hops
+            if relay is not None and relay.rdns is not None and public is not None]
+
+
+def spamassassin_relays(relays: list[Relay]) -> str:
+    """The chain as SpamAssassin's ``X-Spam-Relays-External`` pseudo-header writes it,
+    the form its header rules match (``rdns=`` empty in the first bracket: the relay
+    that handed the message over has no name). Fields aliasd does not know (by, ident, envfrom, id) are empty."""
+    return " ".join(
+        f"[ ip={r.ip.removeprefix('IPv6:')} rdns={r.rdns or ''} helo={r.helo} by= ident= envfrom= "
+        f"intl=0 id= auth={r.auth} msa=0 ]"
+        for r in relays)
+
+
+def relay_counts(client_addr: str | None, hops: Callable[[], list[Hop]]) -> tuple[int, int, int]:
+    """(trusted, untrusted, unparseable) relays as SpamAssassin counts them without
+    trusted_networks set: hops on private addresses above the first public one are this
+    side's own (trusted); from that one down, untrusted. A public SMTP client is the
+    first untrusted relay itself."""
+    trusted = untrusted = unparseable = 0
+    outside = bool(client_addr) and bool(_public(client_addr or ""))
+    untrusted += outside
+    for _, public in hops():
+        if public is None:
+            unparseable += 1
+        elif outside or public:
+            outside = True
+            untrusted += 1
+        else:
+            trusted += 1
+    return trusted, untrusted, unparseable

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import re2
 from aliasd.core import attribution
 from aliasd.core.addresses import domain_of
 from aliasd.scanner.message import ParsedMessage
-from aliasd.scanner.relays import client_relay
+from aliasd.scanner.relays import Hop, Relay, external_relays, read_hops, relay_counts
 from aliasd.scanner.result import ScanRequest, Symbol
 
 # name: (score, description)
@@ -161,6 +162,22 @@ class RuleContext:
     now: dt.datetime
     blocked: str | None = None  # what a server-wide block rule matched (core decides)
 
+    @functools.cached_property
+    def relays(self) -> list[Relay]:
+        """The relays outside this side, newest first (aliasd/scanner/relays.py)."""
+        req = self.request
+        return external_relays(req.client_addr, req.client_name, req.helo, lambda: self.hops)
+
+    @functools.cached_property
+    def relay_counts(self) -> tuple[int, int, int]:
+        """(trusted, untrusted, unparseable) relays, as SpamAssassin counts them."""
+        return relay_counts(self.request.client_addr, lambda: self.hops)
+
+    @functools.cached_property
+    def hops(self) -> list[Hop]:
+        """The message's Received headers, each read once."""
+        return read_hops(self.pm.msg.get_all("received") or [])
+
 
 def received_time(pm: ParsedMessage) -> dt.datetime | None:
     """When our side received the message: the date of the topmost Received header.
@@ -200,10 +217,8 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("R_UNDISC_RCPT")
     if not pm.received_count:
         yield sym("RCVD_COUNT_ZERO")
-    relay = client_relay(req.client_addr, req.client_name, req.helo,
-                         lambda: pm.msg.get_all("received") or [])
-    if relay is not None and relay.rdns == "":
-        yield sym("RDNS_NONE", relay.ip)
+    if ctx.relays and ctx.relays[0].rdns == "":
+        yield sym("RDNS_NONE", ctx.relays[0].ip)
 
     yield from _date_rules(ctx)
 
