@@ -260,8 +260,8 @@ class Settings:
             raise SettingsError("milter_workers must be >= 0 (0: one per CPU)")
         if self.scanner_backend not in ("bundled", "rspamd"):
             raise SettingsError("scanner_backend must be 'bundled' or 'rspamd'")
-        if self.scanner_spamassassin not in ("off", "content", "all"):
-            raise SettingsError("scanner_spamassassin must be 'off', 'content' or 'all'")
+        if self.scanner_spamassassin not in ("off", "content", "scored", "all"):
+            raise SettingsError("scanner_spamassassin must be 'off', 'content', 'scored' or 'all'")
         if self.srs_enabled:
             from aliasd.core.srs import SrsConfig, SrsConfigError  # local: core.srs uses Settings
 

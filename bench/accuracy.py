@@ -50,7 +50,7 @@ def main() -> int:
     ap.add_argument("--logo", action="store_true", help="leave one group out, for each group")
     ap.add_argument("--rules", action="append", default=[],
                     help="extra rule file or directory (scanner_rules), e.g. /usr/share/spamassassin")
-    ap.add_argument("--spamassassin", choices=("off", "content", "all"), default="content",
+    ap.add_argument("--spamassassin", choices=("off", "content", "scored", "all"), default="content",
                     help="SpamAssassin's rules from /usr/share/spamassassin (scanner_spamassassin)")
     ap.add_argument("--group", default="", help="with --logo: leave out only this group")
     ap.add_argument("--limit", type=int, default=0, help="scan at most this many per group (quick runs)")

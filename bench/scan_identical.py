@@ -40,7 +40,7 @@ def _args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--compare-tree", default="", help="another checkout to compare with")
     ap.add_argument("--cache", default=str(BENCH / ".cache"),
                     help="the corpus cache (bench/corpus.py fetches it there when missing)")
-    ap.add_argument("--spamassassin", choices=("off", "content", "all"), default="content",
+    ap.add_argument("--spamassassin", choices=("off", "content", "scored", "all"), default="content",
                     help="SpamAssassin's rules from /usr/share/spamassassin (scanner_spamassassin)")
     ap.add_argument("--limit", type=int, default=0, help="scan only the first N messages of the 20 %%")
     ap.add_argument("--tree", default=str(BENCH.parent), help=argparse.SUPPRESS)  # the aliasd to import

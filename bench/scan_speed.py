@@ -50,7 +50,7 @@ def main() -> int:
                     help="timed passes over the test split (bundled and rspamd rules-only in turns)")
     ap.add_argument("--rules", action="append", default=[],
                     help="extra rule file or directory for the bundled scanner (scanner_rules)")
-    ap.add_argument("--spamassassin", choices=("off", "content", "all"), default="content",
+    ap.add_argument("--spamassassin", choices=("off", "content", "scored", "all"), default="content",
                     help="SpamAssassin's rules from /usr/share/spamassassin (scanner_spamassassin)")
     args = ap.parse_args()
     samples = load()

@@ -176,6 +176,27 @@ def test_spamassassin_content_mode_loads_no_header_rules_and_counts_them_in_full
     assert set(off.rules) == own
 
 
+def test_spamassassin_scored_mode_counts_its_scored_header_rules_at_a_share_and_not_the_unscored():
+    scored, full = filerules.load((), str(SA_RULES), "scored")
+    content, _ = filerules.load((), str(SA_RULES), "content")
+    assert {"header", "mimeheader", "header_eval"} <= {r.kind for r in scored.rules.values()}
+    # a header rule SpamAssassin scores (3.899 for Bayes without network tests): 0.4 of it
+    assert scored.score_of("MSGID_OUTLOOK_INVALID") == round(3.899 * filerules.HEADER_WEIGHT, 3)
+    # a meta over header rules Debian ships without a score: not counted (SpamAssassin: 1.0)
+    assert "SPOOFED_FREEMAIL" in scored.rules and scored.score_of("SPOOFED_FREEMAIL") == 0
+    # content rules keep their whole score, as in content mode
+    assert scored.score_of("DRUG_ED_ONLINE") == content.score_of("DRUG_ED_ONLINE") > 0
+    assert {"MSGID_OUTLOOK_INVALID", "DRUG_ED_ONLINE"} <= full
+    forged = (b"Received: from pc (unknown [83.12.44.9]) by mx.example.net; Mon, 20 May 2024 03:14:05 +0000\n"
+              b"From: Dr. Mark <mark.b@yahoo.com>\nTo: you@example.org\nSubject: urgent\n"
+              b"Message-ID: <0000abcdef01$0a1b2c3d$4e5f6a7b@pc>\n"
+              b"Date: Mon, 20 May 2024 03:14:05 +0000\n\nI am a banker.\n")
+    got = {s.name: s.score for s in filerules.file_rule_symbols(scored, full, parse_message(forged),
+                                                                 ScanRequest(message=forged), set())}
+    assert got["MSGID_OUTLOOK_INVALID"] == round(3.899 * filerules.HEADER_WEIGHT, 3)
+    assert all(score for score in got.values())  # what counts nothing is not shown
+
+
 def test_a_missing_spamassassin_directory_leaves_aliasds_own_rules(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="aliasd.scanner.filerules"):
         rules, _ = filerules.load((), str(tmp_path / "nowhere"), "content")

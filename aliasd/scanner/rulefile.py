@@ -14,28 +14,41 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import re2
+import regex
 
-from aliasd.scanner.message import header_items, parse_address
+from aliasd.scanner.message import decode_header_value, header_items, parse_address
 from aliasd.scanner.multimatch import PatternSet
+from aliasd.scanner.relays import Relay, spamassassin_relays
 from aliasd.scanner.sa_evals import LEFT_OUT, EvalTest, Facts, parse_eval
+from aliasd.scanner.sa_header_evals import FreemailDomains, HeaderFacts
 
 log = logging.getLogger(__name__)
 
-KINDS = ("header", "body", "rawbody", "uri", "full", "meta")
+KINDS = ("header", "mimeheader", "body", "rawbody", "uri", "full", "meta")
+MAX_MIME_PARTS = 100  # MIME parts whose headers mimeheader rules read
 SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
 # SpamAssassin's score for a rule without a score line: 1.0, -1.0 for a "nice" rule
 # (tflags nice: it marks ham). Debian's package ships most rules without their scores
 # (sa-update brings those), so most of its rules count 1.0 here.
 DEFAULT_SCORE = 1.0
-# Pseudo-headers SpamAssassin computes from the relay chain; not computed here, so rules
-# on them are skipped rather than matched against an empty value.
+# Pseudo-headers SpamAssassin computes: the relays outside this side (its "external" and,
+# without trusted_networks set, "untrusted" chain are the same) are computed here; rules
+# on the others are skipped rather than matched against an empty value.
+RELAY_PSEUDO = ("x-spam-relays-external", "x-spam-relays-untrusted")
 _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays-")
 
+# Header rules whose pattern RE2 cannot run (look-arounds, back-references: 20 % of
+# SpamAssassin's header rules, among them the dynamic-rDNS and HELO tests) run on the
+# ``regex`` module, a backtracking engine: each on at most this much of the header, and
+# stopped after BACKTRACK_TIMEOUT seconds (a pattern that backtracks catastrophically then
+# does not hit) so that no rule can hold a message up.
+BACKTRACK_SCAN = 4000
+BACKTRACK_TIMEOUT = 0.02
 _PERL_RE = re.compile(r"^\s*(?:m?/(.*)/|m\{(.*)\}|m!(.*)!|m#(.*)#)([a-z]*)\s*$", re.S)
 _COMMENT = re.compile(r"(?<!\\)#.*")  # SpamAssassin: '#' starts a comment, '\#' is one
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,80}$")
@@ -48,6 +61,8 @@ class Rule:
     name: str
     kind: str
     pattern: str = ""  # RE2 syntax, flags inline
+    backtracking: object = None  # header rules RE2 cannot run: a time-bounded ``regex`` pattern
+    prefilter: str = ""  # ... and an RE2 pattern matching at least what it matches ("" none)
     negate: bool = False  # header !~
     header: str = ""  # header spec: "subject", "from:addr", "ALL", "exists:x-foo"
     if_unset: str | None = None
@@ -108,6 +123,100 @@ def perl_to_re2(spec: str) -> str:
     return (f"(?{inline})" if inline else "") + body
 
 
+def _prefilter(spec: str) -> str:
+    """RE2's first pass for a backtracking pattern, "" when RE2 cannot run even that."""
+    m = _PERL_RE.match(spec)
+    if not m or "x" in m.group(5):
+        return ""
+    body = next(g for g in m.groups()[:4] if g is not None).replace("\\/", "/")
+    inline = "".join(f for f in "ism" if f in m.group(5))
+    pattern = (f"(?{inline})" if inline else "") + relaxed_pattern(body)
+    return "" if _check_re2(pattern) else pattern
+
+
+def _backtracking(spec: str) -> object | None:
+    """A Perl ``/pattern/flags`` compiled for the ``regex`` module (which reads Perl's
+    look-arounds and back-references), or None when it cannot be."""
+    m = _PERL_RE.match(spec)
+    if not m:
+        return None
+    body = next(g for g in m.groups()[:4] if g is not None).replace("\\/", "/")
+    flags = 0
+    for letter, flag in (("i", regex.I), ("s", regex.S), ("m", regex.M), ("x", regex.X)):
+        if letter in m.group(5):
+            flags |= flag
+    try:
+        return regex.compile(body.replace("\\z", "\\Z"), flags | regex.V0)
+    except (regex.error, ValueError, OverflowError, RecursionError):
+        return None
+
+
+def relaxed_pattern(body: str) -> str:
+    """A Perl pattern with what RE2 cannot run taken out so that it matches at least
+    whatever the original matches: look-arounds dropped, back-references read as "any
+    text", atomic groups and possessive quantifiers as ordinary ones. RE2 runs it as a
+    cheap first pass; only where it matches does the backtracking engine have to look."""
+    out: list[str] = []
+    i, n = 0, len(body)
+    while i < n:
+        c = body[i]
+        if c == "\\" and i + 1 < n:
+            if body[i + 1] in "123456789":
+                out.append("(?s:.*?)")
+            else:
+                out.append(body[i:i + 2])
+            i += 2
+        elif c == "[":
+            j = _class_end(body, i)
+            out.append(body[i:j])
+            i = j
+        elif body.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
+            i = _group_end(body, i)
+        elif body.startswith("(?>", i):
+            out.append("(?:")
+            i += 3
+        elif c in "+*?}" and i + 1 < n and body[i + 1] == "+":
+            out.append(c)
+            i += 2
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out)
+
+
+def _class_end(body: str, i: int) -> int:
+    """The index after the character class starting at ``body[i] == '['``."""
+    j = i + 1
+    if j < len(body) and body[j] == "^":
+        j += 1
+    if j < len(body) and body[j] == "]":
+        j += 1
+    while j < len(body) and body[j] != "]":
+        j += 2 if body[j] == "\\" else 1
+    return min(j + 1, len(body))
+
+
+def _group_end(body: str, i: int) -> int:
+    """The index after the group opening at ``body[i] == '('``."""
+    depth, j = 0, i
+    while j < len(body):
+        c = body[j]
+        if c == "\\":
+            j += 2
+            continue
+        if c == "[":
+            j = _class_end(body, j)
+            continue
+        if c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0:
+                return j + 1
+        j += 1
+    return len(body)
+
+
 def _check_re2(pattern: str) -> str | None:
     opts = re2.Options()
     opts.log_errors = False
@@ -158,6 +267,12 @@ class RuleSet:
         self.scores: dict[str, float] = {}
         self.descriptions: dict[str, str] = {}
         self.nice: set[str] = set()  # tflags nice: evidence of ham
+        # tflags net: network tests (DNS lists, Razor, DCC), which never run here, as in
+        # SpamAssassin without network tests (-L): a meta reading one reads "no hit"
+        self.net: set[str] = set()
+        self.freemail = FreemailDomains()  # freemail_domains, for the FreeMail tests
+        self._header_evals: list[tuple[str, EvalTest]] = []
+        self._mime_headers: dict[str, list[Rule]] = {}
         self.report = LoadReport()
         self._skip_kinds: frozenset[str] = frozenset()
         self._sets: dict[str, list[tuple[object, list[str]]]] = {}
@@ -168,6 +283,7 @@ class RuleSet:
         self._exists: list[tuple[str, tuple[str, ...]]] = []
         self._header_plan: list[tuple] = []
         self._evals: list[tuple[str, EvalTest]] = []
+        self._backtracking: list[tuple] = []
         self._meta_fn = lambda hits: hits
 
     # --- loading --------------------------------------------------------------------
@@ -217,12 +333,19 @@ class RuleSet:
             self.scores[parts[1]] = _parse_score(parts[2].split())
             return
         if directive == "tflags":
-            if len(parts) >= 3 and "nice" in parts[2].split():
+            flags = parts[2].split() if len(parts) >= 3 else []
+            if "nice" in flags:
                 self.nice.add(parts[1])
+            if "net" in flags:
+                self.net.add(parts[1])
             return
         if directive == "describe":
             if len(parts) >= 2:
                 self.descriptions[parts[1]] = parts[2] if len(parts) > 2 else ""
+            return
+        if directive == "freemail_domains":
+            for bad in self.freemail.add(line.split(None, 1)[1] if len(parts) > 1 else ""):
+                self.report.warnings.append(f"{where}: not a freemail domain: {bad[:80]}")
             return
         if directive not in KINDS:
             return  # other configuration (tflags, lang, if/endif, report templates)
@@ -233,16 +356,24 @@ class RuleSet:
             self._skip(where, name, f"off: {directive} rules not loaded from here")
             return
         if test.startswith("eval:"):
-            found = parse_eval(test) if directive in ("body", "rawbody", "uri", "full") else "eval: not implemented: header tests"
+            if directive not in ("header", "body", "rawbody", "uri", "full"):
+                self._skip(where, name, f"eval: not implemented: {directive} tests")
+                return
+            found = parse_eval(test, header=directive == "header")
             if isinstance(found, str):
                 self._skip(where, name, found)
             elif name in LEFT_OUT:
                 self._skip(where, name, f"eval: left out: {LEFT_OUT[name]}")
             else:
-                self.rules[name] = Rule(name, "eval", test=found)
+                self.rules[name] = Rule(name, "header_eval" if directive == "header" else "eval", test=found)
             return
         if directive == "meta":
             expr, deps = _meta_expr(test)
+            if test.strip() == "0" and name in self.rules:
+                # "meta X 0" is SpamAssassin's stand-in for a rule whose plugin is not
+                # loaded (in an if/else this parser does not follow): a definition
+                # read elsewhere wins, whichever comes first
+                return
             self.rules[name] = Rule(name, "meta", expr=expr, deps=deps)
             return
         rule = Rule(name, directive)
@@ -256,36 +387,66 @@ class RuleSet:
                 raise ValueError("header rule is not 'Name =~ /pattern/'")
             hname, op, spec, unset = m.groups()
             low = hname.lower()
-            if low.startswith(_PSEUDO):
+            if low.startswith(_PSEUDO) and low not in RELAY_PSEUDO:
                 self._skip(where, name, f"unsupported: pseudo-header {hname}")
                 return
             rule.header = hname if hname in ("ALL", "ToCc", "MESSAGEID", "EnvelopeFrom") else low
             rule.negate = op == "!"
             rule.if_unset = unset
             test = spec
+        elif directive == "mimeheader":
+            # a header of any MIME part, the message's own included (MIMEHeader.pm)
+            m = re.match(r"^([\w-]+)(:raw)?\s*=~\s*(.+)$", test, re.S)
+            if not m:
+                raise ValueError("mimeheader rule is not 'Name =~ /pattern/'")
+            rule.header = m.group(1).lower() + (m.group(2) or "")
+            test = m.group(3)
         try:
             rule.pattern = perl_to_re2(test)
+            err = _check_re2(rule.pattern)
         except ValueError as exc:
-            self._skip(where, name, str(exc))
-            return
-        err = _check_re2(rule.pattern)
+            err = str(exc)
+        if err and directive in ("header", "mimeheader") and err.startswith("unsupported"):
+            rule.backtracking = _backtracking(test)
+            if rule.backtracking is not None:
+                err = None
+                rule.prefilter = _prefilter(test)
         if err:
             self._skip(where, name, err)
             return
         self.rules[name] = rule
+
+    def header_derived(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` that read the message's headers: header, mimeheader and
+        header ``eval:`` rules, and metas over any of them (transitively)."""
+        memo: dict[str, bool] = {}
+
+        def derived(name: str, depth: int) -> bool:
+            if name in memo:
+                return memo[name]
+            rule = self.rules.get(name)
+            memo[name] = False  # a cycle reads no header
+            if rule is None or depth > 60:
+                return False
+            memo[name] = rule.kind in ("header", "mimeheader", "header_eval") or (
+                rule.kind == "meta" and any(derived(d, depth + 1) for d in rule.deps))
+            return memo[name]
+
+        return {n for n in names if derived(n, 0)}
 
     def _skip(self, where: str, name: str, why: str) -> None:
         self.report.skipped.append((where, name, why))
         self.rules.pop(name, None)
 
     def compile(self) -> RuleSet:
-        # metas whose dependencies are missing are disabled, as SpamAssassin does
+        # metas whose dependencies are missing are disabled, as SpamAssassin does; a
+        # network test is not missing but never hits, as in SpamAssassin without them
         changed = True
         while changed:
             changed = False
             for name, rule in list(self.rules.items()):
                 if rule.kind == "meta":
-                    missing = [d for d in rule.deps if d not in self.rules]
+                    missing = [d for d in rule.deps if d not in self.rules and d not in self.net]
                     if missing:
                         self._skip("meta", name, f"depends on a skipped or unknown rule: {missing[0]}")
                         changed = True
@@ -294,6 +455,8 @@ class RuleSet:
         by_kind: dict[str, list[Rule]] = {}
         self._headers = {}
         self._evals = []
+        self._header_evals = []
+        self._mime_headers: dict[str, list[Rule]] = {}
         for rule in self.rules.values():
             if rule.name not in live:
                 continue
@@ -301,6 +464,10 @@ class RuleSet:
                 self._headers.setdefault(rule.header, []).append(rule)
             elif rule.kind == "eval":
                 self._evals.append((rule.name, rule.test))
+            elif rule.kind == "header_eval":
+                self._header_evals.append((rule.name, rule.test))
+            elif rule.kind == "mimeheader":
+                self._mime_headers.setdefault(rule.header, []).append(rule)
             elif rule.kind != "meta":
                 by_kind.setdefault(rule.kind, []).append(rule)
         self._sets = {kind: (PatternSet([r.pattern for r in rules]), [r.name for r in rules])
@@ -310,7 +477,25 @@ class RuleSet:
         self._header_sets = {}
         self._absent = {}
         self._negated = {}
-        for spec, rules in self._headers.items():
+        self._backtracking = []
+        for spec, rules in list(self._headers.items()):
+            slow = [r for r in rules if r.backtracking is not None]
+            if slow:
+                # RE2 first, over the rules' relaxed patterns at once; the backtracking
+                # engine only for those it finds (and the negated ones, and those
+                # without a first pass)
+                screened = [r for r in slow if r.prefilter and not r.negate]
+                always = tuple((r.name, r.backtracking, r.negate) for r in slow if r not in screened)
+                self._backtracking.append((
+                    spec,
+                    PatternSet([r.prefilter for r in screened]) if screened else None,
+                    tuple((r.name, r.backtracking, r.negate) for r in screened),
+                    always,
+                    tuple(r.name for r in slow if _unset_hits(r))))
+                rules = self._headers[spec] = [r for r in rules if r.backtracking is None]
+                if not rules:
+                    del self._headers[spec]
+                    continue
             if spec.startswith("exists:"):
                 continue
             self._header_sets[spec] = (
@@ -320,6 +505,13 @@ class RuleSet:
                 r.name for r in rules
                 if (re2.search(r.pattern, r.if_unset or "") is not None) != r.negate
             ]
+        self._mime_plan = []
+        for spec, rules in self._mime_headers.items():
+            fast = [r for r in rules if r.backtracking is None]
+            name, _, mod = spec.partition(":")
+            self._mime_plan.append((
+                name, bool(mod), PatternSet([r.pattern for r in fast]) if fast else None,
+                [r.name for r in fast], [(r.name, r.backtracking) for r in rules if r.backtracking is not None]))
         self._exists = [(spec[7:], tuple(r.name for r in rules))
                         for spec, rules in self._headers.items() if spec.startswith("exists:")]
         self._header_plan = [
@@ -348,6 +540,31 @@ class RuleSet:
                     todo.append(d)
         return live
 
+    def _match_mime_headers(self, msg) -> set[str]:
+        """mimeheader rules: a hit when the header of any MIME part matches."""
+        found: set[str] = set()
+        plan = self._mime_plan
+        for i, part in enumerate(msg.walk()):
+            if i >= MAX_MIME_PARTS:
+                break
+            for name, raw, pset, rules, slow in plan:
+                values = part.get_all(name)
+                if not values:
+                    continue
+                text = "\n".join(
+                    v if isinstance(v, str) and (raw or "=?" not in v) else (str(v) if raw else decode_header_value(v))
+                    for v in values)[:BACKTRACK_SCAN]
+                if pset is not None:
+                    found.update(rules[j] for j in pset.match(text))
+                for rule_name, pattern in slow:
+                    if rule_name not in found:
+                        try:
+                            if pattern.search(text, timeout=BACKTRACK_TIMEOUT) is not None:
+                                found.add(rule_name)
+                        except TimeoutError:
+                            pass
+        return found
+
     def score_of(self, name: str) -> float:
         if name in self.scores:
             return self.scores[name]
@@ -359,12 +576,19 @@ class RuleSet:
 
     # --- matching -------------------------------------------------------------------
     def match(self, texts: dict[str, str | bytes], headers: HeaderView,
-              facts: Facts | None = None) -> list[str]:
+              facts: Facts | None = None,
+              relay_counts: Callable[[], tuple[int, int, int]] = lambda: (0, 0, 0)) -> list[str]:
         """Names of the rules that hit (sub-rules starting with __ included); ``eval:``
-        tests run when the message's ``facts`` are given."""
+        tests run when the message's ``facts`` are given (header tests read the
+        ``relay_counts``: trusted, untrusted, unparseable relays)."""
         hits: set[str] = set()
         if facts is not None:
             hits.update(name for name, test in self._evals if test(facts))
+            if self._header_evals:
+                hfacts = HeaderFacts(headers, facts.pm, self.freemail, relay_counts)
+                hits.update(name for name, test in self._header_evals if test(hfacts))
+            if self._mime_headers:
+                hits.update(self._match_mime_headers(facts.pm.msg))
         for kind, (pset, names) in self._sets.items():
             text = texts.get(kind, "")
             if text:
@@ -383,8 +607,32 @@ class RuleSet:
                 hits.update(n for i, n in enumerate(names) if (i in found) != (n in negated))
             else:
                 hits.update(names[i] for i in found)
+        for spec, screen, screened, always, unset_hits in self._backtracking:
+            value = headers.value(spec)
+            if value is None:
+                hits.update(unset_hits)
+                continue
+            value = value[:BACKTRACK_SCAN]
+            todo = [screened[i] for i in screen.match(value)] if screen is not None else []
+            for name, pattern, negate in (*todo, *always):
+                try:
+                    hit = (pattern.search(value, timeout=BACKTRACK_TIMEOUT) is not None) != negate
+                except TimeoutError:
+                    hit = False
+                if hit:
+                    hits.add(name)
         self._meta_fn(hits)
         return sorted(hits)
+
+
+def _unset_hits(rule: Rule) -> bool:
+    """Whether a backtracking header rule hits a message without its header: its
+    pattern against the if-unset value (or ""), as SpamAssassin matches it."""
+    try:
+        found = rule.backtracking.search(rule.if_unset or "", timeout=BACKTRACK_TIMEOUT)  # type: ignore[attr-defined]
+    except TimeoutError:
+        return False
+    return (found is not None) != rule.negate
 
 
 def _compile_metas(rules: dict[str, Rule], order: list[str]):
@@ -437,10 +685,12 @@ class HeaderView:
     once and each address header parsed once per message, whatever number of rules
     and forms (``From``, ``From:addr``, ``From:name``, ``ALL``) read it."""
 
-    def __init__(self, msg, decode, envelope_from: str = "") -> None:
+    def __init__(self, msg, decode, envelope_from: str = "",
+                 relays: Callable[[], list[Relay]] | None = None) -> None:
         self._items = header_items(msg, 200)
         self._decode = decode
         self._env = envelope_from
+        self._relays = relays
         self._cache: dict[str, str | None] = {}
         self._decoded: list[str | None] = [None] * len(self._items)
         # one pass over the headers: every rule's lookup is then a dict access
@@ -489,6 +739,8 @@ class HeaderView:
             return "\n".join(vals) if vals else None
         if spec == "EnvelopeFrom":
             return self._env or None
+        if spec in RELAY_PSEUDO:
+            return spamassassin_relays(self._relays()) if self._relays is not None else None
         name, _, mod = spec.partition(":")
         if mod == "raw":
             idx = self._by_name.get(name)

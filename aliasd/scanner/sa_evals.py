@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import re2
 
+from aliasd.scanner import sa_header_evals as header_evals
 from aliasd.scanner.evidence import anchors
 from aliasd.scanner.markup import unescape
 from aliasd.scanner.message import ParsedMessage, names_charset
@@ -404,8 +405,9 @@ def _args(text: str) -> list[str] | None:
     return out
 
 
-def parse_eval(test: str) -> EvalTest | str:
-    """The rule's test, or why it is skipped."""
+def parse_eval(test: str, header: bool = False) -> EvalTest | str:
+    """The rule's test (``header``: a header rule's, run on HeaderFacts), or why it is
+    skipped."""
     m = _CALL.match(test.strip())
     if not m:
         return "eval: test not parsed"
@@ -414,8 +416,8 @@ def parse_eval(test: str) -> EvalTest | str:
     if parsed is None:
         return f"eval: arguments not parsed: {name}"
     try:
-        prepared = _prepare(name, list(parsed))
-    except (ValueError, TypeError):
+        prepared = (header_evals.prepare if header else _prepare)(name, list(parsed))
+    except (ValueError, TypeError, re.error):
         prepared = None
     if prepared is None:
         return f"eval: not implemented: {name}"

@@ -1,0 +1,260 @@
+"""SpamAssassin's header ``eval:`` tests that aliasd computes itself: its FreeMail plugin's
+(``check_freemail_from``, ``check_freemail_header``, ``check_freemail_replyto``, with the
+``freemail_domains`` its rule files list), HeaderEval's ``check_equal_from_domains`` and
+``check_outlook_message_id``, and RelayEval's ``check_all_trusted`` and
+``check_no_relays``. Semantics follow the Perl sources (``Mail/SpamAssassin/Plugin/*.pm``);
+SpamAssassin's defaults for the plugins' settings. Each reads headers already decoded once
+(rulefile.HeaderView), the relay chain (aliasd/scanner/relays.py) and a bounded prefix of
+the body."""
+
+from __future__ import annotations
+
+import email.utils
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from aliasd.scanner.message import ParsedMessage
+
+BODY_EMAIL_SCAN = 50_000  # characters of text searched for addresses (as the body rules)
+# FreeMail.pm's defaults: with more distinct addresses (freemail addresses) in the body
+# than this, the body is not compared at all
+MAX_BODY_EMAILS = 5
+MAX_BODY_FREEMAILS = 3
+_EMAIL = re.compile(r"(?<![\w.%+-])([a-z0-9](?:[a-z0-9._%+-]{0,62}[a-z0-9_%+-])?@"
+                    r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.){1,8}[a-z]{2,24})\b", re.I)
+# FreeMail.pm: addresses inside URLs, in <angle brackets> (not mailto:) or followed by a
+# "wrote:"-like word are quotes of someone, not an address the sender asks to be written to
+_URL_WITH_AT = re.compile(r"<?https?://\S{0,255}(?:@|%40)\S{0,255}", re.I)
+_QUOTED_EMAIL = re.compile(
+    r"<?(?<!mailto:)" + _EMAIL.pattern.replace("(?<![\\w.%+-])", "")
+    + r"(?:>|\s{1,10}(?!(?:fa(?:x|csi)|tel|phone|e?-?mail))[a-z]{2,11}:)", re.I)
+# FreeMail.pm's $skip_replyto_envfrom: bulk and list senders, skipped by the Reply-To test
+_BULK_ENVFROM = re.compile(
+    r"(?:^(?:post|host|domain)master|^double-bounce|^(?:sentto|owner|return|(?:gr)?bounced?)-.+"
+    r"|-(?:request|bounces?|admin|owner)|\b(?:do[._-t]?)?no[._-t]?repl(?:y|ies)|.+=.+)@", re.I)
+_OUTLOOK_ID = re.compile(r"^<[0-9a-f]{4}([0-9a-f]{8})\$[0-9a-f]{8}\$[0-9a-f]{8}@")
+_RECEIVED_DATE = re.compile(r"(\s.?\d+ \S\S\S \d+ \d+:\d+:\d+ \S+)[^\n]*$")
+_DOMAIN_CHARS = re.compile(r"^[a-z0-9.*?-]+$")
+_MAILTO = re.compile(r"""href\s*=\s*["']?\s*mailto:([^"'<>\s?]{1,200})""", re.I)
+HTML_MAILTO_SCAN = 200_000
+
+
+class Headers(Protocol):
+    def value(self, spec: str) -> str | None: ...
+
+
+@dataclass
+class FreemailDomains:
+    """``freemail_domains`` as the rule files list them: names, and wildcards (``*``
+    any characters but a dot, ``?`` one character)."""
+
+    names: set[str] = field(default_factory=set)
+    wildcards: list[str] = field(default_factory=list)
+    _pattern: re.Pattern[str] | None = None
+
+    def add(self, value: str) -> list[str]:
+        """Adds the domains of one directive; returns the entries not taken."""
+        bad = []
+        for item in value.split():
+            low = item.lower()
+            if not _DOMAIN_CHARS.match(low):
+                bad.append(item)
+            elif "*" in low or "?" in low:
+                self.wildcards.append(low)
+                self._pattern = None
+            else:
+                self.names.add(low)
+        return bad
+
+    def __contains__(self, address: str) -> bool:
+        domain = address.rpartition("@")[2]
+        if domain in self.names:
+            return True
+        if not self.wildcards:
+            return False
+        if self._pattern is None:
+            alts = "|".join(re.escape(w).replace(r"\?", ".").replace(r"\*", "[^.]*") for w in self.wildcards)
+            self._pattern = re.compile(r"@(?:" + alts + r")$")
+        return self._pattern.search(address) is not None
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.wildcards)
+
+
+@dataclass
+class HeaderFacts:
+    """What the header tests read of one message."""
+
+    headers: Headers
+    pm: ParsedMessage
+    freemail: FreemailDomains
+    relays: Callable[[], tuple[int, int, int]]  # (trusted, untrusted, unparseable) relays
+    _body_emails: list[str] | None = None
+
+    def addr(self, spec: str) -> str:
+        return (self.headers.value(spec) or "").strip().lower()
+
+    def from_addrs(self) -> list[str]:
+        """SpamAssassin's all_from_addrs: Resent-From when there is one, else From and
+        the envelope-sender headers."""
+        resent = self.headers.value("resent-from")
+        if resent and resent.strip():
+            return [a.lower() for _, a in email.utils.getaddresses([resent]) if a]
+        found = [self.addr(s) for s in ("from:addr", "envelope-sender:addr", "resent-sender:addr",
+                                        "x-envelope-from:addr")]
+        found.append((self.headers.value("EnvelopeFrom") or "").strip("<> ").lower())
+        return [re.sub(r"\.+", ".", a) for a in found if a]
+
+    def body_freemails(self) -> list[str] | None:
+        """The body's freemail addresses, or None when the body holds too many addresses
+        to compare (FreeMail.pm's limits)."""
+        if self._body_emails is None:
+            self._body_emails = _body_emails(self.pm)
+        count_all = count_fm = 0
+        out = []
+        for address in self._body_emails:
+            count_all += 1
+            if count_all == MAX_BODY_EMAILS:
+                return None
+            if address not in self.freemail:
+                continue
+            count_fm += 1
+            if count_fm == MAX_BODY_FREEMAILS:
+                return None
+            out.append(address)
+        return out
+
+
+def _body_emails(pm: ParsedMessage) -> list[str]:
+    seen: dict[str, None] = {}
+    # mailto: links first, as FreeMail.pm takes them from the parsed links
+    for m in _MAILTO.finditer(pm.html_raw[:HTML_MAILTO_SCAN]):
+        found = _EMAIL.search(m.group(1))
+        if found:
+            seen.setdefault(found.group(1).lower(), None)
+        if len(seen) >= 20:
+            break
+    text = pm.text[:BODY_EMAIL_SCAN]
+    if "@" not in text:
+        return list(seen)
+    text = _URL_WITH_AT.sub(" ", text)
+    text = _QUOTED_EMAIL.sub(" ", text)
+    for m in _EMAIL.finditer(text):
+        seen.setdefault(m.group(1).lower(), None)
+        if len(seen) >= 40:
+            break
+    return list(seen)
+
+
+def _check_freemail_from(f: HeaderFacts, pattern: re.Pattern[str] | None = None) -> bool:
+    return any(a in f.freemail and (pattern is None or pattern.search(a))
+               for a in dict.fromkeys(f.from_addrs()))
+
+
+def _check_freemail_header(f: HeaderFacts, header: str, pattern: re.Pattern[str] | None = None) -> bool:
+    spec = "EnvelopeFrom" if header == "EnvelopeFrom" else header.lower() + ":addr"
+    address = (f.headers.value(spec) or "").strip("<> ").lower()
+    return bool(address) and address in f.freemail and (pattern is None or pattern.search(address) is not None)
+
+
+def _check_freemail_replyto(f: HeaderFacts, what: str) -> bool:
+    envfrom = (f.headers.value("EnvelopeFrom") or "").strip("<> ")
+    if envfrom and _BULK_ENVFROM.search(envfrom):
+        return False
+    sender = f.addr("from:addr")
+    replyto = f.addr("reply-to:addr")
+    from_fm = bool(sender) and sender in f.freemail
+    replyto_fm = bool(replyto) and replyto in f.freemail
+    if from_fm and replyto_fm and sender != replyto:
+        return True
+    if what == "replyto":
+        if not replyto_fm:
+            return False
+    elif replyto and not replyto_fm or not from_fm:
+        return False
+    body = f.body_freemails()
+    if not body:
+        return False
+    reply = replyto if (what == "replyto" or replyto_fm) else sender
+    return any(b != reply for b in body)
+
+
+def _second_level(address: str) -> str:
+    m = re.search(r"@([^@]*)\Z", address)
+    domain = m.group(1) if m else ""
+    return re.sub(r"^.+\.([^.]+\.[^.]+)$", r"\1", domain).lower()
+
+
+def _check_equal_from_domains(f: HeaderFacts) -> bool:
+    """HEADER_FROM_DIFFERENT_DOMAINS: From's and the envelope sender's last two labels
+    differ."""
+    from_domain = _second_level(f.addr("from:addr"))
+    env_domain = _second_level((f.headers.value("EnvelopeFrom") or "").strip("<> "))
+    return bool(from_domain) and bool(env_domain) and from_domain != env_domain
+
+
+def _epoch(value: str | None) -> float:
+    if not value:
+        return 0.0
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return 0.0
+    try:
+        return when.timestamp()
+    except (OverflowError, OSError, ValueError):
+        return 0.0
+
+
+def _check_outlook_message_id(f: HeaderFacts) -> bool:
+    """MSGID_OUTLOOK_INVALID: an Outlook Express form of Message-ID whose time token
+    matches neither the Date nor the first Received header's time."""
+    m = _OUTLOOK_ID.match(f.headers.value("MESSAGEID") or "")
+    if not m:
+        return False
+    token = int(m.group(1), 16)
+
+    def off(epoch: float) -> bool:
+        return abs(token - int(epoch * 0.0023283064365387 + 27111902.8329849)) >= 250
+
+    if not off(_epoch(f.headers.value("date"))):
+        return False
+    received = (f.headers.value("received") or "").split("\n")[0]
+    date = _RECEIVED_DATE.search(received)
+    return off(_epoch(date.group(1) if date else None))
+
+
+def _check_all_trusted(f: HeaderFacts) -> bool:
+    trusted, untrusted, unparseable = f.relays()
+    return bool(trusted) and not untrusted and not unparseable
+
+
+def _check_no_relays(f: HeaderFacts) -> bool:
+    return f.relays() == (0, 0, 0)
+
+
+def _regex_arg(value: str) -> re.Pattern[str] | None:
+    return re.compile(value)
+
+
+def prepare(name: str, args: list[str]) -> tuple[Callable[..., bool], tuple] | None:
+    """A header test and its checked arguments, or None where not implemented."""
+    n = len(args)
+    if name == "check_freemail_from" and n <= 1:
+        return _check_freemail_from, tuple(_regex_arg(a) for a in args)
+    if name == "check_freemail_header" and n in (1, 2) and re.fullmatch(r"[\w-]{1,60}", args[0]):
+        return _check_freemail_header, (args[0], *(_regex_arg(a) for a in args[1:]))
+    if name == "check_freemail_replyto" and n <= 1 and (args or ["replyto"])[0] in ("replyto", "reply"):
+        return _check_freemail_replyto, ((args or ["replyto"])[0],)
+    if name == "check_equal_from_domains" and n == 0:
+        return _check_equal_from_domains, ()
+    if name == "check_outlook_message_id" and n == 0:
+        return _check_outlook_message_id, ()
+    if name == "check_all_trusted" and n == 0:
+        return _check_all_trusted, ()
+    if name == "check_no_relays" and n == 0:
+        return _check_no_relays, ()
+    return None
