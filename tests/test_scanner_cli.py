@@ -122,6 +122,14 @@ def test_scan_many_inputs_in_one_run_text_and_json(aliasd_cli, tmp_path):
     named = aliasd_cli("scan", "--json", "--ip", "83.12.44.9", "--hostname", "mail.example.ru",
                        str(MAIL / "spam_pharmacy.eml"), env_extra=ENV)
     assert "RDNS_NONE" not in json.loads(named.stdout)["symbols"]
+    # stored mail's envelope sender is its Return-Path unless --from says otherwise
+    stored = tmp_path / "stored.eml"
+    stored.write_bytes(b"Return-Path: <bounce-7@lists.other.example>\n" + (MAIL / HAM[3]).read_bytes())
+    recorded = json.loads(aliasd_cli("scan", "--json", str(stored), env_extra=ENV).stdout)
+    assert recorded["symbols"]["FROM_NEQ_ENVFROM"]["options"][1] == "bounce-7@lists.other.example"
+    sender = re.search(rb"^From:.*?<?([^<>\s]+@[^<>\s]+)>?\s*$", (MAIL / HAM[3]).read_bytes(), re.M).group(1)
+    told = json.loads(aliasd_cli("scan", "--json", "--from", sender.decode(), str(stored), env_extra=ENV).stdout)
+    assert "FROM_NEQ_ENVFROM" not in told["symbols"]
 
     # text: one rspamc block per message, a blank line between blocks
     proc = aliasd_cli("scan", str(mbox), str(tmp_path / "gone.eml"), check=False, env_extra=ENV)

@@ -15,6 +15,7 @@ import click
 
 from aliasd.cli.common import echo_err, state
 from aliasd.scanner import LearnOutcome, ScannerError, ScanRequest, build_scanner
+from aliasd.scanner.message import recorded_envelope_from
 from aliasd.scanner.result import Action, ScanResult
 
 LEARN_BATCH = 100  # messages per database transaction when learning
@@ -175,7 +176,8 @@ def learn_ham(paths: tuple[str, ...], quiet: bool) -> None:
 
 @click.command("scan")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@click.option("--from", "envelope_from", default="", help="Envelope sender (MAIL FROM).")
+@click.option("--from", "envelope_from", default=None,
+              help="Envelope sender (MAIL FROM); default: the message's Return-Path.")
 @click.option("--rcpt", multiple=True, help="Envelope recipient (RCPT TO); repeatable.")
 @click.option("--ip", "client_addr", default=None, help="Address of the sending client.")
 @click.option("--hostname", "client_name", default=None,
@@ -185,7 +187,7 @@ def learn_ham(paths: tuple[str, ...], quiet: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per message and line.")
 def scan(
     paths: tuple[str, ...],
-    envelope_from: str,
+    envelope_from: str | None,
     rcpt: tuple[str, ...],
     client_addr: str | None,
     client_name: str | None,
@@ -222,7 +224,8 @@ def scan(
             started = time.monotonic()
             try:
                 result = scanner.scan(ScanRequest(
-                    message=raw, envelope_from=envelope_from, recipients=list(rcpt),
+                    message=raw, recipients=list(rcpt),
+                    envelope_from=recorded_envelope_from(raw) if envelope_from is None else envelope_from,
                     client_addr=client_addr, client_name=client_name, helo=helo,
                     alias_site=alias_site,
                 ))

@@ -49,6 +49,19 @@ _SIMPLE_ADDR = re.compile(r'^(?:"([^"\\]{0,200})"|([^"<>@,;:()\\]{0,200}?))?\s{0
                           r'|^([^<>\s@,;:()"\[\]]{1,200}@[^<>\s@,;:()"\[\]]{1,200})$')
 
 
+_RETURN_PATH = re.compile(rb"^return-path:[ \t]*<?([^>\s]*)>?", re.I | re.M)
+RETURN_PATH_SCAN = 64_000  # bytes of header searched
+
+
+def recorded_envelope_from(raw: bytes) -> str:
+    """The envelope sender the delivering MTA recorded in Return-Path, for stored mail
+    scanned without one: what SpamAssassin takes as its EnvelopeFrom then. "" if none."""
+    head = raw[:RETURN_PATH_SCAN]
+    end = min((i for i in (head.find(b"\n\n"), head.find(b"\r\n\r\n")) if i >= 0), default=len(head))
+    m = _RETURN_PATH.search(head, 0, end)
+    return m.group(1).decode("latin-1") if m else ""
+
+
 def parse_address(text: str) -> tuple[str, str]:
     """(display name, address) as ``email.utils.parseaddr`` gives them."""
     m = _SIMPLE_ADDR.match(text.strip())
