@@ -127,17 +127,26 @@ def test_a_database_that_is_down_loses_statistics_only(settings):
 
 
 def test_a_full_queue_drops_new_records_without_blocking(world, settings, monkeypatch):
-    gate = threading.Event()
+    gate, writing = threading.Event(), threading.Event()
     real = event_writer.write_records
-    monkeypatch.setattr(event_writer, "write_records",
-                        lambda *a, **kw: (gate.wait(10), real(*a, **kw))[1])
+
+    def slow_database(*a, **kw):
+        writing.set()
+        gate.wait(10)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(event_writer, "write_records", slow_database)
     lost = []
     writer = EventWriter(world, settings, max_queue=5, on_lost=lost.append)
+    assert writer.submit(record(world, "first"))
+    assert writing.wait(10)  # the writer is stuck on the database with the first record
+    started = time.monotonic()
     accepted = [writer.submit(record(world, f"q{i}")) for i in range(20)]
-    assert accepted.count(False) >= 10 and sum(lost) == accepted.count(False)
+    assert time.monotonic() - started < 1.0  # the milter's threads never wait
+    assert accepted.count(True) == 5 and sum(lost) == 15  # the queue's bound, the rest dropped
     gate.set()
     writer.close()
-    assert count(world) == accepted.count(True)
+    assert count(world) == 1 + accepted.count(True)
 
 
 def test_the_milter_path_answers_before_the_commit_and_flushes_on_close(world, settings):
