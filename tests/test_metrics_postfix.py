@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from sqlalchemy import select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
+from aliasd.models import Counter
 from aliasd.postfix.config_lines import postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
@@ -148,16 +150,22 @@ def _stat_scanned(world) -> int:
     return int(re.search(r"^Messages scanned: (\d+)$", proc.stdout, re.M).group(1))
 
 
+def _scanned_in_database(world) -> int:
+    with world.db.session() as s:
+        return sum(s.scalars(select(Counter.value).where(Counter.name.startswith("scanned:"))))
+
+
 def test_a_message_through_postfix_moves_the_milter_counters_and_aliasd_stat(world):
     before = scrape(world.milter_metrics)
     scanned_before = _stat_scanned(world)
+    assert _scanned_in_database(world) == scanned_before
     marker = f"metrics-{time.monotonic_ns()}"
     proc = swaks(world.postfix.smtp_port, to=ALIAS, sender="noreply@github.com",
                  header={"From": "GitHub <noreply@github.com>", "Subject": f"Merged {marker}"},
                  body="Hello, your pull request was merged.")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    sent_at = time.monotonic()
     msg = world.capture.wait_for(lambda m: marker in m.text)
+    delivered_at = time.monotonic()
     action = msg.header("X-Spamd-Result")
     assert action is not None
     after = scrape(world.milter_metrics)
@@ -167,7 +175,10 @@ def test_a_message_through_postfix_moves_the_milter_counters_and_aliasd_stat(wor
     assert moved(before, after, "aliasd_milter_process_seconds_count") == 1
     assert sum(v for k, v in after.items() if k.startswith("aliasd_milter_faults_total")) == 0
 
-    # No further mail arrives: the milter's counters still reach the database in seconds.
-    _wait_until(lambda: _stat_scanned(world) == scanned_before + 1, 10,
-                "aliasd stat to count the message")
-    assert time.monotonic() - sent_at < 10
+    # No further mail arrives: the milter's counters still reach the database in seconds
+    # (polled directly: each 'aliasd stat' start-up loads the rule files, seconds here) ...
+    _wait_until(lambda: _scanned_in_database(world) == scanned_before + 1, 10,
+                "the milter's counters to reach the database")
+    assert time.monotonic() - delivered_at < 10
+    # ... where 'aliasd stat' counts the message
+    assert _stat_scanned(world) == scanned_before + 1
