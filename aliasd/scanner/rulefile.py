@@ -104,14 +104,21 @@ class LoadReport:
         return ", ".join(f"{k} ({n})" for k, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))
 
 
+def _perl_parts(spec: str) -> tuple[str, str] | None:
+    """``/pattern/flags`` (or m{...}, m!...!) as (pattern, flags); None if not one."""
+    m = _PERL_RE.match(spec)
+    if not m:
+        return None
+    return next(g for g in m.groups()[:4] if g is not None), m.group(5)
+
+
 def perl_to_re2(spec: str) -> str:
     """``/pattern/flags`` (or m{...}, m!...!) as an RE2 pattern with inline flags.
     Raises ValueError for what RE2 cannot do."""
-    m = _PERL_RE.match(spec)
-    if not m:
+    parts = _perl_parts(spec)
+    if parts is None:
         raise ValueError("not a /pattern/")
-    body = next(g for g in m.groups()[:4] if g is not None)
-    flags = m.group(5)
+    body, flags = parts
     if "x" in flags:
         raise ValueError("unsupported: /x flag")
     if _UNSUPPORTED.search(body):
@@ -125,25 +132,34 @@ def perl_to_re2(spec: str) -> str:
 
 def _prefilter(spec: str) -> str:
     """RE2's first pass for a backtracking pattern, "" when RE2 cannot run even that."""
-    m = _PERL_RE.match(spec)
-    if not m or "x" in m.group(5):
+    parts = _perl_parts(spec)
+    if parts is None or "x" in parts[1]:
         return ""
-    body = next(g for g in m.groups()[:4] if g is not None).replace("\\/", "/")
-    inline = "".join(f for f in "ism" if f in m.group(5))
+    body, flags = parts[0].replace("\\/", "/"), parts[1]
+    inline = "".join(f for f in "ism" if f in flags)
     pattern = (f"(?{inline})" if inline else "") + relaxed_pattern(body)
     return "" if _check_re2(pattern) else pattern
+
+
+def bounded_search(pattern, text: str) -> bool:
+    """Whether a backtracking pattern matches ``text``; one that runs past
+    BACKTRACK_TIMEOUT does not."""
+    try:
+        return pattern.search(text, timeout=BACKTRACK_TIMEOUT) is not None
+    except TimeoutError:
+        return False
 
 
 def _backtracking(spec: str) -> object | None:
     """A Perl ``/pattern/flags`` compiled for the ``regex`` module (which reads Perl's
     look-arounds and back-references), or None when it cannot be."""
-    m = _PERL_RE.match(spec)
-    if not m:
+    parts = _perl_parts(spec)
+    if parts is None:
         return None
-    body = next(g for g in m.groups()[:4] if g is not None).replace("\\/", "/")
+    body = parts[0].replace("\\/", "/")
     flags = 0
     for letter, flag in (("i", regex.I), ("s", regex.S), ("m", regex.M), ("x", regex.X)):
-        if letter in m.group(5):
+        if letter in parts[1]:
             flags |= flag
     try:
         return regex.compile(body.replace("\\z", "\\Z"), flags | regex.V0)
@@ -456,7 +472,7 @@ class RuleSet:
         self._headers = {}
         self._evals = []
         self._header_evals = []
-        self._mime_headers: dict[str, list[Rule]] = {}
+        self._mime_headers = {}
         for rule in self.rules.values():
             if rule.name not in live:
                 continue
@@ -556,13 +572,8 @@ class RuleSet:
                     for v in values)[:BACKTRACK_SCAN]
                 if pset is not None:
                     found.update(rules[j] for j in pset.match(text))
-                for rule_name, pattern in slow:
-                    if rule_name not in found:
-                        try:
-                            if pattern.search(text, timeout=BACKTRACK_TIMEOUT) is not None:
-                                found.add(rule_name)
-                        except TimeoutError:
-                            pass
+                found.update(rule_name for rule_name, pattern in slow
+                             if rule_name not in found and bounded_search(pattern, text))
         return found
 
     def score_of(self, name: str) -> float:
@@ -614,13 +625,8 @@ class RuleSet:
                 continue
             value = value[:BACKTRACK_SCAN]
             todo = [screened[i] for i in screen.match(value)] if screen is not None else []
-            for name, pattern, negate in (*todo, *always):
-                try:
-                    hit = (pattern.search(value, timeout=BACKTRACK_TIMEOUT) is not None) != negate
-                except TimeoutError:
-                    hit = False
-                if hit:
-                    hits.add(name)
+            hits.update(name for name, pattern, negate in (*todo, *always)
+                        if bounded_search(pattern, value) != negate)
         self._meta_fn(hits)
         return sorted(hits)
 
@@ -628,11 +634,7 @@ class RuleSet:
 def _unset_hits(rule: Rule) -> bool:
     """Whether a backtracking header rule hits a message without its header: its
     pattern against the if-unset value (or ""), as SpamAssassin matches it."""
-    try:
-        found = rule.backtracking.search(rule.if_unset or "", timeout=BACKTRACK_TIMEOUT)  # type: ignore[attr-defined]
-    except TimeoutError:
-        return False
-    return (found is not None) != rule.negate
+    return bounded_search(rule.backtracking, rule.if_unset or "") != rule.negate
 
 
 def _compile_metas(rules: dict[str, Rule], order: list[str]):
@@ -739,8 +741,12 @@ class HeaderView:
             return "\n".join(vals) if vals else None
         if spec == "EnvelopeFrom":
             return self._env or None
-        if spec in RELAY_PSEUDO:
-            return spamassassin_relays(self._relays()) if self._relays is not None else None
+        if spec in RELAY_PSEUDO:  # the same chain under both names: written once
+            if self._relays is None:
+                return None
+            if "\0relays" not in self._cache:
+                self._cache["\0relays"] = spamassassin_relays(self._relays())
+            return self._cache["\0relays"]
         name, _, mod = spec.partition(":")
         if mod == "raw":
             idx = self._by_name.get(name)
