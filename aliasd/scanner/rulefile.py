@@ -24,6 +24,7 @@ import regex
 from aliasd.scanner.message import decode_header_value, header_items, parse_address
 from aliasd.scanner.multimatch import PatternSet
 from aliasd.scanner.relays import Relay, spamassassin_relays
+from aliasd.scanner.replace_tags import ReplaceTags
 from aliasd.scanner.sa_evals import LEFT_OUT, EvalTest, Facts, parse_eval
 from aliasd.scanner.sa_header_evals import FreemailDomains, HeaderFacts
 
@@ -49,6 +50,15 @@ _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays
 # does not hit) so that no rule can hold a message up.
 BACKTRACK_SCAN = 4000
 BACKTRACK_TIMEOUT = 0.02
+# What the multi-pattern engine cannot take in reasonable time. Some of SpamAssassin's
+# patterns, once their tags are replaced, are 40-220 kB long (hyperscan refuses them, and
+# RE2 matches them slowly) or chain many bounded repeats of large alternations (hyperscan
+# took 0.3-7.7 s to compile each of the ten over 700 characters with 8 or more here, the
+# others at most 0.15 s; short ones with many repeats of small classes compile at once).
+MAX_PATTERN = 20_000
+MAX_BOUNDED_REPEATS = 8
+LONG_PATTERN = 700
+_BOUNDED_REPEAT = re.compile(r"\{\d*,\d+\}")
 _PERL_RE = re.compile(r"^\s*(?:m?/(.*)/|m\{(.*)\}|m!(.*)!|m#(.*)#)([a-z]*)\s*$", re.S)
 _COMMENT = re.compile(r"(?<!\\)#.*")  # SpamAssassin: '#' starts a comment, '\#' is one
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,80}$")
@@ -233,6 +243,16 @@ def _group_end(body: str, i: int) -> int:
     return len(body)
 
 
+def _too_costly(pattern: str) -> str | None:
+    if len(pattern) > MAX_PATTERN:
+        return f"unsupported: pattern of {len(pattern)} characters (at most {MAX_PATTERN})"
+    repeats = len(_BOUNDED_REPEAT.findall(pattern)) if len(pattern) > LONG_PATTERN else 0
+    if repeats >= MAX_BOUNDED_REPEATS:
+        return (f"unsupported: {repeats} bounded repeats in {len(pattern)} characters"
+                f" (fewer than {MAX_BOUNDED_REPEATS} past {LONG_PATTERN})")
+    return None
+
+
 def _check_re2(pattern: str) -> str | None:
     opts = re2.Options()
     opts.log_errors = False
@@ -287,6 +307,10 @@ class RuleSet:
         # SpamAssassin without network tests (-L): a meta reading one reads "no hit"
         self.net: set[str] = set()
         self.freemail = FreemailDomains()  # freemail_domains, for the FreeMail tests
+        self.replace_tags = ReplaceTags()
+        # pattern rules as written (directive, test, where), for replace_rules to expand
+        self._sources: dict[str, tuple[str, str, str]] = {}
+        self._expanded: set[str] = set()
         self._header_evals: list[tuple[str, EvalTest]] = []
         self._mime_headers: dict[str, list[Rule]] = {}
         self.report = LoadReport()
@@ -313,6 +337,7 @@ class RuleSet:
         self._skip_kinds = skip_kinds
         try:
             self._add_paths(paths)
+            self._expand_tags()  # a directory is one configuration: its rules come out expanded
         finally:
             self._skip_kinds = frozenset()
 
@@ -363,6 +388,9 @@ class RuleSet:
             for bad in self.freemail.add(line.split(None, 1)[1] if len(parts) > 1 else ""):
                 self.report.warnings.append(f"{where}: not a freemail domain: {bad[:80]}")
             return
+        if directive.startswith("replace_") and self.replace_tags.setting(
+                directive, line.split(None, 1)[1] if len(parts) > 1 else ""):
+            return
         if directive not in KINDS:
             return  # other configuration (tflags, lang, if/endif, report templates)
         if len(parts) < 3 or not _NAME.match(parts[1]):
@@ -372,6 +400,7 @@ class RuleSet:
             self._skip(where, name, f"off: {directive} rules not loaded from here")
             return
         if test.startswith("eval:"):
+            self._sources.pop(name, None)
             if directive not in ("header", "body", "rawbody", "uri", "full"):
                 self._skip(where, name, f"eval: not implemented: {directive} tests")
                 return
@@ -390,8 +419,11 @@ class RuleSet:
                 # loaded (in an if/else this parser does not follow): a definition
                 # read elsewhere wins, whichever comes first
                 return
+            if test.strip() != "0":
+                self._sources.pop(name, None)
             self.rules[name] = Rule(name, "meta", expr=expr, deps=deps)
             return
+        self._sources[name] = (directive, test, where)
         rule = Rule(name, directive)
         if directive == "header":
             if test.startswith("exists:"):
@@ -427,6 +459,8 @@ class RuleSet:
             if rule.backtracking is not None:
                 err = None
                 rule.prefilter = _prefilter(test)
+        if not err:
+            err = _too_costly(rule.prefilter if rule.backtracking is not None else rule.pattern)
         if err:
             self._skip(where, name, err)
             return
@@ -450,11 +484,30 @@ class RuleSet:
 
         return {n for n in names if derived(n, 0)}
 
+    def _expand_tags(self) -> None:
+        """Rules named by ``replace_rules`` read again with their tags replaced (see
+        aliasd/scanner/replace_tags.py); what their first reading said is forgotten."""
+        for name in sorted(self.replace_tags.rules - self._expanded):
+            source = self._sources.get(name)
+            if source is None:
+                continue  # not (yet) a pattern rule: a later file may define it
+            self._expanded.add(name)
+            directive, test, where = source
+            expanded = self.replace_tags.expand(test)
+            if expanded == test:
+                continue
+            self.report.skipped = [s for s in self.report.skipped if s[1] != name]
+            try:
+                self._line(f"{directive} {name} {expanded}", where)
+            except (ValueError, SyntaxError, IndexError) as exc:
+                self.report.warnings.append(f"{where}: {name} with its tags replaced: {exc}")
+
     def _skip(self, where: str, name: str, why: str) -> None:
         self.report.skipped.append((where, name, why))
         self.rules.pop(name, None)
 
     def compile(self) -> RuleSet:
+        self._expand_tags()
         # metas whose dependencies are missing are disabled, as SpamAssassin does; a
         # network test is not missing but never hits, as in SpamAssassin without them
         changed = True
