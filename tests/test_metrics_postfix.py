@@ -176,7 +176,7 @@ def test_a_message_through_postfix_moves_the_milter_counters_and_aliasd_stat(wor
     assert sum(v for k, v in after.items() if k.startswith("aliasd_milter_faults_total")) == 0
 
     # No further mail arrives: the milter's counters still reach the database in seconds
-    # (polled directly: each 'aliasd stat' start-up loads the rule files, seconds here) ...
+    # (polled in the database, then 'aliasd stat' is run once) ...
     _wait_until(lambda: _scanned_in_database(world) == scanned_before + 1, 10,
                 "the milter's counters to reach the database")
     assert time.monotonic() - delivered_at < 10

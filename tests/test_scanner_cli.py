@@ -139,3 +139,16 @@ def test_scan_many_inputs_in_one_run_text_and_json(aliasd_cli, tmp_path):
     assert len(blocks) == 3
     assert all(b.splitlines()[0].startswith(f"Results for file: {mbox}#") for b in blocks)
     assert all("Action: " in b and "Score: " in b for b in blocks)
+
+
+def test_stat_reads_the_counters_without_loading_the_rule_files(aliasd_cli, tmp_path):
+    broken = tmp_path / "broken.cf"
+    broken.write_text("body\n")  # a line that does not parse: loading the file warns
+    env = {**ENV, "ALIASD_SCANNER_RULES": str(broken)}
+    # separate processes: the rule files are read once per process
+    proc = aliasd_cli("scan", "-", input=(MAIL / "ham_family.eml").read_text(), env_extra=env,
+                      subprocess_run=True)
+    assert "rule file:" in proc.stderr and "body needs a rule name" in proc.stderr
+    proc = aliasd_cli("stat", env_extra=env, subprocess_run=True)
+    assert "Messages scanned: 1" in proc.stdout
+    assert "rule file:" not in proc.stderr

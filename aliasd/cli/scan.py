@@ -277,10 +277,14 @@ def stat() -> None:
     """Print scanner statistics as 'rspamc stat' does."""
     st = state()
     settings = st.settings
-    db = st.database() if settings.scanner_backend == "bundled" else None
-    scanner = build_scanner(settings, db)
     try:
-        stats = scanner.stats()
+        if settings.scanner_backend == "bundled":
+            from aliasd.scanner.bundled import read_stats
+
+            # the counters live in the database: no need to load the rule files
+            stats = read_stats(st.database())
+        else:
+            stats = build_scanner(settings, None).stats()
     except ScannerError as exc:
         raise click.ClickException(str(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - database down and the like

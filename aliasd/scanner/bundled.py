@@ -100,6 +100,16 @@ def action_for(score: float, settings: Settings) -> Action:
     return Action.NO_ACTION
 
 
+def read_stats(database: Database) -> dict[str, int]:
+    """The bundled scanner's counters (scans by action, messages learned) and Bayes'
+    token count, from the database alone: no rule files loaded, no scanner built."""
+    names = [SCAN_COUNTER_PREFIX + a.value for a in Action]
+    with database.engine.connect() as conn:
+        values = read_counters(conn, [*names, C_LEARNED_SPAM, C_LEARNED_HAM])
+    values["tokens"] = BayesStore(database).token_count()
+    return values
+
+
 class BundledScanner:
     """Thread-safe: the only shared state is the Bayes cache, the block-list cache and
     the pending counters, each behind a lock."""
@@ -264,9 +274,5 @@ class BundledScanner:
     # --- statistics ---------------------------------------------------------------
     def stats(self) -> dict[str, int]:
         self._flush_quietly()
-        names = [SCAN_COUNTER_PREFIX + a.value for a in Action]
-        with self.db.engine.connect() as conn:
-            values = read_counters(conn, [*names, C_LEARNED_SPAM, C_LEARNED_HAM])
-        values["tokens"] = self.bayes.token_count()
-        return values
+        return read_stats(self.db)
 
