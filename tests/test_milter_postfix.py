@@ -196,9 +196,11 @@ def test_clean_message_arrives_with_headers_and_is_recorded(world):
 def test_a_client_without_reverse_dns_counts_against_the_message(world):
     """Postfix names a client "unknown" when its address has no verified reverse-DNS
     name: the milter hears that and the scanner adds RDNS_NONE; a named client does not
-    get it. (XCLIENT plays a client from a public address, as from elsewhere.)"""
+    get it, nor does one whose lookup failed for now (Postfix names it "unknown" too;
+    the milter asks for {client_resolve}, which says TEMP). (XCLIENT plays a client from
+    a public address, as from elsewhere.)"""
     results = {}
-    for name in ("[UNAVAILABLE]", "mail.shop-sender.example"):
+    for name in ("[UNAVAILABLE]", "mail.shop-sender.example", "[TEMPUNAVAIL]"):
         marker = f"rdns-{time.monotonic_ns()}"
         proc = world.send(to=ALIAS, sender="news@shop.example",
                           header={"From": "news@shop.example", "Subject": f"Newsletter {marker}"},
@@ -209,6 +211,7 @@ def test_a_client_without_reverse_dns_counts_against_the_message(world):
         assert event.client_addr == "83.12.44.9"
     assert "RDNS_NONE(1.20)[83.12.44.9]" in results["[UNAVAILABLE]"]
     assert "RDNS_NONE" not in results["mail.shop-sender.example"]
+    assert "RDNS_NONE" not in results["[TEMPUNAVAIL]"]
 
 
 def test_blocklisted_spam_is_rejected_with_text_and_counted(world):

@@ -89,3 +89,12 @@ def test_an_edit_the_mta_did_not_grant_fails_loudly():
         edits.quarantine("held")
     with pytest.raises(ValueError, match="NUL"):
         edits.add_header("X-Bad", "a\0b")
+
+
+def test_the_negotiation_answer_can_ask_for_macros_by_stage():
+    plain = protocol.negotiation_reply(6, protocol.SMFIF_ADDHDRS, 0)
+    assert plain == frame(b"O", b"\0\0\0\6" + b"\0\0\0\1" + b"\0\0\0\0")
+    asking = protocol.negotiation_reply(6, protocol.SMFIF_ADDHDRS | protocol.SMFIF_SETSYMLIST, 0,
+                                        {protocol.SMFIM_CONNECT: "j {client_resolve}"})
+    assert asking == frame(b"O", b"\0\0\0\6" + b"\0\0\1\1" + b"\0\0\0\0"
+                           + b"\0\0\0\0" + b"j {client_resolve}\0")

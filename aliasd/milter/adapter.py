@@ -37,11 +37,17 @@ class AliasdMilter:
         self._has_subject = False
 
     # --- SMTP envelope ----------------------------------------------------------------
-    def connect(self, address: str | None, hostname: str | None = None) -> None:
+    def connect(self, address: str | None, hostname: str | None = None,
+                resolve: str | None = None) -> None:
         """The client's IP address (None for a unix socket or an unknown peer) and the
-        MTA's name for it (Postfix: "unknown" without a verified reverse-DNS name)."""
+        MTA's name for it (Postfix: "unknown" without a verified reverse-DNS name).
+        ``resolve`` is how the MTA's reverse-DNS lookup ended ({client_resolve}): after
+        a temporary failure ("TEMP") the client has no name *for now*, which is not
+        evidence of anything, so it is left unnamed (not judged) rather than "unknown"."""
         self.client_addr = address or None
         self.client_name = hostname[:255] if hostname else None
+        if resolve == "TEMP":
+            self.client_name = None
 
     def hello(self, hostname: str) -> None:
         self.helo = hostname[:255]

@@ -34,6 +34,10 @@ WANTED_ACTIONS = (protocol.SMFIF_ADDHDRS | protocol.SMFIF_CHGHDRS | protocol.SMF
 WANTED_PROTOCOL = (protocol.SMFIP_NR_CONN | protocol.SMFIP_NR_HELO | protocol.SMFIP_NR_MAIL
                    | protocol.SMFIP_NR_RCPT | protocol.SMFIP_NR_HDR | protocol.SMFIP_NR_EOH
                    | protocol.SMFIP_NR_BODY | protocol.SMFIP_NOUNKNOWN)
+# Asked for at connect: Postfix's default list (milter_connect_macros) and the outcome of
+# its reverse-DNS lookup of the client (OK, FAIL, FORGED or TEMP), so that a lookup that
+# failed for now is not read as "no reverse-DNS name".
+CONNECT_MACROS = "j {daemon_name} {daemon_addr} v _ {client_resolve}"
 # Macro stages in the order Postfix sends them; a later stage's value wins.
 _STAGES = (protocol.SMFIC_CONNECT, protocol.SMFIC_HELO, protocol.SMFIC_MAIL,
            protocol.SMFIC_RCPT, protocol.SMFIC_DATA, protocol.SMFIC_EOH,
@@ -143,7 +147,7 @@ class MilterConnection(asyncio.Protocol):
         elif command == protocol.SMFIC_CONNECT:
             connect = protocol.parse_connect(data)
             session.connect(connect.address if connect.family in ("4", "6") else None,
-                            connect.hostname)
+                            connect.hostname, self.macro("{client_resolve}"))
         elif command == protocol.SMFIC_HELO:
             helo = protocol.strings(data)
             session.hello(helo[0].decode("utf-8", "replace") if helo else "")
@@ -170,7 +174,11 @@ class MilterConnection(asyncio.Protocol):
         wanted = WANTED_PROTOCOL & offer.protocol
         self.answered = frozenset(command for command, flag in protocol.NO_REPLY_FLAG.items()
                                   if not wanted & flag)
-        self.transport.write(protocol.negotiation_reply(version, self.actions, wanted))
+        macros = None
+        if version >= 6 and offer.actions & protocol.SMFIF_SETSYMLIST:
+            macros = {protocol.SMFIM_CONNECT: CONNECT_MACROS}
+            self.actions |= protocol.SMFIF_SETSYMLIST
+        self.transport.write(protocol.negotiation_reply(version, self.actions, wanted, macros))
 
     def macro(self, name: str) -> str | None:
         for stage in reversed(_STAGES):

@@ -53,6 +53,8 @@ SMFIF_DELRCPT = 0x08
 SMFIF_CHGHDRS = 0x10
 SMFIF_QUARANTINE = 0x20
 SMFIF_CHGFROM = 0x40
+SMFIF_SETSYMLIST = 0x100  # the milter names the macros it wants at a stage
+SMFIM_CONNECT = 0  # macro stages of the negotiation reply's symbol lists
 
 # Protocol steps: what the MTA leaves out (NO*) or sends without waiting (NR_*).
 SMFIP_NOCONNECT = 1 << 0
@@ -95,6 +97,7 @@ MAX_FRAME = 2 * 1024 * 1024
 
 _LENGTH = struct.Struct(">I")
 _NEGOTIATION = struct.Struct(">III")
+_STAGE = struct.Struct(">I")
 
 
 class ProtocolError(ValueError):
@@ -166,8 +169,13 @@ def parse_negotiation(data: bytes) -> Negotiation:
     return Negotiation(*_NEGOTIATION.unpack_from(data))
 
 
-def negotiation_reply(version: int, actions: int, protocol: int) -> bytes:
-    return frame(SMFIC_OPTNEG, _NEGOTIATION.pack(version, actions, protocol))
+def negotiation_reply(version: int, actions: int, protocol: int,
+                      macros: dict[int, str] | None = None) -> bytes:
+    """The option negotiation answer; ``macros`` (stage -> space-separated names, with
+    SMFIF_SETSYMLIST in ``actions``) asks the MTA for those macros at those stages."""
+    lists = b"".join(_STAGE.pack(stage) + names.encode("ascii") + b"\0"
+                     for stage, names in (macros or {}).items())
+    return frame(SMFIC_OPTNEG, _NEGOTIATION.pack(version, actions, protocol) + lists)
 
 
 def strings(data: bytes) -> list[bytes]:
