@@ -22,11 +22,13 @@ from aliasd.scanner.message import ParsedMessage, decode_header_value, header_it
 # so statistics learned before keep their meaning.
 WINDOW = 2
 MAX_WORDS = 1500  # body words tokenized per message: enough to classify, bounded cost
-MIN_LEN, MAX_LEN = 2, 24
+MAX_LEN = 24
 HIDDEN_PREFIX = "hidden:"  # words of text the reader does not see (single words, not pairs)
 MAX_HIDDEN_WORDS = 300
 
-_WORD = re.compile(r"[^\W_][\w$€£%'.-]*[^\W_]|[^\W_]|[$€£!]", re.UNICODE)
+# A word of two characters or more (single letters say nothing), or a currency sign or
+# "!": the pattern leaves out what used to be found and then dropped.
+_WORD = re.compile(r"[^\W_][\w$€£%'.-]*[^\W_]|[$€£!]", re.UNICODE)
 _C1 = np.uint64(0x9E3779B97F4A7C15)
 _C2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _C3 = np.uint64(0x165667B19E3779F9)
@@ -56,16 +58,16 @@ def _h(word: str) -> int:
 def words(text: str, limit: int = MAX_WORDS) -> list[str]:
     """Lower-cased words; over-long runs (base64, hashes) become one shape token."""
     # words average well under 16 characters: no need to scan further than this
-    found = _WORD.findall(text[: limit * 16].lower())
-    out = [
-        w if len(w) <= MAX_LEN else "long:" + w[:4]
-        for w in found
-        if len(w) >= MIN_LEN or w in _SYMBOLS
-    ]
-    return out[:limit]
+    found = _WORD.findall(text[: limit * 16].lower())[:limit]
+    if found and max(map(len, found)) > MAX_LEN:
+        return [w if len(w) <= MAX_LEN else "long:" + w[:4] for w in found]
+    return found
 
 
-_SYMBOLS = frozenset("$€£!")
+def _many_digits(word: str) -> bool:
+    """More than three digits: a serial, queue id or date, not a word. (A word of
+    letters only, the most common, has none; no need to count.)"""
+    return len(word) > 3 and not word.isalpha() and len(_DIGITS.findall(word)) > 3
 
 
 def _osb(hashes: np.ndarray) -> np.ndarray:
@@ -98,7 +100,7 @@ def _meta(pm: ParsedMessage) -> list[str]:
         meta.append("urlhost:" + host)
         meta.append("urltld:" + labels[-1])
         # path words ('remove', 'cgi-bin', 'unsubscribe'), not ids: digits-heavy parts dropped
-        meta.extend("urlpath:" + w for w in words(path, 8) if len(_DIGITS.findall(w)) <= 3)
+        meta.extend("urlpath:" + w for w in words(path, 8) if not _many_digits(w))
     # How the HTML was written, and the MIME layout with transfer encodings (the
     # layout once; the leaf part types, which the layout string does not split out)
     meta.extend("html:" + t for t in sorted(pm.html_tags)[:200])
@@ -165,7 +167,7 @@ def header_words(pm: ParsedMessage) -> list[str]:
         if n == "received":
             text = text.rpartition(";")[0] or text
         for w in words(text, 20):
-            if len(_DIGITS.findall(w)) > 3 and "." not in w:
+            if "." not in w and _many_digits(w):
                 continue
             out.append(n + ":" + w)
     return out
