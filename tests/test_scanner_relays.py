@@ -14,6 +14,8 @@ from aliasd.scanner.message import parse_message
 from aliasd.scanner.relays import (
     Relay,
     external_relays,
+    first_external_relay,
+    iter_hops,
     parse_received,
     read_hops,
     spamassassin_relays,
@@ -81,6 +83,28 @@ def test_the_handing_relay_is_the_topmost_with_a_public_address():
     # below it, the hops it recorded itself, as far as they are read (the unreadable left out)
     assert external_relays(None, None, None, lambda: read_hops(chain))[1:] == [
         Relay("198.51.100.1", "mail.bank.example", "spoofed.example")]
+
+
+def test_the_handing_relay_alone_is_found_without_reading_the_headers_below_it():
+    chain = [
+        "from localhost (localhost [127.0.0.1]) by phobos.example (Postfix) with ESMTP id 7106",
+        "from pc-83-12 (unknown [83.12.44.9]) by int-mx1.corp.example (8.11.6/8.11.6) with SMTP",
+    ]
+
+    class Unreadable:  # a header below the first public relay: reading it fails the test
+        def __str__(self) -> str:
+            raise AssertionError("read a Received header below the handing relay")
+
+    below = [*chain, Unreadable()]
+    assert first_external_relay(None, None, None, lambda: iter_hops(below)) == Relay("83.12.44.9", "", "pc-83-12")
+    # the same relay the whole chain starts with, whatever the case
+    cases = [chain, chain[:1], ["from EXCH01 ([198.51.100.3]) by EXCH02 with Microsoft SMTPSVC", *chain]]
+    for headers in cases:
+        for client in ((None, None), ("194.125.145.45", "mail.shop.example"), ("194.125.145.45", None),
+                       ("127.0.0.1", "localhost")):
+            whole = external_relays(*client, "helo", lambda h=headers: read_hops(h))
+            assert first_external_relay(*client, "helo", lambda h=headers: iter_hops(h)) == (
+                whole[0] if whole else None)
 
 
 def test_the_connection_decides_when_the_mta_names_a_public_client():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 MAX_RECEIVED = 20  # Received headers read from the top
@@ -106,12 +106,11 @@ def _connecting(text: str) -> Relay | None:
 Hop = tuple[Relay | None, bool | None]  # a Received "from" header: its relay, and whether public
 
 
-def read_hops(received: Iterable[object]) -> list[Hop]:
+def iter_hops(received: Iterable[object]) -> Iterator[Hop]:
     """The first MAX_RECEIVED Received headers (top first) that name a connecting relay
-    ("from ..."), each read once: its relay (None: a format not read here) and whether
-    its address is public (None: not an address). Lines without one ("(qmail 123
-    invoked by uid 0)", "by host with local") are left out."""
-    out: list[Hop] = []
+    ("from ..."), each read when it is reached: its relay (None: a format not read here)
+    and whether its address is public (None: not an address). Lines without one
+    ("(qmail 123 invoked by uid 0)", "by host with local") are left out."""
     for i, value in enumerate(received):
         if i >= MAX_RECEIVED:
             break
@@ -119,38 +118,55 @@ def read_hops(received: Iterable[object]) -> list[Hop]:
         if text.lstrip()[:5].lower() != "from ":
             continue
         relay = parse_received(text)
-        out.append((relay, _public(relay.ip) if relay is not None else None))
-    return out
+        yield relay, _public(relay.ip) if relay is not None else None
+
+
+def read_hops(received: Iterable[object]) -> list[Hop]:
+    """All of iter_hops, read once (for the whole chain and its counts)."""
+    return list(iter_hops(received))
+
+
+def _chain_start(client_addr: str | None, client_name: str | None, helo: str | None,
+                 hops: Callable[[], Iterable[Hop]]) -> tuple[Relay | None, Iterable[Hop]]:
+    """The relay that handed the message over (None: not known) and the hops below it,
+    read no further than needed to find it."""
+    if client_addr and _public(client_addr):
+        if client_name is None:
+            return None, ()
+        return Relay(client_addr, "" if _no_name(client_name) else client_name, helo or ""), hops()
+    found = iter(hops())
+    for relay, public in found:
+        if relay is None or public is None:
+            return None, ()
+        if public:
+            return (relay, found) if relay.rdns is not None else (None, ())
+    return None, ()
 
 
 def external_relays(client_addr: str | None, client_name: str | None, helo: str | None,
-                    hops: Callable[[], list[Hop]]) -> list[Relay]:
+                    hops: Callable[[], Iterable[Hop]]) -> list[Relay]:
     """The relays outside this side, newest first; the first handed the message over.
 
     The SMTP client itself comes first when it connected from a public address and the
     MTA named it (Postfix's client name, "unknown" when the address has no verified
     reverse-DNS name), followed by the hops its message's Received headers record
-    (``hops()``, see read_hops). Otherwise, as for stored mail or a client on a private
+    (``hops()``, see iter_hops). Otherwise, as for stored mail or a client on a private
     address (a local injection, an internal relay), the chain starts at the topmost
     Received header with a public address. Empty when the first relay is not known: a
     public client the MTA did not name, a header on the way in a format not read here.
     Later hops in such a format are left out, as SpamAssassin leaves out the Received
     headers it cannot parse."""
-    if client_addr and _public(client_addr):
-        if client_name is None:
-            return []
-        first = Relay(client_addr, "" if _no_name(client_name) else client_name, helo or "")
-        return [first, *_older(hops())]
-    found = hops()
-    for i, (relay, public) in enumerate(found):
-        if relay is None or public is None:
-            return []
-        if public:
-            return [relay, *_older(found[i + 1:])] if relay.rdns is not None else []
-    return []
+    first, below = _chain_start(client_addr, client_name, helo, hops)
+    return [first, *_older(below)] if first is not None else []
 
 
-def _older(hops: list[Hop]) -> list[Relay]:
+def first_external_relay(client_addr: str | None, client_name: str | None, helo: str | None,
+                         hops: Callable[[], Iterable[Hop]]) -> Relay | None:
+    """external_relays' first relay, without reading the Received headers below it."""
+    return _chain_start(client_addr, client_name, helo, hops)[0]
+
+
+def _older(hops: Iterable[Hop]) -> list[Relay]:
     """The hops recorded below the first external relay, those parsed here."""
     return [relay for relay, public in hops
             if relay is not None and relay.rdns is not None and public is not None]

@@ -16,7 +16,15 @@ import re2
 from aliasd.core import attribution
 from aliasd.core.addresses import domain_of
 from aliasd.scanner.message import ParsedMessage
-from aliasd.scanner.relays import Hop, Relay, external_relays, read_hops, relay_counts
+from aliasd.scanner.relays import (
+    Hop,
+    Relay,
+    external_relays,
+    first_external_relay,
+    iter_hops,
+    read_hops,
+    relay_counts,
+)
 from aliasd.scanner.result import ScanRequest, Symbol
 
 # name: (score, description)
@@ -169,6 +177,14 @@ class RuleContext:
         return external_relays(req.client_addr, req.client_name, req.helo, lambda: self.hops)
 
     @functools.cached_property
+    def first_relay(self) -> Relay | None:
+        """The relay that handed the message over (relays' first), reading the Received
+        headers only down to it."""
+        req = self.request
+        return first_external_relay(req.client_addr, req.client_name, req.helo,
+                                    lambda: iter_hops(self.pm.msg.get_all("received") or []))
+
+    @functools.cached_property
     def relay_counts(self) -> tuple[int, int, int]:
         """(trusted, untrusted, unparseable) relays, as SpamAssassin counts them."""
         return relay_counts(self.request.client_addr, lambda: self.hops)
@@ -217,8 +233,9 @@ def header_rules(ctx: RuleContext) -> Iterator[Symbol]:
         yield sym("R_UNDISC_RCPT")
     if not pm.received_count:
         yield sym("RCVD_COUNT_ZERO")
-    if ctx.relays and ctx.relays[0].rdns == "":
-        yield sym("RDNS_NONE", ctx.relays[0].ip)
+    first = ctx.first_relay
+    if first is not None and first.rdns == "":
+        yield sym("RDNS_NONE", first.ip)
 
     yield from _date_rules(ctx)
 
