@@ -65,6 +65,15 @@ def test_only_rules_named_by_replace_rules_are_expanded_whatever_the_order_of_li
     assert "LITERAL" not in hits(rules, "the itag")
 
 
+def test_a_malformed_replace_line_is_a_warning_and_the_rest_loads():
+    rules = RuleSet()
+    rules.load_text("replace_tag LONELY\nreplace_start\nreplace_tag A [a@4]\nreplace_rules SPAM_A\n"
+                    "body SPAM_A /sp<A>m/\nscore SPAM_A 1\n", "broken.cf")
+    rules.compile()
+    assert [w.split(": ", 1)[0] for w in rules.report.warnings] == ["broken.cf:1", "broken.cf:2"]
+    assert "SPAM_A" in hits(rules, "sp4m")
+
+
 def test_a_rule_read_again_from_a_later_file_is_expanded_there(tmp_path):
     (tmp_path / "10_tags.cf").write_text("replace_tag W  (?:w|vv)\nreplace_rules WIN_WORD\n")
     (tmp_path / "20_rule.cf").write_text("body WIN_WORD /\\b<W>inner\\b/i\nscore WIN_WORD 1.5\n")
