@@ -1,8 +1,9 @@
 """SpamAssassin's ReplaceTags: rule files write a pattern once with named pieces
 (``/<V><I><A><G><R><A>/``, ``<CURRENCY>``) and define the pieces apart (``replace_tag``),
 so that one definition of "a letter I, or anything spammers write for it" serves a
-hundred rules. A rule is expanded only when ``replace_rules`` names it, after all the
-files are read, exactly as ReplaceTags.pm does (its ``finish_parsing_end``):
+hundred rules. A rule is expanded only when ``replace_rules`` names it, once the files
+of a rule directory are read (RuleSet.add_paths; rules named later are expanded when
+they are read, or at compile), as ReplaceTags.pm does at ``finish_parsing_end``:
 
 - ``<pre NAME>``, ``<post NAME>`` and ``<inter NAME>`` anywhere in the pattern pick the
   ``replace_pre`` / ``replace_post`` value put before / after every tag and the
