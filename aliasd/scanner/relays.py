@@ -71,9 +71,11 @@ def parse_received(value: str) -> Relay | None:
     is not one read here or it names no address."""
     text = " ".join(value[:MAX_RECEIVED_TEXT].split())
     relay = _connecting(text)
-    if relay is None or not ("with" in text and (_AUTH_PROTOCOL.search(text) or _POSTFIX_AUTH.search(text))):
+    if relay is None or "with" not in text:
         return relay
     m = _AUTH_PROTOCOL.search(text)
+    if m is None and _POSTFIX_AUTH.search(text) is None:
+        return relay
     return Relay(relay.ip, relay.rdns, relay.helo, m.group(1) if m else "Postfix")
 
 
