@@ -67,6 +67,25 @@ def test_every_queued_message_is_committed_after_flush(world, settings):
     writer.close()
 
 
+def test_each_forwarded_copy_counts_for_its_contact(world, settings):
+    import dataclasses
+
+    from aliasd.core import reverse_aliases
+    from aliasd.models import ReverseAlias
+
+    with world.session() as s:
+        alias = core.get_alias(s, "github.com@example.net")
+        first = reverse_aliases.for_correspondent(s, alias, "a@news.example").id
+        second = reverse_aliases.for_correspondent(s, alias, "b@news.example").id
+    batch = [dataclasses.replace(record(world, f"m{i}"), forwarded_reverse_id=rid)
+             for i, rid in enumerate([first, second, first, first, None])]
+    event_writer.write_records(world, settings, batch)  # one transaction for all five
+    with world.session() as s:
+        counts = {r.id: r.forwarded_count for r in s.scalars(select(ReverseAlias))}
+        assert counts == {first: 3, second: 1}
+        assert all(r.last_used_at is not None for r in s.scalars(select(ReverseAlias)))
+
+
 def test_messages_submitted_together_share_transactions(world, settings, monkeypatch):
     """Batches: many messages queued while the writer is busy go in far fewer commits."""
     commits = []

@@ -1,11 +1,15 @@
-"""Forwarded mail picks up what the owner changed on the web at once (SQLite and
-PostgreSQL): a contact disabled, enabled or deleted through the JSON API, the alias's
-reply mode, its destinations, and a correspondent's domain becoming one of aliasd's own.
-ReplyPath.forwarded in-process, the web app through Flask's test client."""
+"""Forwarded mail picks up what the owner changed on the web (SQLite and PostgreSQL): a
+contact disabled, enabled or deleted through the JSON API, the alias's reply mode, its
+destinations, and a correspondent's domain becoming one of aliasd's own. At once where
+nothing is remembered; the milter remembers a known contact as long as its alias
+lookups (2 s). ReplyPath.forwarded in-process, the web app through Flask's test client."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from sqlalchemy import event
 
 from aliasd.core import aliases as core
 from aliasd.core import reverse_aliases as ra
@@ -120,3 +124,25 @@ def test_a_contact_made_without_a_name_is_named_by_the_first_mail(world, databas
     assert reverse_in(mail(), replies.forwarded(mail(), target, None)) == made
     with database.session() as s:
         assert ra.resolve(s, made).correspondent_name == "Shop Support"
+
+
+def test_the_milter_remembers_a_known_contact_briefly_and_then_sees_it_disabled(
+        world, settings, database):
+    client, headers, _, target = world
+    replies = ReplyPath(settings, database, facts_ttl=0.5)
+    first = reverse_in(mail(), replies.forwarded(mail(), target, None))  # made and named
+    assert reverse_in(mail(), replies.forwarded(mail(), target, None)) == first
+
+    statements: list[str] = []
+    event.listen(database.engine, "before_cursor_execute",
+                 lambda *args: statements.append(args[2]))
+    assert reverse_in(mail(), replies.forwarded(mail(), target, None)) == first
+    assert statements == []  # remembered: no query for a correspondent seen just now
+
+    [contact] = client.get(f"/api/aliases/{target.id}/contacts",
+                           headers=headers).get_json()["contacts"]
+    url = f"/api/aliases/{target.id}/contacts/{contact['id']}/disable"
+    assert client.post(url, headers=headers).status_code == 200
+    time.sleep(0.6)
+    assert replies.forwarded(mail(), target, None) is None  # the change, once ttl passed
+    assert replies.forwarded(mail("other@shop.example"), target, None) is not None

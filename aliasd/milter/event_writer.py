@@ -14,6 +14,7 @@ transaction as before (a failing policy never loses the events)."""
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -72,8 +73,10 @@ def write_records(database: Database, settings: Settings, records: Sequence[Reco
                             spam_ids += new
                     if record.block_hits:
                         sender_blocks.record_hits(session, list(record.block_hits))
-                    if record.forwarded_reverse_id is not None:
-                        reverse_aliases.record_forwarded(session, record.forwarded_reverse_id)
+                forwarded = collections.Counter(r.forwarded_reverse_id for r in records
+                                                if r.forwarded_reverse_id is not None)
+                for reverse_id in sorted(forwarded):  # a fixed order of row locks
+                    reverse_aliases.record_forwarded(session, reverse_id, forwarded[reverse_id])
             break
         except OperationalError:
             if attempt == attempts:

@@ -175,7 +175,8 @@ class MailPath:
         self.database = database
         self._scanner = scanner
         self._scanner_lock = threading.Lock()
-        self.replies = ReplyPath(settings, database)
+        # A reverse alias disabled on the web applies to mail within alias_ttl, too.
+        self.replies = ReplyPath(settings, database, facts_ttl=self.alias_ttl)
         # Blocks added on the web apply to the next message within a couple of seconds.
         self._blocklist = BlockListCache(database, ttl=2.0,
                                          max_staleness=max(settings.lookup_max_staleness, 30.0))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -34,6 +35,7 @@ from aliasd.core.reply_headers import (
 from aliasd.db import Database
 from aliasd.milter import owner_auth, reply_signing
 from aliasd.milter.edits import ACCEPT, TEMPFAIL, MessageEdits
+from aliasd.milter.recent import Recent
 from aliasd.models import Alias
 
 if TYPE_CHECKING:
@@ -87,9 +89,13 @@ def _text_headers(raw: list[tuple[str, bytes]]) -> list[tuple[str, str]]:
 
 
 class ReplyPath:
-    def __init__(self, settings: Settings, database: Database) -> None:
+    def __init__(self, settings: Settings, database: Database, facts_ttl: float = 0.0) -> None:
+        """``facts_ttl``: seconds a correspondent's existing reverse alias is remembered
+        (the milter: as long as its alias lookups); 0 reads it for every message."""
         self.settings = settings
         self.database = database
+        # (alias id, correspondent) → the facts of a correspondent with a named reverse alias
+        self._known: Recent[tuple[int, str], reverse_aliases.ForwardFacts] = Recent(facts_ttl)
 
     # --- outgoing ----------------------------------------------------------------
     def _reverse_like(self, recipients: list[str]) -> bool:
@@ -195,10 +201,16 @@ class ReplyPath:
         costs one query; a new one (or a first name for it) goes through
         :func:`reverse_aliases.for_correspondent`, which owns that rule."""
         name, address = correspondent
-        with self.database.reading() as connection:  # a read, without a transaction
-            facts = reverse_aliases.forward_facts(
-                connection, target.id, address, reply_domain=self.settings.reply_domain,
-                default_mode=self.settings.reply_mode)
+        key = (target.id, address.lower())
+        facts = self._known.get(key)
+        if facts is None:
+            read_at = time.monotonic()
+            with self.database.reading() as connection:  # a read, without a transaction
+                facts = reverse_aliases.forward_facts(
+                    connection, target.id, address, reply_domain=self.settings.reply_domain,
+                    default_mode=self.settings.reply_mode)
+            if facts is not None and facts.reverse_id is not None and facts.reverse_named:
+                self._known.put(key, facts, read_at)
         if facts is None or address.lower() in facts.owner_addresses():
             return None  # the owner writing to their own alias: nobody to hide
         if facts.refused:
