@@ -25,6 +25,7 @@ from aliasd.scanner.message import decode_header_value, header_items, parse_addr
 from aliasd.scanner.multimatch import PatternSet
 from aliasd.scanner.relays import Relay, spamassassin_relays
 from aliasd.scanner.replace_tags import ReplaceTags
+from aliasd.scanner.sa_conditionals import Conditionals
 from aliasd.scanner.sa_evals import LEFT_OUT, EvalTest, Facts, parse_eval
 from aliasd.scanner.sa_header_evals import FreemailDomains, HeaderFacts
 
@@ -355,15 +356,30 @@ class RuleSet:
                 self.load_text(text, str(f))
 
     def load_text(self, text: str, source: str = "<rules>") -> None:
+        """One rule file: its lines in order, inside the if/ifplugin blocks that
+        SpamAssassin would read (:mod:`aliasd.scanner.sa_conditionals`)."""
+        blocks = Conditionals()
         for lineno, line in enumerate(text.splitlines(), 1):
             line = _COMMENT.sub("", line).replace("\\#", "#").strip()
             if not line:
                 continue
             where = f"{source}:{lineno}"
+            directive, *argument = line.split(None, 1)
+            try:
+                if blocks.directive(directive.lower(), argument[0] if argument else ""):
+                    continue
+            except ValueError as exc:
+                self.report.warnings.append(f"{where}: {exc}")
+                continue
+            if not blocks.reading:
+                continue
             try:
                 self._line(line, where)
             except (ValueError, SyntaxError, IndexError) as exc:
                 self.report.warnings.append(f"{where}: {exc}")
+        if blocks.unclosed():
+            self.report.warnings.append(f"{source}: {blocks.unclosed()} if/ifplugin "
+                                        "block(s) without endif")
 
     def _line(self, line: str, where: str) -> None:
         parts = line.split(None, 2)
@@ -414,11 +430,6 @@ class RuleSet:
             return
         if directive == "meta":
             expr, deps = _meta_expr(test)
-            if test.strip() == "0" and name in self.rules:
-                # "meta X 0" is SpamAssassin's stand-in for a rule whose plugin is not
-                # loaded (in an if/else this parser does not follow): a definition
-                # read elsewhere wins, whichever comes first
-                return
             if test.strip() != "0":
                 self._sources.pop(name, None)
             self.rules[name] = Rule(name, "meta", expr=expr, deps=deps)
