@@ -86,6 +86,22 @@ def test_each_forwarded_copy_counts_for_its_contact(world, settings):
         assert all(r.last_used_at is not None for r in s.scalars(select(ReverseAlias)))
 
 
+def test_a_batch_of_leak_evidence_leaves_the_sites_summary_as_its_evidence_says(world, settings):
+    from aliasd.core import leaks
+
+    # a site given to one alias, then spam from three senders unrelated to it, one batch
+    batch = [record(world, f"spam {i}", spam=True, sender=f"x@pills{i}.example")
+             for i in range(3)]
+    event_writer.write_records(world, settings, batch)
+    with world.session() as s:
+        owner = s.scalar(select(Alias.owner_id).limit(1))
+        full = leaks.site_status(s, owner, "github.com", 3)
+        summary = leaks.statuses(s, [(owner, "github.com")], 3)[(owner, "github.com")]
+    assert full.status == "leaked" and full.senders == 3
+    assert (summary.status, summary.reason, summary.since, summary.senders) == (
+        full.status, full.reason, full.since, full.senders)
+
+
 def test_messages_submitted_together_share_transactions(world, settings, monkeypatch):
     """Batches: many messages queued while the writer is busy go in far fewer commits."""
     commits = []

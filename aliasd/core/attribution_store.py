@@ -148,17 +148,27 @@ def record(
     outcome: AppliedVerdict,
     verdict: attribution.Attribution,
     at: dt.datetime,
+    stale_summaries: set[tuple[int, str]] | None = None,
 ) -> None:
     """Store what the verdict found: a new known sender, or leak evidence (quoting the
-    mail event's already cleaned ``envelope_sender``, ``from_domain`` and ``subject``)."""
+    mail event's already cleaned ``envelope_sender``, ``from_domain`` and ``subject``).
+    The site's leak summary is recomputed now, or, given ``stale_summaries``, named
+    there for the caller to recompute once before its commit (a batch of messages)."""
     if verdict.sender is None:
         return
+
+    def summary_changed() -> None:
+        if stale_summaries is None:
+            leaks.refresh_summary(conn, target.owner_id, target.report_site)
+        else:
+            stale_summaries.add((target.owner_id, target.report_site))
+
     stmts = _statements_for(conn.dialect.name)
     key = {"b_owner": target.owner_id, "b_site": target.report_site, "b_domain": verdict.sender}
     if verdict.related and verdict.learn:
         added = conn.execute(stmts.known_sender, {**key, "b_source": verdict.learn, "b_at": at})
         if added.rowcount:  # its earlier evidence, if any, stops counting
-            leaks.refresh_summary(conn, target.owner_id, target.report_site)
+            summary_changed()
     elif not verdict.related:
         conn.execute(
             stmts.leak,
@@ -174,5 +184,5 @@ def record(
                 "b_why": verdict.why[:500],
             },
         )
-        leaks.refresh_summary(conn, target.owner_id, target.report_site)
+        summary_changed()
 

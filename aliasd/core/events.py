@@ -234,9 +234,12 @@ def record_message(
     facts: MessageFacts,
     outcome: AppliedVerdict,
     policy: attribution_store.AttributionPolicy | None = None,
+    stale_summaries: set[tuple[int, str]] | None = None,
 ) -> list[int]:
     """Record one event per alias and update counters and aggregates in ``session``.
-    The caller commits. Returns the new event ids."""
+    The caller commits. Returns the new event ids. ``stale_summaries``: see
+    :func:`attribution_store.record` (a writer of many messages refreshes each site's
+    leak summary once)."""
     policy = policy or attribution_store.AttributionPolicy()
     at = facts.at or utcnow()
     sender_domain = domain_of(facts.envelope_sender)
@@ -306,7 +309,7 @@ def record_message(
                     "b_spam_at": at if outcome.is_spam else None,
                 },
             )
-        attribution_store.record(conn, target, common, outcome, verdict, at)
+        attribution_store.record(conn, target, common, outcome, verdict, at, stale_summaries)
     return ids
 
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from sqlalchemy.exc import OperationalError
 
 from aliasd.config import Settings
-from aliasd.core import attribution_store, events, reverse_aliases, sender_blocks
+from aliasd.core import attribution_store, events, leaks, reverse_aliases, sender_blocks
 from aliasd.db import Database
 from aliasd.milter.batch_writer import BatchWriter
 
@@ -64,10 +64,11 @@ def write_records(database: Database, settings: Settings, records: Sequence[Reco
             spam_ids: list[int] = []
             ids: list[int] = []
             with database.session() as session:
+                stale_summaries: set[tuple[int, str]] = set()
                 for record in records:
                     for targets, outcome in record.parts:
                         new = events.record_message(session, targets, record.facts, outcome,
-                                                    policy)
+                                                    policy, stale_summaries)
                         ids += new
                         if outcome.is_spam:
                             spam_ids += new
@@ -77,6 +78,8 @@ def write_records(database: Database, settings: Settings, records: Sequence[Reco
                                                 if r.forwarded_reverse_id is not None)
                 for reverse_id in sorted(forwarded):  # a fixed order of row locks
                     reverse_aliases.record_forwarded(session, reverse_id, forwarded[reverse_id])
+                for owner_id, site in sorted(stale_summaries):  # once per site and batch
+                    leaks.refresh_summary(session.connection(), owner_id, site)
             break
         except OperationalError:
             if attempt == attempts:
