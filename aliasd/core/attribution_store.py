@@ -52,7 +52,8 @@ def attribute(
     whether the alias is newly given (no mail yet, within the learning window)."""
     if not target.site:
         return attribution.Attribution(True, None, None, why="the alias is not tied to a site")
-    row = session.execute(_ALIAS_AGE, {"alias": target.id}).one_or_none()
+    conn = session.connection()  # Core: a select per message has no ORM layer to pass
+    row = conn.execute(_ALIAS_AGE, {"alias": target.id}).one_or_none()
     eligible = False
     if row is not None and not row[1]:
         created = row[0] if row[0].tzinfo else row[0].replace(tzinfo=dt.UTC)
@@ -64,7 +65,7 @@ def attribute(
         from_domain=facts.from_domain,
         envelope_domain=domain_of(facts.envelope_sender),
         is_spam=is_spam,
-        known=leaks.known_senders(session, target.owner_id, target.site),
+        known=leaks.known_senders(conn, target.owner_id, target.site),
         affiliated=attribution.affiliations(policy.affiliations_file),
         learn_eligible=eligible,
         dkim_pass_domains=facts.dkim_pass_domains,
