@@ -7,6 +7,9 @@ by side in one run, the same messages each time:
              SPF/DKIM/DMARC checks and ARC sealing on (the default); every DNS lookup
              answered by a local DNS server (tests/harness/dns.py), never the network
   aliasd-noauth  the same milter with mail_auth_enabled = arc_enabled = false
+  aliasd-floor  aliasd's milter with a mail path that accepts every message at once
+             (bench/floor_milter.py: protocol and workers only), lookupd as above: the
+             floor any aliasd milter starts from, so what the target leaves for the work
   aliasd-1w  (on request) the full milter in one process (--workers 1), to compare with
              the default of one worker process per CPU
   aliasd-tree  (with --compare-tree DIR) the full milter run from another checkout of
@@ -211,8 +214,8 @@ def main() -> None:
     ap.add_argument("--files", type=int, default=40, help="distinct corpus messages")
     ap.add_argument("--sessions", default="1,4")
     ap.add_argument("--database-url", default="", help="default: a SQLite file in a temp dir")
-    ap.add_argument("--only", default="hash,lookupd,aliasd,aliasd-noauth,rspamd,aliasd-unix,"
-                                      "rspamd-unix")
+    ap.add_argument("--only", default="hash,lookupd,aliasd,aliasd-noauth,aliasd-floor,rspamd,"
+                                      "aliasd-unix,rspamd-unix")
     ap.add_argument("--keep", action="store_true", help="keep the temp dir (logs) for a look")
     ap.add_argument("--compare-tree", default="",
                     help="another aliasd checkout whose milter runs as setup aliasd-tree")
@@ -265,7 +268,8 @@ def main() -> None:
 
         lookup_port = free_port()
         milter_port = free_port()
-        if only & {"lookupd", "aliasd", "aliasd-unix", "aliasd-noauth", "aliasd-1w"}:
+        if only & {"lookupd", "aliasd", "aliasd-unix", "aliasd-noauth", "aliasd-1w",
+                   "aliasd-floor"}:
             procs.append(start([sys.executable, "-m", "aliasd", "lookupd", "--socketmap",
                                 f"127.0.0.1:{lookup_port}", "--tcp", ""], env,
                                base / "lookupd.log"))  # fmt: skip
@@ -286,6 +290,13 @@ def main() -> None:
                                base / "milter-noauth.log"))  # fmt: skip
             milter_pids["aliasd-noauth"] = procs[-1].pid
             wait_for_port(noauth_port)
+        floor_port = free_port()
+        if "aliasd-floor" in only:
+            procs.append(start([sys.executable, str(ROOT / "bench" / "floor_milter.py"),
+                                "--listen", f"127.0.0.1:{floor_port}"], env,
+                               base / "milter-floor.log"))  # fmt: skip
+            milter_pids["aliasd-floor"] = procs[-1].pid
+            wait_for_port(floor_port)
         onew_port = free_port()
         if "aliasd-1w" in only:
             procs.append(start([sys.executable, "-m", "aliasd", "milter", "--listen",
@@ -326,6 +337,9 @@ def main() -> None:
         if "aliasd-noauth" in only:
             setups.append(("aliasd-noauth", {**lookup_map,
                                              **postfix_milter_settings(settings, f"127.0.0.1:{noauth_port}")}))  # fmt: skip
+        if "aliasd-floor" in only:
+            setups.append(("aliasd-floor", {**lookup_map,
+                                            **postfix_milter_settings(settings, f"127.0.0.1:{floor_port}")}))  # fmt: skip
         if args.compare_tree:
             setups.append(("aliasd-tree", {**lookup_map,
                                            **postfix_milter_settings(settings, f"127.0.0.1:{tree_port}")}))  # fmt: skip
@@ -374,6 +388,12 @@ def main() -> None:
                 ratio = results["aliasd"][sessions] / results["hash"][sessions]
                 print(f"  {sessions} session(s): aliasd / hash-no-milter = {ratio:.2f}x  "
                       f"(target >= 0.5)")
+            if "aliasd-floor" in results and "hash" in results:
+                floor, target = results["aliasd-floor"][sessions], results["hash"][sessions] / 2
+                left = 1000 / target - 1000 / floor  # ms a message the work may add
+                print(f"  {sessions} session(s): aliasd-floor / hash-no-milter = "
+                      f"{floor / results['hash'][sessions]:.2f}x: the target leaves the work "
+                      f"{max(left, 0):.2f} ms a message (1 / rate)")
     finally:
         if rspamd is not None:
             rspamd.stop()
