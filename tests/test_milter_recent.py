@@ -36,3 +36,11 @@ def test_past_its_bound_the_memory_starts_over():
     assert [recent.get(k) for k in range(4)] == [None, None, None, 3]
     recent.forget()
     assert recent.get(3) is None
+
+
+def test_a_remembered_none_is_told_from_nothing_remembered():
+    unknown = object()
+    recent: Recent[str, int | None] = Recent(ttl=60)
+    recent.put("not an alias", None, time.monotonic())
+    assert recent.get("not an alias", unknown) is None
+    assert recent.get("never read", unknown) is unknown

@@ -315,13 +315,12 @@ def delete(session: Session, row: ReverseAlias) -> None:
     record_change(session, row.address)
 
 
-def record_forwarded(session: Session, reverse_id: int, times: int = 1,
-                     at: dt.datetime | None = None) -> None:
+def record_forwarded(session: Session, reverse_id: int, times: int = 1) -> None:
     """Count ``times`` messages forwarded with the reverse alias (a Core statement: no
     ORM objects to keep in step, and one per reverse alias for a batch of messages)."""
     table = ReverseAlias.__table__
     session.execute(update(table).where(table.c.id == reverse_id).values(
-        forwarded_count=table.c.forwarded_count + times, last_used_at=at or utcnow()))
+        forwarded_count=table.c.forwarded_count + times, last_used_at=utcnow()))
 
 
 def record_sent(session: Session, reverse_id: int) -> None:

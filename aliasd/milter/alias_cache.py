@@ -10,15 +10,16 @@ records the message."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterable
 
 from aliasd.core import events
 from aliasd.db import Database
+from aliasd.milter.recent import Recent
 
 ALIAS_TTL = 2.0  # seconds an address's answer is remembered; 0: read every time
 MAX_ADDRESSES = 4096  # addresses remembered at most; past it the memory starts over
+_UNKNOWN = object()  # not remembered (None is remembered: "not an alias")
 
 
 class AliasCache:
@@ -27,10 +28,8 @@ class AliasCache:
 
     def __init__(self, ttl: float = ALIAS_TTL, max_addresses: int = MAX_ADDRESSES) -> None:
         self.ttl = ttl
-        self.max_addresses = max_addresses
-        # address → (its alias or None, when it was read)
-        self._known: dict[str, tuple[events.AliasTarget | None, float]] = {}
-        self._lock = threading.Lock()
+        # address → its alias, or None when it is none
+        self._known: Recent[str, events.AliasTarget | None] = Recent(ttl, max_addresses)
 
     def find(self, database: Database, recipients: Iterable[str],
              delimiter: str) -> list[events.AliasTarget]:  # fmt: skip
@@ -38,29 +37,23 @@ class AliasCache:
         candidates = events.alias_candidates(recipients, delimiter)
         if not candidates:
             return []
-        now = time.monotonic()
         found: dict[str, events.AliasTarget | None] = {}
         missing: list[str] = []
         for pair in candidates:
             for address in pair:
-                known = self._known.get(address)
-                if known is not None and now - known[1] < self.ttl:
-                    found[address] = known[0]
+                known = self._known.get(address, _UNKNOWN)
+                if known is not _UNKNOWN:
+                    found[address] = known  # type: ignore[assignment]
                 elif address not in found and address not in missing:
                     missing.append(address)
         if missing:
+            read_at = time.monotonic()
             with database.reading() as connection:
                 rows = events.alias_rows(connection, missing)
             for address in missing:
                 found[address] = rows.get(address)
-            if self.ttl > 0:
-                with self._lock:
-                    if len(self._known) + len(missing) > self.max_addresses:
-                        self._known.clear()
-                    for address in missing:  # aged from before the read
-                        self._known[address] = (found[address], now)
+                self._known.put(address, found[address], read_at)
         return events.targets_for(candidates, found)
 
     def invalidate(self) -> None:
-        with self._lock:
-            self._known.clear()
+        self._known.forget()

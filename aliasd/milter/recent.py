@@ -20,11 +20,12 @@ class Recent(Generic[K, V]):
         self.max_entries = max_entries
         self._kept: dict[K, tuple[V, float]] = {}
 
-    def get(self, key: K) -> V | None:
-        """The value put for ``key`` less than ``ttl`` seconds ago, else None."""
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """The value put for ``key`` less than ``ttl`` seconds ago, else ``default``
+        (a value that may itself be None is told apart with a sentinel default)."""
         kept = self._kept.get(key)
         if kept is None or time.monotonic() - kept[1] >= self.ttl:
-            return None
+            return default
         return kept[0]
 
     def put(self, key: K, value: V, read_at: float) -> None:
