@@ -50,6 +50,9 @@ ifplugin Mail::SpamAssassin::Plugin::HTMLEval
 endif
 """)
     assert matches(rules, "send money") == {"IN_ELSE", "LOADED"}
+    assert rules.report.unread == 1  # and the startup report says so
+    assert "1 lines in if/ifplugin blocks for other SpamAssassin versions or plugins not read" \
+        in rules.report.summary()
 
 
 @pytest.mark.parametrize(("expression", "truth"), [

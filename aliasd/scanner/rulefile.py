@@ -89,6 +89,7 @@ class LoadReport:
     skipped: list[tuple[str, str, str]] = field(default_factory=list)  # (where, name, why)
     warnings: list[str] = field(default_factory=list)  # lines that did not parse
     unused: int = 0  # loaded, but nothing scores them (see RuleSet._live): not run
+    unread: int = 0  # lines in if/ifplugin blocks SpamAssassin 4.0.1 would not read
 
     def summary(self) -> str:
         reasons: dict[str, int] = {}
@@ -99,7 +100,9 @@ class LoadReport:
         return (f"{self.rules} rules loaded from {self.files} files; {len(self.skipped)} skipped"
                 + (f" ({why})" if why else "") + f"; {len(self.warnings)} lines did not parse"
                 + (f"; {self.unused} loaded rules not run (no score, no meta reads them)"
-                   if self.unused else ""))
+                   if self.unused else "")
+                + (f"; {self.unread} lines in if/ifplugin blocks for other SpamAssassin "
+                   "versions or plugins not read" if self.unread else ""))
 
     def skipped_evals(self) -> str:
         """The ``eval:`` tests still skipped, by test name, most rules first."""
@@ -372,6 +375,7 @@ class RuleSet:
                 self.report.warnings.append(f"{where}: {exc}")
                 continue
             if not blocks.reading:
+                self.report.unread += 1
                 continue
             try:
                 self._line(line, where)
