@@ -109,6 +109,17 @@ ifplugin Mail::SpamAssassin::Plugin::HTMLEval
     assert "local.cf: 1 if/ifplugin block(s) without endif" in warnings
 
 
+@pytest.mark.parametrize("hostile", [
+    "!" * 100_000 + "1",  # a negation a hundred thousand deep
+    "(" * 5_000 + "1" + ")" * 5_000,
+    "1 1", "(1", "1)", "version >=", "plugin(", "version >= 3.4; system('id')",
+])
+def test_a_hostile_condition_skips_its_block_and_never_stops_the_loader(hostile):
+    rules = loaded(f"if {hostile}\n  body INSIDE /money/\nendif\nbody AFTER /money/\n")
+    assert matches(rules, "money") == {"AFTER"}
+    assert [w for w in rules.report.warnings if w.startswith("local.cf:1: ")]
+
+
 def test_a_later_meta_zero_replaces_an_earlier_definition_as_in_spamassassin():
     rules = loaded("body   MONEY   /money/\nmeta   MONEY   0\n")
     assert "MONEY" not in matches(rules, "money")

@@ -67,15 +67,16 @@ AVAILABLE = frozenset(
 
 _TOKEN = re.compile(r"\s*(?:(plugin|can|has)\s*\(\s*([\w:]+)\s*\)|(version|perl_version|"
                     r"local_tests_only)\b|(\d+(?:\.\d+)?)|(&&|\|\||[<>!=]=|[<>()!]))")
-_PYTHON_OPS = {"&&": " and ", "||": " or ", "!": " not ", "(": "(", ")": ")"}
+_COMPARE = {"<": float.__lt__, "<=": float.__le__, ">": float.__gt__, ">=": float.__ge__,
+            "==": float.__eq__, "!=": float.__ne__}
+MAX_DEPTH = 32  # brackets and negations nested deeper than SpamAssassin's files ever do
 
 
 def evaluate(expression: str) -> bool:
-    """The truth of an ``if`` line's expression, as that SpamAssassin finds it. Raises
-    ValueError for one it cannot read."""
-    python: list[str] = []
-    pos = 0
-    text = expression.strip()
+    """The truth of an ``if`` line's expression, as that SpamAssassin finds it (a value
+    is true when it is not 0). Raises ValueError for one it cannot read."""
+    tokens: list[object] = []
+    pos, text = 0, expression.strip()
     while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
@@ -83,26 +84,71 @@ def evaluate(expression: str) -> bool:
         pos = m.end()
         function, argument, variable, number, operator = m.groups()
         if function == "plugin":
-            python.append(str(_RENAMED.get(argument, argument) in LOADED_PLUGINS))
+            tokens.append(float(_RENAMED.get(argument, argument) in LOADED_PLUGINS))
         elif function in ("can", "has"):
-            python.append(str(argument in AVAILABLE))
+            tokens.append(float(argument in AVAILABLE))
         elif variable == "version":
-            python.append(repr(SA_VERSION))
+            tokens.append(SA_VERSION)
         elif variable == "perl_version":
-            python.append("5.036")
+            tokens.append(5.036)
         elif variable == "local_tests_only":
-            python.append("True")  # aliasd runs no network tests
+            tokens.append(1.0)  # aliasd runs no network tests
         elif number is not None:
-            python.append(number)
+            tokens.append(float(number))
         else:
-            python.append(_PYTHON_OPS.get(operator, f" {operator} "))
-    source = "".join(python)
-    if not source.strip():
+            tokens.append(operator)
+    if not tokens:
         raise ValueError("empty 'if' expression")
-    try:  # only the tokens above reach here: names, numbers, comparisons, and/or/not
-        return bool(eval(source, {"__builtins__": {}}, {}))  # noqa: S307
-    except (SyntaxError, TypeError) as exc:
-        raise ValueError(f"unreadable 'if' expression {expression.strip()!r}") from exc
+    value, used = _disjunction(tokens, 0, 0)
+    if used != len(tokens):
+        raise ValueError(f"unreadable 'if' expression {text[:60]!r}")
+    return value != 0
+
+
+# A small recursive-descent reading of ! && || comparisons and brackets (Perl's
+# precedence), each step returning (value, position of the next token).
+def _disjunction(tokens: list[object], at: int, depth: int) -> tuple[float, int]:
+    value, at = _conjunction(tokens, at, depth)
+    while at < len(tokens) and tokens[at] == "||":
+        right, at = _conjunction(tokens, at + 1, depth)
+        value = float(value != 0 or right != 0)
+    return value, at
+
+
+def _conjunction(tokens: list[object], at: int, depth: int) -> tuple[float, int]:
+    value, at = _comparison(tokens, at, depth)
+    while at < len(tokens) and tokens[at] == "&&":
+        right, at = _comparison(tokens, at + 1, depth)
+        value = float(value != 0 and right != 0)
+    return value, at
+
+
+def _comparison(tokens: list[object], at: int, depth: int) -> tuple[float, int]:
+    value, at = _unary(tokens, at, depth)
+    if at < len(tokens) and tokens[at] in _COMPARE:
+        compare = _COMPARE[tokens[at]]  # type: ignore[index]
+        right, at = _unary(tokens, at + 1, depth)
+        value = float(compare(value, right))
+    return value, at
+
+
+def _unary(tokens: list[object], at: int, depth: int) -> tuple[float, int]:
+    if depth > MAX_DEPTH:
+        raise ValueError("'if' expression nested too deep")
+    if at >= len(tokens):
+        raise ValueError("'if' expression ends too soon")
+    token = tokens[at]
+    if token == "!":
+        value, at = _unary(tokens, at + 1, depth + 1)
+        return float(value == 0), at
+    if token == "(":
+        value, at = _disjunction(tokens, at + 1, depth + 1)
+        if at >= len(tokens) or tokens[at] != ")":
+            raise ValueError("'if' expression without its closing bracket")
+        return value, at + 1
+    if isinstance(token, float):
+        return token, at + 1
+    raise ValueError(f"unexpected {token!r} in 'if' expression")
 
 
 class Conditionals:
