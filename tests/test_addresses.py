@@ -136,3 +136,24 @@ def test_bad_sites_are_refused(given):
 )
 def test_registrable_domain_follows_the_public_suffix_list(given, registrable):
     assert registrable_domain(given) == registrable
+
+
+def test_an_address_header_is_read_as_the_email_package_reads_it_and_kept():
+    from aliasd.core.addresses import _kept_header_addresses, header_addresses
+
+    value = '"Shop, Support" <support@shop.example>, bob@b.example (Bob)'
+    assert header_addresses(value) == (("Shop, Support", "support@shop.example"),
+                                       ("Bob", "bob@b.example"))
+    hits = _kept_header_addresses.cache_info().hits
+    assert header_addresses(value) == header_addresses(value)
+    assert _kept_header_addresses.cache_info().hits == hits + 2  # parsed once
+    assert header_addresses("") == ()
+
+
+def test_a_huge_address_header_is_read_but_never_kept():
+    from aliasd.core.addresses import _kept_header_addresses, header_addresses
+
+    huge = ", ".join(f"user{i}@spam{i}.example" for i in range(5000))
+    size = _kept_header_addresses.cache_info().currsize
+    assert len(header_addresses(huge)) == 5000
+    assert _kept_header_addresses.cache_info().currsize == size

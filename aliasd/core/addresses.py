@@ -5,6 +5,7 @@ their ASCII (``xn--``) form, recipient-delimiter extensions stripped where asked
 
 from __future__ import annotations
 
+import email.utils
 import functools
 import ipaddress
 import re
@@ -179,3 +180,34 @@ def registrable_domain(domain: str | None) -> str | None:
 def _public_suffixes() -> PublicSuffixList:
     # The package ships a dated snapshot of the list: no network at run time.
     return PublicSuffixList()
+
+
+def load_public_suffixes() -> None:
+    """Read the Public Suffix List now (about 0.1 s), not at the first lookup: a server
+    that forks workers reads it once, before the fork, and no first message waits."""
+    _public_suffixes()
+
+
+# Values longer than this are parsed every time, never kept (a hostile header must not
+# fill the memory).
+_ADDRESSES_KEPT_UP_TO = 2000
+
+
+def header_addresses(value: str) -> tuple[tuple[str, str], ...]:
+    """The (display name, address) pairs of an address header's value, as
+    ``email.utils.getaddresses`` reads them; () for one it cannot read. The mail path
+    asks for the same From: several times per message (the block decision, the reply
+    headers, DMARC, the event): parsed once, remembered for the next asks."""
+    if len(value) > _ADDRESSES_KEPT_UP_TO:
+        return _header_addresses(value)
+    return _kept_header_addresses(value)
+
+
+def _header_addresses(value: str) -> tuple[tuple[str, str], ...]:
+    try:
+        return tuple(email.utils.getaddresses([value]))
+    except Exception:  # noqa: BLE001 - a garbled header simply holds no address
+        return ()
+
+
+_kept_header_addresses = functools.lru_cache(maxsize=4096)(_header_addresses)

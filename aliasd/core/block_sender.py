@@ -3,12 +3,11 @@ header lines Postfix's header_checks would look at (From:, Reply-To:, ...)."""
 
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aliasd.core.addresses import AddressError, normalize_domain
+from aliasd.core.addresses import AddressError, header_addresses, normalize_domain
 
 
 def sender_domain_of(address: str | None) -> str | None:
@@ -71,11 +70,7 @@ class Sender:
 
 
 def _first_address(text: str) -> str | None:
-    try:
-        pairs = email.utils.getaddresses([text])
-    except Exception:  # noqa: BLE001 - garbled From: is simply no address
-        return None
-    for _name, addr in pairs:
+    for _name, addr in header_addresses(text):
         found = sender_address_of(addr)
         if found:
             return found

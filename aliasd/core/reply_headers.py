@@ -14,6 +14,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from aliasd.core.addresses import header_addresses
+
 Headers = Sequence[tuple[str, str]]
 
 # Display names come from outside (a correspondent's From:) or from the user: anything
@@ -78,11 +80,7 @@ def first_address(value: str | None) -> tuple[str, str] | None:
     """(display name, address) of the first address in a header value."""
     if not value:
         return None
-    try:
-        pairs = email.utils.getaddresses([value])
-    except Exception:
-        return None
-    for name, address in pairs:
+    for name, address in header_addresses(value):
         if "@" in address:
             return decode(name), address
     return None

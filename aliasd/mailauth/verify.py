@@ -9,7 +9,6 @@ the module dkimpy's ARC signer parses it with) and a short summary kept with the
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
 from collections.abc import Callable
@@ -21,7 +20,7 @@ import authres.dmarc
 import dkim
 
 from aliasd.config import Settings
-from aliasd.core.addresses import domain_of
+from aliasd.core.addresses import domain_of, header_addresses
 from aliasd.mailauth import fastdkim, fastrsa  # noqa: F401 - faster dkimpy helpers
 from aliasd.mailauth.dmarc import DmarcResult, evaluate
 from aliasd.mailauth.dns import DkimDns, spf_lookup
@@ -254,11 +253,7 @@ def single_from_domain(from_header: bytes | None) -> str | None:
     """The domain of the one From: address (DMARC needs exactly one)."""
     if from_header is None:
         return None
-    try:
-        pairs = email.utils.getaddresses([from_header.decode("utf-8", "replace")])
-    except Exception:  # noqa: BLE001
-        return None
-    addresses = [a for _n, a in pairs if a]
+    addresses = [a for _n, a in header_addresses(from_header.decode("utf-8", "replace")) if a]
     return domain_of(addresses[0]) if len(addresses) == 1 else None
 
 

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 
 from aliasd.config import Settings
 from aliasd.core import events
-from aliasd.core.addresses import AddressError, domain_of, normalize_address
+from aliasd.core.addresses import AddressError, domain_of, header_addresses, normalize_address
 from aliasd.core.block_decision import (
     Block,
     BlockListCache,
@@ -135,11 +135,7 @@ def decode_header_text(raw: bytes | None) -> str | None:
 def from_domain(raw: bytes | None) -> str | None:
     if raw is None:
         return None
-    try:
-        pairs = email.utils.getaddresses([raw.decode("utf-8", "replace")])
-    except Exception:
-        return None
-    for _name, addr in pairs:
+    for _name, addr in header_addresses(raw.decode("utf-8", "replace")):
         domain = domain_of(addr)
         if domain:
             return domain

@@ -16,6 +16,7 @@ import threading
 import time
 
 from aliasd.config import Settings
+from aliasd.core.addresses import load_public_suffixes
 from aliasd.db import Database
 from aliasd.listen import ListenSpec
 from aliasd.milter.adapter import AliasdMilter
@@ -79,6 +80,7 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
         mailpath.scanner()
     except Exception as exc:  # noqa: BLE001 - each message says so again, and passes
         log.warning("scanner not ready: %s", exc)
+    load_public_suffixes()  # DMARC and attribution read it for every message
     # The scanner's tables are some 100,000 objects that live as long as the process:
     # kept out of the collector, a full collection no longer walks them (it took 120-230
     # ms, stalling whichever message was in flight), and the workers no longer dirty the
