@@ -44,7 +44,7 @@ class Sender:
         from_address = None
         for name, value in headers:
             text = value.decode("latin-1") if isinstance(value, bytes) else value
-            text = re.sub(r"\r?\n", "\n", text).lstrip(" \t")
+            text = text.replace("\r\n", "\n").lstrip(" \t")
             lines.append(f"{name}: {text}")
             if from_address is None and name.lower() == "from":
                 from_address = _first_address(text)
