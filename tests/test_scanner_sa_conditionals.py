@@ -120,9 +120,15 @@ def test_a_hostile_condition_skips_its_block_and_never_stops_the_loader(hostile)
     assert [w for w in rules.report.warnings if w.startswith("local.cf:1: ")]
 
 
-def test_a_later_meta_zero_replaces_an_earlier_definition_as_in_spamassassin():
+def test_a_later_meta_zero_replaces_an_earlier_definition_as_in_spamassassin(tmp_path):
     rules = loaded("body   MONEY   /money/\nmeta   MONEY   0\n")
     assert "MONEY" not in matches(rules, "money")
+    # also a rule whose tags are replaced only once all files are read
+    (tmp_path / "local.cf").write_text("replace_tag M m\nbody MONEY /<M>oney/\n"
+                                       "replace_rules MONEY\nmeta MONEY 0\n")
+    tagged = RuleSet()
+    tagged.add_paths([tmp_path])
+    assert "MONEY" not in matches(tagged, "money")
 
 
 def test_spamassassins_files_load_the_definitions_of_its_default_plugin_set():

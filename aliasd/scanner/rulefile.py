@@ -434,8 +434,7 @@ class RuleSet:
             return
         if directive == "meta":
             expr, deps = _meta_expr(test)
-            if test.strip() != "0":
-                self._sources.pop(name, None)
+            self._sources.pop(name, None)  # a later definition wins, "meta X 0" too
             self.rules[name] = Rule(name, "meta", expr=expr, deps=deps)
             return
         self._sources[name] = (directive, test, where)
