@@ -108,18 +108,20 @@ def evaluate(expression: str) -> bool:
 # A small recursive-descent reading of ! && || comparisons and brackets (Perl's
 # precedence), each step returning (value, position of the next token).
 def _disjunction(tokens: list[object], at: int, depth: int) -> tuple[float, int]:
-    value, at = _conjunction(tokens, at, depth)
-    while at < len(tokens) and tokens[at] == "||":
-        right, at = _conjunction(tokens, at + 1, depth)
-        value = float(value != 0 or right != 0)
-    return value, at
+    return _joined(tokens, at, depth, "||", _conjunction, lambda a, b: a != 0 or b != 0)
 
 
 def _conjunction(tokens: list[object], at: int, depth: int) -> tuple[float, int]:
-    value, at = _comparison(tokens, at, depth)
-    while at < len(tokens) and tokens[at] == "&&":
-        right, at = _comparison(tokens, at + 1, depth)
-        value = float(value != 0 and right != 0)
+    return _joined(tokens, at, depth, "&&", _comparison, lambda a, b: a != 0 and b != 0)
+
+
+def _joined(tokens: list[object], at: int, depth: int, operator: str, operand,
+            combine) -> tuple[float, int]:
+    """``operand (operator operand)*``, left to right."""
+    value, at = operand(tokens, at, depth)
+    while at < len(tokens) and tokens[at] == operator:
+        right, at = operand(tokens, at + 1, depth)
+        value = float(combine(value, right))
     return value, at
 
 

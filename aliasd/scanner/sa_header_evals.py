@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
+from aliasd.core.addresses import header_addresses
+
 if TYPE_CHECKING:
     from aliasd.scanner.message import ParsedMessage
 
@@ -102,7 +104,7 @@ class HeaderFacts:
         the envelope-sender headers."""
         resent = self.headers.value("resent-from")
         if resent and resent.strip():
-            return [a.lower() for _, a in email.utils.getaddresses([resent]) if a]
+            return [a.lower() for _, a in header_addresses(resent) if a]
         found = [self.addr(s) for s in ("from:addr", "envelope-sender:addr", "resent-sender:addr",
                                         "x-envelope-from:addr")]
         found.append((self.headers.value("EnvelopeFrom") or "").strip("<> ").lower())
