@@ -94,6 +94,32 @@ def test_a_reply_to_another_freemail_address_is_a_scammers_drop_box():
     assert "FREEMAIL_REPLYTO" not in hits(scam, "list-bounces@lists.example")
 
 
+def test_body_addresses_are_those_a_reading_of_the_whole_text_finds():
+    """The addresses a reply may be asked to are read only around each "@": the same
+    ones, in the same order, as the patterns run over the whole body find."""
+    import random
+    from types import SimpleNamespace
+
+    from aliasd.scanner import sa_header_evals as he
+
+    def whole_text(text: str) -> list[str]:
+        text = he._URL_WITH_AT.sub(" ", text)
+        text = he._QUOTED_EMAIL.sub(" ", text)
+        return list(dict.fromkeys(m.group(1).lower() for m in he._EMAIL.finditer(text)))[:40]
+
+    def stretches(text: str) -> list[str]:
+        return he._body_emails(SimpleNamespace(text=text, html_raw=""))
+
+    pieces = ["write to agent.b@hotmail.com now", "ann@gmail.com wrote:", "m@" + "d" * 60 + "." + "e" * 60 + ".com", "<bob@yahoo.de>",
+              "mailto:cash@gmail.com", "http://x.example/a@b.example/c", "https://t.example/?u=me%40gmail.com",
+              "x" * 400, " " * 30, "\n\n", "claims@", "@gmail.com", "a.b@c", "<https://e.example/" + "y" * 240 + "@z.org" + "w" * 200 + ">",
+              "fax: 1", "tel:", "e-mail:", "j@example.com fax:", "k@example.com  said: hi", "lorem ipsum " * 40]
+    rng = random.Random(7)
+    for _ in range(400):
+        text = "".join(rng.choice(pieces) + rng.choice(["", " ", "\n"]) for _ in range(rng.randint(1, 40)))
+        assert stretches(text) == whole_text(text), text
+
+
 def test_from_and_envelope_sender_in_different_domains():
     news = mail("From: Shop <news@shop.example>")
     assert "FROM_DIFF_DOMAINS" not in hits(news, "bounce-17@mail.shop.example")  # same last two labels

@@ -38,7 +38,6 @@ _URL_FULL = re.compile(r"\bhttps?://([a-z0-9.-]{1,253})(?::\d+)?(/[^\s\"'<>]{0,2
 _HTML_TAG = re.compile(r"<\s*([a-z][a-z0-9]{0,15})\b([^<>]{0,500})>", re.I)
 _HTML_ATTR = re.compile(r"\b([a-z][a-z-]{0,20})\s*=", re.I)
 MAX_HTML_TAGS = 400  # tags looked at per message for Bayes structure tokens
-_WS = re.compile(r"\s+")
 
 
 # The common shapes of an address header: "Name" <a@b>, Name <a@b>, <a@b>, a@b. Read
@@ -104,19 +103,19 @@ def decode_header_value(raw: object) -> str:
     text = str(raw)[:MAX_HEADER_VALUE]
     if "=?" not in text:
         if "\n" not in text and "\t" not in text and "  " not in text and "\r" not in text:
-            return text.strip()  # nothing to fold (most headers): no regex pass
-        return _WS.sub(" ", text).strip()
+            return text.strip()  # nothing to fold (most headers)
+        return " ".join(text.split())  # str.split's white space is re's \s: the same text
     try:
         parts = email.header.decode_header(text)
     except Exception:  # noqa: BLE001 - malformed encoded words: keep the raw text
-        return _WS.sub(" ", text).strip()
+        return " ".join(text.split())
     out = []
     for chunk, charset in parts:
         if isinstance(chunk, bytes):
             out.append(_decode_bytes(chunk, charset))
         else:
             out.append(chunk)
-    return _WS.sub(" ", "".join(out)).strip()
+    return " ".join("".join(out).split())
 
 
 def _decode_bytes(data: bytes, charset: str | None) -> str:
