@@ -57,6 +57,16 @@ def test_from_name_caps_and_shouting_body():
     assert "FROM_NAME_CAPS" not in quiet and "BODY_SHOUTING" not in quiet
 
 
+def test_shouting_is_counted_in_every_alphabet():
+    # capitals outside ASCII are capitals, and letters outside ASCII are letters
+    assert "BODY_SHOUTING" in symbols(msg("From: a@b.example\n", "ÜBERWEISUNG SOFORT ÄNDERN " * 20))
+    assert "BODY_SHOUTING" in symbols(msg("From: a@b.example\n", "ВНИМАНИЕ ВЫИГРЫШ " * 20))
+    assert "BODY_SHOUTING" not in symbols(msg("From: a@b.example\n", "Внимание выигрыш " * 20))
+    # mostly capitals in ASCII, but more small letters outside it: not shouting
+    mixed = "OK " * 150 + "привет мир здравствуйте " * 20
+    assert "BODY_SHOUTING" not in symbols(msg("From: a@b.example\n", mixed))
+
+
 def test_html_in_plain_text_part():
     body = '<html><body><font color="red">Snoring?</font><br><a href="http://x.example">go</a>'
     assert "HTML_IN_PLAIN" in symbols(msg("From: a@b.example\n", body))

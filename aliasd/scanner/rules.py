@@ -319,18 +319,21 @@ def content_rules(ctx: RuleContext) -> Iterator[Symbol]:
 
 _ASCII_LETTERS = bytes(range(65, 91)) + bytes(range(97, 123))
 _ASCII_UPPER = bytes(range(65, 91))
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 
 
 def _shouting(sample: str) -> bool:
     """More than 200 letters, more than half of them capitals."""
-    if sample.isascii():
-        # the same counts as str.isalpha/str.isupper, deleting bytes in C instead of
-        # calling a method per character
-        data = sample.encode("ascii")
-        letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
-        return letters > 200 and len(data) - len(data.translate(None, _ASCII_UPPER)) > 0.5 * letters
-    letters = sum(map(str.isalpha, sample))  # map: the per-character loop stays in C
-    return letters > 200 and sum(map(str.isupper, sample)) > 0.5 * letters
+    # the same counts as str.isalpha/str.isupper: ASCII letters deleted from bytes in C,
+    # and the method called only on the characters outside ASCII (few in most mail)
+    data = sample.encode("ascii", "ignore")
+    letters = len(data) - len(data.translate(None, _ASCII_LETTERS))
+    upper = len(data) - len(data.translate(None, _ASCII_UPPER))
+    if len(data) != len(sample):
+        rest = "".join(_NON_ASCII.findall(sample))
+        letters += sum(map(str.isalpha, rest))  # map: the per-character loop stays in C
+        upper += sum(map(str.isupper, rest))
+    return letters > 200 and upper > 0.5 * letters
 
 
 def _trait_rules(pm: ParsedMessage, text: str) -> Iterator[Symbol]:

@@ -37,10 +37,11 @@ _word_hashes: dict[str, int] = {}
 
 
 def _hashes(ws: list[str]) -> np.ndarray:
+    get = _word_hashes.get
     try:  # map: the lookups run in C, straight into the array
-        return np.fromiter(map(_word_hashes.get, ws), dtype=np.uint64, count=len(ws))
-    except TypeError:  # a word not seen before (None): hash it
-        return np.array([_h(w) for w in ws], dtype=np.uint64)
+        return np.fromiter(map(get, ws), dtype=np.uint64, count=len(ws))
+    except TypeError:  # words not seen before (None; most new messages have some): hash those
+        return np.fromiter([get(w) or _h(w) for w in ws], dtype=np.uint64, count=len(ws))
 
 
 def _h(word: str) -> int:
