@@ -245,6 +245,9 @@ def parse_mime(raw: bytes) -> Message:
     if ends:
         end = min(ends)
         body_at = end + (2 if raw[end : end + 2] == b"\n\n" else 4)
+        low = raw[:body_at].lower()
+        if b"multipart" in low or b"message/" in low:  # parsed further: the headers once, not twice
+            return BytesParser(policy=compat32).parsebytes(raw)
         msg = BytesParser(policy=compat32).parsebytes(raw[:body_at], headersonly=True)
         if not msg.get_payload() and not msg.defects and msg.get_content_maintype() not in ("multipart", "message"):
             msg.set_payload(raw[body_at:].decode("ascii", "surrogateescape"))  # as parsebytes decodes
