@@ -5,6 +5,7 @@ sharing between processes, counters, the block list and database failures."""
 from __future__ import annotations
 
 import concurrent.futures
+import itertools
 from pathlib import Path
 
 import pytest
@@ -299,3 +300,34 @@ def test_padding_hidden_from_the_reader_does_not_pull_bayes_to_ham(scanner):
     tiny = p(f'<p>{pitch}</p><span style="font-size:1px">{padding}</span>')
     assert shown < 0.5 < alone  # read by the reader, the ham's words do count
     assert hidden > 0.5 and tiny > 0.5  # hidden, they are not the ham's words
+
+
+def test_bayes_leaning_to_ham_on_text_that_also_carries_many_spam_words_counts_as_unsure(scanner):
+    """Word salad with its pitch in view: the learned ham's words outnumber the spam's, so
+    Bayes leans to ham, yet the spam words alone are far too many for chance. Such Bayes
+    is unsure: mild spam evidence (BAYES_MIXED), never the -3 that takes back what the
+    rules found. Text with the ham's words alone stays BAYES_HAM."""
+    def vocabulary(initials: str) -> list[str]:
+        return ["".join(p) for p in itertools.product(initials, "aeiou", ("lt", "rn", "sk", "mp"))]
+
+    ham_words, spam_words = vocabulary("bdfgklmnp")[:150], vocabulary("rstvwz")[:120]
+
+    def words_mail(words: list[str], subject: str = "note") -> bytes:
+        return (f"From: a@example.org\nTo: b@example.net\nSubject: {subject}\n\n"
+                + " ".join(words) + "\n").encode()
+
+    for i in range(6):
+        scanner.learn(words_mail(ham_words[i::2] + ham_words, f"ham {i}"), False)
+        scanner.learn(words_mail(spam_words[i::2] + spam_words, f"offer {i}"), True)
+
+    def bayes(words: list[str]):
+        result = scanner.scan(ScanRequest(message=words_mail(words)))
+        [symbol] = [s for s in result.symbols if s.name.startswith("BAYES_")]
+        return symbol
+
+    ham = bayes(ham_words[:100])
+    assert (ham.name, ham.score) == ("BAYES_HAM", -3.0)
+    salad = bayes(ham_words[:100] + spam_words[:30])
+    leaning = float(salad.options[0].rstrip("%"))
+    assert (salad.name, salad.score) == ("BAYES_MIXED", 2.0) and leaning < 50
+    assert bayes(spam_words[:80]).name == "BAYES_SPAM"

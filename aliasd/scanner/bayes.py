@@ -111,6 +111,9 @@ class BayesVerdict:
     probability: float  # calibrated spam probability
     tokens_used: int  # significant tokens combined (0: nothing telling, probability 0.5)
     log_ratio: float = 0.0  # ln P(ham test) - ln P(spam test): > 0 leans to spam
+    # ln P(spam test): how unlikely tokens this spammy are by chance (0: no spam evidence),
+    # whichever way the message leans
+    log_q_spam: float = 0.0
 
 
 # i and ln(i!) for the terms of the chi-square series, computed once
@@ -476,7 +479,7 @@ def combine(spam: np.ndarray, ham: np.ndarray, n_spam: int, n_ham: int) -> Bayes
     log_ratio = log_q_ham - log_q_spam
     z = (log_ratio - CALIBRATION_CENTER * k / MAX_TOKENS) / CALIBRATION_SCALE
     probability = 1.0 / (1.0 + math.exp(-max(-700.0, min(700.0, z))))
-    return BayesVerdict(probability, k, log_ratio)
+    return BayesVerdict(probability, k, log_ratio, log_q_spam)
 
 
 def _has_content(pm: ParsedMessage) -> bool:

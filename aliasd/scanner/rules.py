@@ -89,6 +89,7 @@ SCORES: dict[str, tuple[float, str]] = {
     "R_SPF_PERMFAIL": (0.0, "SPF record is broken"),
     "BAYES_SPAM": (5.9, "Bayes: message is probably spam"),
     "BAYES_HAM": (-3.0, "Bayes: message is probably ham"),
+    "BAYES_MIXED": (2.0, "Bayes: leans to ham, yet strong spam evidence too"),
 }
 
 _KNOWN_TYPES = {
