@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
+import subprocess
 import time
 from pathlib import Path
 
@@ -177,7 +179,7 @@ def test_spamassassins_rules_load_their_implemented_eval_tests(caplog):
 
 
 def test_hostile_markup_and_mime_are_measured_in_bounded_time():
-    bad = ("<title>" * 20_000 + "<!--" * 40_000 + "<!x" * 20_000 + "<head" * 30_000 + "<center>" * 10_000
+    bad = ("a<b>" * 20_000 + "<title>" * 20_000 + "<!--" * 40_000 + "<!x" * 20_000 + "<head" * 30_000 + "<center>" * 10_000
            + "<img src=a>" * 5_000)
     gifs = [b"Content-Type: image/gif\nContent-Transfer-Encoding: base64\n\n" + b"A" * 50_000] * 150
     texts = [b"Content-Type: text/plain\n\n" + (" ".join(f"w{i}" for i in range(5_000))).encode(),
@@ -186,6 +188,7 @@ def test_hostile_markup_and_mime_are_measured_in_bounded_time():
         pm = parse_message(raw)
         started = time.perf_counter()
         found = set(RS.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
+        Facts(pm).obfuscation_ratio()
         assert time.perf_counter() - started < 1.0
         assert "HTML_MSG" in found
 
@@ -208,3 +211,42 @@ def test_a_title_much_longer_than_the_subject_fires():
     assert "TITLE_LONG" in hits(html(long_title + "<body>hi</body></html>"))  # subject "hello"
     assert "TITLE_LONG" not in hits(html("<html><head><title>hello there</title></head><body>hi</body></html>"))
     assert "TITLE_LONG" not in hits(html("<p>no title</p>"))
+
+
+def spamassassin_hits(raw: bytes) -> set[str]:
+    """The rules SpamAssassin itself (Debian's 4.0, local tests only) reports."""
+    out = subprocess.run(["spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=120, check=True)
+    report = out.stdout.decode("latin-1").rpartition("Content analysis details")[2]
+    return set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", report))
+
+
+SPLIT_WORDS = [
+    "<p>Buy V<b></b>iagra now</p>",  # one word split, four tags: 0.25
+    "<p>Get C<font color=red>ia</font>lis and V<!-- x -->iagra</p><p>at low prices today</p>",
+    "<html><body><p>hello say a<u>What</u> now and then a<u>How</u> more words here</p></body></html>",
+    # curly quotes are punctuation to SpamAssassin, as are line breaks between words
+    "<html><body><p>say \u201c<u>What</u> now and then a<u>How</u> more words here</p></body></html>",
+    "<p>one<br>two<div>three</div>four</p>" + "<p>an ordinary paragraph of text</p>" * 5,
+    "<style>x<b>y</b></style><script>a<i>b</i></script><p>nothing split here</p>",
+]
+
+
+def test_words_split_by_inline_tags_measure_as_spamassassins_obfuscation_ratio():
+    """HTML_OBFUSCATE_*: the share of tags that split a word, as SpamAssassin computes it
+    and with its rules and scores, compared on each message with SpamAssassin itself."""
+    filerules.load.cache_clear()
+    rs, _ = filerules.load((), str(SA_RULES), "content")
+    filerules.load.cache_clear()
+    assert {"HTML_OBFUSCATE_05_10", "HTML_OBFUSCATE_20_30", "HTML_OBFUSCATE_90_100"} <= set(rs.rules)
+    assert Facts(parse_message(html(SPLIT_WORDS[0]))).obfuscation_ratio() == 0.25
+    fired = set()
+    for markup in SPLIT_WORDS:
+        raw = (HEAD + b"Message-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
+               b"Content-Type: text/html; charset=utf-8\n\n" + markup.encode() + b"\n")
+        pm = parse_message(raw)
+        ours = {n for n in rs.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm))
+                if n.startswith("HTML_OBFUSCATE")}
+        theirs = {n for n in spamassassin_hits(raw) if n.startswith("HTML_OBFUSCATE")}
+        assert ours == theirs, markup
+        fired |= ours
+    assert len(fired) >= 2  # the cases reach different bands, not only none
