@@ -29,7 +29,6 @@ MAX_COMMENTS = 200
 _HTML_TOKEN = re.compile(
     r"<!--.*?(?:-->|\Z)|<!(?!doctype)[^<>]{0,2000}>|<(/?)([a-z][a-z0-9:._-]{0,40}|!doctype)\b[^<>]{0,2000}>",
     re.I | re.S)
-_HTML_WS = re.compile(r"[ \t\n\r\f\x0b\xa0]+")
 # a character that is neither ASCII whitespace nor ASCII punctuation (HTML.pm's test);
 # curly double quotes count as '"', which HTML.pm makes of them before parsing (also as
 # the C1 codes that windows-1252 text declared iso-8859-1 decodes to)
@@ -66,6 +65,15 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
     ">=": lambda a, b: a >= b, "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
 }
+
+
+def _edges(text: str) -> tuple[str, str]:
+    """The first and last character of a stretch of HTML text as rendered, entities
+    decoded (only the ones at either end are). Whitespace stays whitespace."""
+    first = unescape(text[:40])[:1] if text[0] == "&" else text[0]
+    tail = text[-40:]
+    amp = tail.rfind("&")
+    return first, (unescape(tail[amp:])[-1:] if amp >= 0 else text[-1])
 
 
 class Facts:
@@ -172,12 +180,12 @@ class Facts:
         last = ""  # the last character of the text rendered so far ("" when none)
         hidden = 0  # inside <script> or <style>: text that is not displayed
         pos = 0
-        for m in _HTML_TOKEN.finditer(markup) if "<" in markup else ():
+        for m in _HTML_TOKEN.finditer(markup):
             if m.start() > pos and not hidden:
-                text = _HTML_WS.sub(" ", unescape(markup[pos:m.start()]))
-                if last and _WORD_EDGE.match(text) and _WORD_EDGE.match(last):
+                first, end = _edges(markup[pos:m.start()])
+                if last and _WORD_EDGE.match(first) and _WORD_EDGE.match(last):
                     split += 1
-                last = text[-1]
+                last = end
             pos = m.end()
             name = m.group(2)
             if name is None:  # a comment: no tag, no text
@@ -189,8 +197,8 @@ class Facts:
             elif name in _WHITESPACE_ELEMENTS and not hidden:
                 last = " "
         if pos < len(markup) and not hidden:
-            text = _HTML_WS.sub(" ", unescape(markup[pos:]))
-            if last and _WORD_EDGE.match(text) and _WORD_EDGE.match(last):
+            first, _ = _edges(markup[pos:])
+            if last and _WORD_EDGE.match(first) and _WORD_EDGE.match(last):
                 split += 1
         return split / tags if split and tags else None
 
