@@ -36,7 +36,8 @@ _WORD_CLASS = r"[^\s\x21-\x2f\x3a-\x40\x5b-\x60\x7b-\x7e\x93\x94\u201c\u201d]"
 _WORD_EDGE = re.compile(_WORD_CLASS)
 # Where a word may be split: a tag or comment right after a word character (or the ';'
 # of an entity other than &nbsp;), then more tags that render no break, then a word
-# character (or an entity other than &nbsp;). Searched for from each '<' in C; the exact count below runs only where one is.
+# character (or an entity other than &nbsp;). Searched for from each '<' in C; the exact
+# count below runs only where one is (a comment holding '<' or '>' is not seen here).
 _NO_BREAK_TAG = (r"<(?!/?(?:br|div|li|th|td|dt|dd|p|hr|blockquote|pre|embed|listing|plaintext|xmp|title|"
                  r"h[1-6])\b)[^<>]{0,2000}>")
 _SPLIT_HINT = re.compile(
