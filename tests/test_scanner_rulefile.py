@@ -219,3 +219,25 @@ def test_naming_spamassassins_directory_in_scanner_rules_loads_it_once_with_head
     assert any(r.kind == "header" and r.name not in set(filerules.load()[0].rules)
                for r in rules.rules.values())
     assert rules.report.files == len(list(SA_RULES.glob("*.cf"))) + 1  # and aliasd's own file
+
+
+def test_exists_on_a_pseudo_header_is_true_when_any_header_it_reads_is_there():
+    """exists:ToCc is SpamAssassin's defined(get('ToCc')): true with a To or a Cc header.
+    SpamAssassin's REPLYTO_WITHOUT_TO_CC reads it; as a literal header name it never
+    existed, and the rule fired on every message with a Reply-To."""
+    rules = RuleSet()
+    rules.load_text("header __TOCC exists:ToCc\nheader __REPLY_TO exists:Reply-To\n"
+                    "meta REPLY_NO_TOCC __REPLY_TO && !__TOCC\nscore REPLY_NO_TOCC 1\n"
+                    "header HAS_MID exists:MESSAGEID\nscore HAS_MID 1\n", "pseudo.cf")
+    rules.compile()
+
+    def hits(head: bytes) -> set[str]:
+        return set(rules.match(*view(head + b"Subject: hi\n\nhello\n")))
+
+    reply = b"From: a@example.org\nReply-To: b@example.org\n"
+    assert "REPLY_NO_TOCC" not in hits(reply + b"To: c@example.net\n")
+    assert "REPLY_NO_TOCC" not in hits(reply + b"Cc: c@example.net\n")
+    assert "REPLY_NO_TOCC" in hits(reply)
+    assert "REPLY_NO_TOCC" not in hits(b"From: a@example.org\n")  # no Reply-To
+    assert "HAS_MID" in hits(b"From: a@example.org\nResent-Message-ID: <1@example.org>\n")
+    assert "HAS_MID" not in hits(b"From: a@example.org\n")

@@ -42,6 +42,8 @@ DEFAULT_SCORE = 1.0
 # without trusted_networks set, "untrusted" chain are the same) are computed here; rules
 # on the others are skipped rather than matched against an empty value.
 RELAY_PSEUDO = ("x-spam-relays-external", "x-spam-relays-untrusted")
+# Names SpamAssassin's get() reads as more than one header (HeaderView.value computes them)
+PSEUDO_HEADERS = {name.lower(): name for name in ("ALL", "ToCc", "MESSAGEID", "EnvelopeFrom")}
 _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays-")
 
 # Header rules whose pattern RE2 cannot run (look-arounds, back-references: 20 % of
@@ -324,7 +326,7 @@ class RuleSet:
         self._header_sets: dict[str, tuple[PatternSet, list[Rule]]] = {}
         self._absent: dict[str, list[str]] = {}
         self._negated: dict[str, list[str]] = {}
-        self._exists: list[tuple[str, tuple[str, ...]]] = []
+        self._exists: list[tuple[str, bool, tuple[str, ...]]] = []
         self._header_plan: list[tuple] = []
         self._evals: list[tuple[str, EvalTest]] = []
         self._backtracking: list[tuple] = []
@@ -441,7 +443,10 @@ class RuleSet:
         rule = Rule(name, directive)
         if directive == "header":
             if test.startswith("exists:"):
-                rule.header = "exists:" + test[7:].strip().lower()
+                # exists:X is SpamAssassin's defined(get(X)): a pseudo-header exists when
+                # any header it reads does (exists:ToCc when To or Cc does)
+                low = test[7:].strip().rstrip(":").lower()
+                rule.header = "exists:" + PSEUDO_HEADERS.get(low, low)
                 self.rules[name] = rule
                 return
             m = re.match(r"^([\w:-]+)\s*([=!])~\s*(.+?)(?:\s+\[if-unset:\s*(.*)\])?$", test, re.S)
@@ -452,7 +457,7 @@ class RuleSet:
             if low.startswith(_PSEUDO) and low not in RELAY_PSEUDO:
                 self._skip(where, name, f"unsupported: pseudo-header {hname}")
                 return
-            rule.header = hname if hname in ("ALL", "ToCc", "MESSAGEID", "EnvelopeFrom") else low
+            rule.header = hname if hname in PSEUDO_HEADERS.values() else low
             rule.negate = op == "!"
             rule.if_unset = unset
             test = spec
@@ -595,7 +600,7 @@ class RuleSet:
             self._mime_plan.append((
                 name, bool(mod), PatternSet([r.pattern for r in fast]) if fast else None,
                 [r.name for r in fast], [(r.name, r.backtracking) for r in rules if r.backtracking is not None]))
-        self._exists = [(spec[7:], tuple(r.name for r in rules))
+        self._exists = [(spec[7:], spec[7:] in PSEUDO_HEADERS.values(), tuple(r.name for r in rules))
                         for spec, rules in self._headers.items() if spec.startswith("exists:")]
         self._header_plan = [
             (spec, pset, tuple(r.name for r in rules), frozenset(self._negated[spec]),
@@ -672,8 +677,8 @@ class RuleSet:
             if text:
                 hits.update(names[i] for i in pset.match(text))
         present = headers.names
-        for name, names in self._exists:
-            if name in present:
+        for name, pseudo, names in self._exists:
+            if headers.value(name) is not None if pseudo else name in present:
                 hits.update(names)
         for spec, pset, names, negated, absent in self._header_plan:
             value = headers.value(spec)
