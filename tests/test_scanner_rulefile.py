@@ -101,7 +101,7 @@ def test_pathological_patterns_run_in_linear_time():
     rules = RuleSet()
     rules.load_text("body NESTED /(a+)+$/\nbody PAIRS /(x+x+)+y/\nbody ALT /(a|aa)+b/\n")
     rules.compile()
-    raw = b"Subject: a\n\n" + b"a" * 30_000 + b"!\n" + b"x" * 15_000 + b"\n"
+    raw = b"Subject: hi!\n\n" + b"a" * 30_000 + b"!\n" + b"x" * 15_000 + b"\n"
     started = time.perf_counter()
     hits = rules.match(*view(raw))
     assert time.perf_counter() - started < 1.0  # a backtracking engine takes years here
@@ -241,3 +241,32 @@ def test_exists_on_a_pseudo_header_is_true_when_any_header_it_reads_is_there():
     assert "REPLY_NO_TOCC" not in hits(b"From: a@example.org\n")  # no Reply-To
     assert "HAS_MID" in hits(b"From: a@example.org\nResent-Message-ID: <1@example.org>\n")
     assert "HAS_MID" not in hits(b"From: a@example.org\n")
+
+
+def test_body_and_uri_rules_read_each_paragraph_and_link_as_spamassassin_does():
+    """SpamAssassin tries a body rule on each paragraph and a uri rule on each link, so
+    ^ and $ anchor to those; its links include a mailto: for each address in the text,
+    which keeps KHOP_UNSUB_EMAIL ("unsubscribe by mail, no unsubscribe link") off list
+    mail whose footer names an -unsubscribe address."""
+    rules = RuleSet()
+    rules.load_text(r"""
+body   DEAR_FRIEND   /^\s*Dear Friend\b/i
+score  DEAR_FRIEND   1
+uri    NUMERIC_HTTP  m{^https?://[\d.]+(?:[:/?\#]|$)}i
+score  NUMERIC_HTTP  1
+body   __UNSUB_EMAIL /\bunsubscribe\b[-a-z_0-9.+=]{0,60}\@[a-z0-9][-a-z_0-9.]{4,20}(?:[^a-z_0-9.-]|$)/i
+uri    __UNSUB_LINK  /\bunsubscribe\b/i
+meta   UNSUB_NO_LINK !__UNSUB_LINK && __UNSUB_EMAIL
+score  UNSUB_NO_LINK 1
+""", "lines.cf")
+    rules.compile()
+
+    def hits(body: str) -> set[str]:
+        return set(rules.match(*view(b"From: a@example.org\nSubject: hi\n\n" + body.encode() + b"\n")))
+
+    letter = "Hello there.\n\nDear Friend, I write to you about http://example.com/a and http://10.1.2.3/b"
+    assert {"DEAR_FRIEND", "NUMERIC_HTTP"} <= hits(letter)  # the second paragraph, the second link
+    assert not {"DEAR_FRIEND", "NUMERIC_HTTP"} & hits("My dear friend, see http://example.com/x")
+    footer = "The list's news.\n\nTo leave, write to unsubscribe-news@lists.example.org"
+    assert "UNSUB_NO_LINK" not in hits(footer)
+    assert "UNSUB_NO_LINK" in hits("Send unsubscribe@localhost1 a note")  # no address a link could be

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +24,13 @@ BUILTIN = Path(__file__).resolve().parent.parent / "data" / "rules"
 BODY_SCAN = 50_000  # characters of text the body rules read (SpamAssassin: body_part_scan_size)
 RAW_SCAN = 200_000  # characters of raw body and message the rawbody/full rules read
 MAX_URIS = 200
+# SpamAssassin's link list also holds a mailto: link for each mailto: href and each
+# address written in the text, and its uri rules read them (__UNSUB_LINK finds
+# "mailto:list-unsubscribe@…", so KHOP_UNSUB_EMAIL does not fire on list mail).
+MAX_MAILTO = 40
+_MAILTO_HREF = re.compile(r"""href\s{0,20}=\s{0,20}["']?\s{0,20}mailto:([^"'<>\s?]{1,200})""", re.I)
+_LOCAL_PART = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")
+_DOMAIN_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 # Rules from other files than aliasd's own count at this fraction of their score:
 # SpamAssassin's scores were fitted for its threshold of 5 alongside its network tests
 # and its own Bayes; here they add to rules and a Bayes of our own, against a
@@ -112,15 +120,34 @@ def texts(pm: ParsedMessage) -> dict[str, str | bytes]:
     text = pm.text[:BODY_SCAN]
     paragraphs = (" ".join(p.split()) for p in text.split("\n\n"))
     body = (pm.subject or "") + "\n" + "\n".join(p for p in paragraphs if p)
-    uris = "\n".join(
-        f"http://{h}{p}" for h, p in zip(pm.url_hosts[:MAX_URIS], pm.url_paths[:MAX_URIS], strict=False)
-    )
+    uris = "\n".join([
+        *(f"http://{h}{p}" for h, p in zip(pm.url_hosts[:MAX_URIS], pm.url_paths[:MAX_URIS], strict=False)),
+        *mailto_uris(pm.html_raw[:RAW_SCAN], text)])
     return {
         "body": body,
         "rawbody": (pm.text_plain[:RAW_SCAN] + "\n" + pm.html_raw[:RAW_SCAN]),
         "uri": uris,
         "full": pm.raw[:RAW_SCAN],  # bytes: as SpamAssassin reads it, and no copy to re-encode
     }
+
+
+def mailto_uris(markup: str, text: str) -> list[str]:
+    """mailto: links as SpamAssassin lists them: each mailto: href, then each address
+    in the text (found from its "@", read at most 64 characters back), at most MAX_MAILTO."""
+    found: dict[str, None] = {}
+    if "ailto:" in markup or "AILTO:" in markup:
+        for m in _MAILTO_HREF.finditer(markup):
+            found["mailto:" + m.group(1).lower()] = None
+            if len(found) >= MAX_MAILTO:
+                return list(found)
+    at = text.find("@")
+    while at >= 0 and len(found) < MAX_MAILTO:
+        local = _LOCAL_PART.search(text, max(0, at - 64), at)
+        domain = _DOMAIN_PART.match(text, at + 1)
+        if local and domain:
+            found[f"mailto:{local.group(0)}@{domain.group(0)}".lower()] = None
+        at = text.find("@", at + 1)
+    return list(found)
 
 
 def file_rule_symbols(

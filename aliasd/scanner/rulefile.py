@@ -32,6 +32,10 @@ from aliasd.scanner.sa_header_evals import FreemailDomains, HeaderFacts
 log = logging.getLogger(__name__)
 
 KINDS = ("header", "mimeheader", "body", "rawbody", "uri", "full", "meta")
+# SpamAssassin matches body rules against each paragraph, uri rules against each link,
+# rawbody rules against each line: here they read them joined by newlines, so that ^ and
+# $ mean the start and end of each of those, as there.
+LINE_KINDS = ("body", "rawbody", "uri")
 MAX_MIME_PARTS = 100  # MIME parts whose headers mimeheader rules read
 SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
 # SpamAssassin's score for a rule without a score line: 1.0, -1.0 for a "nice" rule
@@ -128,9 +132,9 @@ def _perl_parts(spec: str) -> tuple[str, str] | None:
     return next(g for g in m.groups()[:4] if g is not None), m.group(5)
 
 
-def perl_to_re2(spec: str) -> str:
-    """``/pattern/flags`` (or m{...}, m!...!) as an RE2 pattern with inline flags.
-    Raises ValueError for what RE2 cannot do."""
+def perl_to_re2(spec: str, multiline: bool = False) -> str:
+    """``/pattern/flags`` (or m{...}, m!...!) as an RE2 pattern with inline flags (``m``
+    added with ``multiline``). Raises ValueError for what RE2 cannot do."""
     parts = _perl_parts(spec)
     if parts is None:
         raise ValueError("not a /pattern/")
@@ -142,7 +146,7 @@ def perl_to_re2(spec: str) -> str:
     body = body.replace("\\/", "/").replace("\\z", "\\z")
     # Perl allows {,n}; RE2 reads it literally either way: fine. \Z (end, before a
     # final newline) is close enough to \z for one header or line.
-    inline = "".join(f for f in "ism" if f in flags)
+    inline = "".join(f for f in "ism" if f in flags or (f == "m" and multiline))
     return (f"(?{inline})" if inline else "") + body
 
 
@@ -469,7 +473,7 @@ class RuleSet:
             rule.header = m.group(1).lower() + (m.group(2) or "")
             test = m.group(3)
         try:
-            rule.pattern = perl_to_re2(test)
+            rule.pattern = perl_to_re2(test, multiline=directive in LINE_KINDS)
             err = _check_re2(rule.pattern)
         except ValueError as exc:
             err = str(exc)
