@@ -32,10 +32,11 @@ from aliasd.scanner.sa_header_evals import FreemailDomains, HeaderFacts
 log = logging.getLogger(__name__)
 
 KINDS = ("header", "mimeheader", "body", "rawbody", "uri", "full", "meta")
-# SpamAssassin matches body rules against each paragraph, uri rules against each link,
-# rawbody rules against each line: here they read them joined by newlines, so that ^ and
-# $ mean the start and end of each of those, as there.
-LINE_KINDS = ("body", "rawbody", "uri")
+# SpamAssassin matches body rules against each paragraph and uri rules against each link:
+# here they read them joined by newlines, so that ^ and $ mean the start and end of each
+# of those, as there. (rawbody rules read 2-4 kB chunks with their line breaks, where ^
+# and $ are the chunk's; here the raw text is one chunk.)
+LINE_KINDS = ("body", "uri")
 MAX_MIME_PARTS = 100  # MIME parts whose headers mimeheader rules read
 SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
 # SpamAssassin's score for a rule without a score line: 1.0, -1.0 for a "nice" rule
