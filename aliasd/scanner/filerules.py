@@ -17,6 +17,7 @@ from aliasd.scanner.relays import Relay
 from aliasd.scanner.result import ScanRequest, Symbol
 from aliasd.scanner.rulefile import HeaderView, RuleSet
 from aliasd.scanner.sa_evals import Facts
+from aliasd.scanner.sa_header_evals import MAILTO_HREF
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,6 @@ MAX_URIS = 200
 # address written in the text, and its uri rules read them (__UNSUB_LINK finds
 # "mailto:list-unsubscribe@…", so KHOP_UNSUB_EMAIL does not fire on list mail).
 MAX_MAILTO = 40
-_MAILTO_HREF = re.compile(r"""href\s{0,20}=\s{0,20}["']?\s{0,20}mailto:([^"'<>\s?]{1,200})""", re.I)
 _LOCAL_PART = re.compile(r"[A-Za-z0-9._%+-]{1,64}\Z")
 _DOMAIN_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,62}(?:\.[A-Za-z0-9-]{1,63}){1,8}")
 # Rules from other files than aliasd's own count at this fraction of their score:
@@ -136,7 +136,7 @@ def mailto_uris(markup: str, text: str) -> list[str]:
     in the text (found from its "@", read at most 64 characters back), at most MAX_MAILTO."""
     found: dict[str, None] = {}
     if "ailto:" in markup or "AILTO:" in markup:
-        for m in _MAILTO_HREF.finditer(markup):
+        for m in MAILTO_HREF.finditer(markup):
             found["mailto:" + m.group(1).lower()] = None
             if len(found) >= MAX_MAILTO:
                 return list(found)

@@ -47,7 +47,8 @@ _DOMAIN_CHARS = re.compile(r"^[a-z0-9.*?-]+$")
 _AT = re.compile(r"@|%40")
 AT_BEFORE = 300
 AT_AFTER = 600
-_MAILTO = re.compile(r"""href\s*=\s*["']?\s*mailto:([^"'<>\s?]{1,200})""", re.I)
+# a mailto: link's address (FreeMail's body addresses and the rules' link list read it)
+MAILTO_HREF = re.compile(r"""href\s{0,20}=\s{0,20}["']?\s{0,20}mailto:([^"'<>\s?]{1,200})""", re.I)
 HTML_MAILTO_SCAN = 200_000
 
 
@@ -140,7 +141,7 @@ class HeaderFacts:
 def _body_emails(pm: ParsedMessage) -> list[str]:
     seen: dict[str, None] = {}
     # mailto: links first, as FreeMail.pm takes them from the parsed links
-    for m in _MAILTO.finditer(pm.html_raw[:HTML_MAILTO_SCAN]):
+    for m in MAILTO_HREF.finditer(pm.html_raw[:HTML_MAILTO_SCAN]):
         found = _EMAIL.search(m.group(1))
         if found:
             seen.setdefault(found.group(1).lower(), None)
