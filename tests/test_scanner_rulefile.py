@@ -16,6 +16,7 @@ from aliasd.scanner.bundled import BundledScanner
 from aliasd.scanner.message import decode_header_value, parse_message
 from aliasd.scanner.result import ScanRequest
 from aliasd.scanner.rulefile import HeaderView, RuleSet
+from tests.harness.spamassassin import spamassassin_hits
 
 SA_RULES = Path("/usr/share/spamassassin")
 MAIL = Path(__file__).parent / "data" / "mail"
@@ -270,3 +271,29 @@ score  UNSUB_NO_LINK 1
     footer = "The list's news.\n\nTo leave, write to unsubscribe-news@lists.example.org"
     assert "UNSUB_NO_LINK" not in hits(footer)
     assert "UNSUB_NO_LINK" in hits("Send unsubscribe@localhost1 a note")  # no address a link could be
+
+
+def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
+    """With SpamAssassin's rule files (``scored``: header rules too), the rules that hang
+    on how a message is read hit as SpamAssassin itself (Debian's, local tests only)
+    reports them: REPLYTO_WITHOUT_TO_CC (exists:ToCc is "To or Cc"), DEAR_FRIEND (^ at
+    each paragraph), KHOP_UNSUB_EMAIL (addresses in the text are links too)."""
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), "scored")
+    filerules.load.cache_clear()
+    watched = {"REPLYTO_WITHOUT_TO_CC", "DEAR_FRIEND", "KHOP_UNSUB_EMAIL"}
+    assert watched <= set(rules.rules)
+    head = (b"From: Ann <ann@shop.example>\nSubject: news\nMessage-ID: <1@shop.example>\n"
+            b"Date: Mon, 7 Dec 2026 10:00:00 +0000\n")
+    messages = [
+        head + b"To: bob@example.org\nReply-To: ann@shop.example\n\nHello Bob, see you.\n",
+        head + b"Reply-To: ann@shop.example\n\nHello, see you.\n",
+        head + b"To: bob@example.org\n\nA short note first.\n\nDear Friend, I write about a deal.\n",
+        head + b"To: bob@example.org\n\nThe list's news.\n\nTo leave, write to unsubscribe-news@lists.example.org\n",
+    ]
+    fired = set()
+    for raw in messages:
+        ours = set(rules.match(*view(raw))) & watched
+        assert ours == spamassassin_hits(raw) & watched, raw
+        fired |= ours
+    assert fired == {"REPLYTO_WITHOUT_TO_CC", "DEAR_FRIEND"}  # each hits on one message, not another

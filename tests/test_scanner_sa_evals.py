@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from aliasd.scanner import filerules
 from aliasd.scanner.message import decode_header_value, parse_message
 from aliasd.scanner.rulefile import HeaderView, RuleSet
 from aliasd.scanner.sa_evals import Facts
+from tests.harness.spamassassin import spamassassin_hits
 
 SA_RULES = Path("/usr/share/spamassassin")
 
@@ -211,13 +210,6 @@ def test_a_title_much_longer_than_the_subject_fires():
     assert "TITLE_LONG" in hits(html(long_title + "<body>hi</body></html>"))  # subject "hello"
     assert "TITLE_LONG" not in hits(html("<html><head><title>hello there</title></head><body>hi</body></html>"))
     assert "TITLE_LONG" not in hits(html("<p>no title</p>"))
-
-
-def spamassassin_hits(raw: bytes) -> set[str]:
-    """The rules SpamAssassin itself (Debian's 4.0, local tests only) reports."""
-    out = subprocess.run(["spamassassin", "-L", "-t"], input=raw, capture_output=True, timeout=120, check=True)
-    report = out.stdout.decode("latin-1").rpartition("Content analysis details")[2]
-    return set(re.findall(r"\b[A-Z][A-Z0-9_]{2,}\b", report))
 
 
 SPLIT_WORDS = [
