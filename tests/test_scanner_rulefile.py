@@ -16,6 +16,7 @@ from aliasd.scanner.bundled import BundledScanner
 from aliasd.scanner.message import decode_header_value, parse_message
 from aliasd.scanner.result import ScanRequest
 from aliasd.scanner.rulefile import HeaderView, RuleSet
+from aliasd.scanner.sa_evals import Facts
 from tests.harness.spamassassin import spamassassin_hits
 
 SA_RULES = Path("/usr/share/spamassassin")
@@ -271,6 +272,78 @@ score  UNSUB_NO_LINK 1
     footer = "The list's news.\n\nTo leave, write to unsubscribe-news@lists.example.org"
     assert "UNSUB_NO_LINK" not in hits(footer)
     assert "UNSUB_NO_LINK" in hits("Send unsubscribe@localhost1 a note")  # no address a link could be
+
+
+def test_rules_flagged_multiple_count_their_hits_for_metas_that_compare_counts():
+    """tflags multiple: a meta reads how often the rule matched (up to maxhits), so
+    "__E > 2" needs three matches and "__A - __B > 0" more of one than of the other;
+    tflags nosubject: the rule reads the body without the Subject line."""
+    rules = RuleSet()
+    rules.load_text(r"""
+body   __EARNED      /I earned \$\d+/
+tflags __EARNED      multiple maxhits=4
+meta   EARNED_OFTEN  __EARNED > 2
+score  EARNED_OFTEN  1
+meta   EARNED_CAPPED __EARNED > 4
+score  EARNED_CAPPED 1
+rawbody __HREF       /<a href=/i
+tflags __HREF        multiple
+rawbody __HREF_ONE   /<(?:a href|A HREF)=/
+tflags __HREF_ONE    multiple
+meta   MIXED_CASE    __HREF - __HREF_ONE > 0
+score  MIXED_CASE    1
+body   __TEXT        /\S/
+tflags __TEXT        nosubject
+meta   NO_TEXT       !__TEXT
+score  NO_TEXT       1
+""", "counts.cf")
+    rules.compile()
+
+    def hits(body: str, html: bool = False) -> set[str]:
+        head = b"From: a@example.org\nSubject: money\n"
+        if html:
+            head += b"Content-Type: text/html\n"
+        return set(rules.match(*view(head + b"\n" + body.encode() + b"\n")))
+
+    assert "EARNED_OFTEN" not in hits("I earned $5. Then I earned $6.")
+    assert "EARNED_OFTEN" in hits("I earned $5. Then I earned $6.\n\nLater I earned $7.")
+    assert "EARNED_CAPPED" not in hits("I earned $1 " * 9)  # counted up to maxhits=4
+    assert "MIXED_CASE" not in hits('<a href="x">x</a> <A HREF="y">y</A>', html=True)
+    assert "MIXED_CASE" in hits('<a href="x">x</a> <a HREF="y">y</A>', html=True)
+    assert "NO_TEXT" in hits("")  # the subject is not the body's text
+    assert "NO_TEXT" not in hits("hello")
+
+
+def test_counted_and_subjectless_spamassassin_rules_hit_as_in_spamassassin():
+    """DAY_I_EARNED (three counted hits of __DAY_I_EARNED), MIXED_ES (more letters that
+    look like e than e's, counted) and EMPTY_MESSAGE (no text once the Subject is left
+    out) against what Debian's SpamAssassin itself reports on the same messages."""
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), "content")
+    filerules.load.cache_clear()
+    watched = {"DAY_I_EARNED", "MIXED_ES", "EMPTY_MESSAGE"}
+    assert watched <= set(rules.rules)
+    head = (b"From: Ann <ann@shop.example>\nTo: bob@example.org\nSubject: news\n"
+            b"Message-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
+            b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+            b"Content-Transfer-Encoding: 8bit\n\n")
+    earned = ["Yesterday was a good day, I earned $500 at home.", "Another day, I made $700 there.",
+              "That day I got $900 again."]
+    messages = [
+        head + "\n\n".join(earned).encode() + b"\n",
+        head + "\n\n".join(earned[:2]).encode() + b"\n",
+        head + ("the " * 25 + "d\u0435al " * 15).encode() + b"\n",  # Cyrillic e
+        head + ("the " * 25 + "deal " * 15).encode() + b"\n",
+        head,
+        head + b"hello\n",
+    ]
+    fired = set()
+    for raw in messages:
+        pm = parse_message(raw)
+        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
+        assert ours & watched == spamassassin_hits(raw) & watched, raw
+        fired |= ours & watched
+    assert fired == watched
 
 
 def test_spamassassins_own_rules_hit_here_as_in_spamassassin():

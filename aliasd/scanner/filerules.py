@@ -15,7 +15,7 @@ from pathlib import Path
 from aliasd.scanner.message import ParsedMessage, decode_header_value
 from aliasd.scanner.relays import Relay
 from aliasd.scanner.result import ScanRequest, Symbol
-from aliasd.scanner.rulefile import HeaderView, RuleSet
+from aliasd.scanner.rulefile import BODY_NOSUBJECT, HeaderView, RuleSet
 from aliasd.scanner.sa_evals import Facts
 from aliasd.scanner.sa_header_evals import MAILTO_HREF
 
@@ -115,16 +115,19 @@ def _same_path(a: str, b: str) -> bool:
 
 def texts(pm: ParsedMessage) -> dict[str, str | bytes]:
     """What each kind of rule reads, as SpamAssassin defines it: body is the subject and
-    the decoded text, paragraphs on lines of their own; rawbody the decoded parts with
-    their markup; uri one link a line; full the raw message."""
+    the decoded text, paragraphs on lines of their own (body_nosubject the same without
+    the subject); rawbody the decoded parts with their markup; uri one link a line; full
+    the raw message."""
     text = pm.text[:BODY_SCAN]
     paragraphs = (" ".join(p.split()) for p in text.split("\n\n"))
-    body = (pm.subject or "") + "\n" + "\n".join(p for p in paragraphs if p)
+    text_only = "\n".join(p for p in paragraphs if p)
+    body = (pm.subject or "") + "\n" + text_only
     uris = "\n".join([
         *(f"http://{h}{p}" for h, p in zip(pm.url_hosts[:MAX_URIS], pm.url_paths[:MAX_URIS], strict=False)),
         *mailto_uris(pm.html_raw[:RAW_SCAN], text)])
     return {
         "body": body,
+        BODY_NOSUBJECT: text_only,  # rules with tflags nosubject
         "rawbody": (pm.text_plain[:RAW_SCAN] + "\n" + pm.html_raw[:RAW_SCAN]),
         "uri": uris,
         "full": pm.raw[:RAW_SCAN],  # bytes: as SpamAssassin reads it, and no copy to re-encode

@@ -37,6 +37,11 @@ KINDS = ("header", "mimeheader", "body", "rawbody", "uri", "full", "meta")
 # of those, as there. (rawbody rules read 2-4 kB chunks with their line breaks, where ^
 # and $ are the chunk's; here the raw text is one chunk.)
 LINE_KINDS = ("body", "uri")
+# tflags nosubject: a body rule that reads the text without the Subject line before it
+BODY_NOSUBJECT = "body_nosubject"
+# tflags multiple: SpamAssassin counts each match (up to maxhits) for metas that compare
+# counts ("__LOWER_E > 20"); without maxhits it would count on, here at most this many.
+MULTIPLE_MAX = 1000
 MAX_MIME_PARTS = 100  # MIME parts whose headers mimeheader rules read
 SCORE_SET = 2  # SpamAssassin's score sets: 0 plain, 1 network, 2 Bayes, 3 both
 # SpamAssassin's score for a rule without a score line: 1.0, -1.0 for a "nice" rule
@@ -317,6 +322,8 @@ class RuleSet:
         # tflags net: network tests (DNS lists, Razor, DCC), which never run here, as in
         # SpamAssassin without network tests (-L): a meta reading one reads "no hit"
         self.net: set[str] = set()
+        self.multiple: dict[str, int] = {}  # tflags multiple: rule -> most hits counted
+        self.nosubject: set[str] = set()  # tflags nosubject: body rules without the Subject
         self.freemail = FreemailDomains()  # freemail_domains, for the FreeMail tests
         self.replace_tags = ReplaceTags()
         # pattern rules as written (directive, test, where), for replace_rules to expand
@@ -335,7 +342,8 @@ class RuleSet:
         self._header_plan: list[tuple] = []
         self._evals: list[tuple[str, EvalTest]] = []
         self._backtracking: list[tuple] = []
-        self._meta_fn = lambda hits: hits
+        self._counted: list[tuple[str, str, object, int]] = []  # (rule, text, pattern, cap)
+        self._meta_fn = lambda hits, counts: hits
 
     # --- loading --------------------------------------------------------------------
     def load_paths(self, paths: Iterable[str | Path]) -> RuleSet:
@@ -406,6 +414,11 @@ class RuleSet:
                 self.nice.add(parts[1])
             if "net" in flags:
                 self.net.add(parts[1])
+            if "multiple" in flags:
+                caps = [f[8:] for f in flags if f.startswith("maxhits=") and f[8:].isdigit()]
+                self.multiple[parts[1]] = max(1, min(int(caps[0]) if caps else MULTIPLE_MAX, MULTIPLE_MAX))
+            if "nosubject" in flags:
+                self.nosubject.add(parts[1])
             return
         if directive == "describe":
             if len(parts) >= 2:
@@ -562,9 +575,14 @@ class RuleSet:
             elif rule.kind == "mimeheader":
                 self._mime_headers.setdefault(rule.header, []).append(rule)
             elif rule.kind != "meta":
-                by_kind.setdefault(rule.kind, []).append(rule)
+                kind = BODY_NOSUBJECT if rule.kind == "body" and rule.name in self.nosubject else rule.kind
+                by_kind.setdefault(kind, []).append(rule)
         self._sets = {kind: (PatternSet([r.pattern for r in rules]), [r.name for r in rules])
                       for kind, rules in by_kind.items()}
+        # counted again, only when they hit: the text rules with tflags multiple
+        # (as bytes, the way the hyperscan pass read them)
+        self._counted = [(r.name, kind, re2.compile(r.pattern.encode(), _LATIN1), self.multiple[r.name])
+                         for kind, rules in by_kind.items() for r in rules if r.name in self.multiple]
         # Per header: one pattern set over its rules; what the rules say of an absent
         # header ("" or their if-unset value) is the same for every message: worked out here.
         self._header_sets = {}
@@ -612,7 +630,8 @@ class RuleSet:
              tuple(self._absent[spec]))
             for spec, (pset, rules) in self._header_sets.items()]
         live_rules = {n: r for n, r in self.rules.items() if n in live}
-        self._meta_fn = _compile_metas(live_rules, _meta_order(live_rules))
+        self._meta_fn = _compile_metas(live_rules, _meta_order(live_rules),
+                                       {name for name, _, _, _ in self._counted})
         self.report.rules = len(self.rules)
         return self
 
@@ -704,7 +723,15 @@ class RuleSet:
             todo = [screened[i] for i in screen.match(value)] if screen is not None else []
             hits.update(name for name, pattern, negate in (*todo, *always)
                         if bounded_search(pattern, value) != negate)
-        self._meta_fn(hits)
+        counts: dict[str, int] = {}
+        encoded: dict[str, bytes] = {}
+        for name, kind, pattern, cap in self._counted:
+            if name in hits:
+                if kind not in encoded:
+                    text = texts.get(kind, b"")
+                    encoded[kind] = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
+                counts[name] = _count(pattern, encoded[kind], cap)
+        self._meta_fn(hits, counts)
         return sorted(hits)
 
 
@@ -714,14 +741,35 @@ def _unset_hits(rule: Rule) -> bool:
     return bounded_search(rule.backtracking, rule.if_unset or "") != rule.negate
 
 
-def _compile_metas(rules: dict[str, Rule], order: list[str]):
-    """All metas as one Python function over the set of hits, in dependency order: one
-    call per message instead of an eval per meta. Only names the parser produced (rule
-    names, numbers, operators) are in the generated code."""
-    lines = ["def metas(h):"]
+def _latin1() -> re2.Options:
+    opts = re2.Options()
+    opts.encoding = re2.Options.Encoding.LATIN1
+    return opts
+
+
+_LATIN1 = _latin1()  # patterns over bytes, byte by byte, as hyperscan reads them
+
+
+def _count(pattern, text: bytes, cap: int) -> int:
+    """Matches of a rule with tflags multiple, one after another as Perl's //g finds
+    them, at most ``cap``."""
+    n = 0
+    for _ in pattern.finditer(text):
+        n += 1
+        if n >= cap:
+            break
+    return n
+
+
+def _compile_metas(rules: dict[str, Rule], order: list[str], counted: set[str] = frozenset()):
+    """All metas as one Python function over the set of hits (and the hit counts of the
+    rules in ``counted``), in dependency order: one call per message instead of an eval
+    per meta. Only names the parser produced (rule names, numbers, operators) are in the
+    generated code."""
+    lines = ["def metas(h, c):"]
     names = {d for n in order for d in rules[n].deps} | set(order)
     for n in sorted(names - set(order)):
-        lines.append(f"    v_{n} = {n!r} in h")
+        lines.append(f"    v_{n} = c.get({n!r}, 0)" if n in counted else f"    v_{n} = {n!r} in h")
     for n in order:
         if "/" not in rules[n].expr:  # and, or, not, + - * and comparisons of bools cannot raise
             lines.append(f"    v_{n} = bool({rules[n].expr})")
