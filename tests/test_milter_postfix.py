@@ -209,7 +209,7 @@ def test_a_client_without_reverse_dns_counts_against_the_message(world):
         results[name] = _captured(world, marker).header("X-Spamd-Result")
         [event] = world.events(subject=f"Newsletter {marker}")
         assert event.client_addr == "83.12.44.9"
-    assert "RDNS_NONE(1.20)[83.12.44.9]" in results["[UNAVAILABLE]"]
+    assert "RDNS_NONE(1.00)[83.12.44.9]" in results["[UNAVAILABLE]"]
     assert "RDNS_NONE" not in results["mail.shop-sender.example"]
     assert "RDNS_NONE" not in results["[TEMPUNAVAIL]"]
 

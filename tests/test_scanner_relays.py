@@ -22,6 +22,7 @@ from aliasd.scanner.relays import (
 )
 from aliasd.scanner.result import ScanRequest
 from aliasd.scanner.rules import RuleContext, header_rules
+from tests.harness.spamassassin import spamassassin_hits
 
 
 @pytest.mark.parametrize("received, relay", [
@@ -83,6 +84,25 @@ def test_the_handing_relay_is_the_topmost_with_a_public_address():
     # below it, the hops it recorded itself, as far as they are read (the unreadable left out)
     assert external_relays(None, None, None, lambda: read_hops(chain))[1:] == [
         Relay("198.51.100.1", "mail.bank.example", "spoofed.example")]
+
+
+def test_a_mail_fetchers_hand_over_is_not_a_relay_the_message_passed():
+    """fetchmail and getmail record their pick-up from the mailbox's server ("with IMAP",
+    "with POP3") on top of the server's own Received headers: SpamAssassin skips those
+    lines, and so does the chain, whatever address the server has."""
+    below = [
+        "from xent.example ([64.161.22.236]) by dogma.example (8.11.6/8.11.6) with ESMTP id g6H7",
+        "from hotmail.com (unknown [200.213.0.3]) by xent.example (Postfix) with SMTP id B9D8",
+    ]
+    for fetcher in ("from dogma.example [212.17.35.15] by localhost with IMAP (fetchmail-5.9.0)",
+                    "from pop3.mail.example (195.41.46.251) by loki.valhalla with POP3; 14 Apr 2010"):
+        chain = ["from localhost (localhost [127.0.0.1]) by phobos.example (Postfix) with ESMTP id 7106",
+                 fetcher, *below]
+        assert handing(chain) == Relay("64.161.22.236", "", "xent.example")
+        assert first_external_relay(None, None, None, lambda c=chain: iter_hops(c)) == handing(chain)
+    # the same header without the fetcher's protocol is a relay like any other
+    assert handing(["from dogma.example (dogma.example [212.17.35.15]) by mx.example with ESMTP",
+                    *below]) == Relay("212.17.35.15", "dogma.example", "dogma.example")
 
 
 def test_the_handing_relay_alone_is_found_without_reading_the_headers_below_it():
@@ -148,6 +168,18 @@ def test_rdns_none_names_the_relay_without_a_name():
     assert "RDNS_NONE" not in symbols(MESSAGE, client_addr="194.125.145.45", client_name="mail.shop.example")
     assert symbols(named, client_addr="194.125.145.45", client_name="unknown")["RDNS_NONE"] == ("194.125.145.45",)
     assert "RDNS_NONE" not in symbols(b"From: a@b.example\n\nno Received at all\n")
+
+
+def test_rdns_none_after_a_mail_fetcher_is_what_spamassassin_finds():
+    head = ("Received: from localhost (localhost [127.0.0.1])\n\tby phobos.example (Postfix) with ESMTP id 7106\n"
+            "Received: from dogma.example [212.17.35.15]\n\tby localhost with IMAP (fetchmail-5.9.0)\n"
+            "Received: from xent.example ({name}[64.161.22.236]) by dogma.example\n\t(8.11.6/8.11.6) with ESMTP id g6H7\n"
+            "From: a@shop.example\nTo: b@example.net\nSubject: hi\nMessage-ID: <1@shop.example>\n"
+            "Date: Mon, 20 May 2024 03:14:05 +0000\n\nhello\n")
+    for name, fires in (("", True), ("mail.xent.example ", False)):
+        raw = head.format(name=name).encode()
+        assert ("RDNS_NONE" in symbols(raw)) is fires
+        assert ("RDNS_NONE" in spamassassin_hits(raw)) is fires
 
 
 def test_hostile_received_headers_are_read_in_bounded_time():

@@ -1,6 +1,7 @@
 """The relays a message passed before it reached this side, newest first, read from its
 Received headers: from the topmost one whose connecting address is public (the hops above
-it are this side's own: a local delivery, fetchmail, a relay on a private address) down,
+it are this side's own: a local delivery, a relay on a private address; a mail fetcher's
+hand-over is no hop at all, as for SpamAssassin) down,
 each with the reverse-DNS name the receiving MTA recorded for it ("" when it found none),
 as SpamAssassin's relay parser reads them: the first is the relay that handed the message
 over (RDNS_NONE), and the chain is SpamAssassin's ``X-Spam-Relays-External`` pseudo-header
@@ -36,6 +37,9 @@ _QMAIL = re.compile(r"^from\s+(\S{1,255})\s+(?:\(HELO\s+(\S{1,255})\)\s+)?\((?:[
                     re.I)
 # fetchmail and other local pick-ups: from NAME [IP] (no reverse-DNS name recorded)
 _PICKUP = re.compile(r"^from\s+(\S{1,255})\s+\[(" + _IP + r")\]\s", re.I)
+# a mail fetcher's hand-over (fetchmail, getmail: "by localhost with IMAP"): not a relay
+# the message passed, and SpamAssassin's Received.pm skips it the same way
+_MAIL_FETCHER = re.compile(r"with (?:POP3|IMAP)")
 _EXIM = re.compile(r"\bwith\s+\S*\s*\(Exim\b|\(Exim\s+\d", re.I)
 _MICROSOFT = re.compile(r"Microsoft\s+SMTP", re.I)
 # SpamAssassin's Received.pm: an authenticated hop says so in its protocol, or Postfix
@@ -113,12 +117,13 @@ def iter_hops(received: Iterable[object]) -> Iterator[Hop]:
     """The first MAX_RECEIVED Received headers (top first) that name a connecting relay
     ("from ..."), each read when it is reached: its relay (None: a format not read here)
     and whether its address is public (None: not an address). Lines without one
-    ("(qmail 123 invoked by uid 0)", "by host with local") are left out."""
+    ("(qmail 123 invoked by uid 0)", "by host with local") and a mail fetcher's
+    hand-overs are left out."""
     for i, value in enumerate(received):
         if i >= MAX_RECEIVED:
             break
         text = value if isinstance(value, str) else str(value)  # 8-bit ones come as Header objects
-        if text.lstrip()[:5].lower() != "from ":
+        if text.lstrip()[:5].lower() != "from " or _MAIL_FETCHER.search(text[:MAX_RECEIVED_TEXT]):
             continue
         relay = parse_received(text)
         yield relay, _public(relay.ip) if relay is not None else None
