@@ -314,6 +314,30 @@ score  NO_TEXT       1
     assert "NO_TEXT" not in hits("hello")
 
 
+def test_counting_matches_stays_fast_on_a_pattern_that_backtracks_without_end():
+    """A counted rule whose pattern would take a backtracking engine exponential time
+    (optional parts that can each match or not) is counted by RE2, in linear time; a plain
+    one by the stdlib's engine, with the same count."""
+    rules = RuleSet()
+    rules.load_text(r"""
+body   __EVIL        /(?:a?){28}a{28}/
+tflags __EVIL        multiple maxhits=5
+meta   EVIL_TWICE    __EVIL > 1
+score  EVIL_TWICE    1
+body   __WORD        /\bcheap\b/i
+tflags __WORD        multiple maxhits=50
+meta   WORD_OFTEN    __WORD > 2
+score  WORD_OFTEN    1
+""", "hostile.cf")
+    rules.compile()
+    started = time.perf_counter()
+    hits = set(rules.match(*view(b"Subject: x\n\n" + b"a" * 28 + b" b " + b"a" * 56 + b"\n")))
+    assert time.perf_counter() - started < 2.0
+    assert "EVIL_TWICE" in hits  # the 28 a's, then the 56 (greedy: one match)
+    assert "WORD_OFTEN" in set(rules.match(*view(b"Subject: x\n\ncheap, Cheap and CHEAP\n")))
+    assert "WORD_OFTEN" not in set(rules.match(*view(b"Subject: x\n\ncheap and cheaper\n")))
+
+
 def test_counted_and_subjectless_spamassassin_rules_hit_as_in_spamassassin():
     """DAY_I_EARNED (three counted hits of __DAY_I_EARNED), MIXED_ES (more letters that
     look like e than e's, counted) and EMPTY_MESSAGE (no text once the Subject is left

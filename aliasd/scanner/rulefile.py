@@ -581,7 +581,7 @@ class RuleSet:
                       for kind, rules in by_kind.items()}
         # counted again, only when they hit: the text rules with tflags multiple
         # (as bytes, the way the hyperscan pass read them)
-        self._counted = [(r.name, kind, re2.compile(r.pattern.encode(), _LATIN1), self.multiple[r.name])
+        self._counted = [(r.name, kind, _counter(r.pattern), self.multiple[r.name])
                          for kind, rules in by_kind.items() for r in rules if r.name in self.multiple]
         # Per header: one pattern set over its rules; what the rules say of an absent
         # header ("" or their if-unset value) is the same for every message: worked out here.
@@ -748,6 +748,40 @@ def _latin1() -> re2.Options:
 
 
 _LATIN1 = _latin1()  # patterns over bytes, byte by byte, as hyperscan reads them
+# A pattern without unbounded repeats or repeated groups whose optional parts and
+# alternatives give at most this many ways to try a match at one position: the stdlib's engine counts its matches in
+# C, in time linear in the text (RE2's Python interface costs about 1 µs a match, and
+# SpamAssassin's __LOWER_E, /e/ counted up to 230, hits nearly every message).
+COUNT_BACKTRACK_PATHS = 4096
+_COUNT_TOKEN = re.compile(rb"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\(\?|\{(\d*)(,?)(\d*)\}|.", re.S)
+
+
+def _counter(pattern: str):
+    """What counts a rule's matches: the stdlib's engine where that is safe (see
+    COUNT_BACKTRACK_PATHS), RE2 otherwise; both over bytes, as hyperscan reads them."""
+    data = pattern.encode()
+    paths = 1
+    after_group = False
+    for m in _COUNT_TOKEN.finditer(data):
+        token = m.group(0)
+        repeat = token in (b"*", b"+", b"?") or (token.startswith(b"{") and m.group(0) != b"{")
+        if token in (b"*", b"+") or (m.group(2) and not m.group(3)) or (repeat and after_group):
+            paths = 0  # unbounded, or a group repeated (its choices multiply): RE2
+            break
+        after_group = token == b")"
+        if token in (b"?", b"|"):
+            paths *= 2
+        elif token.startswith(b"{") and m.group(2):
+            paths *= int(m.group(3)) - int(m.group(1) or 0) + 1
+        if paths > COUNT_BACKTRACK_PATHS:
+            paths = 0
+            break
+    if paths:
+        try:
+            return re.compile(data.replace(b"\\z", b"\\Z"))
+        except (re.error, OverflowError, RecursionError):
+            pass
+    return re2.compile(data, _LATIN1)
 
 
 def _count(pattern, text: bytes, cap: int) -> int:
