@@ -370,6 +370,33 @@ def test_counted_and_subjectless_spamassassin_rules_hit_as_in_spamassassin():
     assert fired == watched
 
 
+def test_line_breaks_inside_a_base64_text_part_are_read_as_spamassassin_reads_them():
+    """SpamAssassin turns CRLF into LF in a text part it decodes from base64 or
+    quoted-printable: an HTML part of 1,034 bytes with 26 CRLF is 1,008 long for
+    HTML_SHORT_LINK_IMG_1 (up to 1,024), and a rawbody rule sees $ at each line's end."""
+    import base64
+
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), "content")
+    filerules.load.cache_clear()
+    lines = [b'<a href="http://shop.example/"><img src="http://shop.example/a.gif"></a>'] + [b"x" * 36] * 24
+    lines.append(b"x" * (1034 - 2 * 26 - sum(map(len, lines))))
+    html = b"".join(line + b"\r\n" for line in lines)
+    assert len(html) == 1034
+    raw = (b"From: Ann <ann@shop.example>\nTo: bob@example.org\nSubject: news\n"
+           b"Message-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\nMIME-Version: 1.0\n"
+           b"Content-Type: text/html\nContent-Transfer-Encoding: base64\n\n"
+           + base64.encodebytes(html))
+    watched = {"HTML_SHORT_LINK_IMG_1", "HTML_SHORT_LINK_IMG_2"}
+    pm = parse_message(raw)
+    ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
+    assert ours & watched == spamassassin_hits(raw) & watched == {"HTML_SHORT_LINK_IMG_1"}
+    own = RuleSet()
+    own.load_text("rawbody LINE_END /x$/m\nscore LINE_END 1\n", "lines.cf")
+    own.compile()
+    assert "LINE_END" in own.match(*view(raw))
+
+
 def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
     """With SpamAssassin's rule files (``scored``: header rules too), the rules that hang
     on how a message is read hit as SpamAssassin itself (Debian's, local tests only)

@@ -392,7 +392,11 @@ def _part_text(part: Message, charset: str | None) -> str:
         return raw if isinstance(raw, str) else ""
     if not isinstance(payload, bytes):
         return str(payload)
-    return _decode_bytes(payload[: MAX_TEXT * 2], charset)
+    payload = payload[: MAX_TEXT * 2]
+    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() in ("base64", "quoted-printable"):
+        # the sender's line breaks inside the encoding, as SpamAssassin's Node.pm reads them
+        payload = payload.replace(b"\r\n", b"\n")
+    return _decode_bytes(payload, charset)
 
 
 _TRACE_HEADERS = re.compile(
