@@ -71,3 +71,29 @@ def samples() -> dict[str, bytes]:
 def test_the_parse_is_the_standard_librarys(name):
     raw = parse_input(samples()[name])  # the prefix the scanner parses (MIME bombs cut)
     assert fingerprint(parse_mime(raw)) == fingerprint(BytesParser(policy=compat32).parsebytes(raw))
+
+
+def test_a_message_with_crlf_line_ends_reads_as_the_same_message_with_lf():
+    """Mail through the milter ends its lines in CRLF, stored mail in LF: the scanner reads
+    the same parts, text, markup and links either way (as SpamAssassin squashes CRLF), and
+    keeps the raw message as it came."""
+    from aliasd.scanner import filerules
+    from aliasd.scanner.message import parse_message
+
+    messages = [
+        (b"From: a@b.example\nSubject: hi\nMIME-Version: 1.0\n"
+         b"Content-Type: multipart/alternative; boundary=XX\n\n--XX\nContent-Type: text/plain\n\n"
+         b"Dear Friend,\n\nsee http://shop.example/a\n--XX\nContent-Type: text/html\n\n"
+         b"<p>x</p>\n<a href=\"http://shop.example/b\"><img src=a.gif></a>\nab12cd34ef56gh78ij90kl12mn34\n"
+         b"--XX--\n"),
+        b"From: a@b.example\nSubject: hi\nContent-Type: text/html\n\n<b>one</b>\n<i>two</i>$\n",
+        *(path.read_bytes().replace(b"\r\n", b"\n") for path in sorted(MAIL.glob("*.eml"))[:10]),
+    ]
+    for lf in messages:
+        crlf = lf.replace(b"\n", b"\r\n")
+        a, b = parse_message(lf), parse_message(crlf)
+        assert b.raw == crlf
+        assert (a.text, a.text_plain, a.html_raw, a.html_raw_len, a.url_hosts, a.url_paths, a.subject) == (
+            b.text, b.text_plain, b.html_raw, b.html_raw_len, b.url_hosts, b.url_paths, b.subject)
+        texts_a, texts_b = filerules.texts(a), filerules.texts(b)
+        assert {k: v for k, v in texts_a.items() if k != "full"} == {k: v for k, v in texts_b.items() if k != "full"}

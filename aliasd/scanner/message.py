@@ -219,13 +219,18 @@ def parse_message(raw: bytes) -> ParsedMessage:
     if not isinstance(raw, bytes | bytearray):
         raw = str(raw).encode("utf-8", "replace")
     raw = bytes(raw)
-    parsed = parse_input(raw)
+    # Mail over SMTP (the milter's) ends its lines in CRLF, stored mail mostly in LF: its
+    # parts are read with LF either way, as SpamAssassin reads them; the raw message (full
+    # rules, digests) stays as it came.
+    first = raw.find(b"\n")
+    text = raw.replace(b"\r\n", b"\n") if first > 0 and raw[first - 1] == 13 else raw
+    parsed = parse_input(text)
     try:
         msg = parse_mime(parsed)
     except Exception:  # noqa: BLE001 - the parser should not raise, but never trust it
         msg = Message()
-        msg.set_payload(raw.decode("latin-1"))
-    pm = ParsedMessage(raw=raw, msg=msg, parse_truncated=len(parsed) < len(raw))
+        msg.set_payload(text.decode("latin-1"))
+    pm = ParsedMessage(raw=raw, msg=msg, parse_truncated=len(parsed) < len(text))
     try:
         _fill(pm)
     except Exception:  # noqa: BLE001 - a pathological message still gets a (partial) view
