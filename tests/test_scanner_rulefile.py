@@ -397,6 +397,35 @@ def test_line_breaks_inside_a_base64_text_part_are_read_as_spamassassin_reads_th
     assert "LINE_END" in own.match(*view(raw))
 
 
+def test_text_that_lies_about_being_ascii_or_writes_unicode_escapes_is_read_as_in_spamassassin():
+    """MIMEEval's check_for_ascii_text_illegal (8-bit bytes in text/plain said or taken
+    to be US-ASCII) and check_abundant_unicode_ratio (HTML-style &#xHHHH; escapes in plain
+    text) against what Debian's SpamAssassin reports on the same messages."""
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), "content")
+    filerules.load.cache_clear()
+    watched = {"PP_MIME_FAKE_ASCII_TEXT", "PP_TOO_MUCH_UNICODE02", "PP_TOO_MUCH_UNICODE05"}
+    head = (b"From: Ann <ann@shop.example>\nTo: bob@example.org\nSubject: news\n"
+            b"Message-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n")
+    typed = head + b"MIME-Version: 1.0\nContent-Type: text/plain; charset=%s\nContent-Transfer-Encoding: %s\n\n"
+    messages = [
+        head + b"\nCaf\xe9 au lait, na\xefve.\n",
+        typed % (b"iso-8859-1", b"8bit") + b"Caf\xe9 au lait.\n",
+        typed % (b"us-ascii", b"8bit") + b"Caf\xe9 au lait.\n",
+        typed % (b"us-ascii", b"quoted-printable") + b"Caf=E9 au lait.\n",
+        head + b"\nplain ascii only\n",
+        head + b"\n" + b"&#x0412;&#x0410;&#x0416;&#x041D;&#x041E; " * 5 + b"hello there friend\n",
+        head + b"\nsee &#x0412; once in a longer text " + b"word " * 60 + b"\n",
+    ]
+    fired = set()
+    for raw in messages:
+        pm = parse_message(raw)
+        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
+        assert ours & watched == spamassassin_hits(raw) & watched, raw
+        fired |= ours & watched
+    assert fired == watched
+
+
 def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
     """With SpamAssassin's rule files (``scored``: header rules too), the rules that hang
     on how a message is read hit as SpamAssassin itself (Debian's, local tests only)

@@ -60,6 +60,13 @@ _EXPR = re.compile(r"^\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
 _ASCII_CHARSET = re.compile(r"(?:us-ascii|ansi_x3\.4-1968|iso-ir-6|ansi_x3\.4-1986|iso_646\.irv:1991|"
                             r"ascii|iso646-us|us|ibm367|cp367|csascii)")
 _ISO_CHARSET = re.compile(r"iso-\S+-\S+\b")
+# MIMEEval: what a text/plain part said to be ASCII must not hold (NUL, a bare CR, 8-bit
+# bytes, which the parser hands over as surrogate escapes), and an HTML-style Unicode
+# entity as text/plain writes it only in spam
+_NOT_ASCII = re.compile(rb"[\x00\r\x80-\xff]")
+_NOT_ASCII_ENCODED = re.compile("[\x00\r\x80-\uffff]")  # 8-bit bytes in base64/QP text: U+FFFD
+_UNICODE_ENTITY = re.compile(rb"&#x[0-9A-F]{4};")
+MIME_TEXT_SCAN = 2_000_000  # characters of a part's raw text MIMEEval's checks read
 _GOOD_ISO_CHARSET = re.compile(r"iso-(?:8859-\d{1,2}|2022-(?:jp|kr))\b")
 _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b, ">": lambda a, b: a > b, "<=": lambda a, b: a <= b,
@@ -209,8 +216,9 @@ class Facts:
     def _mime(self) -> dict[str, int]:
         out = {"mime_body_html_count": 0, "mime_body_text_count": 0, "mime_base64_count": 0,
                "mime_qp_count": 0, "mime_attachment": 0, "mime_base64_encoded_text": 0,
-               "mime_bad_iso_charset": 0, "base64_length": 0,
+               "mime_bad_iso_charset": 0, "base64_length": 0, "mime_ascii_text_illegal": 0,
                "count_gif": 0, "count_png": 0, "count_jpeg": 0, "count_all": 0}
+        normal_chars = unicode_chars = 0
         for i, part in enumerate(self.pm.msg.walk()):
             if i >= 200:
                 break
@@ -236,6 +244,20 @@ class Facts:
                 out["mime_bad_iso_charset"] = 1
             if part.is_multipart():
                 continue
+            if ctype == "text/plain":
+                # the part's lines as sent: bytes as they came, or the encoding's ASCII
+                unencoded = cte in ("", "7bit", "8bit", "binary")
+                raw_text = part.get_payload(decode=unencoded)
+                if not isinstance(raw_text, bytes | str):
+                    raw_text = b""
+                raw_text = raw_text[:MIME_TEXT_SCAN]
+                if charset in ("", "us-ascii") and (
+                        _NOT_ASCII if isinstance(raw_text, bytes) else _NOT_ASCII_ENCODED).search(raw_text):
+                    out["mime_ascii_text_illegal"] += 1
+                if cte in ("", "7bit", "8bit") and isinstance(raw_text, bytes):
+                    entities = len(_UNICODE_ENTITY.findall(raw_text))
+                    unicode_chars += entities
+                    normal_chars += len(raw_text) - 8 * entities
             if cte == "base64" and ctype != "application/ics":
                 raw = part.get_payload()
                 if isinstance(raw, str):
@@ -245,6 +267,7 @@ class Facts:
                 if kind:
                     out["count_" + kind] += 1
                     out["count_all"] += 1
+        out["mime_text_unicode_ratio"] = unicode_chars / normal_chars if normal_chars else 0  # type: ignore[assignment]
         return out
 
     def madiff(self) -> tuple[float, int, int]:
@@ -372,6 +395,14 @@ def _check_for_mime(f: Facts, key: str) -> bool:
     return bool(f.mime()[key])
 
 
+def _ascii_text_illegal(f: Facts) -> bool:
+    return f.mime()["mime_ascii_text_illegal"] > 0
+
+
+def _abundant_unicode(f: Facts, ratio: float) -> bool:
+    return f.mime()["mime_text_unicode_ratio"] >= ratio
+
+
 def _base64_length(f: Facts, lo: float, hi: float | None = None) -> bool:
     n = f.mime()["base64_length"]
     return not (hi is not None and n > hi) and n >= lo
@@ -431,6 +462,10 @@ def _prepare(name: str, args: list) -> tuple[Callable[..., bool], tuple] | None:
         return _mime_html_only, ()
     if name == "check_for_mime" and n == 1 and args[0] in _MIME_KEYS:
         return _check_for_mime, (args[0],)
+    if name == "check_for_ascii_text_illegal" and n == 0:
+        return _ascii_text_illegal, ()
+    if name == "check_abundant_unicode_ratio" and n == 1 and re.fullmatch(r"\d{0,3}\.\d{1,3}", str(args[0])):
+        return _abundant_unicode, (float(args[0]),)
     if name == "check_base64_length" and n in (1, 2):
         return _base64_length, tuple(_num(a) for a in args)
     if name == "check_body_length" and n == 1:
