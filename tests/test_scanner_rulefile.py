@@ -14,6 +14,7 @@ from aliasd.db import Database
 from aliasd.scanner import filerules
 from aliasd.scanner.bundled import BundledScanner
 from aliasd.scanner.message import decode_header_value, parse_message
+from aliasd.scanner.relays import external_relays, iter_hops
 from aliasd.scanner.result import ScanRequest
 from aliasd.scanner.rulefile import HeaderView, RuleSet
 from aliasd.scanner.sa_evals import Facts
@@ -421,6 +422,44 @@ def test_text_that_lies_about_being_ascii_or_writes_unicode_escapes_is_read_as_i
     for raw in messages:
         pm = parse_message(raw)
         ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
+        assert ours & watched == spamassassin_hits(raw) & watched, raw
+        fired |= ours & watched
+    assert fired == watched
+
+
+def test_recipient_and_relay_header_tests_hit_as_in_spamassassin():
+    """HeaderEval's similar_recipients, sorted_recipients and check_for_missing_to_header
+    and RelayEval's helo_ip_mismatch and check_for_no_rdns_dotcom_helo (``scored`` mode)
+    against what Debian's SpamAssassin reports on the same messages."""
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), "scored")
+    filerules.load.cache_clear()
+    watched = {"SUSPICIOUS_RECIPS", "SORTED_RECIPS", "MISSING_HEADERS", "RCVD_HELO_IP_MISMATCH",
+               "NO_RDNS_DOTCOM_HELO"}
+    head = b"From: Ann <ann@shop.example>\nSubject: news\nMessage-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
+    to = b"To: bob@example.org, Carol <carol@example.net>\nCc: dan@example.com\n"
+    received = b"Received: from %s (%s) by mx.example.net (Postfix) with SMTP id 1;\n\tMon, 7 Dec 2026 10:00:01 +0000\n"
+    messages = [
+        head + b"To: aaron@mail1.example, aabid@mail2.example, aaden@mail3.example, aadil@mail4.example, "
+               b"aage@mail5.example\n",
+        head + b"To: zed@a.example, bob@b.example, carl@c.example, dave@d.example, erin@e.example, "
+               b"fay@f.example, al@g.example\n",
+        head + b"To: al@a.example, bob@b.example, carl@c.example, dave@d.example, erin@e.example, "
+               b"fay@f.example, gus@g.example\n",
+        head + to,
+        head,
+        received % (b"61.174.163.26", b"unknown [218.19.142.229]") + head + to,
+        received % (b"218.19.142.7", b"unknown [218.19.142.229]") + head + to,
+        received % (b"mx02.hotmail.com", b"unknown [148.223.251.99]") + head + to,
+        received % (b"mx02.hotmail.com", b"www.sucasita.com.mx [148.223.251.99]") + head + to,
+    ]
+    fired = set()
+    for message in messages:
+        raw = message + b"\nhello\n"
+        pm = parse_message(raw)
+        chain = external_relays(None, None, None, lambda pm=pm: iter_hops(pm.msg.get_all("received") or []))
+        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value, "", lambda c=chain: c),
+                               Facts(pm)))
         assert ours & watched == spamassassin_hits(raw) & watched, raw
         fired |= ours & watched
     assert fired == watched

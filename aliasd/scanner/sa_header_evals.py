@@ -10,6 +10,7 @@ the body."""
 from __future__ import annotations
 
 import email.utils
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -262,6 +263,117 @@ def _check_no_relays(f: HeaderFacts) -> bool:
     return f.relays() == (0, 0, 0)
 
 
+# the relays outside this side as the chain pseudo-header writes them (relays.py)
+_CHAIN_RELAY = re.compile(r"\[ ip=(\S*) rdns=(\S*) helo=(\S*) ")
+_IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
+# RelayEval's big dot-coms, which do not HELO from hosts without reverse DNS
+_DOTCOM_HELO = re.compile(r"(?:\.|^)(?:lycos\.com|lycos\.co\.uk|hotmail\.com|localhost\.com|excite\.com"
+                          r"|caramail\.com|cs\.com|aol\.com|msn\.com|yahoo\.com|drizzle\.com)$", re.I)
+
+
+def _public_ipv4(text: str) -> bool:
+    if not _IPV4.match(text):
+        return False
+    try:
+        return ipaddress.IPv4Address(text).is_global
+    except ValueError:
+        return False
+
+
+def _untrusted(f: HeaderFacts) -> list[tuple[str, str, str]]:
+    """(ip, rdns, helo) of each relay outside this side, newest first."""
+    return _CHAIN_RELAY.findall(f.headers.value("x-spam-relays-untrusted") or "")
+
+
+def _helo_ip_mismatch(f: HeaderFacts) -> bool:
+    """RelayEval's helo_ip_mismatch: a relay said HELO with a public IPv4 address that
+    is not its own, nor in its /24."""
+    for ip, _, helo in _untrusted(f):
+        if _public_ipv4(helo) and _public_ipv4(ip) and helo != ip \
+                and not ip.startswith(helo.rsplit(".", 1)[0] + "."):
+            return True
+    return False
+
+
+def _no_rdns_dotcom_helo(f: HeaderFacts) -> bool:
+    """RelayEval's check_for_no_rdns_dotcom_helo: a relay on a public address without a
+    reverse-DNS name said HELO as a big dot-com. As in RelayEval, the last such relay
+    (the oldest) decides."""
+    found = False
+    for ip, rdns, helo in _untrusted(f):
+        try:
+            if not ipaddress.ip_address(ip).is_global:
+                continue
+        except ValueError:
+            continue
+        found = bool(helo) and not rdns and _DOTCOM_HELO.search(helo) is not None
+    return found
+
+
+# HeaderEval's "best experimentally derived values"
+TOCC_SORTED_COUNT = 7
+TOCC_SIMILAR_COUNT = 5
+TOCC_SIMILAR_LENGTH = 2
+MAX_RECIPIENTS = 256
+
+
+def _recipients(f: HeaderFacts) -> list[str]:
+    """HeaderEval's recipient list: To and Cc's addresses (Bcc's too while fewer than
+    TOCC_SIMILAR_COUNT), a repeat of the one before dropped."""
+    inputs: list[str] = []
+    for spec in ("ToCc", "bcc"):
+        value = f.headers.value(spec)
+        if value:
+            inputs += [a for _, a in header_addresses(value[:20_000]) if a]
+        if len(inputs) >= TOCC_SIMILAR_COUNT:
+            break
+    out: list[str] = []
+    previous = ""
+    for current in inputs:
+        if current.lower() != previous.lower():
+            out.append(current)
+            previous = current
+            if len(out) == MAX_RECIPIENTS:
+                break
+    return out
+
+
+def _sorted_recipients(f: HeaderFacts) -> bool:
+    found = _recipients(f)
+    return len(found) >= TOCC_SORTED_COUNT and found == sorted(found)
+
+
+def _similar_recipients(f: HeaderFacts, low: float | None, high: float | None) -> bool:
+    """HeaderEval's similar_recipients: of all pairs of recipients, the share whose local
+    parts start alike, or whose hosts start alike without being the same host."""
+    found = _recipients(f)
+    similar = 0.0
+    if len(found) >= TOCC_SIMILAR_COUNT:
+        user = [a[:TOCC_SIMILAR_LENGTH] for a in found]
+        # as HeaderEval's map: an address without "@" has no host, and the ones after
+        # it shift up a place
+        fqhn = [a.split("@", 1)[1] for a in found if "@" in a]
+        host = [h[:TOCC_SIMILAR_LENGTH] for h in fqhn]
+        hits = combinations = 0
+        for i in range(len(found)):
+            for j in range(i + 1, len(found)):
+                hits += user[i] == user[j]
+                host_i, host_j = (host[k] if k < len(host) else "" for k in (i, j))
+                fqhn_i, fqhn_j = (fqhn[k] if k < len(fqhn) else "" for k in (i, j))
+                hits += host_i == host_j and fqhn_i != fqhn_j
+                combinations += 1
+        similar = hits / combinations
+    return (low is None or similar >= low) and (high is None or similar < high)
+
+
+def _missing_to_header(f: HeaderFacts) -> bool:
+    return not (f.headers.value("to") or f.headers.value("apparently-to") or "").strip()
+
+
+def _bound(value: str) -> float | None:
+    return None if value == "undef" else float(value)
+
+
 def _regex_arg(value: str) -> re.Pattern[str] | None:
     return re.compile(value)
 
@@ -283,4 +395,15 @@ def prepare(name: str, args: list[str]) -> tuple[Callable[..., bool], tuple] | N
         return _check_all_trusted, ()
     if name == "check_no_relays" and n == 0:
         return _check_no_relays, ()
+    if name == "sorted_recipients" and n == 0:
+        return _sorted_recipients, ()
+    if name == "similar_recipients" and n == 2 and all(
+            a == "undef" or re.fullmatch(r"\d{0,3}(?:\.\d{1,6})?", a) and a for a in args):
+        return _similar_recipients, (_bound(args[0]), _bound(args[1]))
+    if name == "check_for_missing_to_header" and n == 0:
+        return _missing_to_header, ()
+    if name == "helo_ip_mismatch" and n == 0:
+        return _helo_ip_mismatch, ()
+    if name == "check_for_no_rdns_dotcom_helo" and n == 0:
+        return _no_rdns_dotcom_helo, ()
     return None
