@@ -465,6 +465,39 @@ def test_recipient_and_relay_header_tests_hit_as_in_spamassassin():
     assert fired == watched
 
 
+def test_senders_at_yahoo_or_hotmail_that_neither_handed_over_are_found_as_in_spamassassin():
+    """HeaderEval's forged Yahoo!/Hotmail tests (``scored``): From at yahoo.com or
+    hotmail.com while no Received header shows their servers handing it over, against
+    what Debian's SpamAssassin reports."""
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), "scored")
+    filerules.load.cache_clear()
+    watched = {"FORGED_YAHOO_RCVD", "FORGED_HOTMAIL_RCVD2"}
+    rest = b"To: bob@example.org\nSubject: news\nMessage-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
+    received = b"Received: from %s (%s) by mx.example.net (Postfix) with SMTP id 1;\n\tMon, 7 Dec 2026 10:00:01 +0000\n"
+    spammer = received % (b"pc-83-12", b"unknown [83.12.44.9]")
+    messages = [
+        spammer + b"From: Ann <ann@yahoo.com>\n" + rest,
+        received % (b"web12.mail.yahoo.com", b"web12.mail.yahoo.com [66.218.93.5]")
+        + b"Received: from [83.12.44.9] by web12.mail.yahoo.com via HTTP; Mon, 7 Dec 2026 09:59:00 PST\n"
+        + b"From: Ann <ann@yahoo.com>\n" + rest,
+        spammer + b"From: Ann <ann@hotmail.com>\n" + rest,
+        received % (b"hotmail.com", b"f135.law8.hotmail.com [216.33.241.135]")
+        + b"X-Originating-IP: [83.12.44.9]\nFrom: Ann <ann@hotmail.com>\n" + rest,
+        spammer + b"From: Ann <ann@example.org>\n" + rest,
+    ]
+    fired = set()
+    for message in messages:
+        raw = message + b"\nhello\n"
+        pm = parse_message(raw)
+        chain = external_relays(None, None, None, lambda pm=pm: iter_hops(pm.msg.get_all("received") or []))
+        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value, "", lambda c=chain: c),
+                               Facts(pm)))
+        assert ours & watched == spamassassin_hits(raw) & watched, raw
+        fired |= ours & watched
+    assert fired == watched
+
+
 def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
     """With SpamAssassin's rule files (``scored``: header rules too), the rules that hang
     on how a message is read hit as SpamAssassin itself (Debian's, local tests only)

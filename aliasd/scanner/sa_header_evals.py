@@ -104,6 +104,7 @@ class HeaderFacts:
     freemail: FreemailDomains
     relays: Callable[[], tuple[int, int, int]]  # (trusted, untrusted, unparseable) relays
     _body_emails: list[str] | None = None
+    _hotmail: str | None = None  # _hotmail_received's answer, asked by two tests
 
     def addr(self, spec: str) -> str:
         return (self.headers.value(spec) or "").strip().lower()
@@ -310,6 +311,99 @@ def _no_rdns_dotcom_helo(f: HeaderFacts) -> bool:
     return found
 
 
+_IP_ADDRESS = r"(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9a-fA-F:]{2,39})"
+# HeaderEval's known ways Yahoo! and Hotmail hand over their own users' mail
+_YAHOO_OWN = re.compile(
+    r"by web\S+\.mail\S*\.yahoo\.com via HTTP|by sonic\S+\.consmr\.mail\S*\.yahoo\.com with HTTP"
+    r"|by smtp\S+\.yahoo\.com with SMTP|from \[" + _IP_ADDRESS + r"\] by \S+\.(?:groups|scd|dcn)\.yahoo\.com with NNFMP"
+    r"|by \w+\.\w+\.yahoo\.com \(\d+\.\d+\.\d+/\d+\.\d+\.\d+\)(?: with ESMTP)? id \w+")
+_HOTMAIL_OWN_WITH_IP = re.compile(
+    r"from (?:\S*\.)?hotmail.com \(\S+\.hotmail(?:\.msn)?\.com[ )]|from \S*\.hotmail.com \(\[" + _IP_ADDRESS
+    + r"\][ ):]|from \S+ by \S+\.hotmail(?:\.msn)?\.com with HTTP;|from \[66\.218.\S+\] by \S+\.yahoo\.com")
+_HOTMAIL_OWN_WITH_ORG = re.compile(
+    r"from \S*\.outbound\.protection\.outlook\.com \(\S+\.outbound\.protection\.outlook\.com[ )]"
+    r"|from \S*\.(?:eur|nam)prd\d+\.prod\.outlook\.com \(" + _IP_ADDRESS + r"\)")
+
+
+def _received_text(f: HeaderFacts) -> str:
+    return " ".join((f.headers.value("received") or "")[:50_000].split())
+
+
+def _gated_through_received_remover(f: HeaderFacts, received: str) -> bool:
+    """HeaderEval: an ezmlm list or MSN Groups took the Received headers away (or there
+    are none): the forgery tests cannot judge."""
+    listing = f.headers.value("mailing-list") or ""
+    if re.search(r"(?m)^contact \S+@\S+; run by ezmlm$", listing) \
+            and re.search(r"(?m)^mailing list \S+@\S+", f.headers.value("delivered-to") or "") \
+            and re.search(r"qmail \d+ invoked (?:from network|by .{3,20})\); \d+ ... \d+", received):
+        return True
+    return f.headers.value("received") is None or "from groups.msn.com (" in received \
+        and re.search(r"from groups\.msn\.com \(\S+\.msn\.com ", received) is not None
+
+
+def _forged_yahoo_received(f: HeaderFacts) -> bool:
+    """HeaderEval's check_for_forged_yahoo_received_headers: From is at yahoo.com, yet
+    no Received header shows Yahoo! handing the message over."""
+    sender = f.addr("from:addr")
+    if not re.search(r"\byahoo\.com$", sender, re.I):
+        return False
+    received = _received_text(f)
+    if (f.headers.value("resent-from") or "").strip() and (f.headers.value("resent-to") or "").strip():
+        received = " ".join((f.headers.value("x-received") or "").split()) or received
+    if _gated_through_received_remover(f, _received_text(f)):
+        return False
+    if re.search(r"^[^\]]+ rdns=\S+\.yahoo\.com ", f.headers.value("x-spam-relays-untrusted") or ""):
+        return False
+    if _YAHOO_OWN.search(received):
+        return False
+    return not (re.search(r"\bmailer\d+\.bulk\.scd\.yahoo\.com\b", received)
+                and re.search(r"@reply\.yahoo\.com$", sender, re.I))
+
+
+def _hotmail_received(f: HeaderFacts) -> str:
+    """HeaderEval's reading of a Hotmail claim: "forged" (the Received headers HELO as
+    hotmail.com without being Hotmail's), "missing" (From is at hotmail.com but no
+    Received header is Hotmail's) or ""."""
+    received = _received_text(f)
+    if "from mail pickup service by hotmail.com with Microsoft SMTPSVC;" in received:
+        return ""
+    if _msn_groups(f, received) or _gated_through_received_remover(f, received):
+        return ""
+    with_ip = re.search(_IP_ADDRESS, f.headers.value("x-originating-ip") or "") is not None
+    with_org = re.search(r"hotmail\.com|msonline-outlook", f.headers.value("x-originatororg") or "") is not None
+    if (with_ip and _HOTMAIL_OWN_WITH_IP.search(received)) or (with_org and _HOTMAIL_OWN_WITH_ORG.search(received)):
+        return ""
+    if re.search(r"(?:from |HELO |helo=)\S*hotmail\.com\b", received):
+        return "forged"
+    return "missing" if re.search(r"\bhotmail\.com$", f.addr("from:addr"), re.I) else ""
+
+
+def _msn_groups(f: HeaderFacts, received: str) -> bool:
+    m = re.search(r"<(\S+)@groups\.msn\.com>", f.headers.value("to") or "", re.I)
+    server = re.search(r"from mail pickup service by ((?:p\d\d\.)groups\.msn\.com)\b", received)
+    if m is None or server is None:
+        return False
+    listname, message_id = m.group(1), (f.headers.value("message-id") or "").strip()
+    if listname == "notifications":
+        return re.match(r"<\S+@" + re.escape(server.group(1)) + ">", message_id) is not None
+    return (re.match(r"<" + re.escape(listname) + r"-\S+@groups\.msn\.com>", message_id) is not None
+            and (listname + "-bounce@groups.msn.com") in (f.headers.value("EnvelopeFrom") or "").lower())
+
+
+def _hotmail_claim(f: HeaderFacts) -> str:
+    if f._hotmail is None:
+        f._hotmail = _hotmail_received(f)
+    return f._hotmail
+
+
+def _forged_hotmail_received(f: HeaderFacts) -> bool:
+    return _hotmail_claim(f) == "forged"
+
+
+def _no_hotmail_received(f: HeaderFacts) -> bool:
+    return _hotmail_claim(f) == "missing"
+
+
 # HeaderEval's "best experimentally derived values"
 TOCC_SORTED_COUNT = 7
 TOCC_SIMILAR_COUNT = 5
@@ -402,6 +496,12 @@ def prepare(name: str, args: list[str]) -> tuple[Callable[..., bool], tuple] | N
         return _similar_recipients, (_bound(args[0]), _bound(args[1]))
     if name == "check_for_missing_to_header" and n == 0:
         return _missing_to_header, ()
+    if name == "check_for_forged_yahoo_received_headers" and n == 0:
+        return _forged_yahoo_received, ()
+    if name == "check_for_forged_hotmail_received_headers" and n == 0:
+        return _forged_hotmail_received, ()
+    if name == "check_for_no_hotmail_received_headers" and n == 0:
+        return _no_hotmail_received, ()
     if name == "helo_ip_mismatch" and n == 0:
         return _helo_ip_mismatch, ()
     if name == "check_for_no_rdns_dotcom_helo" and n == 0:
