@@ -105,6 +105,7 @@ class HeaderFacts:
     relays: Callable[[], tuple[int, int, int]]  # (trusted, untrusted, unparseable) relays
     _body_emails: list[str] | None = None
     _hotmail: str | None = None  # _hotmail_received's answer, asked by two tests
+    _recipients: list[str] | None = None  # _recipients', asked by two tests
 
     def addr(self, spec: str) -> str:
         return (self.headers.value(spec) or "").strip().lower()
@@ -286,9 +287,15 @@ def _untrusted(f: HeaderFacts) -> list[tuple[str, str, str]]:
     return _CHAIN_RELAY.findall(f.headers.value("x-spam-relays-untrusted") or "")
 
 
+_HELO_IPV4 = re.compile(r"helo=\d{1,3}\.\d")
+_HELO_DOTCOM = re.compile(r"helo=\S*(?:lycos|hotmail|localhost|excite|caramail|cs|aol|msn|yahoo|drizzle)\.co", re.I)
+
+
 def _helo_ip_mismatch(f: HeaderFacts) -> bool:
     """RelayEval's helo_ip_mismatch: a relay said HELO with a public IPv4 address that
     is not its own, nor in its /24."""
+    if not _HELO_IPV4.search(f.headers.value("x-spam-relays-untrusted") or ""):
+        return False  # most mail: no relay said HELO with an address
     for ip, _, helo in _untrusted(f):
         if _public_ipv4(helo) and _public_ipv4(ip) and helo != ip \
                 and not ip.startswith(helo.rsplit(".", 1)[0] + "."):
@@ -300,6 +307,8 @@ def _no_rdns_dotcom_helo(f: HeaderFacts) -> bool:
     """RelayEval's check_for_no_rdns_dotcom_helo: a relay on a public address without a
     reverse-DNS name said HELO as a big dot-com. As in RelayEval, the last such relay
     (the oldest) decides."""
+    if not _HELO_DOTCOM.search(f.headers.value("x-spam-relays-untrusted") or ""):
+        return False
     found = False
     for ip, rdns, helo in _untrusted(f):
         try:
@@ -364,6 +373,9 @@ def _hotmail_received(f: HeaderFacts) -> str:
     """HeaderEval's reading of a Hotmail claim: "forged" (the Received headers HELO as
     hotmail.com without being Hotmail's), "missing" (From is at hotmail.com but no
     Received header is Hotmail's) or ""."""
+    sender = f.addr("from:addr")
+    if "hotmail" not in (f.headers.value("received") or "")[:50_000].lower() and not sender.endswith("hotmail.com"):
+        return ""  # most mail: neither claim is made
     received = _received_text(f)
     if "from mail pickup service by hotmail.com with Microsoft SMTPSVC;" in received:
         return ""
@@ -375,7 +387,7 @@ def _hotmail_received(f: HeaderFacts) -> str:
         return ""
     if re.search(r"(?:from |HELO |helo=)\S*hotmail\.com\b", received):
         return "forged"
-    return "missing" if re.search(r"\bhotmail\.com$", f.addr("from:addr"), re.I) else ""
+    return "missing" if re.search(r"\bhotmail\.com$", sender, re.I) else ""
 
 
 def _msn_groups(f: HeaderFacts, received: str) -> bool:
@@ -413,7 +425,15 @@ MAX_RECIPIENTS = 256
 
 def _recipients(f: HeaderFacts) -> list[str]:
     """HeaderEval's recipient list: To and Cc's addresses (Bcc's too while fewer than
-    TOCC_SIMILAR_COUNT), a repeat of the one before dropped."""
+    TOCC_SIMILAR_COUNT), a repeat of the one before dropped. Empty when there are fewer
+    than TOCC_SIMILAR_COUNT "@" (neither test then judges)."""
+    if f._recipients is None:
+        values = [f.headers.value("ToCc") or "", f.headers.value("bcc") or ""]
+        f._recipients = _read_recipients(f) if sum(v.count("@") for v in values) >= TOCC_SIMILAR_COUNT else []
+    return f._recipients
+
+
+def _read_recipients(f: HeaderFacts) -> list[str]:
     inputs: list[str] = []
     for spec in ("ToCc", "bcc"):
         value = f.headers.value(spec)
