@@ -275,6 +275,25 @@ score  UNSUB_NO_LINK 1
     assert "UNSUB_NO_LINK" in hits("Send unsubscribe@localhost1 a note")  # no address a link could be
 
 
+def hits_here_and_in_spamassassin(mode: str, watched: set[str], messages: list[bytes]) -> set[str]:
+    """The ``watched`` rules that aliasd's reading of SpamAssassin's files (``mode``) hits
+    on each message, asserted equal, message by message, to what Debian's SpamAssassin
+    itself (``spamassassin -L -t``) reports; returns all that fired."""
+    filerules.load.cache_clear()
+    rules, _ = filerules.load((), str(SA_RULES), mode)
+    filerules.load.cache_clear()
+    assert watched <= set(rules.rules)
+    fired: set[str] = set()
+    for raw in messages:
+        pm = parse_message(raw)
+        chain = external_relays(None, None, None, lambda pm=pm: iter_hops(pm.msg.get_all("received") or []))
+        headers = HeaderView(pm.msg, decode_header_value, "", lambda c=chain: c)
+        ours = set(rules.match(filerules.texts(pm), headers, Facts(pm))) & watched
+        assert ours == spamassassin_hits(raw) & watched, raw
+        fired |= ours
+    return fired
+
+
 def test_rules_flagged_multiple_count_their_hits_for_metas_that_compare_counts():
     """tflags multiple: a meta reads how often the rule matched (up to maxhits), so
     "__E > 2" needs three matches and "__A - __B > 0" more of one than of the other;
@@ -343,11 +362,7 @@ def test_counted_and_subjectless_spamassassin_rules_hit_as_in_spamassassin():
     """DAY_I_EARNED (three counted hits of __DAY_I_EARNED), MIXED_ES (more letters that
     look like e than e's, counted) and EMPTY_MESSAGE (no text once the Subject is left
     out) against what Debian's SpamAssassin itself reports on the same messages."""
-    filerules.load.cache_clear()
-    rules, _ = filerules.load((), str(SA_RULES), "content")
-    filerules.load.cache_clear()
     watched = {"DAY_I_EARNED", "MIXED_ES", "EMPTY_MESSAGE"}
-    assert watched <= set(rules.rules)
     head = (b"From: Ann <ann@shop.example>\nTo: bob@example.org\nSubject: news\n"
             b"Message-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
             b"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
@@ -362,13 +377,7 @@ def test_counted_and_subjectless_spamassassin_rules_hit_as_in_spamassassin():
         head,
         head + b"hello\n",
     ]
-    fired = set()
-    for raw in messages:
-        pm = parse_message(raw)
-        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
-        assert ours & watched == spamassassin_hits(raw) & watched, raw
-        fired |= ours & watched
-    assert fired == watched
+    assert hits_here_and_in_spamassassin("content", watched, messages) == watched
 
 
 def test_line_breaks_inside_a_base64_text_part_are_read_as_spamassassin_reads_them():
@@ -377,9 +386,6 @@ def test_line_breaks_inside_a_base64_text_part_are_read_as_spamassassin_reads_th
     HTML_SHORT_LINK_IMG_1 (up to 1,024), and a rawbody rule sees $ at each line's end."""
     import base64
 
-    filerules.load.cache_clear()
-    rules, _ = filerules.load((), str(SA_RULES), "content")
-    filerules.load.cache_clear()
     lines = [b'<a href="http://shop.example/"><img src="http://shop.example/a.gif"></a>'] + [b"x" * 36] * 24
     lines.append(b"x" * (1034 - 2 * 26 - sum(map(len, lines))))
     html = b"".join(line + b"\r\n" for line in lines)
@@ -389,9 +395,7 @@ def test_line_breaks_inside_a_base64_text_part_are_read_as_spamassassin_reads_th
            b"Content-Type: text/html\nContent-Transfer-Encoding: base64\n\n"
            + base64.encodebytes(html))
     watched = {"HTML_SHORT_LINK_IMG_1", "HTML_SHORT_LINK_IMG_2"}
-    pm = parse_message(raw)
-    ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
-    assert ours & watched == spamassassin_hits(raw) & watched == {"HTML_SHORT_LINK_IMG_1"}
+    assert hits_here_and_in_spamassassin("content", watched, [raw]) == {"HTML_SHORT_LINK_IMG_1"}
     own = RuleSet()
     own.load_text("rawbody LINE_END /x$/m\nscore LINE_END 1\n", "lines.cf")
     own.compile()
@@ -402,9 +406,6 @@ def test_text_that_lies_about_being_ascii_or_writes_unicode_escapes_is_read_as_i
     """MIMEEval's check_for_ascii_text_illegal (8-bit bytes in text/plain said or taken
     to be US-ASCII) and check_abundant_unicode_ratio (HTML-style &#xHHHH; escapes in plain
     text) against what Debian's SpamAssassin reports on the same messages."""
-    filerules.load.cache_clear()
-    rules, _ = filerules.load((), str(SA_RULES), "content")
-    filerules.load.cache_clear()
     watched = {"PP_MIME_FAKE_ASCII_TEXT", "PP_TOO_MUCH_UNICODE02", "PP_TOO_MUCH_UNICODE05"}
     head = (b"From: Ann <ann@shop.example>\nTo: bob@example.org\nSubject: news\n"
             b"Message-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n")
@@ -418,22 +419,13 @@ def test_text_that_lies_about_being_ascii_or_writes_unicode_escapes_is_read_as_i
         head + b"\n" + b"&#x0412;&#x0410;&#x0416;&#x041D;&#x041E; " * 5 + b"hello there friend\n",
         head + b"\nsee &#x0412; once in a longer text " + b"word " * 60 + b"\n",
     ]
-    fired = set()
-    for raw in messages:
-        pm = parse_message(raw)
-        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value), Facts(pm)))
-        assert ours & watched == spamassassin_hits(raw) & watched, raw
-        fired |= ours & watched
-    assert fired == watched
+    assert hits_here_and_in_spamassassin("content", watched, messages) == watched
 
 
 def test_recipient_and_relay_header_tests_hit_as_in_spamassassin():
     """HeaderEval's similar_recipients, sorted_recipients and check_for_missing_to_header
     and RelayEval's helo_ip_mismatch and check_for_no_rdns_dotcom_helo (``scored`` mode)
     against what Debian's SpamAssassin reports on the same messages."""
-    filerules.load.cache_clear()
-    rules, _ = filerules.load((), str(SA_RULES), "scored")
-    filerules.load.cache_clear()
     watched = {"SUSPICIOUS_RECIPS", "SORTED_RECIPS", "MISSING_HEADERS", "RCVD_HELO_IP_MISMATCH",
                "NO_RDNS_DOTCOM_HELO"}
     head = b"From: Ann <ann@shop.example>\nSubject: news\nMessage-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
@@ -453,25 +445,13 @@ def test_recipient_and_relay_header_tests_hit_as_in_spamassassin():
         received % (b"mx02.hotmail.com", b"unknown [148.223.251.99]") + head + to,
         received % (b"mx02.hotmail.com", b"www.sucasita.com.mx [148.223.251.99]") + head + to,
     ]
-    fired = set()
-    for message in messages:
-        raw = message + b"\nhello\n"
-        pm = parse_message(raw)
-        chain = external_relays(None, None, None, lambda pm=pm: iter_hops(pm.msg.get_all("received") or []))
-        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value, "", lambda c=chain: c),
-                               Facts(pm)))
-        assert ours & watched == spamassassin_hits(raw) & watched, raw
-        fired |= ours & watched
-    assert fired == watched
+    assert hits_here_and_in_spamassassin("scored", watched, [m + b"\nhello\n" for m in messages]) == watched
 
 
 def test_senders_at_yahoo_or_hotmail_that_neither_handed_over_are_found_as_in_spamassassin():
     """HeaderEval's forged Yahoo!/Hotmail tests (``scored``): From at yahoo.com or
     hotmail.com while no Received header shows their servers handing it over, against
     what Debian's SpamAssassin reports."""
-    filerules.load.cache_clear()
-    rules, _ = filerules.load((), str(SA_RULES), "scored")
-    filerules.load.cache_clear()
     watched = {"FORGED_YAHOO_RCVD", "FORGED_HOTMAIL_RCVD2"}
     rest = b"To: bob@example.org\nSubject: news\nMessage-ID: <1@shop.example>\nDate: Mon, 7 Dec 2026 10:00:00 +0000\n"
     received = b"Received: from %s (%s) by mx.example.net (Postfix) with SMTP id 1;\n\tMon, 7 Dec 2026 10:00:01 +0000\n"
@@ -486,16 +466,7 @@ def test_senders_at_yahoo_or_hotmail_that_neither_handed_over_are_found_as_in_sp
         + b"X-Originating-IP: [83.12.44.9]\nFrom: Ann <ann@hotmail.com>\n" + rest,
         spammer + b"From: Ann <ann@example.org>\n" + rest,
     ]
-    fired = set()
-    for message in messages:
-        raw = message + b"\nhello\n"
-        pm = parse_message(raw)
-        chain = external_relays(None, None, None, lambda pm=pm: iter_hops(pm.msg.get_all("received") or []))
-        ours = set(rules.match(filerules.texts(pm), HeaderView(pm.msg, decode_header_value, "", lambda c=chain: c),
-                               Facts(pm)))
-        assert ours & watched == spamassassin_hits(raw) & watched, raw
-        fired |= ours & watched
-    assert fired == watched
+    assert hits_here_and_in_spamassassin("scored", watched, [m + b"\nhello\n" for m in messages]) == watched
 
 
 def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
@@ -503,11 +474,7 @@ def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
     on how a message is read hit as SpamAssassin itself (Debian's, local tests only)
     reports them: REPLYTO_WITHOUT_TO_CC (exists:ToCc is "To or Cc"), DEAR_FRIEND (^ at
     each paragraph), KHOP_UNSUB_EMAIL (addresses in the text are links too)."""
-    filerules.load.cache_clear()
-    rules, _ = filerules.load((), str(SA_RULES), "scored")
-    filerules.load.cache_clear()
     watched = {"REPLYTO_WITHOUT_TO_CC", "DEAR_FRIEND", "KHOP_UNSUB_EMAIL"}
-    assert watched <= set(rules.rules)
     head = (b"From: Ann <ann@shop.example>\nSubject: news\nMessage-ID: <1@shop.example>\n"
             b"Date: Mon, 7 Dec 2026 10:00:00 +0000\n")
     messages = [
@@ -516,9 +483,5 @@ def test_spamassassins_own_rules_hit_here_as_in_spamassassin():
         head + b"To: bob@example.org\n\nA short note first.\n\nDear Friend, I write about a deal.\n",
         head + b"To: bob@example.org\n\nThe list's news.\n\nTo leave, write to unsubscribe-news@lists.example.org\n",
     ]
-    fired = set()
-    for raw in messages:
-        ours = set(rules.match(*view(raw))) & watched
-        assert ours == spamassassin_hits(raw) & watched, raw
-        fired |= ours
-    assert fired == {"REPLYTO_WITHOUT_TO_CC", "DEAR_FRIEND"}  # each hits on one message, not another
+    # each hits on one message, not another
+    assert hits_here_and_in_spamassassin("scored", watched, messages) == {"REPLYTO_WITHOUT_TO_CC", "DEAR_FRIEND"}

@@ -492,6 +492,21 @@ def _regex_arg(value: str) -> re.Pattern[str] | None:
     return re.compile(value)
 
 
+_WITHOUT_ARGUMENTS: dict[str, Callable[[HeaderFacts], bool]] = {
+    "check_equal_from_domains": _check_equal_from_domains,
+    "check_outlook_message_id": _check_outlook_message_id,
+    "check_all_trusted": _check_all_trusted,
+    "check_no_relays": _check_no_relays,
+    "sorted_recipients": _sorted_recipients,
+    "check_for_missing_to_header": _missing_to_header,
+    "check_for_forged_yahoo_received_headers": _forged_yahoo_received,
+    "check_for_forged_hotmail_received_headers": _forged_hotmail_received,
+    "check_for_no_hotmail_received_headers": _no_hotmail_received,
+    "helo_ip_mismatch": _helo_ip_mismatch,
+    "check_for_no_rdns_dotcom_helo": _no_rdns_dotcom_helo,
+}
+
+
 def prepare(name: str, args: list[str]) -> tuple[Callable[..., bool], tuple] | None:
     """A header test and its checked arguments, or None where not implemented."""
     n = len(args)
@@ -501,29 +516,9 @@ def prepare(name: str, args: list[str]) -> tuple[Callable[..., bool], tuple] | N
         return _check_freemail_header, (args[0], *(_regex_arg(a) for a in args[1:]))
     if name == "check_freemail_replyto" and n <= 1 and (args or ["replyto"])[0] in ("replyto", "reply"):
         return _check_freemail_replyto, ((args or ["replyto"])[0],)
-    if name == "check_equal_from_domains" and n == 0:
-        return _check_equal_from_domains, ()
-    if name == "check_outlook_message_id" and n == 0:
-        return _check_outlook_message_id, ()
-    if name == "check_all_trusted" and n == 0:
-        return _check_all_trusted, ()
-    if name == "check_no_relays" and n == 0:
-        return _check_no_relays, ()
-    if name == "sorted_recipients" and n == 0:
-        return _sorted_recipients, ()
+    if n == 0 and name in _WITHOUT_ARGUMENTS:
+        return _WITHOUT_ARGUMENTS[name], ()
     if name == "similar_recipients" and n == 2 and all(
             a == "undef" or re.fullmatch(r"\d{0,3}(?:\.\d{1,6})?", a) and a for a in args):
         return _similar_recipients, (_bound(args[0]), _bound(args[1]))
-    if name == "check_for_missing_to_header" and n == 0:
-        return _missing_to_header, ()
-    if name == "check_for_forged_yahoo_received_headers" and n == 0:
-        return _forged_yahoo_received, ()
-    if name == "check_for_forged_hotmail_received_headers" and n == 0:
-        return _forged_hotmail_received, ()
-    if name == "check_for_no_hotmail_received_headers" and n == 0:
-        return _no_hotmail_received, ()
-    if name == "helo_ip_mismatch" and n == 0:
-        return _helo_ip_mismatch, ()
-    if name == "check_for_no_rdns_dotcom_helo" and n == 0:
-        return _no_rdns_dotcom_helo, ()
     return None
