@@ -753,13 +753,18 @@ _LATIN1 = _latin1()  # patterns over bytes, byte by byte, as hyperscan reads the
 # C, in time linear in the text (RE2's Python interface costs about 1 µs a match, and
 # SpamAssassin's __LOWER_E, /e/ counted up to 230, hits nearly every message).
 COUNT_BACKTRACK_PATHS = 4096
+_PLAIN_LITERAL = re.compile(rb"(?:\(\?[ms]{1,2}\))?([A-Za-z0-9 ]{1,100})")
 _COUNT_TOKEN = re.compile(rb"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\(\?|\{(\d*)(,?)(\d*)\}|.", re.S)
 
 
 def _counter(pattern: str):
-    """What counts a rule's matches: the stdlib's engine where that is safe (see
-    COUNT_BACKTRACK_PATHS), RE2 otherwise; both over bytes, as hyperscan reads them."""
+    """What counts a rule's matches: the literal itself when the pattern is one, the
+    stdlib's engine where that is safe (see COUNT_BACKTRACK_PATHS), RE2 otherwise; all
+    over bytes, as hyperscan reads them."""
     data = pattern.encode()
+    literal = _PLAIN_LITERAL.fullmatch(data)
+    if literal:  # /e/: counted by bytes.count, in C
+        return literal.group(1)
     paths = 1
     after_group = False
     for m in _COUNT_TOKEN.finditer(data):
@@ -784,9 +789,11 @@ def _counter(pattern: str):
     return re2.compile(data, _LATIN1)
 
 
-def _count(pattern, text: bytes, cap: int) -> int:
+def _count(pattern: object, text: bytes, cap: int) -> int:
     """Matches of a rule with tflags multiple, one after another as Perl's //g finds
     them, at most ``cap``."""
+    if isinstance(pattern, bytes):
+        return min(text.count(pattern), cap)
     n = 0
     for _ in pattern.finditer(text):
         n += 1
