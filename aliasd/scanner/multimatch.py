@@ -19,6 +19,14 @@ SET_CHUNK = 150  # patterns per RE2 set: a set's DFA has a memory budget; small 
 SET_MAX_MEM = 32 << 20
 
 
+def latin1_options() -> re2.Options:
+    """RE2 options that read a bytes pattern and text byte by byte, as hyperscan reads
+    them (RE2 reads bytes as UTF-8 by default)."""
+    opts = re2.Options()
+    opts.encoding = re2.Options.Encoding.LATIN1
+    return opts
+
+
 def _re2_options() -> re2.Options:
     opts = re2.Options()
     opts.log_errors = False

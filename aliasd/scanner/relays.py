@@ -58,7 +58,8 @@ class Relay(NamedTuple):  # a tuple: made for each Received header, cheaper than
 
 
 @functools.lru_cache(maxsize=4096)
-def _public(ip: str) -> bool | None:
+def public_address(ip: str) -> bool | None:
+    """Whether an address is public (globally routable); None when it is no address."""
     try:
         addr = ipaddress.ip_address(ip.removeprefix("IPv6:"))
     except ValueError:
@@ -126,7 +127,7 @@ def iter_hops(received: Iterable[object]) -> Iterator[Hop]:
         if text.lstrip()[:5].lower() != "from " or _MAIL_FETCHER.search(text[:MAX_RECEIVED_TEXT]):
             continue
         relay = parse_received(text)
-        yield relay, _public(relay.ip) if relay is not None else None
+        yield relay, public_address(relay.ip) if relay is not None else None
 
 
 def read_hops(received: Iterable[object]) -> list[Hop]:
@@ -138,7 +139,7 @@ def _chain_start(client_addr: str | None, client_name: str | None, helo: str | N
                  hops: Callable[[], Iterable[Hop]]) -> tuple[Relay | None, Iterable[Hop]]:
     """The relay that handed the message over (None: not known) and the hops below it,
     read no further than needed to find it."""
-    if client_addr and _public(client_addr):
+    if client_addr and public_address(client_addr):
         if client_name is None:
             return None, ()
         return Relay(client_addr, "" if _no_name(client_name) else client_name, helo or ""), hops()
@@ -196,7 +197,7 @@ def relay_counts(client_addr: str | None, hops: Callable[[], list[Hop]]) -> tupl
     side's own (trusted); from that one down, untrusted. A public SMTP client is the
     first untrusted relay itself."""
     trusted = untrusted = unparseable = 0
-    outside = bool(client_addr) and bool(_public(client_addr or ""))
+    outside = bool(client_addr) and bool(public_address(client_addr or ""))
     untrusted += outside
     for _, public in hops():
         if public is None:

@@ -22,7 +22,7 @@ import re2
 import regex
 
 from aliasd.scanner.message import decode_header_value, header_items, parse_address
-from aliasd.scanner.multimatch import PatternSet
+from aliasd.scanner.multimatch import PatternSet, latin1_options
 from aliasd.scanner.relays import Relay, spamassassin_relays
 from aliasd.scanner.replace_tags import ReplaceTags
 from aliasd.scanner.sa_conditionals import Conditionals
@@ -692,7 +692,7 @@ class RuleSet:
         if facts is not None:
             hits.update(name for name, test in self._evals if test(facts))
             if self._header_evals:
-                hfacts = HeaderFacts(headers, facts.pm, self.freemail, relay_counts)
+                hfacts = HeaderFacts(headers, facts.pm, self.freemail, relay_counts, headers.relays)
                 hits.update(name for name, test in self._header_evals if test(hfacts))
             if self._mime_headers:
                 hits.update(self._match_mime_headers(facts.pm.msg))
@@ -741,23 +741,17 @@ def _unset_hits(rule: Rule) -> bool:
     return bounded_search(rule.backtracking, rule.if_unset or "") != rule.negate
 
 
-def _latin1() -> re2.Options:
-    opts = re2.Options()
-    opts.encoding = re2.Options.Encoding.LATIN1
-    return opts
-
-
-_LATIN1 = _latin1()  # patterns over bytes, byte by byte, as hyperscan reads them
 # A pattern without unbounded repeats or repeated groups whose optional parts and
-# alternatives give at most this many ways to try a match at one position: the stdlib's engine counts its matches in
-# C, in time linear in the text (RE2's Python interface costs about 1 µs a match, and
-# SpamAssassin's __LOWER_E, /e/ counted up to 230, hits nearly every message).
+# alternatives give at most this many ways to try a match at one position: the stdlib's
+# engine counts its matches in C, in time linear in the text (RE2's Python interface costs
+# about 1 µs a match, and SpamAssassin's __LOWER_E, /e/ counted up to 230, hits nearly
+# every message).
 COUNT_BACKTRACK_PATHS = 4096
 _PLAIN_LITERAL = re.compile(rb"(?:\(\?[ms]{1,2}\))?([A-Za-z0-9 ]{1,100})")
 _COUNT_TOKEN = re.compile(rb"\\.|\[\^?\]?(?:\\.|[^\]\\])*\]|\(\?|\{(\d*)(,?)(\d*)\}|.", re.S)
 
 
-def _counter(pattern: str):
+def _counter(pattern: str) -> object:
     """What counts a rule's matches: the literal itself when the pattern is one, the
     stdlib's engine where that is safe (see COUNT_BACKTRACK_PATHS), RE2 otherwise; all
     over bytes, as hyperscan reads them."""
@@ -768,15 +762,15 @@ def _counter(pattern: str):
     paths = 1
     after_group = False
     for m in _COUNT_TOKEN.finditer(data):
-        token = m.group(0)
-        repeat = token in (b"*", b"+", b"?") or (token.startswith(b"{") and m.group(0) != b"{")
-        if token in (b"*", b"+") or (m.group(2) and not m.group(3)) or (repeat and after_group):
+        token, braces = m.group(0), m.group(1) is not None
+        unbounded = token in (b"*", b"+") or (braces and m.group(2) and not m.group(3))
+        if unbounded or (after_group and (braces or token == b"?")):
             paths = 0  # unbounded, or a group repeated (its choices multiply): RE2
             break
         after_group = token == b")"
         if token in (b"?", b"|"):
             paths *= 2
-        elif token.startswith(b"{") and m.group(2):
+        elif braces and m.group(2):
             paths *= int(m.group(3)) - int(m.group(1) or 0) + 1
         if paths > COUNT_BACKTRACK_PATHS:
             paths = 0
@@ -786,7 +780,7 @@ def _counter(pattern: str):
             return re.compile(data.replace(b"\\z", b"\\Z"))
         except (re.error, OverflowError, RecursionError):
             pass
-    return re2.compile(data, _LATIN1)
+    return re2.compile(data, latin1_options())
 
 
 def _count(pattern: object, text: bytes, cap: int) -> int:
@@ -868,6 +862,10 @@ class HeaderView:
 
     def exists(self, name: str) -> bool:
         return name.lower() in self._by_name
+
+    def relays(self) -> list[Relay]:
+        """The relays outside this side, newest first (empty when not known)."""
+        return self._relays() if self._relays is not None else []
 
     @property
     def names(self) -> dict[str, list[int]]:

@@ -16,6 +16,7 @@ import re2
 from aliasd.core import attribution
 from aliasd.core.addresses import domain_of
 from aliasd.scanner.message import ParsedMessage
+from aliasd.scanner.multimatch import latin1_options
 from aliasd.scanner.relays import (
     Hop,
     Relay,
@@ -143,10 +144,8 @@ _STOCK = re2.compile(
     r"(?i)\b(?:otcbb|otc bb|pink sheets|stock (?:alert|play|profile)|strong buy|undervalued|"
     r"(?:investor|market) alert)\b"
 )
-_LATIN1 = re2.Options()
-_LATIN1.encoding = re2.Options.Encoding.LATIN1
 _MAILTO_REMOVE = re2.compile(
-    rb"(?i)mailto:[^\t-\r \"'>]{1,200}\?subject=[\t-\r ]*(?:remove|unsubscribe)", _LATIN1
+    rb"(?i)mailto:[^\t-\r \"'>]{1,200}\?subject=[\t-\r ]*(?:remove|unsubscribe)", latin1_options()
 )
 # The Outlooks that always wrote X-MimeOLE: Outlook Express 4-6 for Windows and
 # Outlook 2000-2003 (builds 9-11). The Macintosh edition and Outlook 2007 and later

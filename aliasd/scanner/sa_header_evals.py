@@ -10,16 +10,17 @@ the body."""
 from __future__ import annotations
 
 import email.utils
-import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from aliasd.core.addresses import header_addresses
+from aliasd.scanner.relays import public_address
 
 if TYPE_CHECKING:
     from aliasd.scanner.message import ParsedMessage
+    from aliasd.scanner.relays import Relay
 
 BODY_EMAIL_SCAN = 50_000  # characters of text searched for addresses (as the body rules)
 # FreeMail.pm's defaults: with more distinct addresses (freemail addresses) in the body
@@ -103,6 +104,7 @@ class HeaderFacts:
     pm: ParsedMessage
     freemail: FreemailDomains
     relays: Callable[[], tuple[int, int, int]]  # (trusted, untrusted, unparseable) relays
+    chain: Callable[[], list[Relay]] = list  # the relays outside this side, newest first
     _body_emails: list[str] | None = None
     _hotmail: str | None = None  # _hotmail_received's answer, asked by two tests
     _recipients: list[str] | None = None  # _recipients', asked by two tests
@@ -265,58 +267,30 @@ def _check_no_relays(f: HeaderFacts) -> bool:
     return f.relays() == (0, 0, 0)
 
 
-# the relays outside this side as the chain pseudo-header writes them (relays.py)
-_CHAIN_RELAY = re.compile(r"\[ ip=(\S*) rdns=(\S*) helo=(\S*) ")
 _IPV4 = re.compile(r"^\d{1,3}(?:\.\d{1,3}){3}$")
 # RelayEval's big dot-coms, which do not HELO from hosts without reverse DNS
 _DOTCOM_HELO = re.compile(r"(?:\.|^)(?:lycos\.com|lycos\.co\.uk|hotmail\.com|localhost\.com|excite\.com"
                           r"|caramail\.com|cs\.com|aol\.com|msn\.com|yahoo\.com|drizzle\.com)$", re.I)
 
 
-def _public_ipv4(text: str) -> bool:
-    if not _IPV4.match(text):
-        return False
-    try:
-        return ipaddress.IPv4Address(text).is_global
-    except ValueError:
-        return False
-
-
-def _untrusted(f: HeaderFacts) -> list[tuple[str, str, str]]:
-    """(ip, rdns, helo) of each relay outside this side, newest first."""
-    return _CHAIN_RELAY.findall(f.headers.value("x-spam-relays-untrusted") or "")
-
-
-_HELO_IPV4 = re.compile(r"helo=\d{1,3}\.\d")
-_HELO_DOTCOM = re.compile(r"helo=\S*(?:lycos|hotmail|localhost|excite|caramail|cs|aol|msn|yahoo|drizzle)\.co", re.I)
-
-
 def _helo_ip_mismatch(f: HeaderFacts) -> bool:
     """RelayEval's helo_ip_mismatch: a relay said HELO with a public IPv4 address that
     is not its own, nor in its /24."""
-    if not _HELO_IPV4.search(f.headers.value("x-spam-relays-untrusted") or ""):
-        return False  # most mail: no relay said HELO with an address
-    for ip, _, helo in _untrusted(f):
-        if _public_ipv4(helo) and _public_ipv4(ip) and helo != ip \
-                and not ip.startswith(helo.rsplit(".", 1)[0] + "."):
-            return True
-    return False
+    return any(
+        relay.helo != relay.ip and _IPV4.match(relay.helo) and _IPV4.match(relay.ip)
+        and public_address(relay.helo) and public_address(relay.ip)
+        and not relay.ip.startswith(relay.helo.rsplit(".", 1)[0] + ".")
+        for relay in f.chain())
 
 
 def _no_rdns_dotcom_helo(f: HeaderFacts) -> bool:
     """RelayEval's check_for_no_rdns_dotcom_helo: a relay on a public address without a
-    reverse-DNS name said HELO as a big dot-com. As in RelayEval, the last such relay
-    (the oldest) decides."""
-    if not _HELO_DOTCOM.search(f.headers.value("x-spam-relays-untrusted") or ""):
-        return False
+    reverse-DNS name said HELO as a big dot-com. As in RelayEval, the last relay on a
+    public address (the oldest) decides."""
     found = False
-    for ip, rdns, helo in _untrusted(f):
-        try:
-            if not ipaddress.ip_address(ip).is_global:
-                continue
-        except ValueError:
-            continue
-        found = bool(helo) and not rdns and _DOTCOM_HELO.search(helo) is not None
+    for relay in f.chain():
+        if public_address(relay.ip):
+            found = bool(relay.helo) and not relay.rdns and _DOTCOM_HELO.search(relay.helo) is not None
     return found
 
 
@@ -356,12 +330,13 @@ def _forged_yahoo_received(f: HeaderFacts) -> bool:
     sender = f.addr("from:addr")
     if not re.search(r"\byahoo\.com$", sender, re.I):
         return False
-    received = _received_text(f)
+    received = all_received = _received_text(f)
     if (f.headers.value("resent-from") or "").strip() and (f.headers.value("resent-to") or "").strip():
         received = " ".join((f.headers.value("x-received") or "").split()) or received
-    if _gated_through_received_remover(f, _received_text(f)):
+    if _gated_through_received_remover(f, all_received):
         return False
-    if re.search(r"^[^\]]+ rdns=\S+\.yahoo\.com ", f.headers.value("x-spam-relays-untrusted") or ""):
+    chain = f.chain()
+    if chain and re.search(r"\S\.yahoo\.com$", chain[0].rdns or ""):  # handed over by Yahoo! itself
         return False
     if _YAHOO_OWN.search(received):
         return False
