@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aliasd.scanner.message import parse_input, parse_mime
+from aliasd.scanner import filerules
+from aliasd.scanner.message import parse_input, parse_message, parse_mime
 from tests.harness.hostile_mail import hostile_corpus
 
 MAIL = Path(__file__).parent / "data" / "mail"
@@ -77,9 +78,6 @@ def test_a_message_with_crlf_line_ends_reads_as_the_same_message_with_lf():
     """Mail through the milter ends its lines in CRLF, stored mail in LF: the scanner reads
     the same parts, text, markup and links either way (as SpamAssassin squashes CRLF), and
     keeps the raw message as it came."""
-    from aliasd.scanner import filerules
-    from aliasd.scanner.message import parse_message
-
     messages = [
         (b"From: a@b.example\nSubject: hi\nMIME-Version: 1.0\n"
          b"Content-Type: multipart/alternative; boundary=XX\n\n--XX\nContent-Type: text/plain\n\n"

@@ -327,7 +327,7 @@ def _fill(pm: ParsedMessage) -> None:
             if size > MAX_TEXT:
                 continue
             _check_8bit(pm, part)
-            text = _part_text(part, pm.charset(part))
+            text = _part_text(part, pm.charset(part), cte)
             size += len(text)
             if ctype == "text/plain":
                 pm.has_plain = True
@@ -387,7 +387,7 @@ def _check_8bit(pm: ParsedMessage, part: Message) -> None:
         pm.missing_charset = True
 
 
-def _part_text(part: Message, charset: str | None) -> str:
+def _part_text(part: Message, charset: str | None, cte: str) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception:  # noqa: BLE001 - broken transfer encoding
@@ -398,7 +398,7 @@ def _part_text(part: Message, charset: str | None) -> str:
     if not isinstance(payload, bytes):
         return str(payload)
     payload = payload[: MAX_TEXT * 2]
-    if str(part.get("Content-Transfer-Encoding", "")).strip().lower() in ("base64", "quoted-printable"):
+    if cte in ("base64", "quoted-printable"):
         # the sender's line breaks inside the encoding, as SpamAssassin's Node.pm reads them
         payload = payload.replace(b"\r\n", b"\n")
     return _decode_bytes(payload, charset)

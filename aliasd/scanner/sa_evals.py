@@ -61,10 +61,10 @@ _ASCII_CHARSET = re.compile(r"(?:us-ascii|ansi_x3\.4-1968|iso-ir-6|ansi_x3\.4-19
                             r"ascii|iso646-us|us|ibm367|cp367|csascii)")
 _ISO_CHARSET = re.compile(r"iso-\S+-\S+\b")
 # MIMEEval: what a text/plain part said to be ASCII must not hold (NUL, a bare CR, 8-bit
-# bytes, which the parser hands over as surrogate escapes), and an HTML-style Unicode
-# entity as text/plain writes it only in spam
+# bytes; in a base64 or QP part's encoded text those come as U+FFFD), and an HTML-style
+# Unicode entity as text/plain writes it only in spam
 _NOT_ASCII = re.compile(rb"[\x00\r\x80-\xff]")
-_NOT_ASCII_ENCODED = re.compile("[\x00\r\x80-\uffff]")  # 8-bit bytes in base64/QP text: U+FFFD
+_NOT_ASCII_ENCODED = re.compile("[\x00\r\x80-\uffff]")
 _UNICODE_ENTITY = re.compile(rb"&#x[0-9A-F]{4};")
 MIME_TEXT_SCAN = 2_000_000  # characters of a part's raw text MIMEEval's checks read
 _GOOD_ISO_CHARSET = re.compile(r"iso-(?:8859-\d{1,2}|2022-(?:jp|kr))\b")
