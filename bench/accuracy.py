@@ -88,11 +88,7 @@ def main() -> int:
     for s in test:
         r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))
         if dump:
-            v = scanner.bayes.classify(parse_message(s.raw), 1)
-            dump.write(json.dumps({"name": s.name, "spam": s.is_spam, "score": r.score,
-                                   "p": v.probability if v else 0.5,
-                                   "log_ratio": v.log_ratio if v else 0.0,
-                                   "symbols": {x.name: [x.score, list(x.options)] for x in r.symbols}}) + "\n")
+            write_dump_line(dump, "test", s, r, scanner)
         for name in r.symbol_names():
             symbol_hits[(name, s.is_spam)] += 1
         if s.is_spam:
@@ -150,6 +146,18 @@ def fresh_scanner() -> tuple[BundledScanner, Database, str]:
                                          scanner_spamassassin=SA_MODE), db), db, tmp
 
 
+def write_dump_line(dump, label: str, sample, result, scanner: BundledScanner) -> None:
+    """One scanned message for ``--dump``: its verdict, symbols and what Bayes computed
+    (both tail probabilities, to try Bayes' symbol constants offline)."""
+    v = scanner.bayes.classify(parse_message(sample.raw), 1)
+    dump.write(json.dumps({
+        "set": label, "name": sample.name, "spam": sample.is_spam, "score": result.score,
+        "p": v.probability if v else 0.5, "k": v.tokens_used if v else 0,
+        "log_ratio": v.log_ratio if v else 0.0, "log_q_spam": v.log_q_spam if v else 0.0,
+        "symbols": {x.name: x.score for x in result.symbols},
+        "options": {x.name: list(x.options) for x in result.symbols if x.options}}) + "\n")
+
+
 def limited(samples: list, limit: int) -> list:
     if not limit:
         return samples
@@ -174,11 +182,7 @@ def scan_groups(train: list, tests: dict[str, list], dump) -> dict[str, dict[str
                 per[group_of(s)][0] += r.is_spam
                 per[group_of(s)][1] += 1
                 if dump:
-                    v = scanner.bayes.classify(parse_message(s.raw), 1)
-                    dump.write(json.dumps({
-                        "set": label, "name": s.name, "spam": s.is_spam, "score": r.score,
-                        "p": v.probability if v else 0.5, "k": v.tokens_used if v else 0,
-                        "symbols": {x.name: x.score for x in r.symbols}}) + "\n")
+                    write_dump_line(dump, label, s, r, scanner)
             out[label] = {g: (a, b) for g, (a, b) in sorted(per.items())}
         return out
     finally:
@@ -255,11 +259,7 @@ def cross_validate(train: list, dump_path: str = "") -> int:
             r = scanner.scan(ScanRequest(message=s.raw, envelope_from=s.envelope_from))
             spam = r.is_spam
             if dump:
-                v = scanner.bayes.classify(parse_message(s.raw), 1)
-                dump.write(json.dumps({
-                    "set": "cv", "name": s.name, "spam": s.is_spam, "score": r.score,
-                    "p": v.probability if v else 0.5, "k": v.tokens_used if v else 0,
-                    "symbols": {x.name: x.score for x in r.symbols}}) + "\n")
+                write_dump_line(dump, "cv", s, r, scanner)
             if s.is_spam:
                 spams += 1
                 fn += not spam
