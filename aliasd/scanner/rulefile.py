@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,22 @@ _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays
 # does not hit) so that no rule can hold a message up.
 BACKTRACK_SCAN = 4000
 BACKTRACK_TIMEOUT = 0.02
+# Text rules (body, rawbody, uri, full) RE2 cannot run go the same way, over the bytes the
+# multi-pattern pass read (SpamAssassin's erectile-drug, body-part, diet, invisible-text
+# and some link tests): their relaxed pattern joins the kind's pattern set, and where it
+# matched, the backtracking engine tries the rule only where the relaxed pattern starts a
+# match (a match of the rule is one of the relaxed pattern's, so that is exact), instead of
+# reading the whole text: "click here" written plainly wakes FUZZY_CLICK_HERE's first pass
+# in many messages. A message's backtracking over text stops after TEXT_BACKTRACK_BUDGET
+# seconds in all, so however many such rules a hostile text wakes, it costs at most that;
+# the rules not yet tried then do not hit.
+TEXT_BACKTRACK_BUDGET = 0.05
+TEXT_BACKTRACK_STARTS = 8  # places tried one by one; past that, one search over the rest
+# ... unless that first pass is longer than this: the FUZZY_* rules (2,900-9,400 characters
+# once ReplaceTags spells every letter's look-alikes) made the body's hyperscan pass 40 µs
+# a message slower (a scan is 1.5 ms) and hit 10 of 1,542 spam and one ham in
+# cross-validation; every other such rule's first pass is under 2,600 characters.
+TEXT_BACKTRACK_MAX_PREFILTER = 2600
 # What the multi-pattern engine cannot take in reasonable time. Some of SpamAssassin's
 # patterns, once their tags are replaced, are 40-220 kB long (hyperscan refuses them, and
 # RE2 matches them slowly) or chain many bounded repeats of large alternations (hyperscan
@@ -84,7 +101,7 @@ class Rule:
     name: str
     kind: str
     pattern: str = ""  # RE2 syntax, flags inline
-    backtracking: object = None  # header rules RE2 cannot run: a time-bounded ``regex`` pattern
+    backtracking: object = None  # what RE2 cannot run: a time-bounded ``regex`` pattern
     prefilter: str = ""  # ... and an RE2 pattern matching at least what it matches ("" none)
     negate: bool = False  # header !~
     header: str = ""  # header spec: "subject", "from:addr", "ALL", "exists:x-foo"
@@ -156,39 +173,41 @@ def perl_to_re2(spec: str, multiline: bool = False) -> str:
     return (f"(?{inline})" if inline else "") + body
 
 
-def _prefilter(spec: str) -> str:
+def _prefilter(spec: str, multiline: bool = False) -> str:
     """RE2's first pass for a backtracking pattern, "" when RE2 cannot run even that."""
     parts = _perl_parts(spec)
     if parts is None or "x" in parts[1]:
         return ""
     body, flags = parts[0].replace("\\/", "/"), parts[1]
-    inline = "".join(f for f in "ism" if f in flags)
+    inline = "".join(f for f in "ism" if f in flags or (f == "m" and multiline))
     pattern = (f"(?{inline})" if inline else "") + relaxed_pattern(body)
     return "" if _check_re2(pattern) else pattern
 
 
-def bounded_search(pattern, text: str) -> bool:
-    """Whether a backtracking pattern matches ``text``; one that runs past
-    BACKTRACK_TIMEOUT does not."""
+def bounded_search(pattern, text: str | bytes, timeout: float = BACKTRACK_TIMEOUT) -> bool:
+    """Whether a backtracking pattern matches ``text``; one that runs past ``timeout``
+    seconds does not."""
     try:
-        return pattern.search(text, timeout=BACKTRACK_TIMEOUT) is not None
+        return pattern.search(text, timeout=timeout) is not None
     except TimeoutError:
         return False
 
 
-def _backtracking(spec: str) -> object | None:
+def _backtracking(spec: str, *, multiline: bool = False, as_bytes: bool = False) -> object | None:
     """A Perl ``/pattern/flags`` compiled for the ``regex`` module (which reads Perl's
-    look-arounds and back-references), or None when it cannot be."""
+    look-arounds and back-references), or None when it cannot be. ``as_bytes``: a bytes
+    pattern over UTF-8 text, byte by byte as hyperscan reads the text rules (``\\xE9``
+    one byte, a letter outside ASCII its UTF-8 bytes); ``multiline`` as perl_to_re2."""
     parts = _perl_parts(spec)
     if parts is None:
         return None
-    body = parts[0].replace("\\/", "/")
-    flags = 0
+    body = parts[0].replace("\\/", "/").replace("\\z", "\\Z")
+    flags = regex.M if multiline else 0
     for letter, flag in (("i", regex.I), ("s", regex.S), ("m", regex.M), ("x", regex.X)):
         if letter in parts[1]:
             flags |= flag
     try:
-        return regex.compile(body.replace("\\z", "\\Z"), flags | regex.V0)
+        return regex.compile(body.encode() if as_bytes else body, flags | regex.V0)
     except (regex.error, ValueError, OverflowError, RecursionError):
         return None
 
@@ -491,11 +510,16 @@ class RuleSet:
             err = _check_re2(rule.pattern)
         except ValueError as exc:
             err = str(exc)
-        if err and directive in ("header", "mimeheader") and err.startswith("unsupported"):
-            rule.backtracking = _backtracking(test)
+        if err and err.startswith("unsupported"):
+            text_rule = directive not in ("header", "mimeheader")
+            prefilter = _prefilter(test, multiline=directive in LINE_KINDS)
+            # a text rule only with a first pass, and a cheap one: the backtracking
+            # engine must not read every message's whole text
+            if not text_rule or 0 < len(prefilter) <= TEXT_BACKTRACK_MAX_PREFILTER:
+                rule.backtracking = _backtracking(test, multiline=directive in LINE_KINDS, as_bytes=text_rule)
             if rule.backtracking is not None:
                 err = None
-                rule.prefilter = _prefilter(test)
+                rule.prefilter = prefilter
         if not err:
             err = _too_costly(rule.prefilter if rule.backtracking is not None else rule.pattern)
         if err:
@@ -577,11 +601,17 @@ class RuleSet:
             elif rule.kind != "meta":
                 kind = BODY_NOSUBJECT if rule.kind == "body" and rule.name in self.nosubject else rule.kind
                 by_kind.setdefault(kind, []).append(rule)
-        self._sets = {kind: (PatternSet([r.pattern for r in rules]), [r.name for r in rules])
+        # per kind: one pattern set (a rule RE2 cannot run there by its first pass,
+        # confirmed by the backtracking engine where that matched)
+        self._sets = {kind: (PatternSet([r.prefilter if r.backtracking is not None else r.pattern for r in rules]),
+                             [r.name for r in rules],
+                             {i: (re2.compile(r.prefilter.encode(), latin1_options()), r.backtracking)
+                              for i, r in enumerate(rules) if r.backtracking is not None})
                       for kind, rules in by_kind.items()}
         # counted again, only when they hit: the text rules with tflags multiple
         # (as bytes, the way the hyperscan pass read them)
-        self._counted = [(r.name, kind, _counter(r.pattern), self.multiple[r.name])
+        self._counted = [(r.name, kind, _counter(r.pattern) if r.backtracking is None else r.backtracking,
+                          self.multiple[r.name])
                          for kind, rules in by_kind.items() for r in rules if r.name in self.multiple]
         # Per header: one pattern set over its rules; what the rules say of an absent
         # header ("" or their if-unset value) is the same for every message: worked out here.
@@ -696,10 +726,27 @@ class RuleSet:
                 hits.update(name for name, test in self._header_evals if test(hfacts))
             if self._mime_headers:
                 hits.update(self._match_mime_headers(facts.pm.msg))
-        for kind, (pset, names) in self._sets.items():
+        encoded: dict[str, bytes] = {}
+
+        def as_bytes(kind: str) -> bytes:
+            if kind not in encoded:
+                text = texts.get(kind, b"")
+                encoded[kind] = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
+            return encoded[kind]
+
+        deadline = 0.0
+        for kind, (pset, names, confirm) in self._sets.items():
             text = texts.get(kind, "")
-            if text:
-                hits.update(names[i] for i in pset.match(text))
+            if not text:
+                continue
+            found = pset.match(text)
+            for i in [i for i in found if i in confirm]:
+                if not deadline:
+                    deadline = time.monotonic() + TEXT_BACKTRACK_BUDGET
+                left = deadline - time.monotonic()
+                if left <= 0 or not _confirmed(*confirm[i], as_bytes(kind), min(left, BACKTRACK_TIMEOUT)):
+                    found.discard(i)
+            hits.update(names[i] for i in found)
         present = headers.names
         for name, pseudo, names in self._exists:
             if headers.value(name) is not None if pseudo else name in present:
@@ -724,15 +771,30 @@ class RuleSet:
             hits.update(name for name, pattern, negate in (*todo, *always)
                         if bounded_search(pattern, value) != negate)
         counts: dict[str, int] = {}
-        encoded: dict[str, bytes] = {}
         for name, kind, pattern, cap in self._counted:
             if name in hits:
-                if kind not in encoded:
-                    text = texts.get(kind, b"")
-                    encoded[kind] = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
-                counts[name] = _count(pattern, encoded[kind], cap)
+                counts[name] = _count(pattern, as_bytes(kind), cap)
         self._meta_fn(hits, counts)
         return sorted(hits)
+
+
+def _confirmed(relaxed, pattern, data: bytes, timeout: float) -> bool:
+    """Whether a text rule RE2 cannot run matches ``data``: the backtracking ``pattern``
+    tried at each place its ``relaxed`` form (RE2) starts a match, left to right."""
+    stop = time.monotonic() + timeout
+    pos = 0
+    try:
+        for _ in range(TEXT_BACKTRACK_STARTS):
+            found = relaxed.search(data, pos)
+            if found is None:
+                return False
+            start = found.start()
+            if pattern.match(data, start, timeout=max(stop - time.monotonic(), 1e-6)) is not None:
+                return True
+            pos = start + 1
+        return pattern.search(data, pos, timeout=max(stop - time.monotonic(), 1e-6)) is not None
+    except TimeoutError:
+        return False
 
 
 def _unset_hits(rule: Rule) -> bool:
@@ -785,14 +847,20 @@ def _counter(pattern: str) -> object:
 
 def _count(pattern: object, text: bytes, cap: int) -> int:
     """Matches of a rule with tflags multiple, one after another as Perl's //g finds
-    them, at most ``cap``."""
+    them, at most ``cap`` (a backtracking pattern's: those found in BACKTRACK_TIMEOUT,
+    at least the one that made it hit)."""
     if isinstance(pattern, bytes):
         return min(text.count(pattern), cap)
     n = 0
-    for _ in pattern.finditer(text):
-        n += 1
-        if n >= cap:
-            break
+    matches = (pattern.finditer(text, timeout=BACKTRACK_TIMEOUT) if isinstance(pattern, regex.Pattern)
+               else pattern.finditer(text))
+    try:
+        for _ in matches:
+            n += 1
+            if n >= cap:
+                break
+    except TimeoutError:
+        n = max(n, 1)
     return n
 
 
