@@ -550,3 +550,19 @@ def test_spamassassins_drug_and_body_part_rules_hit_as_in_spamassassin():
     ]
     assert hits_here_and_in_spamassassin("content", watched, messages) == watched
 
+
+def test_a_link_to_an_ip_address_counts_once_with_spamassassins_rules_loaded(tmp_path):
+    """aliasd's HTTP_TO_IP and SpamAssassin's NORMAL_HTTP_TO_IP state the same fact:
+    with SpamAssassin's rules loaded only theirs counts, without them aliasd's."""
+    url = f"sqlite:///{tmp_path}/scan.db"
+    db = Database(url, timeout=30)
+    db.upgrade()
+    raw = (MAIL / "spam_pharmacy.eml").read_bytes()
+    got = {}
+    for mode in ("off", "content"):
+        scanner = BundledScanner(load_settings(environ={}, data_dir=str(tmp_path), database_url=url,
+                                               scanner_spamassassin=mode), db)
+        got[mode] = {s.name for s in scanner.scan(ScanRequest(message=raw)).symbols}
+        scanner.close()
+    assert "HTTP_TO_IP" in got["off"] and "NORMAL_HTTP_TO_IP" not in got["off"]
+    assert "NORMAL_HTTP_TO_IP" in got["content"] and "HTTP_TO_IP" not in got["content"]

@@ -149,6 +149,7 @@ class BundledScanner:
         self._flush_timer: threading.Timer | None = None
         self.rules, self._own_rules = filerules.load(
             tuple(settings.scanner_rules), settings.scanner_spamassassin_dir, settings.scanner_spamassassin)
+        self._superseded = filerules.superseded(self.rules)
         atexit.register(self._flush_quietly)
 
     # --- scanning -----------------------------------------------------------------
@@ -166,6 +167,8 @@ class BundledScanner:
             symbols.extend(content_rules(ctx))
             symbols.extend(evidence.url_rules(pm))
             symbols.extend(evidence.html_rules(pm))
+            if self._superseded:
+                symbols = [s for s in symbols if s.name not in self._superseded]
             symbols.extend(filerules.file_rule_symbols(
                 self.rules, self._own_rules, pm, request, {s.name for s in symbols} | set(SCORES),
                 lambda: ctx.relays, lambda: ctx.relay_counts))
