@@ -517,6 +517,9 @@ class RuleSet:
             # engine must not read every message's whole text
             if not text_rule or 0 < len(prefilter) <= TEXT_BACKTRACK_MAX_PREFILTER:
                 rule.backtracking = _backtracking(test, multiline=directive in LINE_KINDS, as_bytes=text_rule)
+            elif prefilter:
+                err += (f" (its RE2 first pass of {len(prefilter)} characters is over "
+                        f"{TEXT_BACKTRACK_MAX_PREFILTER}: too costly on every message)")
             if rule.backtracking is not None:
                 err = None
                 rule.prefilter = prefilter
