@@ -69,8 +69,8 @@ BACKTRACK_TIMEOUT = 0.02
 # and some link tests): their relaxed pattern joins the kind's pattern set, and where it
 # matched, the backtracking engine tries the rule only where the relaxed pattern starts a
 # match (a match of the rule is one of the relaxed pattern's, so that is exact), instead of
-# reading the whole text: "click here" written plainly wakes FUZZY_CLICK_HERE's first pass
-# in many messages. A message's backtracking over text stops after TEXT_BACKTRACK_BUDGET
+# reading the whole text: every "<font " wakes the first pass of the test for mixed-case
+# font tags, in many messages. A message's backtracking over text stops after TEXT_BACKTRACK_BUDGET
 # seconds in all, so however many such rules a hostile text wakes, it costs at most that;
 # the rules not yet tried then do not hit.
 TEXT_BACKTRACK_BUDGET = 0.05
