@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import threading
 from collections.abc import Iterable
+from pathlib import Path
 
 from aliasd.config import Settings
 from aliasd.core.block_decision import BlockListCache, Sender, server_block
@@ -29,6 +30,7 @@ from aliasd.scanner.spf import DnsLookup, check_spf
 from aliasd.scanner.user_bayes import UserBayes, classify_for_owner
 
 BLOCKLIST_TTL = 5.0  # seconds a read of the block list is reused
+PATTERN_CACHE = "compiled-rules"  # in the data directory: the rules' compiled pattern databases
 COUNTER_FLUSH = 2.0  # seconds between writes of the scanned-by-action counters
 SCAN_COUNTER_PREFIX = "scanned:"
 
@@ -148,7 +150,8 @@ class BundledScanner:
         self._pending: dict[str, int] = {}
         self._flush_timer: threading.Timer | None = None
         self.rules, self._own_rules = filerules.load(
-            tuple(settings.scanner_rules), settings.scanner_spamassassin_dir, settings.scanner_spamassassin)
+            tuple(settings.scanner_rules), settings.scanner_spamassassin_dir, settings.scanner_spamassassin,
+            str(Path(settings.data_dir) / PATTERN_CACHE))
         self._superseded = filerules.superseded(self.rules)
         atexit.register(self._flush_quietly)
 

@@ -77,11 +77,12 @@ def superseded(rules: RuleSet) -> frozenset[str]:
 
 @functools.cache
 def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
-         spamassassin: str = "off") -> tuple[RuleSet, frozenset[str]]:
+         spamassassin: str = "off", cache_dir: str | None = None) -> tuple[RuleSet, frozenset[str]]:
     """The rule set: aliasd's own files, SpamAssassin's directory (``content``: its
     body, rawbody, uri and full rules and the metas over them; ``scored``: its header
     rules too, those it scores at HEADER_WEIGHT of their score, the others not counted;
     ``all``: all its rules), then the extra ``paths``. Logs what was loaded and skipped.
+    ``cache_dir``: where the compiled pattern databases are kept for the next process.
 
     Also returns the rules that count the score the rule set gives them: aliasd's own
     and, in ``content`` and ``scored`` mode, SpamAssassin's; the others count
@@ -110,7 +111,7 @@ def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
             log.info("scanner rules: no SpamAssassin rules at %s (Debian: apt install spamassassin)",
                      spamassassin_dir)
     rules.add_paths(paths)
-    rules.compile()
+    rules.compile(cache_dir)
     full_weight &= set(rules.rules)  # what compile disabled (metas on skipped rules) is gone
     log.info("scanner rules: %s", rules.report.summary())
     if rules.report.skipped_evals():

@@ -570,7 +570,9 @@ class RuleSet:
         self.report.skipped.append((where, name, why))
         self.rules.pop(name, None)
 
-    def compile(self) -> RuleSet:
+    def compile(self, cache_dir: str | None = None) -> RuleSet:
+        """Ready to match; ``cache_dir`` keeps the compiled pattern databases between
+        processes (aliasd/scanner/multimatch.py)."""
         self._expand_tags()
         # metas whose dependencies are missing are disabled, as SpamAssassin does; a
         # network test is not missing but never hits, as in SpamAssassin without them
@@ -606,7 +608,8 @@ class RuleSet:
                 by_kind.setdefault(kind, []).append(rule)
         # per kind: one pattern set (a rule RE2 cannot run there by its first pass,
         # confirmed by the backtracking engine where that matched)
-        self._sets = {kind: (PatternSet([r.prefilter if r.backtracking is not None else r.pattern for r in rules]),
+        self._sets = {kind: (PatternSet([r.prefilter if r.backtracking is not None else r.pattern for r in rules],
+                                        cache_dir=cache_dir),
                              [r.name for r in rules],
                              {i: (re2.compile(r.prefilter.encode(), latin1_options()), r.backtracking)
                               for i, r in enumerate(rules) if r.backtracking is not None})
@@ -632,7 +635,7 @@ class RuleSet:
                 always = tuple((r.name, r.backtracking, r.negate) for r in slow if r not in screened)
                 self._backtracking.append((
                     spec,
-                    PatternSet([r.prefilter for r in screened]) if screened else None,
+                    PatternSet([r.prefilter for r in screened], cache_dir=cache_dir) if screened else None,
                     tuple((r.name, r.backtracking, r.negate) for r in screened),
                     always,
                     tuple(r.name for r in slow if _unset_hits(r))))
@@ -643,7 +646,7 @@ class RuleSet:
             if spec.startswith("exists:"):
                 continue
             self._header_sets[spec] = (
-                PatternSet([r.pattern for r in rules], prefer_hyperscan=len(rules) > 30), rules)
+                PatternSet([r.pattern for r in rules], prefer_hyperscan=len(rules) > 30, cache_dir=cache_dir), rules)
             self._negated[spec] = [r.name for r in rules if r.negate]
             self._absent[spec] = [
                 r.name for r in rules
@@ -654,7 +657,7 @@ class RuleSet:
             fast = [r for r in rules if r.backtracking is None]
             name, _, mod = spec.partition(":")
             self._mime_plan.append((
-                name, bool(mod), PatternSet([r.pattern for r in fast]) if fast else None,
+                name, bool(mod), PatternSet([r.pattern for r in fast], cache_dir=cache_dir) if fast else None,
                 [r.name for r in fast], [(r.name, r.backtracking) for r in rules if r.backtracking is not None]))
         self._exists = [(spec[7:], spec[7:] in PSEUDO_HEADERS.values(), tuple(r.name for r in rules))
                         for spec, rules in self._headers.items() if spec.startswith("exists:")]
