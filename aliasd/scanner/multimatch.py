@@ -153,7 +153,8 @@ def _cached_compile(patterns: list[str], cache_dir: str | Path | None):
             try:
                 with os.fdopen(fd, "wb") as out:
                     out.write(hashlib.sha256(payload).digest() + payload)
-                    os.replace(tmp, path)  # whole or not at all, for a process reading it now
+                os.chmod(tmp, 0o644)  # no secret: other aliasd services may read it
+                os.replace(tmp, path)  # whole or not at all, for a process reading it now
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
