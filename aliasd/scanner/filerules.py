@@ -75,14 +75,37 @@ def superseded(rules: RuleSet) -> frozenset[str]:
                      if other in rules.rules and rules.score_of(other) != 0)
 
 
-@functools.cache
+class _CacheDir:
+    """Where compiled patterns are kept, handed through load()'s cache without being
+    part of its key: it changes no result, and the process's first load decides it."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _CacheDir)
+
+    def __hash__(self) -> int:
+        return 0
+
+
 def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
          spamassassin: str = "off", cache_dir: str | None = None) -> tuple[RuleSet, frozenset[str]]:
+    """The rule set, loaded once per process for each combination of the other
+    arguments (see _load); ``cache_dir``: where the compiled pattern databases are kept
+    for the next process."""
+    return _load(paths, spamassassin_dir, spamassassin, _CacheDir(cache_dir))
+
+
+@functools.cache
+def _load(paths: tuple[str, ...], spamassassin_dir: str, spamassassin: str,
+          cache_dir: _CacheDir) -> tuple[RuleSet, frozenset[str]]:
     """The rule set: aliasd's own files, SpamAssassin's directory (``content``: its
     body, rawbody, uri and full rules and the metas over them; ``scored``: its header
     rules too, those it scores at HEADER_WEIGHT of their score, the others not counted;
     ``all``: all its rules), then the extra ``paths``. Logs what was loaded and skipped.
-    ``cache_dir``: where the compiled pattern databases are kept for the next process.
 
     Also returns the rules that count the score the rule set gives them: aliasd's own
     and, in ``content`` and ``scored`` mode, SpamAssassin's; the others count
@@ -111,7 +134,7 @@ def load(paths: tuple[str, ...] = (), spamassassin_dir: str = "",
             log.info("scanner rules: no SpamAssassin rules at %s (Debian: apt install spamassassin)",
                      spamassassin_dir)
     rules.add_paths(paths)
-    rules.compile(cache_dir)
+    rules.compile(cache_dir.path)
     full_weight &= set(rules.rules)  # what compile disabled (metas on skipped rules) is gone
     log.info("scanner rules: %s", rules.report.summary())
     if rules.report.skipped_evals():
@@ -189,3 +212,6 @@ def file_rule_symbols(
         if score:
             out.append(Symbol(name, score, (), rules.descriptions.get(name, "")))
     return out
+
+
+load.cache_clear = _load.cache_clear  # type: ignore[attr-defined]
