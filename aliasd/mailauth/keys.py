@@ -24,7 +24,6 @@ import fcntl
 import json
 import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from aliasd.config import Settings
+from aliasd.files import replace_file
 from aliasd.mailauth import fastrsa  # noqa: F401 - OpenSSL signing for dkimpy
 
 RSA = "rsa-sha256"
@@ -146,18 +146,8 @@ def owned_like_data_dir(settings: Settings, path: Path) -> None:
 
 
 def _write_private(path: Path, data: bytes, settings: Settings | None = None) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        os.fchmod(fd, 0o600)
-        if settings is not None:
-            owned_like_data_dir(settings, Path(tmp))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_file(path, data, mode=0o600,
+                 prepare=None if settings is None else lambda tmp: owned_like_data_dir(settings, tmp))
 
 
 def _write_index(directory: Path, entries: list[dict], settings: Settings) -> None:

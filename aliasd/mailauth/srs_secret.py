@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
 import secrets
-import tempfile
 from pathlib import Path
 
 from aliasd.config import Settings
+from aliasd.files import replace_file
 
 KEEP = 3
 
@@ -36,17 +35,8 @@ def _write(settings: Settings, path: Path, values: list[str]) -> None:
     from aliasd.mailauth.keys import owned_like_data_dir
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".srs-")
-    try:
-        os.fchmod(fd, 0o600)
-        owned_like_data_dir(settings, Path(tmp))
-        with os.fdopen(fd, "w") as fh:
-            fh.write("".join(v + "\n" for v in values))
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    replace_file(path, "".join(v + "\n" for v in values).encode(), mode=0o600,
+                 prepare=lambda tmp: owned_like_data_dir(settings, tmp))
 
 
 @contextlib.contextmanager

@@ -9,11 +9,12 @@ import contextlib
 import hashlib
 import logging
 import os
-import tempfile
 import threading
 from pathlib import Path
 
 import re2
+
+from aliasd.files import replace_file
 
 try:  # a wheel with the library inside; optional so that a platform without it still scans
     import hyperscan
@@ -21,6 +22,9 @@ except ImportError:  # pragma: no cover - hyperscan is a dependency; this is the
     hyperscan = None
 
 log = logging.getLogger(__name__)
+
+# each pattern reported once per text, and a pattern that can match nothing accepted
+_HS_FLAGS = (hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY) if hyperscan is not None else 0
 
 CACHE_KEEP = 40  # compiled databases kept; older ones (rules since changed) are removed
 HS_CHUNK = 200  # patterns per hyperscan database (SpamAssassin's live body rules: one)
@@ -109,7 +113,7 @@ class PatternSet:
 def _hs_compile(patterns: list[str]):
     """A hyperscan block-mode database of these patterns, or None if it refuses one."""
     db = hyperscan.Database()
-    flags = hyperscan.HS_FLAG_SINGLEMATCH | hyperscan.HS_FLAG_ALLOWEMPTY
+    flags = _HS_FLAGS
     try:
         db.compile(expressions=[p.encode() for p in patterns], ids=list(range(len(patterns))),
                    elements=len(patterns), flags=[flags] * len(patterns))
@@ -128,7 +132,8 @@ def _cached_compile(patterns: list[str], cache_dir: str | Path | None):
     compiled as without a cache."""
     if cache_dir is None or hyperscan is None:
         return _hs_compile(patterns)
-    key = hashlib.sha256("\0".join([getattr(hyperscan, "__version__", ""), *patterns]).encode()).hexdigest()
+    key = hashlib.sha256("\0".join([getattr(hyperscan, "__version__", ""), str(_HS_FLAGS), *patterns])
+                         .encode()).hexdigest()
     path = Path(cache_dir) / f"{key}.hsdb"
     try:
         data = path.read_bytes()
@@ -149,15 +154,9 @@ def _cached_compile(patterns: list[str], cache_dir: str | Path | None):
         try:
             payload = hyperscan.dumpb(db)
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".hsdb-")
-            try:
-                with os.fdopen(fd, "wb") as out:
-                    out.write(hashlib.sha256(payload).digest() + payload)
-                os.chmod(tmp, 0o644)  # no secret: other aliasd services may read it
-                os.replace(tmp, path)  # whole or not at all, for a process reading it now
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+            # whole or not at all, for a process reading it now; no secret: every aliasd
+            # service may read it
+            replace_file(path, hashlib.sha256(payload).digest() + payload, mode=0o644)
             _prune(path.parent)
         except Exception as exc:  # noqa: BLE001 - a read-only data directory: no cache, same scan
             log.debug("compiled patterns not kept in %s: %s", cache_dir, exc)
