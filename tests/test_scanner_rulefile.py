@@ -526,7 +526,7 @@ def test_text_rules_that_backtrack_without_end_cost_a_bounded_time():
     body = "".join(f"{'x' * 40}!y{i}\n\n" for i in range(40))
     started = time.perf_counter()
     hits = rules.match(*view(b"Subject: x\n\n" + body.encode()))
-    assert time.perf_counter() - started < 0.5  # one of them alone runs for minutes
+    assert time.perf_counter() - started < 1.0  # one of them alone runs for minutes
     assert hits == []
 
 

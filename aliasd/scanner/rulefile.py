@@ -184,11 +184,11 @@ def _prefilter(spec: str, multiline: bool = False) -> str:
     return "" if _check_re2(pattern) else pattern
 
 
-def bounded_search(pattern, text: str | bytes, timeout: float = BACKTRACK_TIMEOUT) -> bool:
-    """Whether a backtracking pattern matches ``text``; one that runs past ``timeout``
-    seconds does not."""
+def bounded_search(pattern, text: str) -> bool:
+    """Whether a backtracking pattern matches ``text``; one that runs past
+    BACKTRACK_TIMEOUT does not."""
     try:
-        return pattern.search(text, timeout=timeout) is not None
+        return pattern.search(text, timeout=BACKTRACK_TIMEOUT) is not None
     except TimeoutError:
         return False
 
