@@ -12,7 +12,7 @@ import io
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 from sqlalchemy import select
 
 from aliasd.config import load_settings
@@ -205,7 +205,7 @@ def test_report_in_chromium_without_javascript(tmp_path):
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             page.get_by_role("link", name="Spam report").click()
-            assert page.get_by_role("heading", name="Spam sources").is_visible()
+            expect(page.get_by_role("heading", name="Spam sources")).to_be_visible()
             ranking = page.locator("#ranking tbody tr")
             assert ranking.count() == 2
             first = ranking.nth(0).locator("th, td")
@@ -216,7 +216,7 @@ def test_report_in_chromium_without_javascript(tmp_path):
             assert "period=7d" in page.url
             page.get_by_role("link", name="shop.example").click()
             chart = page.get_by_role("img", name="Spam per day for shop.example")
-            assert chart.is_visible()
+            expect(chart).to_be_visible()
             box = chart.bounding_box()
             assert box["width"] > 300 and box["height"] > 100
             bars = page.locator("svg.spam-chart rect.spam")

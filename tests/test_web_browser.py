@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
+from playwright.sync_api import expect, sync_playwright
 
 from aliasd.config import load_settings
 from aliasd.models import Alias
@@ -44,7 +44,7 @@ def test_sign_in_create_find_disable(tmp_path):
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(base + "/")
-            assert page.get_by_role("heading", name="Aliases").is_visible()
+            expect(page.get_by_role("heading", name="Aliases")).to_be_visible()
 
             page.get_by_role("link", name="New alias").first.click()
             page.get_by_label("Site", exact=True).fill("https://www.GitHub.com/login")
@@ -52,7 +52,7 @@ def test_sign_in_create_find_disable(tmp_path):
             assert "github.com@alice.example" in page.locator("#proposal").inner_text()
             page.get_by_label("Note").fill("code hosting")
             page.get_by_role("button", name="Create alias").click()
-            assert page.get_by_role("heading", name="github.com@alice.example").is_visible()
+            expect(page.get_by_role("heading", name="github.com@alice.example")).to_be_visible()
 
             page.get_by_role("link", name="Aliases", exact=True).click()
             page.get_by_label("Search address, site or note").fill("github")
@@ -95,7 +95,7 @@ def test_change_password_then_sign_out_everywhere(tmp_path):
             other.wait_for_url(base + "/")
 
             page.get_by_role("link", name="alice").click()  # the user name opens the account
-            assert page.get_by_role("heading", name="Account").is_visible()
+            expect(page.get_by_role("heading", name="Account")).to_be_visible()
             page.get_by_label("Current password").fill(PASSWORD)
             page.get_by_label("New password", exact=True).fill(new_password)
             page.get_by_label("New password again").fill(new_password)
@@ -109,7 +109,8 @@ def test_change_password_then_sign_out_everywhere(tmp_path):
             other.wait_for_url(base + "/")
 
             page.get_by_role("button", name="Sign out everywhere").click()
-            assert "/login" in page.url and "Signed out everywhere" in page.content()
+            page.wait_for_url(base + "/login**")
+            expect(page.locator("body")).to_contain_text("Signed out everywhere")
             other.reload()
             assert "/login" in other.url
         finally:
