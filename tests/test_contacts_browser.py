@@ -11,6 +11,7 @@ from playwright.sync_api import sync_playwright
 
 from aliasd.core import aliases as core
 from aliasd.core import reverse_aliases as ra
+from tests.harness.browser import follow
 from tests.harness.webapp import PASSWORD, serve
 from tests.test_web_browser import ARTIFACTS, CHROMIUM_ARGS, app_with_alice
 
@@ -28,24 +29,24 @@ def test_write_to_someone_and_manage_the_contact(tmp_path):
             page.goto(base + "/login")
             page.get_by_label("User name").fill("alice")
             page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            follow(page.get_by_role("button", name="Sign in"))
             page.wait_for_url(base + "/")
             page.goto(f"{base}/aliases/{alias_id}")
 
             page.get_by_label("Their address").fill("friend@elsewhere.example")
             page.get_by_label("Their name (optional)").fill("A Friend")
-            page.get_by_role("button", name="Make the address to write to").click()
+            follow(page.get_by_role("button", name="Make the address to write to"))
             message = page.locator(".messages").inner_text()
             address = re.search(r"Write to (ra-[0-9a-f]+@alice\.example)", message).group(1)
             row = page.locator("#contacts-table tbody tr")
             assert "friend@elsewhere.example" in row.inner_text()
             assert address in row.inner_text()
 
-            page.get_by_role("button", name="Disable contact friend@elsewhere.example").click()
+            follow(page.get_by_role("button", name="Disable contact friend@elsewhere.example"))
             assert "(disabled)" in page.locator("#contacts-table").inner_text()
 
             page.get_by_label("Your name on mail sent as this alias").fill("Shop Me")
-            page.get_by_role("button", name="Save reply settings").click()
+            follow(page.get_by_role("button", name="Save reply settings"))
             assert "Reply settings saved." in page.locator(".messages").inner_text()
             page.screenshot(path=str(ARTIFACTS / "alias-contacts.png"), full_page=True)
         finally:

@@ -16,6 +16,7 @@ import requests
 from sqlalchemy import select
 
 from aliasd.models import Alias, MessageSample
+from tests.harness.browser import follow
 from tests.harness.postfix import swaks
 from tests.harness.quarantine_world import (
     ALIAS,
@@ -187,7 +188,7 @@ def _sign_in(page, base: str, name: str) -> None:
     page.goto(base + "/login")
     page.get_by_label("User name").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    follow(page.get_by_role("button", name="Sign in"))
     page.wait_for_url(base + "/")
 
 
@@ -220,15 +221,15 @@ def test_review_in_chromium_previews_safely_and_releases(world):
             page = browser.new_page()
             page.on("request", lambda r: requested.append(r.url))
             _sign_in(page, world.base_url, "alice")
-            page.get_by_role("link", name="Quarantine").click()
-            page.get_by_role("link", name=f"CHEAP WATCHES TODAY {marker.upper()}").click()
+            follow(page.get_by_role("link", name="Quarantine"))
+            follow(page.get_by_role("link", name=f"CHEAP WATCHES TODAY {marker.upper()}"))
             preview = page.locator("#preview").inner_text()
             assert f"Hello friend {marker}" in preview
             assert "<" not in preview and "alert" not in preview
             assert "SUBJ_ALL_CAPS" in page.locator("#symbols").inner_text()
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "quarantine-message.png"), full_page=True)
-            page.get_by_role("button", name=f"Release message {row['id']}").click()
+            follow(page.get_by_role("button", name=f"Release message {row['id']}"))
             assert f"Released message {row['id']}." in page.locator(".messages").inner_text()
             assert "learned it as not spam" in page.locator(".messages").inner_text()
             assert all(u.startswith(world.base_url) for u in requested), requested

@@ -12,6 +12,7 @@ from playwright.sync_api import expect, sync_playwright
 
 from aliasd.config import load_settings
 from aliasd.models import Alias
+from tests.harness.browser import follow
 from tests.harness.databases import sqlite_database
 from tests.harness.webapp import PASSWORD, add_user, make_app, serve
 
@@ -42,24 +43,24 @@ def test_sign_in_create_find_disable(tmp_path):
             assert "/login" in page.url
             page.get_by_label("User name").fill("alice")
             page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
+            follow(page.get_by_role("button", name="Sign in"))
             page.wait_for_url(base + "/")
             expect(page.get_by_role("heading", name="Aliases")).to_be_visible()
 
-            page.get_by_role("link", name="New alias").first.click()
+            follow(page.get_by_role("link", name="New alias").first)
             page.get_by_label("Site", exact=True).fill("https://www.GitHub.com/login")
-            page.get_by_role("button", name="Propose address").click()
+            follow(page.get_by_role("button", name="Propose address"))
             assert "github.com@alice.example" in page.locator("#proposal").inner_text()
             page.get_by_label("Note").fill("code hosting")
-            page.get_by_role("button", name="Create alias").click()
+            follow(page.get_by_role("button", name="Create alias"))
             expect(page.get_by_role("heading", name="github.com@alice.example")).to_be_visible()
 
-            page.get_by_role("link", name="Aliases", exact=True).click()
+            follow(page.get_by_role("link", name="Aliases", exact=True))
             page.get_by_label("Search address, site or note").fill("github")
-            page.get_by_role("button", name="Search").click()
+            follow(page.get_by_role("button", name="Search"))
             row = page.locator('tr[data-address="github.com@alice.example"]')
             assert row.locator("td.state").inner_text() == "active"
-            row.get_by_role("button", name="Disable github.com@alice.example").click()
+            follow(row.get_by_role("button", name="Disable github.com@alice.example"))
             row = page.locator('tr[data-address="github.com@alice.example"]')
             assert row.locator("td.state").inner_text() == "disabled"
             assert "disabled: github.com@alice.example" in page.locator(".messages").inner_text()
@@ -85,7 +86,7 @@ def test_change_password_then_sign_out_everywhere(tmp_path):
                 page.goto(base + "/login")
                 page.get_by_label("User name").fill("alice")
                 page.get_by_label("Password").fill(password)
-                page.get_by_role("button", name="Sign in").click()
+                follow(page.get_by_role("button", name="Sign in"))
                 return page
 
             laptop, phone = browser.new_context(), browser.new_context()
@@ -94,12 +95,12 @@ def test_change_password_then_sign_out_everywhere(tmp_path):
             other = sign_in(phone, PASSWORD)
             other.wait_for_url(base + "/")
 
-            page.get_by_role("link", name="alice").click()  # the user name opens the account
+            follow(page.get_by_role("link", name="alice"))  # the user name opens the account
             expect(page.get_by_role("heading", name="Account")).to_be_visible()
             page.get_by_label("Current password").fill(PASSWORD)
             page.get_by_label("New password", exact=True).fill(new_password)
             page.get_by_label("New password again").fill(new_password)
-            page.get_by_role("button", name="Change password").click()
+            follow(page.get_by_role("button", name="Change password"))
             assert "Password changed" in page.locator(".messages").inner_text()
             page.screenshot(path=str(ARTIFACTS / "account.png"), full_page=True)
 
@@ -108,7 +109,7 @@ def test_change_password_then_sign_out_everywhere(tmp_path):
             other = sign_in(phone, new_password)
             other.wait_for_url(base + "/")
 
-            page.get_by_role("button", name="Sign out everywhere").click()
+            follow(page.get_by_role("button", name="Sign out everywhere"))
             page.wait_for_url(base + "/login**")
             expect(page.locator("body")).to_contain_text("Signed out everywhere")
             other.reload()

@@ -18,6 +18,7 @@ from aliasd.core import aliases as core
 from aliasd.core import events
 from aliasd.models import User
 from aliasd.web.permissions import login_required
+from tests.harness.browser import follow
 from tests.harness.databases import sqlite_database
 from tests.harness.webapp import PASSWORD, add_user, make_app, serve
 
@@ -127,7 +128,7 @@ def _sign_in(context, base: str, name: str) -> None:
     page.goto(base + "/login")
     page.get_by_label("User name").fill(name)
     page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    follow(page.get_by_role("button", name="Sign in"))
     page.wait_for_url(base + "/")
     page.close()
 
@@ -226,7 +227,7 @@ def test_burn_confirmation_button_is_white_on_dark_red(site):
             row = page.locator('tr[data-address="shop.example@alice.example"]')
             row.get_by_role("checkbox").check()
             page.get_by_label("With selected aliases").select_option("burn")
-            page.get_by_role("button", name="Apply to selected").click()
+            follow(page.get_by_role("button", name="Apply to selected"))
             button = page.get_by_role("button", name="Yes, burn")
             colours = button.evaluate(
                 "b => [getComputedStyle(b).color, getComputedStyle(b).backgroundColor]")
