@@ -77,9 +77,20 @@ def test_date_rules_judge_against_the_received_time(date, expected):
     assert got == ({expected} if expected else set())
 
 
-def test_date_without_received_is_judged_against_the_clock():
+def test_mail_arriving_without_received_is_judged_against_the_clock():
     raw = b"From: a@b.example\nDate: Mon, 10 Jun 2024 20:00:00 +0000\n\nbody\n"
-    assert "DATE_IN_FUTURE" in symbols(raw)  # NOW is 12:00 UTC
+    assert "DATE_IN_FUTURE" in symbols(raw, client_addr="192.0.2.7")  # NOW is 12:00 UTC
+    old = b"From: a@b.example\nDate: Fri, 06 Sep 2002 11:02:11 -0400\n\nbody\n"
+    assert "DATE_IN_PAST" in symbols(old, client_addr="192.0.2.7")
+
+
+def test_stored_mail_without_received_gets_no_date_verdict():
+    """A saved message with no Received date (scanned from a file, no SMTP client) has
+    no known arrival time: an old Date is not "in the past" because today is later."""
+    old = b"From: a@b.example\nDate: Fri, 06 Sep 2002 11:02:11 -0400\n\nbody\n"
+    future = b"From: a@b.example\nDate: Mon, 10 Jun 2024 20:00:00 +0000\n\nbody\n"
+    assert not {"DATE_IN_PAST", "DATE_IN_FUTURE"} & set(symbols(old) | symbols(future))
+    assert "INVALID_DATE" in symbols(b"From: a@b.example\nDate: yesterday\n\nbody\n")
 
 
 def test_alias_site_mismatch_uses_envelope_and_from():

@@ -271,7 +271,14 @@ def _date_rules(ctx: RuleContext) -> Iterator[Symbol]:
         return
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
-    ref = received_time(pm) or ctx.now
+    ref = received_time(pm)
+    if ref is None:
+        if not ctx.request.client_addr:
+            # Stored mail without a Received date (an archive's export, a saved file):
+            # when it arrived is unknown, and today's clock would make every old message
+            # "in the past". SpamAssassin likewise judges no Date without Received dates.
+            return
+        ref = ctx.now  # arriving now from this SMTP client
     delta = (when - ref).total_seconds()
     if delta > 2 * 3600:
         yield sym("DATE_IN_FUTURE", f"{delta / 3600:.1f}h")
