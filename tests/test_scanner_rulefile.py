@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aliasd.config import load_settings
 from aliasd.db import Database
-from aliasd.scanner import filerules
+from aliasd.scanner import filerules, rulefile
 from aliasd.scanner.bundled import BundledScanner
 from aliasd.scanner.message import decode_header_value, parse_message
 from aliasd.scanner.relays import external_relays, iter_hops
@@ -528,6 +528,27 @@ def test_text_rules_that_backtrack_without_end_cost_a_bounded_time():
     hits = rules.match(*view(b"Subject: x\n\n" + body.encode()))
     assert time.perf_counter() - started < 1.0  # one of them alone runs for minutes
     assert hits == []
+
+
+def test_a_busy_machine_does_not_change_which_text_rules_hit(monkeypatch):
+    """The backtracking budget counts the scanning thread's own work only: while it waits
+    (other threads scanning, the garbage collector, other processes) the budget does not
+    run down, so a message gets the same hits however busy the machine is."""
+    rules = RuleSet()
+    rules.load_text("".join(f"body   AHEAD_{i}  /(?!plain)offer{i}\\b/\n" for i in range(6)), "ahead.cf")
+    rules.compile()
+    message = b"Subject: x\n\n" + b" ".join(b"offer%d" % i for i in range(6)) + b"\n"
+    quiet = rules.match(*view(message))
+    assert quiet == [f"AHEAD_{i}" for i in range(6)]
+
+    confirmed = rulefile._confirmed
+
+    def after_a_wait(*args):
+        time.sleep(0.03)  # another thread's turn: the clock runs, this thread does not
+        return confirmed(*args)
+
+    monkeypatch.setattr(rulefile, "_confirmed", after_a_wait)
+    assert rules.match(*view(message)) == quiet
 
 
 def test_spamassassins_drug_and_body_part_rules_hit_as_in_spamassassin():

@@ -72,7 +72,11 @@ BACKTRACK_TIMEOUT = 0.02
 # reading the whole text: every "<font " wakes the first pass of the test for mixed-case
 # font tags, in many messages. A message's backtracking over text stops after TEXT_BACKTRACK_BUDGET
 # seconds in all, so however many such rules a hostile text wakes, it costs at most that;
-# the rules not yet tried then do not hit.
+# the rules not yet tried then do not hit. Both limits count this thread's CPU time in the
+# engine, not the clock: the clock also runs while other threads scan (the milter's), the
+# garbage collector works or the system runs other processes, and the same message then
+# got another verdict under load. (The engine's own stop, for one call, is by the clock;
+# that only makes it stop sooner.)
 TEXT_BACKTRACK_BUDGET = 0.05
 TEXT_BACKTRACK_STARTS = 8  # places tried one by one; past that, one search over the rest
 # ... unless that first pass is longer than this: the FUZZY_* rules (2,900-9,400 characters
@@ -740,18 +744,21 @@ class RuleSet:
                 encoded[kind] = text if isinstance(text, bytes) else text.encode("utf-8", "replace")
             return encoded[kind]
 
-        deadline = 0.0
+        spent = 0.0  # CPU seconds this thread spent backtracking over this message's text
         for kind, (pset, names, confirm) in self._sets.items():
             text = texts.get(kind, "")
             if not text:
                 continue
             found = pset.match(text)
             for i in [i for i in found if i in confirm]:
-                if not deadline:
-                    deadline = time.monotonic() + TEXT_BACKTRACK_BUDGET
-                left = deadline - time.monotonic()
-                if left <= 0 or not _confirmed(*confirm[i], as_bytes(kind), min(left, BACKTRACK_TIMEOUT)):
+                left = TEXT_BACKTRACK_BUDGET - spent
+                if left <= 0:
                     found.discard(i)
+                    continue
+                began = time.thread_time()
+                if not _confirmed(*confirm[i], as_bytes(kind), min(left, BACKTRACK_TIMEOUT)):
+                    found.discard(i)
+                spent += time.thread_time() - began
             hits.update(names[i] for i in found)
         present = headers.names
         for name, pseudo, names in self._exists:
@@ -787,7 +794,7 @@ class RuleSet:
 def _confirmed(relaxed, pattern, data: bytes, timeout: float) -> bool:
     """Whether a text rule RE2 cannot run matches ``data``: the backtracking ``pattern``
     tried at each place its ``relaxed`` form (RE2) starts a match, left to right."""
-    stop = time.monotonic() + timeout
+    stop = time.thread_time() + timeout  # CPU time of this thread, as the budget above
     pos = 0
     try:
         for _ in range(TEXT_BACKTRACK_STARTS):
@@ -795,10 +802,10 @@ def _confirmed(relaxed, pattern, data: bytes, timeout: float) -> bool:
             if found is None:
                 return False
             start = found.start()
-            if pattern.match(data, start, timeout=max(stop - time.monotonic(), 1e-6)) is not None:
+            if pattern.match(data, start, timeout=max(stop - time.thread_time(), 1e-6)) is not None:
                 return True
             pos = start + 1
-        return pattern.search(data, pos, timeout=max(stop - time.monotonic(), 1e-6)) is not None
+        return pattern.search(data, pos, timeout=max(stop - time.thread_time(), 1e-6)) is not None
     except TimeoutError:
         return False
 
