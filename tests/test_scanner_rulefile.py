@@ -9,6 +9,8 @@ import logging
 import time
 from pathlib import Path
 
+import regex
+
 from aliasd.config import load_settings
 from aliasd.db import Database
 from aliasd.scanner import filerules, rulefile
@@ -549,6 +551,35 @@ def test_a_busy_machine_does_not_change_which_text_rules_hit(monkeypatch):
 
     monkeypatch.setattr(rulefile, "_confirmed", after_a_wait)
     assert rules.match(*view(message)) == quiet
+
+
+def test_a_rule_stopped_by_the_clock_before_using_its_cpu_time_is_tried_again():
+    """The engine stops a call by the clock; when the system ran other processes meanwhile,
+    the call is made again with the CPU time it has left, and the rule hits as on a quiet
+    machine. A call that does use up its CPU time stays stopped."""
+
+    class DescheduledOnce:
+        calls = 0
+
+        def search(self, text, pos=0, timeout=None):
+            self.calls += 1
+            if self.calls == 1:
+                raise TimeoutError  # the clock ran out while another process had the core
+            return regex.compile("needle").search(text, pos, timeout=timeout)
+
+    pattern = DescheduledOnce()
+    assert rulefile.bounded_search(pattern, "a needle") and pattern.calls == 2
+
+    class Catastrophic:
+        def search(self, text, pos=0, timeout=None):
+            started = time.thread_time()
+            while time.thread_time() - started < timeout:
+                pass  # backtracking: CPU time spent
+            raise TimeoutError
+
+    started = time.perf_counter()
+    assert not rulefile.bounded_search(Catastrophic(), "x" * 40)
+    assert time.perf_counter() - started < 1.0
 
 
 def test_spamassassins_drug_and_body_part_rules_hit_as_in_spamassassin():

@@ -64,6 +64,9 @@ _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays
 # does not hit) so that no rule can hold a message up.
 BACKTRACK_SCAN = 4000
 BACKTRACK_TIMEOUT = 0.02
+# The engine stops by the clock; calls it stopped before they had used their CPU time are
+# made again (within_cpu), at most this many times in all.
+CLOCK_RETRIES = 4
 # Text rules (body, rawbody, uri, full) RE2 cannot run go the same way, over the bytes the
 # multi-pattern pass read (SpamAssassin's erectile-drug, body-part, diet, invisible-text
 # and some link tests): their relaxed pattern joins the kind's pattern set, and where it
@@ -188,11 +191,31 @@ def _prefilter(spec: str, multiline: bool = False) -> str:
     return "" if _check_re2(pattern) else pattern
 
 
+def within_cpu(run, allowance: float):
+    """``run(timeout)``, a call of the backtracking engine, given ``allowance`` seconds of
+    this thread's CPU time. The engine stops by the clock; a call the clock stopped
+    before it had used its CPU time (the system ran other processes meanwhile) is made
+    again with what is left, so that a busy machine changes no result. TimeoutError
+    once the CPU time is spent."""
+    if allowance <= 0:
+        raise TimeoutError  # (the engine reads a timeout of 0 or less as none at all)
+    stop = time.thread_time() + allowance
+    left = allowance
+    for _ in range(CLOCK_RETRIES):
+        try:
+            return run(left)
+        except TimeoutError:
+            left = stop - time.thread_time()  # read only after a stop: the usual call is fast
+            if left <= 0:
+                break
+    raise TimeoutError
+
+
 def bounded_search(pattern, text: str) -> bool:
     """Whether a backtracking pattern matches ``text``; one that runs past
-    BACKTRACK_TIMEOUT does not."""
+    BACKTRACK_TIMEOUT of CPU time does not."""
     try:
-        return pattern.search(text, timeout=BACKTRACK_TIMEOUT) is not None
+        return within_cpu(lambda left: pattern.search(text, timeout=left), BACKTRACK_TIMEOUT) is not None
     except TimeoutError:
         return False
 
@@ -802,10 +825,12 @@ def _confirmed(relaxed, pattern, data: bytes, timeout: float) -> bool:
             if found is None:
                 return False
             start = found.start()
-            if pattern.match(data, start, timeout=max(stop - time.thread_time(), 1e-6)) is not None:
+            if within_cpu(lambda left, at=start: pattern.match(data, at, timeout=left),
+                          stop - time.thread_time()) is not None:
                 return True
             pos = start + 1
-        return pattern.search(data, pos, timeout=max(stop - time.thread_time(), 1e-6)) is not None
+        return within_cpu(lambda left: pattern.search(data, pos, timeout=left),
+                          stop - time.thread_time()) is not None
     except TimeoutError:
         return False
 
@@ -865,13 +890,23 @@ def _count(pattern: object, text: bytes, cap: int) -> int:
     if isinstance(pattern, bytes):
         return min(text.count(pattern), cap)
     n = 0
-    matches = (pattern.finditer(text, timeout=BACKTRACK_TIMEOUT) if isinstance(pattern, regex.Pattern)
-               else pattern.finditer(text))
-    try:
-        for _ in matches:
+    if not isinstance(pattern, regex.Pattern):
+        for _ in pattern.finditer(text):
             n += 1
             if n >= cap:
                 break
+        return n
+    # one search after another as finditer's, each in this thread's CPU time (within_cpu)
+    stop = time.thread_time() + BACKTRACK_TIMEOUT
+    pos = 0
+    try:
+        while n < cap and pos <= len(text):
+            found = within_cpu(lambda left, at=pos: pattern.search(text, at, timeout=left),
+                               stop - time.thread_time())
+            if found is None:
+                break
+            n += 1
+            pos = found.end() if found.end() > found.start() else found.end() + 1
     except TimeoutError:
         n = max(n, 1)
     return n
