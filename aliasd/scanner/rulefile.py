@@ -60,8 +60,8 @@ _PSEUDO = ("x-spam-relays-", "x-spam-", "x-mailer-lid", "x-languages", "x-relays
 # Header rules whose pattern RE2 cannot run (look-arounds, back-references: 20 % of
 # SpamAssassin's header rules, among them the dynamic-rDNS and HELO tests) run on the
 # ``regex`` module, a backtracking engine: each on at most this much of the header, and
-# stopped after BACKTRACK_TIMEOUT seconds (a pattern that backtracks catastrophically then
-# does not hit) so that no rule can hold a message up.
+# stopped after BACKTRACK_TIMEOUT seconds of the thread's CPU time (a pattern that
+# backtracks catastrophically then does not hit) so that no rule can hold a message up.
 BACKTRACK_SCAN = 4000
 BACKTRACK_TIMEOUT = 0.02
 # The engine stops by the clock; calls it stopped before they had used their CPU time are
@@ -78,8 +78,8 @@ CLOCK_RETRIES = 4
 # the rules not yet tried then do not hit. Both limits count this thread's CPU time in the
 # engine, not the clock: the clock also runs while other threads scan (the milter's), the
 # garbage collector works or the system runs other processes, and the same message then
-# got another verdict under load. (The engine's own stop, for one call, is by the clock;
-# that only makes it stop sooner.)
+# got another verdict under load (within_cpu makes the engine's own stop, by the clock,
+# one by CPU time).
 TEXT_BACKTRACK_BUDGET = 0.05
 TEXT_BACKTRACK_STARTS = 8  # places tried one by one; past that, one search over the rest
 # ... unless that first pass is longer than this: the FUZZY_* rules (2,900-9,400 characters
@@ -191,23 +191,20 @@ def _prefilter(spec: str, multiline: bool = False) -> str:
     return "" if _check_re2(pattern) else pattern
 
 
-def within_cpu(run, allowance: float):
-    """``run(timeout)``, a call of the backtracking engine, given ``allowance`` seconds of
-    this thread's CPU time. The engine stops by the clock; a call the clock stopped
-    before it had used its CPU time (the system ran other processes meanwhile) is made
-    again with what is left, so that a busy machine changes no result. TimeoutError
-    once the CPU time is spent."""
-    if allowance <= 0:
-        raise TimeoutError  # (the engine reads a timeout of 0 or less as none at all)
-    stop = time.thread_time() + allowance
-    left = allowance
+def within_cpu(run, stop: float):
+    """``run(timeout)``, a call of the backtracking engine, until ``stop`` on this
+    thread's CPU clock (``time.thread_time``). The engine stops by the wall clock; a
+    call it stopped before the CPU time was spent (the system ran other processes
+    meanwhile) is made again with what is left, so that a busy machine changes no
+    result. TimeoutError once the CPU time is spent."""
     for _ in range(CLOCK_RETRIES):
+        left = stop - time.thread_time()
+        if left <= 0:  # (and the engine would not read 0 or less as a timeout)
+            break
         try:
             return run(left)
         except TimeoutError:
-            left = stop - time.thread_time()  # read only after a stop: the usual call is fast
-            if left <= 0:
-                break
+            continue
     raise TimeoutError
 
 
@@ -215,7 +212,8 @@ def bounded_search(pattern, text: str) -> bool:
     """Whether a backtracking pattern matches ``text``; one that runs past
     BACKTRACK_TIMEOUT of CPU time does not."""
     try:
-        return within_cpu(lambda left: pattern.search(text, timeout=left), BACKTRACK_TIMEOUT) is not None
+        return within_cpu(lambda left: pattern.search(text, timeout=left),
+                          time.thread_time() + BACKTRACK_TIMEOUT) is not None
     except TimeoutError:
         return False
 
@@ -825,12 +823,10 @@ def _confirmed(relaxed, pattern, data: bytes, timeout: float) -> bool:
             if found is None:
                 return False
             start = found.start()
-            if within_cpu(lambda left, at=start: pattern.match(data, at, timeout=left),
-                          stop - time.thread_time()) is not None:
+            if within_cpu(lambda left, at=start: pattern.match(data, at, timeout=left), stop) is not None:
                 return True
             pos = start + 1
-        return within_cpu(lambda left: pattern.search(data, pos, timeout=left),
-                          stop - time.thread_time()) is not None
+        return within_cpu(lambda left: pattern.search(data, pos, timeout=left), stop) is not None
     except TimeoutError:
         return False
 
@@ -901,8 +897,7 @@ def _count(pattern: object, text: bytes, cap: int) -> int:
     pos = 0
     try:
         while n < cap and pos <= len(text):
-            found = within_cpu(lambda left, at=pos: pattern.search(text, at, timeout=left),
-                               stop - time.thread_time())
+            found = within_cpu(lambda left, at=pos: pattern.search(text, at, timeout=left), stop)
             if found is None:
                 break
             n += 1
