@@ -35,6 +35,10 @@ def judge(site, from_domain, envelope=None, *, spam=False, known=None, new=False
         ("dhl.com", "mail.dhl.de", "name"),
         ("twitter.com", "x.com", "affiliation"),
         ("bitbucket.org", "atlassian.com", "affiliation"),
+        ("steamcommunity.com", "store.steampowered.com", "affiliation"),
+        ("cash.app", "square.com", "affiliation"),
+        ("americanexpress.com", "welcome.aexp.com", "affiliation"),
+        ("wsj.com", "dowjones.com", "affiliation"),
         ("accounts.shop.co.uk", "email.shop.co.uk", "site"),
     ],
 )
