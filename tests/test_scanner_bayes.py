@@ -331,3 +331,19 @@ def test_bayes_leaning_to_ham_on_text_that_also_carries_many_spam_words_counts_a
     leaning = float(salad.options[0].rstrip("%"))
     assert (salad.name, salad.score) == ("BAYES_MIXED", 2.0) and leaning < 50
     assert bayes(spam_words[:80]).name == "BAYES_SPAM"
+
+
+def test_word_hash_memory_stays_bounded_on_a_never_ending_vocabulary(monkeypatch):
+    """A long-running milter meets new words (names, codes, misspellings) for ever: the
+    kept word hashes are bounded, and emptying them changes no token."""
+    from aliasd.scanner import tokens
+
+    monkeypatch.setattr(tokens, "WORD_HASH_CACHE", 1_000)
+    monkeypatch.setattr(tokens, "_word_hashes", {})
+    raw = mail("spam_pharmacy.eml")
+    before = message_tokens(parse_message(raw)).tolist()
+    for i in range(30):
+        body = " ".join(f"word{i}x{j}" for j in range(200))
+        message_tokens(parse_message(b"Subject: news\n\n" + body.encode()))
+        assert len(tokens._word_hashes) <= tokens.WORD_HASH_CACHE
+    assert message_tokens(parse_message(raw)).tolist() == before

@@ -33,6 +33,11 @@ _C1 = np.uint64(0x9E3779B97F4A7C15)
 _C2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _C3 = np.uint64(0x165667B19E3779F9)
 
+# Words whose hashes are kept. A mail stream's vocabulary never stops growing (names,
+# codes, misspellings), so the cache is emptied when full: about 140 bytes a word, 28 MB
+# at most per process (500,000 held 70 MB in each milter worker once a server had seen
+# enough mail). The corpus's 6,046 messages use 112,558 distinct words.
+WORD_HASH_CACHE = 200_000
 _word_hashes: dict[str, int] = {}
 
 
@@ -49,7 +54,7 @@ def _h(word: str) -> int:
     # the same words recur in every message.
     value = _word_hashes.get(word)
     if value is None:
-        if len(_word_hashes) > 500_000:
+        if len(_word_hashes) >= WORD_HASH_CACHE:
             _word_hashes.clear()
         value = int.from_bytes(hashlib.blake2b(word.encode("utf-8", "replace"), digest_size=8).digest(), "little")
         _word_hashes[word] = value
