@@ -347,3 +347,21 @@ def test_word_hash_memory_stays_bounded_on_a_never_ending_vocabulary(monkeypatch
         message_tokens(parse_message(b"Subject: news\n\n" + body.encode()))
         assert len(tokens._word_hashes) <= tokens.WORD_HASH_CACHE
     assert message_tokens(parse_message(raw)).tolist() == before
+
+
+def test_token_counts_read_without_a_snapshot_stay_bounded_in_memory(scanner, monkeypatch):
+    """Past SNAPSHOT_MAX learned tokens a worker reads counts from the database and keeps
+    them: at most CACHE_MAX, with the same verdicts as the snapshot gives."""
+    for name in SPAM:
+        scanner.learn(mail(name), True)
+    for name in HAM:
+        scanner.learn(mail(name), False)
+    assert scanner.bayes.load_snapshot() is True
+    with_snapshot = {n: scanner.bayes.classify(parse_message(mail(n)), 2) for n in SPAM + HAM}
+    monkeypatch.setattr(bayes_mod, "SNAPSHOT_MAX", 0)
+    monkeypatch.setattr(bayes_mod, "CACHE_MAX", 300)
+    scanner.bayes._snapshot = None
+    assert scanner.bayes.load_snapshot() is False  # too many tokens: no snapshot
+    for n in SPAM + HAM:
+        assert scanner.bayes.classify(parse_message(mail(n)), 2) == with_snapshot[n]
+        assert len(scanner.bayes._cache) <= bayes_mod.CACHE_MAX

@@ -57,7 +57,9 @@ MAX_TOKENS = 150
 # in cross-validation (-28 flagged 11, -24 flags 9).
 CALIBRATION_CENTER = -24.0
 CALIBRATION_SCALE = 11.4
-CACHE_MAX = 2_000_000  # token counts kept in memory per process
+# Token counts kept in memory per process while no snapshot serves (the first seconds,
+# or past SNAPSHOT_MAX): about 150 bytes each, 75 MB at most (2,000,000 allowed 300 MB).
+CACHE_MAX = 500_000
 REVISION_CHECK = 1.0  # seconds between checks whether another process learned
 SNAPSHOT_MAX = 8_000_000  # above this many tokens, no in-memory snapshot (~16 bytes each)
 SNAPSHOT_INTERVAL = 15.0  # seconds between snapshot reloads while learning goes on
@@ -221,7 +223,8 @@ class BayesStore:
         with self.db.engine.connect() as conn:
             cache = self._cache
             keys = tokens.tolist()
-            missing = [t for t in keys if t not in cache]
+            pairs = list(map(cache.get, keys))
+            missing = [t for t, v in zip(keys, pairs, strict=True) if v is None]
             if missing:
                 fetched = self._fetch(conn, missing)
                 with self._lock:
@@ -229,8 +232,9 @@ class BayesStore:
                         cache.clear()
                     for t in missing:
                         cache[t] = fetched.get(t, (0, 0))
-            get = cache.get
-            pairs = [get(t) or (0, 0) for t in keys]
+                # from what was read, not the cache: emptied just now (here or by another
+                # thread), it no longer holds this message's other tokens
+                pairs = [v or fetched.get(t, (0, 0)) for t, v in zip(keys, pairs, strict=True)]
         arr = np.array(pairs, dtype=np.float64).reshape(-1, 2)
         return arr[:, 0], arr[:, 1], self._learned
 
