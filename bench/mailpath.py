@@ -178,6 +178,30 @@ def cpu_seconds(pid: int) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+def machine_busy(seconds: float = 1.0) -> float:
+    """The share of all CPUs busy (not idle or waiting on I/O) over ``seconds``."""
+    def sample() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
+    total0, idle0 = sample()
+    time.sleep(seconds)
+    total1, idle1 = sample()
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
+def wait_until_quiet(limit: float = 180.0, busy: float = 0.15) -> None:
+    """Let the milters and rspamd finish starting (rule files read, pattern databases
+    compiled, Bayes loaded) before the first setup runs: their start-up would otherwise
+    share the CPUs with the setup measured first, Postfix alone."""
+    started = time.monotonic()
+    share = machine_busy()
+    while share > busy and time.monotonic() - started < limit:
+        share = machine_busy()
+    state = "quiet" if share <= busy else f"still {share:.0%} busy; measuring anyway"
+    print(f"waited {time.monotonic() - started:.0f} s for the started processes to settle ({state})")
+
+
 def measure(name: str, base: Path, main_cf: dict[str, str], files, total, sessions_list,
             sink_port: int, milter_pid: int | None = None) -> dict[int, float]:
     pf = PostfixInstance(base / f"pf-{name}", relay_port=sink_port, main_cf={
@@ -360,6 +384,7 @@ def main() -> None:
             setups.append(("rspamd-unix", {**hash_map,
                                            **postfix_milter_settings(settings, f"unix:{rspamd.milter_socket}")}))  # fmt: skip
 
+        wait_until_quiet()
         print(f"mail path: {args.messages} messages per run, {len(files)} distinct corpus "
               f"messages (half ham, half spam), database {db.engine.dialect.name}")
         results: dict[str, dict[int, float]] = {}
