@@ -181,7 +181,8 @@ def cpu_seconds(pid: int) -> float:
 def machine_busy(seconds: float = 1.0) -> float:
     """The share of all CPUs busy (not idle or waiting on I/O) over ``seconds``."""
     def sample() -> tuple[int, int]:
-        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        # user nice system idle iowait irq softirq steal (guest time is inside user)
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
 
     total0, idle0 = sample()
