@@ -152,3 +152,32 @@ def test_stat_reads_the_counters_without_loading_the_rule_files(aliasd_cli, tmp_
     proc = aliasd_cli("stat", env_extra=env, subprocess_run=True)
     assert "Messages scanned: 1" in proc.stdout
     assert "rule file:" not in proc.stderr
+
+
+def test_an_mbox_is_split_only_at_its_separator_lines(aliasd_cli, tmp_path):
+    """A body line starting with "From " that mboxcl2 writers and exports leave unescaped
+    stays in its message; only "From " lines carrying the delivery date start one."""
+    import json
+
+    from aliasd.cli.mbox import message_spans, read_span
+
+    first = (MAIL / "ham_colleague.eml").read_bytes().rstrip(b"\n")
+    second = (MAIL / "ham_family.eml").read_bytes().rstrip(b"\n")
+    unescaped = b"\n\nFrom the desk of the director: the budget is attached.\nRegards"
+    box = tmp_path / "exported.mbox"
+    box.write_bytes(
+        b"From alice@example.org  Thu Aug 22 13:17:22 2002\n" + first + unescaped + b"\n\n"
+        + b"From - Mon Jan  1 00:00:00 +0000 2024\r\n" + second + b"\n\n"
+    )
+    assert [read_span(box, s) for s in message_spans(box)] == [first + unescaped + b"\n", second + b"\n"]
+
+    rows = [json.loads(line) for line in aliasd_cli("scan", "--json", str(box), env_extra=ENV).stdout.splitlines()]
+    assert [r["file"] for r in rows] == [f"{box}#1", f"{box}#2"]
+    learned = summary(aliasd_cli("learn-ham", "--quiet", str(box), env_extra=ENV).stdout)
+    assert learned["learned"] == 2 and learned["failed"] == 0
+
+    # one stored message with its separator line is one message, named by its file
+    single = tmp_path / "one.eml"
+    single.write_bytes(b"From alice@example.org Thu Aug 22 13:17:22 2002\n" + first + unescaped + b"\n")
+    rows = [json.loads(line) for line in aliasd_cli("scan", "--json", str(single), env_extra=ENV).stdout.splitlines()]
+    assert [r["file"] for r in rows] == [str(single)]

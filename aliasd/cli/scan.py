@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import collections
 import json
-import mailbox
 import sys
 import time
 from collections.abc import Iterator
@@ -14,19 +13,12 @@ from pathlib import Path
 import click
 
 from aliasd.cli.common import echo_err, state
+from aliasd.cli.mbox import message_spans, read_span, starts_as_mbox
 from aliasd.scanner import LearnOutcome, ScannerError, ScanRequest, build_scanner
 from aliasd.scanner.message import recorded_envelope_from
 from aliasd.scanner.result import Action, ScanResult
 
 LEARN_BATCH = 100  # messages per database transaction when learning
-
-
-def _is_mbox(path: Path) -> bool:
-    try:
-        with path.open("rb") as fh:
-            return fh.read(5) == b"From "
-    except OSError:
-        return False
 
 
 def _maildir_files(path: Path) -> list[Path]:
@@ -72,20 +64,18 @@ def collect(paths: tuple[str, ...]) -> tuple[list[Source], list[str]]:
 
 
 def _file_sources(path: Path, problems: list[str]) -> list[Source]:
-    if _is_mbox(path):
+    if starts_as_mbox(path):
         try:
-            box = mailbox.mbox(str(path), create=False)
-            keys = list(box.keys())
-        except Exception as exc:  # noqa: BLE001 - an unreadable mbox is reported, not fatal
-            problems.append(f"{path}: cannot read mbox: {exc}")
+            spans = message_spans(path)
+        except OSError as exc:
+            problems.append(f"{path}: cannot read mbox: {exc.strerror or exc}")
             return []
-        if len(keys) > 1:
+        if len(spans) > 1:
             return [
-                Source(f"{path}#{i + 1}", lambda k=k, b=box: b.get_bytes(k))
-                for i, k in enumerate(keys)
+                Source(f"{path}#{i + 1}", lambda s=span: read_span(path, s))
+                for i, span in enumerate(spans)
             ]
-        if len(keys) == 1:
-            return [Source(str(path), lambda k=keys[0], b=box: b.get_bytes(k))]
+        return [Source(str(path), lambda s=spans[0]: read_span(path, s))]
     return [Source(str(path), path.read_bytes)]
 
 
