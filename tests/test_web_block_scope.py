@@ -193,3 +193,5 @@ def test_csv_export_cells_never_start_a_formula(database, settings):
     cells = [cell for row in rows for cell in row]
     assert "'=1+1" in cells and "'=2+3@formula.example" in cells
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
+    # cells with nothing to say stay empty: no lone quote where a site has no block reason
+    assert "'" not in cells and "" in cells

@@ -95,12 +95,18 @@ def export(fmt: str):
         writer = csv.DictWriter(out, fieldnames=EXPORT_FIELDS)
         writer.writeheader()
         for row in rows:
-            # A cell starting with = + - @ would be a formula in a spreadsheet.
-            writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v)
-                             for k, v in row.items()})
+            writer.writerow({k: _spreadsheet_text(v) for k, v in row.items()})
         return Response(out.getvalue(), mimetype="text/csv", headers={
             "Content-Disposition": f'attachment; filename="{filename}.csv"'})
     abort(404)
+
+
+def _spreadsheet_text(value):
+    """A cell starting with = + - @ (or a tab or CR) would be a formula in a spreadsheet:
+    a leading quote keeps it text. Empty cells stay empty."""
+    if isinstance(value, str) and value.startswith(("=", "+", "-", "@", "\t", "\r")):
+        return "'" + value
+    return value
 
 
 def _detail_or_404(owner_id: int, site: str) -> site_report.SiteDetail:
