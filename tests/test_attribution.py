@@ -93,6 +93,17 @@ def test_learned_first_mail_only_when_clean_and_new():
     assert signed.source == signed.learn == "authenticated"
 
 
+def test_a_large_mail_provider_is_never_learned_as_a_sites_sender():
+    providers = frozenset({"gmail.com", "hotmail.com"})
+    first = judge("newsite.example", "hotmail.com", new=True, shared_providers=providers)
+    assert first.related and first.learn is None and first.source is None  # no leak evidence either
+    assert "large mail provider" in first.why
+    later = judge("newsite.example", "hotmail.com", spam=True, shared_providers=providers)
+    assert not later.related  # so spam from there still counts against the site
+    # a provider's name or the site's own domain still decide first
+    assert judge("gmail.com", "gmail.com", new=True, shared_providers=providers).source == "site"
+
+
 def test_known_senders_count_and_forged_spam_does_not():
     assert judge("shop.example", "partner.example", known={"partner.example": "user"}).related
     forged = judge("paypal.com", "paypal.com", spam=True, dkim_checked=True)
@@ -178,6 +189,19 @@ def test_first_mail_is_learned_then_a_partner_is_shared_and_spam_is_a_leak(world
     assert leaked.status == "leaked"
     assert leaked.evidence.sender_domain == "pills.example"
     assert "cheap pills" in leaked.reason and "score 9.5" in leaked.reason
+
+
+def test_spam_from_a_mail_provider_after_a_clean_first_message_from_there_is_a_leak(world, settings):
+    # the first message, scored clean, comes from hotmail.com (autoblock_exempt_domains):
+    # storing it as the site's sender would excuse all later hotmail spam
+    send(world, settings, "booking@example.net", "deals@hotmail.com", "hotmail.com")
+    with world.session() as s:
+        assert not list(s.scalars(select(SiteKnownSender)))
+    assert status(world, "booking.example").status == "clean"
+    send(world, settings, "booking@example.net", "pills4u@hotmail.com", "hotmail.com", spam=True,
+         subject="cheap pills", minutes=30)
+    leaked = status(world, "booking.example")
+    assert leaked.status == "leaked" and leaked.evidence.sender_domain == "hotmail.com"
 
 
 def test_look_alike_phishing_to_a_paypal_alias_is_a_leak(world, settings):

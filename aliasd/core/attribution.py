@@ -9,7 +9,8 @@ A site's senders are the registrable domains (Public Suffix List) that belong to
   (``stackoverflow.email``, ``facebookmail.com``), never for mail scored as spam, where a
   look-alike name (``paypal-account-verify.com``) is the strongest leak evidence;
 - stored per (owner, site) in ``site_known_senders``: *learned* (the first mail to a newly
-  given address, clean, within a window after the alias was created), *authenticated*
+  given address, clean, within a window after the alias was created, unless it comes
+  from a large mail provider such as gmail.com that anyone writes from), *authenticated*
   (the same, with a DKIM signature verifying for the From: domain), and *user*
   (confirmed on the site or alias page, the API, or by dismissing a leak).
 
@@ -172,13 +173,15 @@ def attribute(
     learn_eligible: bool = False,
     dkim_pass_domains: tuple[str, ...] = (),
     dkim_checked: bool = False,
+    shared_providers: frozenset[str] = frozenset(),
 ) -> Attribution:
     """Decide whether one message comes from ``site``.
 
     ``known`` maps the (owner, site)'s stored sender domains to their source;
     ``learn_eligible`` says the alias is newly given and has had no mail yet;
     ``dkim_checked``/``dkim_pass_domains`` are the DKIM verifier's result (d= domains
-    whose signatures verified), when one ran."""
+    whose signatures verified), when one ran; ``shared_providers`` are the large mailbox
+    providers (registrable domains) that anyone writes from."""
     site_reg = registrable_domain(site)
     if not site_reg:
         return Attribution(True, None, None, why="the alias is not tied to a site")
@@ -213,6 +216,15 @@ def attribute(
         return Attribution(True, primary, SOURCE_NAME, None, why=SOURCE_LABELS[SOURCE_NAME])
 
     if learn_eligible and not is_spam:
+        if primary in shared_providers:
+            # Everyone writes from gmail.com: learned as the site's sender, it would turn
+            # every later message from there, spam included, into the site's own mail.
+            # This first message is no leak evidence either; the user may confirm it.
+            return Attribution(
+                True, primary, None,
+                why=f"{primary} is a large mail provider anyone writes from: not learned as "
+                    f"{site_reg}'s sender",
+            )  # fmt: skip
         source = SOURCE_AUTHENTICATED if authenticated else SOURCE_LEARNED
         return Attribution(True, primary, source, source, why=SOURCE_LABELS[source])
 

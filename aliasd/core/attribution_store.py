@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from aliasd.config import Settings
 from aliasd.core import attribution, leaks
 from aliasd.core.addresses import domain_of
+from aliasd.core.block_protection import exempt_domains
 from aliasd.models import Alias, SiteKnownSender, SiteLeak, UTCDateTime
 
 if TYPE_CHECKING:
@@ -34,10 +35,15 @@ class AttributionPolicy:
 
     learn_hours: float = 72.0
     affiliations_file: str = ""
+    shared_providers: frozenset[str] = frozenset()  # never learned as a site's sender
 
     @classmethod
     def from_settings(cls, settings: Settings) -> AttributionPolicy:
-        return cls(settings.attribution_learn_hours, settings.attribution_affiliations_file)
+        return cls(
+            settings.attribution_learn_hours,
+            settings.attribution_affiliations_file,
+            frozenset(exempt_domains(settings)),
+        )
 
 
 def attribute(
@@ -70,6 +76,7 @@ def attribute(
         learn_eligible=eligible,
         dkim_pass_domains=facts.dkim_pass_domains,
         dkim_checked=facts.dkim_checked,
+        shared_providers=policy.shared_providers,
     )
 
 
