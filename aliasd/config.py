@@ -156,6 +156,7 @@ class Settings:
     # Never auto-blocked (a block is server-wide): big mailbox providers whose users also
     # send wanted mail. A person can block them by hand, unless the block would match the
     # ordinary-mail baseline (aliasd/core/ordinary_headers.txt), as gmail.com's would.
+    # Attribution never learns them as a site's sender either: anyone writes from them.
     autoblock_exempt_domains: list[str] = field(
         default_factory=lambda: [
             "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",
