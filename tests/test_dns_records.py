@@ -56,6 +56,17 @@ def test_an_unreachable_resolver_is_a_warning(published, dns_server):
     assert [c.status for c in checks] == ["warn"] and "DNS unreachable" in checks[0].detail
 
 
+def test_dns_warns_when_the_mx_would_name_an_unqualified_host(aliasd_cli):
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
+    aliasd_cli("domain", "add", "mail.example", "--owner", "bob")
+    bare = aliasd_cli("dns", "mail.example", env_extra={"ALIASD_AUTHSERV_ID": "vm"})
+    assert "mail.example. 3600 IN MX 10 vm." in bare.stdout.splitlines()  # still printed in full
+    assert "'vm'" in bare.stderr and "not a fully qualified name" in bare.stderr
+    assert "set authserv_id" in bare.stderr
+    qualified = aliasd_cli("dns", "mail.example", env_extra={"ALIASD_AUTHSERV_ID": HOST})
+    assert qualified.stderr == ""
+
+
 def test_dns_for_an_unmanaged_domain_is_refused(aliasd_cli):
     proc = aliasd_cli("dns", "elsewhere.example", check=False)
     assert proc.returncode == 1 and "not a managed domain" in proc.stderr

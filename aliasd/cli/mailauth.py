@@ -8,6 +8,7 @@ import click
 
 from aliasd.cli.common import state
 from aliasd.core import aliases as core
+from aliasd.doctor import host_name_check
 from aliasd.mailauth import keys, records, srs_secret
 
 
@@ -26,6 +27,9 @@ def dns_command(domain: str | None) -> None:
         names = [domain.lower().rstrip(".")]
         if names[0] not in wanted:
             raise click.ClickException(f"{domain} is not a managed domain")
+    host = host_name_check(settings)
+    if host.status != "ok":  # the records below would point MX and SPF at it
+        click.echo(f"warning: this host's name {host.detail}: {host.fix}", err=True)
     try:
         click.echo("\n".join(records.zone_text(settings, n) for n in names), nl=False)
     except keys.DkimKeyError as exc:
