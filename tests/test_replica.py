@@ -84,6 +84,8 @@ def test_decide_answers(populated):
     clock.now += replica.max_staleness + 0.1
     assert replica.decide("github.com@d.example").outcome is LookupOutcome.TEMP
     assert replica.decide("nobody@d.example").outcome is LookupOutcome.TEMP
+    # the reason says how old the copy is, not a guess at why (a stopped process too)
+    assert replica.decide("nobody@d.example").value == "alias data is stale: last read from the database 5 s ago"
     replica.sync()
     assert replica.decide("github.com@d.example") == bob
 

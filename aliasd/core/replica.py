@@ -116,8 +116,11 @@ class Replica:
         """The answer for one ``virtual_alias_maps`` key, from memory."""
         if not self.loaded:
             return Decision.temp("alias data not loaded yet")
-        if self.clock() - self.last_sync > self.max_staleness:
-            return Decision.temp("alias data is stale: database unreachable")
+        age = self.clock() - self.last_sync
+        if age > self.max_staleness:
+            # The database may be down, or this process was not scheduled (stopped,
+            # swapped out): either way the copy is too old to refuse anyone with.
+            return Decision.temp(f"alias data is stale: last read from the database {age:.0f} s ago")
         lowered = key.lower()
         hit = self.aliases.get(lowered)  # exact address, the common case
         if hit is not None:
