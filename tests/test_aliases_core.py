@@ -119,6 +119,17 @@ def test_catch_all_regex_gate(setup):
         assert core.catch_all_create(s, domain, "shop.example") is not None
         with pytest.raises(core.AliasdError, match="regex"):
             core.update_domain(s, domain, catch_all_regex="(unclosed")
+        with pytest.raises(core.AliasdError, match="back-references, look-arounds"):
+            core.update_domain(s, domain, catch_all_regex=r"(\w)\1.*")
+
+
+def test_a_stored_gate_only_pythons_engine_runs_still_gates(setup):
+    """Gates stored before they had to run on RE2 keep their meaning."""
+    with setup.session() as s:
+        domain = core.get_domain(s, "example.net")
+        domain.catch_all_regex = r"(?!www\.)[a-z.]+"  # a look-ahead: refused when set today
+        assert core.catch_all_create(s, domain, "www.shop") is None
+        assert core.catch_all_create(s, domain, "shop.example") is not None
 
 
 def test_catch_all_hourly_cap_defers(setup):

@@ -230,6 +230,28 @@ def test_postmap_answers_and_changes_show_within_a_second(lookupd_pair, setup_cl
     assert "third.example" not in setup_cli("alias", "list").stdout
 
 
+def test_a_backtracking_prone_gate_cannot_stall_lookups(setup_cli, settings, tmp_path):
+    """The text a gate reads is whatever a sender puts before the @. With a gate an admin
+    might well write, a backtracking engine takes longer with each character (minutes for
+    40); the lookup server answers at once, and answers the next query too."""
+    setup_cli("domain", "set", "c.example", "--catch-all-regex", r"([a-z0-9]+\.?)+",
+              "--max-per-hour", "-1")  # fmt: skip
+    lookupd = Lookupd(lookupd_env(settings), tmp_path / "lookupd.log")
+    try:
+        lookupd.wait_loaded()
+        started = time.monotonic()
+        assert postmap_query("a" * 60 + "!@c.example", lookupd.sm)[:2] == (1, "")
+        assert postmap_query("b" * 60 + "_@c.example", lookupd.tcp)[:2] == (1, "")
+        assert time.monotonic() - started < 5
+        assert postmap_query("shop.example@c.example", lookupd.sm)[:2] == (0, "bob@real.example")
+    finally:
+        lookupd.stop()
+    # a gate only a backtracking engine runs is refused, saying why
+    refused = setup_cli("domain", "set", "c.example", "--catch-all-regex", r"(?!www)[a-z.]+",
+                        check=False)  # fmt: skip
+    assert refused.returncode != 0 and "look-arounds" in refused.stderr
+
+
 class Mta:
     """A private Postfix wired once to lookupd's (fixed) ports, so tests start their own
     lookupd on those ports and never pay for a ``postfix reload``. The main smtpd and

@@ -19,7 +19,6 @@ cost a few hundred bytes each at most."""
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from sqlalchemy import func, or_, select
 
 from aliasd.core import reverse_aliases
 from aliasd.core.addresses import AddressError, normalize_domain, parse_address
+from aliasd.core.catch_all_gate import Gate, compile_gate
 from aliasd.core.decision import Decision, LookupOutcome
 from aliasd.db import Database
 from aliasd.models import Alias, AliasChange, AliasState, CatchAllPolicy, Domain, User
@@ -55,7 +55,7 @@ class DomainInfo:
     id: int
     name: str
     catch_all: str
-    regex: re.Pattern[str] | None
+    gate: Gate | None  # the catch-all regex gate, when the domain has one
     max_per_hour: int | None
     owner_mailbox: str
 
@@ -158,7 +158,7 @@ class Replica:
             # Postfix looks each destination up again: a user's mailbox on a catch-all
             # domain must not become an alias of itself (NOTFOUND lets later maps route it).
             return _NOTFOUND
-        if domain.regex is not None and not domain.regex.fullmatch(parsed.local):
+        if domain.gate is not None and not domain.gate(parsed.local):
             return _NOTFOUND
         return CatchAllRequest(domain.name, parsed.local, address)
 
@@ -296,12 +296,8 @@ class Replica:
                     User.mailbox,
                 ).join(User, Domain.owner_id == User.id)
             ):
-                try:
-                    pattern = re.compile(regex) if regex else None
-                except re.error:
-                    # An invalid gate must not open the domain: match nothing.
-                    pattern = re.compile(r"(?!)")
-                domains[name] = DomainInfo(d_id, name, policy, pattern, cap, mailbox)
+                gate = compile_gate(regex) if regex else None
+                domains[name] = DomainInfo(d_id, name, policy, gate, cap, mailbox)
             mailboxes = frozenset(conn.scalars(select(User.mailbox)))
             aliases: dict[str, Decision] = {}
             pool: dict[str, Decision] = {}
