@@ -253,6 +253,33 @@ def test_confirming_a_shared_sender_makes_it_a_leak(world, settings):
     assert st.status == "leaked" and st.reason.startswith("You confirmed")
 
 
+def test_the_users_word_cannot_make_a_served_or_mailbox_domain_a_sites_sender(world, settings):
+    """Spam forges the server's own domains and the user's mailbox domain; stored as a
+    site's sender, that spam would never count as leak evidence again."""
+    from aliasd.core.addresses import AddressError
+
+    with world.session() as s:
+        owner = s.scalar(select(Alias.owner_id).limit(1))
+        for domain in ("example.net", "x@mailbox.example", "a b@partner.example", "<b>x</b>"):
+            with pytest.raises(AddressError) as refused:
+                leaks.add_known_sender(s, owner, "booking.example", domain)
+            assert domain[:10] in str(refused.value) or "serves" in str(refused.value)
+        assert "serves or your own mailbox domain" in str(
+            pytest.raises(AddressError, leaks.add_known_sender, s, owner, "booking.example",
+                          "news@Example.NET").value)  # fmt: skip
+        assert leaks.add_known_sender(s, owner, "booking.example", "a@mail.partner.example").domain == (
+            "partner.example")
+        s.commit()
+    # forged spam "from" the served domain: dismissed as not a leak, it stays unknown
+    send(world, settings, "booking@example.net", "x@example.net", "example.net", spam=True)
+    assert status(world, "booking.example").status == "leaked"
+    with world.session() as s:
+        leaks.dismiss_leak(s, owner, "booking.example", "example.net")
+        assert "example.net" not in leaks.known_senders(s, owner, "booking.example")
+        s.commit()
+    assert status(world, "booking.example").status == "clean"
+
+
 def test_auto_block_never_targets_a_known_sender_of_the_users_sites(world, settings):
     settings = settings.with_overrides(autoblock_threshold=2, blocklist_reload_command="")
     with world.session() as s:

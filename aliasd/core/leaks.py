@@ -19,8 +19,14 @@ from typing import Any
 from sqlalchemy import Connection, and_, bindparam, case, delete, exists, func, select, update
 from sqlalchemy.orm import Session
 
-from aliasd.core import attribution
-from aliasd.core.addresses import AddressError, domain_of, registrable_domain
+from aliasd.core import attribution, block_protection
+from aliasd.core.addresses import (
+    AddressError,
+    looks_like_hostname,
+    normalize_domain,
+    parse_address,
+    registrable_domain,
+)
 from aliasd.models import (
     SiteKnownSender,
     SiteLeak,
@@ -121,13 +127,27 @@ def list_known_senders(session: Session, owner_id: int, site: str) -> list[Known
 
 
 def parse_sender_domain(text: str) -> str:
-    """A user's "this sender": a domain or an address, reduced to its registrable domain."""
+    """A user's "this sender": a domain or an address, reduced to its registrable domain.
+    Anything else (spaces, markup, a bare word) is refused, never trimmed into a domain."""
     raw = (text or "").strip()
-    domain = domain_of(raw) if "@" in raw else raw
-    reg = registrable_domain(domain)
+    try:
+        domain = parse_address(raw, "").domain if "@" in raw else normalize_domain(raw)
+    except AddressError as exc:
+        raise AddressError(f"{raw[:100]!r} is not a sender domain or address: {exc}") from exc
+    reg = registrable_domain(domain) if looks_like_hostname(domain) else None
     if not reg:
         raise AddressError(f"{raw[:100]!r} is not a sender domain or address")
     return reg
+
+
+def sender_refusal(session: Session, owner_id: int, domain: str) -> str | None:
+    """Why the user's word cannot make ``domain`` a sender of one of their sites: the
+    domains this server serves and the user's mailbox domain are what spam forges to
+    look local, and a site's sender never counts as leak evidence."""
+    if block_protection.covering(domain, block_protection.protected_domains(session, owner_id)):
+        return (f"{domain} is a domain this server serves or your own mailbox domain; mail "
+                "claiming to come from it is not a site's, and must stay leak evidence")
+    return None
 
 
 def add_known_sender(
@@ -135,8 +155,12 @@ def add_known_sender(
     source: str = attribution.SOURCE_USER, note: str | None = None,
 ) -> SiteKnownSender:  # fmt: skip
     """Record that ``sender`` belongs to the site; a user's word replaces a weaker source
-    and its mail stops counting as leak evidence (dismissed, kept)."""
+    and its mail stops counting as leak evidence (dismissed, kept). Raises AddressError
+    for what is not a sender domain, or one :func:`sender_refusal` refuses."""
     domain = parse_sender_domain(sender)
+    refusal = sender_refusal(session, owner_id, domain)
+    if refusal:
+        raise AddressError(refusal)
     row = session.scalar(
         select(SiteKnownSender).where(
             SiteKnownSender.owner_id == owner_id,
@@ -199,7 +223,8 @@ def dismiss_leak(session: Session, owner_id: int, site: str, sender: str) -> Sit
     """Not a leak: the sender becomes one of the site's, the evidence stays, marked."""
     row = _evidence_row(session, owner_id, site, sender)
     row.dismissed_at, row.confirmed_at = utcnow(), None
-    if registrable_domain(row.sender_domain):
+    reg = registrable_domain(row.sender_domain)
+    if reg and not sender_refusal(session, owner_id, reg):
         add_known_sender(session, owner_id, site, row.sender_domain, note="dismissed a leak")
     session.flush()
     refresh_summary(session.connection(), owner_id, site)
