@@ -195,7 +195,11 @@ def test_admin_adds_a_local_user_who_can_sign_in(app, root, database):
 
 @pytest.mark.parametrize(("fields", "message"), [
     ({"username": "alice"}, "already exists"),
-    ({"username": "bad\tname"}, "printable"),
+    ({"username": "bad\tname"}, "spaces or invisible characters"),
+    ({"username": "a b"}, "spaces or invisible characters"),
+    ({"username": "\u202egnp.exe"}, "U+202E"),  # shown as "exe.png"
+    ({"username": "<script>x"}, "must not contain"),
+    ({"username": "../../etc/passwd"}, "must not contain"),
     ({"mailbox": "not-an-address"}, "Mailbox"),
     ({"mailbox": "a@b@c.example"}, "Mailbox"),
     ({"password": "short", "confirm": "short"}, "between 8"),

@@ -4,6 +4,7 @@ what Postfix must be told also appends to the change feed read by lookupd."""
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 from collections.abc import Iterable, Sequence
 
 from sqlalchemy import delete, func, select, update
@@ -46,6 +47,27 @@ def record_change(session: Session, address: str | None) -> None:
 
 
 # --- users --------------------------------------------------------------------------
+# Shown wherever people pick a user (owner columns, the top bar): no markup or path
+# characters, and nothing invisible or reordering (a right-to-left override shows
+# "\u202egnp.exe" as "exe.png").
+_USERNAME_PUNCTUATION = set("<>\"'`\\/&")
+
+
+def check_username(username: str) -> str:
+    """The user name as stored, or AliasdError saying what is wrong with it."""
+    username = (username or "").strip()
+    if not username or len(username) > 255:
+        raise AliasdError("a user name must be 1 to 255 characters")
+    for c in username:
+        category = unicodedata.category(c)
+        if category[0] in "CZ":  # control, format, unassigned, private use; any space
+            raise AliasdError(
+                f"a user name must not contain spaces or invisible characters (U+{ord(c):04X})")
+        if c in _USERNAME_PUNCTUATION:
+            raise AliasdError(f"a user name must not contain {c!r}")
+    return username
+
+
 def create_user(
     session: Session,
     username: str,
@@ -55,9 +77,7 @@ def create_user(
     password_hash: str | None = None,
     auth_source: str = "local",
 ) -> User:
-    username = (username or "").strip()
-    if not username or len(username) > 255 or any(ord(c) < 32 for c in username):
-        raise AliasdError("a user name must be 1 to 255 printable characters")
+    username = check_username(username)
     try:
         mailbox = normalize_address(mailbox)
     except AddressError as exc:  # callers catch AliasdError; keep the reason

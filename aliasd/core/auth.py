@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from aliasd.config import Settings
 from aliasd.core.addresses import AddressError, normalize_address
 from aliasd.core.aliases import create_user
+from aliasd.core.errors import AliasdError
 from aliasd.core.passwords import hash_password, needs_rehash, verify_password
 from aliasd.models import LoginAttempt, User, utcnow
 
@@ -264,8 +265,14 @@ def _ldap_user(session: Session, identity: LdapIdentity) -> AuthResult:
         )
     user = session.scalar(select(User).where(User.username == identity.username))
     if user is None:
-        user = create_user(session, identity.username, mailbox, is_admin=identity.is_admin,
-                           auth_source="ldap")
+        try:
+            user = create_user(session, identity.username, mailbox, is_admin=identity.is_admin,
+                               auth_source="ldap")
+        except AliasdError as exc:
+            return AuthResult(
+                SignInOutcome.BAD_CREDENTIALS,
+                message=f"Your directory user name cannot be used here ({exc}); ask an administrator.",
+            )
     elif user.auth_source != "ldap":
         # A local account of the same name is not taken over by the directory.
         return AuthResult(SignInOutcome.BAD_CREDENTIALS, message="Wrong user name or password.")
