@@ -1,9 +1,11 @@
-"""`aliasd systemd` prints and writes the units (web, lookupd, milter, Postfix reload),
-the system user and the socket directory for this installation; systemd itself accepts
-the units (`systemd-analyze verify`, with their commands present)."""
+"""`aliasd systemd` prints and writes the units (web, lookupd, milter, Postfix reload,
+quarantine requests and purge), the system user and the socket directory for this
+installation, as README's Production section says; systemd itself accepts the units
+(`systemd-analyze verify`, with their commands present)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -16,6 +18,7 @@ UNITS = ["aliasd-web.service", "aliasd-lookupd.service", "aliasd-milter.service"
          "aliasd-postfix-reload.service", "aliasd-postfix-reload.path", "aliasd-quarantine.path",
          "aliasd-quarantine.service", "aliasd-quarantine-purge.service",
          "aliasd-quarantine-purge.timer"]
+README = Path(__file__).resolve().parents[1] / "README.md"
 HARDENING = ["User=aliasd", "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
              "ProtectHome=yes", "CapabilityBoundingSet="]
 
@@ -45,6 +48,43 @@ def test_systemd_prints_every_unit_for_this_installation():
     assert f"ExecStart={bin_dir}/gunicorn " in out and "aliasd.web.wsgi:app" in out
     assert "/opt/aliasd" not in out
     assert "LimitNOFILE=65536" in out
+
+
+def _production_section() -> str:
+    text = README.read_text()
+    start = text.index("## Production")
+    return text[start:text.index("\n## ", start + 1)]
+
+
+def _enabled_units(text: str) -> list[str]:
+    """The units of the last `systemctl enable --now ...` line in ``text``."""
+    lines = [line for line in text.splitlines() if "systemctl enable --now " in line]
+    return lines[-1].split("systemctl enable --now ", 1)[1].split()
+
+
+def test_readme_enables_exactly_the_units_aliasd_systemd_says_to_enable():
+    """Following README's Production section starts every unit the printed units rely on
+    (the quarantine path and timer too: web releases, purge and digest need them)."""
+    result = _aliasd("systemd")
+    assert result.returncode == 0, result.stderr
+    printed = _enabled_units(result.stdout)
+    assert "aliasd-quarantine.path" in printed and "aliasd-quarantine-purge.timer" in printed
+    assert _enabled_units(_production_section()) == printed
+
+
+def test_readme_lists_every_file_aliasd_systemd_installs():
+    result = _aliasd("systemd")
+    assert result.returncode == 0, result.stderr
+    installed = {target.removeprefix("/etc/systemd/system/")
+                 for target in re.findall(r"^# ==> (\S+) <==$", result.stdout, re.M)}
+    listed = set()
+    for row in _production_section().splitlines():
+        if not row.startswith("| `"):
+            continue
+        first, *others = re.findall(r"`([^`]+)`", row.split("|")[1])
+        stem = first.rsplit(".", 1)[0]
+        listed |= {first} | {stem + other for other in others if other.startswith(".")}
+    assert installed == listed
 
 
 @pytest.mark.parametrize("unit", ["aliasd-web.service", "aliasd-lookupd.service",

@@ -1,5 +1,6 @@
 """aliasd systemd: the systemd units (web, lookupd, milter, Postfix reload on a new
-blocklist), the system user and the socket directory, for this installation."""
+blocklist, quarantine requests and purge), the system user and the socket directory, for
+this installation."""
 
 from __future__ import annotations
 
