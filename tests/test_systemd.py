@@ -5,6 +5,7 @@ installation, as README's Production section says; systemd itself accepts the un
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -19,13 +20,17 @@ UNITS = ["aliasd-web.service", "aliasd-lookupd.service", "aliasd-milter.service"
          "aliasd-quarantine.service", "aliasd-quarantine-purge.service",
          "aliasd-quarantine-purge.timer"]
 README = Path(__file__).resolve().parents[1] / "README.md"
+ELSEWHERE = {"ALIASD_DATA_DIR": "/srv/aliasd", "ALIASD_WEB_LISTEN": "127.0.0.1:18080"}
 HARDENING = ["User=aliasd", "ProtectSystem=strict", "NoNewPrivileges=yes", "PrivateTmp=yes",
              "ProtectHome=yes", "CapabilityBoundingSet="]
 
 
-def _aliasd(*args: str) -> subprocess.CompletedProcess:
+def _aliasd(*args: str, settings: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``aliasd ARGS`` as root runs it for an install: default settings, or ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ALIASD_")}
+    env.update(settings or {})
     return subprocess.run([sys.executable, "-m", "aliasd", *args], capture_output=True,
-                          text=True, timeout=60)
+                          text=True, timeout=60, env=env)
 
 
 def _verify(paths: list[Path]) -> subprocess.CompletedProcess:
@@ -100,9 +105,61 @@ def test_services_run_hardened_as_the_aliasd_user(tmp_path, unit):
         assert "-/var/spool/postfix/aliasd" in writable.split("=", 1)[1].split()
 
 
+def _directives(text: str, key: str) -> list[str]:
+    return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
+
+
+def test_units_follow_the_data_dir_and_web_listen_settings(tmp_path):
+    """The path units watch the files aliasd really writes, the daemons may write where
+    the data is, and gunicorn listens where web_listen says."""
+    result = _aliasd("systemd", "--write", str(tmp_path), settings=ELSEWHERE)
+    assert result.returncode == 0, result.stderr
+    units = tmp_path / "etc/systemd/system"
+    web = (units / "aliasd-web.service").read_text()
+    assert "--bind 127.0.0.1:18080 " in _directives(web, "ExecStart")[0]
+    assert _directives((units / "aliasd-postfix-reload.path").read_text(), "PathChanged") == [
+        "/srv/aliasd/header_checks"]
+    assert _directives((units / "aliasd-quarantine.path").read_text(), "PathChanged") == [
+        "/srv/aliasd/quarantine-requests"]
+    for daemon in ("aliasd-web.service", "aliasd-lookupd.service", "aliasd-milter.service"):
+        text = (units / daemon).read_text()
+        assert "/srv/aliasd" in _directives(text, "ReadWritePaths")[0].split(), daemon
+        assert not _directives(text, "StateDirectory"), daemon  # it would make /var/lib/aliasd
+    tmpfiles = (tmp_path / "etc/tmpfiles.d/aliasd.conf").read_text()
+    assert "d /srv/aliasd 0751 aliasd aliasd -" in tmpfiles.splitlines()
+    written = "".join(p.read_text() for p in tmp_path.rglob("*") if p.is_file())
+    assert "/var/lib/aliasd" not in written and "1:8080 " not in written
+
+
+def test_the_reload_path_unit_watches_a_blocklist_file_outside_the_data_dir(tmp_path):
+    settings = {**ELSEWHERE, "ALIASD_BLOCKLIST_FILE": "/etc/postfix/aliasd_header_checks"}
+    assert _aliasd("systemd", "--write", str(tmp_path), settings=settings).returncode == 0
+    units = tmp_path / "etc/systemd/system"
+    assert _directives((units / "aliasd-postfix-reload.path").read_text(), "PathChanged") == [
+        "/etc/postfix/aliasd_header_checks"]
+    for daemon in ("aliasd-web.service", "aliasd-lookupd.service", "aliasd-milter.service"):
+        writable = _directives((units / daemon).read_text(), "ReadWritePaths")[0].split()
+        assert {"/srv/aliasd", "-/etc/postfix"} <= set(writable), daemon
+
+
+def test_systemd_refuses_a_relative_data_dir():
+    result = _aliasd("systemd", settings={"ALIASD_DATA_DIR": "data"})
+    assert result.returncode != 0
+    assert "absolute path" in result.stderr and "# ==>" not in result.stdout
+
+
+def test_systemd_warns_when_the_data_dir_is_hidden_from_the_services():
+    """A data directory in a home directory (the default for a user other than root)
+    cannot be reached by services with ProtectHome=yes."""
+    result = _aliasd("systemd", settings={"ALIASD_DATA_DIR": "/home/me/.local/share/aliasd"})
+    assert result.returncode == 0, result.stderr
+    assert "data_dir /home/me/.local/share/aliasd is hidden from the services" in result.stderr
+
+
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd is not installed")
-def test_systemd_analyze_accepts_the_written_units(tmp_path):
-    result = _aliasd("systemd", "--write", str(tmp_path))
+@pytest.mark.parametrize("settings", [{}, ELSEWHERE], ids=["defaults", "elsewhere"])
+def test_systemd_analyze_accepts_the_written_units(tmp_path, settings):
+    result = _aliasd("systemd", "--write", str(tmp_path), settings=settings)
     assert result.returncode == 0, result.stderr
     units = [tmp_path / "etc/systemd/system" / u for u in UNITS]
     verified = _verify(units)

@@ -1,6 +1,6 @@
 """aliasd systemd: the systemd units (web, lookupd, milter, Postfix reload on a new
 blocklist, quarantine requests and purge), the system user and the socket directory, for
-this installation."""
+this installation and its settings."""
 
 from __future__ import annotations
 
@@ -9,33 +9,8 @@ from pathlib import Path
 
 import click
 
-from aliasd.resources import PACKAGE_DIR
-
-UNITS_DIR = PACKAGE_DIR / "systemd"
-SHIPPED_BIN_DIR = "/opt/aliasd/venv/bin"  # the path the shipped files name
-
-# shipped file → where it is installed
-INSTALL_PATHS = {
-    "aliasd.sysusers.conf": "/etc/sysusers.d/aliasd.conf",
-    "aliasd.tmpfiles.conf": "/etc/tmpfiles.d/aliasd.conf",
-    "aliasd-web.service": "/etc/systemd/system/aliasd-web.service",
-    "aliasd-lookupd.service": "/etc/systemd/system/aliasd-lookupd.service",
-    "aliasd-milter.service": "/etc/systemd/system/aliasd-milter.service",
-    "aliasd-postfix-reload.service": "/etc/systemd/system/aliasd-postfix-reload.service",
-    "aliasd-postfix-reload.path": "/etc/systemd/system/aliasd-postfix-reload.path",
-    "aliasd-quarantine.path": "/etc/systemd/system/aliasd-quarantine.path",
-    "aliasd-quarantine.service": "/etc/systemd/system/aliasd-quarantine.service",
-    "aliasd-quarantine-purge.service": "/etc/systemd/system/aliasd-quarantine-purge.service",
-    "aliasd-quarantine-purge.timer": "/etc/systemd/system/aliasd-quarantine-purge.timer",
-}
-
-
-def rendered_files(bin_dir: str) -> dict[str, str]:
-    """Install path → content, with the shipped bin directory replaced by ``bin_dir``."""
-    return {
-        target: (UNITS_DIR / name).read_text().replace(SHIPPED_BIN_DIR, bin_dir.rstrip("/"))
-        for name, target in INSTALL_PATHS.items()
-    }
+from aliasd.cli.common import echo_err, state
+from aliasd.systemd_units import ENABLE_UNITS, hidden_from_services, rendered_files
 
 
 @click.command("systemd")
@@ -45,16 +20,23 @@ def rendered_files(bin_dir: str) -> dict[str, str]:
 @click.option("--write", "root", type=click.Path(file_okay=False),
               help="Write the files under this root ('/' installs them) instead of printing.")
 def systemd(bin_dir: str, root: str | None) -> None:
-    """Print (or write) systemd units, sysusers and tmpfiles entries for aliasd."""
-    files = rendered_files(bin_dir)
+    """Print (or write) systemd units, sysusers and tmpfiles entries for aliasd. They
+    follow the settings this command sees (data_dir, blocklist_file, web_listen): run it
+    with the ALIASD_* variables the units' EnvironmentFile gives the services."""
+    settings = state().settings
+    try:
+        files = rendered_files(settings, bin_dir)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if hidden_from_services(settings.data_dir):
+        echo_err(f"warning: data_dir {settings.data_dir} is hidden from the services "
+                 "(ProtectHome=yes); set ALIASD_DATA_DIR, e.g. from /etc/aliasd/aliasd.env")
     if root is None:
         for target, content in files.items():
             click.echo(f"# ==> {target} <==")
             click.echo(content)
         click.echo("# then: systemd-sysusers; systemd-tmpfiles --create; systemctl daemon-reload;\n"
-                   "# systemctl enable --now aliasd-lookupd aliasd-milter aliasd-web "
-                   "aliasd-postfix-reload.path aliasd-quarantine.path "
-                   "aliasd-quarantine-purge.timer")
+                   f"# systemctl enable --now {' '.join(ENABLE_UNITS)}")
         return
     for target, content in files.items():
         path = Path(root) / target.lstrip("/")
