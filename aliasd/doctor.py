@@ -1,19 +1,20 @@
 """``aliasd doctor``: is this installation wired the way aliasd expects? Postfix's live
 configuration (through ``postconf``) against the lines ``aliasd postfix-config`` prints,
-lookupd and the milter answering, the blocklist reload command, and the DNS of each
-managed domain and of the reverse-alias domain (through the configured resolver)
-against ``aliasd dns``. Each check is
-one line: ok, warn or fail, with the fix. Nothing here changes anything."""
+lookupd and the milter answering, the blocklist reload (its command, or the systemd path
+unit that reloads Postfix instead), and the DNS of each managed domain and of the
+reverse-alias domain (through the configured resolver) against ``aliasd dns``. Each check
+is one line: ok, warn or fail, with the fix. Nothing here changes anything."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import socket
 import struct
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from aliasd.config import Settings, is_qualified_host_name
@@ -22,6 +23,7 @@ from aliasd.listen import ListenSpec
 from aliasd.mailauth import dns as adns
 from aliasd.mailauth import keys, records
 from aliasd.postfix.config_lines import sections
+from aliasd.systemd_units import RELOAD_PATH_UNIT, UNIT_DIRS, installed_unit, watched_paths
 
 # main.cf parameters without which mail is lost, unscanned or fails SPF: a missing one
 # is a failure; the others (timeouts, classes) only a warning.
@@ -147,11 +149,48 @@ def milter_check(settings: Settings) -> Check:
     return Check("fail", "milter", f"{settings.milter_listen}: no milter handshake", fix)
 
 
-def reload_check(settings: Settings) -> Check:
+def _systemd_enabled(unit: str) -> bool | None:
+    """Whether the running systemd has ``unit`` enabled; None when systemd does not run."""
+    systemctl = shutil.which("systemctl")
+    if systemctl is None or not os.path.isdir("/run/systemd/system"):
+        return None
+    try:
+        proc = subprocess.run([systemctl, "is-enabled", unit], capture_output=True,
+                              text=True, timeout=TIMEOUT)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() in ("enabled", "enabled-runtime")
+
+
+def _reload_unit_check(settings: Settings, unit_dirs: Sequence[str]) -> Check:
+    """With no reload command, the path unit of the production setup reloads Postfix (as
+    root) when the table is renamed into place; without it, new blocks wait for a restart."""
+    table = os.path.normpath(settings.effective_blocklist_file)
+    name = "blocklist reload"
+    enable = f"systemctl enable --now {RELOAD_PATH_UNIT}"
+    fixes = f"aliasd systemd --write / && {enable}, or set blocklist_reload_command"
+    unit = installed_unit(RELOAD_PATH_UNIT, unit_dirs)
+    if unit is None:
+        return Check("warn", name, f"blocklist_reload_command is empty and {RELOAD_PATH_UNIT} "
+                     "is not installed: new blocks apply when Postfix restarts", fixes)
+    watched = [os.path.normpath(path) for path in watched_paths(unit.read_text())]
+    if table not in watched:
+        return Check("warn", name, f"blocklist_reload_command is empty and {unit} watches "
+                     f"{', '.join(watched) or 'nothing'}, not {table}: new blocks apply when "
+                     "Postfix restarts", fixes)
+    # systemctl knows only the units in systemd's own directories
+    if tuple(unit_dirs) == UNIT_DIRS and _systemd_enabled(RELOAD_PATH_UNIT) is False:
+        return Check("warn", name, f"{RELOAD_PATH_UNIT} is installed but not enabled: new "
+                     "blocks apply when Postfix restarts", enable)
+    return Check("ok", name, f"{RELOAD_PATH_UNIT} reloads Postfix when {table} changes")
+
+
+def reload_check(settings: Settings, unit_dirs: Sequence[str] = UNIT_DIRS) -> Check:
+    """The blocklist_reload_command, or with none the systemd path unit, that makes
+    Postfix read a new blocklist table; ``unit_dirs``: where to look for that unit."""
     command = settings.blocklist_reload_command.strip()
     if not command:
-        return Check("warn", "blocklist reload", "blocklist_reload_command is empty: new "
-                     "blocks apply when Postfix restarts", "set blocklist_reload_command")
+        return _reload_unit_check(settings, unit_dirs)
     try:
         exe = shlex.split(command)[0]
     except ValueError as exc:

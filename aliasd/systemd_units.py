@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
+from pathlib import Path
 
 from aliasd.config import Settings
 from aliasd.resources import PACKAGE_DIR
@@ -83,3 +85,23 @@ def rendered_files(settings: Settings, bin_dir: str) -> dict[str, str]:
 def hidden_from_services(path: str) -> bool:
     """Whether ``ProtectHome=yes`` (every daemon's) hides ``path`` from the services."""
     return any(_inside(os.path.normpath(path), home) for home in ("/home", "/root", "/run/user"))
+
+
+# Where systemd reads system units from, first match wins (systemd.unit(5)).
+UNIT_DIRS = (SYSTEM_UNIT_DIR, "/run/systemd/system", "/usr/local/lib/systemd/system",
+             "/usr/lib/systemd/system", "/lib/systemd/system")
+
+
+def installed_unit(name: str, unit_dirs: Sequence[str] = UNIT_DIRS) -> Path | None:
+    """The unit file systemd would load for ``name`` from ``unit_dirs``, if there is one."""
+    for directory in unit_dirs:
+        path = Path(directory) / name
+        if path.is_file():
+            return path
+    return None
+
+
+def watched_paths(unit_text: str) -> list[str]:
+    """The files a path unit starts its service for when they change."""
+    return [line.split("=", 1)[1].strip() for line in unit_text.splitlines()
+            if line.startswith(("PathChanged=", "PathModified="))]  # fmt: skip
