@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from aliasd.core import blocking, events
 from aliasd.models import BlockRule, utcnow
 from aliasd.postfix import header_checks as hc
 from aliasd.postfix import publisher
+from aliasd.postfix.config_lines import blocklist_section
 from tests.harness.postfix import client_config_dir, postmap_query
 
 # A real list from a live server (copied from shared/fixtures), defects included.
@@ -66,6 +68,21 @@ def test_escaping_keeps_user_data_literal(tmp_path):
     assert pcre_query(tmp_path, f"/^{escaped}$/", "aXb*c+(d)|[e]^$/\\?{2}")[0] == 1
     with pytest.raises(blocking.PatternError):
         blocking.pcre_escape("caf\u00e9")
+
+
+def test_postfix_config_says_who_reloads_postfix_for_a_new_table():
+    """With the Production setting (no reload command) the comment names the path unit
+    instead of claiming aliasd runs an empty command."""
+    def comment(command: str) -> str:
+        section = blocklist_section(load_settings(environ={}, blocklist_reload_command=command))
+        return " ".join(section.comment.split())
+
+    assert "then runs 'postfix reload'." in comment("postfix reload")
+    production = comment("")
+    assert "''" not in production
+    assert "and reloads nothing (blocklist_reload_command is empty)" in production
+    assert "aliasd-postfix-reload.path unit of 'aliasd systemd' reloads Postfix" in production
+    assert "without that unit new blocks apply when Postfix restarts" in production
 
 
 def test_reject_text_template_keeps_ids_and_stays_one_line(settings):

@@ -11,6 +11,7 @@ from aliasd.listen import ListenSpec
 from aliasd.postfix.milter_lines import milter_section
 from aliasd.postfix.reply_lines import reply_section
 from aliasd.postfix.section import Section, postfix_socket_path
+from aliasd.systemd_units import RELOAD_PATH_UNIT
 
 
 def postfix_table(kind: str, listen: str, map_name: str | None = None,
@@ -70,12 +71,24 @@ def blocklist_section(settings: Settings) -> Section:
     return Section(
         "aliasd sender blocks",
         "Blocked sources, both ways. header_checks sees the From:/Reply-To:/Sender: headers\n"
-        "after DATA; aliasd writes the file (checked by postmap, renamed into place) and runs\n"
-        f"'{settings.blocklist_reload_command}'. check_sender_access refuses the envelope sender\n"
-        "at MAIL FROM, earlier and cheaper; lookupd answers TEMP (451) when the database is down.\n"
-        "Keep any smtpd_sender_restrictions you already have and add the check to them.",
+        "after DATA; check_sender_access refuses the envelope sender at MAIL FROM, earlier\n"
+        "and cheaper; lookupd answers TEMP (451) when the database is down. Keep any\n"
+        "smtpd_sender_restrictions you already have and add the check to them.\n"
+        + _reload_note(settings),
         lines,
     )
+
+
+def _reload_note(settings: Settings) -> str:
+    """How Postfix comes to read a new table."""
+    written = "aliasd writes header_checks (checked by postmap, renamed into place)"
+    command = settings.blocklist_reload_command.strip()
+    if command:
+        return f"{written},\nthen runs '{command}'."
+    # the Production setup: the service user may not reload Postfix, root's path unit does
+    return (f"{written}\nand reloads nothing (blocklist_reload_command is empty): the\n"
+            f"{RELOAD_PATH_UNIT} unit of 'aliasd systemd' reloads Postfix when the\n"
+            "file changes; without that unit new blocks apply when Postfix restarts.")
 
 
 def _srs_domain_suffix(settings: Settings) -> str:
