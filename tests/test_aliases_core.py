@@ -200,3 +200,11 @@ def test_users_and_domains_rules(setup):
         assert idn.name == "xn--bcher-kva.example"
         assert core.get_domain(s, "bücher.EXAMPLE").id == idn.id
         assert _changes(s)[-1] is None  # domain changes ask lookupd to reload everything
+
+
+def test_user_names_people_have_are_accepted_and_lookalikes_refused():
+    for name in ("o'brien", "jörg", "star*(x)", "alice@corp.example", "=1+1", "张伟"):
+        assert core.check_username(f"  {name} ") == name
+    for name in ("a b", "\u202egnp.exe", "zero\u200bwidth", "<b>", "../x", "back\\slash", ""):
+        with pytest.raises(core.AliasdError):
+            core.check_username(name)

@@ -181,6 +181,10 @@ def test_web_login_via_ldap_and_refusals(slapd, database, settings):
     response = post("nomail", PEOPLE["nomail"].password)
     assert response.status_code == 401
     assert "no usable mail address" in response.get_data(as_text=True)
+    # a directory name that would show as another ("\u202egnp.exe" reads "exe.png")
+    response = post(PEOPLE["reversed"].uid, PEOPLE["reversed"].password)
+    assert response.status_code == 401
+    assert "cannot be used here" in response.get_data(as_text=True)
     response = post("jörg", PEOPLE["jorg"].password)
     assert response.status_code == 302
     page = client.get("/").get_data(as_text=True)

@@ -50,7 +50,7 @@ def record_change(session: Session, address: str | None) -> None:
 # Shown wherever people pick a user (owner columns, the top bar): no markup or path
 # characters, and nothing invisible or reordering (a right-to-left override shows
 # "\u202egnp.exe" as "exe.png").
-_USERNAME_PUNCTUATION = set("<>\"'`\\/&")
+_USERNAME_PUNCTUATION = set("<>\"`\\/")
 
 
 def check_username(username: str) -> str:

@@ -188,6 +188,7 @@ PEOPLE = {
     "jorg": Person("jörg", "jörg-pw-1", "joerg@corp.example"),
     "star": Person("star*(x)", "star-pw-1", "star@corp.example"),
     "nomail": Person("nomail", "nomail-pw-1", None),
+    "reversed": Person("\u202egnp.exe", "reversed-pw-1", "reversed@corp.example"),
 }
 
 
