@@ -117,6 +117,14 @@ def test_admin_adds_a_domain_with_catch_all_gate_and_cap(app, root, alice, datab
         assert core.catch_all_create(s, dom, "no-dot-here") is None
 
 
+def test_add_a_domain_preselects_the_signed_in_admin_as_owner(app, root, alice):
+    # "alice" sorts before "root": the form must not simply take the first user.
+    html = signed_in(app, "root").get("/admin/domains").get_data(as_text=True)
+    selected = re.findall(r'<option selected value="(\d+)"|<option value="(\d+)" selected',
+                          html)
+    assert [int(a or b) for a, b in selected] == [root]
+
+
 def test_admin_changes_and_removes_the_gate_and_cap(app, root, alice, database):
     domain_id = domain_row(database, "alice.example").id
     client = signed_in(app, "root")

@@ -13,7 +13,7 @@ from aliasd.web.admin import bp
 from aliasd.web.admin.forms import DomainForm, NewDomainForm
 from aliasd.web.admin.profile import sentence
 from aliasd.web.context import db_session, settings
-from aliasd.web.permissions import admin_required
+from aliasd.web.permissions import admin_required, current_user
 
 
 def _owner_choices() -> list[tuple[int, str]]:
@@ -43,6 +43,10 @@ def domains_page():
     s = db_session()
     form = NewDomainForm()
     form.owner.choices = _owner_choices()
+    if request.method == "GET":
+        # The admin adding a domain most often keeps it; the first user by name is
+        # nobody in particular.
+        form.owner.data = current_user().id
     status = 200
     if form.validate_on_submit():
         owner = s.get(User, form.owner.data)
