@@ -7,6 +7,8 @@ senders all the time). CSV cells never start a spreadsheet formula."""
 
 from __future__ import annotations
 
+import html
+
 from sqlalchemy import select
 
 from aliasd.core import aliases as core
@@ -195,3 +197,58 @@ def test_csv_export_cells_never_start_a_formula(database, settings):
     assert not [c for c in cells if c[:1] in ("=", "+", "-", "@")], cells
     # cells with nothing to say stay empty: no lone quote where a site has no block reason
     assert "'" not in cells and "" in cells
+
+
+def _sender_cell(page: str, domain: str) -> str:
+    """The "Blocked" cell of ``domain``'s row in the site page's Senders table."""
+    table = page[page.index('<table id="senders">'):]
+    row = table[table.index(f'<th scope="row">{domain}</th>'):]
+    return html.unescape(row[:row.index("</tr>")])
+
+
+def test_for_everyone_is_offered_only_where_a_server_wide_rule_would_be_made(web):  # noqa: F811
+    app, ids, _table, db = web
+    for sender in ("x@gmail.com", "forged@bob.example", "x@mail.gmail.com"):
+        deliver(db, "shop.example@alice.example", sender, spam=True)
+    admin = app.test_client()
+    login(admin, "root")
+    page = admin.get(f"/reports/site/{ids['alice']}/shop.example").get_data(as_text=True)
+    assert "for everyone</button>" in _sender_cell(page, "massnews.gr")
+    for refused in ("gmail.com", "mail.gmail.com", "bob.example"):
+        cell = _sender_cell(page, refused)
+        assert "for everyone" not in cell, refused
+        assert f"Block {refused}</button>" in cell  # alice's own block stays one click away
+
+
+def test_one_spam_from_a_large_mail_provider_is_no_block_suggestion(web):  # noqa: F811
+    app, ids, _table, db = web
+    deliver(db, "shop.example@alice.example", "someone@gmail.com", spam=True)
+    alice = app.test_client()
+    login(alice, "alice")
+    page = alice.get(f"/reports/site/{ids['alice']}/shop.example").get_data(as_text=True)
+    suggestions = page[page.index('id="block-suggestions"'):page.index("</ul>", page.index(
+        'id="block-suggestions"'))]
+    assert "massnews.gr" in suggestions and "gmail.com" not in suggestions
+    # typing the block by hand is still alice's choice
+    assert "Blocked gmail.com for all your aliases." in _block(
+        alice, f"/reports/site/{ids['alice']}/shop.example", "gmail.com")
+
+
+def test_a_sender_of_another_site_says_so_where_it_cannot_be_blocked(web):  # noqa: F811
+    app, ids, _table, db = web
+    deliver(db, "shop.example@alice.example", "someone@gmail.com", spam=True)
+    alice = app.test_client()
+    login(alice, "alice")
+    forum = f"/reports/site/{ids['alice']}/forum.example"
+    alice.post(forum + "/senders", data={"domain": "gmail.com",
+                                         "csrf_token": page_token(alice, forum)})
+    shop = f"/reports/site/{ids['alice']}/shop.example"
+    page = alice.get(shop).get_data(as_text=True)
+    assert "no: a known sender of another of your sites (forum.example)" in _sender_cell(
+        page, "gmail.com")
+    admin = app.test_client()
+    login(admin, "root")
+    page = admin.get(shop).get_data(as_text=True)
+    assert "no: a known sender of another of alice's sites (forum.example)" in _sender_cell(
+        page, "gmail.com")
+    assert "no: a sender of this site" in _sender_cell(page, "shop.example")

@@ -67,13 +67,24 @@ def exempt_domains(settings: Settings) -> set[str]:
 
 def server_block_refusal(session: Session, settings: Settings, domain: str) -> str | None:
     """Why a server-wide rule may not block ``domain``; None when it may."""
-    if is_protected(domain, protected_domains(session)):
-        return (f"{domain} is a domain this server serves or where users keep their "
-                "mailboxes; a server-wide block would refuse their own mail")
-    if is_protected(domain, exempt_domains(settings)):
-        return (f"{domain} is a large mail provider (autoblock_exempt_domains); a "
-                "server-wide block would refuse wanted mail for every user")
-    return None
+    return server_block_refusals(session, settings, [domain]).get(domain)
+
+
+def server_block_refusals(
+    session: Session, settings: Settings, domains: Iterable[str]
+) -> dict[str, str]:
+    """:func:`server_block_refusal` for many domains (a page of senders) with one read
+    of the protected domains; only the refused ones are keys."""
+    protected, exempt = protected_domains(session), exempt_domains(settings)
+    refusals = {}
+    for domain in domains:
+        if is_protected(domain, protected):
+            refusals[domain] = (f"{domain} is a domain this server serves or where users keep "
+                                "their mailboxes; a server-wide block would refuse their own mail")
+        elif is_protected(domain, exempt):
+            refusals[domain] = (f"{domain} is a large mail provider (autoblock_exempt_domains); a "
+                                "server-wide block would refuse wanted mail for every user")
+    return refusals
 
 
 def user_block_refusal(session: Session, owner_id: int, domain: str) -> str | None:

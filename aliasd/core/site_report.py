@@ -6,13 +6,14 @@ known senders and block suggestions drawn from the evidence. Reads aggregates an
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from aliasd.core import leaks, protected_senders
+from aliasd.core import block_protection, leaks, protected_senders
 from aliasd.core.block_decision import BlockList, Sender, blocked_for, load_blocklist
 from aliasd.core.report_site import aliases_under
 from aliasd.core.reports import _as_date, _site_filter, period_start
@@ -33,8 +34,13 @@ class SenderRow:
     last_spam_at: dt.datetime | None
     blocked: bool
     rule_id: int | None  # the server rule's id, or the owner's sender block's id
-    protected: bool = False  # belongs to one of the owner's sites or mailbox: no block
     block_scope: str | None = None  # server | user | alias (None: not blocked)
+    # Belongs to one of the owner's sites or is their mailbox domain: no block, and why.
+    protection: protected_senders.Protection | None = None
+
+    @property
+    def protected(self) -> bool:
+        return self.protection is not None
 
 
 @dataclass
@@ -63,9 +69,12 @@ def site_detail(
     today: dt.date | None = None,
     leak_senders: int = 4,
     affiliations_file: str = "",
+    exempt: Iterable[str] = (),
 ) -> SiteDetail | None:
     """Spam per day (gaps filled with zero), senders and sample subjects of one site of
-    one owner; None when the site has no mail and no alias."""
+    one owner; None when the site has no mail and no alias. ``exempt``: the large mail
+    providers (``block_protection.exempt_domains``), never suggested as a block: one
+    spam from gmail.com does not make all of Gmail a spam source."""
     today = today or dt.datetime.now(dt.UTC).date()
     since = period_start(period, today)
     day_rows = session.execute(
@@ -98,7 +107,8 @@ def site_detail(
         current += dt.timedelta(days=1)
 
     blocklist = load_blocklist(session)
-    protected = protected_senders.for_user(session, owner_id, affiliations_file)
+    protected = protected_senders.protections(session, owner_id, affiliations_file)
+    exempt = set(exempt)
     senders = []
     sender_query = select(SiteSender).where(
         SiteSender.owner_id == owner_id, SiteSender.site == site
@@ -121,7 +131,7 @@ def site_detail(
                 last_spam_at=row.last_spam_at,
                 blocked=block is not None,
                 rule_id=block.id if block is not None else None,
-                protected=protected_senders.is_protected(row.sender_domain, protected),
+                protection=protected_senders.protection(row.sender_domain, protected, site),
                 block_scope=block.scope if block is not None else None,
             )
         )
@@ -145,6 +155,7 @@ def site_detail(
         e.sender_domain for e in evidence
         if e.dismissed_at is None and (e.spam or e.confirmed_at) and "." in e.sender_domain
         and not protected_senders.is_protected(e.sender_domain, protected)
+        and not block_protection.is_protected(e.sender_domain, exempt)
         and _block_of(blocklist, e.sender_domain, owner_id) is None
     ]  # fmt: skip
     return SiteDetail(

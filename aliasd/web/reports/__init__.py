@@ -117,6 +117,7 @@ def _detail_or_404(owner_id: int, site: str) -> site_report.SiteDetail:
         db_session(), owner_id, site, period=_period(),
         leak_senders=settings().attribution_leak_senders,
         affiliations_file=settings().attribution_affiliations_file,
+        exempt=block_protection.exempt_domains(settings()),
     )  # fmt: skip
     if detail is None:
         abort(404)
@@ -127,11 +128,18 @@ def _detail_or_404(owner_id: int, site: str) -> site_report.SiteDetail:
 @login_required
 def site(owner_id: int, site: str):
     detail = _detail_or_404(owner_id, site)
-    owner = db_session().get(User, owner_id)
+    s = db_session()
+    owner = s.get(User, owner_id)
     chart = Markup(spam_chart_svg(detail.days, title=f"Spam per day for {site}"))
+    # "for everyone" is offered only where the server-wide rule would be made.
+    server_refused = (
+        block_protection.server_block_refusals(s, settings(), [x.domain for x in detail.senders])
+        if current_user().is_admin else {}
+    )
     return render_template(
         "reports/site.html", d=detail, chart=chart, owner=owner, period=_period(),
-        periods=list(reports.PERIODS),
+        periods=list(reports.PERIODS), server_refused=server_refused,
+        whose=_whose(owner_id),
     )  # fmt: skip
 
 
@@ -158,11 +166,13 @@ def block(owner_id: int, site: str):
     if refusal:
         flash(refusal, "error")
         return back
-    protected = protected_senders.for_user(s, owner_id, settings().attribution_affiliations_file)
-    if protected_senders.is_protected(domain, protected):
-        flash(f"{domain} belongs to one of the owner's sites or to their mailbox: blocking it would "
-              "refuse their own mail. Remove it from the site's senders first if it is not "
-              "theirs.", "error")  # fmt: skip
+    protected = protected_senders.protections(s, owner_id,
+                                              settings().attribution_affiliations_file)
+    protection = protected_senders.protection(domain, protected, site)
+    if protection is not None:
+        flash(f"{domain} is {protection.describe(_whose(owner_id))}: blocking it would refuse "
+              "wanted mail. Remove it from the site's senders first if it is not the "
+              "site's.", "error")  # fmt: skip
         return back
     try:
         if server_wide:
@@ -180,8 +190,7 @@ def block(owner_id: int, site: str):
         flash(f"Blocked {domain} for everyone (rule {rule.id}).", "success")
         flash_publish_outcome()
     else:
-        whose = "your" if owner_id == user.id else f"{detail_owner_name(owner_id)}'s"
-        flash(f"Blocked {domain} for all {whose} aliases.", "success")
+        flash(f"Blocked {domain} for all {_whose(owner_id)} aliases.", "success")
     return back
 
 
@@ -205,6 +214,11 @@ def unblock(owner_id: int, site: str):
 def detail_owner_name(owner_id: int) -> str:
     owner = db_session().get(User, owner_id)
     return owner.username if owner is not None else "?"
+
+
+def _whose(owner_id: int) -> str:
+    """"your" for the signed-in user's own sites, "alice's" for an admin looking at hers."""
+    return "your" if owner_id == current_user().id else f"{detail_owner_name(owner_id)}'s"
 
 
 from aliasd.web.reports import senders  # noqa: E402,F401 - routes on this blueprint
