@@ -266,3 +266,34 @@ def test_burn_from_the_site_page_confirms_then_marks_the_source_cut_off(web):
     forum = next(r for r in data["rows"] if r["site"] == "forum.example")
     assert forum["burned"] and forum["blocked"]
     assert "alias burned" in alice.get("/reports/").get_data(as_text=True)
+
+
+def _form_with_button(html: str, label: str) -> tuple[str, dict[str, str]]:
+    """(action, fields) of the form whose button has ``label``, as a browser submits it."""
+    import html as html_lib
+    import re
+
+    for form in re.findall(r"<form\b.*?</form>", html, re.S):
+        if f">{label}</button>" in form:
+            action = html_lib.unescape(re.search(r'action="([^"]*)"', form).group(1))
+            fields = {html_lib.unescape(n): html_lib.unescape(v) for n, v in re.findall(
+                r'<input type="hidden" name="([^"]+)" value="([^"]*)"', form)}
+            return action, fields
+    raise AssertionError(f"no form with a {label!r} button")
+
+
+def test_block_and_unblock_on_the_site_page_keep_the_chosen_period(web):
+    app, ids, _table, _db = web
+    alice = app.test_client()
+    login(alice, "alice")
+    site_url = f"/reports/site/{ids['alice']}/shop.example?period=7d"
+    action, fields = _form_with_button(alice.get(site_url).get_data(as_text=True),
+                                       "Block massnews.gr")
+    response = alice.post(action, data=fields)
+    assert response.status_code == 302 and response.headers["Location"].endswith(site_url)
+    page = alice.get(site_url).get_data(as_text=True)
+    assert "Blocked massnews.gr for all your aliases." in page
+    action, fields = _form_with_button(page, "Unblock")
+    response = alice.post(action, data=fields)
+    assert response.status_code == 302 and response.headers["Location"].endswith(site_url)
+    assert "Unblocked massnews.gr." in alice.get(site_url).get_data(as_text=True)

@@ -150,7 +150,7 @@ def block(owner_id: int, site: str):
     (enforced by the milter; other users are not affected). An admin may choose
     ``scope=server``: a server-wide rule, written to Postfix now."""
     detail = _detail_or_404(owner_id, site)
-    back = redirect(url_for("reports.site", owner_id=owner_id, site=site))
+    back = back_to_page(owner_id, site)
     domain = request.form.get("domain", "").strip().lower()
     # Only domains that actually sent to this site: the form cannot be used to block
     # arbitrary (e.g. big mail provider) domains by editing the request.
@@ -208,6 +208,16 @@ def unblock(owner_id: int, site: str):
         s.rollback()
         abort(404)
     flash(f"Unblocked {removed.sender}.", "success")
+    return back_to_page(owner_id, site)
+
+
+def back_to_page(owner_id: int, site: str):
+    """Back to the page the form was on (its ``back`` field: the path with the chosen
+    period), or the site page; only a path on this site, never another host."""
+    target = request.form.get("back", "")
+    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    if target.startswith("/") and not target.startswith("//") and "\\" not in target and not controls:
+        return redirect(request.script_root + target)
     return redirect(url_for("reports.site", owner_id=owner_id, site=site))
 
 

@@ -4,7 +4,7 @@ a POST with CSRF, goes back where it came from and says what changed."""
 
 from __future__ import annotations
 
-from flask import abort, flash, redirect, request, url_for
+from flask import abort, flash, request
 from sqlalchemy import and_, exists, or_, select
 
 from aliasd.core import leaks
@@ -12,7 +12,7 @@ from aliasd.core.addresses import AddressError
 from aliasd.models import Alias
 from aliasd.web.context import db_session
 from aliasd.web.permissions import current_user, login_required
-from aliasd.web.reports import bp
+from aliasd.web.reports import back_to_page, bp
 
 
 def _site_of(owner_id: int, site: str) -> None:
@@ -32,14 +32,6 @@ def _site_of(owner_id: int, site: str) -> None:
         abort(404)
 
 
-def _back(owner_id: int, site: str):
-    target = request.form.get("back", "")
-    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target and not controls:
-        return redirect(request.script_root + target)
-    return redirect(url_for("reports.site", owner_id=owner_id, site=site))
-
-
 @bp.post("/site/<int:owner_id>/<path:site>/senders")
 @login_required
 def add_sender(owner_id: int, site: str):
@@ -53,9 +45,9 @@ def add_sender(owner_id: int, site: str):
     except AddressError as exc:
         s.rollback()
         flash(str(exc), "error")
-        return _back(owner_id, site)
+        return back_to_page(owner_id, site)
     flash(f"{row.domain} now counts as a sender of {site}.", "success")
-    return _back(owner_id, site)
+    return back_to_page(owner_id, site)
 
 
 @bp.post("/site/<int:owner_id>/<path:site>/senders/remove")
@@ -70,13 +62,13 @@ def remove_sender(owner_id: int, site: str):
     except AddressError as exc:
         s.rollback()
         flash(str(exc), "error")
-        return _back(owner_id, site)
+        return back_to_page(owner_id, site)
     domain = request.form.get("domain", "").strip().lower()[:100]
     if removed:
         flash(f"{domain} no longer counts as a sender of {site}.", "success")
     else:
         flash(f"{domain} was not a stored sender of {site}.", "error")
-    return _back(owner_id, site)
+    return back_to_page(owner_id, site)
 
 
 def _judge(owner_id: int, site: str, verb: str):
@@ -92,13 +84,13 @@ def _judge(owner_id: int, site: str, verb: str):
     except LookupError as exc:
         s.rollback()
         flash(str(exc.args[0]), "error")
-        return _back(owner_id, site)
+        return back_to_page(owner_id, site)
     if verb == "dismiss":
         flash(f"Dismissed: mail from {sender} is no longer leak evidence for {site}, and "
               f"{sender} now counts as one of its senders.", "success")  # fmt: skip
     else:
         flash(f"Confirmed: mail from {sender} counts as a leak of {site}.", "success")
-    return _back(owner_id, site)
+    return back_to_page(owner_id, site)
 
 
 @bp.post("/site/<int:owner_id>/<path:site>/leaks/dismiss")
