@@ -26,5 +26,5 @@ setup(
     package_dir=RESOURCE_DIRS,
     # Data files inside the package: templates, units, shipped lists (ordinary headers, ...).
     package_data={"": ["*.html", "*.mako", "*.css", "*.js", "*.service", "*.path", "*.timer",
-                       "*.conf", "*.txt", "*.json", "*.toml", "*.csv", "*.cf"]},
+                       "*.conf", "*.txt", "*.json", "*.toml", "*.csv", "*.cf", "*.svg"]},
 )

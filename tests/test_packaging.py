@@ -84,6 +84,7 @@ def test_wheel_and_sdist_carry_templates_migrations_static_and_units(dist):
     for name in ("aliasd/templates/auth/login.html", "aliasd/templates/base.html",
                  "aliasd/migrations/env.py", "aliasd/migrations/script.py.mako",
                  "aliasd/migrations/versions/0001_initial.py", "aliasd/web/static/style.css",
+                 "aliasd/web/static/favicon.svg",
                  "aliasd/web/wsgi.py", "aliasd/systemd/aliasd-lookupd.service",
                  "aliasd/data/rules/aliasd.cf"):
         assert name in names, name

@@ -118,3 +118,30 @@ def test_change_password_then_sign_out_everywhere(tmp_path):
             browser.close()
     assert (ARTIFACTS / "account.png").stat().st_size > 1000
     db.dispose()
+
+
+def test_pages_load_without_console_errors_and_show_their_icon(tmp_path):
+    db, app = app_with_alice(tmp_path)
+    with serve(app) as base, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            errors: list[str] = []
+            icons: list[int] = []
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("response", lambda r: icons.append(r.status) if "favicon" in r.url else None)
+            page.goto(base + "/login")
+            page.get_by_label("User name").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            follow(page.get_by_role("button", name="Sign in"))
+            page.wait_for_timeout(500)  # the icon loads after the page
+            assert errors == [], errors
+            page.goto(base + "/no-such-page")  # an error page shows the icon too
+            page.wait_for_timeout(500)
+        finally:
+            browser.close()
+    assert len(icons) >= 3 and all(status == 200 for status in icons), icons
+    # a client that asks the fixed path gets the same icon
+    response = app.test_client().get("/favicon.ico", follow_redirects=True)
+    assert response.status_code == 200 and response.mimetype == "image/svg+xml"
+    db.dispose()

@@ -34,7 +34,7 @@ def test_api_endpoints_are_token_only_and_pages_need_sign_in():
         perm = permission_of(app.view_functions[rule.endpoint])
         if rule.rule.startswith("/api/"):
             assert perm == "token", rule.rule
-        elif rule.endpoint not in ("auth.login", "static", "metrics.scrape",
+        elif rule.endpoint not in ("auth.login", "static", "favicon", "metrics.scrape",
                                    "quarantine.oneclick_page", "quarantine.oneclick_do"):
             assert perm in ("login", "admin"), rule.rule
 

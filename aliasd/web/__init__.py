@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Flask, abort, request
+from flask import Flask, abort, redirect, request, url_for
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.routing import IntegerConverter
@@ -106,6 +106,12 @@ def create_app(settings: Settings | None = None, *, check_schema: bool = False) 
     app.before_request(permissions.enforce)
     app.teardown_appcontext(context.close_db_session)
     app.view_functions["static"] = permissions.public(app.view_functions["static"])
+
+    @app.get("/favicon.ico")
+    @permissions.public
+    def favicon():
+        # Pages name their icon; this is for clients that ask the old fixed path anyway.
+        return redirect(url_for("static", filename="favicon.svg"), 301)
 
     @app.after_request
     def security_headers(response):
