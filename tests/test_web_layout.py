@@ -236,3 +236,57 @@ def test_burn_confirmation_button_is_white_on_dark_red(site):
         finally:
             browser.close()
     assert colours == ["rgb(255, 255, 255)", "rgb(164, 22, 26)"]
+
+
+# The words (space-separated, shorter than 30 characters) of the elements matched by a
+# selector that the browser broke across two lines; with ``dates`` only elements that are
+# a date (or a date and a time), not prose that mentions one.
+_BROKEN_WORDS = """([selector, dates]) => {
+  const broken = [];
+  const date = /^\\d{4}-\\d\\d-\\d\\d( \\d\\d:\\d\\d)?$/;
+  for (const el of document.querySelectorAll(selector)) {
+    if (dates && !date.test(el.textContent.trim())) continue;
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.data.matchAll(/\\S+/g)) {
+        if (m[0].length >= 30) continue;
+        const range = document.createRange();
+        range.setStart(node, m.index); range.setEnd(node, m.index + m[0].length);
+        const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+        if (tops.size > 1) broken.push(m[0]);
+      }
+    }
+  }
+  return broken;
+}"""
+
+
+def test_sites_addresses_and_dates_are_not_broken_mid_word(site):
+    """A site, an address or a date that fits stays whole at desktop width (the report
+    once showed "paypa l.com" and "2026-12- 07" with room to spare), and a date never
+    breaks inside itself at either width."""
+    base, ids = site
+    broken: list[str] = []
+    pages = {
+        "/reports/?period=all": ("#ranking th a", "#ranking td"),
+        "/": ("#aliases td.card-head a", "#aliases td"),
+        f"/reports/site/{ids['alice']}/shop.example?period=all": ("#senders th", "#senders td"),
+        f"/aliases/{ids['long']}": ("#senders td", "#senders td"),
+    }
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            for width, (w, h) in WIDTHS.items():
+                context = browser.new_context(viewport={"width": w, "height": h})
+                _sign_in(context, base, "root")
+                page = context.new_page()
+                for path, (names, cells) in pages.items():
+                    page.goto(base + path)
+                    words = page.evaluate(_BROKEN_WORDS, [cells + ", " + cells + " time", True])
+                    if width == "desktop":
+                        words += page.evaluate(_BROKEN_WORDS, [names, False])
+                    broken += [f"{width} {path}: {word!r}" for word in words]
+                context.close()
+        finally:
+            browser.close()
+    assert not broken, "\n".join(broken)
