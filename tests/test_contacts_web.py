@@ -84,3 +84,40 @@ def test_other_users_cannot_see_or_change_contacts(app, shop_id, database):
     assert response.status_code == 404
     with database.session() as s:
         assert ra.list_for_alias(s, shop_id)[0].enabled
+
+
+def _field_error(html: str, field_id: str) -> str:
+    match = re.search(rf'<p class="error" id="{field_id}-error">([^<]*)</p>', html)
+    return match.group(1) if match else ""
+
+
+def test_a_refused_contact_or_reply_name_says_what_is_wrong_next_to_the_field(
+        app, shop_id, database):
+    client = signed_in(app, "alice")
+    page = f"/aliases/{shop_id}"
+    token = page_token(client, page)
+    response = client.post(f"{page}/contacts", data={
+        "csrf_token": token, "write-correspondent": "friend@elsewhere.example",
+        "write-name": "x" * 5000})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 400
+    assert "at most 100 characters" in _field_error(html, "write-name")
+    assert _field_error(html, "write-correspondent") == ""
+    assert 'value="friend@elsewhere.example"' in html  # what was typed is kept
+    response = client.post(f"{page}/contacts", data={
+        "csrf_token": token, "write-correspondent": "loop@alice.example"})
+    assert "replies would loop" in _field_error(response.get_data(as_text=True),
+                                                "write-correspondent")
+    response = client.post(f"{page}/contacts", data={"csrf_token": token})
+    assert _field_error(response.get_data(as_text=True), "write-correspondent") == \
+        "Give the address you want to write to."
+    for name, wrong in (("y" * 101, "at most 100 characters"), ("Me\nBcc: x@y.example",
+                                                                "line breaks")):
+        response = client.post(f"{page}/reply-settings", data={
+            "csrf_token": token, "reply-reply_name": name, "reply-reply_mode": "rewrite"})
+        assert response.status_code == 400
+        assert wrong in _field_error(response.get_data(as_text=True), "reply-reply_name")
+    with database.session() as s:
+        alias = core.get_alias(s, "shop@alice.example")
+        assert (alias.reply_name, alias.reply_mode) == (None, None)
+        assert ra.list_for_alias(s, shop_id) == []

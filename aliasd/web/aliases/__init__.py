@@ -133,12 +133,23 @@ def detail(alias_id: int):
             status = 422
     else:
         status = 400
+    return render_detail(alias, edit=edit, status=status)
+
+
+def render_detail(alias, *, edit=None, status: int = 200, **contact_forms):
+    """The alias page; ``edit`` and ``contact_forms`` (``write_form``, ``reply_form``) are
+    forms carrying the errors of a refused submission, shown next to their fields."""
+    s = db_session()
+    if edit is None:
+        edit = EditAliasForm(formdata=None)
+        edit.note.data = alias.note or ""
+        edit.destinations.data = "\n".join(alias.destination_list)
     return render_template(
         "aliases/detail.html", alias=alias, form=ActionForm(), edit=edit,
         events=service.recent_events(s, alias), senders=service.sender_domains(s, alias),
         known=leaks.list_known_senders(s, alias.owner_id, alias.site) if alias.site else None,
         blocks=sender_blocks.list_blocks(s, alias.owner_id, alias_id=alias.id),
-        **contacts.page_context(alias),
+        **contacts.page_context(alias, **contact_forms),
     ), status
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 from flask import flash, redirect, url_for
 from flask_wtf import FlaskForm
 from wtforms import SelectField, StringField, SubmitField
-from wtforms.validators import DataRequired, Length, Optional
+from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
 from aliasd.core import aliases as core
 from aliasd.core import reverse_aliases as ra
-from aliasd.core.reply_headers import MAX_NAME, HeaderInjection, check_display_name
-from aliasd.web.aliases import ActionForm, _alias_or_404, bp
+from aliasd.core.reply_headers import HeaderInjection, check_display_name
+from aliasd.web.admin.profile import sentence
+from aliasd.web.aliases import ActionForm, _alias_or_404, bp, render_detail
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import login_required
 
@@ -20,30 +21,44 @@ MODE_CHOICES = [("", "As the domain says"),
                 ("rewrite", "Rewrite: From: the reverse alias, signed by aliasd")]
 
 
+def display_name(_form, field) -> None:
+    """Core's rule for a display name (length, no line breaks), as the field's error."""
+    try:
+        field.data = check_display_name(field.data)
+    except HeaderInjection as exc:
+        raise ValidationError(sentence(exc)) from None
+
+
 class WriteToForm(FlaskForm):
-    correspondent = StringField("Their address", validators=[DataRequired(), Length(max=320)],
-                                render_kw={"placeholder": "someone@example.com",
-                                           "autocomplete": "off"})
-    name = StringField("Their name (optional)", validators=[Optional(), Length(max=MAX_NAME)])
+    correspondent = StringField(
+        "Their address",
+        validators=[DataRequired("Give the address you want to write to."),
+                    Length(max=320, message="An address is at most 320 characters.")],
+        render_kw={"placeholder": "someone@example.com", "autocomplete": "off"})
+    name = StringField("Their name (optional)", validators=[Optional(), display_name])
     write = SubmitField("Make the address to write to")
 
 
 class ReplySettingsForm(FlaskForm):
     reply_name = StringField("Your name on mail sent as this alias",
-                             validators=[Optional(), Length(max=MAX_NAME)])
+                             validators=[Optional(), display_name])
     reply_mode = SelectField("How forwarded mail shows the reverse alias",
                              choices=MODE_CHOICES, default="")
     save_reply = SubmitField("Save reply settings")
 
 
-def page_context(alias) -> dict:
-    """What the alias page shows of its contacts."""
-    reply = ReplySettingsForm(prefix="reply")
-    reply.reply_name.data = alias.reply_name or ""
-    reply.reply_mode.data = alias.reply_mode or ""
+def page_context(alias, *, write_form: WriteToForm | None = None,
+                 reply_form: ReplySettingsForm | None = None) -> dict:
+    """What the alias page shows of its contacts; a form given is one that was refused,
+    shown again with its errors."""
+    if reply_form is None:
+        reply_form = ReplySettingsForm(prefix="reply", formdata=None)
+        reply_form.reply_name.data = alias.reply_name or ""
+        reply_form.reply_mode.data = alias.reply_mode or ""
     contacts = ra.list_for_alias(db_session(), alias.id)
-    return {"contacts": contacts, "write_form": WriteToForm(prefix="write"),
-            "reply_form": reply, "refused_total": sum(c.refused_count for c in contacts)}
+    return {"contacts": contacts,
+            "write_form": write_form or WriteToForm(prefix="write", formdata=None),
+            "reply_form": reply_form, "refused_total": sum(c.refused_count for c in contacts)}
 
 
 def _back(alias_id: int):
@@ -57,17 +72,15 @@ def write_to(alias_id: int):
     alias = _alias_or_404(alias_id)
     form = WriteToForm(prefix="write")
     if not form.validate_on_submit():
-        flash("Give the address you want to write to.", "error")
-        return _back(alias_id)
+        return render_detail(alias, write_form=form, status=400)
     try:
-        name = check_display_name(form.name.data)
-        row = ra.write_to(s, alias, form.correspondent.data, name=name,
+        row = ra.write_to(s, alias, form.correspondent.data, name=form.name.data,
                           reply_domain=settings().reply_domain)
         s.commit()
-    except (core.AliasdError, HeaderInjection) as exc:
+    except core.AliasdError as exc:
         s.rollback()
-        flash(str(exc), "error")
-        return _back(alias_id)
+        form.correspondent.errors = [*form.correspondent.errors, sentence(exc)]
+        return render_detail(_alias_or_404(alias_id), write_form=form, status=422)
     flash(f"Write to {row.address} from your own mailbox: it reaches {row.correspondent} "
           f"from {alias.address}.", "success")
     return _back(alias_id)
@@ -116,13 +129,8 @@ def reply_settings(alias_id: int):
     alias = _alias_or_404(alias_id)
     form = ReplySettingsForm(prefix="reply")
     if not form.validate_on_submit():
-        flash("Check the reply settings.", "error")
-        return _back(alias_id)
-    try:
-        alias.reply_name = check_display_name(form.reply_name.data)
-    except HeaderInjection as exc:
-        flash(str(exc), "error")
-        return _back(alias_id)
+        return render_detail(alias, reply_form=form, status=400)
+    alias.reply_name = form.reply_name.data or None
     alias.reply_mode = form.reply_mode.data or None
     s.commit()
     flash("Reply settings saved.", "success")
