@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import html as html_lib
 import io
+import re
 from pathlib import Path
 
 import pytest
@@ -89,7 +91,7 @@ def test_users_see_their_own_sites_admins_everyone(web):
     only_bob = admin.get("/reports/export.csv?user=bob").get_data(as_text=True)
     rows = list(csv.DictReader(io.StringIO(only_bob)))
     assert [(r["site"], r["owner"], r["spam"]) for r in rows] == [("secret.example", "bob", "1")]
-    assert admin.get("/reports/?user=nobody").status_code == 404
+    assert admin.get("/reports/export.csv?user=nobody").status_code == 404
     anonymous = app.test_client().get("/reports/")
     assert anonymous.status_code == 302 and "/login" in anonymous.headers["Location"]
 
@@ -270,9 +272,6 @@ def test_burn_from_the_site_page_confirms_then_marks_the_source_cut_off(web):
 
 def _form_with_button(html: str, label: str) -> tuple[str, dict[str, str]]:
     """(action, fields) of the form whose button has ``label``, as a browser submits it."""
-    import html as html_lib
-    import re
-
     for form in re.findall(r"<form\b.*?</form>", html, re.S):
         if f">{label}</button>" in form:
             action = html_lib.unescape(re.search(r'action="([^"]*)"', form).group(1))
@@ -297,3 +296,25 @@ def test_block_and_unblock_on_the_site_page_keep_the_chosen_period(web):
     response = alice.post(action, data=fields)
     assert response.status_code == 302 and response.headers["Location"].endswith(site_url)
     assert "Unblocked massnews.gr." in alice.get(site_url).get_data(as_text=True)
+
+
+def test_an_unknown_user_in_the_report_filter_is_an_error_next_to_the_field(web):
+    app, _ids, _table, _db = web
+    admin = app.test_client()
+    login(admin, "root")
+    response = admin.get("/reports/?user=nosuch&period=7d")
+    html = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert '<p class="error" id="user-error">There is no user named &#39;nosuch&#39;.</p>' in html
+    assert 'id="user" name="user" type="text" value="nosuch" aria-invalid="true"' in html
+    assert 'id="ranking"' not in html and "Sign out" in html  # the report page, no report
+    # A user never sees the filter: any name gives the same page, whoever exists.
+    alice = app.test_client()
+    login(alice, "alice")
+    pages = [alice.get(f"/reports/?user={name}") for name in ("bob", "nosuch")]
+    assert [p.status_code for p in pages] == [200, 200]
+
+    def without_token(page):
+        return re.sub(r'name="csrf_token" value="[^"]*"', "", page.get_data(as_text=True))
+
+    assert without_token(pages[0]) == without_token(pages[1])

@@ -43,8 +43,13 @@ def _period() -> str:
     return period if period in reports.PERIODS else "30d"
 
 
+class UnknownUser(LookupError):
+    """An admin's user filter names no user."""
+
+
 def _scope() -> tuple[int | None, str | None]:
-    """(owner id filter, user name shown): a user's own sites; an admin's choice."""
+    """(owner id filter, user name shown): a user's own sites (a user's filter is
+    ignored, so it tells nothing about who exists); an admin's choice."""
     user = current_user()
     if not user.is_admin:
         return user.id, None
@@ -53,12 +58,15 @@ def _scope() -> tuple[int | None, str | None]:
         return None, None
     other = db_session().scalar(select(User).where(User.username == name))
     if other is None:
-        abort(404)
+        raise UnknownUser(name)
     return other.id, other.username
 
 
 def _report() -> reports.Report:
-    owner_id, _ = _scope()
+    try:
+        owner_id, _ = _scope()
+    except UnknownUser:
+        abort(404)
     limit = min(max(request.args.get("limit", 100, type=int) or 100, 1), 1000)
     return reports.ranking(db_session(), owner_id=owner_id, period=_period(), limit=limit,
                            leak_senders=settings().attribution_leak_senders)
@@ -67,7 +75,15 @@ def _report() -> reports.Report:
 @bp.get("/")
 @login_required
 def index():
-    _owner_id, scope_name = _scope()
+    try:
+        _owner_id, scope_name = _scope()
+    except UnknownUser as exc:
+        # The form again, the name as typed and what is wrong with it; no report.
+        return render_template(
+            "reports/index.html", report=None, period=_period(), periods=list(reports.PERIODS),
+            scope_name=None, typed_user=str(exc),
+            user_error=f"There is no user named {str(exc)[:100]!r}.",
+        ), 422  # fmt: skip
     report = _report()
     return render_template(
         "reports/index.html", report=report, period=_period(), periods=list(reports.PERIODS),
