@@ -566,3 +566,24 @@ def test_pages_are_labelled_and_self_contained(app, alice, database):
     html = create(client, site="bad site").get_data(as_text=True)
     assert re.search(r'<input[^>]*aria-invalid="true"[^>]*autofocus|<input[^>]*autofocus[^>]*'
                      r'aria-invalid="true"', html)
+
+
+def test_alias_list_and_page_link_to_the_sites_report(app, alice, bob, database):
+    """Even for a site with no mail yet: its page shows the alias, no 404."""
+    client = signed_in(app, "alice")
+    create(client, site="https://shop.example/signup")
+    with database.session() as s:
+        shop = core.get_alias(s, "shop.example@alice.example")
+        owner = shop.owner_id
+        core.create_alias(s, "nosite@alice.example", shop.owner)
+    site_url = f"/reports/site/{owner}/shop.example"
+    listing = client.get("/").get_data(as_text=True)
+    assert f'href="{site_url}"' in listing
+    assert listing.count('href="/reports/site/') == 1  # the alias without a site has none
+    detail = client.get(f"/aliases/{shop.id}").get_data(as_text=True)
+    assert f'href="{site_url}"' in detail
+    for period in ("7d", "30d", "all"):
+        page = client.get(f"{site_url}?period={period}")
+        assert page.status_code == 200, period
+        assert "shop.example@alice.example" in page.get_data(as_text=True)
+    assert signed_in(app, "bob").get(site_url).status_code == 404  # still alice's alone
