@@ -126,6 +126,23 @@ def test_secure_cookie_by_default(settings, alice):
     assert "Secure" in response.headers["Set-Cookie"]
 
 
+def test_a_form_without_its_session_over_plain_http_says_https_is_needed(settings, alice):
+    """Only when the Secure session cookie did not come back over HTTP; a form that
+    really expired (the cookie came, e.g. on localhost or over HTTPS) says so."""
+    app = create_app(settings)
+    client = app.test_client()
+    login(client, "alice")  # Flask's client sends Secure cookies over HTTP, as on localhost
+    response = client.post("/logout", data={"csrf_token": "stale"})
+    assert response.status_code == 400 and "Form expired" in response.get_data(as_text=True)
+    stranger = app.test_client()  # a browser at http://HOSTNAME keeps the cookie back
+    page = stranger.post("/login", data={"username": "alice", "password": "x",
+                                         "csrf_token": "x"}).get_data(as_text=True)
+    assert "HTTPS needed" in page and "ALIASD_SESSION_COOKIE_SECURE=false" in page
+    page = stranger.post("/login", base_url="https://aliasd.example",
+                         data={"csrf_token": "x"}).get_data(as_text=True)
+    assert "Form expired" in page
+
+
 # --- CSRF ----------------------------------------------------------------------------
 def test_every_form_requires_csrf(app, alice, database):
     client = signed_in(app, "alice")

@@ -145,3 +145,35 @@ def test_pages_load_without_console_errors_and_show_their_icon(tmp_path):
     response = app.test_client().get("/favicon.ico", follow_redirects=True)
     assert response.status_code == 200 and response.mimetype == "image/svg+xml"
     db.dispose()
+
+
+def test_sign_in_over_plain_http_at_a_host_name_says_https_is_needed(tmp_path):
+    """The session cookie is Secure by default; Chromium keeps it back over plain HTTP at
+    a real host name (unlike localhost), so no form can work: the page says why, and a
+    reload would not help."""
+    db = sqlite_database(str(tmp_path / "aliasd.db"))
+    settings = load_settings(environ={}, env="development", secret_key="b" * 32,
+                             database_url=db.url, data_dir=str(tmp_path / "data"))
+    add_user(db, "alice", domain="alice.example")
+    from aliasd.web import create_app
+
+    app = create_app(settings)  # the default: session_cookie_secure
+    assert app.config["SESSION_COOKIE_SECURE"]
+    with serve(app) as base, sync_playwright() as pw:
+        port = base.rsplit(":", 1)[1]
+        browser = pw.chromium.launch(
+            executable_path="/usr/bin/chromium",
+            args=[*CHROMIUM_ARGS, "--host-resolver-rules=MAP aliasd.test 127.0.0.1"])
+        try:
+            page = browser.new_page()
+            page.goto(f"http://aliasd.test:{port}/login")
+            page.get_by_label("User name").fill("alice")
+            page.get_by_label("Password").fill(PASSWORD)
+            follow(page.get_by_role("button", name="Sign in"))
+            text = page.locator("main").inner_text()
+        finally:
+            browser.close()
+    assert "HTTPS needed" in text and "only sent over HTTPS" in text
+    assert "https://" in text and "ALIASD_SESSION_COOKIE_SECURE=false" in text
+    assert "reload the page" not in text
+    db.dispose()

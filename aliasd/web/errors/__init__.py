@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, g, jsonify, render_template, request
+from flask import Blueprint, current_app, g, jsonify, render_template, request
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import DBAPIError, OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
@@ -47,8 +47,24 @@ def error_response(status: int, title: str, message: str, *, with_user: bool = T
                            message=message), status
 
 
+def secure_cookie_lost_over_http() -> bool:
+    """Whether the browser kept the session cookie back because it is Secure and this
+    page came over plain HTTP: reloading never helps then. (Browsers make an exception
+    for localhost, so this is seen at a real host name.)"""
+    return (current_app.config["SESSION_COOKIE_SECURE"] and not request.is_secure
+            and current_app.config["SESSION_COOKIE_NAME"] not in request.cookies)
+
+
 @bp.app_errorhandler(CSRFError)
 def csrf_error(exc: CSRFError):
+    if secure_cookie_lost_over_http():
+        return error_response(
+            400, "HTTPS needed",
+            "This page came over plain HTTP, but aliasd's session cookie is only sent over "
+            "HTTPS (session_cookie_secure), so the browser never sent it back and no form "
+            "can be submitted. Open the https:// address instead. For a local or test "
+            "setup without TLS, set ALIASD_SESSION_COOKIE_SECURE=false (README, Web app).",
+        )
     return error_response(
         400, "Form expired",
         "The form was missing its security token or it expired. Go back, reload the page "
