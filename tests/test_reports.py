@@ -184,3 +184,21 @@ def test_chart_svg_is_valid_accessible_and_escaped():
     heights = [float(r.get("height")) for r in spam_bars]
     assert len(spam_bars) == 2 and heights[0] == pytest.approx(3 * heights[1])
     assert "style=" not in svg  # CSP-safe: presentation attributes only
+
+
+def test_leaked_at_is_set_for_leaked_sites_only_and_unrelated_since_dates_shared_ones(world):
+    from aliasd.web.reports import EXPORT_FIELDS
+
+    # quiet.example passed its address to a partner: clean mail from an unrelated sender.
+    deliver(world, "quiet.example@example.net", "hotel@partner.example", spam=False, days_ago=5)
+    with world.session() as s:
+        alice_id = core.get_user(s, "alice").id
+        rows = {r.site: r.as_dict() for r in reports.ranking(s, owner_id=alice_id,
+                                                             period="all").rows}
+    quiet, shop = rows["quiet.example"], rows["shop.example"]
+    assert (quiet["status"], quiet["leaked"], quiet["leaked_at"]) == ("shared", False, None)
+    assert quiet["unrelated_since"][:10] == (TODAY - dt.timedelta(days=5)).isoformat()
+    assert shop["leaked"] and shop["leaked_at"] == shop["unrelated_since"]
+    assert rows["nosite@example.net"]["leaked_at"] == rows["nosite@example.net"]["unrelated_since"]
+    # The export keeps its columns in place; the new one comes last.
+    assert EXPORT_FIELDS.index("leaked_at") == 12 and EXPORT_FIELDS[-1] == "unrelated_since"

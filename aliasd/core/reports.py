@@ -43,10 +43,14 @@ class SiteRow:
     spam_sender_domains: int
     blocked_sender_domains: int  # of the spam sender domains, how many are blocked
     leaked: bool  # the evidence says leaked (not merely shared with a partner)
-    leaked_at: dt.datetime | None  # first unrelated mail still counted as evidence
+    # A leaked site's first unrelated mail still counted as evidence; None unless leaked.
+    leaked_at: dt.datetime | None
     status: str = leaks.CLEAN  # clean | shared | leaked
     reason: str = ""  # why, in one line
     alias_states: list[str] = field(default_factory=list)
+    # The first unrelated mail still counted as evidence, leaked or shared: the date a
+    # shared site's partner first wrote, which leaked_at leaves empty.
+    unrelated_since: dt.datetime | None = None
 
     @property
     def burned(self) -> bool:
@@ -69,7 +73,7 @@ class SiteRow:
         data = asdict(self)
         data["blocked"] = self.blocked
         data["burned"] = self.burned
-        for key in ("first_spam", "last_spam", "leaked_at"):
+        for key in ("first_spam", "last_spam", "leaked_at", "unrelated_since"):
             value = data[key]
             data[key] = value.isoformat() if value is not None else None
         data["share"] = round(self.share, 4)
@@ -224,10 +228,11 @@ def ranking(
                 spam_sender_domains=n_spam_senders,
                 blocked_sender_domains=blocked_counts.get(key, 0),
                 leaked=status.leaked,
-                leaked_at=status.since,
+                leaked_at=status.since if status.leaked else None,
                 status=status.status,
                 reason=status.reason,
                 alias_states=sorted(set(site_aliases)),
+                unrelated_since=status.since,
             )
         )
     return Report(out, period, since, total_spam, total_mail, site_count)

@@ -31,10 +31,11 @@ from aliasd.web.reports.chart import spam_chart_svg
 bp = Blueprint("reports", __name__, url_prefix="/reports")
 nav_item(bp, "Spam report", "reports.index")
 
+# New columns go last: readers of the CSV by position keep working.
 EXPORT_FIELDS = [
     "site", "owner", "spam", "share", "total", "spam_ratio", "first_spam", "last_spam",
     "sender_domains", "spam_sender_domains", "blocked_sender_domains", "leaked", "leaked_at",
-    "status", "reason", "blocked", "burned",
+    "status", "reason", "blocked", "burned", "unrelated_since",
 ]  # fmt: skip
 
 
