@@ -209,7 +209,7 @@ def test_dismiss_confirm_and_known_senders_through_the_page(world):
     assert "counts as a leak" in page
     assert _export(world)["booking.example"]["status"] == "leaked"
     page = post("leaks/dismiss", sender="hotel-alpina.example")
-    assert "Dismissed" in page
+    assert "Dismissed" in page and "now counts as one of its senders" in page
     assert _export(world)["booking.example"]["status"] == "clean"
     known = re.search(r'<section id="known-senders".*?</section>', page, re.S).group(0)
     assert "hotel-alpina.example" in known and "confirmed by you" in known
@@ -221,6 +221,8 @@ def test_dismiss_confirm_and_known_senders_through_the_page(world):
     assert _export(world)["booking.example"]["status"] == "clean"
     page = post("senders", domain="not a domain")
     assert "is not a sender domain" in page
+    page = post("senders", domain="news@example.net")  # the domain this server serves
+    assert "serves or your own mailbox domain" in page
 
 
 def test_the_alias_page_offers_the_sites_senders(world):

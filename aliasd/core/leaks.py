@@ -11,6 +11,7 @@ mail (a partner the site passed the address to); *clean* otherwise."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -220,11 +221,12 @@ def _evidence_row(session: Session, owner_id: int, site: str, sender: str) -> Si
 
 
 def dismiss_leak(session: Session, owner_id: int, site: str, sender: str) -> SiteLeak:
-    """Not a leak: the sender becomes one of the site's, the evidence stays, marked."""
+    """Not a leak: the sender becomes one of the site's (unless :func:`sender_refusal`
+    refuses it), the evidence stays, marked."""
     row = _evidence_row(session, owner_id, site, sender)
     row.dismissed_at, row.confirmed_at = utcnow(), None
-    reg = registrable_domain(row.sender_domain)
-    if reg and not sender_refusal(session, owner_id, reg):
+    # not a domain, or one that may never be a site's: dismissed, not stored
+    with contextlib.suppress(AddressError):
         add_known_sender(session, owner_id, site, row.sender_domain, note="dismissed a leak")
     session.flush()
     refresh_summary(session.connection(), owner_id, site)

@@ -13,6 +13,7 @@ from aliasd.models import AliasState
 from aliasd.web import service
 from aliasd.web.context import db_session
 from aliasd.web.permissions import current_user, login_required
+from aliasd.web.redirects import same_site_path
 
 bp = Blueprint("aliases", __name__)
 
@@ -248,12 +249,8 @@ def action():
 
 def _back() -> str:
     """Where the action was started from (a same-site path only)."""
-    target = request.form.get("back", "")
-    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)  # CR/LF, tab
-    if (target.startswith("/") and not target.startswith("//") and "\\" not in target
-            and not controls):
-        return request.script_root + target
-    return url_for("aliases.index")
+    target = same_site_path(request.form.get("back"))
+    return request.script_root + target if target else url_for("aliases.index")
 
 
 def _alias_or_404(alias_id: int):

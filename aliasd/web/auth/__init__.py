@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from flask import Blueprint, flash, redirect, render_template, request, session, url_for
 from flask_wtf import FlaskForm
 from wtforms import PasswordField, StringField, SubmitField
@@ -12,6 +10,7 @@ from wtforms.validators import DataRequired, Length
 from aliasd.core.auth import SignInOutcome, authenticate, prune_attempts
 from aliasd.web.context import client_address, db_session, settings
 from aliasd.web.permissions import current_user, login_required, public
+from aliasd.web.redirects import same_site_path
 
 bp = Blueprint("auth", __name__)
 
@@ -26,18 +25,6 @@ class LoginForm(FlaskForm):
 
 class LogoutForm(FlaskForm):
     submit = SubmitField("Sign out")
-
-
-def _safe_next(target: str | None) -> str | None:
-    """Only same-site relative paths: never an open redirect."""
-    if not target or not target.startswith("/") or target.startswith("//"):
-        return None
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target):
-        return None  # CR/LF would break the Location header; browsers drop tabs
-    parts = urlsplit(target)
-    if parts.scheme or parts.netloc or "\\" in target:
-        return None
-    return target
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -60,7 +47,7 @@ def login():
             session["epoch"] = result.user.session_epoch
             session.permanent = True
             # request.script_root keeps a reverse proxy's path prefix.
-            nxt = _safe_next(request.args.get("next"))
+            nxt = same_site_path(request.args.get("next"))
             return redirect(request.script_root + nxt if nxt else url_for("aliases.index"))
         flash(result.message, "error")
         status = {SignInOutcome.RATE_LIMITED: 429, SignInOutcome.UNAVAILABLE: 503}.get(result.outcome, 401)

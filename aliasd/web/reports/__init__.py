@@ -26,6 +26,7 @@ from aliasd.models import User
 from aliasd.web.blocklist import flash_publish_outcome
 from aliasd.web.context import db_session, settings
 from aliasd.web.permissions import current_user, login_required, nav_item
+from aliasd.web.redirects import same_site_path
 from aliasd.web.reports.chart import spam_chart_svg
 
 bp = Blueprint("reports", __name__, url_prefix="/reports")
@@ -231,9 +232,8 @@ def unblock(owner_id: int, site: str):
 def back_to_page(owner_id: int, site: str):
     """Back to the page the form was on (its ``back`` field: the path with the chosen
     period), or the site page; only a path on this site, never another host."""
-    target = request.form.get("back", "")
-    controls = any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
-    if target.startswith("/") and not target.startswith("//") and "\\" not in target and not controls:
+    target = same_site_path(request.form.get("back"))
+    if target:
         return redirect(request.script_root + target)
     return redirect(url_for("reports.site", owner_id=owner_id, site=site))
 

@@ -86,8 +86,10 @@ def _judge(owner_id: int, site: str, verb: str):
         flash(str(exc.args[0]), "error")
         return back_to_page(owner_id, site)
     if verb == "dismiss":
-        flash(f"Dismissed: mail from {sender} is no longer leak evidence for {site}, and "
-              f"{sender} now counts as one of its senders.", "success")  # fmt: skip
+        known = sender.strip().lower() in leaks.known_senders(s, owner_id, site)
+        flash(f"Dismissed: mail from {sender} is no longer leak evidence for {site}"
+              + (f", and {sender} now counts as one of its senders." if known else "."),
+              "success")  # fmt: skip
     else:
         flash(f"Confirmed: mail from {sender} counts as a leak of {site}.", "success")
     return back_to_page(owner_id, site)
