@@ -33,6 +33,17 @@ def test_nobody_blocks_served_or_own_mailbox_domains(web):  # noqa: F811
     alice = app.test_client()
     login(alice, "alice")
     site_url = f"/reports/site/{ids['alice']}/shop.example"
+    # the page offers no Block for them, says why, and suggests none of them
+    page = html.unescape(alice.get(site_url).get_data(as_text=True))
+    for domain in ("bob.example", "sub.alice.example"):
+        cell = _sender_cell(page, domain)
+        assert "no: a domain this server serves" in cell and "<button" not in cell, domain
+    cell = _sender_cell(page, "mailbox.example")
+    assert "no: your mailbox domain" in cell and "<button" not in cell
+    assert "Block sender domain gmail.com" in page
+    suggested = page.split('id="block-suggestions"', 1)[1].split("</ul>", 1)[0] \
+        if 'id="block-suggestions"' in page else ""
+    assert not any(d in suggested for d in ("bob.example", "alice.example", "mailbox.example"))
     for domain in ("bob.example", "sub.alice.example", "mailbox.example"):
         page = _block(alice, site_url, domain)
         assert "blocking it would refuse your own mail" in page, domain
@@ -214,10 +225,12 @@ def test_for_everyone_is_offered_only_where_a_server_wide_rule_would_be_made(web
     login(admin, "root")
     page = admin.get(f"/reports/site/{ids['alice']}/shop.example").get_data(as_text=True)
     assert "for everyone</button>" in _sender_cell(page, "massnews.gr")
-    for refused in ("gmail.com", "mail.gmail.com", "bob.example"):
+    for refused in ("gmail.com", "mail.gmail.com"):
         cell = _sender_cell(page, refused)
         assert "for everyone" not in cell, refused
         assert f"Block {refused}</button>" in cell  # alice's own block stays one click away
+    # a served domain is nobody's to block, not even alice's for herself
+    assert _sender_cell(page, "bob.example").endswith("<td>no: a domain this server serves</td>")
 
 
 def test_one_spam_from_a_large_mail_provider_is_no_block_suggestion(web):  # noqa: F811

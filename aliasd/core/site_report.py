@@ -37,6 +37,9 @@ class SenderRow:
     block_scope: str | None = None  # server | user | alias (None: not blocked)
     # Belongs to one of the owner's sites or is their mailbox domain: no block, and why.
     protection: protected_senders.Protection | None = None
+    # A domain this server serves (or the owner's mailbox domain): spam forges these, and
+    # block_protection refuses any block of them, so the page offers none.
+    unblockable: bool = False
 
     @property
     def protected(self) -> bool:
@@ -109,6 +112,7 @@ def site_detail(
     blocklist = load_blocklist(session)
     protected = protected_senders.protections(session, owner_id, affiliations_file)
     exempt = set(exempt)
+    own_domains = block_protection.protected_domains(session, owner_id)
     senders = []
     sender_query = select(SiteSender).where(
         SiteSender.owner_id == owner_id, SiteSender.site == site
@@ -133,6 +137,7 @@ def site_detail(
                 rule_id=block.id if block is not None else None,
                 protection=protected_senders.protection(row.sender_domain, protected, site),
                 block_scope=block.scope if block is not None else None,
+                unblockable=block_protection.is_protected(row.sender_domain, own_domains),
             )
         )
 
@@ -156,6 +161,7 @@ def site_detail(
         if e.dismissed_at is None and (e.spam or e.confirmed_at) and "." in e.sender_domain
         and not protected_senders.is_protected(e.sender_domain, protected)
         and not block_protection.is_protected(e.sender_domain, exempt)
+        and not block_protection.is_protected(e.sender_domain, own_domains)
         and _block_of(blocklist, e.sender_domain, owner_id) is None
     ]  # fmt: skip
     return SiteDetail(
