@@ -13,7 +13,7 @@ from sqlalchemy import select
 from aliasd.config import SettingsError, load_settings
 from aliasd.core import aliases as core
 from aliasd.models import Alias, MailEvent, User
-from aliasd.web import create_app
+from aliasd.web import create_app, service
 from tests.harness.webapp import (
     PASSWORD,
     add_user,
@@ -604,3 +604,16 @@ def test_alias_list_and_page_link_to_the_sites_report(app, alice, bob, database)
         assert page.status_code == 200, period
         assert "shop.example@alice.example" in page.get_data(as_text=True)
     assert signed_in(app, "bob").get(site_url).status_code == 404  # still alice's alone
+
+
+def test_search_box_stops_where_the_server_cuts_a_search(app, alice, database):
+    with database.session() as s:
+        core.create_alias(s, "shop.example@alice.example", s.get(User, alice), site="shop.example")
+    client = signed_in(app, "alice")
+    page = client.get("/").get_data(as_text=True)
+    # gunicorn refuses a request line past 4 kB with a bare 414 page: the browser never
+    # sends a search that long, and what it sends is all the server reads
+    assert f'name="q" type="search" maxlength="{service.MAX_SEARCH}"' in page
+    assert service.MAX_SEARCH * 12 < 4000  # a character percent-encoded: at most 12 bytes
+    long_search = "shop" + "x" * (service.MAX_SEARCH * 2)
+    assert client.get("/", query_string={"q": long_search}).status_code == 200

@@ -172,6 +172,11 @@ def filtered_aliases(user: User, *, search: str = "", state: str = "",
 DENSE_MATCHES = 1000
 
 
+# A search longer than this is cut: no address or site is longer, and the web form's
+# input stops there too.
+MAX_SEARCH = 200
+
+
 def list_aliases(
     session: Session,
     user: User,
@@ -189,7 +194,7 @@ def list_aliases(
     continues past a row, ``before`` goes back, ``last`` jumps to the end; no OFFSET, so
     the last page costs what the first does."""
     sort = sort if sort in SORTS else "created"
-    search = (search or "").strip()
+    search = (search or "")[:MAX_SEARCH].strip()
     sqlite = session.get_bind().dialect.name == "sqlite"
     filters = {"search": search, "state": state, "case_insensitive_like": sqlite}
     total = None

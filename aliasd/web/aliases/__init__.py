@@ -55,7 +55,7 @@ def _ids() -> list[str]:
 def index():
     user = current_user()
     args = request.args
-    search = args.get("q", "")[:200]
+    search = args.get("q", "")[:service.MAX_SEARCH]
     sort = args.get("sort", "created")
     state = args.get("state", "")
     page = service.list_aliases(
@@ -63,7 +63,7 @@ def index():
         after=args.get("after"), before=args.get("before"), last=args.get("last") == "1",
     )
     return render_template(
-        "aliases/list.html", page=page, q=search, sort=sort, state=state,
+        "aliases/list.html", page=page, q=search, max_search=service.MAX_SEARCH, sort=sort, state=state,
         sorts=[("created", "Newest"), ("last_mail", "Last mail"), ("spam", "Most spam")],
         states=[("", "All but deleted")] + [(s.value, s.value.capitalize()) for s in AliasState],
         form=ActionForm(), domains=service.domains_for(db_session(), user),

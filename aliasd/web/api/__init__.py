@@ -92,7 +92,7 @@ def _create_error(exc: core.AliasdError):
 def list_aliases():
     args = request.args
     page = service.list_aliases(
-        db_session(), current_user(), search=args.get("q", "")[:200],
+        db_session(), current_user(), search=args.get("q", ""),
         state=args.get("state", ""), sort=args.get("sort", "created"),
         after=args.get("after"), before=args.get("before"), last=args.get("last") == "1",
         # type=int falls back to 50 for anything int() refuses ("²" passes isdigit()).
