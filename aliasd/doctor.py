@@ -266,6 +266,30 @@ def quarantine_check(settings: Settings, database: Database) -> Check:
     return Check("ok", "quarantine", detail)
 
 
+def catch_all_gate_checks(database: Database) -> Iterator[Check]:
+    """A catch-all gate stored before gates had to run on RE2 still works, on Python's
+    backtracking engine, where a hostile local part can stall the lookup server."""
+    from sqlalchemy import select
+
+    from aliasd.core import catch_all_gate
+    from aliasd.models import Domain
+
+    with database.session() as session:
+        gated = session.execute(
+            select(Domain.name, Domain.catch_all_regex)
+            .where(Domain.catch_all_regex.is_not(None), Domain.catch_all_regex != "")
+            .order_by(Domain.name)
+        ).all()
+    for name, regex in gated:
+        try:
+            catch_all_gate.check(regex)
+        except catch_all_gate.GateError as exc:
+            yield Check("warn", f"{name} catch-all gate", str(exc),
+                        f"aliasd domain set {name} --catch-all-regex REGEX (one RE2 can run)")
+        else:
+            yield Check("ok", f"{name} catch-all gate", regex)
+
+
 def host_name_check(settings: Settings) -> Check:
     """The name Authentication-Results, MX and SPF give this host must be fully qualified:
     an MX record cannot point at a bare host name."""
@@ -294,6 +318,7 @@ def run_checks(settings: Settings, database: Database, postfix_dir: str | None) 
         yield Check("fail", "database", str(exc)[:200], "check database_url")
         return
     yield quarantine_check(settings, database)
+    yield from catch_all_gate_checks(database)
     if not domains:
         yield Check("warn", "domains", "no managed domain yet", "aliasd domain add DOMAIN --owner USER")
     for domain in records.dns_domains(settings, domains):  # with the reverse-alias domain

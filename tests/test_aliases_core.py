@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from aliasd.core import aliases as core
+from aliasd.doctor import catch_all_gate_checks
 from aliasd.models import Alias, AliasChange, AliasOrigin, AliasState, utcnow
 
 
@@ -123,13 +124,23 @@ def test_catch_all_regex_gate(setup):
             core.update_domain(s, domain, catch_all_regex=r"(\w)\1.*")
 
 
-def test_a_stored_gate_only_pythons_engine_runs_still_gates(setup):
+def test_a_stored_gate_only_pythons_engine_runs_still_gates_and_doctor_names_it(setup):
     """Gates stored before they had to run on RE2 keep their meaning."""
     with setup.session() as s:
         domain = core.get_domain(s, "example.net")
         domain.catch_all_regex = r"(?!www\.)[a-z.]+"  # a look-ahead: refused when set today
         assert core.catch_all_create(s, domain, "www.shop") is None
         assert core.catch_all_create(s, domain, "shop.example") is not None
+        s.commit()
+    # aliasd doctor names it, with the fix
+    (check,) = catch_all_gate_checks(setup)
+    assert check.status == "warn" and "example.net catch-all gate" in check.line()
+    assert "back-references, look-arounds" in check.line()
+    assert "aliasd domain set example.net --catch-all-regex" in check.line()
+    with setup.session() as s:
+        core.update_domain(s, core.get_domain(s, "example.net"), catch_all_regex=r"[a-z.]+")
+        s.commit()
+    assert [c.status for c in catch_all_gate_checks(setup)] == ["ok"]
 
 
 def test_catch_all_hourly_cap_defers(setup):
