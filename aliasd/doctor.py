@@ -133,20 +133,30 @@ def lookupd_check(settings: Settings) -> Check:
     return Check("fail", "lookupd", f"{settings.lookup_socketmap}: not a socketmap reply", fix)
 
 
-def milter_check(settings: Settings) -> Check:
-    fix = "start it: aliasd milter (or systemctl start aliasd-milter)"
+def milter_handshake(listen: str) -> str | None:
+    """None when a milter at ``listen`` answers an option negotiation as Postfix opens
+    one; otherwise what went wrong. (A milter that listens but is still loading its
+    scanner is not ready: Postfix would wait for it.)"""
     # SMFIC_OPTNEG: version 6, all actions, no protocol steps skipped
     optneg = b"O" + struct.pack("!III", 6, 0x1FF, 0)
     try:
-        with _connect(settings.milter_listen) as sock:
+        with _connect(listen) as sock:
             sock.sendall(struct.pack("!I", len(optneg)) + optneg)
             head = _recv_some(sock, 5)
             sock.sendall(struct.pack("!I", 1) + b"Q")
     except OSError as exc:
-        return Check("fail", "milter", f"{settings.milter_listen}: {exc}", fix)
+        return str(exc) or type(exc).__name__
     if len(head) == 5 and head[4:5] == b"O":
+        return None
+    return "no milter handshake"
+
+
+def milter_check(settings: Settings) -> Check:
+    problem = milter_handshake(settings.milter_listen)
+    if problem is None:
         return Check("ok", "milter", f"{settings.milter_listen} answers")
-    return Check("fail", "milter", f"{settings.milter_listen}: no milter handshake", fix)
+    return Check("fail", "milter", f"{settings.milter_listen}: {problem}",
+                 "start it: aliasd milter (or systemctl start aliasd-milter)")
 
 
 def _systemd_enabled(unit: str) -> bool | None:

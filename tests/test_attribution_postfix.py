@@ -28,7 +28,7 @@ from aliasd.postfix.config_lines import postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process
 from tests.harness.webapp import add_user, make_app, page_token, signed_in
@@ -89,7 +89,7 @@ def world(request, tmp_path_factory):
         "recipient_delimiter": "+", **postfix_milter_settings(settings),
     })  # fmt: skip
     wait_for_port(lookup_port)
-    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+    wait_for_milter(settings.milter_listen)
     postfix.start()
     w = type("World", (), {})()
     w.db, w.settings, w.postfix, w.capture = db, settings, postfix, capture

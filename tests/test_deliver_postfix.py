@@ -28,7 +28,7 @@ from aliasd.postfix.config_lines import sections
 from tests.harness.cli import settings_env
 from tests.harness.databases import sqlite_database
 from tests.harness.dns import DnsServer
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, smtp_reply_codes, swaks
 from tests.harness.processes import start_logged, stop_process
 
@@ -123,8 +123,8 @@ def world(tmp_path_factory):
         settings, env, dns_server, capture, postfix, bank)
     w.database, w.zone, w.base, w.milter = database, zone.stdout, base, milter
     try:
-        for listen in (settings.lookup_socketmap, settings.milter_listen):
-            wait_for_port(int(listen.rsplit(":", 1)[1]), timeout=30)
+        wait_for_port(int(settings.lookup_socketmap.rsplit(":", 1)[1]), timeout=30)
+        wait_for_milter(settings.milter_listen)
         postfix.start()
         yield w
     finally:
@@ -278,12 +278,11 @@ def email_header(data: bytes, name: str) -> str:
 
 def test_with_forward_dkim_sign_off_forwarded_mail_is_not_signed_but_still_sealed(world):
     w = world
-    port = int(w.settings.milter_listen.rsplit(":", 1)[1])
     stop_process(w.milter)
     w.milter = start_logged([sys.executable, "-m", "aliasd", "milter"],
                             w.env | {"ALIASD_FORWARD_DKIM_SIGN": "false"}, w.base / "milter2.log")
     try:
-        wait_for_port(port, timeout=30)
+        wait_for_milter(w.settings.milter_listen)
         message = _bank_message().replace(b"stmt-1", b"stmt-unsigned")
         signature = keys.dkim_sign(w.bank, "bank.example", message, ["from", "subject"])
         result = _send(w, signature + message)
@@ -293,7 +292,7 @@ def test_with_forward_dkim_sign_off_forwarded_mail_is_not_signed_but_still_seale
         stop_process(w.milter)
         w.milter = start_logged([sys.executable, "-m", "aliasd", "milter"], w.env,
                                 w.base / "milter3.log")  # fmt: skip
-        wait_for_port(port, timeout=30)
+        wait_for_milter(w.settings.milter_listen)
     dnsfunc = DkimDns(w.settings)
     assert msg.header("List-Unsubscribe-Post") == "List-Unsubscribe=One-Click"
     assert [(tags["d"], ok) for tags, ok in _signatures(msg.data, dnsfunc)] == [

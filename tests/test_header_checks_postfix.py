@@ -29,7 +29,7 @@ from aliasd.postfix.config_lines import blocklist_section, postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
 from tests.harness.processes import start_logged, stop_process
 
@@ -122,7 +122,7 @@ def world(request, tmp_path_factory):
              "--tcp", ""], env, base / "lookupd.log",
         )  # fmt: skip
         stack.callback(stop_process, lookupd)
-        wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+        wait_for_milter(settings.milter_listen)
         wait_for_port(lookup_port)
         virtual = postfix_table("socketmap", settings.lookup_socketmap, "virtual")
         capture = stack.enter_context(CaptureServer())

@@ -26,7 +26,7 @@ from aliasd.postfix.config_lines import postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
 from tests.harness.processes import start_logged, stop_process
 
@@ -95,9 +95,9 @@ def world(request, tmp_path_factory):
         pf_dir / "pf", relay_port=w.capture.port,
         main_cf={"virtual_alias_domains": table, "virtual_alias_maps": table,
                  **postfix_milter_settings(settings)})
-    for port in (w.lookup_port, w.lookup_metrics, w.dead_port, w.dead_metrics, w.milter_metrics,
-                 int(settings.milter_listen.rsplit(":", 1)[1])):
+    for port in (w.lookup_port, w.lookup_metrics, w.dead_port, w.dead_metrics, w.milter_metrics):
         wait_for_port(port, timeout=30)
+    wait_for_milter(settings.milter_listen)
     w.postfix.start()
     yield w
     milter.send_signal(signal.SIGTERM)

@@ -25,7 +25,7 @@ from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.hostile_mail import hostile_corpus, unclosed_style_lines, us_dollar_spaces
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process
 
@@ -68,7 +68,7 @@ def mailpath(request, tmp_path_factory):
                  **postfix_milter_settings(settings)},
     )  # fmt: skip
     wait_for_port(lookup_port)
-    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+    wait_for_milter(settings.milter_listen)
     postfix.start()
     yield postfix, capture, milter
     for proc in (milter, lookupd):

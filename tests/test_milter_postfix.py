@@ -25,7 +25,7 @@ from aliasd.postfix.config_lines import postfix_table
 from aliasd.postfix.milter_lines import postfix_milter_settings
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, postmap_query, swaks
 from tests.harness.processes import start_logged, stop_process
 
@@ -136,12 +136,9 @@ def world(request, tmp_path_factory):
     with open(postfix.config_dir / "master.cf", "a") as master:
         for name, port in ports.items():
             master.write(f"127.0.0.1:{port} inet n - n - - smtpd -o smtpd_milters={milters[name]}\n")
-    for port in (lookup_port, int(settings.milter_listen.rsplit(":", 1)[1]),
-                 int(dead_listen.rsplit(":", 1)[1])):  # fmt: skip
-        wait_for_port(port)
-    deadline = time.monotonic() + 20
-    while not unix_sock.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for_port(lookup_port)
+    for listen in (settings.milter_listen, dead_listen, f"unix:{unix_sock}"):
+        wait_for_milter(listen)
     postfix.start()
     w = World(db, settings, postfix, capture, milter, base, env)
     w.ports = ports

@@ -20,6 +20,7 @@ from aliasd.config import load_settings
 from aliasd.core import aliases as core
 from tests.harness.cli import settings_env
 from tests.harness.databases import sqlite_database
+from tests.harness.net import wait_for_milter
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process
 
@@ -89,6 +90,7 @@ def chrooted(tmp_path):
     while not all((sockets / n).exists() for n in ("lookupd.sock", "milter.sock")):
         assert time.monotonic() < deadline, "sockets did not appear"
         time.sleep(0.05)
+    wait_for_milter(f"unix:{sockets}/milter.sock")
     postfix.start()
     yield postfix, capture, lines
     postfix.stop()

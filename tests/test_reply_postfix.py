@@ -30,7 +30,7 @@ from aliasd.postfix.reply_lines import reply_section
 from tests.harness.cli import settings_env
 from tests.harness.databases import open_clean_database
 from tests.harness.dns import DnsServer
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import (
     CaptureServer,
     PostfixInstance,
@@ -97,7 +97,7 @@ def world(request, tmp_path_factory):
                **dict(line.split(" = ", 1) for line in reply_section(settings).lines)}
     postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf=main_cf)
     wait_for_port(lookup_port)
-    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+    wait_for_milter(settings.milter_listen)
     postfix.start()
     w = World()
     w.db, w.settings, w.postfix, w.capture, w.base = db, settings, postfix, capture, base

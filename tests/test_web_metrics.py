@@ -63,7 +63,8 @@ def test_metrics_need_loopback_or_the_token(app):
 
 
 def _get_login(port: int) -> int:
-    return requests.get(f"http://127.0.0.1:{port}/login", timeout=10,
+    # generous: a worker's first request imports the app, slow on a loaded machine
+    return requests.get(f"http://127.0.0.1:{port}/login", timeout=60,
                         headers={"Connection": "close"}).status_code
 
 

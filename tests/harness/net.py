@@ -31,3 +31,19 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 15.0) -> 
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
+
+
+def wait_for_milter(listen: str, timeout: float = 120.0) -> None:
+    """Until the milter at ``listen`` (``host:port`` or ``unix:/path``) answers an option
+    negotiation: it listens before its scanner is loaded, and under load that takes long
+    enough for Postfix's first client to give up waiting for the greeting."""
+    from aliasd.doctor import milter_handshake
+
+    deadline = time.monotonic() + timeout
+    while True:
+        problem = milter_handshake(listen)
+        if problem is None:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the milter at {listen} is not ready after {timeout}s: {problem}")
+        time.sleep(0.1)

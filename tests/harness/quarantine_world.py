@@ -27,7 +27,7 @@ from aliasd.core import aliases as core
 from aliasd.models import User
 from tests.harness.cli import run_cli_in_process, settings_env
 from tests.harness.databases import open_clean_database
-from tests.harness.net import free_port, wait_for_port
+from tests.harness.net import free_port, wait_for_milter, wait_for_port
 from tests.harness.postfix import CaptureServer, PostfixInstance, swaks
 from tests.harness.processes import start_logged, stop_process
 from tests.harness.webapp import add_user, make_app
@@ -103,7 +103,7 @@ def running_world(request, tmp_path_factory, engine: str) -> Iterator[World]:
         [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{lookup_port}",
          "--tcp", ""], env, base / "lookupd.log")  # fmt: skip
     wait_for_port(lookup_port)
-    wait_for_port(int(settings.milter_listen.rsplit(":", 1)[1]))
+    wait_for_milter(settings.milter_listen)
     postfix.start()
     world = World(db, load_settings(environ=env), env, postfix, capture)
     # The web app on the port the one-click links name, driving the same Postfix.
