@@ -276,3 +276,21 @@ def test_bounce_of_a_reply_comes_back_to_the_owner(world):
     finally:
         world.capture.reject_rcpt = lambda _addr: None
     assert bounce.mail_from in ("", "<>")
+
+
+def test_a_reply_to_a_reverse_alias_with_an_extension_leaves_no_received_header(world):
+    """The owner may add an extension (ra-…+note@): lookupd and the milter resolve it
+    like the bare reverse alias, so Postfix's own Received: must go just the same."""
+    forwarded, _ = correspondent_writes(world, "m1020", sender="help@shop.example")
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    wait_known(world, reverse)
+    local, _, domain = reverse.partition("@")
+    result = send(world, sender=MAILBOX, to=f"{local}+thanks@{domain}",
+                  data=f"From: {MAILBOX}\nTo: {reverse}\nSubject: Re: m1020\n\n(reply r1021)\n")
+    assert result.returncode == 0, result.stdout
+    out = world.capture.wait_for(lambda m: b"r1021)" in m.data)
+    assert out.rcpt_tos == ["help@shop.example"]
+    headers = header_block(out.data).lower()
+    assert "received:" not in headers and "sender.example" not in headers, headers
+    assert "ra-" not in headers, headers
+
