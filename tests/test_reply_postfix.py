@@ -294,3 +294,22 @@ def test_a_reply_to_a_reverse_alias_with_an_extension_leaves_no_received_header(
     assert "received:" not in headers and "sender.example" not in headers, headers
     assert "ra-" not in headers, headers
 
+
+def test_a_reply_whose_message_id_names_a_host_of_the_owners_domain_hides_that_domain(world):
+    """Mail programs and the owner's own server write Message-IDs on their host name
+    (laptop.real.example): that names the owner's domain as much as the bare domain."""
+    forwarded, _ = correspondent_writes(world, "m1022", sender="desk@shop.example")
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    wait_known(world, reverse)
+    reply = (f"From: {MAILBOX}\nTo: {reverse}\nSubject: Re: m1022\n"
+             "Message-ID: <r1023.x@laptop.real.example>\n"
+             "In-Reply-To: <m1022@shop.example>\n"
+             "References: <m1022@shop.example> <r1000@mx.real.example>\n\n(reply r1023)\n")
+    result = send(world, sender=MAILBOX, to=reverse, data=reply)
+    assert result.returncode == 0, result.stdout
+    out = world.capture.wait_for(lambda m: b"r1023)" in m.data)
+    msg = email.message_from_bytes(out.data)
+    assert "real.example" not in header_block(out.data).lower(), header_block(out.data)
+    assert msg["Message-ID"] == "<r1023.x@example.net>"  # the thread still holds
+    assert msg["In-Reply-To"] == "<m1022@shop.example>"
+    assert msg["References"] == "<m1022@shop.example> <r1000@example.net>"

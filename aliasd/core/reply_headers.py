@@ -184,12 +184,19 @@ def _reveals(value: str, needles: Iterable[str]) -> bool:
     return any(n in text or n in raw for n in needles)
 
 
+def _on_domain(host: str, domains: set[str]) -> bool:
+    """Whether ``host`` is one of ``domains`` or a host under one (laptop.real.example)."""
+    host = host.lower().rstrip(".")
+    return any(host == d or host.endswith("." + d) for d in domains)
+
+
 def map_message_ids(value: str, owner_domains: set[str], alias_domain: str) -> str:
-    """Message ids on the owner's domain moved to the alias domain (same local part, so
-    the ids in References: of later replies map the same way and threads hold)."""
+    """Message ids on the owner's domain, or on a host name under it (mail programs and
+    the owner's own server write their host name), moved to the alias domain (same local
+    part, so the ids in References: of later replies map the same way and threads hold)."""
     def swap(m: re.Match[str]) -> str:
         local, domain = m.group(1), m.group(2)
-        if domain.lower() in owner_domains:
+        if _on_domain(domain, owner_domains):
             return f"<{local}@{alias_domain}>"
         return m.group(0)
 
