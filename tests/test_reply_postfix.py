@@ -313,3 +313,29 @@ def test_a_reply_whose_message_id_names_a_host_of_the_owners_domain_hides_that_d
     assert msg["Message-ID"] == "<r1023.x@example.net>"  # the thread still holds
     assert msg["In-Reply-To"] == "<m1022@shop.example>"
     assert msg["References"] == "<m1022@shop.example> <r1000@example.net>"
+
+
+def test_mail_from_a_disabled_contact_still_names_its_reverse_alias_so_answering_is_refused(
+        world):
+    """Disabling a contact stops replies through it. The next mail from that contact
+    must not arrive answerable at its real address: the owner's mail program would then
+    send the answer straight from the owner's mailbox, revealing it."""
+    from aliasd.core import reverse_aliases as ra
+
+    forwarded, _ = correspondent_writes(world, "m1024", sender="tracker@shop.example")
+    reverse = REVERSE.search(forwarded["Reply-To"]).group(0)
+    with world.db.session() as s:
+        ra.set_enabled(s, s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse)),
+                       False)
+    wait_known(world, reverse, found=False)
+    again, _ = correspondent_writes(world, "m1025", sender="tracker@shop.example")
+    assert again["From"] == "Shop Support <tracker@shop.example>"
+    assert again["Reply-To"] and reverse in again["Reply-To"], again["Reply-To"]
+    result = send(world, sender=MAILBOX, to=reverse,
+                  data=f"From: {MAILBOX}\nTo: {reverse}\nSubject: Re: m1025\n\n(reply r1026)\n")
+    assert "550" in smtp_reply_codes(result.stdout), result.stdout
+    time.sleep(1)
+    assert not [m for m in world.capture.messages if b"r1026)" in m.data]
+    with world.db.session() as s:
+        row = s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse))
+        assert row.forwarded_count == 2

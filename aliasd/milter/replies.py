@@ -215,9 +215,10 @@ class ReplyPath:
             return None  # the owner writing to their own alias: nobody to hide
         if facts.refused:
             return None
+        # A disabled contact keeps its reverse alias in the message: answering it is then
+        # refused (550 at RCPT), where without one the owner's mail program would answer
+        # the correspondent straight from the owner's mailbox.
         if facts.reverse_id is not None and (facts.reverse_named or not name):
-            if not facts.reverse_enabled:
-                return None
             assert facts.reverse_address is not None
             return facts.reverse_id, facts.reverse_address, facts.reply_mode
         with self.database.session() as session:
@@ -229,8 +230,6 @@ class ReplyPath:
                     session, alias, address, name=name,
                     reply_domain=self.settings.reply_domain)
             except reverse_aliases.ReverseAliasRefused:
-                return None
-            if not row.enabled:
                 return None
             return row.id, row.address, facts.reply_mode
 
