@@ -339,3 +339,30 @@ def test_mail_from_a_disabled_contact_still_names_its_reverse_alias_so_answering
     with world.db.session() as s:
         row = s.scalar(select(ReverseAlias).where(ReverseAlias.address == reverse))
         assert row.forwarded_count == 2
+
+
+def test_forwarded_mail_asks_for_no_receipt_the_owners_mailbox_would_send(world):
+    """A read-receipt request makes the owner's mail program write to the address it
+    names, from the owner's mailbox, past the reverse alias: forwarded mail drops it."""
+    data = ("From: Shop Support <promo@shop.example>\nTo: shop@example.net\n"
+            "Subject: m1027\nDisposition-Notification-To: track@shop.example\n"
+            "Return-Receipt-To: track@shop.example\n"
+            "X-Confirm-Reading-To: track@shop.example\n\nDid you read m1027?\n")
+    result = send(world, sender="promo@shop.example", to=ALIAS, data=data)
+    assert result.returncode == 0, result.stdout
+    captured = world.capture.wait_for(lambda m: b"m1027" in m.data)
+    msg = email.message_from_bytes(captured.data)
+    assert REVERSE.search(msg["Reply-To"])
+    assert "track@" not in header_block(captured.data), header_block(captured.data)
+    # Signed over the request, the message is rewritten and signed by aliasd instead.
+    data = ("DKIM-Signature: v=1; a=rsa-sha256; d=shop.example; s=s1; c=relaxed/relaxed;\n"
+            " h=from:subject:to:disposition-notification-to; bh=AAAA; b=AAAA\n"
+            "From: Shop Support <promo@shop.example>\nTo: shop@example.net\n"
+            "Subject: m1028\nDisposition-Notification-To: track@shop.example\n\nRead?\n")
+    result = send(world, sender="promo@shop.example", to=ALIAS, data=data)
+    assert result.returncode == 0, result.stdout
+    captured = world.capture.wait_for(lambda m: b"m1028" in m.data)
+    msg = email.message_from_bytes(captured.data)
+    assert "track@" not in header_block(captured.data), header_block(captured.data)
+    assert REVERSE.search(msg["From"]) and msg["Reply-To"] is None
+    assert "example.net" in dkim_domains(world, captured.data)

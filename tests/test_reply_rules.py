@@ -16,7 +16,7 @@ from aliasd.core.reply_headers import (
     correspondent_of,
     forward_preserve,
     reply_edits,
-    reply_to_is_signed,
+    signature_covers_forward_edits,
 )
 from aliasd.mailauth.keys import signing_keys
 from aliasd.milter.processing import Envelope, MailPath
@@ -38,8 +38,11 @@ def test_reply_to_names_the_correspondent_and_oversigning_is_seen():
     edits = forward_preserve(headers, "ra-1@example.net", ("Help", "help@shop.example"))
     assert edits.apply(headers)[1] == ("Reply-To",
                                        '"Help (help at shop.example)" <ra-1@example.net>')
-    assert not reply_to_is_signed([("DKIM-Signature", "v=1; d=a.example; h=from:to; b=x")])
-    assert reply_to_is_signed([("DKIM-Signature", "v=1; d=a.example; h=From : Reply-To; b=x")])
+    assert not signature_covers_forward_edits([("DKIM-Signature", "v=1; d=a.example; h=from:to; b=x")])
+    assert signature_covers_forward_edits([("DKIM-Signature", "v=1; d=a.example; h=From : Reply-To; b=x")])
+    receipt = ("DKIM-Signature", "v=1; d=a.example; h=from:Disposition-Notification-To; b=x")
+    assert not signature_covers_forward_edits([receipt])  # oversigned, absent: not dropped
+    assert signature_covers_forward_edits([receipt, ("Disposition-Notification-To", "t@a.example")])
 
 
 def test_reply_headers_lose_every_trace_of_the_owner():

@@ -2,9 +2,9 @@
 the message's header list (no milter, no database).
 
 Forwarding (correspondent → alias → owner): the reverse alias goes into Reply-To:
-(preserve mode) or From: (rewrite mode). Replying (owner → reverse alias →
-correspondent): From: becomes the alias, To: the correspondent, and every header that
-could reveal the owner goes."""
+(preserve mode) or From: (rewrite mode), and read-receipt requests go. Replying (owner →
+reverse alias → correspondent): From: becomes the alias, To: the correspondent, and
+every header that could reveal the owner goes."""
 
 from __future__ import annotations
 
@@ -97,9 +97,17 @@ def correspondent_of(headers: Headers) -> tuple[str, str] | None:
     return first_address(first(headers, "Reply-To")) or first_address(first(headers, "From"))
 
 
-def reply_to_is_signed(headers: Headers) -> bool:
+# Requests that make the owner's mail program (or server) write a receipt to the address
+# they name, from the owner's mailbox, past the reverse alias: forwarded mail drops them.
+RECEIPT_REQUESTS = ("disposition-notification-to", "return-receipt-to", "x-confirm-reading-to")
+
+
+def signature_covers_forward_edits(headers: Headers) -> bool:
     """Whether a DKIM signature covers Reply-To: (signed, or oversigned to forbid
-    adding one): then adding or changing Reply-To: breaks that signature."""
+    adding one), or a receipt request the message carries: then adding or changing
+    Reply-To:, or dropping the request, breaks that signature."""
+    present = {n.lower() for n, _ in headers}
+    changed = {"reply-to", *(h for h in RECEIPT_REQUESTS if h in present)}
     for name, value in headers:
         if name.lower() != "dkim-signature":
             continue
@@ -108,7 +116,7 @@ def reply_to_is_signed(headers: Headers) -> bool:
             (part.partition("=") for part in re.sub(r"\s+", "", value).split(";"))
         )
         signed = tags.get("h", "").lower().split(":")
-        if "reply-to" in signed:
+        if changed.intersection(signed):
             return True
     return False
 
@@ -156,11 +164,24 @@ def _set(edits: HeaderEdits, headers: Headers, name: str, value: str) -> None:
         edits.change.append((name, occurrence, ""))
 
 
+def _drop_all(edits: HeaderEdits, headers: Headers, name: str) -> None:
+    """Delete every ``name`` header (from the last, so numbering holds)."""
+    count = sum(1 for n, _ in headers if n.lower() == name.lower())
+    for occurrence in range(count, 0, -1):
+        edits.change.append((name, occurrence, ""))
+
+
+def _drop_receipt_requests(edits: HeaderEdits, headers: Headers) -> None:
+    for name in RECEIPT_REQUESTS:
+        _drop_all(edits, headers, name)
+
+
 def forward_preserve(headers: Headers, reverse_address: str, correspondent: tuple[str, str]
                      ) -> HeaderEdits:
     edits = HeaderEdits()
     name, address = correspondent
     _set(edits, headers, "Reply-To", format_address(sender_label(name, address), reverse_address))
+    _drop_receipt_requests(edits, headers)
     return edits
 
 
@@ -171,9 +192,8 @@ def forward_rewrite(headers: Headers, reverse_address: str, correspondent: tuple
     edits = HeaderEdits()
     author = first_address(first(headers, "From")) or correspondent
     _set(edits, headers, "From", format_address(sender_label(*author), reverse_address))
-    count = sum(1 for n, _ in headers if n.lower() == "reply-to")
-    for occurrence in range(count, 0, -1):
-        edits.change.append(("Reply-To", occurrence, ""))
+    _drop_all(edits, headers, "Reply-To")
+    _drop_receipt_requests(edits, headers)
     return edits
 
 

@@ -30,7 +30,7 @@ from aliasd.core.reply_headers import (
     forward_preserve,
     forward_rewrite,
     reply_edits,
-    reply_to_is_signed,
+    signature_covers_forward_edits,
 )
 from aliasd.db import Database
 from aliasd.milter import owner_auth, reply_signing
@@ -248,12 +248,13 @@ class ReplyPath:
         if found is None:
             return None
         reverse_id, address, mode = found
-        if mode == "preserve" and not reply_to_is_signed(headers):
+        if mode == "preserve" and not signature_covers_forward_edits(headers):
             edits = forward_preserve(headers, address, correspondent)
             return Transform(change_headers=edits.change, add_headers=edits.add,
                              forwarded_reverse_id=reverse_id)
-        # Rewrite mode, or preserve where a signature covers Reply-To: (adding one would
-        # break it): From: becomes the reverse alias, signed by aliasd.
+        # Rewrite mode, or preserve where a signature covers Reply-To: or a receipt
+        # request (changing them would break it): From: becomes the reverse alias, signed
+        # by aliasd.
         edits = forward_rewrite(headers, address, correspondent)
         signature: list[tuple[str, str]] = []
         if not envelope.truncated:
