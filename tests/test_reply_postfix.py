@@ -366,3 +366,20 @@ def test_forwarded_mail_asks_for_no_receipt_the_owners_mailbox_would_send(world)
     assert "track@" not in header_block(captured.data), header_block(captured.data)
     assert REVERSE.search(msg["From"]) and msg["Reply-To"] is None
     assert "example.net" in dkim_domains(world, captured.data)
+
+
+def test_forwarded_mail_names_no_reply_address_that_some_mail_programs_prefer_to_reply_to(
+        world):
+    """nmh answers Mail-Reply-To: before Reply-To:; mutt, Thunderbird and notmuch answer
+    Mail-Followup-To: in a reply to all, and Gnus adds Mail-Copies-To:: straight from
+    the owner's mailbox, past the reverse alias. Anyone can write them, to learn it."""
+    data = ("From: Shop Support <deals@shop.example>\nTo: shop@example.net\n"
+            "Subject: m1029\nMail-Reply-To: unmask@evil.example\n"
+            "Mail-Followup-To: unmask@evil.example, shop@example.net\n"
+            "Mail-Copies-To: unmask@evil.example\n\nJust reply to m1029.\n")
+    result = send(world, sender="deals@shop.example", to=ALIAS, data=data)
+    assert result.returncode == 0, result.stdout
+    captured = world.capture.wait_for(lambda m: b"m1029" in m.data)
+    msg = email.message_from_bytes(captured.data)
+    assert REVERSE.search(msg["Reply-To"])
+    assert "unmask@" not in header_block(captured.data), header_block(captured.data)

@@ -2,9 +2,10 @@
 the message's header list (no milter, no database).
 
 Forwarding (correspondent → alias → owner): the reverse alias goes into Reply-To:
-(preserve mode) or From: (rewrite mode), and read-receipt requests go. Replying (owner →
-reverse alias → correspondent): From: becomes the alias, To: the correspondent, and
-every header that could reveal the owner goes."""
+(preserve mode) or From: (rewrite mode), and headers that would have the owner's mail
+program answer elsewhere go. Replying (owner → reverse alias → correspondent): From:
+becomes the alias, To: the correspondent, and every header that could reveal the owner
+goes."""
 
 from __future__ import annotations
 
@@ -97,17 +98,22 @@ def correspondent_of(headers: Headers) -> tuple[str, str] | None:
     return first_address(first(headers, "Reply-To")) or first_address(first(headers, "From"))
 
 
-# Requests that make the owner's mail program (or server) write a receipt to the address
-# they name, from the owner's mailbox, past the reverse alias: forwarded mail drops them.
-RECEIPT_REQUESTS = ("disposition-notification-to", "return-receipt-to", "x-confirm-reading-to")
+# Headers naming an address the owner's mail program (or server) writes to, from the
+# owner's mailbox, past the reverse alias: read-receipt requests, and the reply targets
+# some programs use instead of or besides Reply-To: (nmh, mutt, Thunderbird, notmuch,
+# Gnus). Forwarded mail drops them.
+ANSWERED_ELSEWHERE = (
+    "disposition-notification-to", "return-receipt-to", "x-confirm-reading-to",
+    "mail-reply-to", "mail-followup-to", "mail-copies-to",
+)
 
 
 def signature_covers_forward_edits(headers: Headers) -> bool:
     """Whether a DKIM signature covers Reply-To: (signed, or oversigned to forbid
-    adding one), or a receipt request the message carries: then adding or changing
-    Reply-To:, or dropping the request, breaks that signature."""
+    adding one), or a header of ``ANSWERED_ELSEWHERE`` the message carries: then adding
+    or changing Reply-To:, or dropping that header, breaks that signature."""
     present = {n.lower() for n, _ in headers}
-    changed = {"reply-to", *(h for h in RECEIPT_REQUESTS if h in present)}
+    changed = {"reply-to", *(h for h in ANSWERED_ELSEWHERE if h in present)}
     for name, value in headers:
         if name.lower() != "dkim-signature":
             continue
@@ -171,8 +177,8 @@ def _drop_all(edits: HeaderEdits, headers: Headers, name: str) -> None:
         edits.change.append((name, occurrence, ""))
 
 
-def _drop_receipt_requests(edits: HeaderEdits, headers: Headers) -> None:
-    for name in RECEIPT_REQUESTS:
+def _drop_answered_elsewhere(edits: HeaderEdits, headers: Headers) -> None:
+    for name in ANSWERED_ELSEWHERE:
         _drop_all(edits, headers, name)
 
 
@@ -181,7 +187,7 @@ def forward_preserve(headers: Headers, reverse_address: str, correspondent: tupl
     edits = HeaderEdits()
     name, address = correspondent
     _set(edits, headers, "Reply-To", format_address(sender_label(name, address), reverse_address))
-    _drop_receipt_requests(edits, headers)
+    _drop_answered_elsewhere(edits, headers)
     return edits
 
 
@@ -193,7 +199,7 @@ def forward_rewrite(headers: Headers, reverse_address: str, correspondent: tuple
     author = first_address(first(headers, "From")) or correspondent
     _set(edits, headers, "From", format_address(sender_label(*author), reverse_address))
     _drop_all(edits, headers, "Reply-To")
-    _drop_receipt_requests(edits, headers)
+    _drop_answered_elsewhere(edits, headers)
     return edits
 
 

@@ -252,9 +252,9 @@ class ReplyPath:
             edits = forward_preserve(headers, address, correspondent)
             return Transform(change_headers=edits.change, add_headers=edits.add,
                              forwarded_reverse_id=reverse_id)
-        # Rewrite mode, or preserve where a signature covers Reply-To: or a receipt
-        # request (changing them would break it): From: becomes the reverse alias, signed
-        # by aliasd.
+        # Rewrite mode, or preserve where a signature covers Reply-To: or a header
+        # answered elsewhere (changing them would break it): From: becomes the reverse
+        # alias, signed by aliasd.
         edits = forward_rewrite(headers, address, correspondent)
         signature: list[tuple[str, str]] = []
         if not envelope.truncated:
