@@ -39,14 +39,17 @@ def headers_for(settings: Settings, envelope: Envelope,
     if not settings.web_base_url or len(targets) != 1:
         return []  # one message to several aliases: a link would name only one
     target = targets[0]
-    disable = oneclick.link(settings, oneclick.OneClick(oneclick.DISABLE, target.id))
+    # The address too: a link must never act on another alias that got the number later.
+    disable = oneclick.link(settings, oneclick.OneClick(oneclick.DISABLE, target.id,
+                                                        address=target.address))
     out = [(HEADER_DISABLE, f"<{disable}>")]
     try:
         sender = normalize_sender(envelope.sender) if envelope.sender else None
     except SenderBlockError:
         sender = None
     if sender:
-        block = oneclick.link(settings, oneclick.OneClick(oneclick.BLOCK, target.id, sender))
+        block = oneclick.link(settings, oneclick.OneClick(oneclick.BLOCK, target.id, sender,
+                                                          address=target.address))
         out.append((HEADER_BLOCK, f"<{block}>"))
     signed = _signed_names(envelope)
     if (envelope.first_header("List-Unsubscribe") is None
