@@ -194,3 +194,29 @@ def test_web_login_via_ldap_and_refusals(slapd, database, settings):
         assert user is not None and user.mailbox == "joerg@corp.example"
         # the injection attempts were counted as failures
         assert s.scalar(select(LoginAttempt).where(LoginAttempt.key == "user:*")) is not None
+
+
+def test_rate_limit_holds_for_every_spelling_the_directory_takes_for_a_name(slapd, database,
+                                                                            settings):
+    """The directory matches names loosely (full-width letters, a dotted capital I,
+    spaces around), so each such spelling is the same account, and all share the one
+    per-name counter: wrong guesses from many addresses cannot be spread over them."""
+    cfg = dict(ldap_uri=slapd.uri, ldap_base_dn=BASE_DN, ldap_bind_dn=SERVICE_DN,
+               ldap_bind_password=SERVICE_PW, ldap_admin_group_dn=ADMIN_GROUP_DN)
+    spellings = ["alice", "ａｌｉｃｅ", "ALİCE", "\u00a0alice\u00a0"]
+    for name in spellings:  # the directory signs each of them in as alice
+        identity = ldap_authenticate(ldap_settings(slapd), name, PEOPLE["alice"].password)
+        assert identity is not None and identity.username == "alice"
+    app = make_app(settings, login_rate_limit=len(spellings), login_rate_limit_per_client=100,
+                   **cfg)
+
+    def attempt(name, password, addr):
+        client = app.test_client()
+        env = {"REMOTE_ADDR": addr}
+        token = csrf_from(client.get("/login", environ_base=env).get_data(as_text=True))
+        return client.post("/login", environ_base=env, data={
+            "username": name, "password": password, "csrf_token": token}).status_code
+
+    for i, name in enumerate(spellings):
+        assert attempt(name, "wrong guess", f"192.0.2.{i + 1}") == 401
+    assert attempt("alice", PEOPLE["alice"].password, "198.51.100.7") == 429

@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import ssl
+import unicodedata
 from dataclasses import dataclass
 
 import ldap3
@@ -58,8 +59,20 @@ class LdapUnavailable(Exception):
 
 
 # --- rate limit ----------------------------------------------------------------------
+def counted_name(username: str) -> str:
+    """The name a failure counts against: every spelling a directory takes for the same
+    name shares it. LDAP matches names loosely (RFC 4518: case folded, compatibility
+    forms such as full-width letters folded, "ignorable" characters dropped, spaces
+    around and between words insignificant; slapd also takes "ALİCE" for "alice"), so
+    a counter per exact spelling would give each spelling its own allowance."""
+    text = unicodedata.normalize("NFKD", username)
+    text = "".join(c for c in text
+                   if not unicodedata.combining(c) and unicodedata.category(c) != "Cf")
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
 def _keys(username: str, client: str) -> list[str]:
-    return [f"user:{username.strip().lower()}"[:300], f"ip:{client}"[:300]]
+    return [f"user:{counted_name(username)}"[:300], f"ip:{client}"[:300]]
 
 
 def _limits(settings: Settings) -> list[int]:
