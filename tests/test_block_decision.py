@@ -101,7 +101,7 @@ def test_regex_rules_follow_postfix_flags(database, settings):
 def test_disabled_rules_and_the_null_sender_block_nothing(database, settings):
     with database.session() as s:
         r = blocking.block_domain(s, settings, "massnews.gr")
-        blocking.set_enabled(s, r.id, False)
+        blocking.set_enabled(s, settings, r.id, False)
         blocklist = load_blocklist(s)
     assert blocked_for(blocklist, sender("a@massnews.gr", From="a@massnews.gr")) is None
     assert blocked_for(blocklist, sender("")) is None
@@ -199,6 +199,17 @@ def test_blocklist_add_refuses_an_exempt_domain_unless_forced(aliasd_cli):
     assert "gmail" in forced.stdout
 
 
+def test_blocklist_enable_refuses_a_rule_for_an_exempt_domain_unless_forced(aliasd_cli):
+    """Enabling is adding again: the same refusal, the same --force."""
+    rule_id = aliasd_cli("blocklist", "add", "--no-write", "--force", "gmail.com").stdout.split()[0]
+    aliasd_cli("blocklist", "disable", "--no-write", rule_id)
+    refused = aliasd_cli("blocklist", "enable", "--no-write", rule_id, check=False)
+    assert refused.returncode != 0 and "autoblock_exempt_domains" in refused.stderr
+    assert f"{rule_id}\toff" in aliasd_cli("blocklist", "list", "--all").stdout
+    aliasd_cli("blocklist", "enable", "--no-write", "--force", rule_id)
+    assert f"{rule_id}\ton" in aliasd_cli("blocklist", "list", "--all").stdout
+
+
 def test_the_cached_block_list_sees_every_change_and_rereads_only_then(database, settings, people):
     from aliasd.core.block_decision import BlockListCache
 
@@ -214,7 +225,7 @@ def test_the_cached_block_list_sees_every_change_and_rereads_only_then(database,
         r = blocking.block_domain(s, settings, "spam.example")
     assert blocked_for(cache.get(), spam).scope == "server"
     with database.session() as s:
-        blocking.set_enabled(s, r.id, False)
+        blocking.set_enabled(s, settings, r.id, False)
     assert blocked_for(cache.get(), spam) is None
 
 

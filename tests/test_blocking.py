@@ -183,7 +183,7 @@ def test_disabled_auto_rule_is_respected_and_manual_block_reenables(world, polic
         spam(world, st, "shop.example@example.net", "a@massnews.gr")
     [rule] = rules(world)
     with world.session() as s:
-        blocking.set_enabled(s, rule.id, False)
+        blocking.set_enabled(s, st, rule.id, False)
     spam(world, st, "shop.example@example.net", "a@massnews.gr")
     assert [r.enabled for r in rules(world)] == [False]
     with world.session() as s:

@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
-from aliasd.core import events
+from aliasd.core import blocking, events
 from aliasd.models import BlockRule, SenderBlock
 from tests.harness.browser import follow
 from tests.harness.databases import sqlite_database
@@ -318,3 +318,24 @@ def test_an_unknown_user_in_the_report_filter_is_an_error_next_to_the_field(web)
         return re.sub(r'name="csrf_token" value="[^"]*"', "", page.get_data(as_text=True))
 
     assert without_token(pages[0]) == without_token(pages[1])
+
+
+def test_enabling_a_rule_for_a_served_domain_is_refused_on_the_page(web, settings):
+    """An imported rule naming a domain aliasd serves is kept disabled with the reason;
+    the Enable button does not get around that: no server-wide rule, from any path,
+    refuses the mail of a served or mailbox domain."""
+    app, _ids, table, db = web
+    with db.session() as s:
+        served = blocking.add_regex_rule(s, settings, r"alice\.example", source="imported")
+        assert not served.enabled and "imported disabled" in served.note
+        rule_id = served.id
+    admin = app.test_client()
+    login(admin, "root")
+    token = page_token(admin, "/blocklist/")
+    page = admin.post(f"/blocklist/{rule_id}/toggle", data={"enabled": "1", "csrf_token": token},
+                      follow_redirects=True).get_data(as_text=True)
+    assert "alice.example is a domain this server serves" in page
+    assert f"Rule {rule_id} enabled" not in page
+    with db.session() as s:
+        assert s.get(BlockRule, rule_id).enabled is False
+    assert not table.exists() or "alice" not in table.read_text()

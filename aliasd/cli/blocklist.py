@@ -162,10 +162,11 @@ def _add_regex(session, value: str, note: str | None, force: bool = False):
                                    force=force)
 
 
-def _set_enabled(rule_ids: tuple[int, ...], enabled: bool, write: bool) -> None:
+def _set_enabled(rule_ids: tuple[int, ...], enabled: bool, write: bool,
+                 force: bool = False) -> None:
     with _rules_session(write) as session:
         for rule_id in rule_ids:
-            rule = blocking.set_enabled(session, rule_id, enabled)
+            rule = blocking.set_enabled(session, state().settings, rule_id, enabled, force=force)
             click.echo(f"{rule.id}\t{'enabled' if enabled else 'disabled'}\t{rule.pattern}")
 
 
@@ -180,11 +181,13 @@ def disable_cmd(rule_ids: tuple[int, ...], write: bool) -> None:
 
 @blocklist_group.command("enable")
 @click.argument("rule_ids", type=int, nargs=-1, required=True)
+@click.option("--force", is_flag=True,
+              help="Enable even a rule naming a served, mailbox or autoblock_exempt_domains domain.")
 @write_option
 @fail_on_domain_errors
-def enable_cmd(rule_ids: tuple[int, ...], write: bool) -> None:
+def enable_cmd(rule_ids: tuple[int, ...], force: bool, write: bool) -> None:
     """Apply disabled rules again."""
-    _set_enabled(rule_ids, True, write)
+    _set_enabled(rule_ids, True, write, force)
 
 
 @blocklist_group.command("export")

@@ -263,8 +263,17 @@ def get_rule(session: Session, rule_id: int) -> BlockRule:
     return rule
 
 
-def set_enabled(session: Session, rule_id: int, enabled: bool) -> BlockRule:
+def set_enabled(session: Session, settings: Settings, rule_id: int, enabled: bool, *,
+                force: bool = False) -> BlockRule:
+    """Enable or disable a rule. Enabling one that names a served, mailbox or exempt
+    domain (an import keeps such a rule disabled) is refused (BlockError) unless
+    ``force``, as adding it would be."""
     rule = get_rule(session, rule_id)
+    if enabled and not rule.enabled and not force:
+        named = rule_domain(rule)
+        refusal = server_block_refusal(session, settings, named) if named else None
+        if refusal:
+            raise BlockError(f"rule {rule.id} stays disabled: {refusal}")
     rule.enabled = enabled
     session.flush()
     return rule

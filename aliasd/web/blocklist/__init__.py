@@ -9,6 +9,8 @@ from __future__ import annotations
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from aliasd.core import blocking
+from aliasd.core.errors import AliasdError
 from aliasd.models import BlockRule
 from aliasd.postfix.publisher import HeaderChecksError, wait_for_publish
 from aliasd.web.context import db_session, settings
@@ -62,8 +64,14 @@ def toggle(rule_id: int):
     if rule is None:
         abort(404)
     want = request.form.get("enabled") == "1"
-    rule.enabled = want
+    back = redirect(url_for("blocklist.index", show=request.form.get("show", "all")))
+    try:
+        blocking.set_enabled(s, settings(), rule.id, want)
+    except AliasdError as exc:
+        s.rollback()
+        flash(str(exc), "error")
+        return back
     s.commit()
     flash(f"Rule {rule.id} {'enabled' if want else 'disabled'}.", "success")
     flash_publish_outcome()
-    return redirect(url_for("blocklist.index", show=request.form.get("show", "all")))
+    return back
