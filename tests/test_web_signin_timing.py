@@ -34,3 +34,31 @@ def test_every_refused_name_costs_one_hash(database, settings, hashed):
             result = auth.authenticate(s, settings, name, "wrong password", "192.0.2.1")
         assert result.outcome == auth.SignInOutcome.BAD_CREDENTIALS, name
         assert len(hashed) == 1, name
+
+
+def test_a_local_account_without_a_password_costs_one_hash_too(database, settings, monkeypatch):
+    """``aliasd user add`` without --password-stdin makes an account with no password yet:
+    refusing it must take as long as refusing anyone, and no password opens it."""
+    from aliasd.core import passwords
+
+    add_user(database, "alice")
+    with database.session() as s:
+        core.create_user(s, "dave", "dave@mailbox.example")  # no password yet
+    work: list[str] = []
+
+    class CountingHasher:
+        def verify(self, stored, password):
+            work.append(password)
+            return real.verify(stored, password)
+
+    real = passwords._hasher
+    monkeypatch.setattr(passwords, "_hasher", CountingHasher())
+    for name in ("alice", "dave"):
+        work.clear()
+        with database.session() as s:
+            result = auth.authenticate(s, settings, name, "wrong password", "192.0.2.1")
+        assert result.outcome == auth.SignInOutcome.BAD_CREDENTIALS, name
+        assert len(work) == 1, name
+    with database.session() as s:  # not even the dummy hash's own password
+        result = auth.authenticate(s, settings, "dave", "not a real password", "192.0.2.2")
+    assert result.outcome == auth.SignInOutcome.BAD_CREDENTIALS

@@ -236,7 +236,10 @@ def authenticate(session: Session, settings: Settings, username: str, password: 
         )
     user = session.scalar(select(User).where(User.username == username))
     if user is not None and user.auth_source == "local":
-        if verify_password(user.password_hash, password):
+        if not user.password_hash:
+            # No password set yet: the same work as a real check, and never a match.
+            verify_password(_dummy_hash(), password)
+        elif verify_password(user.password_hash, password):
             if needs_rehash(user.password_hash or ""):
                 user.password_hash = hash_password(password)
             user.last_login_at = utcnow()
