@@ -151,7 +151,7 @@ def test_an_admins_block_for_everyone_writes_table_and_blocklist_toggles(web):
     assert f'id="rule-{rule.id}"' not in bob.get("/blocklist/").get_data(as_text=True)
     token = page_token(bob, "/blocklist/")
     assert bob.post(f"/blocklist/{rule.id}/toggle",
-                    data={"enabled": "0", "csrf_token": token}).status_code == 404
+                    data={"enabled": "0", "csrf_token": token}).status_code == 403
     listing = admin.get("/blocklist/").get_data(as_text=True)
     assert f'id="rule-{rule.id}"' in listing and "manual" in listing
     token = page_token(admin, "/blocklist/")
@@ -339,3 +339,29 @@ def test_enabling_a_rule_for_a_served_domain_is_refused_on_the_page(web, setting
     with db.session() as s:
         assert s.get(BlockRule, rule_id).enabled is False
     assert not table.exists() or "alice" not in table.read_text()
+
+
+def test_server_wide_rules_made_from_a_users_spam_are_changed_by_admins_only(web, settings):
+    """Auto-block makes a server-wide rule from the spam one user's aliases got; the user
+    sees it, but turning it on or off changes everyone's mail: an admin's decision."""
+    app, ids, table, db = web
+    with db.session() as s:
+        rule = blocking.block_domain(s, settings, "bobspam.example", source="auto",
+                                     owner_id=ids["bob"], note="5+ spam within 24 h")
+        rule_id = rule.id
+    admin = app.test_client()
+    login(admin, "root")
+    admin.post(f"/blocklist/{rule_id}/toggle",
+               data={"enabled": "0", "csrf_token": page_token(admin, "/blocklist/")})
+    bob = app.test_client()
+    login(bob, "bob")
+    listing = bob.get("/blocklist/").get_data(as_text=True)
+    assert f'id="rule-{rule_id}"' in listing and "bobspam" in listing
+    assert f"Enable rule {rule_id}" not in listing
+    refused = bob.post(f"/blocklist/{rule_id}/toggle",
+                       data={"enabled": "1", "csrf_token": page_token(bob, "/blocklist/")})
+    assert refused.status_code == 403
+    with db.session() as s:
+        assert s.get(BlockRule, rule_id).enabled is False
+    assert "bobspam" not in table.read_text()
+    assert f"Enable rule {rule_id}" in admin.get("/blocklist/").get_data(as_text=True)

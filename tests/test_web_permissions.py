@@ -61,6 +61,8 @@ DECLARED = {
     "admin.users": "admin",
     "admin.user": "admin",
     "admin.sign_out_user": "admin",
+    # every block rule refuses mail for every user
+    "blocklist.toggle": "admin",
     "settings.account": "login",
     "settings.save_profile": "login",
     "settings.sign_out_everywhere": "login",

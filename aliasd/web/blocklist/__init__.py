@@ -1,6 +1,7 @@
 """Blocklist page: the header_checks rules with their source (auto, manual, imported),
-hits, creation date, and enable/disable. Admins see and change every rule; users see and
-change the rules they created. Every committed change is published to Postfix at once
+hits, creation date, and enable/disable. Admins see and change every rule; users see the
+rules made from their mail (auto-block), but every rule is server-wide, so only admins
+turn them on or off. Every committed change is published to Postfix at once
 (aliasd.postfix.publisher) and the page says whether Postfix took it (a refused table or
 rule, or a failed reload, is shown, never silent)."""
 
@@ -14,7 +15,7 @@ from aliasd.core.errors import AliasdError
 from aliasd.models import BlockRule
 from aliasd.postfix.publisher import HeaderChecksError, wait_for_publish
 from aliasd.web.context import db_session, settings
-from aliasd.web.permissions import current_user, login_required, nav_item
+from aliasd.web.permissions import admin_required, current_user, login_required, nav_item
 
 bp = Blueprint("blocklist", __name__, url_prefix="/blocklist")
 nav_item(bp, "Blocklist", "blocklist.index")
@@ -57,10 +58,10 @@ def index():
 
 
 @bp.post("/<int:rule_id>/toggle")
-@login_required
+@admin_required  # a rule refuses mail for every user
 def toggle(rule_id: int):
     s = db_session()
-    rule = s.scalar(_visible(select(BlockRule).where(BlockRule.id == rule_id)))
+    rule = s.get(BlockRule, rule_id)
     if rule is None:
         abort(404)
     want = request.form.get("enabled") == "1"
