@@ -357,6 +357,31 @@ def test_disable_enable_burn_delete_forget(app, alice, database):
     assert "Select at least one alias" in client.get("/").get_data(as_text=True)
 
 
+def test_a_burned_alias_is_never_released_from_the_web_app(app, alice, database):
+    """Burning promises the address never comes back; only an administrator's
+    'aliasd alias forget' releases it. Deleting it first is no way around that: a
+    deleted alias can be forgotten, so a burned one is not deleted here."""
+    client = signed_in(app, "alice")
+    with database.session() as s:
+        alias = core.create_alias(s, "leaky.com@alice.example", s.get(User, alice),
+                                  site="leaky.com")
+        alias_id = alias.id
+
+    def act(**data):
+        data["csrf_token"] = page_token(client)
+        return client.post("/aliases/action", data=data)
+
+    act(one=f"burn:{alias_id}", confirm="yes")
+    assert alias_row(database, "leaky.com@alice.example").state == "burned"
+    detail = client.get(f"/aliases/{alias_id}").get_data(as_text=True)
+    assert f"delete:{alias_id}" not in detail and f"forget:{alias_id}" not in detail
+    act(action="delete", ids=[alias_id], confirm="yes")
+    assert "stays retired" in client.get("/").get_data(as_text=True)
+    act(action="forget", ids=[alias_id], confirm="yes")
+    assert alias_row(database, "leaky.com@alice.example").state == "burned"
+    assert create(client, site="leaky.com").status_code == 422
+
+
 def test_detail_shows_messages_and_sender_domains(app, alice, database):
     with database.session() as s:
         alias = core.create_alias(s, "shop.com@alice.example", s.get(User, alice), site="shop.com")

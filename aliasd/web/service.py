@@ -315,13 +315,15 @@ def create_for_user(
 def apply_action(session: Session, user: User, alias: Alias, action: str) -> None:
     if not can_access(user, alias):  # callers got alias from alias_for; belt and braces
         raise core.NotFound("no such alias")
+    if action in ("forget", "delete") and alias.state == AliasState.BURNED:
+        # Forgetting would bring a burned address back; burning promises it never does.
+        # Nor is it deleted here: a deleted alias can be forgotten.
+        raise core.InvalidTransition(
+            f"{alias.address} is burned and stays retired; it cannot be "
+            f"{'forgotten' if action == 'forget' else 'deleted'} here "
+            "(an administrator can release it with 'aliasd alias forget')"
+        )
     if action == "forget":
-        if alias.state == AliasState.BURNED:
-            # Forgetting would bring a burned address back; burning promises it never does.
-            raise core.InvalidTransition(
-                f"{alias.address} is burned and stays retired; it cannot be forgotten here "
-                "(an administrator can release it with 'aliasd alias forget')"
-            )
         core.forget(session, alias)
     elif action in ACTIONS:
         core.set_state(session, alias, ACTIONS[action])
