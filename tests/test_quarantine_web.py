@@ -191,6 +191,22 @@ def test_a_user_sets_their_own_quarantine_score_on_the_page(world, database):
         assert s.scalar(select(User.quarantine_score).where(User.username == "bob")) is None
 
 
+def test_a_quarantine_score_that_is_not_a_number_is_refused(world, database):
+    """Python reads "nan" as a float; stored, it meant "never held" on PostgreSQL and
+    "the server's setting" on SQLite (which stores NaN as NULL), after a "Saved."."""
+    app, _ids = world
+    alice = signed_in(app, "alice")
+    token = page_token(alice, "/quarantine/")
+    alice.post("/quarantine/threshold", data={"score": "4.5", "csrf_token": token},
+               follow_redirects=True)
+    for odd in ("nan", "-NaN", "inf"):
+        page = alice.post("/quarantine/threshold", data={"score": odd, "csrf_token": token},
+                          follow_redirects=True).get_data(as_text=True)
+        assert "Saved." not in page and "between 0 and the reject score 15" in page, odd
+        with database.session() as s:
+            assert s.scalar(select(User.quarantine_score).where(User.username == "alice")) == 4.5
+
+
 def test_cli_sets_and_shows_a_users_quarantine_score(settings, database):
     from tests.harness.cli import run_cli_in_process, settings_env
 

@@ -43,7 +43,8 @@ def effective_threshold(settings: Settings, user_score: float | None) -> float:
 def set_user_threshold(session: Session, settings: Settings, user: User,
                        value: float | None) -> None:
     """A user's own quarantine score: None follows the server, 0 never holds."""
-    if value is not None and (value < 0 or value >= settings.action_reject):
+    # not (0 <= value < reject) also refuses NaN, which every comparison calls false
+    if value is not None and not 0 <= value < settings.action_reject:
         raise AliasdError(f"the quarantine score must be 0 (never hold) or between 0 and the "
                           f"reject score {settings.action_reject:g}")
     user.quarantine_score = value
