@@ -230,6 +230,32 @@ def test_postmap_answers_and_changes_show_within_a_second(lookupd_pair, setup_cl
     assert "third.example" not in setup_cli("alias", "list").stdout
 
 
+def test_the_longest_destination_list_an_alias_may_have_reaches_postfix_whole(
+        lookupd_pair, setup_cli, database):
+    """Postfix reads at most 4,096 bytes of a tcp_table reply, and '%' takes three there:
+    core refuses a list that could not reach Postfix whole (its mail would be deferred
+    for ever), and the longest one it allows is answered by both tables."""
+    first, _second = lookupd_pair
+    per = (core.MAX_DESTINATIONS_BYTES + 1) // core.MAX_DESTINATIONS - 1  # with its comma
+    longest = [f"{i:02d}%{'x' * (per - 3 - len('@real.example'))}@real.example"
+               for i in range(core.MAX_DESTINATIONS)]
+    assert len(",".join(longest)) <= core.MAX_DESTINATIONS_BYTES
+    with database.session() as s:
+        bob = core.get_user(s, "bob")
+        core.create_alias(s, "many@d.example", bob, destinations=longest)
+        with pytest.raises(core.AliasdError, match="at most 20 destinations"):
+            core.create_alias(s, "more@d.example", bob,
+                              destinations=[*longest[:-1], "a@real.example", "b@real.example"])
+        with pytest.raises(core.AliasdError, match="too long together"):
+            core.set_destinations(s, core.get_alias(s, "multi@d.example"),
+                                  [d.replace("@", "y@") for d in longest])
+    expected = ",".join(longest)
+    for table in (first.sm, first.tcp):
+        wait_until(lambda table=table: postmap_query("many@d.example", table)[0] == 0, 10,
+                   f"{table} answering the new alias")
+        assert postmap_query("many@d.example", table) == (0, expected, ""), table
+
+
 def test_a_backtracking_prone_gate_cannot_stall_lookups(setup_cli, settings, tmp_path):
     """The text a gate reads is whatever a sender puts before the @. With a gate an admin
     might well write, a backtracking engine takes longer with each character (minutes for

@@ -197,6 +197,13 @@ def _policy(value: str) -> str:
 
 
 # --- aliases ------------------------------------------------------------------------
+# Postfix reads a tcp_table reply of at most 4,096 bytes, where every byte outside
+# printable ASCII takes three: a list past these bounds would be answered "temporary
+# failure" for ever, and its mail deferred until it bounced.
+MAX_DESTINATIONS = 20
+MAX_DESTINATIONS_BYTES = 1300
+
+
 def normalize_destinations(destinations: Iterable[str]) -> list[str]:
     result: list[str] = []
     for dest in destinations:
@@ -212,6 +219,12 @@ def normalize_destinations(destinations: Iterable[str]) -> list[str]:
                 result.append(address)
     if not result:
         raise AliasdError("an alias needs at least one destination")
+    if len(result) > MAX_DESTINATIONS:
+        raise AliasdError(f"an alias forwards to at most {MAX_DESTINATIONS} destinations, "
+                          f"not {len(result)}")
+    if len(",".join(result).encode()) > MAX_DESTINATIONS_BYTES:
+        raise AliasdError(f"the destinations are too long together (at most "
+                          f"{MAX_DESTINATIONS_BYTES} bytes)")
     return result
 
 
