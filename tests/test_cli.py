@@ -132,6 +132,12 @@ def test_user_set_follows_the_same_rules_as_the_admin_pages(aliasd_cli):
            "Error: bob is the last admin")
     _fails(aliasd_cli("user", "set", "bob", "--mailbox", "shop.com@bob.example", check=False),
            "is an alias, not a real mailbox")
+    # nor any address of a served domain (no mailbox there; on a catch-all domain the
+    # address could never become an alias)
+    _fails(aliasd_cli("user", "set", "bob", "--mailbox", "paypal.com@bob.example", check=False),
+           "is on bob.example, a domain aliasd serves")
+    _fails(aliasd_cli("user", "set", "bob", "--mailbox", "x@mx.bob.example", check=False),
+           "is on bob.example, a domain aliasd serves")
     _fails(aliasd_cli("domain", "set", "bob.example", "--max-per-hour", "2000000", check=False),
            "the catch-all cap must be 0 to 1000000")
     _fails(aliasd_cli("user", "set", "bob", check=False), "nothing to change", code=2)

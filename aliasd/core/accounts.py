@@ -11,12 +11,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
-from aliasd.core.addresses import AddressError, normalize_address
+from aliasd.core.addresses import AddressError, domain_of, normalize_address
 from aliasd.core.aliases import create_user, record_change
 from aliasd.core.auth import MAX_PASSWORD, is_rate_limited, record_failure
+from aliasd.core.block_protection import covering
 from aliasd.core.errors import AliasdError
 from aliasd.core.passwords import hash_password, verify_password
-from aliasd.models import Alias, User
+from aliasd.models import Alias, Domain, User
 
 MIN_PASSWORD = 8
 
@@ -95,6 +96,12 @@ def change_mailbox(session: Session, user: User, mailbox: str) -> int:
         raise AccountError(f"mailbox: {exc}") from exc
     if session.scalar(select(Alias.id).where(Alias.address == new).limit(1)) is not None:
         raise AccountError(f"{new} is an alias, not a real mailbox: mail to it would loop")
+    # Every address of a served domain is an alias or refused, so no mail would arrive;
+    # and on another user's catch-all domain the address would be kept from becoming one.
+    served = covering(domain_of(new), set(session.scalars(select(Domain.name))))
+    if served is not None:
+        raise AccountError(f"{new} is on {served}, a domain aliasd serves: every address there "
+                           "is an alias, so it cannot be a real mailbox")
     old = user.mailbox
     if new == old:
         return 0
