@@ -4,7 +4,9 @@ installed console command as a subprocess, as a smoke test of the entry point.""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -234,3 +236,47 @@ def test_a_shell_without_data_dir_names_the_database_it_looked_at_and_creates_no
     assert "ALIASD_DATA_DIR" in proc.stderr
     assert not expected.exists()
     assert expected.parent.exists() == parent_existed
+
+
+@contextlib.contextmanager
+def _aliases_locked(database):
+    """Another writer holds the aliases table (SQLite: the whole file) until the block ends."""
+    if database.is_sqlite:
+        conn = sqlite3.connect(str(database.sqlite_path), isolation_level=None)
+        conn.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            conn.execute("ROLLBACK")
+            conn.close()
+        return
+    engine = create_engine(database.url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(text("LOCK TABLE aliases IN ACCESS EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_locked_database_is_a_clear_error_and_changes_nothing(aliasd_cli, database):
+    """Another writer holds the lock past db_timeout: the command says the database failed,
+    in one line without SQL or a traceback, exits 1, and leaves nothing half-done."""
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
+    aliasd_cli("domain", "add", "example.net", "--owner", "bob")
+    aliasd_cli("alias", "add", "old@example.net", "--owner", "bob")
+    quick = {"ALIASD_DB_TIMEOUT": "0.3"}
+    with _aliases_locked(database):
+        for args in (("alias", "add", "new@example.net", "--owner", "bob"),
+                     ("alias", "disable", "old@example.net")):
+            proc = aliasd_cli(*args, check=False, env_extra=quick)
+            _fails(proc, "Error: database error")
+            assert "[SQL:" not in proc.stderr and "[parameters:" not in proc.stderr
+    assert aliasd_cli("alias", "list").stdout == "old@example.net\tactive\t-\tbob@real.example\t0\t0\n"
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_db_current_with_the_database_unreachable_is_a_clear_error(aliasd_cli):
+    url = f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd"
+    _fails(aliasd_cli("db", "current", check=False, env_extra={"ALIASD_DATABASE_URL": url}),
+           "Error: database error (postgresql+psycopg://aliasd@127.0.0.1:")

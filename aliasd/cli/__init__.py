@@ -24,10 +24,14 @@ from aliasd.cli import (
     up,
     users,
 )
-from aliasd.cli.common import CliState
+from aliasd.cli.common import CliState, DatabaseErrors
 
 
-@click.group(cls=AppGroup)
+class AliasdGroup(DatabaseErrors, AppGroup):
+    """Flask's AppGroup, with database failures as clear errors."""
+
+
+@click.group(cls=AliasdGroup)
 @click.version_option(__version__, prog_name="aliasd")
 @click.pass_context
 def main(ctx: click.Context) -> None:

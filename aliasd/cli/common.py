@@ -6,6 +6,7 @@ import sys
 from dataclasses import dataclass, field
 
 import click
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from aliasd.config import Settings, SettingsError, load_settings
 from aliasd.core.errors import AliasdError
@@ -33,7 +34,9 @@ class CliState:
             except SchemaOutdated as exc:
                 raise click.ClickException(str(exc)) from exc
             except Exception as exc:  # connection refused, bad URL, ...
-                raise click.ClickException(f"cannot open the database: {exc}") from exc
+                raise click.ClickException(
+                    f"cannot open the database: {describe_database_error(exc)}"
+                ) from exc
         return db
 
     def service_database(self, outage_note: str) -> Database:
@@ -48,6 +51,32 @@ class CliState:
         except Exception as exc:
             echo_err(f"warning: database unreachable ({exc}); {outage_note}")
         return db
+
+
+def describe_database_error(exc: BaseException) -> str:
+    """What the database said, without the SQL statement and its parameters that
+    SQLAlchemy appends (noise to a reader; a password hash among them)."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+    return str(exc)
+
+
+class DatabaseErrors(click.Group):
+    """A command the database fails part-way through (locked past db_timeout, the server
+    gone) ends with one clear line and exit status 1, never a traceback; its transaction
+    was rolled back by ``Database.session``."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except SQLAlchemyError as exc:
+            where = ""
+            settings = ctx.find_object(CliState)
+            if settings is not None and settings._settings is not None:
+                where = f" ({get_database(settings._settings).description})"
+            raise click.ClickException(
+                f"database error{where}: {describe_database_error(exc)}"
+            ) from exc
 
 
 def state() -> CliState:
