@@ -17,6 +17,7 @@ from aliasd.core.virtual_file import (
     render_virtual,
 )
 from aliasd.models import Alias, AliasChange, AliasOrigin, AliasState
+from tests.harness.net import free_port
 from tests.harness.postfix import postmap
 
 TRICKY = (
@@ -313,6 +314,34 @@ def test_cli_import_database_failure_loses_nothing(aliasd_cli, database, tmp_pat
     assert aliasd_cli("alias", "export").stdout == ""
     ok = aliasd_cli("alias", "import", str(src))
     assert ok.stdout.strip() == "imported 2, updated 0, duplicates 0, errors 0"
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_cli_import_with_the_database_unreachable_exits_3_not_1(aliasd_cli, tmp_path: Path):
+    """Exit 1 means "some lines refused, the others imported": a database that cannot be
+    opened at all imported nothing, which is exit 3, as for a failure during the import."""
+    src = tmp_path / "v"
+    src.write_text("a@example.net x@y.example\n")
+    url = f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd"
+    proc = aliasd_cli("alias", "import", str(src), check=False,
+                      env_extra={"ALIASD_DATABASE_URL": url})
+    assert proc.returncode == 3, (proc.returncode, proc.stderr)
+    assert "nothing was imported" in proc.stderr and "Traceback" not in proc.stderr
+    missing = aliasd_cli("alias", "import", str(src), check=False,
+                         env_extra={"ALIASD_DATABASE_URL": f"sqlite:///{tmp_path}/none.db"})
+    assert missing.returncode == 3, (missing.returncode, missing.stderr)
+    assert "run 'aliasd db upgrade' first" in missing.stderr
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_cli_export_to_a_path_it_cannot_write_is_a_clear_error(aliasd_cli, tmp_path: Path):
+    _cli_setup(aliasd_cli)
+    aliasd_cli("alias", "add", "a@example.net", "--owner", "bob")
+    proc = aliasd_cli("alias", "export", "-o", str(tmp_path / "no" / "such" / "dir" / "out"),
+                      check=False)
+    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+    assert "Error: cannot write" in proc.stderr and "No such file or directory" in proc.stderr
+    assert "Traceback" not in proc.stderr
 
 
 @pytest.mark.postfix

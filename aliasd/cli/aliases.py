@@ -8,7 +8,7 @@ import click
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from aliasd.cli.common import echo_err, fail_on_domain_errors, state
+from aliasd.cli.common import describe_database_error, echo_err, fail_on_domain_errors, state
 from aliasd.core import aliases as core
 from aliasd.core import virtual_file
 from aliasd.core.bounded_lines import TextLines
@@ -149,7 +149,11 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
     except OSError as exc:
         raise UnreadableFile(f"cannot read {file}: {exc.strerror or exc}") from exc
     lines = TextLines(stream)
-    database = state().database()
+    try:
+        database = state().database()
+    except click.ClickException as exc:  # not there, old schema, unreachable
+        stream.close()
+        raise DatabaseFailure(f"{exc.message}; nothing was imported") from exc
     try:
         with stream, database.session() as session:
             user = core.get_user(session, owner) if owner else None
@@ -167,7 +171,9 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
             "nothing was imported, run the import again"
         ) from exc
     except SQLAlchemyError as exc:  # one transaction: a failure anywhere loses nothing
-        raise DatabaseFailure(f"database error, nothing was imported: {exc}") from exc
+        raise DatabaseFailure(
+            f"database error, nothing was imported: {describe_database_error(exc)}"
+        ) from exc
     name = "<stdin>" if file == "-" else file
     report.errors += [virtual_file.LineProblem(o.number, o.reason) for o in lines.overlong]
     for problem in report.problems:
@@ -193,8 +199,11 @@ def export(owner: str | None, include_all: bool, output: str) -> None:
     with state().database().session() as session:
         user = core.get_user(session, owner) if owner else None
         rows = virtual_file.export_rows(session, owner=user, include_all=include_all)
-    with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
-        out.writelines(virtual_file.render_virtual(rows))
+    try:
+        with click.open_file(output, "w", encoding="utf-8", atomic=output != "-") as out:
+            out.writelines(virtual_file.render_virtual(rows))
+    except OSError as exc:  # atomic: the file it would replace is left as it was
+        raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
 
 
 def register(group: click.Group) -> None:
