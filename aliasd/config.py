@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import ipaddress
+import math
 import os
 import socket
 import tomllib
@@ -235,6 +236,24 @@ class Settings:
         return self.blocklist_file or str(Path(self.data_dir) / "header_checks")
 
     def validate(self) -> None:
+        if self.database_url:
+            from sqlalchemy.engine import make_url
+            from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+            try:
+                make_url(self.database_url).get_dialect()
+            except (ArgumentError, NoSuchModuleError, ValueError) as exc:
+                raise SettingsError(
+                    f"database_url {self.database_url!r} is not a database URL SQLAlchemy "
+                    f"knows ({exc}); e.g. postgresql+psycopg://user@host/db"
+                ) from exc
+        for name in ("db_timeout", "lookup_sync_interval", "lookup_max_staleness",
+                     "lookup_idle_timeout", "milter_timeout", "ldap_timeout", "dns_timeout"):
+            value = getattr(self, name)
+            if not value > 0 or math.isinf(value):  # also refuses nan
+                raise SettingsError(f"{name} must be a number of seconds above 0, not {value}")
+        if self.lookup_max_connections < 0:
+            raise SettingsError("lookup_max_connections must be >= 0 (0: the descriptor limit)")
         if len(self.recipient_delimiter) > 1 or self.recipient_delimiter.isalnum():
             raise SettingsError(
                 "recipient_delimiter must be empty or one non-alphanumeric character"
@@ -315,6 +334,17 @@ def _convert(name: str, raw: Any, annotation: Any) -> Any:
     if origin in (typing.Union, types.UnionType):
         hint = next(a for a in typing.get_args(hint) if a is not type(None))
         origin = typing.get_origin(hint)
+    # A TOML file gives typed values: a list or table where one value belongs, a fraction
+    # for a whole number, or true/false for a number is a mistake, never read as text.
+    if isinstance(raw, dict) or (isinstance(raw, list) and origin is not list):
+        kind = "table" if isinstance(raw, dict) else "list"
+        raise SettingsError(f"setting {name!r}: expected one value, not a {kind}: {raw!r}")
+    if isinstance(raw, list) and any(isinstance(x, list | dict) for x in raw):
+        raise SettingsError(f"setting {name!r}: expected a list of values, got {raw!r}")
+    if isinstance(raw, bool) and hint in (int, float):
+        raise SettingsError(f"setting {name!r}: expected a number, not {raw!r}")
+    if isinstance(raw, float) and hint is int and not raw.is_integer():
+        raise SettingsError(f"setting {name!r}: expected a whole number, not {raw!r}")
     try:
         if hint is bool:
             if isinstance(raw, bool):
@@ -355,8 +385,21 @@ def load_settings(
             raise SettingsError(f"cannot read config file {config_path}: {exc}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from exc
-        # Accept both a flat file and one with an [aliasd] table.
-        data = data.get("aliasd", data)
+        except UnicodeDecodeError as exc:
+            raise SettingsError(
+                f"config file {config_path} is not valid TOML: not UTF-8 ({exc})"
+            ) from exc
+        # Accept both a flat file and one with an [aliasd] table (then nothing else: a key
+        # outside it would otherwise be ignored without a word).
+        if "aliasd" in data:
+            if not isinstance(data["aliasd"], dict):
+                raise SettingsError(f"config file {config_path}: [aliasd] must be a table")
+            for key in data:
+                if key != "aliasd":
+                    raise SettingsError(
+                        f"config file {config_path}: unknown setting {key!r} outside [aliasd]"
+                    )
+            data = data["aliasd"]
         for key, raw in data.items():
             if key not in hints:
                 raise SettingsError(f"config file {config_path}: unknown setting {key!r}")

@@ -80,3 +80,53 @@ def test_default_authserv_id_is_this_hosts_own_name(monkeypatch, fqdn, host, exp
             "mail.example.org")
     finally:
         config_module.this_host_name.cache_clear()
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        # what a hand-edited file gets wrong: each is named, never read as something else
+        ('database_url = ["postgresql://db/aliasd"]\n', "database_url.*list"),
+        ("milter_workers = 2.5\n", "milter_workers.*2.5"),
+        ("lookup_idle_timeout = true\n", "lookup_idle_timeout"),
+        ('srs_exclude_domains = [["a.example"]]\n', "srs_exclude_domains"),
+        ("[env]\nproduction = true\n", "env.*table"),
+        ("aliasd = 3\n", r"\[aliasd\] must be a table"),
+        ('data_dir = "/srv/aliasd"\n[aliasd]\nenv = "development"\n', "unknown setting 'data_dir'"),
+        ('[aliasd]\nenv = "development"\n[lookup]\nlookup_tcp = ""\n', "unknown setting 'lookup'"),
+    ],
+)
+def test_a_setting_of_the_wrong_type_or_place_in_the_toml_file_is_refused(tmp_path, toml, message):
+    config = tmp_path / "aliasd.toml"
+    config.write_text(toml)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ={"ALIASD_CONFIG": str(config)})
+
+
+def test_a_toml_file_that_is_not_utf8_is_refused_with_a_clear_message(tmp_path):
+    config = tmp_path / "aliasd.toml"
+    config.write_bytes('env = "d\u00e9veloppement"\n'.encode("latin-1"))
+    with pytest.raises(SettingsError, match="not valid TOML.*UTF-8"):
+        load_settings(environ={"ALIASD_CONFIG": str(config)})
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"ALIASD_DATABASE_URL": "aliasd.db"}, "database_url"),
+        ({"ALIASD_DATABASE_URL": "nosuchengine://db/aliasd"}, "database_url"),
+        # PostgreSQL refuses a negative statement_timeout: every connection would fail,
+        # reported as "database unreachable"
+        ({"ALIASD_DB_TIMEOUT": "-1"}, "db_timeout"),
+        ({"ALIASD_DB_TIMEOUT": "0"}, "db_timeout"),
+        ({"ALIASD_LOOKUP_SYNC_INTERVAL": "0"}, "lookup_sync_interval"),
+        ({"ALIASD_LOOKUP_MAX_STALENESS": "-5"}, "lookup_max_staleness"),
+        ({"ALIASD_LOOKUP_IDLE_TIMEOUT": "0"}, "lookup_idle_timeout"),
+        ({"ALIASD_LOOKUP_MAX_CONNECTIONS": "-1"}, "lookup_max_connections"),
+        ({"ALIASD_MILTER_TIMEOUT": "0"}, "milter_timeout"),
+        ({"ALIASD_DB_TIMEOUT": "nan"}, "db_timeout"),
+    ],
+)
+def test_a_database_url_or_time_limit_that_cannot_work_is_refused(environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ)
