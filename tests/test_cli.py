@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import stat
 import uuid
 from pathlib import Path
 
@@ -280,3 +281,23 @@ def test_db_current_with_the_database_unreachable_is_a_clear_error(aliasd_cli):
     url = f"postgresql+psycopg://aliasd@127.0.0.1:{free_port()}/aliasd"
     _fails(aliasd_cli("db", "current", check=False, env_extra={"ALIASD_DATABASE_URL": url}),
            "Error: database error (postgresql+psycopg://aliasd@127.0.0.1:")
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_the_sqlite_file_db_upgrade_creates_is_readable_by_its_owner_only(aliasd_cli, tmp_path):
+    """It holds password hashes, sessions and recent mail kept for learning; the data
+    directory is 0751 so that Postfix reaches header_checks by name, and a umask of 022
+    would leave aliasd.db readable by every local user who knows that name."""
+    path = tmp_path / "fresh" / "aliasd.db"
+    env = {"ALIASD_DATABASE_URL": f"sqlite:///{path}"}
+    old = os.umask(0o022)
+    try:
+        aliasd_cli("db", "upgrade", env_extra=env)
+        aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example", "--password-stdin",
+                   input="correct horse battery\n", env_extra=env)
+        files = [p for p in path.parent.iterdir() if p.name.startswith("aliasd.db")]
+        assert path in files
+        for file in files:  # the -wal and -shm files SQLite makes take the file's mode
+            assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    finally:
+        os.umask(old)
