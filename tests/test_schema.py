@@ -63,3 +63,69 @@ def test_counting_held_messages_reads_only_the_held_ones(tmp_path):
             f"EXPLAIN QUERY PLAN {statement}", params))
     assert "ix_quarantined_state" in plan, plan
     db.dispose()
+
+
+def _sqlite_tables(db: Database) -> set[str]:
+    return set(inspect(db.engine).get_table_names())
+
+
+def test_a_failed_sqlite_upgrade_changes_nothing_and_can_be_run_again(tmp_path):
+    """On PostgreSQL a migration that fails rolls back whole; on SQLite too: an upgrade
+    stopped half-way (a stray table, a row a new constraint refuses, Ctrl-C) must not
+    leave some of its columns and tables behind at the old revision, where every later
+    upgrade fails on 'duplicate column'."""
+    db = Database(f"sqlite:///{tmp_path}/aliasd.db")
+    try:
+        db.upgrade("0009_reverse_aliases")
+        before = _sqlite_tables(db)
+        user_columns = {c["name"] for c in inspect(db.engine).get_columns("users")}
+        with db.engine.begin() as conn:  # 0010 creates this table after several steps
+            conn.execute(text("CREATE TABLE user_bayes_tokens (x INTEGER)"))
+        with pytest.raises(Exception, match="user_bayes_tokens already exists"):
+            db.upgrade()
+        db.engine.dispose()
+        assert db.current_revision() == "0009_reverse_aliases"
+        assert _sqlite_tables(db) == before | {"user_bayes_tokens"}
+        assert {c["name"] for c in inspect(db.engine).get_columns("users")} == user_columns
+        with db.engine.begin() as conn:
+            conn.execute(text("DROP TABLE user_bayes_tokens"))
+        db.upgrade()
+        assert db.current_revision() == db.head_revision()
+    finally:
+        db.dispose()
+
+
+def test_two_upgrades_at_once_both_succeed(engine_name, tmp_path, request):
+    """Two hosts (or a unit and an admin's shell) running 'aliasd db upgrade' at the same
+    time on a fresh database: the second waits for the first, then finds nothing to do."""
+    import subprocess
+    import sys
+
+    if engine_name == "sqlite":
+        url = f"sqlite:///{tmp_path}/aliasd.db"
+    else:
+        from tests.harness.databases import PG_ADMIN_URL
+
+        pg = request.getfixturevalue("_postgres")
+        name = f"aliasd_twice_{tmp_path.name[-8:]}".lower().replace("-", "_")
+        with pg.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        request.addfinalizer(lambda: _drop(pg, name))
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    env = {"PATH": "/usr/bin:/bin", "ALIASD_DATA_DIR": str(tmp_path / "data"),
+           "ALIASD_DATABASE_URL": url, "ALIASD_DB_TIMEOUT": "60"}
+    for attempt in range(2):
+        procs = [subprocess.Popen([sys.executable, "-m", "aliasd", "db", "upgrade"], env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(2)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=180)
+            assert proc.returncode == 0, (attempt, err)
+            assert out.startswith("database at revision "), out
+
+
+def _drop(pg, name: str) -> None:
+    with pg.admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = :n"), {"n": name})
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
