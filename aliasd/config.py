@@ -5,8 +5,10 @@ nothing is read from the environment at import time."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import ipaddress
+import logging
 import math
 import os
 import socket
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "ALIASD_"
+log = logging.getLogger(__name__)
 DEFAULT_SECRET = "change-me"
 
 
@@ -368,6 +371,25 @@ def _convert(name: str, raw: Any, annotation: Any) -> Any:
         raise SettingsError(f"setting {name!r}: cannot read {raw!r} as {hint}") from exc
 
 
+# ALIASD_* variables that are no setting: the file's name, and the tests' and benchmarks'
+NOT_SETTINGS = ("ALIASD_CONFIG",)
+NOT_SETTINGS_PREFIXES = ("ALIASD_TEST_", "ALIASD_BENCH_")
+
+
+def _warn_unknown_variables(env: typing.Mapping[str, str], hints: dict[str, Any]) -> None:
+    """A misspelt variable would be ignored without a word (a typo in aliasd.env leaves
+    every process on the defaults): name it, and the setting it resembles. A warning, not
+    an error: an environment is shared with other programs."""
+    names = [ENV_PREFIX + key.upper() for key in hints]
+    for variable in sorted(env):
+        if not variable.startswith(ENV_PREFIX) or variable in NOT_SETTINGS \
+                or variable.startswith(NOT_SETTINGS_PREFIXES) or variable in names:
+            continue
+        close = difflib.get_close_matches(variable, names, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        log.warning("%s is not an aliasd setting and is ignored%s", variable, hint)
+
+
 def load_settings(
     environ: typing.Mapping[str, str] | None = None, **overrides: Any
 ) -> Settings:
@@ -409,6 +431,7 @@ def load_settings(
         raw = env.get(ENV_PREFIX + key.upper())
         if raw is not None:
             values[key] = _convert(key, raw, hint)
+    _warn_unknown_variables(env, hints)
 
     for key, raw in overrides.items():
         if key not in hints:

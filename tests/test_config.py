@@ -130,3 +130,20 @@ def test_a_toml_file_that_is_not_utf8_is_refused_with_a_clear_message(tmp_path):
 def test_a_database_url_or_time_limit_that_cannot_work_is_refused(environ, message):
     with pytest.raises(SettingsError, match=message):
         load_settings(environ=environ)
+
+
+def test_a_misspelt_environment_variable_is_named_with_the_setting_it_resembles(caplog):
+    """A typo in aliasd.env (ALIASD_DATABSE_URL) used to be ignored without a word, and
+    every process quietly used the SQLite default instead of the shared database."""
+    with caplog.at_level("WARNING", logger="aliasd.config"):
+        settings = load_settings(environ={
+            "ALIASD_DATABSE_URL": "postgresql+psycopg://aliasd@db/aliasd",
+            "ALIASD_CONFIG": "",  # not a setting, but aliasd's own
+            "ALIASD_TEST_PG_ADMIN_URL": "postgresql://x@y/z",  # the test harness's
+            "ALIASD_ENV": "development",
+        })
+    assert settings.env == "development" and settings.database_url == ""
+    assert [r.getMessage() for r in caplog.records] == [
+        "ALIASD_DATABSE_URL is not an aliasd setting and is ignored "
+        "(did you mean ALIASD_DATABASE_URL?)"
+    ]
