@@ -301,3 +301,10 @@ def test_the_sqlite_file_db_upgrade_creates_is_readable_by_its_owner_only(aliasd
             assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
     finally:
         os.umask(old)
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+@pytest.mark.parametrize("command", [("blocklist", "disable"), ("blocklist", "enable"),
+                                     ("quarantine", "release"), ("quarantine", "delete")])
+def test_an_id_too_large_for_the_database_is_a_usage_error(aliasd_cli, command):
+    _fails(aliasd_cli(*command, str(2**64), check=False), "Invalid value", code=2)

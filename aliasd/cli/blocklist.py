@@ -12,7 +12,7 @@ from typing import NoReturn
 import click
 from sqlalchemy.orm import Session
 
-from aliasd.cli.common import fail_on_domain_errors, state
+from aliasd.cli.common import RECORD_ID, fail_on_domain_errors, state
 from aliasd.core import blocking
 from aliasd.core.bounded_lines import clip
 from aliasd.core.ordinary_mail import why_too_broad
@@ -171,7 +171,7 @@ def _set_enabled(rule_ids: tuple[int, ...], enabled: bool, write: bool,
 
 
 @blocklist_group.command("disable")
-@click.argument("rule_ids", type=int, nargs=-1, required=True)
+@click.argument("rule_ids", type=RECORD_ID, nargs=-1, required=True)
 @write_option
 @fail_on_domain_errors
 def disable_cmd(rule_ids: tuple[int, ...], write: bool) -> None:
@@ -180,7 +180,7 @@ def disable_cmd(rule_ids: tuple[int, ...], write: bool) -> None:
 
 
 @blocklist_group.command("enable")
-@click.argument("rule_ids", type=int, nargs=-1, required=True)
+@click.argument("rule_ids", type=RECORD_ID, nargs=-1, required=True)
 @click.option("--force", is_flag=True,
               help="Enable even a rule naming a served, mailbox or autoblock_exempt_domains domain.")
 @write_option

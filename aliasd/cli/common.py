@@ -12,6 +12,10 @@ from aliasd.config import Settings, SettingsError, load_settings
 from aliasd.core.errors import AliasdError
 from aliasd.db import Database, SchemaOutdated, get_database
 
+# The id of a stored row (a block rule, a held message): what the databases' 64-bit
+# integer keys can hold, so a mistyped number is a usage error, not an overflow.
+RECORD_ID = click.IntRange(0, 2**63 - 1)
+
 
 @dataclass
 class CliState:

@@ -7,7 +7,7 @@ import json
 
 import click
 
-from aliasd.cli.common import echo_err, fail_on_domain_errors, state
+from aliasd.cli.common import RECORD_ID, echo_err, fail_on_domain_errors, state
 from aliasd.core import quarantine as core
 from aliasd.core.errors import AliasdError, InvalidTransition
 from aliasd.postfix.hold_queue import HoldQueue
@@ -112,7 +112,7 @@ def _decide(message_id: int, learn: bool, action: str) -> None:
 
 
 @group.command("release")
-@click.argument("message_id", type=int)
+@click.argument("message_id", type=RECORD_ID)
 @click.option("--learn-ham", is_flag=True, help="Also teach the filter it was not spam.")
 @fail_on_domain_errors
 def release(message_id: int, learn_ham: bool) -> None:
@@ -121,7 +121,7 @@ def release(message_id: int, learn_ham: bool) -> None:
 
 
 @group.command("delete")
-@click.argument("message_id", type=int)
+@click.argument("message_id", type=RECORD_ID)
 @click.option("--learn-spam", is_flag=True, help="Also teach the filter it was spam.")
 @fail_on_domain_errors
 def delete(message_id: int, learn_spam: bool) -> None:
