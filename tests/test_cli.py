@@ -308,3 +308,20 @@ def test_the_sqlite_file_db_upgrade_creates_is_readable_by_its_owner_only(aliasd
                                      ("quarantine", "release"), ("quarantine", "delete")])
 def test_an_id_too_large_for_the_database_is_a_usage_error(aliasd_cli, command):
     _fails(aliasd_cli(*command, str(2**64), check=False), "Invalid value", code=2)
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_milter_on_an_address_in_use_says_it_cannot_listen(aliasd_cli):
+    """As lookupd does: one line naming the address, not a traceback."""
+    import socket
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        proc = aliasd_cli("milter", "--listen", f"127.0.0.1:{port}", "--workers", "1",
+                          check=False, subprocess_run=True)
+        _fails(proc, f"Error: cannot listen on 127.0.0.1:{port}: Address already in use")
+    finally:
+        taken.close()

@@ -55,7 +55,10 @@ def milter_command(listen: str | None, log_level: str, metrics_listen: str | Non
             raise click.BadParameter(str(exc), param_hint="--metrics") from exc
         logging.getLogger(__name__).info("metrics on http://%s:%s/metrics", host, port)
         mailpath = MeasuredMailPath(settings, database, background_events=True)
-    serve(settings, database, listen, mailpath, count)
+    try:
+        serve(settings, database, listen, mailpath, count)
+    except ListenError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _multiprocess_registry():

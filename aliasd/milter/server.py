@@ -18,7 +18,7 @@ import time
 from aliasd.config import Settings
 from aliasd.core.addresses import load_public_suffixes
 from aliasd.db import Database
-from aliasd.listen import ListenSpec
+from aliasd.listen import ListenError, ListenSpec
 from aliasd.milter.adapter import AliasdMilter
 from aliasd.milter.connection import MilterConnection
 from aliasd.milter.processing import MailPath
@@ -75,7 +75,12 @@ def serve(settings: Settings, database: Database, listen: str | None = None,
     where = ListenSpec.parse(listen or settings.milter_listen)
     count = worker_count(settings, workers)
     mailpath = mailpath or MailPath(settings, database, background_events=True)
-    listener = open_listener(where)
+    try:
+        listener = open_listener(where)
+    except OSError as exc:  # in use, no such directory, no permission
+        raise ListenError(
+            f"cannot listen on {listen or settings.milter_listen}: {exc.strerror or exc}"
+        ) from exc
     try:  # built now, not at the first message (and before a fork, to be shared)
         mailpath.scanner()
     except Exception as exc:  # noqa: BLE001 - each message says so again, and passes
