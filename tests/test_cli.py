@@ -325,3 +325,25 @@ def test_milter_on_an_address_in_use_says_it_cannot_listen(aliasd_cli):
         _fails(proc, f"Error: cannot listen on 127.0.0.1:{port}: Address already in use")
     finally:
         taken.close()
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_a_password_on_stdin_that_is_not_utf8_is_refused_with_a_reason(aliasd_cli, settings):
+    """A password typed in a Latin-1 terminal (or a binary file piped by mistake) is
+    refused as the other bad passwords are, not with a UnicodeEncodeError traceback."""
+    import subprocess
+    import sys
+
+    from tests.harness.cli import settings_env
+
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
+    env = settings_env(settings) | {"LC_ALL": "C.UTF-8"}
+    for args in (("user", "passwd", "bob", "--password-stdin"),
+                 ("user", "add", "eve", "--mailbox", "eve@real.example", "--password-stdin")):
+        proc = subprocess.run([sys.executable, "-m", "aliasd", *args],
+                              input="caf\u00e9 au lait\n".encode("latin-1"), env=env,
+                              capture_output=True, timeout=120)
+        stderr = proc.stderr.decode("utf-8", "replace")
+        assert proc.returncode == 1, stderr
+        assert "Error: the password must be UTF-8 text" in stderr and "Traceback" not in stderr
+    assert aliasd_cli("user", "list").stdout == "bob\tbob@real.example\tlocal\n"

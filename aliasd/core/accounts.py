@@ -33,6 +33,12 @@ def check_new_password(password: str) -> None:
         raise AccountError(f"the password must be at most {MAX_PASSWORD} characters")
     if "\x00" in password:
         raise AccountError("the password must not contain NUL characters")
+    try:
+        password.encode("utf-8")  # bytes that were not UTF-8 arrive as lone surrogates
+    except UnicodeEncodeError as exc:
+        raise AccountError(
+            "the password must be UTF-8 text (it was read in another encoding)"
+        ) from exc
 
 
 def set_password(session: Session, user: User, password: str) -> None:
