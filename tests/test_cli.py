@@ -347,3 +347,21 @@ def test_a_password_on_stdin_that_is_not_utf8_is_refused_with_a_reason(aliasd_cl
         assert proc.returncode == 1, stderr
         assert "Error: the password must be UTF-8 text" in stderr and "Traceback" not in stderr
     assert aliasd_cli("user", "list").stdout == "bob\tbob@real.example\tlocal\n"
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
+@pytest.mark.parametrize("args", [
+    ("alias", "add", "ab@example.net", "--owner", "bob\udcff"),
+    ("alias", "add", "ab@example.net", "--owner", "bob", "--note", "caf\udce9"),
+    ("alias", "list", "--search", "caf\udce9"),
+    ("user", "set", "bob", "--display-name", "Caf\udce9"),
+    ("domain", "set", "example.net", "--catch-all-regex", "caf\udce9"),
+    ("blocklist", "add", "--regex", "/caf\udce9/"),
+])
+def test_an_argument_that_is_not_utf8_is_refused_with_a_reason(aliasd_cli, args):
+    """Python hands bytes of argv that are not UTF-8 (a Latin-1 terminal) on as lone
+    surrogates; stored or searched for, they failed with a UnicodeEncodeError traceback."""
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example")
+    aliasd_cli("domain", "add", "example.net", "--owner", "bob")
+    _fails(aliasd_cli(*args, check=False), "is not UTF-8 text")
+    assert aliasd_cli("alias", "list").stdout == ""

@@ -24,11 +24,11 @@ from aliasd.cli import (
     up,
     users,
 )
-from aliasd.cli.common import CliState, DatabaseErrors
+from aliasd.cli.common import CliState, CommandErrors
 
 
-class AliasdGroup(DatabaseErrors, AppGroup):
-    """Flask's AppGroup, with database failures as clear errors."""
+class AliasdGroup(CommandErrors, AppGroup):
+    """Flask's AppGroup, with the failures CommandErrors names as clear errors."""
 
 
 @click.group(cls=AliasdGroup)

@@ -65,10 +65,12 @@ def describe_database_error(exc: BaseException) -> str:
     return str(exc)
 
 
-class DatabaseErrors(click.Group):
-    """A command the database fails part-way through (locked past db_timeout, the server
-    gone) ends with one clear line and exit status 1, never a traceback; its transaction
-    was rolled back by ``Database.session``."""
+class CommandErrors(click.Group):
+    """Failures no command can prevent end with one clear line and exit status 1, never a
+    traceback: a database that fails part-way through (locked past db_timeout, the server
+    gone; ``Database.session`` rolled the transaction back), and text that is not UTF-8
+    (Python hands such bytes of argv, the environment or stdin on as lone surrogates,
+    which no database or hasher accepts)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -80,6 +82,13 @@ class DatabaseErrors(click.Group):
                 where = f" ({get_database(settings._settings).description})"
             raise click.ClickException(
                 f"database error{where}: {describe_database_error(exc)}"
+            ) from exc
+        except UnicodeEncodeError as exc:
+            if "surrogates" not in exc.reason or not isinstance(exc.object, str):
+                raise
+            raise click.ClickException(
+                f"{exc.object!r} is not UTF-8 text (an argument, variable or input in "
+                "another encoding)"
             ) from exc
 
 
