@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from aliasd.listen import ListenError, ListenSpec
+
 ENV_PREFIX = "ALIASD_"
 log = logging.getLogger(__name__)
 DEFAULT_SECRET = "change-me"
@@ -255,6 +257,12 @@ class Settings:
             value = getattr(self, name)
             if not value > 0 or math.isinf(value):  # also refuses nan
                 raise SettingsError(f"{name} must be a number of seconds above 0, not {value}")
+        for name in ("lookup_socketmap", "lookup_tcp", "milter_listen", "web_listen"):
+            if getattr(self, name):  # empty: not listening there
+                try:
+                    ListenSpec.parse(getattr(self, name))
+                except ListenError as exc:
+                    raise SettingsError(f"{name}: {exc}") from exc
         if self.lookup_max_connections < 0:
             raise SettingsError("lookup_max_connections must be >= 0 (0: the descriptor limit)")
         if len(self.recipient_delimiter) > 1 or self.recipient_delimiter.isalnum():

@@ -147,3 +147,13 @@ def test_a_misspelt_environment_variable_is_named_with_the_setting_it_resembles(
         "ALIASD_DATABSE_URL is not an aliasd setting and is ignored "
         "(did you mean ALIASD_DATABASE_URL?)"
     ]
+
+
+@pytest.mark.parametrize("name", ["lookup_socketmap", "lookup_tcp", "milter_listen", "web_listen"])
+def test_a_listen_address_that_is_not_host_port_or_unix_path_is_refused(name):
+    """Caught when the settings are read, by every command: 'aliasd postfix-config' printed
+    a traceback for a milter_listen it could not parse."""
+    with pytest.raises(SettingsError, match=f"{name}: 'localhost' is not HOST:PORT"):
+        load_settings(environ={f"ALIASD_{name.upper()}": "localhost"})
+    assert getattr(load_settings(environ={f"ALIASD_{name.upper()}": "unix:/run/x.sock"}),
+                   name) == "unix:/run/x.sock"
