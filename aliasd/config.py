@@ -241,6 +241,11 @@ class Settings:
         return self.blocklist_file or str(Path(self.data_dir) / "header_checks")
 
     def validate(self) -> None:
+        if not self.data_dir.strip():
+            raise SettingsError(
+                "data_dir must not be empty (it would be the directory the process starts "
+                "in): unset ALIASD_DATA_DIR for the default, or name a directory"
+            )
         if self.database_url:
             from sqlalchemy.engine import make_url
             from sqlalchemy.exc import ArgumentError, NoSuchModuleError

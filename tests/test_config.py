@@ -157,3 +157,12 @@ def test_a_listen_address_that_is_not_host_port_or_unix_path_is_refused(name):
         load_settings(environ={f"ALIASD_{name.upper()}": "localhost"})
     assert getattr(load_settings(environ={f"ALIASD_{name.upper()}": "unix:/run/x.sock"}),
                    name) == "unix:/run/x.sock"
+
+
+def test_an_empty_data_dir_is_refused_not_read_as_the_current_directory(tmp_path, monkeypatch):
+    """ALIASD_DATA_DIR= (a variable left blank, or set from an unset one) put the database
+    and the secrets in whatever directory the process happened to start in."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match="data_dir must not be empty"):
+        load_settings(environ={"ALIASD_DATA_DIR": ""})
+    assert load_settings(environ={}).data_dir  # unset: the default
