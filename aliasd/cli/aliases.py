@@ -195,7 +195,10 @@ def import_(file: str, owner: str | None, site_from_local: bool, update_existing
               help="Write to this file (replaced atomically) instead of standard output.")
 @fail_on_domain_errors
 def export(owner: str | None, include_all: bool, output: str) -> None:
-    """Print active aliases as a Postfix virtual(5) file, sorted by address."""
+    """Print active aliases as a Postfix virtual(5) file, sorted by address.
+
+    An alias such a file cannot carry back (its address or a destination starts with
+    '#') is written as a "# not exported:" comment and named on stderr; exit status 1."""
     with state().database().session() as session:
         user = core.get_user(session, owner) if owner else None
         rows = virtual_file.export_rows(session, owner=user, include_all=include_all)
@@ -204,6 +207,13 @@ def export(owner: str | None, include_all: bool, output: str) -> None:
             out.writelines(virtual_file.render_virtual(rows))
     except OSError as exc:  # atomic: the file it would replace is left as it was
         raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from exc
+    left_out = [(address, reason) for address, destinations, state in rows
+                if state == AliasState.ACTIVE.value
+                and (reason := virtual_file.not_exportable(address, destinations))]
+    for address, reason in left_out:
+        echo_err(f"{address}: not exported: {reason}")
+    if left_out:
+        sys.exit(1)
 
 
 def register(group: click.Group) -> None:

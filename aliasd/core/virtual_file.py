@@ -312,9 +312,26 @@ def export_rows(
     return sorted((a, d, st) for a, d, st in session.execute(query))
 
 
+def not_exportable(address: str, destinations: str) -> str | None:
+    """Why a virtual file cannot carry this alias back (postmap and import would skip
+    the line, or import refuse it), or None. '#' may begin a local part."""
+    if address.startswith("#"):
+        return "a virtual(5) line starting with '#' is a comment"
+    for destination in destinations.split(","):
+        if destination.startswith("#"):
+            return f"destination '{destination}' starts with '#', which alias import refuses"
+    return None
+
+
 def render_virtual(rows: Iterable[tuple[str, str, str]]) -> Iterator[str]:
     """Lines of a virtual file; aliases that are not active become comments naming
-    their state, so the file still feeds straight into postmap or a re-import."""
+    their state, so the file still feeds straight into postmap or a re-import. Active
+    ones it cannot carry (:func:`not_exportable`) become "# not exported: " comments."""
     for address, destinations, state in rows:
         line = f"{address}\t{', '.join(d for d in destinations.split(',') if d)}\n"
-        yield line if state == AliasState.ACTIVE.value else f"# {state}: {line}"
+        if state != AliasState.ACTIVE.value:
+            yield f"# {state}: {line}"
+        elif not_exportable(address, destinations):
+            yield f"# not exported: {line}"
+        else:
+            yield line
