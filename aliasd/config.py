@@ -268,6 +268,13 @@ class Settings:
                     ListenSpec.parse(getattr(self, name))
                 except ListenError as exc:
                     raise SettingsError(f"{name}: {exc}") from exc
+        if self.lookup_max_staleness < 2 * self.lookup_sync_interval:
+            # the copy counts as current until the next poll lands: answers would be TEMP
+            # (451) for part of every interval with a healthy database
+            raise SettingsError(
+                f"lookup_max_staleness ({self.lookup_max_staleness} s) must be at least twice "
+                f"lookup_sync_interval ({self.lookup_sync_interval} s)"
+            )
         if self.lookup_max_connections < 0:
             raise SettingsError("lookup_max_connections must be >= 0 (0: the descriptor limit)")
         if len(self.recipient_delimiter) > 1 or self.recipient_delimiter.isalnum():

@@ -166,3 +166,14 @@ def test_an_empty_data_dir_is_refused_not_read_as_the_current_directory(tmp_path
     with pytest.raises(SettingsError, match="data_dir must not be empty"):
         load_settings(environ={"ALIASD_DATA_DIR": ""})
     assert load_settings(environ={}).data_dir  # unset: the default
+
+
+def test_a_sync_interval_the_staleness_limit_cannot_cover_is_refused():
+    """lookupd answers TEMP once its copy is older than lookup_max_staleness; with polls
+    further apart than that, a healthy database gave Postfix 451 for part of every
+    interval (seen with a sync interval of 8 s: TEMP for about 3 s in 8)."""
+    with pytest.raises(SettingsError, match="lookup_max_staleness .* lookup_sync_interval"):
+        load_settings(environ={"ALIASD_LOOKUP_SYNC_INTERVAL": "8"})
+    with pytest.raises(SettingsError, match="lookup_max_staleness .* lookup_sync_interval"):
+        load_settings(environ={"ALIASD_LOOKUP_SYNC_INTERVAL": "3"})
+    load_settings(environ={"ALIASD_LOOKUP_SYNC_INTERVAL": "8", "ALIASD_LOOKUP_MAX_STALENESS": "20"})
