@@ -86,9 +86,10 @@ class CommandErrors(click.Group):
         except UnicodeEncodeError as exc:
             if "surrogates" not in exc.reason or not isinstance(exc.object, str):
                 raise
+            text = exc.object if len(exc.object) <= 100 else exc.object[:100] + "..."
             raise click.ClickException(
-                f"{exc.object!r} is not UTF-8 text (an argument, variable or input in "
-                "another encoding)"
+                f"{text!r} is not UTF-8 text (an argument, variable or input in another "
+                "encoding)"
             ) from exc
 
 
