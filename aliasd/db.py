@@ -111,6 +111,24 @@ class Database:
 
         return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
 
+    def _refuse_unknown_revision(self, current: str | None) -> None:
+        """A revision this code has no migration for was written by a newer aliasd: no
+        upgrade can help, and alembic would only say it "can't locate" it."""
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
+        if current is None:
+            return
+        try:
+            ScriptDirectory.from_config(self.alembic_config()).get_revision(current)
+        except CommandError:
+            raise SchemaOutdated(
+                f"the database {self.description}: schema is at revision {current}, this "
+                f"aliasd needs {self.head_revision()} and has no migration from {current}: "
+                "most likely a newer aliasd upgraded it; run that version (or a later one) "
+                "here, an upgrade cannot take a schema back"
+            ) from None
+
     def exists(self) -> bool:
         """False only for a SQLite file that is not there (nothing to read yet)."""
         return self.sqlite_path is None or self.sqlite_path.exists()
@@ -132,6 +150,7 @@ class Database:
             # (SQLite gives its -wal and -shm files the same mode).
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._refuse_unknown_revision(self.current_revision())
         command.upgrade(self.alembic_config(), revision)
 
     def require_current_schema(self) -> None:
@@ -146,6 +165,7 @@ class Database:
         head = self.head_revision()
         if current == head:
             return
+        self._refuse_unknown_revision(current)
         if current is None:
             has_tables = bool(inspect(self.engine).get_table_names())
             what = "has no aliasd schema" if not has_tables else "is not managed by aliasd"

@@ -66,9 +66,10 @@ def test_old_schema_asks_for_upgrade(aliasd_cli, database):
     try:
         with engine.begin() as conn:
             head = conn.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
-            conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
-        _fails(aliasd_cli("alias", "list", check=False),
-               "schema is at revision 0000_older, this aliasd needs")
+            conn.execute(text("UPDATE alembic_version SET version_num = '0011_alias_held_count'"))
+        refused = aliasd_cli("alias", "list", check=False)
+        _fails(refused, "schema is at revision 0011_alias_held_count, this aliasd needs")
+        assert "run 'aliasd db upgrade'" in refused.stderr
     finally:
         with engine.begin() as conn:
             conn.execute(text("UPDATE alembic_version SET version_num = :h"), {"h": head})

@@ -38,8 +38,9 @@ def test_other_schema_revision_asks_for_upgrade(tmp_path):
     db = Database(f"sqlite:///{tmp_path}/old.db")
     db.upgrade()
     with db.engine.begin() as conn:
-        conn.execute(text("UPDATE alembic_version SET version_num = '0000_older'"))
-    with pytest.raises(SchemaOutdated, match="at revision 0000_older.*run 'aliasd db upgrade'"):
+        conn.execute(text("UPDATE alembic_version SET version_num = '0011_alias_held_count'"))
+    with pytest.raises(SchemaOutdated,
+                       match="at revision 0011_alias_held_count.*run 'aliasd db upgrade'"):
         db.require_current_schema()
 
 
@@ -129,3 +130,22 @@ def _drop(pg, name: str) -> None:
         conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                           "WHERE datname = :n"), {"n": name})
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+def test_a_schema_from_a_newer_aliasd_says_so_instead_of_asking_for_an_upgrade(tmp_path):
+    """One host runs an older aliasd than the one that upgraded the shared database (or a
+    package was rolled back): 'run aliasd db upgrade' was the advice, and that upgrade then
+    failed with "Can't locate revision"."""
+    db = Database(f"sqlite:///{tmp_path}/aliasd.db")
+    try:
+        db.upgrade()
+        with db.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0099_from_the_future'"))
+        for attempt in (db.require_current_schema, db.upgrade):
+            with pytest.raises(SchemaOutdated) as refused:
+                attempt()
+            message = str(refused.value)
+            assert "0099_from_the_future" in message and "newer aliasd" in message
+            assert "run 'aliasd db upgrade'" not in message
+    finally:
+        db.dispose()
