@@ -141,8 +141,11 @@ class Database:
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
 
-    def upgrade(self, revision: str = "head") -> None:
+    def upgrade(self, revision: str = "head") -> list[str]:
+        """Apply the migrations; returns notes for the admin (files whose mode changed)."""
         from alembic import command
+
+        notes: list[str] = []
 
         if self.sqlite_path is not None:
             self.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,8 +153,25 @@ class Database:
             # (SQLite gives its -wal and -shm files the same mode).
             with contextlib.suppress(FileExistsError):
                 os.close(os.open(self.sqlite_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+            notes += self._owner_only(self.sqlite_path)
         self._refuse_unknown_revision(self.current_revision())
         command.upgrade(self.alembic_config(), revision)
+        return notes
+
+    @staticmethod
+    def _owner_only(path: Path) -> list[str]:
+        """A file made before aliasd made it 0600 (or copied in) may be readable by every
+        local user: tighten it and its -wal/-shm when they are ours to change."""
+        notes = []
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            try:
+                st = file.stat()
+            except FileNotFoundError:
+                continue
+            if st.st_mode & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(file, 0o600)
+                notes.append(f"made {file} readable by its owner only (it was {st.st_mode & 0o777:o})")
+        return notes
 
     def require_current_schema(self) -> None:
         """Raise SchemaOutdated with a clear message, naming the database, unless the

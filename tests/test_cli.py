@@ -305,6 +305,21 @@ def test_the_sqlite_file_db_upgrade_creates_is_readable_by_its_owner_only(aliasd
 
 
 @pytest.mark.parametrize("engine_name", ["sqlite"])
+def test_db_upgrade_makes_an_existing_world_readable_sqlite_file_owner_only(aliasd_cli, tmp_path):
+    """Installs from before the file was made 0600 keep their data after the upgrade,
+    readable by the owner only."""
+    path = tmp_path / "old" / "aliasd.db"
+    env = {"ALIASD_DATABASE_URL": f"sqlite:///{path}"}
+    aliasd_cli("db", "upgrade", env_extra=env)
+    aliasd_cli("user", "add", "bob", "--mailbox", "bob@real.example", env_extra=env)
+    os.chmod(path, 0o644)
+    upgraded = aliasd_cli("db", "upgrade", env_extra=env)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert "readable by its owner only (it was 644)" in upgraded.stdout + upgraded.stderr
+    assert "bob" in aliasd_cli("user", "list", env_extra=env).stdout
+
+
+@pytest.mark.parametrize("engine_name", ["sqlite"])
 @pytest.mark.parametrize("command", [("blocklist", "disable"), ("blocklist", "enable"),
                                      ("quarantine", "release"), ("quarantine", "delete")])
 def test_an_id_too_large_for_the_database_is_a_usage_error(aliasd_cli, command):

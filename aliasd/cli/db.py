@@ -19,10 +19,12 @@ def upgrade(revision: str) -> None:
     """Apply the migrations (creates the SQLite file on first run)."""
     database = state().database(check_schema=False)
     try:
-        database.upgrade(revision)
+        notes = database.upgrade(revision)
     except Exception as exc:
         raise click.ClickException(f"upgrade failed: {exc}") from exc
     click.echo(f"database at revision {database.current_revision()}")
+    for line in notes:
+        click.echo(line, err=True)
     for line in provision_all(state().settings, database):
         click.echo(line, err=True)  # notes; stdout stays the one revision line
 
