@@ -219,3 +219,17 @@ def test_user_names_people_have_are_accepted_and_lookalikes_refused():
     for name in ("a b", "\u202egnp.exe", "zero\u200bwidth", "<b>", "../x", "back\\slash", ""):
         with pytest.raises(core.AliasdError):
             core.check_username(name)
+
+
+def test_no_alias_takes_an_address_kept_for_srs_or_reverse_aliases(setup):
+    """ra-... is a reverse alias and srs0=/srs1= an SRS address on every domain: an alias
+    there would shadow it, by hand or by the catch-all's first mail alike."""
+    with setup.session() as s:
+        bob = core.get_user(s, "bob")
+        domain = core.get_domain(s, "example.net")
+        for local in ("ra-0123456789abcdef", "RA-shop", "srs0=hash=tt=bank.example=x",
+                      "SRS1=x=y"):
+            with pytest.raises(core.AliasdError, match="kept for SRS and reverse aliases"):
+                core.create_alias(s, f"{local}@example.net", bob)
+            assert core.catch_all_create(s, domain, local.lower()) is None
+        assert core.create_alias(s, "rally@example.net", bob).address == "rally@example.net"

@@ -197,6 +197,16 @@ def _policy(value: str) -> str:
 
 
 # --- aliases ------------------------------------------------------------------------
+REVERSE_ALIAS_PREFIX = "ra-"
+# Local parts no alias may have, on any domain: SRS addresses (srs0=/srs1=, what lookupd's
+# SRS maps answer) and reverse aliases (ra-...). An alias there would shadow one of them.
+RESERVED_LOCAL_PREFIXES = ("srs0=", "srs1=", REVERSE_ALIAS_PREFIX)
+
+
+def is_reserved_local(local: str) -> bool:
+    return local.lower().startswith(RESERVED_LOCAL_PREFIXES)
+
+
 # Postfix reads a tcp_table reply of at most 4,096 bytes, where every byte outside
 # printable ASCII takes three: a list past these bounds would be answered "temporary
 # failure" for ever, and its mail deferred until it bounced.
@@ -258,6 +268,10 @@ def create_alias(
     domain = session.scalar(select(Domain).where(Domain.name == parsed.domain))
     if domain is None:
         raise NotFound(f"{parsed.domain} is not a domain aliasd manages")
+    if is_reserved_local(parsed.local):
+        raise AliasdError(f"{parsed.local}@: local parts starting "
+                          f"{', '.join(RESERVED_LOCAL_PREFIXES)} are kept for SRS and "
+                          "reverse aliases")
     key = str(parsed)
     existing = session.scalar(select(Alias).where(Alias.address == key))
     if existing is not None:
@@ -346,6 +360,8 @@ def catch_all_create(
     Returns None when the policy refuses (reject policy, regex mismatch, retired address);
     raises CatchAllDeferred past the hourly cap."""
     if domain.catch_all != CatchAllPolicy.CREATE:
+        return None
+    if is_reserved_local(local):
         return None
     if not catch_all_gate.admits(domain.catch_all_regex, local):
         return None

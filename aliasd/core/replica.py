@@ -28,6 +28,7 @@ from sqlalchemy import func, or_, select
 
 from aliasd.core import reverse_aliases
 from aliasd.core.addresses import AddressError, normalize_domain, parse_address
+from aliasd.core.aliases import is_reserved_local
 from aliasd.core.catch_all_gate import Gate, compile_gate
 from aliasd.core.decision import Decision, LookupOutcome
 from aliasd.db import Database
@@ -42,7 +43,6 @@ _INACTIVE = {
 _NOTFOUND = Decision.notfound()
 # SRS-rewritten bounces (the SRS feature answers them) and reverse aliases (in the table
 # or refused): never minted by a catch-all.
-_RESERVED_PREFIXES = ("srs0=", "srs1=", reverse_aliases.PREFIX)
 _FETCH_CHUNK = 500
 _MAX_GAP_SPAN = 1000
 # Without a successful sync for this long, read everything again instead of following
@@ -148,7 +148,7 @@ class Replica:
             return hit
         if domain.catch_all != CatchAllPolicy.CREATE.value:
             return _NOTFOUND
-        if parsed.local.startswith(_RESERVED_PREFIXES):
+        if is_reserved_local(parsed.local):
             return _NOTFOUND
         if address in self.mailboxes or (
             parsed.extension is not None

@@ -18,7 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from aliasd.core.addresses import AddressError, domain_of, normalize_address, normalize_domain
-from aliasd.core.aliases import record_change
+from aliasd.core.aliases import REVERSE_ALIAS_PREFIX, record_change
 from aliasd.core.errors import AliasdError, NotFound
 from aliasd.models import (
     Alias,
@@ -30,7 +30,7 @@ from aliasd.models import (
     utcnow,
 )
 
-PREFIX = "ra-"  # local parts starting so are reverse aliases, never catch-all aliases
+PREFIX = REVERSE_ALIAS_PREFIX  # local parts starting so are reverse aliases, never aliases
 _TOKEN_BYTES = 13  # 104 random bits: 21 base32 characters
 
 
