@@ -11,6 +11,7 @@ import ipaddress
 import logging
 import math
 import os
+import shlex
 import socket
 import tomllib
 import types
@@ -385,6 +386,9 @@ def _convert(name: str, raw: Any, annotation: Any) -> Any:
         if origin is list:
             if isinstance(raw, list):
                 return [str(x) for x in raw]
+            if name.endswith("_command") and "," not in str(raw):
+                # "/usr/sbin/sendmail -t -i" is what anyone writes for a command
+                return shlex.split(str(raw))
             return [part.strip() for part in str(raw).split(",") if part.strip()]
         return str(raw)
     except (TypeError, ValueError) as exc:

@@ -38,6 +38,17 @@ def test_list_settings_from_the_environment_are_comma_separated():
     assert settings.srs_secrets == ["new", "old"]
 
 
+def test_a_command_from_the_environment_reads_as_a_command_line():
+    settings = load_settings(environ={
+        "ALIASD_SENDMAIL_COMMAND": "/usr/sbin/sendmail -t -i",
+        "ALIASD_POSTSUPER_COMMAND": "sudo -n '/usr/sbin/postsuper'",
+        "ALIASD_POSTQUEUE_COMMAND": "sudo,-n,postqueue",  # the comma form still reads
+    })
+    assert settings.sendmail_command == ["/usr/sbin/sendmail", "-t", "-i"]
+    assert settings.postsuper_command == ["sudo", "-n", "/usr/sbin/postsuper"]
+    assert settings.postqueue_command == ["sudo", "-n", "postqueue"]
+
+
 @pytest.mark.parametrize(
     ("environ", "message"),
     [
