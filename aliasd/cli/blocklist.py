@@ -261,7 +261,8 @@ def import_cmd(path: str, dry_run: bool, write: bool) -> None:
         outcome = table_import.import_rules(session, st.settings, plan, path)
         for line_no, reason in outcome.failed:
             click.echo(f"line {line_no}: not imported: {reason}")
-        click.echo(f"{outcome.imported} rules imported")
+        click.echo(f"{outcome.imported} rules imported"
+                   + (f"; {outcome.present} already in the blocklist" if outcome.present else ""))
 
 
 @blocklist_group.command("hits")
