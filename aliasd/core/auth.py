@@ -152,6 +152,54 @@ def _first(entry_attrs: dict, name: str) -> str | None:
     return str(value) if value else None
 
 
+def _service_connection(settings: Settings, server: ldap3.Server) -> ldap3.Connection:
+    """Bound as the service account, or anonymously when there is none."""
+    conn = _connect(settings, server, settings.ldap_bind_dn or None,
+                    settings.ldap_bind_password or None)
+    if conn is None:
+        raise LdapUnavailable("the directory refused the service account")
+    return conn
+
+
+def _find_entry(settings: Settings, conn: ldap3.Connection, username: str) -> dict | None:
+    """The entry sign-in takes for ``username`` (the DN template's entry, or the one
+    match of ``ldap_user_filter`` under ``ldap_base_dn``); None when there is none or
+    more than one. Sign-in and the periodic re-check both ask this, so they cannot
+    disagree on who still exists. A refused or failed search raises LdapUnavailable:
+    it says nothing about the user."""
+    attrs = [settings.ldap_mail_attribute, "uid"]
+    try:
+        if settings.ldap_user_dn_template:
+            user_dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
+            conn.search(user_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=attrs)
+            missing = {32}  # noSuchObject: the entry is gone
+        else:
+            flt = settings.ldap_user_filter.format(username=escape_filter_chars(username))
+            conn.search(settings.ldap_base_dn, flt, search_scope=ldap3.SUBTREE,
+                        attributes=attrs, size_limit=2)
+            missing = {4}  # sizeLimitExceeded: ambiguous, never guess which one
+    except (ldap_exc.LDAPException, OSError) as exc:
+        raise LdapUnavailable(str(exc)) from exc
+    code = (conn.result or {}).get("result")
+    if code in missing:
+        return None
+    if code != 0:
+        raise LdapUnavailable(f"the directory search failed: {conn.result}")
+    found = [e for e in (conn.response or []) if e.get("type") == "searchResEntry"]
+    return found[0] if len(found) == 1 else None
+
+
+def _identity(settings: Settings, server: ldap3.Server, username: str,
+              entry: dict) -> LdapIdentity:
+    entry_attrs = entry.get("attributes", {})
+    return LdapIdentity(
+        username=_first(entry_attrs, "uid") or username,
+        dn=entry["dn"],
+        mail=_first(entry_attrs, settings.ldap_mail_attribute) or "",
+        is_admin=_is_admin(settings, server, entry["dn"]),
+    )
+
+
 def ldap_authenticate(settings: Settings, username: str, password: str) -> LdapIdentity | None:
     """Search-then-bind (service account or anonymous) or bind through a DN template.
     Returns None for unknown users or wrong passwords; raises LdapUnavailable when the
@@ -159,55 +207,38 @@ def ldap_authenticate(settings: Settings, username: str, password: str) -> LdapI
     if not password:
         return None  # an empty password would be an unauthenticated bind that "succeeds"
     server = _ldap_server(settings)
-    mail_attr = settings.ldap_mail_attribute
-    attrs = [mail_attr, "uid"]
     if settings.ldap_user_dn_template:
         user_dn = settings.ldap_user_dn_template.format(username=escape_rdn(username))
         conn = _connect(settings, server, user_dn, password)
         if conn is None:
             return None
         try:
-            conn.search(user_dn, "(objectClass=*)", search_scope=ldap3.BASE, attributes=attrs)
-            entries = list(conn.response or [])
+            entry = _find_entry(settings, conn, username)
         finally:
             conn.unbind()
     else:
-        service = _connect(settings, server, settings.ldap_bind_dn or None,
-                           settings.ldap_bind_password or None)
-        if service is None:
-            raise LdapUnavailable("the directory refused the service account")
+        service = _service_connection(settings, server)
         try:
-            flt = settings.ldap_user_filter.format(username=escape_filter_chars(username))
-            service.search(settings.ldap_base_dn, flt, search_scope=ldap3.SUBTREE,
-                           attributes=attrs, size_limit=2)
-            found = [e for e in (service.response or []) if e.get("type") == "searchResEntry"]
+            entry = _find_entry(settings, service, username)
         finally:
             service.unbind()
-        if len(found) != 1:
-            return None  # unknown, or ambiguous: never guess which one
-        user_dn = found[0]["dn"]
-        conn = _connect(settings, server, user_dn, password)
+        if entry is None:
+            return None
+        conn = _connect(settings, server, entry["dn"], password)
         if conn is None:
             return None
         conn.unbind()
-        entries = found
-    entries = [e for e in entries if e.get("type", "searchResEntry") == "searchResEntry"]
-    if not entries:
+    if entry is None:
         return None
-    entry_attrs = entries[0].get("attributes", {})
-    mail = _first(entry_attrs, mail_attr)
-    canonical = _first(entry_attrs, "uid") or username
-    is_admin = False
-    if settings.ldap_admin_group_dn:
-        is_admin = _is_member(settings, server, user_dn)
-    return LdapIdentity(username=canonical, dn=user_dn, mail=mail or "", is_admin=is_admin)
+    return _identity(settings, server, username, entry)
 
 
-def _is_member(settings: Settings, server: ldap3.Server, user_dn: str) -> bool:
-    conn = _connect(settings, server, settings.ldap_bind_dn or None,
-                    settings.ldap_bind_password or None)
-    if conn is None:
-        raise LdapUnavailable("the directory refused the service account")
+def _is_admin(settings: Settings, server: ldap3.Server, user_dn: str) -> bool:
+    """The one rule for a directory user's admin role: membership of the groupOfNames
+    ``ldap_admin_group_dn`` (no group configured: nobody)."""
+    if not settings.ldap_admin_group_dn:
+        return False
+    conn = _service_connection(settings, server)
     try:
         conn.search(
             settings.ldap_admin_group_dn,
@@ -216,6 +247,8 @@ def _is_member(settings: Settings, server: ldap3.Server, user_dn: str) -> bool:
             attributes=["cn"],
         )
         return any(e.get("type") == "searchResEntry" for e in (conn.response or []))
+    except (ldap_exc.LDAPException, OSError) as exc:
+        raise LdapUnavailable(str(exc)) from exc
     finally:
         conn.unbind()
 
