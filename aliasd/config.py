@@ -93,6 +93,10 @@ class Settings:
     ldap_mail_attribute: str = "mail"
     ldap_timeout: float = 5.0
     ldap_ca_file: str = ""  # CA bundle for ldaps:// and StartTLS; empty: the system's
+    # Seconds between re-checks of a signed-in directory user (entry still there, admin
+    # group); 0: only at sign-in, so removals wait for sessions (14 days) and never
+    # reach API tokens.
+    ldap_recheck_interval: float = 300.0
 
     # lookup server (Postfix maps)
     lookup_socketmap: str = "127.0.0.1:10031"
@@ -300,6 +304,8 @@ class Settings:
             raise SettingsError("quarantine_keep_days must be >= 1 and learn_keep_days >= 0")
         if self.quarantine_release_mode not in ("direct", "queued"):
             raise SettingsError("quarantine_release_mode must be 'direct' or 'queued'")
+        if not self.ldap_recheck_interval >= 0:  # NaN too
+            raise SettingsError("ldap_recheck_interval must be >= 0 seconds (0: off)")
         if self.milter_workers < 0:
             raise SettingsError("milter_workers must be >= 0 (0: one per CPU)")
         if self.scanner_backend not in ("bundled", "rspamd"):

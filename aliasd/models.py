@@ -100,6 +100,12 @@ class User(Base):
     # Web sessions are signed cookies carrying the epoch they were made in; bumping it
     # (sign out everywhere, password change) ends every session made before.
     session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Directory (LDAP) users: when the directory was last asked whether the user still
+    # exists and is admin (sign-in or the periodic re-check), and since when it has
+    # said the entry is gone (None: present). A gone user's sessions and tokens are
+    # refused; the mark clears when the directory has the entry again.
+    directory_checked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    directory_missing_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     # Score from which this user's mail is held for review; None: the server's setting,
     # 0: never held.
     quarantine_score: Mapped[float | None] = mapped_column(Float)

@@ -57,6 +57,8 @@ def test_a_command_from_the_environment_reads_as_a_command_line():
         ({"ALIASD_ACTION_GREYLIST": "30"}, "thresholds must rise"),
         ({"ALIASD_RECIPIENT_DELIMITER": "ab"}, "recipient_delimiter"),
         ({"ALIASD_SCANNER_BACKEND": "spamassassin"}, "scanner_backend"),
+        ({"ALIASD_LDAP_RECHECK_INTERVAL": "-1"}, "ldap_recheck_interval"),
+        ({"ALIASD_LDAP_RECHECK_INTERVAL": "nan"}, "ldap_recheck_interval"),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_message(environ, message):

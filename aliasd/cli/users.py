@@ -39,6 +39,8 @@ def list_users() -> None:
     with state().database().session() as session:
         for user in all_users(session):
             flag = " admin" if user.is_admin else ""
+            if user.directory_missing_since is not None:
+                flag += " gone-from-directory"  # sessions and tokens refused
             click.echo(f"{user.username}\t{user.mailbox}\t{user.auth_source}{flag}")
 
 

@@ -1,5 +1,5 @@
-"""Accounts: local passwords, web-session revocation, profile (display name, mailbox)
-and the admin role. No Flask here.
+"""Accounts: local passwords, web-session revocation, directory users' re-check
+between sign-ins, profile (display name, mailbox) and the admin role. No Flask here.
 
 Web sessions are signed cookies: the server keeps no list of them. Each carries the
 user's ``session_epoch`` from when it was made; bumping the epoch ends every session
@@ -7,17 +7,28 @@ made before, including copies of the cookie elsewhere."""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
 from aliasd.core.addresses import AddressError, domain_of, normalize_address
 from aliasd.core.aliases import create_user, record_change
-from aliasd.core.auth import MAX_PASSWORD, is_rate_limited, record_failure
+from aliasd.core.auth import (
+    MAX_PASSWORD,
+    LdapUnavailable,
+    is_rate_limited,
+    ldap_lookup,
+    record_failure,
+)
 from aliasd.core.block_protection import covering
 from aliasd.core.errors import AliasdError
 from aliasd.core.passwords import hash_password, verify_password
-from aliasd.models import Alias, Domain, User
+from aliasd.models import Alias, Domain, User, utcnow
+
+log = logging.getLogger(__name__)
 
 MIN_PASSWORD = 8
 
@@ -72,6 +83,51 @@ def change_password(session: Session, settings: Settings, user: User, current: s
 def end_sessions(user: User) -> None:
     """Every web session made so far stops working at its next request."""
     user.session_epoch = (user.session_epoch or 0) + 1
+
+
+# --- directory users between sign-ins ---------------------------------------------------
+def directory_allows(settings: Settings, user: User, *, now: dt.datetime | None = None) -> bool:
+    """Whether a session or API token of ``user`` may still be used, re-checking a
+    directory (LDAP) user against the directory at most every ``ldap_recheck_interval``
+    seconds (so not on every request). Entry still there: ``is_admin`` follows the
+    admin group. Entry gone: sessions end, tokens are refused and the admin role goes,
+    until the directory has the entry again. Directory unreachable: nothing changes
+    (a warning is logged). Local users are always allowed. The caller commits what
+    changed on ``user``."""
+    if user.auth_source != "ldap":
+        return True
+    if settings.ldap_uri and settings.ldap_recheck_interval > 0:
+        now = now or utcnow()
+        last = user.directory_checked_at
+        if last is None or (now - last).total_seconds() >= settings.ldap_recheck_interval:
+            _recheck(settings, user, now)
+    return user.directory_missing_since is None
+
+
+def _recheck(settings: Settings, user: User, now: dt.datetime) -> None:
+    # Stamped before asking: an unreachable directory is tried again after the interval,
+    # not on every request, each of which would wait for the LDAP timeout.
+    user.directory_checked_at = now
+    try:
+        identity = ldap_lookup(settings, user.username)
+    except LdapUnavailable as exc:
+        log.warning("cannot re-check directory user %r (%s); keeping what was known",
+                    user.username, exc)
+        return
+    # The entry must still be this user's: sign-in would give a different uid to
+    # another account.
+    if identity is None or identity.username != user.username:
+        if user.directory_missing_since is None:
+            log.warning("directory user %r is no longer in the directory: sessions "
+                        "ended, API tokens refused", user.username)
+            user.directory_missing_since = now
+            user.is_admin = False
+            end_sessions(user)
+        return
+    if user.directory_missing_since is not None:
+        log.info("directory user %r is back in the directory", user.username)
+    user.directory_missing_since = None
+    user.is_admin = identity.is_admin
 
 
 # --- profile and roles ------------------------------------------------------------------

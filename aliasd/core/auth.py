@@ -233,6 +233,20 @@ def ldap_authenticate(settings: Settings, username: str, password: str) -> LdapI
     return _identity(settings, server, username, entry)
 
 
+def ldap_lookup(settings: Settings, username: str) -> LdapIdentity | None:
+    """What the directory says about ``username`` now, without their password: the
+    entry sign-in would take (read as the service account, or anonymously) and the
+    admin flag sign-in would give. None when sign-in would find no entry; raises
+    LdapUnavailable when the directory cannot answer."""
+    server = _ldap_server(settings)
+    service = _service_connection(settings, server)
+    try:
+        entry = _find_entry(settings, service, username)
+    finally:
+        service.unbind()
+    return None if entry is None else _identity(settings, server, username, entry)
+
+
 def _is_admin(settings: Settings, server: ldap3.Server, user_dn: str) -> bool:
     """The one rule for a directory user's admin role: membership of the groupOfNames
     ``ldap_admin_group_dn`` (no group configured: nobody)."""
@@ -328,5 +342,7 @@ def _ldap_user(session: Session, identity: LdapIdentity) -> AuthResult:
     else:
         user.mailbox = mailbox
         user.is_admin = identity.is_admin
-    user.last_login_at = utcnow()
+    # The directory just vouched for the user: this counts as a re-check.
+    user.last_login_at = user.directory_checked_at = utcnow()
+    user.directory_missing_since = None
     return AuthResult(SignInOutcome.OK, user)

@@ -3,7 +3,7 @@ the user of the request (from the session cookie or an API token)."""
 
 from __future__ import annotations
 
-from flask import current_app, g, request, session
+from flask import current_app, flash, g, request, session
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
@@ -43,8 +43,23 @@ def load_session_user() -> User | None:
         if user is None or session.get("epoch", 0) != user.session_epoch:
             session.clear()
             user = None
+        elif not _directory_allows(user):
+            session.clear()
+            flash("You were signed out: your account is no longer in the directory.",
+                  "error")
+            user = None
     g.aliasd_user = user
     return user
+
+
+def _directory_allows(user: User) -> bool:
+    from aliasd.core.accounts import directory_allows
+
+    s = db_session()
+    allowed = directory_allows(settings(), user)
+    if s.dirty:  # only when the directory was asked (at most once per interval)
+        s.commit()
+    return allowed
 
 
 def request_token() -> str | None:
@@ -68,6 +83,8 @@ def load_token_user() -> User | None:
     if token:
         s = db_session()
         user = user_for_token(s, token)
+        if user is not None and not _directory_allows(user):
+            user = None  # gone from the directory: the token is refused (401)
         s.commit()  # last_used_at
     g.aliasd_user = user
     return user

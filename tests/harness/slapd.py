@@ -153,18 +153,34 @@ access to *
         self.proc = None
 
     def ldapadd(self, ldif: str) -> None:
+        self._run_tool("ldapadd", input=ldif)
+
+    def ldapmodify(self, ldif: str) -> None:
+        self._run_tool("ldapmodify", input=ldif)
+
+    def ldapdelete(self, dn: str) -> None:
+        self._run_tool("ldapdelete", dn)
+
+    def _run_tool(self, tool: str, *args: str, input: str | None = None) -> None:
+        """The real OpenLDAP client tool, as the directory's root."""
         deadline = time.monotonic() + 10
         while True:
             proc = subprocess.run(
-                ["ldapadd", "-x", "-H", self.uri, "-D", ROOT_DN, "-w", ROOT_PW],
-                input=ldif, capture_output=True, text=True,
+                [tool, "-x", "-H", self.uri, "-D", ROOT_DN, "-w", ROOT_PW, *args],
+                input=input, capture_output=True, text=True,
             )
             if proc.returncode == 0:
                 return
             # 81 = server not ready yet; anything else is a real error.
             if proc.returncode != 255 or time.monotonic() > deadline:
-                raise RuntimeError(f"ldapadd failed ({proc.returncode}): {proc.stderr}")
+                raise RuntimeError(f"{tool} failed ({proc.returncode}): {proc.stderr}")
             time.sleep(0.1)
+
+    def set_member(self, group_dn: str, member_dn: str, *, member: bool) -> None:
+        """Add ``member_dn`` to the groupOfNames ``group_dn``, or take it out."""
+        change = "add" if member else "delete"
+        self.ldapmodify(f"dn: {group_dn}\nchangetype: modify\n{change}: member\n"
+                        f"member: {member_dn}\n")
 
     def add_person(self, person: Person) -> None:
         lines = [
