@@ -137,6 +137,14 @@ def test_untrusted_certificate_is_unavailable_never_plaintext(slapd, how):
         ldap_authenticate(settings, "alice", PEOPLE["alice"].password)
 
 
+@pytest.mark.parametrize("mode", ["service", "anonymous"])
+def test_a_search_the_directory_refuses_is_unavailable_not_wrong_password(slapd, mode):
+    # A search base that does not exist: the directory says nothing about the user.
+    settings = ldap_settings(slapd, mode, ldap_base_dn="ou=nowhere," + BASE_DN)
+    with pytest.raises(LdapUnavailable):
+        ldap_authenticate(settings, "alice", PEOPLE["alice"].password)
+
+
 def test_bad_service_account_is_unavailable(slapd):
     settings = ldap_settings(slapd, "service", ldap_bind_password="nope")
     with pytest.raises(LdapUnavailable):
@@ -290,6 +298,7 @@ def test_a_user_removed_from_the_directory_loses_their_session_and_tokens_within
     other = someone_elses_alias(database)
     app = make_app(settings, **web_cfg(slapd, mode))
     client = signed_in(app, person.uid, person.password)
+    phone = signed_in(app, person.uid, person.password)
     token = api_token(database, person.uid)
     assert client.get("/admin/users").status_code == 200
     assert other in listed(api_get(app, token))
@@ -302,6 +311,9 @@ def test_a_user_removed_from_the_directory_loses_their_session_and_tokens_within
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "no longer in the directory" in page
     assert client.get("/").status_code == 302  # signed out, not just refused once
+    # Their other browser is signed out too, and told why.
+    assert phone.get("/").status_code == 302
+    assert "no longer in the directory" in phone.get("/login").get_data(as_text=True)
     assert api_get(app, token).status_code == 401
     user = stored(database, person.uid)
     assert user.directory_missing_since is not None and not user.is_admin

@@ -38,15 +38,16 @@ def load_session_user() -> User | None:
     uid = session.get("uid")
     if isinstance(uid, int):
         user = db_session().get(User, uid)
-        # Not honoured: a session of a deleted user, or one made before the user's
-        # session epoch moved on (signed out everywhere, password changed).
-        if user is None or session.get("epoch", 0) != user.session_epoch:
+        # Not honoured: a session of a deleted user, one made before the user's session
+        # epoch moved on (signed out everywhere, password changed), or one of a user
+        # the directory no longer has.
+        if (user is None or session.get("epoch", 0) != user.session_epoch
+                or not _directory_allows(user)):
             session.clear()
-            user = None
-        elif not _directory_allows(user):
-            session.clear()
-            flash("You were signed out: your account is no longer in the directory.",
-                  "error")
+            if user is not None and user.directory_missing_since is not None:
+                # Every browser of theirs is told why, not only the one that noticed.
+                flash("You were signed out: your account is no longer in the directory.",
+                      "error")
             user = None
     g.aliasd_user = user
     return user
