@@ -319,6 +319,9 @@ def test_a_user_removed_from_the_directory_loses_their_session_and_tokens_within
     assert user.directory_missing_since is not None and not user.is_admin
     assert f"{person.uid}\t{person.mail}\tldap gone-from-directory" in \
         aliasd_cli("user", "list").stdout
+    add_user(database, f"root-{mode}", admin=True)
+    users_page = signed_in(app, f"root-{mode}").get("/admin/users").get_data(as_text=True)
+    assert "directory (LDAP), gone from it since" in users_page
     # Still refused after the next interval: the directory still has no such entry.
     time.sleep(RECHECK + 0.1)
     assert api_get(app, token).status_code == 401
