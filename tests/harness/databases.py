@@ -59,5 +59,20 @@ def open_clean_database(engine_name: str, directory, request) -> Database:
     if engine_name == "sqlite":
         return sqlite_database(str(directory / "aliasd.db"))
     pg = request.getfixturevalue("_postgres")
+    _flush_scanner_counters_now()
     pg.clean()
     return Database(pg.url)
+
+
+def _flush_scanner_counters_now() -> None:
+    """A bundled scanner writes its scan counters up to 2 s after its last scan, from a
+    timer: one an earlier test left behind would write them into the next test's
+    database, which is the same PostgreSQL database emptied. Write them before emptying."""
+    import threading
+
+    from aliasd.scanner.bundled import BundledScanner
+
+    for thread in threading.enumerate():
+        owner = getattr(getattr(thread, "function", None), "__self__", None)
+        if isinstance(thread, threading.Timer) and isinstance(owner, BundledScanner):
+            owner.close()
