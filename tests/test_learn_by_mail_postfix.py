@@ -3,11 +3,14 @@ managed domain) and the daily digest. One Postfix and one milter per engine."""
 
 from __future__ import annotations
 
+import base64
+import subprocess
 import time
 
 import pytest
 
 from tests.harness.cli import run_cli_in_process
+from tests.harness.dns import DnsServer
 from tests.harness.quarantine_world import (
     ALIAS,
     MAILBOX,
@@ -22,10 +25,48 @@ from tests.harness.quarantine_world import (
 pytestmark = pytest.mark.postfix
 
 
+MAILBOX_SERVER = "192.0.2.10"  # where alice's mail provider sends from (its SPF says so)
+
+
+@pytest.fixture(scope="module")
+def dns_server():
+    server = DnsServer().start()
+    server.add("mailbox.example", "TXT", f"v=spf1 ip4:{MAILBOX_SERVER} -all")
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def world(request, tmp_path_factory):
-    with running_world(request, tmp_path_factory, request.param) as w:
+def world(request, tmp_path_factory, dns_server):
+    with running_world(request, tmp_path_factory, request.param,
+                       dns_resolver=dns_server.address) as w:
         yield w
+
+
+@pytest.fixture(scope="module")
+def dkim_keys(tmp_path_factory, dns_server):
+    """A DKIM key of alice's mail provider and one of a stranger's own domain, both
+    published in the tests' DNS; each signs mail of its domain."""
+    base = tmp_path_factory.mktemp("learn-dkim")
+    keys = {}
+    for domain in ("mailbox.example", "evil.example"):
+        private = base / f"{domain}.pem"
+        subprocess.run(["openssl", "genrsa", "-out", str(private), "2048"], check=True,
+                       capture_output=True)
+        der = subprocess.run(["openssl", "rsa", "-in", str(private), "-pubout", "-outform",
+                              "DER"], check=True, capture_output=True).stdout
+        dns_server.add(f"sel._domainkey.{domain}", "TXT",
+                       "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode())
+        keys[domain] = private.read_bytes()
+    return keys
+
+
+def _dkim_signed(key: bytes, domain: str, raw: bytes) -> bytes:
+    import dkim
+
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    return dkim.sign(raw, b"sel", domain.encode(), key,
+                     include_headers=[b"from", b"to", b"subject"]) + raw
 
 
 def test_owner_forwarding_a_missed_spam_to_spam_at_domain_teaches_the_filter(world):
@@ -57,6 +98,54 @@ def test_spam_at_domain_refuses_strangers_and_explains_a_missing_attachment(worl
     assert code == 550 and "empty or broken" in text, text
     assert learned_spam(world) == before
 
+
+def test_a_strangers_own_dkim_signature_does_not_let_them_teach_the_owners_filter(
+        world, dkim_keys):
+    # Mallory writes from her own server, with alice's mailbox as envelope sender and her
+    # own address in From:, signed by her own domain: the signature proves only that
+    # evil.example sent it, not that alice did.
+    inner = (b"From: friend@garden.example\nTo: someone@example.net\nSubject: Club news\n\n"
+             b"Our gardening club meets on Tuesday, bring your seedlings.\n")
+    before = learned_spam(world)
+    forged = _dkim_signed(dkim_keys["evil.example"], "evil.example", forward_as_attachment(
+        "mallory@evil.example", "spam@example.net", inner))
+    code, text = smtp(world, MAILBOX, "spam@example.net", forged, client_addr="203.0.113.9")
+    assert code == 550 and "spam@ and ham@" in text, text
+    assert learned_spam(world) == before
+    # alice's own provider signing her mail (From: her mailbox) is proof enough
+    marker = f"own{time.monotonic_ns()}"
+    inner = (f"From: winner@lottery.example\nTo: {ALIAS}\nSubject: You won {marker}\n\n"
+             "Claim your prize of one million dollars now.\n").encode()
+    signed = _dkim_signed(dkim_keys["mailbox.example"], "mailbox.example",
+                          forward_as_attachment(MAILBOX, "spam@example.net", inner))
+    code, text = smtp(world, MAILBOX, "spam@example.net", signed, client_addr="203.0.113.9")
+    assert code == 250, text
+    assert learned_spam(world) == before + 1
+
+
+def test_a_bounced_spam_teaches_the_filter_only_when_the_owners_own_server_bounced_it(
+        world, dkim_keys):
+    # A bounced (redirected) message keeps its author's From: and DKIM signature; the
+    # one who bounced it is Resent-From:. The spammer's signature still verifies, and
+    # proves nothing about who bounced it.
+    def bounced(marker: str) -> bytes:
+        spam = (f"From: offers@evil.example\nTo: {ALIAS}\nSubject: Cheap pills {marker}\n"
+                f"Message-ID: <{marker}@evil.example>\n\n"
+                "Cheap pills without prescription, order today.\n").encode()
+        return (f"Resent-From: {MAILBOX}\r\nResent-To: spam@example.net\r\n"
+                "Resent-Date: Tue, 01 Dec 2026 10:00:00 +0000\r\n").encode() + _dkim_signed(
+                    dkim_keys["evil.example"], "evil.example", spam)
+
+    before = learned_spam(world)
+    code, text = smtp(world, MAILBOX, "spam@example.net", bounced(f"x{time.monotonic_ns()}"),
+                      client_addr="203.0.113.9")
+    assert code == 550 and "spam@ and ham@" in text, text
+    assert learned_spam(world) == before
+    # bounced by alice's own provider (its SPF names the client)
+    code, text = smtp(world, MAILBOX, "spam@example.net", bounced(f"y{time.monotonic_ns()}"),
+                      client_addr=MAILBOX_SERVER)
+    assert code == 250, text
+    assert learned_spam(world) == before + 1
 
 
 def test_daily_digest_mails_the_owner_what_is_held(world):

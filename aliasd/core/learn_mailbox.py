@@ -2,9 +2,11 @@
 (message/rfc822), or bounces (redirects) it, to ``spam@<domain>`` (or a wrongly
 caught message to ``ham@<domain>``) and the filter learns it.
 
-Who may: the mail must come from a user's own mailbox address (envelope sender) for a
-domain they own or have aliases in, and be authenticated by the rule replies from an
-alias follow (``aliasd.core.reply_auth.owner_proof``). Anyone else is refused.
+Who may: the mail must come from a user's own mailbox address (envelope sender, and
+as author: From:, or Resent-From: of a bounced message) for a domain they own or have
+aliases in, and be authenticated by the rule replies from an alias follow
+(``aliasd.core.reply_auth.owner_proof``, whose DKIM proof is the author's domain).
+Anyone else is refused.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from aliasd.core.addresses import AddressError, normalize_address
+from aliasd.core.reply_headers import first_address
 from aliasd.models import Alias, Domain, User
 
 LEARN_LOCALS = {"spam": True, "ham": False}
@@ -37,10 +40,21 @@ def learn_address(address: str) -> LearnAddress | None:
     return None
 
 
-def owner_for(session: Session, sender: str, domain: str) -> User | None:
-    """The user whose mailbox sent this and who has a stake in ``domain``."""
+def author_of(from_value: str | None, resent_from: str | None) -> str | None:
+    """Who wrote to spam@/ham@: the newest Resent-From: of a bounced (redirected)
+    message, whose From: is still the spammer's; else From:. Its domain is the one
+    whose DKIM signature proves the mail (a spammer's own signature proves nothing)."""
+    found = first_address(resent_from) if resent_from else first_address(from_value)
+    return found[1] if found else None
+
+
+def owner_for(session: Session, sender: str, author: str | None, domain: str) -> User | None:
+    """The user whose mailbox sent this, as envelope sender and as author
+    (:func:`author_of`), and who has a stake in ``domain``."""
     try:
         mailbox = normalize_address(sender)
+        if normalize_address(author or "") != mailbox:
+            return None
     except AddressError:
         return None
     for user in session.scalars(select(User).where(User.mailbox == mailbox)):

@@ -39,6 +39,9 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
     wanted = [learn_mailbox.learn_address(r) for r in envelope.recipients]
     if not any(wanted):
         return None
+    author = learn_mailbox.author_of(*(
+        value.decode("utf-8", "replace") if value is not None else None
+        for value in (envelope.first_header("From"), envelope.first_header("Resent-From"))))
     try:
         with path.database.session() as session:
             domains = {w.domain for w in wanted if w}
@@ -49,7 +52,7 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
                 return _refuse("Send mail for the spam filter to spam@ or ham@ alone")
             owner_id = None
             for domain in domains:
-                owner = learn_mailbox.owner_for(session, envelope.sender, domain)
+                owner = learn_mailbox.owner_for(session, envelope.sender, author, domain)
                 if owner is None:
                     return _refuse(f"Only the owner of {domain} may write to spam@ and ham@, "
                                    "from the mailbox aliasd forwards to")
@@ -58,7 +61,7 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
         log.warning("learning mail: database unavailable: %s", exc)
         return _verdict("tempfail", ("451", "4.3.0", "Database unavailable; try again later"))
     try:  # the same proof as for replies from an alias
-        proven = owner_auth.proof(path.settings, envelope)
+        proven = owner_auth.proof(path.settings, envelope, author)
     except owner_auth.TemporaryFailure as exc:
         log.warning("learning mail: sender authentication deferred: %s", exc)
         return _verdict("tempfail", ("451", "4.7.0", "Cannot check the sender's "
@@ -86,7 +89,7 @@ def handle(path: MailPath, envelope: Envelope) -> Verdict | None:
         log.warning("learning mail: the filter failed: %s", exc)
         return _verdict("tempfail", ("451", "4.3.0", "The spam filter could not learn now; "
                                      "try again later"))
-    log.info("learned %d message(s) as %s from %s (queue id %s): %s", len(outcomes),
-             "spam" if is_spam else "ham", envelope.sender, envelope.queue_id,
+    log.info("learned %d message(s) as %s from %s (%s; queue id %s): %s", len(outcomes),
+             "spam" if is_spam else "ham", envelope.sender, proven, envelope.queue_id,
              ", ".join(str(o) for o in outcomes))
     return _verdict(DISCARD)

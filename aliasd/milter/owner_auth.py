@@ -4,6 +4,7 @@ resolver. The rule itself is ``aliasd.core.reply_auth.owner_proof``."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from aliasd.config import Settings
@@ -44,10 +45,14 @@ def with_dns_checks(settings: Settings, envelope: Envelope, facts: SenderFacts) 
     )
 
 
-def proof(settings: Settings, envelope: Envelope) -> str | None:
+def proof(settings: Settings, envelope: Envelope, author: str | None = None) -> str | None:
     """How the message is proven to come from its sender's own mail server, or None;
-    raises TemporaryFailure when only DNS could tell and it did not answer."""
+    raises TemporaryFailure when only DNS could tell and it did not answer. ``author``:
+    whose domain's DKIM signature counts, when not From:'s (a redirected message's
+    Resent-From:)."""
     facts = envelope_facts(envelope)
+    if author is not None:
+        facts = dataclasses.replace(facts, from_address=author)
     found = owner_proof(facts, settings.reply_trusted_networks)
     if found is None:
         found = owner_proof(with_dns_checks(settings, envelope, facts),

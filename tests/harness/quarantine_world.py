@@ -57,7 +57,9 @@ class World:
 
 
 @contextlib.contextmanager
-def running_world(request, tmp_path_factory, engine: str) -> Iterator[World]:
+def running_world(request, tmp_path_factory, engine: str, dns_resolver: str = ""
+                  ) -> Iterator[World]:
+    """``dns_resolver``: the tests' own DNS server (``host:port``) for SPF and DKIM."""
     base = tmp_path_factory.mktemp(f"quarantine-{engine}")
     db = open_clean_database(engine, base, request)
     alice = add_user(db, "alice", domain="example.net")
@@ -82,7 +84,9 @@ def running_world(request, tmp_path_factory, engine: str) -> Iterator[World]:
     table = postfix_table("socketmap", f"127.0.0.1:{lookup_port}", "virtual")
     postfix = PostfixInstance(pf_dir / "pf", relay_port=capture.port, main_cf={
         "virtual_alias_domains": table, "virtual_alias_maps": table,
-        "recipient_delimiter": "+", **postfix_milter_settings(settings)})
+        "recipient_delimiter": "+", **postfix_milter_settings(settings),
+        # tests may play a client from elsewhere with XCLIENT
+        "smtpd_authorized_xclient_hosts": "127.0.0.1"})
     env = settings_env(settings)
     env.update(
         ALIASD_MILTER_LISTEN=settings.milter_listen,
@@ -98,6 +102,8 @@ def running_world(request, tmp_path_factory, engine: str) -> Iterator[World]:
         ALIASD_WEB_BASE_URL=base_url,
         ALIASD_QUARANTINE_RELEASE_MODE="direct",  # the tests run as root, as postsuper wants
     )
+    if dns_resolver:
+        env["ALIASD_DNS_RESOLVER"] = dns_resolver
     milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
     lookupd = start_logged(
         [sys.executable, "-m", "aliasd", "lookupd", "--socketmap", f"127.0.0.1:{lookup_port}",
@@ -170,8 +176,15 @@ def forward_as_attachment(sender: str, to: str, inner: bytes | None) -> bytes:
     return outer.as_bytes()
 
 
-def smtp(world: World, sender: str, to: str, raw: bytes) -> tuple[int, str]:
+def smtp(world: World, sender: str, to: str, raw: bytes, client_addr: str | None = None
+         ) -> tuple[int, str]:
+    """Send ``raw``; ``client_addr``: play a client at that address (XCLIENT)."""
     with smtplib.SMTP("127.0.0.1", world.postfix.smtp_port, timeout=60) as smtp:
+        if client_addr:
+            smtp.ehlo()
+            code, text = smtp.docmd("XCLIENT", f"ADDR={client_addr} NAME=[UNAVAILABLE]")
+            assert code == 220, text
+            smtp.ehlo()
         try:
             smtp.sendmail(sender, [to], raw)
         except smtplib.SMTPDataError as exc:
