@@ -193,6 +193,23 @@ def _sign_in(page, base: str, name: str) -> None:
 
 
 @pytest.mark.browser
+def test_the_quarantine_page_is_titled_quarantine_and_shows_the_threshold_form_once(world):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            _sign_in(page, world.base_url, "alice")
+            follow(page.get_by_role("link", name="Quarantine"))
+            assert page.title() == "Quarantine · aliasd"
+            assert page.locator("#score").count() == 1
+            assert page.get_by_role("heading", name="When to hold my mail").count() == 1
+        finally:
+            browser.close()
+
+
+@pytest.mark.browser
 def test_review_in_chromium_previews_safely_and_releases(world):
     from playwright.sync_api import sync_playwright
 
