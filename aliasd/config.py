@@ -238,6 +238,12 @@ class Settings:
         return self.authserv_id or this_host_name()
 
     @property
+    def mail_host(self) -> str:
+        """This host's name as mail names it (MX, SPF, the digest's sender): the
+        authserv-id, by default the FQDN."""
+        return self.effective_authserv_id.rstrip(".").lower()
+
+    @property
     def quarantine_requests_file(self) -> str:
         return str(Path(self.data_dir) / "quarantine-requests")
 

@@ -163,3 +163,36 @@ def test_daily_digest_mails_the_owner_what_is_held(world):
                                     and marker.upper() in m.text)
     assert digest.rcpt_tos == [MAILBOX] and digest.header("Auto-Submitted") == "auto-generated"
     assert f"{ALIAS}" in digest.text and f"{world.base_url}/quarantine/" in digest.text
+
+
+def test_the_digest_comes_from_this_mail_server_not_from_the_owners_mail_provider(
+        world, dns_server):
+    # alice's provider publishes DMARC p=reject: mail claiming its domain that its own
+    # servers did not send (nor sign) is refused there. The digest must not claim it.
+    from aliasd.core.addresses import domain_of
+    from aliasd.core.reply_headers import first_address
+    from aliasd.mailauth.verify import authenticate
+
+    marker = f"digestfrom{time.monotonic_ns()}"
+    assert send_suspicious(world, marker).returncode == 0
+    wait(lambda: [r for r in world.held() if marker.upper() in (r["subject"] or "")])
+    host = subprocess.run(  # this host's name, as Postfix's own mail names it
+        ["postconf", "-c", str(world.postfix.config_dir), "-h", "myhostname"],
+        capture_output=True, text=True, check=True).stdout.strip()
+    env = dict(world.env, ALIASD_QUARANTINE_DIGEST="1", ALIASD_AUTHSERV_ID=host,
+               ALIASD_SENDMAIL_COMMAND=",".join(
+                   ["sendmail", "-C", str(world.postfix.config_dir), "-t", "-i"]))
+    proc = run_cli_in_process(env, ("quarantine", "digest", "--hours", "1"))
+    assert proc.returncode == 0, proc.stderr
+    digest = world.capture.wait_for(lambda m: "held for review" in (m.header("Subject") or "")
+                                    and marker.upper() in m.text)
+    author = first_address(digest.header("From"))[1]
+    assert domain_of(author) == host and digest.mail_from.endswith("@" + host)
+    dns_server.add("_dmarc.mailbox.example", "TXT", "v=DMARC1; p=reject")
+    try:
+        seen = authenticate(world.settings, message=digest.data, sender=digest.mail_from,
+                            client_addr="127.0.0.1", helo="localhost",
+                            from_header=digest.header("From").encode())
+    finally:
+        dns_server.remove("_dmarc.mailbox.example")
+    assert seen.dmarc.result != "fail", seen.dmarc

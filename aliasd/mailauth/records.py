@@ -35,7 +35,7 @@ class Record:
 
 def mail_host(settings: Settings) -> str:
     """This host's name as MX and SPF name it: the authserv-id, by default the FQDN."""
-    return settings.effective_authserv_id.rstrip(".").lower()
+    return settings.mail_host
 
 
 def spf_value(settings: Settings) -> str:
