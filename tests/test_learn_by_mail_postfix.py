@@ -8,19 +8,24 @@ import subprocess
 import time
 
 import pytest
+from sqlalchemy import select
 
+from aliasd.models import MessageSample
 from tests.harness.cli import run_cli_in_process
 from tests.harness.dns import DnsServer
+from tests.harness.postfix import swaks
 from tests.harness.quarantine_world import (
     ALIAS,
     MAILBOX,
     forward_as_attachment,
+    learned_ham,
     learned_spam,
     running_world,
     send_suspicious,
     smtp,
     wait,
 )
+from tests.harness.webapp import page_token, signed_in
 
 pytestmark = pytest.mark.postfix
 
@@ -146,6 +151,51 @@ def test_a_bounced_spam_teaches_the_filter_only_when_the_owners_own_server_bounc
                       client_addr=MAILBOX_SERVER)
     assert code == 250, text
     assert learned_spam(world) == before + 1
+
+
+def _attached_as_is(sender: str, to: str, inner: bytes) -> bytes:
+    """A forward as attachment the way Thunderbird and Outlook send one: the message's
+    bytes untouched in a message/rfc822 part."""
+    inner = inner.replace(b"\r\n", b"\n")
+    return (f"From: {sender}\nTo: {to}\nSubject: Fwd: spam\nMIME-Version: 1.0\n"
+            "Content-Type: multipart/mixed; boundary=\"b1\"\n\n--b1\n"
+            "Content-Type: text/plain\n\nThis one got through.\n--b1\n"
+            "Content-Type: message/rfc822\nContent-Disposition: attachment\n\n"
+            ).encode() + inner + b"\n--b1--\n"
+
+
+def test_a_spam_taught_on_the_web_and_again_from_the_mailbox_counts_once(world):
+    marker = f"twice{time.monotonic_ns()}"
+    proc = swaks(world.postfix.smtp_port, to=ALIAS, sender="news@shop.example",
+                 header={"From": "news@shop.example", "Subject": f"Deal {marker}"},
+                 body="Buy our cheap replica handbags today, limited offer.")
+    assert proc.returncode == 0, proc.stdout
+    delivered = world.capture.wait_for(lambda m: marker in m.text)  # as the owner got it
+
+    def kept():
+        with world.db.session() as s:
+            return s.execute(select(MessageSample.id, MessageSample.alias_id).where(
+                MessageSample.subject == f"Deal {marker}")).first()
+    sample_id, alias_id = wait(kept)
+    alice = signed_in(world.app, "alice")
+    token = page_token(alice, f"/aliases/{alias_id}")
+    before = learned_spam(world)
+    page = alice.post(f"/learn/{sample_id}", data={"verdict": "spam", "csrf_token": token},
+                      follow_redirects=True)
+    assert "learned this message as spam" in page.get_data(as_text=True)
+    assert learned_spam(world) == before + 1
+    # later alice forwards the copy in her mailbox (with the headers forwarding added:
+    # one-click List-Unsubscribe, the reverse alias's Reply-To, signatures) to spam@
+    code, text = smtp(world, MAILBOX, "spam@example.net",
+                      _attached_as_is(MAILBOX, "spam@example.net", delivered.data))
+    assert code == 250, text
+    assert learned_spam(world) == before + 1  # the same message: not counted again
+    # and teaching it as not spam moves it rather than counting it in both classes
+    ham_before = learned_ham(world)
+    code, text = smtp(world, MAILBOX, "ham@example.net",
+                      _attached_as_is(MAILBOX, "ham@example.net", delivered.data))
+    assert code == 250, text
+    assert (learned_spam(world), learned_ham(world)) == (before, ham_before + 1)
 
 
 def test_daily_digest_mails_the_owner_what_is_held(world):

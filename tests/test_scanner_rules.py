@@ -138,6 +138,22 @@ def test_digest_ignores_transport_headers_only():
     assert message_digest(raw) != message_digest(raw.replace(b"slides", b"notes"))
 
 
+def test_digest_is_the_same_for_the_copy_another_mailbox_received():
+    raw = mail("ham_colleague.eml").replace(b"\r\n", b"\n")
+    head, _, body = raw.partition(b"\n\n")
+    # as a mailbox provider delivers it after forwarding through aliasd: its own trace
+    # headers, the one-click headers and the reverse alias's Reply-To, refolded
+    copy = (b"X-Received: by 2002:a05:6a00 with SMTP id x; Wed, 15 May 2024 09:41:00 -0700\n"
+            b"Received-SPF: pass (google.com: domain of x@example.net) client-ip=192.0.2.1;\n"
+            b"X-Gm-Message-State: AOJu0YzQ\n"
+            + head.replace(b": ", b":\n  ", 1)
+            + b"\nList-Unsubscribe: <https://aliases.example.net/oneclick/abc>\n"
+              b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\n"
+              b"Reply-To: ra-123@example.net\n\n" + body)
+    assert message_digest(copy) == message_digest(raw)
+    assert message_digest(raw) != message_digest(raw.replace(b"Subject: ", b"Subject: Re: ", 1))
+
+
 ZONE = {
     ("example.org", "TXT"): ["v=spf1 ip4:192.0.2.0/24 -all"],
     ("soft.example.org", "TXT"): ["v=spf1 ip4:192.0.2.0/24 ~all"],

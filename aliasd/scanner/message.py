@@ -404,31 +404,38 @@ def _part_text(part: Message, charset: str | None, cte: str) -> str:
     return _decode_bytes(payload, charset)
 
 
-_TRACE_HEADERS = re.compile(
-    rb"^(received|return-path|delivered-to|x-spamd-result|x-spam[\w-]*|x-aliasd[\w-]*"
-    rb"|x-original-to|authentication-results|dkim-signature|arc-[\w-]+|x-rspamd[\w-]*):",
-    re.I,
-)
+# What the author wrote, which every copy of a message keeps wherever it was delivered or
+# forwarded. Everything else differs per copy: transport and scanner headers of each
+# mailbox provider on the way (Received, X-Received, Received-SPF, X-Gm-*, ARC, ...) and
+# what forwarding through aliasd adds or rewrites (the one-click List-Unsubscribe, the
+# reverse alias's Reply-To, X-Aliasd-*, signatures).
+_AUTHOR_HEADERS = frozenset({
+    b"from", b"sender", b"to", b"cc", b"subject", b"date", b"message-id", b"in-reply-to",
+    b"references", b"mime-version", b"content-type", b"content-transfer-encoding"})
 
 
 def message_digest(raw: bytes) -> str:
-    """sha256 of the message without transport and scanner headers, line endings
-    normalised: the same message learned again from another mailbox or copy gives
-    the same digest, so it is never counted twice."""
+    """sha256 of the author's headers (unfolded, whitespace collapsed, by name) and the
+    body, line endings normalised: the same message learned again from another mailbox
+    or copy (the owner's forwarded copy of a message taught on the web, say) gives the
+    same digest, so it is never counted twice."""
     data = raw.replace(b"\r\n", b"\n")
     head, sep, body = data.partition(b"\n\n")
-    kept: list[bytes] = []
-    skipping = False
+    fields: list[list[bytes]] = []
     for line in head.split(b"\n"):
         if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                kept.append(line.strip())
+            if fields:
+                fields[-1].append(line)
             continue
-        skipping = bool(_TRACE_HEADERS.match(line))
-        if not skipping:
-            kept.append(line.rstrip())
+        fields.append([line])
+    kept: list[bytes] = []
+    for lines in fields:
+        name, colon, value = b" ".join(lines).partition(b":")
+        name = name.strip().lower()
+        if colon and name in _AUTHOR_HEADERS:
+            kept.append(name + b":" + b" ".join(value.split()))
     h = hashlib.sha256()
-    h.update(b"\n".join(kept))
+    h.update(b"\n".join(sorted(kept)))
     h.update(b"\n\n")
     h.update(b"\n".join(line.rstrip() for line in body.rstrip().split(b"\n")))
     return h.hexdigest()
