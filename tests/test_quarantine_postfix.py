@@ -107,6 +107,38 @@ def test_releasing_a_message_postfix_no_longer_holds_says_so(world):
     assert [r["state"] for r in listed if r["id"] == row["id"]] == ["purged"]
 
 
+def test_a_release_whose_learning_fails_still_says_the_message_was_released(world):
+    from tests.harness.cli import run_cli_in_process
+    from tests.harness.webapp import page_token, signed_in
+
+    # the filter is rspamd, and its controller is down: releasing works, learning not
+    down = {"scanner_backend": "rspamd", "rspamd_controller_url": "http://127.0.0.1:9"}
+    rows = []
+    for n in range(2):
+        marker = f"nolearn{n}x{time.monotonic_ns()}"
+        assert send_suspicious(world, marker).returncode == 0
+        [row] = wait(lambda m=marker: [r for r in world.held()
+                                       if m.upper() in (r["subject"] or "")])
+        rows.append((row, marker))
+    (web_row, web_marker), (cli_row, cli_marker) = rows
+
+    alice = signed_in(make_app(world.settings, **down), "alice")
+    page = alice.post(f"/quarantine/{web_row['id']}/decide", follow_redirects=True, data={
+        "action": "release", "learn": "1", "csrf_token": page_token(alice, "/quarantine/")})
+    text = page.get_data(as_text=True)
+    assert f"Released message {web_row['id']}." in text
+    assert "the filter could not learn it" in text
+    world.capture.wait_for(lambda m: web_marker in m.text)
+
+    env = dict(world.env, ALIASD_SCANNER_BACKEND="rspamd",
+               ALIASD_RSPAMD_CONTROLLER_URL="http://127.0.0.1:9")
+    proc = run_cli_in_process(env, ("quarantine", "release", str(cli_row["id"]), "--learn-ham"))
+    assert proc.returncode == 1  # not all that was asked was done
+    assert f"quarantined message {cli_row['id']}: released" in proc.stdout + proc.stderr
+    assert "rspamd controller unreachable" in proc.stderr
+    world.capture.wait_for(lambda m: cli_marker in m.text)
+
+
 def test_clean_message_is_forwarded_with_one_click_headers(world):
     marker = f"clean{time.monotonic_ns()}"
     proc = swaks(world.postfix.smtp_port, to=ALIAS, sender="noreply@github.com",

@@ -100,8 +100,13 @@ def carry_out(settings, db, message_id: int, action: str, learn: bool, actor: st
         raise
     outcome = None
     if learn:
-        outcome = core.learn_from(db, sample_id, learner(settings, db, owner_id),
-                                  is_spam=action == "delete")
+        try:
+            outcome = core.learn_from(db, sample_id, learner(settings, db, owner_id),
+                                      is_spam=action == "delete")
+        except (AliasdError, click.ClickException) as exc:  # done, but not learned
+            message = exc.message if isinstance(exc, click.ClickException) else str(exc)
+            raise click.ClickException(f"quarantined message {message_id}: {verb}, "
+                                       f"but the filter could not learn it: {message}") from exc
     return f"quarantined message {message_id}: {verb}" + (
         f" (learning: {outcome})" if outcome else "")
 

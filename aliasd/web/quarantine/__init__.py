@@ -137,19 +137,28 @@ def _carry_out(s, row, message_id: int, action: str, learn: bool) -> None:
     try:
         step(s, HoldQueue(settings()), row, actor=current_user().username)
         s.commit()
-        done = f"{'Released' if action == 'release' else 'Deleted'} message {message_id}."
-        if learn:
-            outcome = _learn(row.sample_id, row.owner_id, is_spam=action == "delete")
-            done += f" The filter {outcome} it as {'spam' if action == 'delete' else 'not spam'}."
-        flash(done, "success")
     except InvalidTransition as exc:
         s.rollback()
         core.mark_gone(s, core.get_for(s, message_id, current_user()))
         s.commit()
         flash(str(exc), "error")
+        return
     except AliasdError as exc:
         s.rollback()
         flash(str(exc), "error")
+        return
+    done = f"{'Released' if action == 'release' else 'Deleted'} message {message_id}."
+    if not learn:
+        flash(done, "success")
+        return
+    try:  # it is released (deleted) whatever learning does: say both
+        outcome = _learn(row.sample_id, row.owner_id, is_spam=action == "delete")
+    except AliasdError as exc:
+        flash(done, "success")
+        flash(f"{exc}", "error")
+        return
+    flash(done + f" The filter {outcome} it as {'spam' if action == 'delete' else 'not spam'}.",
+          "success")
 
 
 @bp.post("/learn/<int:sample_id>")
