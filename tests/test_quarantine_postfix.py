@@ -201,6 +201,34 @@ def test_one_click_link_disables_the_alias_and_a_tampered_one_does_nothing(world
     assert refused.returncode != 0
 
 
+def test_the_block_sender_link_stops_the_next_mailing_from_that_sender(world):
+    # Bulk mail comes with a new bounce address (VERP) for every message; the sender the
+    # owner sees, and blocks, is the From: address.
+    from aliasd.core import aliases as core
+    from aliasd.models import User
+
+    marker = f"verp{time.monotonic_ns()}"
+    address = f"{marker}.example@example.net"
+    with world.db.session() as s:
+        core.create_alias(s, address, s.scalar(select(User).where(User.username == "alice")))
+
+    def mailing(n: int) -> subprocess.CompletedProcess:
+        return swaks(world.postfix.smtp_port, to=address,
+                     sender=f"bounce-{n}-{marker}=example.net@mail.bulk.example",
+                     header={"From": "Shop News <news@shop.example>",
+                             "Subject": f"Offers {n} {marker}"}, body="This week's offers.")
+    assert wait(lambda: (p := mailing(1)).returncode == 0 and p)  # once lookupd knows it
+    msg = world.capture.wait_for(lambda m: f"Offers 1 {marker}" in m.text)
+    url = msg.header("X-Aliasd-Block-Sender").strip("<>")
+    shown = requests.get(url, timeout=10)
+    assert f"Block news@shop.example for the alias {address}" in shown.text
+    done = requests.post(url, timeout=10)
+    assert done.status_code == 200 and f"news@shop.example is blocked for {address}" in done.text
+    # the milter reads the blocks again within seconds: the next mailing is refused
+    refused = wait(lambda: (p := mailing(2)).returncode != 0 and p)
+    assert "550" in refused.stdout
+
+
 def test_expired_one_click_link_does_nothing(world):
     from aliasd.core import oneclick
 

@@ -18,6 +18,7 @@ from aliasd.config import Settings
 from aliasd.core import aliases as core_aliases
 from aliasd.core import sender_blocks
 from aliasd.core.errors import AliasdError
+from aliasd.core.sender_blocks import SenderBlockError, normalize_sender
 from aliasd.models import Alias, AliasState
 
 SALT = "aliasd-oneclick-v1"
@@ -93,6 +94,19 @@ def _alias_of(session: Session, click: OneClick) -> Alias | None:
     if click.issued_at is not None and alias.created_at >= click.issued_at + dt.timedelta(seconds=1):
         return None
     return alias
+
+
+def sender_to_block(from_address: str | None, envelope_sender: str | None) -> str | None:
+    """Whom a block link names: the From: address the owner sees, which stays the same
+    from one mailing to the next (bulk mail has a new bounce address, VERP, for every
+    message, so blocking that would stop nothing); else the envelope sender."""
+    for candidate in (from_address, envelope_sender):
+        if candidate:
+            try:
+                return normalize_sender(candidate)
+            except SenderBlockError:
+                continue
+    return None
 
 
 def link(settings: Settings, click: OneClick) -> str | None:

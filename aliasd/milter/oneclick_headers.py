@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from aliasd.config import Settings
 from aliasd.core import oneclick
-from aliasd.core.sender_blocks import SenderBlockError, normalize_sender
+from aliasd.core.reply_headers import first_address
 
 if TYPE_CHECKING:
     from aliasd.core.events import AliasTarget
@@ -43,10 +43,9 @@ def headers_for(settings: Settings, envelope: Envelope,
     disable = oneclick.link(settings, oneclick.OneClick(oneclick.DISABLE, target.id,
                                                         address=target.address))
     out = [(HEADER_DISABLE, f"<{disable}>")]
-    try:
-        sender = normalize_sender(envelope.sender) if envelope.sender else None
-    except SenderBlockError:
-        sender = None
+    raw_from = envelope.first_header("From")
+    author = first_address(raw_from.decode("utf-8", "replace")) if raw_from else None
+    sender = oneclick.sender_to_block(author[1] if author else None, envelope.sender)
     if sender:
         block = oneclick.link(settings, oneclick.OneClick(oneclick.BLOCK, target.id, sender,
                                                           address=target.address))
