@@ -107,6 +107,45 @@ def test_releasing_a_message_postfix_no_longer_holds_says_so(world):
     assert [r["state"] for r in listed if r["id"] == row["id"]] == ["purged"]
 
 
+def test_a_message_held_longer_than_postfixs_queue_lifetime_is_delivered_when_released(
+        world):
+    # Postfix returns mail to its sender once it has been queued longer than
+    # maximal_queue_lifetime (5 days by default) and a delivery attempt is deferred; a
+    # held message keeps waiting up to quarantine_keep_days (30). Released, it must get
+    # Postfix's usual retries, not a bounce at the first "try again later".
+    cfg = str(world.postfix.config_dir)
+
+    def lifetime(value: str) -> None:
+        subprocess.run(["postconf", "-c", cfg, "-e", f"maximal_queue_lifetime={value}",
+                        f"bounce_queue_lifetime={value}"], check=True)
+        subprocess.run(["postfix", "-c", cfg, "reload"], check=True, capture_output=True)
+
+    marker = f"old{time.monotonic_ns()}"
+    assert send_suspicious(world, marker).returncode == 0
+    [row] = wait(lambda: [r for r in world.held() if marker.upper() in (r["subject"] or "")])
+    lifetime("5s")
+    deferred: list[str] = []
+
+    def busy_once(address: str) -> str | None:  # the mailbox provider says "later" once
+        if address == MAILBOX and not deferred:
+            deferred.append(address)
+            return "451 4.2.0 Mailbox busy, try again later"
+        return None
+    try:
+        time.sleep(6)  # held longer than the queue lifetime
+        world.capture.reject_rcpt = busy_once
+        proc = world.cli("quarantine", "release", str(row["id"]))
+        assert proc.returncode == 0, proc.stderr
+        msg = world.capture.wait_for(lambda m: marker in m.text and m.rcpt_tos == [MAILBOX])
+    finally:
+        world.capture.reject_rcpt = lambda _addr: None
+        lifetime("1h")
+    assert deferred
+    assert f"Original body line {marker}" in msg.text
+    assert not [m for m in world.capture.messages  # nothing went back to the sender
+                if "offers@deals.example" in m.rcpt_tos and marker.upper() in m.text]
+
+
 def test_a_release_whose_learning_fails_still_says_the_message_was_released(world):
     from tests.harness.cli import run_cli_in_process
     from tests.harness.webapp import page_token, signed_in

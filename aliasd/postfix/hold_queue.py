@@ -4,6 +4,7 @@ released message is the very file Postfix accepted (its DKIM signature intact)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import subprocess
@@ -12,7 +13,7 @@ from aliasd.config import Settings
 from aliasd.core.errors import AliasdError
 
 _QUEUE_ID = re.compile(r"^[0-9A-Za-z]{5,64}$")
-_COUNT = re.compile(r"(Released from hold|Deleted): (\d+) message")
+_COUNT = re.compile(r"(Requeued|Deleted): (\d+) message")
 
 
 class HoldQueueError(AliasdError):
@@ -44,12 +45,21 @@ class HoldQueue:
         return sum(counts)
 
     def release(self, queue_id: str) -> bool:
-        """Move the message out of hold and deliver it now; False when it is not held."""
+        """Deliver the held message now; False when it is not held.
+
+        Requeued (``postsuper -r``), not merely released (``-H``): Postfix returns mail
+        queued longer than ``maximal_queue_lifetime`` (5 days) to its sender at the
+        first deferred attempt, and a held message may wait ``quarantine_keep_days``.
+        A requeued message gets a new queue file (and id) and a fresh lifetime, as
+        postsuper(1) advises for mail held that long; pickup and cleanup copy it as it
+        is, without the milters (its headers and body unchanged: DKIM still verifies)."""
         _check(queue_id)
-        if not self._postsuper("-H", queue_id):
+        if not self._postsuper("-r", queue_id, "hold"):
             return False
-        # Out of hold it waits in the deferred queue for the next run; ask for it now.
-        self._run(self.settings.postqueue_command, "-i", queue_id)
+        # pickup looks at the maildrop queue once a minute by itself; now is better (when
+        # postkick cannot run, the message is requeued all the same)
+        with contextlib.suppress(HoldQueueError):
+            self._run(self.settings.postkick_command, "public", "pickup", "W")
         return True
 
     def delete(self, queue_id: str) -> bool:
