@@ -84,6 +84,8 @@ class QuarantinedMessage(Base):
     requested: Mapped[str | None] = mapped_column(String(16))
     decided_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     decided_by: Mapped[str | None] = mapped_column(String(255))
+    # when the owner's quarantine digest listed it (each held message is listed once)
+    digested_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 
     owner: Mapped[User] = relationship()
 

@@ -213,6 +213,8 @@ def test_daily_digest_mails_the_owner_what_is_held(world):
                                     and marker.upper() in m.text)
     assert digest.rcpt_tos == [MAILBOX] and digest.header("Auto-Submitted") == "auto-generated"
     assert f"{ALIAS}" in digest.text and f"{world.base_url}/quarantine/" in digest.text
+    again = run_cli_in_process(env, ("quarantine", "digest"))  # listed once, not every day
+    assert again.returncode == 0 and "nothing held: no digest sent" in again.stdout
 
 
 def test_the_digest_comes_from_this_mail_server_not_from_the_owners_mail_provider(

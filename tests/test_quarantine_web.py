@@ -207,6 +207,27 @@ def test_a_quarantine_score_that_is_not_a_number_is_refused(world, database):
             assert s.scalar(select(User.quarantine_score).where(User.username == "alice")) == 4.5
 
 
+def test_every_held_message_is_in_exactly_one_digest_whenever_the_daily_run_starts(
+        world, settings, database):
+    # The timer starts the daily run at a random time within an hour (RandomizedDelaySec),
+    # or at boot after a missed day: runs are not 24 hours apart.
+    from aliasd.core import digest
+
+    _app, ids = world
+    with database.session() as s:
+        held_at = s.get(QuarantinedMessage, ids["held"]).held_at
+    first_run = held_at - dt.timedelta(minutes=20)  # the day before ran just before it
+    with database.session() as s:
+        assert digest.digests(s, settings, now=first_run) == []
+    second_run = first_run + dt.timedelta(hours=24, minutes=40)  # later in the hour
+    with database.session() as s:
+        [mail] = digest.digests(s, settings, now=second_run)
+        assert "You won <b>big</b>" in mail.message.get_content()
+        digest.mark_sent(s, mail, now=second_run)
+    with database.session() as s:  # in a digest once: not again the next day
+        assert digest.digests(s, settings, now=second_run + dt.timedelta(hours=23)) == []
+
+
 def test_cli_sets_and_shows_a_users_quarantine_score(settings, database):
     from tests.harness.cli import run_cli_in_process, settings_env
 

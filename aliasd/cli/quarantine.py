@@ -155,32 +155,37 @@ def apply() -> None:
 
 
 @group.command("digest")
-@click.option("--hours", type=float, default=24.0, show_default=True,
-              help="List messages held within this many hours.")
+@click.option("--hours", type=float, default=None,
+              help="Only messages held within this many hours (default: all not yet listed).")
 @click.option("--force", is_flag=True, help="Send even when quarantine_digest is off.")
-def digest(hours: float, force: bool) -> None:
-    """Mail each owner the messages held for them (off unless quarantine_digest is on)."""
+def digest(hours: float | None, force: bool) -> None:
+    """Mail each owner the messages held for them since their last digest (off unless
+    quarantine_digest is on)."""
     import subprocess
 
-    from aliasd.core.digest import digests
+    from aliasd.core.digest import digests, mark_sent
 
     st = state()
     if not (st.settings.quarantine_digest or force):
         click.echo("quarantine_digest is off: nothing sent")
         return
-    with st.database().session() as session:
+    db = st.database()
+    with db.session() as session:
         mails = digests(session, st.settings, hours=hours)
     for mail in mails:
+        to = mail.message["To"]
         try:
-            proc = subprocess.run(st.settings.sendmail_command, input=mail.as_bytes(),
+            proc = subprocess.run(st.settings.sendmail_command, input=mail.message.as_bytes(),
                                   capture_output=True, timeout=60)
         except (OSError, subprocess.TimeoutExpired) as exc:
             raise click.ClickException(f"cannot run {st.settings.sendmail_command[0]}: {exc}") from exc
         if proc.returncode != 0:
             raise click.ClickException(
-                f"sendmail refused the digest to {mail['To']}: "
+                f"sendmail refused the digest to {to}: "
                 f"{proc.stderr.decode(errors='replace').strip()}")
-        click.echo(f"digest sent to {mail['To']}")
+        with db.session() as session:  # listed: the next digest does not list them again
+            mark_sent(session, mail)
+        click.echo(f"digest sent to {to}")
     if not mails:
         click.echo("nothing held: no digest sent")
 

@@ -1,27 +1,39 @@
 """The daily quarantine digest: one plain-text mail per owner listing what was held
-in the last day and is still waiting, with a link to the review page."""
+since their last digest and is still waiting, with a link to the review page."""
 
 from __future__ import annotations
 
 import datetime as dt
 import email.utils
+from dataclasses import dataclass
 from email.message import EmailMessage
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from aliasd.config import Settings
 from aliasd.models import HoldState, QuarantinedMessage, User, utcnow
 
 
-def digests(session: Session, settings: Settings, *, hours: float = 24.0,
-            now: dt.datetime | None = None) -> list[EmailMessage]:
+@dataclass(frozen=True)
+class Digest:
+    message: EmailMessage
+    held_ids: tuple[int, ...]  # the held messages it lists
+
+
+def digests(session: Session, settings: Settings, *, hours: float | None = None,
+            now: dt.datetime | None = None) -> list[Digest]:
+    """One digest per owner of the messages still held that no digest listed yet (the
+    daily run does not start exactly 24 hours after the one before); ``hours``: only
+    those held within that many hours."""
     now = now or utcnow()
-    since = now - dt.timedelta(hours=hours)
-    rows = session.scalars(select(QuarantinedMessage).where(
+    query = select(QuarantinedMessage).where(
         QuarantinedMessage.state == HoldState.HELD.value,
-        QuarantinedMessage.held_at >= since).order_by(QuarantinedMessage.owner_id,
-                                                      QuarantinedMessage.held_at))
+        QuarantinedMessage.digested_at.is_(None), QuarantinedMessage.held_at <= now)
+    if hours is not None:
+        query = query.where(QuarantinedMessage.held_at >= now - dt.timedelta(hours=hours))
+    rows = session.scalars(query.order_by(QuarantinedMessage.owner_id,
+                                          QuarantinedMessage.held_at))
     by_owner: dict[int, list[QuarantinedMessage]] = {}
     for row in rows:
         by_owner.setdefault(row.owner_id, []).append(row)
@@ -30,8 +42,8 @@ def digests(session: Session, settings: Settings, *, hours: float = 24.0,
         user = session.get(User, owner_id)
         if user is None or not user.mailbox:
             continue
-        lines = [f"{len(held)} message(s) to your aliases were held for review in the "
-                 f"last {hours:g} hours and are waiting:", ""]
+        lines = [f"{len(held)} message(s) to your aliases were held for review since your "
+                 "last digest and are waiting:", ""]
         for row in held:
             lines.append(f"- {row.held_at:%Y-%m-%d %H:%M} UTC  {row.alias_address}")
             lines.append(f"  from {row.envelope_sender or '<>'}: {row.subject or '(no subject)'}"
@@ -51,6 +63,13 @@ def digests(session: Session, settings: Settings, *, hours: float = 24.0,
         msg["Message-ID"] = email.utils.make_msgid(domain="aliasd.invalid")
         msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no auto-replies to it
         msg.set_content("\n".join(lines))
-        mails.append(msg)
+        mails.append(Digest(msg, tuple(row.id for row in held)))
     return mails
+
+
+def mark_sent(session: Session, digest: Digest, *, now: dt.datetime | None = None) -> None:
+    """The digest was handed over: the next one does not list its messages again."""
+    session.execute(update(QuarantinedMessage)
+                    .where(QuarantinedMessage.id.in_(digest.held_ids))
+                    .values(digested_at=now or utcnow()))
 
