@@ -144,7 +144,8 @@ class Settings:
     postfix_config_dir: str = ""  # passed as -c to postsuper/postqueue; empty: Postfix's default
     postsuper_command: list[str] = field(default_factory=lambda: ["postsuper"])  # e.g. sudo -n ...
     postqueue_command: list[str] = field(default_factory=lambda: ["postqueue"])
-    # wakes Postfix's pickup for a released (requeued) message; anyone may (public/pickup)
+    # wakes Postfix's pickup for a released (requeued) message: root or group postdrop
+    # (public/ is 2710 postfix:postdrop); when it cannot, pickup looks within a minute
     postkick_command: list[str] = field(default_factory=lambda: ["postkick"])
     # one-click links in forwarded mail (disable alias, block sender); empty: none added
     web_base_url: str = ""  # e.g. https://aliases.example.net
