@@ -6,16 +6,16 @@ between two runs less or more than 24 hours apart were listed twice or never. No
 digest lists the waiting messages no digest listed yet. Messages held before the upgrade
 count as listed, except those of the last 24 hours (what the old digest would list next).
 
-Revision ID: 0013_quarantine_digested_at
-Revises: 0012_quarantine_state_index
+Revision ID: 0014_quarantine_digested_at
+Revises: 0013_users_directory_check
 """
 import datetime as dt
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_quarantine_digested_at"
-down_revision = "0012_quarantine_state_index"
+revision = "0014_quarantine_digested_at"
+down_revision = "0013_users_directory_check"
 branch_labels = None
 depends_on = None
 
