@@ -109,6 +109,17 @@ def _directives(text: str, key: str) -> list[str]:
     return [line.split("=", 1)[1] for line in text.splitlines() if line.startswith(key + "=")]
 
 
+def test_a_failed_release_request_does_not_stop_the_daily_purge_and_digest(tmp_path):
+    """A oneshot unit stops at the first ExecStart that fails; ``quarantine apply`` exits 1
+    when one request fails (say its learning), which must not cost the day's purge and
+    digest. The purge still fails the unit when it fails."""
+    assert _aliasd("systemd", "--write", str(tmp_path)).returncode == 0
+    text = (tmp_path / "etc/systemd/system/aliasd-quarantine-purge.service").read_text()
+    commands = _directives(text, "ExecStart")
+    assert [c.split()[-1] for c in commands] == ["apply", "purge", "digest"]
+    assert [c.startswith("-") for c in commands] == [True, False, False]
+
+
 def test_units_follow_the_data_dir_and_web_listen_settings(tmp_path):
     """The path units watch the files aliasd really writes, the daemons may write where
     the data is, and gunicorn listens where web_listen says."""
