@@ -58,6 +58,23 @@ def test_each_user_sees_only_their_held_messages_and_admins_see_all(world, datab
         assert s.get(QuarantinedMessage, ids["held"]).state == "held"
 
 
+def test_the_page_says_when_more_is_held_than_it_shows(world, database, monkeypatch):
+    app, ids = world
+    alice, bob = signed_in(app, "alice"), signed_in(app, "bob")
+    assert 'id="held-more"' not in alice.get("/quarantine/").get_data(as_text=True)
+    with database.session() as s:
+        original = s.get(QuarantinedMessage, ids["held"])
+        for n in range(2):
+            s.add(QuarantinedMessage(**{
+                c.name: getattr(original, c.name) for c in QuarantinedMessage.__table__.columns
+                if c.name != "id"} | {"queue_id": f"4XyZ{n}more"}))
+    monkeypatch.setattr(quarantine, "VISIBLE_AT_ONCE", 2)
+    page = alice.get("/quarantine/").get_data(as_text=True)
+    assert "The newest 2 of 3 held messages are shown" in page
+    assert page.count('<tr id="held-') == 2
+    assert 'id="held-more"' not in bob.get("/quarantine/").get_data(as_text=True)
+
+
 def test_this_was_spam_on_the_alias_page_teaches_the_filter(world, settings, database):
     app, ids = world
     alice, bob = signed_in(app, "alice"), signed_in(app, "bob")

@@ -128,16 +128,31 @@ def _cut(text: str | None, limit: int = 500) -> str | None:
 
 
 # --- review ------------------------------------------------------------------------------
-def visible(session: Session, user: User | None, *, state: str | None = HoldState.HELD.value,
-            limit: int = 500) -> list[QuarantinedMessage]:
-    """Held messages a user may review (all of them for an admin or ``user=None``)."""
-    query = select(QuarantinedMessage).order_by(QuarantinedMessage.held_at.desc(),
-                                                QuarantinedMessage.id.desc()).limit(limit)
+VISIBLE_AT_ONCE = 500
+
+
+def _visible_to(query, user: User | None, state: str | None):
     if state:
         query = query.where(QuarantinedMessage.state == state)
     if user is not None and not user.is_admin:
         query = query.where(QuarantinedMessage.owner_id == user.id)
-    return list(session.scalars(query))
+    return query
+
+
+def visible(session: Session, user: User | None, *, state: str | None = HoldState.HELD.value,
+            limit: int = VISIBLE_AT_ONCE) -> list[QuarantinedMessage]:
+    """Held messages a user may review (all of them for an admin or ``user=None``), the
+    newest ``limit``."""
+    query = select(QuarantinedMessage).order_by(QuarantinedMessage.held_at.desc(),
+                                                QuarantinedMessage.id.desc()).limit(limit)
+    return list(session.scalars(_visible_to(query, user, state)))
+
+
+def visible_count(session: Session, user: User | None, *,
+                  state: str | None = HoldState.HELD.value) -> int:
+    """How many :func:`visible` would list without its limit."""
+    query = select(func.count()).select_from(QuarantinedMessage)
+    return session.scalar(_visible_to(query, user, state)) or 0
 
 
 def get_for(session: Session, message_id: int, user: User | None) -> QuarantinedMessage:

@@ -53,8 +53,10 @@ def _learn(sample_id: int | None, owner_id: int, is_spam: bool) -> str:
 @login_required
 def index():
     user = current_user()
-    rows = core.visible(db_session(), user)
-    return render_template("quarantine/list.html", rows=rows, form=CsrfForm(),
+    rows = core.visible(db_session(), user, limit=core.VISIBLE_AT_ONCE)
+    total = (core.visible_count(db_session(), user) if len(rows) >= core.VISIBLE_AT_ONCE
+             else len(rows))
+    return render_template("quarantine/list.html", rows=rows, total=total, form=CsrfForm(),
                            own_score=user.quarantine_score,
                            used=core.effective_threshold(settings(), user.quarantine_score),
                            reject=settings().action_reject)
