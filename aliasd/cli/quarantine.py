@@ -149,7 +149,10 @@ def apply() -> None:
             click.echo(carry_out(st.settings, db, message_id, action, bool(learn), actor))
         except (AliasdError, click.ClickException) as exc:
             failed += 1
-            echo_err(f"quarantined message {message_id}: {exc}")
+            text = exc.format_message() if isinstance(exc, click.ClickException) else str(exc)
+            # carry_out's own messages already name the message
+            prefix = "" if text.startswith("quarantined message") else f"quarantined message {message_id}: "
+            echo_err(prefix + text)
     if failed:
         raise click.ClickException(f"{failed} of {len(pending)} requests failed")
 
