@@ -25,10 +25,12 @@ from aliasd.mailauth import keys, records
 from aliasd.postfix.config_lines import sections
 from aliasd.systemd_units import RELOAD_PATH_UNIT, UNIT_DIRS, installed_unit, watched_paths
 
-# main.cf parameters without which mail is lost, unscanned or fails SPF: a missing one
-# is a failure; the others (timeouts, classes) only a warning.
+# main.cf parameters without which mail is lost, unscanned or fails SPF, or a bounce
+# names the owner's mailbox: a missing one is a failure; the others (timeouts, classes)
+# only a warning.
 ESSENTIAL = {
     "virtual_alias_maps", "virtual_alias_domains", "smtpd_milters", "milter_default_action",
+    "non_smtpd_milters", "internal_mail_filter_classes",
     "header_checks", "smtpd_sender_restrictions", "sender_canonical_maps",
     "recipient_canonical_maps",
 }  # fmt: skip

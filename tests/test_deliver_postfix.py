@@ -6,9 +6,11 @@ mailbox provider. No SRS or DKIM settings: the defaults must do it (only
 
 from __future__ import annotations
 
+import email
 import os
 import re
 import shutil
+import smtplib
 import subprocess
 import sys
 import tempfile
@@ -38,6 +40,8 @@ HOST = "mx.example.net"
 ALIAS = "github.com@example.net"
 WEB = "https://aliases.example.net"
 REWRITE_ALIAS = "news@rewrite.example"
+FULL_ALIAS = "shop.example@example.net"  # forwards to a mailbox that refuses everything
+FULL_MAILBOX = "Full.Box@real.example"
 
 
 def _bank_message() -> bytes:
@@ -72,6 +76,7 @@ def world(tmp_path_factory):
         core.create_alias(session, ALIAS, owner, site="github.com")
         core.create_domain(session, "rewrite.example", owner).reply_mode = "rewrite"
         core.create_alias(session, REWRITE_ALIAS, owner)
+        core.create_alias(session, FULL_ALIAS, owner, destinations=[FULL_MAILBOX])
     settings = load_settings(
         environ={}, data_dir=str(data_dir), database_url=database.url, env="development",
         secret_key="test", dns_resolver=dns_server.address, authserv_id=HOST,
@@ -111,6 +116,9 @@ def world(tmp_path_factory):
     milter = start_logged([sys.executable, "-m", "aliasd", "milter"], env, base / "milter.log")
     capture = CaptureServer()
     capture.start()
+    # the owner's second mailbox is full: Postfix must bounce what goes there
+    capture.reject_rcpt = lambda addr: ("552 5.2.2 <full.box@real.example>: mailbox full"
+                                        if addr.lower() == FULL_MAILBOX.lower() else None)
     main_cf: dict[str, str] = {}
     for section in sections(settings):
         for line in section.lines:
@@ -149,7 +157,6 @@ def _send(w: World, data: bytes, to: str = ALIAS) -> subprocess.CompletedProcess
 
 def _signatures(data: bytes, dnsfunc) -> list[tuple[dict, bool]]:
     """Each DKIM-Signature's tags, top first, and whether dkimpy verifies it."""
-    import email
 
     verifier = dkim.DKIM(data)
     out = []
@@ -271,7 +278,6 @@ def test_rewrite_mode_signatures_and_ours_are_all_covered_by_a_valid_arc_seal(wo
 
 
 def email_header(data: bytes, name: str) -> str:
-    import email
 
     return " ".join(email.message_from_bytes(data)[name].split())
 
@@ -315,7 +321,6 @@ def test_a_forged_signature_and_dns_that_never_answers_still_deliver(world):
         w.dns.silent.discard("_dmarc.bank.example")
     assert result.returncode == 0, result.stdout
     msg = w.capture.wait_for(lambda m: b"stmt-forged" in m.data, timeout=60)
-    import email
 
     results = email.message_from_bytes(msg.data).get_all("Authentication-Results")
     # the sender's claim in our name is gone, another hop's results stay, ours are added
@@ -346,3 +351,157 @@ def test_doctor_is_content_with_this_setup_and_fails_naming_smtpd_milters_withou
     assert bad.returncode == 1, bad.stdout
     line = next(x for x in bad.stdout.splitlines() if x.startswith("fail smtpd_milters"))
     assert "postconf -e 'smtpd_milters = inet:" in line
+
+
+def test_doctor_fails_naming_the_bounce_class_without_it(world):
+    # without it Postfix's bounces skip the milter and name the owner's mailbox
+    w = world
+    doctor = [sys.executable, "-m", "aliasd", "doctor", "--postfix-config",
+              str(w.postfix.config_dir)]  # fmt: skip
+    ok = subprocess.run(doctor, env=w.env, capture_output=True, text=True, timeout=120)
+    assert "ok   non_smtpd_milters: inet:" in ok.stdout
+    assert "ok   internal_mail_filter_classes: bounce" in ok.stdout
+    subprocess.run(["postconf", "-c", str(w.postfix.config_dir), "-X",
+                    "internal_mail_filter_classes"], check=True)  # fmt: skip
+    try:
+        bad = subprocess.run(doctor, env=w.env, capture_output=True, text=True, timeout=120)
+    finally:
+        w.postfix.postconf(internal_mail_filter_classes="bounce")
+    assert bad.returncode == 1, bad.stdout
+    line = next(x for x in bad.stdout.splitlines()
+                if x.startswith("fail internal_mail_filter_classes"))
+    assert "postconf -e 'internal_mail_filter_classes = bounce'" in line
+
+
+def _smtp_send(w: World, sender: str, to: str, subject: str, rcpt_options=()) -> None:
+    """One message over SMTP with RCPT parameters (swaks has none for DSN)."""
+    message = (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
+               f"Message-ID: <{subject}@store.example>\r\n\r\nAn order for you.\r\n")
+    deadline = time.monotonic() + 15
+    while True:  # lookupd says TEMP until it has read the domains once
+        try:
+            with smtplib.SMTP("127.0.0.1", w.postfix.smtp_port, timeout=30) as smtp:
+                smtp.sendmail(sender, [to], message, rcpt_options=list(rcpt_options))
+            return
+        except smtplib.SMTPRecipientsRefused as exc:
+            if "451" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _notice_to(w: World, sender: str, subject: str):
+    """The delivery status notification Postfix sent back to ``sender`` about ``subject``."""
+    return w.capture.wait_for(lambda m: sender in m.rcpt_tos and subject in m.text, timeout=30)
+
+
+def _report_fields(data: bytes) -> list[str]:
+    report = next(p for p in email.message_from_bytes(data).walk()
+                  if p.get_content_type() == "message/delivery-status")
+    return [f"{k}: {v}" for block in report.get_payload()[1:] for k, v in block.items()]
+
+
+@pytest.mark.parametrize("orcpt", [None, "rfc822;someone@elsewhere.example"],
+                         ids=["plain", "orcpt-given-by-the-sender"])
+def test_a_bounce_of_forwarded_mail_names_the_alias_not_the_owners_mailbox(world, orcpt):
+    w = world
+    subject = f"order-{time.monotonic_ns()}"
+    # ORCPT= sets the report's Original-Recipient: the rule must not depend on it alone
+    _smtp_send(w, "orders@store.example", FULL_ALIAS, subject,
+               [f"ORCPT={orcpt}"] if orcpt else [])
+    bounce = _notice_to(w, "orders@store.example", subject)
+    assert bounce.mail_from in ("", "<>")
+    text = bounce.data.decode("utf-8", "replace")
+    assert "full.box" not in text.lower() and "real.example" not in text, text
+    # which alias failed, and why
+    assert f"<{FULL_ALIAS}>: host 127.0.0.1[127.0.0.1] said: 552 5.2.2" in " ".join(text.split())
+    assert f"<{FULL_ALIAS}>: mailbox full" in text
+    fields = _report_fields(bounce.data)
+    assert f"Final-Recipient: rfc822; {FULL_ALIAS}" in fields, fields
+    assert "Action: failed" in fields and "Status: 5.2.2" in fields
+    assert subject in text  # the returned message is still there
+
+
+def test_a_success_notice_for_forwarded_mail_names_the_alias_not_the_owners_mailbox(world):
+    w = world
+    subject = f"notify-{time.monotonic_ns()}"
+    _smtp_send(w, "orders@store.example", ALIAS, subject, ["NOTIFY=SUCCESS"])
+    delivered = w.capture.wait_for(lambda m: "alice@real.example" in m.rcpt_tos
+                                   and subject in m.text, timeout=30)
+    assert delivered.data  # the owner got the message itself, addressed as before
+    notice = _notice_to(w, "orders@store.example", subject)
+    text = notice.data.decode("utf-8", "replace")
+    # Postfix answers NOTIFY=SUCCESS at the alias itself ("expanded") and asks nothing
+    # further of the copy it forwards, so no later notice can name the mailbox either
+    assert f"<{ALIAS}>: alias expanded" in text
+    assert "alice" not in text.lower() and "real.example" not in text, text
+    fields = _report_fields(notice.data)
+    assert f"Final-Recipient: rfc822; {ALIAS}" in fields and "Action: expanded" in fields
+    # the copy went to a server without DSN: had NOTIFY=SUCCESS stayed on it, Postfix
+    # would have sent a second, "relayed" notice by now
+    time.sleep(3)
+    notices = [m for m in w.capture.messages
+               if "orders@store.example" in m.rcpt_tos and subject in m.text]
+    assert len(notices) == 1
+
+
+def test_a_bounce_for_mail_not_forwarded_by_aliasd_keeps_its_recipient(world):
+    w = world
+    subject = f"direct-{time.monotonic_ns()}"
+    # relayed from our own network to the full mailbox directly: no alias is involved
+    _smtp_send(w, "orders@store.example", FULL_MAILBOX, subject)
+    bounce = _notice_to(w, "orders@store.example", subject)
+    assert f"Final-Recipient: rfc822; {FULL_MAILBOX}" in _report_fields(bounce.data)
+
+
+def test_a_dsn_arriving_over_smtp_is_passed_on_as_it_came(world):
+    """Only Postfix's own notifications are rewritten: one arriving over SMTP (here as
+    the owner's provider would send a late bounce to the SRS sender) could be forged to
+    learn whether a guessed address is an alias's mailbox."""
+    w = world
+    subject = f"late-{time.monotonic_ns()}"
+    _smtp_send(w, "orders@store.example", ALIAS, f"first-{subject}")
+    srs = w.capture.wait_for(lambda m: f"first-{subject}" in m.text, timeout=30).mail_from
+    assert srs.startswith("SRS0=") and "=store.example=orders@" in srs
+    dsn = (
+        f"From: MAILER-DAEMON@mx.real.example\r\nTo: {srs}\r\nSubject: failure: {subject}\r\n"
+        "MIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"\r\n\r\n'
+        "--b1\r\nContent-Type: text/plain\r\n\r\n"
+        f"<{FULL_MAILBOX}> (expanded from <{FULL_ALIAS}>): quota exceeded.\r\n"
+        "--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.real.example\r\n\r\n"
+        f"Final-Recipient: rfc822; {FULL_MAILBOX}\r\nOriginal-Recipient: rfc822;{FULL_ALIAS}\r\n"
+        "Action: failed\r\nStatus: 5.2.2\r\n\r\n"
+        "--b1\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"X-Aliasd-Alias: {FULL_ALIAS} (site shop.example)\r\nTo: {FULL_ALIAS}\r\n"
+        f"Subject: {subject}\r\n\r\n--b1--\r\n"
+    )
+    deadline = time.monotonic() + 15
+    while True:  # lookupd says TEMP until it has read the domains once
+        try:
+            with smtplib.SMTP("127.0.0.1", w.postfix.smtp_port, timeout=30) as smtp:
+                smtp.sendmail("", [srs], dsn)
+            break
+        except smtplib.SMTPRecipientsRefused as exc:
+            if "451" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    bounce = _notice_to(w, "orders@store.example", subject)
+    assert f"Final-Recipient: rfc822; {FULL_MAILBOX}" in _report_fields(bounce.data)
+    assert f"<{FULL_MAILBOX}> (expanded from <{FULL_ALIAS}>)" in bounce.text
+
+
+def test_mail_submitted_with_sendmail_to_no_alias_passes_the_milter_untouched(world):
+    # non_smtpd_milters shows the milter every locally submitted message too
+    w = world
+    subject = f"cron-{time.monotonic_ns()}"
+    message = (f"From: root@mx.aliasd.test\nTo: ops@elsewhere.example\nSubject: {subject}\n\n"
+               "Nightly job done: alice@real.example\n")
+    sent = subprocess.run(["sendmail", "-i", "-f", "root@mx.aliasd.test", "ops@elsewhere.example"],
+                          input=message, text=True, capture_output=True, timeout=60,
+                          env={**os.environ, "MAIL_CONFIG": str(w.postfix.config_dir)})
+    assert sent.returncode == 0, sent.stderr
+    msg = w.capture.wait_for(lambda m: subject in m.text, timeout=30)
+    assert msg.rcpt_tos == ["ops@elsewhere.example"]
+    assert "Nightly job done: alice@real.example" in msg.text
+    assert not [h for h in email.message_from_bytes(msg.data)
+                if h.lower().startswith(("x-aliasd", "x-spam", "arc-", "authentication-results"))]

@@ -363,6 +363,9 @@ def test_postfix_config_documents_the_milter_and_its_default_action(tmp_path):
     section = proc.stdout.split("# --- aliasd milter ---", 1)[1].split("# ---", 1)[0]
     # inside Postfix's queue directory (its chroot): named relative to it
     assert "smtpd_milters = unix:aliasd/milter\n" in section
+    # Postfix's own bounces reach the same milter, so that they name the alias
+    assert "\nnon_smtpd_milters = unix:aliasd/milter\n" in section
+    assert "internal_mail_filter_classes = bounce\n" in section
     assert "milter_default_action = accept\n" in section
     assert "milter_protocol = 6\n" in section
 

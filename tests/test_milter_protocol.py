@@ -98,3 +98,12 @@ def test_the_negotiation_answer_can_ask_for_macros_by_stage():
                                         {protocol.SMFIM_CONNECT: "j {client_resolve}"})
     assert asking == frame(b"O", b"\0\0\0\6" + b"\0\0\1\1" + b"\0\0\0\0"
                            + b"\0\0\0\0" + b"j {client_resolve}\0")
+
+
+def test_a_replaced_body_goes_in_frames_postfix_joins_and_needs_the_grant():
+    body = b"x" * (protocol.BODY_CHUNK + 10)
+    frames = protocol.FrameReader().feed(protocol.replace_body(body))
+    assert [c for c, _ in frames] == [protocol.SMFIR_REPLBODY] * 2
+    assert b"".join(d for _, d in frames) == body
+    with pytest.raises(EditNotAllowed):
+        MessageEdits(protocol.SMFIF_ADDHDRS).replace_body(body)

@@ -27,20 +27,21 @@ class AliasdMilter:
         self.client_addr: str | None = None
         self.client_name: str | None = None
         self.helo: str | None = None
+        self.made_by_postfix = False
         self._reset()
 
     def _reset(self) -> None:
         self.env = Envelope(client_addr=self.client_addr, client_name=self.client_name,
-                            helo=self.helo)
+                            helo=self.helo, made_by_postfix=self.made_by_postfix)
         self._kept = 0  # bytes kept for scanning (headers + body)
         self._own_seen: dict[str, int] = {}  # forged copies of our headers, per name
         self._has_subject = False
 
     # --- SMTP envelope ----------------------------------------------------------------
     def connect(self, address: str | None, hostname: str | None = None,
-                resolve: str | None = None) -> None:
-        """The client's IP address (None for a unix socket or an unknown peer) and the
-        MTA's name for it (Postfix: "unknown" without a verified reverse-DNS name).
+                resolve: str | None = None, port: int | None = None) -> None:
+        """The client's IP address (None for a unix socket or an unknown peer), port, and
+        the MTA's name for it (Postfix: "unknown" without a verified reverse-DNS name).
         ``resolve`` is how the MTA's reverse-DNS lookup ended ({client_resolve}): after
         a temporary failure ("TEMP") the client has no name *for now*, which is not
         evidence of anything, so it is left unnamed (not judged) rather than "unknown"."""
@@ -48,6 +49,11 @@ class AliasdMilter:
         self.client_name = hostname[:255] if hostname else None
         if resolve == "TEMP":
             self.client_name = None
+        # Mail that no SMTP client sent (non_smtpd_milters: Postfix's own bounces, the
+        # sendmail command) comes with the connection Postfix's cleanup makes up:
+        # "localhost", 127.0.0.1, port 0, which no TCP client can have.
+        self.made_by_postfix = (port == 0 and address == "127.0.0.1"
+                                and hostname == "localhost")
 
     def hello(self, hostname: str) -> None:
         self.helo = hostname[:255]
@@ -133,6 +139,14 @@ class AliasdMilter:
                     edits.add_header("Subject", verdict.new_subject)
         except Exception:  # header edits failed: deliver the message as it is
             log.exception("could not edit headers of queue id %s", env.queue_id)
+        if verdict.masking is not None:  # a DSN: the alias instead of the mailbox
+            try:
+                for name, index, value in verdict.masking.headers:
+                    edits.change_header(name, index, value)
+                if verdict.masking.body is not None:
+                    edits.replace_body(verdict.masking.body)
+            except Exception:
+                log.exception("could not hide the mailboxes in queue id %s", env.queue_id)
         if verdict.transform is not None:  # the reverse alias in forwarded mail
             apply_transform(edits, verdict.transform, {})
         if verdict.status == QUARANTINE:

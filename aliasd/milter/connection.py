@@ -28,7 +28,8 @@ log = logging.getLogger(__name__)
 # Edits the adapter may make (asked for; Postfix grants what it offers).
 WANTED_ACTIONS = (protocol.SMFIF_ADDHDRS | protocol.SMFIF_CHGHDRS | protocol.SMFIF_ADDRCPT
                   | protocol.SMFIF_DELRCPT | protocol.SMFIF_CHGFROM
-                  | protocol.SMFIF_QUARANTINE)
+                  | protocol.SMFIF_QUARANTINE
+                  | protocol.SMFIF_CHGBODY)  # only for DSNs (aliasd.core.bounce_privacy)
 # Steps sent without waiting for us. DATA is answered on purpose: unanswered, Postfix
 # sends the DATA-stage macros and the first header as separate small packets, the second
 # waits behind Nagle's algorithm for our delayed ACK, and every message stalls ~40 ms.
@@ -152,7 +153,8 @@ class MilterConnection(asyncio.Protocol):
         elif command == protocol.SMFIC_CONNECT:
             connect = protocol.parse_connect(data)
             session.connect(connect.address if connect.family in ("4", "6") else None,
-                            connect.hostname, self.macro("{client_resolve}"))
+                            connect.hostname, self.macro("{client_resolve}"),
+                            port=connect.port)
         elif command == protocol.SMFIC_HELO:
             helo = protocol.strings(data)
             session.hello(helo[0].decode("utf-8", "replace") if helo else "")

@@ -61,6 +61,10 @@ class MessageEdits:
         self._need(protocol.SMFIF_CHGFROM, "change the sender")
         self.frames.append(protocol.change_sender(address))
 
+    def replace_body(self, body: bytes) -> None:
+        self._need(protocol.SMFIF_CHGBODY, "replace the body")
+        self.frames.append(protocol.replace_body(body))
+
     def quarantine(self, reason: str) -> None:
         self._need(protocol.SMFIF_QUARANTINE, "hold messages")
         self.frames.append(protocol.quarantine(reason))

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aliasd.config import Settings
-from aliasd.core import events
+from aliasd.core import bounce_privacy, events
 from aliasd.core.addresses import AddressError, domain_of, header_addresses, normalize_address
 from aliasd.core.block_decision import (
     Block,
@@ -32,6 +32,7 @@ from aliasd.core.block_decision import (
     personal_block,
     server_block,
 )
+from aliasd.core.bounce_privacy import Masking
 from aliasd.db import Database
 from aliasd.mailauth.verify import AuthResults
 from aliasd.milter import authstep, event_writer, learn_by_mail, review
@@ -68,6 +69,7 @@ class Envelope:
     client_name: str | None = None  # the MTA's name for the client ("unknown": none)
     helo: str | None = None
     auth_authen: str | None = None  # SMTP AUTH login ({auth_authen}), None without
+    made_by_postfix: bool = False  # not from an SMTP client: a bounce, or sendmail
     queue_id: str | None = None
     headers: list[tuple[str, bytes]] = field(default_factory=list)  # kept within the cap
     body: bytearray = field(default_factory=bytearray)  # kept within the cap
@@ -109,6 +111,7 @@ class Verdict:
     auth: AuthResults | None = None  # SPF/DKIM/DMARC/ARC of the incoming message
     remove_headers: list[tuple[str, int]] = field(default_factory=list)  # (name, occurrence)
     transform: Transform | None = None  # reverse-alias edits (aliasd.milter.replies)
+    masking: Masking | None = None  # a DSN's real mailboxes shown as aliases
 
     def header(self, name: str) -> list[str]:
         """The values of ``name`` this verdict adds, at the bottom or at the top."""
@@ -327,6 +330,33 @@ class MailPath:
                 self._big_turn.release()
 
     def _process(self, envelope: Envelope) -> Verdict:
+        verdict = self._process_message(envelope)
+        if (verdict.status in ("accept", review.QUARANTINE) and envelope.sender == ""
+                and envelope.made_by_postfix):
+            verdict.masking = self._hidden_mailboxes(envelope)
+        return verdict
+
+    def _hidden_mailboxes(self, envelope: Envelope) -> Masking | None:
+        """Postfix's own delivery status notification about mail aliasd forwarded names
+        the alias, not the mailbox (it reaches the milter through non_smtpd_milters).
+        Only Postfix's: one arriving over SMTP could be forged to ask whether a guessed
+        address is an alias's mailbox. Trouble leaves the DSN as it is: a bounce is
+        never lost."""
+        def lookup(addresses: list[str]) -> dict[str, set[str]]:
+            with self.database.reading() as connection:
+                return bounce_privacy.alias_mailboxes(connection, addresses,
+                                                      self.settings.recipient_delimiter)
+        try:
+            masking = bounce_privacy.hide_mailboxes(envelope.sender, envelope.headers,
+                                                    bytes(envelope.body), lookup,
+                                                    truncated=envelope.truncated)
+        except Exception:
+            log.exception("queue id %s: could not hide the mailboxes in a DSN",
+                          envelope.queue_id)
+            return None
+        return masking or None
+
+    def _process_message(self, envelope: Envelope) -> Verdict:
         outgoing = self.replies.outgoing(envelope)  # the owner writing as an alias
         if outgoing is not None:
             return Verdict(status=outgoing.status, reply=outgoing.reply, scanned=False,

@@ -34,6 +34,7 @@ SMFIC_UNKNOWN = b"U"
 SMFIR_ADDRCPT = b"+"
 SMFIR_DELRCPT = b"-"
 SMFIR_ACCEPT = b"a"
+SMFIR_REPLBODY = b"b"
 SMFIR_CONTINUE = b"c"
 SMFIR_DISCARD = b"d"
 SMFIR_CHGFROM = b"e"
@@ -273,6 +274,17 @@ def delete_recipient(address: str) -> bytes:
 
 def change_sender(address: str) -> bytes:
     return frame(SMFIR_CHGFROM, _z(address))
+
+
+# libmilter sends a replaced body in pieces of at most this (MILTER_CHUNK_SIZE).
+BODY_CHUNK = 65535
+
+
+def replace_body(body: bytes) -> bytes:
+    """The whole new body (CRLF line ends, as Postfix sent it), in as many frames as it
+    takes; Postfix joins them."""
+    return b"".join(frame(SMFIR_REPLBODY, body[start:start + BODY_CHUNK])
+                    for start in range(0, len(body), BODY_CHUNK)) or frame(SMFIR_REPLBODY)
 
 
 def quarantine(reason: str) -> bytes:

@@ -21,9 +21,14 @@ def postfix_milter_address(listen: str, queue_directory: str | None = None) -> s
 
 def postfix_milter_settings(settings: Settings, listen: str | None = None) -> dict[str, str]:
     """main.cf parameters, in the order they are printed."""
+    address = postfix_milter_address(listen or settings.milter_listen,
+                                     settings.postfix_queue_directory)
     return {
-        "smtpd_milters": postfix_milter_address(listen or settings.milter_listen,
-                                                settings.postfix_queue_directory),
+        "smtpd_milters": address,
+        # Postfix's own bounces and success notices name the owner's mailbox; they reach
+        # a milter only through non_smtpd_milters, and only with the bounce class.
+        "non_smtpd_milters": address,
+        "internal_mail_filter_classes": "bounce",
         "milter_protocol": "6",
         # When the milter is down or does not answer, Postfix delivers the message
         # unscanned instead of refusing it with 451 (the Postfix default, "tempfail").
@@ -40,6 +45,10 @@ COMMENT = (
     "Every message for an alias passes aliasd's milter (aliasd milter): spam scan, headers\n"
     "X-Spamd-Result / X-Spam / X-Aliasd-Alias, reject or defer by score, event records.\n"
     "If the milter is down, milter_default_action = accept delivers mail unscanned.\n"
+    "Postfix's delivery status notifications pass it too (non_smtpd_milters with\n"
+    "internal_mail_filter_classes = bounce): a bounce or success notice about forwarded\n"
+    "mail names the alias, not the owner's mailbox. This also runs header_checks on them,\n"
+    "and the milter sees mail submitted with sendmail; mail to no alias passes untouched.\n"
     "Database or scanner trouble inside the milter also passes the message, marked\n"
     "'X-Aliasd-Scan: skipped (reason)'. A unix:/path socket must be inside Postfix's\n"
     "chroot (/var/spool/postfix) when smtpd runs chrooted; it is then named relative to it."
