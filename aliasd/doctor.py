@@ -91,7 +91,9 @@ def postfix_checks(settings: Settings, postfix_dir: str | None) -> Iterator[Chec
             key, _, expected = line.partition(" = ")
             actual = live.get(key, "")
             fix = f"postconf -e '{line}' && postfix reload"
-            if all(t in _tokens(actual) for t in _tokens(expected)):
+            # an empty value must be empty (nested_header_checks defaults to $header_checks)
+            if (all(t in _tokens(actual) for t in _tokens(expected)) if _tokens(expected)
+                    else not _tokens(actual)):
                 yield Check("ok", key, actual)
             else:
                 status = "fail" if key in ESSENTIAL else "warn"

@@ -373,6 +373,21 @@ def test_doctor_fails_naming_the_bounce_class_without_it(world):
     assert "postconf -e 'internal_mail_filter_classes = bounce'" in line
 
 
+
+def test_doctor_warns_when_blocks_apply_to_attached_and_returned_messages(world):
+    # an empty expected value must be empty, not merely "contain nothing"
+    w = world
+    doctor = [sys.executable, "-m", "aliasd", "doctor", "--postfix-config",
+              str(w.postfix.config_dir)]  # fmt: skip
+    w.postfix.postconf(nested_header_checks="$header_checks")
+    try:
+        out = subprocess.run(doctor, env=w.env, capture_output=True, text=True, timeout=120)
+    finally:
+        w.postfix.postconf(nested_header_checks="")
+    line = next(x for x in out.stdout.splitlines() if "nested_header_checks" in x)
+    assert line.startswith("warn nested_header_checks: is $header_checks"), line
+
+
 def _smtp_send(w: World, sender: str, to: str, subject: str, rcpt_options=()) -> None:
     """One message over SMTP with RCPT parameters (swaks has none for DSN)."""
     message = (f"From: {sender}\r\nTo: {to}\r\nSubject: {subject}\r\n"
@@ -505,3 +520,23 @@ def test_mail_submitted_with_sendmail_to_no_alias_passes_the_milter_untouched(wo
     assert "Nightly job done: alice@real.example" in msg.text
     assert not [h for h in email.message_from_bytes(msg.data)
                 if h.lower().startswith(("x-aliasd", "x-spam", "arc-", "authentication-results"))]
+
+
+def test_a_block_matching_only_the_returned_message_does_not_hold_the_bounce_back(world):
+    """internal_mail_filter_classes = bounce runs header_checks on Postfix's bounces too;
+    with nested_header_checks left at $header_checks a rule matching the returned
+    message (e.g. its From:, for a sender blocked since) made cleanup refuse the bounce
+    and kept the original queued, "bounce failed", retried for ever (seen here)."""
+    w = world
+    blocklist = Path(w.settings.effective_blocklist_file)
+    kept = blocklist.read_text()
+    # Return-Path: is only in the returned message, so the original itself passes
+    blocklist.write_text(kept + "/^Return-Path:.*=probe-hc@/ REJECT blocked\n")
+    w.postfix.reload()
+    try:
+        _smtp_send(w, "probe-hc@store.example", FULL_ALIAS, "probe-hc-subject")
+        bounce = _notice_to(w, "probe-hc@store.example", "probe-hc-subject")
+    finally:
+        blocklist.write_text(kept)
+        w.postfix.reload()
+    assert f"Final-Recipient: rfc822; {FULL_ALIAS}" in _report_fields(bounce.data)

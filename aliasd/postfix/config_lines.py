@@ -63,7 +63,11 @@ def lookup_section(settings: Settings) -> Section | None:
 def blocklist_section(settings: Settings) -> Section:
     """Sender blocks: header_checks after DATA, and the same blocks as an access
     map at MAIL FROM through lookupd."""
-    lines = [f"header_checks = pcre:{settings.effective_blocklist_file}"]
+    # Only the message's own headers: not an attached message's (a spam forwarded to
+    # spam@ as an attachment, the original a Postfix bounce returns; a refused bounce
+    # stays queued with the original, retried, "bounce failed").
+    lines = [f"header_checks = pcre:{settings.effective_blocklist_file}",
+             "nested_header_checks = "]
     if settings.lookup_socketmap:
         table = postfix_table("socketmap", settings.lookup_socketmap, "sender_access",
                               settings.postfix_queue_directory)
@@ -71,9 +75,10 @@ def blocklist_section(settings: Settings) -> Section:
     return Section(
         "aliasd sender blocks",
         "Blocked sources, both ways. header_checks sees the From:/Reply-To:/Sender: headers\n"
-        "after DATA; check_sender_access refuses the envelope sender at MAIL FROM, earlier\n"
-        "and cheaper; lookupd answers TEMP (451) when the database is down. Keep any\n"
-        "smtpd_sender_restrictions you already have and add the check to them.\n"
+        "after DATA (the message's own, not an attached or returned message's: empty\n"
+        "nested_header_checks); check_sender_access refuses the envelope sender at MAIL\n"
+        "FROM, earlier and cheaper; lookupd answers TEMP (451) when the database is down.\n"
+        "Keep any smtpd_sender_restrictions you already have and add the check to them.\n"
         + _reload_note(settings),
         lines,
     )
