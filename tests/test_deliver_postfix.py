@@ -19,7 +19,7 @@ from pathlib import Path
 
 import dkim
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from aliasd.config import load_settings
 from aliasd.core import aliases as core
@@ -520,6 +520,28 @@ def test_mail_submitted_with_sendmail_to_no_alias_passes_the_milter_untouched(wo
     assert "Nightly job done: alice@real.example" in msg.text
     assert not [h for h in email.message_from_bytes(msg.data)
                 if h.lower().startswith(("x-aliasd", "x-spam", "arc-", "authentication-results"))]
+
+
+def test_mail_submitted_with_sendmail_to_an_alias_is_forwarded_as_before_unscanned(world):
+    """The milter sees locally submitted mail only because of Postfix's bounces: mail of
+    the sendmail command (and a released message pickup requeues) is not scanned,
+    recorded or held again; it is forwarded as it was before the milter saw it."""
+    w = world
+    subject = f"local-{time.monotonic_ns()}"
+    with w.database.session() as s:
+        events_before = s.scalar(select(func.count()).select_from(MailEvent))
+    message = f"From: root@mx.aliasd.test\nTo: {ALIAS}\nSubject: {subject}\n\nBackup done.\n"
+    sent = subprocess.run(["sendmail", "-i", "-f", "root@mx.aliasd.test", ALIAS],
+                          input=message, text=True, capture_output=True, timeout=60,
+                          env={**os.environ, "MAIL_CONFIG": str(w.postfix.config_dir)})
+    assert sent.returncode == 0, sent.stderr
+    msg = w.capture.wait_for(lambda m: subject in m.text, timeout=30)
+    assert msg.rcpt_tos == ["alice@real.example"]
+    assert not [h for h in email.message_from_bytes(msg.data)
+                if h.lower().startswith(("x-aliasd", "x-spam", "arc-", "authentication-results"))]
+    time.sleep(0.5)  # the event writer would have written by now
+    with w.database.session() as s:
+        assert s.scalar(select(func.count()).select_from(MailEvent)) == events_before
 
 
 def test_a_block_matching_only_the_returned_message_does_not_hold_the_bounce_back(world):

@@ -330,11 +330,16 @@ class MailPath:
                 self._big_turn.release()
 
     def _process(self, envelope: Envelope) -> Verdict:
-        verdict = self._process_message(envelope)
-        if (verdict.status in ("accept", review.QUARANTINE) and envelope.sender == ""
-                and envelope.made_by_postfix):
-            verdict.masking = self._hidden_mailboxes(envelope)
-        return verdict
+        if envelope.made_by_postfix:
+            # Mail no SMTP client sent reaches the milter only for Postfix's own bounces
+            # (non_smtpd_milters): a released message that pickup requeues, and mail of
+            # the sendmail command, pass untouched, as before the milter saw them; a
+            # released message scanned again could be held again.
+            verdict = Verdict(scanned=False)
+            if envelope.sender == "":
+                verdict.masking = self._hidden_mailboxes(envelope)
+            return verdict
+        return self._process_message(envelope)
 
     def _hidden_mailboxes(self, envelope: Envelope) -> Masking | None:
         """Postfix's own delivery status notification about mail aliasd forwarded names
