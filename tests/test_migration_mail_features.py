@@ -74,3 +74,33 @@ def test_upgrade_moves_messages_still_held_from_rejected_to_held(old_database): 
     with db.engine.connect() as c:
         assert c.execute(text(
             "SELECT forwarded_count, rejected_count, held_count FROM aliases")).one() == (3, 2, 2)
+
+
+def test_upgrade_from_0012_keeps_users_and_held_mail_and_the_next_digest_lists_only_the_last_day(
+        old_database):  # noqa: F811
+    """0013 adds the directory re-check's columns, empty; 0014 marks messages held more than
+    a day before the upgrade as already listed (the old digest covered the last 24 hours),
+    so the first digest after it lists what the old one would have listed next."""
+    db = old_database
+    db.upgrade("0012_quarantine_state_index")
+    now = dt.datetime.now(dt.UTC)
+    with db.engine.begin() as c:
+        _alice_with_a_shop_alias(c, forwarded=1, spam=2, rejected=0)
+        for queue_id, held_at in (("OLD1", now - dt.timedelta(days=2)),
+                                  ("NEW1", now - dt.timedelta(hours=1))):
+            c.execute(text(
+                "INSERT INTO quarantined_messages (held_at, queue_id, owner_id, alias_id, "
+                "alias_address, envelope_sender, score, symbols, preview, state) VALUES "
+                "(:t, :q, 1, 1, 'shop@example.net', 'x@spam.example', 9.5, '', '', 'held')"),
+                {"t": held_at, "q": queue_id})
+    db.upgrade()
+    with db.engine.connect() as c:
+        assert c.execute(text(
+            "SELECT username, directory_checked_at, directory_missing_since FROM users"
+        )).all() == [("alice", None, None)]
+        rows = dict(c.execute(text(
+            "SELECT queue_id, digested_at FROM quarantined_messages")).all())
+    assert set(rows) == {"OLD1", "NEW1"}
+    assert rows["OLD1"] is not None and rows["NEW1"] is None
+    with db.session() as session:
+        assert held_count(session) == 2
